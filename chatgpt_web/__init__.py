@@ -1,0 +1,54 @@
+"""chatgpt_web: a self-hosted API over a ChatGPT web session.
+
+`create_app(config)` builds the Flask application: settings, shared services, blueprints and the
+one error handler that turns every ApiError into JSON.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Mapping
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from .config import Config
+from .errors import ApiError
+from .services import Services
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Config | Mapping[str, str] | None = None) -> Flask:
+    """Build the app from a Config, a mapping of environment variables, or the environment."""
+    if config is None:
+        config = Config.from_env()
+    elif not isinstance(config, Config):
+        config = Config.from_env(config)
+    logging.basicConfig(level=config.log_level.upper())
+
+    app = Flask(__name__)
+    app.json.sort_keys = False
+    app.extensions["chatgpt_web"] = Services(config)
+
+    from .api import legacy, ops
+    app.register_blueprint(ops.blueprint)
+    app.register_blueprint(legacy.blueprint)
+    _register_error_handlers(app)
+    return app
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def api_error(error: ApiError):
+        return jsonify(error.to_dict()), error.status, error.headers
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        code = (error.name or "error").lower().replace(" ", "_")
+        return jsonify({"message": error.description, "code": code}), error.code
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception):
+        # The exception text may quote a request value, so only its type is logged.
+        log.error("unhandled %s", type(error).__name__, exc_info=app.debug)
+        return jsonify({"message": "internal server error", "code": "internal_error"}), 500

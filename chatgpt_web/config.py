@@ -1,0 +1,105 @@
+"""Every setting of the service, read from environment variables in this one place.
+
+`Config.from_env()` is the only reader of the environment; nothing else in the package looks at
+`os.environ`. Each field documents its variable; README.md and .env.example list them for operators.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field, fields
+from typing import Mapping
+
+from .errors import ConfigError
+
+# curl_cffi target pinned to a concrete version: the floating alias "chrome" would change the TLS
+# fingerprint whenever curl_cffi is upgraded. curl_cffi sends a User-Agent and sec-ch-ua that match.
+DEFAULT_IMPERSONATE = "chrome136"
+
+
+def _split_list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.replace("\n", ",").split(",") if item.strip())
+
+
+def _as_bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name} must be true or false, not {value!r}")
+
+
+def _as_number(name: str, value: str, kind: type, minimum: float) -> float | int:
+    try:
+        number = kind(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}")
+    return number
+
+
+@dataclass(frozen=True)
+class Config:
+    """Validated settings. Field metadata names the environment variable that sets each one."""
+
+    base_url: str = field(default="https://chatgpt.com", metadata={"env": "CHATGPT_BASE_URL"})
+    auth_url: str = field(default="https://auth0.openai.com", metadata={"env": "CHATGPT_AUTH_URL"})
+    proxy: str | None = field(default=None, metadata={"env": "CHATGPT_PROXY"})
+    impersonate: str = field(default=DEFAULT_IMPERSONATE, metadata={"env": "CHATGPT_IMPERSONATE"})
+    default_model: str = field(default="auto", metadata={"env": "CHATGPT_DEFAULT_MODEL"})
+    allowed_proxies: tuple[str, ...] = field(default=(), metadata={"env": "CHATGPT_ALLOWED_PROXIES"})
+    port: int = field(default=3000, metadata={"env": "PORT"})
+    cache_dir: str = field(
+        default=os.path.join(tempfile.gettempdir(), "chatgpt_web"), metadata={"env": "CACHE_DIR"}
+    )
+    max_prompt_chars: int = field(default=32000, metadata={"env": "MAX_PROMPT_CHARS"})
+    # Total deadline for one answer when the caller gives no `timeout`, in seconds.
+    request_timeout: float = field(default=120.0, metadata={"env": "REQUEST_TIMEOUT"})
+    # Hardest proof-of-work difficulty we try to solve; a lower hex prefix is harder (protocol §4.2).
+    pow_max_difficulty: str = field(default="000032", metadata={"env": "POW_MAX_DIFFICULTY"})
+    pow_workers: int = field(default=1, metadata={"env": "POW_WORKERS"})
+    history_disabled: bool = field(default=True, metadata={"env": "HISTORY_DISABLED"})
+    # Seconds before a JWT's exp at which a cached token stops being served.
+    token_expiry_margin: int = field(default=300, metadata={"env": "TOKEN_EXPIRY_MARGIN"})
+    log_level: str = field(default="INFO", metadata={"env": "LOG_LEVEL"})
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Config":
+        """Build a Config from `environ` (default `os.environ`); unknown variables are ignored."""
+        environ = os.environ if environ is None else environ
+        values: dict = {}
+        for spec in fields(cls):
+            name = spec.metadata["env"]
+            raw = environ.get(name)
+            if raw is None or (raw.strip() == "" and spec.type != "str"):
+                continue
+            values[spec.name] = _convert(spec, name, raw)
+        return cls(**values)._validated()
+
+    def _validated(self) -> "Config":
+        for name, url in (("CHATGPT_BASE_URL", self.base_url), ("CHATGPT_AUTH_URL", self.auth_url)):
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"{name} must be an http(s) URL")
+        try:
+            int(self.pow_max_difficulty, 16)
+        except ValueError:
+            raise ConfigError("POW_MAX_DIFFICULTY must be hex digits") from None
+        return self
+
+
+def _convert(spec, name: str, raw: str):
+    kind = spec.type
+    if kind in ("int",):
+        return _as_number(name, raw, int, 1)
+    if kind in ("float",):
+        return _as_number(name, raw, float, 0.001)
+    if kind == "bool":
+        return _as_bool(name, raw)
+    if kind == "tuple[str, ...]":
+        return _split_list(raw)
+    value = raw.strip()
+    if spec.name in ("base_url", "auth_url"):
+        value = value.rstrip("/")
+    return value or None if kind == "str | None" else value

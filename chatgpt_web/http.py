@@ -1,0 +1,61 @@
+"""Outbound HTTP: the curl_cffi session factory and the one place where curl errors become ours.
+
+Every upstream call of the service goes through a session made by `new_session()`, so that TLS
+impersonation, the outbound proxy and DNS pinning (see upstream/endpoints.py) are never forgotten.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Sequence
+
+from curl_cffi import CurlOpt
+from curl_cffi import requests as curl_requests
+from curl_cffi.requests import exceptions as curl_errors
+
+from .config import Config
+from .errors import UpstreamError, UpstreamTimeout
+
+Session = curl_requests.Session
+Response = curl_requests.Response
+
+
+def new_session(config: Config, *, resolve: Sequence[str] = ()) -> Session:
+    """A curl_cffi session impersonating the configured browser, through the configured proxy.
+
+    `resolve` holds curl RESOLVE entries ("host:port:address") that pin a host to the addresses
+    the SSRF guard checked, so that DNS cannot be changed between the check and the connection.
+    """
+    curl_options = {CurlOpt.RESOLVE: list(resolve)} if resolve else None
+    return curl_requests.Session(
+        impersonate=config.impersonate,
+        proxy=config.proxy,
+        curl_options=curl_options,
+        allow_redirects=False,
+        # The environment's http_proxy must not silently override CHATGPT_PROXY.
+        trust_env=False,
+    )
+
+
+@contextlib.contextmanager
+def upstream_errors(step: str) -> Iterator[None]:
+    """Translate curl_cffi exceptions raised inside the block into UpstreamError / UpstreamTimeout.
+
+    `step` names what was being done ("sentinel", "conversation", "login: password", ...) so the
+    caller learns where it failed; URLs are not included because they may carry secrets.
+    """
+    try:
+        yield
+    except curl_errors.Timeout as exc:
+        raise UpstreamTimeout(f"{step}: the upstream did not answer in time") from exc
+    except curl_errors.DNSError as exc:
+        raise UpstreamError(f"{step}: the upstream host name could not be resolved",
+                            "upstream_unreachable") from exc
+    except curl_errors.ProxyError as exc:
+        raise UpstreamError(f"{step}: the outbound proxy failed", "proxy_error") from exc
+    except curl_errors.ConnectionError as exc:
+        raise UpstreamError(f"{step}: could not connect to the upstream",
+                            "upstream_unreachable") from exc
+    except curl_errors.RequestException as exc:
+        # Mid-body failures (partial transfer, HTTP/2 stream reset) land here.
+        raise UpstreamError(f"{step}: the upstream connection broke (curl error {exc.code})",
+                            "upstream_stream_broken") from exc
