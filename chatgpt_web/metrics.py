@@ -1,0 +1,57 @@
+"""Prometheus metrics. Works with several worker processes when PROMETHEUS_MULTIPROC_DIR is set
+(gunicorn.conf.py sets it before workers start); otherwise the default in-process registry is used.
+
+Labels never carry a prompt, a token or a conversation id: only routes, statuses, steps and codes.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from typing import Iterator
+
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
+                               generate_latest)
+
+REQUESTS = Counter("chatgpt_web_requests_total", "HTTP requests served", ["route", "status"])
+UPSTREAM_LATENCY = Histogram(
+    "chatgpt_web_upstream_seconds", "Upstream call latency until response headers", ["step"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+TIME_TO_FIRST_TOKEN = Histogram(
+    "chatgpt_web_time_to_first_token_seconds", "From request start to the first answer text",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+UPSTREAM_ERRORS = Counter("chatgpt_web_upstream_errors_total", "Upstream failures", ["code"])
+STREAMS_IN_FLIGHT = Gauge("chatgpt_web_streams_in_flight", "Answers being relayed now",
+                          multiprocess_mode="livesum")
+
+
+@contextlib.contextmanager
+def timed_upstream(step: str) -> Iterator[None]:
+    """Observe how long the upstream takes to answer `step` (sentinel, conversation, login...)."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        UPSTREAM_LATENCY.labels(step).observe(time.monotonic() - started)
+
+
+@contextlib.contextmanager
+def stream_in_flight() -> Iterator[None]:
+    """Count an answer as in flight for the duration of the block."""
+    STREAMS_IN_FLIGHT.inc()
+    try:
+        yield
+    finally:
+        STREAMS_IN_FLIGHT.dec()
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text of all metrics (merged across processes in multiprocess mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
