@@ -60,7 +60,7 @@ class Config:
     # Hardest proof-of-work difficulty we try to solve; a lower hex prefix is harder (protocol §4.2).
     pow_max_difficulty: str = field(default="000032", metadata={"env": "POW_MAX_DIFFICULTY"})
     pow_workers: int = field(default=1, metadata={"env": "POW_WORKERS"})
-    history_disabled: bool = field(default=True, metadata={"env": "HISTORY_DISABLED"})
+    history_disabled: bool = field(default=False, metadata={"env": "HISTORY_DISABLED"})
     # Seconds before a JWT's exp at which a cached token stops being served.
     token_expiry_margin: int = field(default=300, metadata={"env": "TOKEN_EXPIRY_MARGIN"})
     log_level: str = field(default="INFO", metadata={"env": "LOG_LEVEL"})

@@ -59,3 +59,10 @@ def upstream_errors(step: str) -> Iterator[None]:
         # Mid-body failures (partial transfer, HTTP/2 stream reset) land here.
         raise UpstreamError(f"{step}: the upstream connection broke (curl error {exc.code})",
                             "upstream_stream_broken") from exc
+
+
+def user_agent_for(impersonate: str) -> str:
+    """The User-Agent curl_cffi sends for a desktop Chrome target (the PoW config must embed it)."""
+    version = "".join(ch for ch in impersonate if ch.isdigit()) or "136"
+    return (f"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 "
+            f"(KHTML, like Gecko) Chrome/{version}.0.0.0 Safari/537.36")

@@ -5,6 +5,8 @@ from functools import cached_property
 
 from .config import Config
 from .store import Store, open_store
+from .upstream.conversation import ConversationClient
+from .upstream.pow import ProofOfWorkSolver
 
 
 class Services:
@@ -17,6 +19,17 @@ class Services:
     def store(self) -> Store:
         """Token cache, counters and pins (built on first use so import never touches disk)."""
         return open_store(self.config)
+
+    @cached_property
+    def solver(self) -> ProofOfWorkSolver:
+        """Proof-of-work solver; its process pool starts on the first hard challenge."""
+        return ProofOfWorkSolver(workers=self.config.pow_workers,
+                                 max_difficulty=self.config.pow_max_difficulty)
+
+    @cached_property
+    def conversations(self) -> ConversationClient:
+        """The upstream conversation client every face uses."""
+        return ConversationClient(self.config, self.solver)
 
 
 def current() -> Services:

@@ -1,0 +1,182 @@
+"""Send a turn to `{api}/conversation` and relay the answer as it streams (protocol §2–3).
+
+`ConversationClient.stream()` is the one data path every face uses: it runs the sentinel handshake,
+POSTs the body of protocol §2.2, feeds the SSE bytes to the one StreamReducer, and continues a
+`max_tokens`-truncated answer automatically (up to MAX_CONTINUES times), so callers see one answer.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from ..config import Config
+from ..errors import UpstreamError, UpstreamTimeout, from_upstream
+from ..http import Response, new_session, upstream_errors, user_agent_for
+from ..metrics import timed_upstream
+from .endpoints import Upstream
+from .pow import ProofOfWorkSolver
+from .sentinel import requirement_headers
+from .stream import Completion, StreamReducer, TextDelta, iter_sse
+
+MAX_CONTINUES = 3
+_MAX_ERROR_BODY = 64 * 1024
+_DEVICE_NAMESPACE = uuid.UUID("8c3f6a57-7a0e-4c4f-9d8e-1b0d2e6f4a11")
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One message to send upstream: role is "user", "system" or "assistant"."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One turn: the new messages, and where in which conversation they attach."""
+
+    messages: tuple[ChatMessage, ...]
+    model: str
+    conversation_id: str | None = None
+    parent_message_id: str | None = None
+    timeout: float = 120.0  # seconds for the whole answer, continuations included
+    extra: dict = field(default_factory=dict)
+
+
+def device_id(access_token: str) -> str:
+    """A stable Oai-Device-Id per account, derived from a hash so the token itself is not exposed."""
+    return str(uuid.uuid5(_DEVICE_NAMESPACE, hashlib.sha256(access_token.encode()).hexdigest()))
+
+
+def build_body(request: ChatRequest, *, history_disabled: bool, action: str = "next",
+               parent_message_id: str | None = None) -> dict:
+    """The conversation POST body of protocol §2.2 (key order as the browser sends it)."""
+    messages = [] if action == "continue" else [
+        {"id": str(uuid.uuid4()), "author": {"role": message.role},
+         "content": {"content_type": "text", "parts": [message.content]}, "metadata": {}}
+        for message in request.messages
+    ]
+    body = {
+        "action": action,
+        "conversation_mode": {"kind": "primary_assistant"},
+        "force_paragen": False,
+        "force_paragen_model_slug": "",
+        "force_rate_limit": False,
+        "force_use_sse": True,
+        "history_and_training_disabled": history_disabled,
+        "messages": messages,
+        "model": request.model,
+        "parent_message_id": parent_message_id or request.parent_message_id or str(uuid.uuid4()),
+        "reset_rate_limits": False,
+        "suggestions": [],
+        "supported_encodings": [],
+        "system_hints": [],
+        "timezone_offset_min": -480,
+        "variant_purpose": "comparison_implicit",
+        "websocket_request_id": str(uuid.uuid4()),
+    }
+    if request.conversation_id:
+        body["conversation_id"] = request.conversation_id
+    body.update(request.extra)
+    return body
+
+
+class ConversationClient:
+    """Talks to one upstream on behalf of one access token per call."""
+
+    def __init__(self, config: Config, solver: ProofOfWorkSolver):
+        self.config = config
+        self.solver = solver
+        self.user_agent = user_agent_for(config.impersonate)
+
+    def _headers(self, upstream: Upstream, access_token: str) -> dict:
+        return {
+            "Accept": "*/*",
+            "Accept-Language": "en-US,en;q=0.9",
+            "Authorization": f"Bearer {access_token}",
+            "Content-Type": "application/json",
+            "Oai-Device-Id": device_id(access_token),
+            "Oai-Language": "en-US",
+            "Origin": upstream.origin,
+            "Referer": upstream.origin + "/",
+            "Sec-Fetch-Dest": "empty",
+            "Sec-Fetch-Mode": "cors",
+            "Sec-Fetch-Site": "same-origin",
+        }
+
+    def stream(self, access_token: str, request: ChatRequest,
+               upstream: Upstream) -> Iterator[TextDelta | Completion]:
+        """Yield TextDelta pieces as the upstream sends them, then one final Completion.
+
+        :raise ApiError: any failure, classified by errors.from_upstream or the curl boundary.
+        """
+        deadline = time.monotonic() + request.timeout
+        headers = self._headers(upstream, access_token)
+        with new_session(self.config, resolve=upstream.resolve) as session:
+            completion: Completion | None = None
+            for attempt in range(MAX_CONTINUES + 1):
+                sentinel = requirement_headers(session, upstream, headers, solver=self.solver,
+                                               user_agent=self.user_agent,
+                                               timeout=_remaining(deadline))
+                if completion is None:
+                    body = build_body(request, history_disabled=self.config.history_disabled)
+                else:
+                    body = build_body(
+                        ChatRequest((), request.model, completion.conversation_id,
+                                    timeout=request.timeout, extra=request.extra),
+                        history_disabled=self.config.history_disabled, action="continue",
+                        parent_message_id=completion.message_id,
+                    )
+                reducer = StreamReducer(prefix=completion.text if completion else "")
+                yield from self._post(session, upstream, {**headers, **sentinel,
+                                                          "Accept": "text/event-stream"},
+                                      body, reducer, deadline)
+                completion = reducer.result()
+                if completion.finish_type != "max_tokens" or attempt == MAX_CONTINUES:
+                    break
+            yield completion
+
+    def _post(self, session, upstream: Upstream, headers: dict, body: dict,
+              reducer: StreamReducer, deadline: float) -> Iterator[TextDelta]:
+        with upstream_errors("conversation"):
+            with timed_upstream("conversation"):
+                response = session.post(upstream.url("/conversation"), json=body, headers=headers,
+                                        stream=True, timeout=_remaining(deadline))
+            try:
+                _check_stream_response(response)
+                for event in iter_sse(_chunks(response, deadline)):
+                    yield from reducer.feed(event)
+                    if reducer.done:
+                        break
+            finally:
+                response.close()
+
+
+def _remaining(deadline: float) -> float:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise UpstreamTimeout("the answer did not complete within the timeout")
+    return remaining
+
+
+def _chunks(response: Response, deadline: float) -> Iterator[bytes]:
+    for chunk in response.iter_content():
+        _remaining(deadline)
+        yield chunk
+
+
+def _check_stream_response(response: Response) -> None:
+    if response.status_code != 200:
+        body = b""
+        for chunk in response.iter_content():
+            body += chunk
+            if len(body) > _MAX_ERROR_BODY:
+                break
+        raise from_upstream(response.status_code, body, response.headers)
+    content_type = response.headers.get("Content-Type", "")
+    if "text/event-stream" not in content_type:
+        raise UpstreamError("the upstream answered with something other than an event stream",
+                            "upstream_bad_answer")
