@@ -10,4 +10,5 @@ blueprint = Blueprint("ops", __name__)
 def index():
     """Tell a visitor the service is deployed and where to start."""
     return jsonify({"status": "ok", "message": "chatgpt_web is deployed",
-                    "endpoints": ["/get_access_token", "/send_message"]})
+                    "endpoints": ["/get_access_token", "/send_message",
+                                  "/v1/chat/completions", "/v1/models"]})
