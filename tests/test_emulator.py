@@ -200,6 +200,14 @@ def test_every_request_is_recorded_with_lower_case_headers(emulator):
     assert conversation_call.json["messages"][0]["content"]["parts"] == ["recorded"]
 
 
+def test_form_posts_are_recorded_too(emulator):
+    curl_requests.post(emulator.url + "/u/login/identifier?state=abc",
+                       data={"username": "a@b.c", "action": "default"})
+    [call] = emulator.requests_to("/u/login/identifier")
+    assert call.form == {"username": "a@b.c", "action": "default"}
+    assert call.args == {"state": "abc"} and call.json is None
+
+
 def test_switches_reject_unknown_names_and_values():
     switches = Switches()
     with pytest.raises(AttributeError):
@@ -274,7 +282,9 @@ def test_chat_requirements_wants_a_well_formed_p(emulator, sent):
 
 def test_chat_requirements_without_p_when_not_required(emulator):
     emulator.switches.require_requirements_token = False
-    assert Chat(emulator).requirements({}).status_code == 200
+    emulator.switches.persona = "chatgpt-paid"
+    answer = Chat(emulator).requirements({})
+    assert answer.status_code == 200 and answer.json()["persona"] == "chatgpt-paid"
 
 
 def test_requirements_token_is_single_use(emulator):
@@ -453,6 +463,16 @@ def test_stream_arrives_in_several_chunks(emulator):
     assert sse_events(b"".join(chunks))[-1] == (None, "[DONE]")
 
 
+def test_chunking_off_writes_whole_events(emulator):
+    emulator.switches.chunking, emulator.switches.pings = False, False
+    emulator.switches.chunk_delay = 0.02
+    answer = Chat(emulator).post(body(), stream=True)
+    chunks = list(answer.iter_content())
+    answer.close()
+    assert all(chunk.endswith(b"\n\n") for chunk in chunks)
+    assert len(chunks) == len(sse_events(b"".join(chunks)))
+
+
 # --- conversation tree ------------------------------------------------------------------------
 
 def _ids(raw: bytes) -> tuple[str, str]:
@@ -547,6 +567,18 @@ def test_patch_and_list_conversations(emulator):
     assert listed["items"][0]["title"] == "New" and listed["total"] == 1
     chat.session.patch(url, json={"is_visible": False}, headers=chat.auth())
     assert chat.session.get(url, headers=chat.auth()).status_code == 404
+
+
+def test_temporary_chats_are_not_listed_and_patch_all_hides(emulator):
+    chat = Chat(emulator)
+    temporary, _ = _ids(chat.send("secret", history_and_training_disabled=True).content)
+    kept, _ = _ids(chat.send("kept").content)
+    listing = f"{chat.root}/conversations"
+    assert [i["id"] for i in chat.session.get(listing, headers=chat.auth()).json()["items"]] == [kept]
+    assert chat.session.get(f"{chat.root}/conversation/{temporary}",
+                            headers=chat.auth()).status_code == 200
+    chat.session.patch(listing, json={"is_visible": False}, headers=chat.auth())
+    assert chat.session.get(listing, headers=chat.auth()).json()["items"] == []
 
 
 @pytest.mark.parametrize("broken", [
