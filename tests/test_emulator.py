@@ -574,7 +574,8 @@ def test_temporary_chats_are_not_listed_and_patch_all_hides(emulator):
     temporary, _ = _ids(chat.send("secret", history_and_training_disabled=True).content)
     kept, _ = _ids(chat.send("kept").content)
     listing = f"{chat.root}/conversations"
-    assert [i["id"] for i in chat.session.get(listing, headers=chat.auth()).json()["items"]] == [kept]
+    listed = chat.session.get(listing, headers=chat.auth()).json()["items"]
+    assert [item["id"] for item in listed] == [kept]
     assert chat.session.get(f"{chat.root}/conversation/{temporary}",
                             headers=chat.auth()).status_code == 200
     chat.session.patch(listing, json={"is_visible": False}, headers=chat.auth())
