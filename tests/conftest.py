@@ -22,3 +22,7 @@ def _emulator_server():
 def emulator(_emulator_server):
     _emulator_server.reset()
     yield _emulator_server
+
+
+# --- the service under test ------------------------------------------------------------------
+pytest_plugins = ["tests.service_fixtures"]
