@@ -25,4 +25,5 @@ def emulator(_emulator_server):
 
 
 # --- the service under test ------------------------------------------------------------------
-pytest_plugins = ["tests.service_fixtures"]
+from tests.service_fixtures import (app, client, live_service, make_app, samples_dir,  # noqa: E402,F401
+                                     service_env, token)
