@@ -1,7 +1,8 @@
 """chatgpt_web: a self-hosted API over a ChatGPT web session.
 
-`create_app(config)` builds the Flask application: settings, shared services, blueprints and the
-one error handler that turns every ApiError into JSON.
+`create_app(config)` builds the Flask application: settings, shared services, blueprints, the
+one error handler that turns every ApiError into JSON, and request ids with private access logs.
+It writes nothing to disk: the cache directory is opened on first use (Vercel's code is read-only).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Mapping
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
+from . import observability
 from .config import Config
 from .errors import ApiError
 from .services import Services
@@ -35,6 +37,7 @@ def create_app(config: Config | Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(legacy.blueprint)
     app.register_blueprint(openai.blueprint)  # /v1/...: renders its errors in the OpenAI envelope
     _register_error_handlers(app)
+    observability.init_app(app)
     return app
 
 

@@ -17,6 +17,18 @@ from .errors import ConfigError
 DEFAULT_IMPERSONATE = "chrome136"
 
 
+def _default_cache_dir() -> str:
+    """$TMPDIR/chatgpt_web (/tmp/chatgpt_web on Vercel), chosen without touching the disk.
+
+    tempfile.gettempdir() would pick the directory by writing a probe file into it, which at
+    import time is a write outside CACHE_DIR, and raises where no temp directory is writable.
+    """
+    for name in ("TMPDIR", "TEMP", "TMP"):
+        if os.environ.get(name):
+            return os.path.join(os.environ[name], "chatgpt_web")
+    return os.path.join("/tmp" if os.name == "posix" else tempfile.gettempdir(), "chatgpt_web")
+
+
 def _split_list(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.replace("\n", ",").split(",") if item.strip())
 
@@ -51,9 +63,7 @@ class Config:
     default_model: str = field(default="auto", metadata={"env": "CHATGPT_DEFAULT_MODEL"})
     allowed_proxies: tuple[str, ...] = field(default=(), metadata={"env": "CHATGPT_ALLOWED_PROXIES"})
     port: int = field(default=3000, metadata={"env": "PORT"})
-    cache_dir: str = field(
-        default=os.path.join(tempfile.gettempdir(), "chatgpt_web"), metadata={"env": "CACHE_DIR"}
-    )
+    cache_dir: str = field(default_factory=_default_cache_dir, metadata={"env": "CACHE_DIR"})
     max_prompt_chars: int = field(default=32000, metadata={"env": "MAX_PROMPT_CHARS"})
     # Total deadline for one answer when the caller gives no `timeout`, in seconds.
     request_timeout: float = field(default=120.0, metadata={"env": "REQUEST_TIMEOUT"})

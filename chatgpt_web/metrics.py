@@ -13,7 +13,16 @@ from typing import Iterator
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
                                generate_latest)
 
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # In multiprocess mode every metric is an mmapped file in this directory, and some are created
+    # right below; an operator-chosen directory may not exist yet.
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
 REQUESTS = Counter("chatgpt_web_requests_total", "HTTP requests served", ["route", "status"])
+REQUEST_DURATION = Histogram(
+    "chatgpt_web_request_seconds", "From request start until the response (or stream) ended",
+    ["route"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
 UPSTREAM_LATENCY = Histogram(
     "chatgpt_web_upstream_seconds", "Upstream call latency until response headers", ["step"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
@@ -45,6 +54,12 @@ def stream_in_flight() -> Iterator[None]:
         yield
     finally:
         STREAMS_IN_FLIGHT.dec()
+
+
+def observe_request(route: str, status: int, seconds: float) -> None:
+    """Count one finished request; `route` is the URL rule (bounded set), never the raw path."""
+    REQUESTS.labels(route, str(status)).inc()
+    REQUEST_DURATION.labels(route).observe(seconds)
 
 
 def render() -> tuple[bytes, str]:

@@ -118,8 +118,12 @@ class MemoryStore:
 
 def open_store(config) -> Store:
     """The store for `config`: CACHE_DIR, else a temp directory, else memory (one warning)."""
-    candidates = [config.cache_dir, os.path.join(tempfile.gettempdir(), f"chatgpt_web-{os.getuid()}")]
-    for directory in candidates:
+    directories = [config.cache_dir]
+    try:
+        directories.append(os.path.join(tempfile.gettempdir(), f"chatgpt_web-{os.getuid()}"))
+    except OSError:  # gettempdir() raises FileNotFoundError when no temp directory is writable
+        pass
+    for directory in directories:
         try:
             return DiskStore(directory)
         except (OSError, sqlite3.Error) as exc:

@@ -1,0 +1,96 @@
+"""Run the production server command in a subprocess on loopback, and talk HTTP to it."""
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def http_request(url: str, method: str = "GET", path: str = "/", body: bytes | None = None,
+                 headers: dict | None = None, timeout: float = 30) -> tuple[int, dict, bytes]:
+    """One request on a fresh connection: (status, headers with lower-case names, body)."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return (response.status, {k.lower(): v for k, v in response.getheaders()},
+                response.read())
+    finally:
+        connection.close()
+
+
+class ServerProcess:
+    """A server command started in the repository with extra environment; logs go to a file."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], port: int):
+        self.url = f"http://127.0.0.1:{port}"
+        self._log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(
+            argv, cwd=REPO, env={**os.environ, **env}, stdout=self._log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+
+    @classmethod
+    def gunicorn(cls, env: dict[str, str], port: int | None = None) -> "ServerProcess":
+        """`gunicorn -c gunicorn.conf.py wsgi:app` bound to 127.0.0.1 only."""
+        port = port or free_port()
+        return cls([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+                   {**env, "GUNICORN_BIND": f"127.0.0.1:{port}"}, port)
+
+    def wait_until_serving(self, timeout: float = 20) -> None:
+        """Block until GET /healthz answers 200; fail with the server's output if it died."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                if http_request(self.url, path="/healthz", timeout=2)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"server did not answer within {timeout}s:\n{self.output()}")
+
+    def worker_pids(self) -> set[int]:
+        """Process ids whose parent is this server (gunicorn's workers)."""
+        children = set()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.process.pid:
+                children.add(int(stat.parent.name))
+        return children
+
+    def stop(self) -> str:
+        """Stop gracefully (SIGTERM, then SIGKILL after 15 s) and return everything it logged."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.output()
+
+    def output(self) -> str:
+        """Everything the server wrote to stdout and stderr so far."""
+        self._log.seek(0)
+        return self._log.read().decode("utf-8", "replace")

@@ -1,0 +1,93 @@
+"""GET /healthz, /readyz and /metrics: no upstream call, truthful answers."""
+import re
+
+import pytest
+
+from chatgpt_web import create_app
+
+
+@pytest.fixture
+def make_ops_app(tmp_path):
+    def factory(**env):
+        return create_app({"CACHE_DIR": str(tmp_path / "cache"),
+                           # An address nothing listens on: any upstream call would fail loudly.
+                           "CHATGPT_BASE_URL": "http://127.0.0.1:9", **env})
+    return factory
+
+
+def counter_value(metrics_text: str, name: str, **labels) -> float:
+    """The value of one sample in Prometheus text, 0 if absent."""
+    label_text = ",".join(f'{key}="{value}"' for key, value in labels.items())
+    match = re.search(rf"^{re.escape(name)}{{{re.escape(label_text)}}} (\S+)$", metrics_text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_healthz_says_the_process_is_up(make_ops_app):
+    response = make_ops_app().test_client().get("/healthz")
+    assert response.status_code == 200 and response.json == {"status": "ok"}
+
+
+def test_readyz_checks_the_cache_and_the_upstream_settings(make_ops_app, tmp_path):
+    response = make_ops_app().test_client().get("/readyz")
+    assert response.status_code == 200, response.json
+    assert response.json["status"] == "ready"
+    assert response.json["checks"]["cache"] == {"ok": True, "kind": "disk"}
+    assert response.json["checks"]["upstream_config"] == {"ok": True, "problems": []}
+    assert (tmp_path / "cache").is_dir()
+
+
+@pytest.mark.parametrize("env, variable", [
+    ({"CHATGPT_IMPERSONATE": "netscape4"}, "CHATGPT_IMPERSONATE"),
+    ({"CHATGPT_PROXY": "ftp://user:sk-planted-pass@proxy:21"}, "CHATGPT_PROXY"),
+    ({"CHATGPT_PROXY": "http://user:sk-planted-pass@proxy:notaport"}, "CHATGPT_PROXY"),
+    ({"CHATGPT_BASE_URL": "http://:8080"}, "CHATGPT_BASE_URL"),
+    ({"CHATGPT_ALLOWED_PROXIES": "https://ok.example/api,proxy.example/api"},
+     "CHATGPT_ALLOWED_PROXIES"),
+])
+def test_readyz_is_503_and_names_a_bad_setting_without_its_value(make_ops_app, env, variable):
+    response = make_ops_app(**env).test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.json["status"] == "not_ready"
+    [problem] = response.json["checks"]["upstream_config"]["problems"]
+    assert problem.startswith(variable)
+    assert "planted" not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("impersonate", ["chrome136", "chrome124", "safari"])
+def test_readyz_accepts_targets_curl_cffi_knows(make_ops_app, impersonate):
+    response = make_ops_app(CHATGPT_IMPERSONATE=impersonate).test_client().get("/readyz")
+    assert response.status_code == 200, response.json
+
+
+def test_readyz_with_an_unusable_cache_dir_reports_the_fallback(make_ops_app, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    response = make_ops_app(CACHE_DIR=str(blocker / "cache")).test_client().get("/readyz")
+    assert response.status_code == 200
+    assert response.json["checks"]["cache"]["ok"] is True
+
+
+def test_metrics_count_requests_by_route_and_status(make_ops_app):
+    client = make_ops_app().test_client()
+    before = client.get("/metrics", buffered=True).get_data(as_text=True)
+    client.get("/healthz", buffered=True)
+    client.get("/healthz", buffered=True)
+    client.get("/no/such/page", buffered=True)
+    response = client.get("/metrics", buffered=True)
+    assert response.status_code == 200
+    assert response.content_type.startswith("text/plain")
+    after = response.get_data(as_text=True)
+    name = "chatgpt_web_requests_total"
+    assert counter_value(after, name, route="/healthz", status="200") == \
+        counter_value(before, name, route="/healthz", status="200") + 2
+    assert counter_value(after, name, route="<unmatched>", status="404") == \
+        counter_value(before, name, route="<unmatched>", status="404") + 1
+    assert "no/such/page" not in after
+
+
+def test_metrics_expose_every_family(make_ops_app):
+    text = make_ops_app().test_client().get("/metrics").get_data(as_text=True)
+    for family in ("chatgpt_web_requests_total", "chatgpt_web_request_seconds",
+                   "chatgpt_web_upstream_seconds", "chatgpt_web_time_to_first_token_seconds",
+                   "chatgpt_web_upstream_errors_total", "chatgpt_web_streams_in_flight"):
+        assert f"# TYPE {family} " in text, family

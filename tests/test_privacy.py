@@ -1,0 +1,180 @@
+"""No secret reaches a log: planted secrets go through every endpoint, on success and failure paths,
+through the threaded development server (in-process logs) and through gunicorn (its stderr).
+
+To cover a new endpoint, add a Probe to PROBES.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import urllib.parse
+from dataclasses import dataclass, field
+
+import pytest
+
+from tests.servers import ServerProcess, http_request
+
+PLANTED = {
+    "query": "sk-planted-query-5a1c",
+    "header": "sk-planted-header-9e2b",
+    "cookie": "sk-planted-cookie-77d0",
+    "password": "planted-password-c3f8",
+    "prompt": "planted prompt 41bd",
+    "answer": "planted answer 8e6a words",
+    "path": "sk-planted-path-0b9e",
+    "proxy_password": "planted-proxy-pass-2d4f",
+    "raw_line": "sk-planted-raw-line-6c3e",
+}
+TOKEN = "<a valid access token>"
+EXPIRED = "<an expired access token>"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One request: what is sent, and the status that proves its code path ran."""
+
+    name: str
+    method: str
+    path: str
+    status: int
+    fields: dict | None = None        # body fields; TOKEN / EXPIRED are replaced by real tokens
+    encoding: str = "form"            # form, json, or raw (fields["raw"] sent as is)
+    switches: dict = field(default_factory=dict)  # emulator behaviour during this probe
+    body_has: str | None = None       # a text the answer must contain (proves the answer flowed)
+
+
+def send_message(**extra) -> dict:
+    return {"access_token": TOKEN, "prompt": PLANTED["prompt"], "password": PLANTED["password"],
+            **extra}
+
+
+PROBES = [
+    Probe("landing page", "GET", "/", 200),
+    Probe("liveness", "GET", "/healthz", 200),
+    Probe("readiness", "GET", "/readyz", 200),
+    Probe("metrics", "GET", "/metrics", 200),
+    Probe("unknown route", "GET", "/" + PLANTED["path"], 404),
+    Probe("wrong method", "PUT", "/send_message", 405, send_message()),
+    Probe("send_message answer (form)", "POST", "/send_message", 200, send_message(),
+          body_has=PLANTED["answer"]),
+    Probe("send_message answer (JSON)", "POST", "/send_message", 200, send_message(),
+          encoding="json", body_has=PLANTED["answer"]),
+    Probe("send_message stream", "POST", "/send_message", 200, send_message(stream="true"),
+          body_has="[DONE]"),
+    Probe("send_message missing prompt", "POST", "/send_message", 400,
+          {"access_token": TOKEN, "password": PLANTED["password"]}),
+    Probe("send_message malformed JSON", "POST", "/send_message", 400,
+          {"raw": '{"access_token": "%s", "prompt": "%s"' % (PLANTED["header"], PLANTED["prompt"])},
+          encoding="raw"),
+    Probe("send_message expired token", "POST", "/send_message", 401,
+          send_message(access_token=EXPIRED)),
+    Probe("send_message private reverse proxy", "POST", "/send_message", 400, send_message(
+        reverse_proxy=f"https://user:{PLANTED['proxy_password']}@10.0.0.1/api/conversation")),
+    Probe("send_message upstream refuses the token", "POST", "/send_message", 401, send_message(),
+          switches={"fail_with": "invalid_token"}),
+    Probe("send_message upstream rate limit", "POST", "/send_message", 429, send_message(),
+          switches={"fail_with": "rate_limit"}),
+    Probe("send_message upstream error", "POST", "/send_message", 502, send_message(),
+          switches={"fail_with": "server_error"}),
+    Probe("send_message stream broken midway", "POST", "/send_message", 200,
+          send_message(stream="true"), switches={"drop_after_events": 3, "words_per_delta": 1},
+          body_has="upstream_stream_broken"),
+]
+
+# Requests no HTTP client would send; servers log them in their own words.
+RAW_REQUESTS = [
+    f"GET /?access_token={PLANTED['raw_line']}\r\n\r\n",
+    f"GET /?access_token={PLANTED['raw_line']} HTTP/1.1 junk\r\n\r\n",
+    f"GET /healthz?access_token={PLANTED['raw_line']} HTTP/9.9\r\nHost: x\r\n\r\n",
+]
+
+
+class ProbeRun:
+    """Sends every probe to a server and remembers each secret that went out."""
+
+    def __init__(self, url: str, emulator):
+        self.url = url
+        self.emulator = emulator
+        self.secrets = set(PLANTED.values())
+        self.request_ids = []
+
+    def _token(self, placeholder: str) -> str:
+        token = (self.emulator.mint_access_token() if placeholder == TOKEN
+                 else self.emulator.mint_access_token(exp_in=-60))
+        self.secrets.add(token)
+        return token
+
+    def send(self, index: int, probe: Probe) -> None:
+        fields = {name: self._token(value) if value in (TOKEN, EXPIRED) else value
+                  for name, value in (probe.fields or {}).items()}
+        request_id = f"probe-{index}"
+        self.request_ids.append(request_id)
+        headers = {"X-Request-ID": request_id, "Authorization": f"Bearer {PLANTED['header']}",
+                   "Cookie": f"session={PLANTED['cookie']}"}
+        body = None
+        if probe.encoding == "raw":
+            body, headers["Content-Type"] = fields["raw"].encode(), "application/json"
+        elif probe.encoding == "json":
+            body, headers["Content-Type"] = json.dumps(fields).encode(), "application/json"
+        elif fields:
+            body = urllib.parse.urlencode(fields).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        query = urllib.parse.urlencode({"access_token": PLANTED["query"],
+                                        "password": PLANTED["password"]})
+        saved = {name: getattr(self.emulator.switches, name) for name in probe.switches}
+        try:
+            for name, value in probe.switches.items():
+                setattr(self.emulator.switches, name, value)
+            status, response_headers, answer = http_request(
+                self.url, probe.method, f"{probe.path}?{query}", body, headers)
+        finally:
+            for name, value in saved.items():
+                setattr(self.emulator.switches, name, value)
+        assert status == probe.status, (probe.name, answer[:300])
+        assert response_headers["x-request-id"] == request_id, probe.name
+        if probe.body_has:
+            assert probe.body_has in answer.decode(), (probe.name, answer[:300])
+
+    def send_raw(self) -> None:
+        host, port = self.url.removeprefix("http://").split(":")
+        for raw in RAW_REQUESTS:
+            with socket.create_connection((host, int(port)), timeout=10) as connection:
+                connection.sendall(raw.encode())
+                connection.recv(4096)  # an error page, or a bare HTTP/0.9 answer
+
+    def run_all(self) -> None:
+        self.emulator.switches.answer = PLANTED["answer"]
+        for index, probe in enumerate(PROBES):
+            self.send(index, probe)
+        self.send_raw()
+
+    def check(self, logs: str) -> None:
+        """No secret in `logs`, and every probe left its access line (so the logs were seen)."""
+        leaked = sorted(secret for secret in self.secrets if secret in logs)
+        assert not leaked, f"secrets in the logs: {leaked}"
+        for request_id, probe in zip(self.request_ids, PROBES):
+            assert f"request_id={request_id} " in logs, f"no access line for {probe.name}"
+
+
+def test_no_secret_reaches_the_logs_through_the_threaded_server(live_service, emulator, caplog,
+                                                                capfd):
+    caplog.set_level(logging.DEBUG)
+    run = ProbeRun(live_service.url, emulator)
+    run.run_all()
+    captured = capfd.readouterr()
+    run.check("\n".join([caplog.text, captured.out, captured.err]))
+
+
+def test_no_secret_reaches_gunicorn_output(service_env, emulator, tmp_path):
+    server = ServerProcess.gunicorn({
+        **service_env, "WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "4", "LOG_LEVEL": "DEBUG",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")})
+    try:
+        server.wait_until_serving()
+        run = ProbeRun(server.url, emulator)
+        run.run_all()
+    finally:
+        output = server.stop()
+    run.check(output)
+    assert "Invalid request from ip=127.0.0.1" in output  # the raw requests were logged, redacted
