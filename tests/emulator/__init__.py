@@ -1,0 +1,11 @@
+"""A local fake of the ChatGPT web backend speaking the real protocol (/work/shared/protocol.md).
+
+Modules: server (Emulator: start/stop/reset, request log, tokens), app (Flask factory), backend
+(the API blueprint), sentinel (requirements tokens, PoW check), turns (request validation and tree
+updates), conversations (the tree store), streams (legacy and v1 writers, chunking), failures
+(canned §7 errors), switches (the knobs), tokens (test JWTs).
+"""
+from .server import Emulator, RecordedRequest
+from .switches import Switches
+
+__all__ = ["Emulator", "RecordedRequest", "Switches"]

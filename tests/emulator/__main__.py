@@ -1,0 +1,47 @@
+"""Run the emulator by hand: `python -m tests.emulator [--port 8765]`.
+
+Prints the base URL and a fresh access token, then serves until Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import threading
+
+from .server import Emulator
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.emulator", description=__doc__)
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free)")
+    parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between chunks")
+    parser.add_argument("--words-per-delta", type=int, default=1)
+    parser.add_argument("--pow-difficulty", default="0fffff")
+    parser.add_argument("--token-hours", type=float, default=24.0,
+                        help="lifetime of the printed token")
+    parser.add_argument("--easy", action="store_true",
+                        help="no proof of work and no `p` needed: handy for curl by hand")
+    parser.add_argument("--verbose", action="store_true", help="log every request")
+    args = parser.parse_args(argv)
+
+    emulator = Emulator(quiet=not args.verbose)
+    emulator.switches.chunk_delay = args.chunk_delay
+    emulator.switches.words_per_delta = args.words_per_delta
+    emulator.switches.pow_difficulty = args.pow_difficulty
+    if args.easy:
+        emulator.switches.pow_required = False
+        emulator.switches.require_requirements_token = False
+    emulator.start(args.port)
+    print(f"CHATGPT_BASE_URL={emulator.url}")
+    print(f"ACCESS_TOKEN={emulator.mint_access_token(exp_in=args.token_hours * 3600)}")
+    print(f"API roots: {emulator.url}/backend-api and {emulator.url}/api. Ctrl-C stops.",
+          flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.stop()
+
+
+if __name__ == "__main__":
+    main()

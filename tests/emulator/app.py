@@ -1,0 +1,68 @@
+"""The emulator's Flask app: blueprints on one loopback origin, every request recorded.
+
+To add a part of chatgpt.com (the auth pages, say), write a blueprint and register it in
+`create_emulator_app`; views reach the Emulator through `current_app.extensions["emulator"]`.
+"""
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, Flask, request
+from werkzeug.exceptions import HTTPException
+
+from . import backend
+from .failures import json_response
+
+# Both conventions of protocol §9: the real path and the fakeopen-style `/api` proxies.
+API_PREFIXES = ("/backend-api", "/api")
+
+home = Blueprint("home", __name__)
+
+_HOME_PAGE = """<!DOCTYPE html>
+<html lang="en-US" data-build="prod-emulator0000000000000000000000000000">
+<head><meta charset="utf-8"><title>ChatGPT</title>
+<script src="/cdn/assets/emulator-main.js?dpl=prod-emulator" async></script></head>
+<body><div id="__next">ChatGPT emulator for tests. The API lives under /backend-api and /api.
+</div></body>
+</html>
+"""
+
+
+@home.get("/")
+def index():
+    # data-build and a script URL: what PoW clients scrape from the home page (protocol §4.3).
+    return _HOME_PAGE, 200, {"Content-Type": "text/html; charset=utf-8"}
+
+
+def create_emulator_app(emulator) -> Flask:
+    """The WSGI app serving `emulator` (anything with the Emulator attributes the views use)."""
+    app = Flask("chatgpt_emulator")
+    app.extensions["emulator"] = emulator
+    app.json.sort_keys = False
+
+    @app.before_request
+    def _record():
+        raw = request.get_data(cache=True)
+        emulator.record(
+            method=request.method,
+            path=request.path,
+            headers={key.lower(): value for key, value in request.headers.items()},
+            json=request.get_json(force=True, silent=True) if raw else None,
+            form=request.form.to_dict(),
+            args=request.args.to_dict(),
+            body=raw,
+            time=time.time(),
+        )
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException):
+        # FastAPI's shape for routing errors, e.g. {"detail":"Not Found"}.
+        if error.response is not None:
+            return error.response
+        return json_response(error.code or 500, {"detail": error.name})
+
+    for prefix in API_PREFIXES:
+        app.register_blueprint(backend.blueprint, url_prefix=prefix,
+                               name="backend" + prefix.replace("/", "_").replace("-", "_"))
+    app.register_blueprint(home)
+    return app

@@ -1,0 +1,128 @@
+"""`Emulator`: a fake chatgpt.com on 127.0.0.1, served by a threaded werkzeug server.
+
+    emulator = Emulator().start()
+    token = emulator.mint_access_token()
+    ... point the client at emulator.url (CHATGPT_BASE_URL) ...
+    emulator.switches.fail_with = "cloudflare"
+    emulator.stop()
+"""
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from . import tokens
+from .app import create_emulator_app
+from .conversations import ConversationStore
+from .sentinel import SentinelLedger
+from .switches import Switches
+
+
+@dataclass
+class RecordedRequest:
+    """One request as the emulator received it (header names lower-cased)."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    json: object
+    form: dict[str, str]
+    args: dict[str, str]
+    body: bytes
+    time: float
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per request; errors are still logged."""
+
+    def log_request(self, code="-", size="-") -> None:
+        pass
+
+
+class Emulator:
+    """The fake backend; its state (switches, conversations, request log) is open to tests."""
+
+    def __init__(self, *, quiet: bool = True) -> None:
+        self.secret = secrets.token_bytes(64)
+        self.switches = Switches()
+        self.requests: list[RecordedRequest] = []
+        self.conversations = ConversationStore()
+        self.sentinel = SentinelLedger()
+        self.app = create_emulator_app(self)
+        self.url = ""
+        self._quiet = quiet
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._failures_served = 0
+        self._streams_started = 0
+
+    def start(self, port: int = 0) -> "Emulator":
+        """Serve on 127.0.0.1:`port` (0 = a free one) from a daemon thread."""
+        handler = _QuietHandler if self._quiet else WSGIRequestHandler
+        self._server = make_server("127.0.0.1", port, self.app, threaded=True,
+                                   request_handler=handler)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="chatgpt-emulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(timeout=5)
+            self._server = self._thread = None
+
+    def __enter__(self) -> "Emulator":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def reset(self) -> None:
+        """Forget conversations, issued sentinel tokens and recorded requests; default switches."""
+        self.switches.restore_defaults()
+        self.conversations.clear()
+        self.sentinel.clear()
+        with self._lock:
+            self.requests.clear()
+            self._failures_served = 0
+            self._streams_started = 0
+
+    def mint_access_token(self, *, exp_in: float = 3600, email: str = "user@example.com",
+                          **claims) -> str:
+        """An access token this emulator accepts (until `exp_in` seconds from now)."""
+        return tokens.mint(self.secret, exp_in=exp_in, email=email, **claims)
+
+    def requests_to(self, suffix: str) -> list[RecordedRequest]:
+        """Recorded requests whose path ends with `suffix`, e.g. "/conversation"."""
+        with self._lock:
+            return [r for r in self.requests if r.path.endswith(suffix)]
+
+    # --- used by the views ----------------------------------------------------------------
+
+    def record(self, **fields) -> None:
+        with self._lock:
+            self.requests.append(RecordedRequest(**fields))
+
+    def take_failure(self) -> bool:
+        """Whether the current request should get `switches.fail_with` (honours fail_times)."""
+        with self._lock:
+            if self.switches.fail_with is None:
+                return False
+            limit = self.switches.fail_times
+            if limit is not None and self._failures_served >= limit:
+                return False
+            self._failures_served += 1
+            return True
+
+    def next_stream_number(self) -> int:
+        """0, 1, 2, ... per stream since the last reset: seeds each stream's chunking."""
+        with self._lock:
+            self._streams_started += 1
+            return self._streams_started - 1

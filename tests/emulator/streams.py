@@ -1,0 +1,237 @@
+"""The conversation answer as server-sent events: legacy (protocol §3.2) and delta v1 (§3.3).
+
+Writers turn a planned `Turn` into complete SSE events (bytes); `rechunk` then cuts the byte stream
+at arbitrary points, the way TCP delivers it. Framing follows the real server: JSON written by
+Python's default encoder (", " and ": " separators, non-ASCII escaped), `event:` lines where the
+server sends them, and a blank line after every event.
+
+In-stream faults: `error` puts `{"message": null, "conversation_id": ..., "error": "<text>"}`
+halfway through the answer, then `[DONE]` (the same object in both formats; the envelope of every
+legacy/v1 message carries this `error` key). A blocked moderation withholds the assistant message
+and sends a `type: "moderation"` event with the keys ninja's Dec-2023 capture shows.
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Iterable, Iterator
+
+STOP = {"type": "stop", "stop_tokens": [200002]}
+MAX_TOKENS = {"type": "max_tokens"}
+
+
+@dataclass
+class Turn:
+    """What one conversation POST streams: messages to echo, then the assistant's answer."""
+
+    conversation_id: str
+    model_slug: str
+    # The hidden system message (new conversation) + the request's non-assistant messages.
+    echoed: list[dict]
+    input_message: dict | None    # the user message of this turn, for v1's input_message event
+    assistant: dict | None        # the answer's final state after this turn; None when blocked
+    previous_text: str = ""       # text the assistant message already had (action "continue")
+    new_text: str = ""            # text this turn adds
+    title: str | None = None      # sent as title_generation (v1) for a new conversation
+    is_new: bool = False
+    request_id: str = field(default_factory=lambda: secrets.token_hex(16))
+
+
+def sse(data: str, event: str | None = None) -> bytes:
+    """One SSE event with its terminating blank line."""
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {data}\n\n".encode()
+
+
+def sse_json(payload, event: str | None = None) -> bytes:
+    return sse(json.dumps(payload), event)
+
+
+DONE = sse("[DONE]")
+
+
+def split_words(text: str, words_per_piece: int = 1) -> list[str]:
+    """`text` in pieces of `words_per_piece` words; the pieces concatenate back to `text`."""
+    words = re.findall(r"\s*\S+\s*", text) or ([text] if text else [])
+    step = max(1, words_per_piece)
+    return ["".join(words[i:i + step]) for i in range(0, len(words), step)]
+
+
+def _envelope(message: dict | None, conversation_id: str, v1: bool) -> dict:
+    envelope = {"message": message, "conversation_id": conversation_id, "error": None}
+    if v1:
+        envelope["error_code"] = None
+    return envelope
+
+
+def _in_progress(final: dict, text: str, legacy: bool) -> dict:
+    """The assistant message as it looks while streaming (the final one minus completion marks)."""
+    metadata = {key: value for key, value in final["metadata"].items()
+                if key not in ("finish_details", "is_complete")}
+    if legacy:
+        metadata["finish_details"] = None
+    return {**final, "content": {**final["content"], "parts": [text]},
+            "status": "in_progress", "end_turn": None, "metadata": metadata}
+
+
+def _moderation(turn: Turn, blocked: bool) -> dict:
+    message_id = (turn.input_message or {}).get("id") if blocked else turn.assistant["id"]
+    return {"type": "moderation", "conversation_id": turn.conversation_id,
+            "message_id": message_id, "is_completion": not blocked,
+            "moderation_response": {"flagged": blocked, "blocked": blocked,
+                                    "moderation_id": f"modr-{secrets.token_hex(12)}"}}
+
+
+def _error(turn: Turn, text: str) -> bytes:
+    return sse_json({"message": None, "conversation_id": turn.conversation_id, "error": text})
+
+
+def legacy_events(turn: Turn, words_per_delta: int = 1,
+                  error: str | None = None) -> Iterator[bytes]:
+    """Every event repeats the whole message so far; ends with a moderation event and [DONE]."""
+    for message in turn.echoed:
+        yield sse_json(_envelope(message, turn.conversation_id, v1=False))
+    if turn.assistant is None:
+        yield sse_json(_moderation(turn, blocked=True))
+        yield DONE
+        return
+    progress = _in_progress(turn.assistant, turn.previous_text, legacy=True)
+    yield sse_json(_envelope(progress, turn.conversation_id, v1=False))
+    pieces = split_words(turn.new_text, words_per_delta)
+    half = len(pieces) // 2
+    text = turn.previous_text
+    for index, piece in enumerate(pieces):
+        if index == half and error is not None:
+            yield _error(turn, error)
+            yield DONE
+            return
+        text += piece
+        progress["content"]["parts"] = [text]
+        yield sse_json(_envelope(progress, turn.conversation_id, v1=False))
+    yield sse_json(_envelope(turn.assistant, turn.conversation_id, v1=False))
+    yield sse_json(_moderation(turn, blocked=False))
+    yield DONE
+
+
+class _Deltas:
+    """Writes `event: delta` events, omitting p/o and c when they repeat the previous delta."""
+
+    def __init__(self) -> None:
+        self._path_op: tuple | None = None
+        self._channel: int | None = None
+
+    def __call__(self, p: str, o: str, v, c: int | None = None) -> bytes:
+        delta = {}
+        if (p, o) != self._path_op:
+            delta.update(p=p, o=o)
+            self._path_op = (p, o)
+        delta["v"] = v
+        if c is not None and c != self._channel:
+            delta["c"] = c
+            self._channel = c
+        return sse_json(delta, event="delta")
+
+
+def v1_events(turn: Turn, resume_token: str, words_per_delta: int = 1,
+              error: str | None = None) -> Iterator[bytes]:
+    """The delta-encoded stream, structured like protocol-samples/delta-v1-capture.txt."""
+    cid = turn.conversation_id
+    delta = _Deltas()
+    yield sse_json("v1", event="delta_encoding")
+    yield sse_json({"type": "resume_conversation_token", "kind": "conduit", "token": resume_token,
+                    "conversation_id": cid})
+    channel = 0
+    for message in turn.echoed:
+        yield delta("", "add", _envelope(message, cid, v1=True), c=channel)
+        channel += 1
+    if turn.input_message is not None:
+        yield sse_json({"type": "input_message", "input_message": turn.input_message,
+                        "conversation_id": cid})
+    if turn.assistant is None:
+        yield sse_json(_moderation(turn, blocked=True))
+        yield sse_json({"type": "message_stream_complete", "conversation_id": cid})
+        yield DONE
+        return
+
+    answer = turn.assistant
+    progress = _in_progress(answer, turn.previous_text, legacy=False)
+    yield delta("", "add", _envelope(progress, cid, v1=True), c=channel)
+    yield sse_json({"type": "message_marker", "conversation_id": cid, "message_id": answer["id"],
+                    "marker": "user_visible_token", "event": "first"})
+    # The last piece travels inside the closing patch batch, as in the capture.
+    *streamed, last = split_words(turn.new_text, words_per_delta) or [""]
+    half = len(streamed) // 2
+    for piece in streamed[:half]:
+        yield delta("/message/content/parts/0", "append", piece)
+    if turn.title:
+        yield sse_json({"type": "title_generation", "title": turn.title, "conversation_id": cid})
+    if error is not None:
+        yield _error(turn, error)
+        yield DONE
+        return
+    for piece in streamed[half:]:
+        yield delta("/message/content/parts/0", "append", piece)
+    yield delta("", "patch", [
+        {"p": "/message/content/parts/0", "o": "append", "v": last},
+        {"p": "/message/status", "o": "replace", "v": "finished_successfully"},
+        {"p": "/message/end_turn", "o": "replace", "v": answer["end_turn"]},
+        {"p": "/message/metadata", "o": "append",
+         "v": {"finish_details": answer["metadata"]["finish_details"], "is_complete": True}},
+    ])
+    yield sse_json({"type": "server_ste_metadata", "metadata": {
+        "conduit_prewarmed": False, "plan_type": "free", "user_agent": "web_desktop",
+        "tool_invoked": False, "is_first_turn": turn.is_new, "cluster_region": "emulator",
+        "model_slug": turn.model_slug, "message_id": answer["id"], "request_id": turn.request_id,
+        "turn_exchange_id": answer["metadata"].get("turn_exchange_id"),
+        "resume_with_websockets": False}, "conversation_id": cid})
+    yield sse_json({"type": "message_stream_complete", "conversation_id": cid})
+    if turn.title:
+        yield sse_json({"type": "title_generation", "title": turn.title, "conversation_id": cid})
+    yield DONE
+
+
+def replay_events(recording: bytes) -> Iterator[bytes]:
+    """A recorded stream verbatim, minus the `#` comment lines of our sample files."""
+    lines = recording.splitlines(keepends=True)
+    yield b"".join(line for line in lines if not line.startswith(b"#"))
+
+
+def _timestamp() -> str:
+    return datetime.now().strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def with_pings(events: Iterable[bytes], rng: random.Random) -> Iterator[bytes]:
+    """Interleave keep-alives: `event: ping` events and bare timestamp heartbeats (PawanOsman).
+
+    One always precedes the first event; none follows [DONE].
+    """
+    for index, event in enumerate(events):
+        if index == 0 or rng.random() < 0.2:
+            if rng.random() < 0.5:
+                yield sse(_timestamp(), event="ping")
+            else:
+                yield sse(_timestamp())
+        yield event
+
+
+def _chunk_size(rng: random.Random) -> int:
+    # Mostly tiny cuts (mid-line splits), some mid-sized, a few spanning several events.
+    return rng.choice((rng.randint(1, 24), rng.randint(24, 400), rng.randint(400, 4000)))
+
+
+def rechunk(events: Iterable[bytes], rng: random.Random) -> Iterator[bytes]:
+    """The concatenated events re-cut into chunks of random size, never empty."""
+    buffer = bytearray()
+    size = _chunk_size(rng)
+    for event in events:
+        buffer += event
+        while len(buffer) >= size:
+            yield bytes(buffer[:size])
+            del buffer[:size]
+            size = _chunk_size(rng)
+    if buffer:
+        yield bytes(buffer)

@@ -1,0 +1,98 @@
+"""The knobs a test turns to make the emulator behave differently.
+
+Every field is a one-liner for tests: `emulator.switches.fail_with = "cloudflare"`.
+`Emulator.reset()` puts all of them back to the defaults below, in place, so references to the
+object stay valid. Fields with a fixed set of values refuse anything else at assignment, so a typo
+fails loudly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+from .failures import FAILURES
+
+_CHOICES: dict[str, tuple] = {
+    "fail_with": (None, *FAILURES),
+    "fail_at": ("conversation", "sentinel", "any"),
+    "force_format": (None, "legacy", "v1"),
+    "drop_mode": ("eof", "abort"),
+}
+
+
+@dataclass
+class Switches:
+    """Behaviour of the emulator; defaults describe a healthy free account on an easy day."""
+
+    # --- the answer -------------------------------------------------------------------------
+    # None: answer "Echo: <text of the last user message>".
+    answer: str | None = None
+    # Called with the request's JSON body; wins over `answer`.
+    answer_fn: Callable[[dict], str] | None = None
+    # None: v1 iff the request lists "v1" in supported_encodings, else legacy.
+    force_format: str | None = None
+    # Words of answer text per streamed delta (whitespace stays attached to the word before it).
+    words_per_delta: int = 1
+    # The answer is cut into N+1 pieces; the first N turns end with finish_details "max_tokens".
+    max_tokens_cuts: int = 0
+
+    # --- how the bytes travel ---------------------------------------------------------------
+    # Split the byte stream at arbitrary points (seeded); False writes one event per chunk.
+    chunking: bool = True
+    chunk_seed: int = 0
+    # Seconds slept between two written chunks.
+    chunk_delay: float = 0.0
+    # Interleave `event: ping` events and bare timestamp heartbeats.
+    pings: bool = True
+
+    # --- sentinel (protocol §4) -------------------------------------------------------------
+    persona: str = "chatgpt-freeaccount"
+    pow_required: bool = True
+    pow_difficulty: str = "0fffff"
+    turnstile_required: bool = False
+    arkose_required: bool = False
+    force_login: bool = False
+    # Reject chat-requirements calls without the client's `p` token with 400.
+    require_requirements_token: bool = True
+
+    # --- limits -----------------------------------------------------------------------------
+    # Total characters of text in one request's messages above which the answer is
+    # 400 message_length_exceeds_limit.
+    max_prompt_chars: int = 100_000
+
+    # --- injected HTTP failures (protocol §7), see failures.py ------------------------------
+    fail_with: str | None = None
+    # Which endpoint fails: the conversation POST, the chat-requirements POST, or every API call.
+    fail_at: str = "conversation"
+    # Fail this many times, then behave normally again; None fails every time.
+    fail_times: int | None = None
+    # `clears_in` seconds reported by the "rate_limit" failure.
+    clears_in: int = 60
+
+    # --- faults inside a 200 stream ---------------------------------------------------------
+    # Text of an in-stream {"error": ...} event sent halfway through the answer.
+    stream_error: str | None = None
+    # The user message is blocked by moderation: no assistant text, a blocked moderation event.
+    moderation_blocked: bool = False
+    # Stop the stream after this many events (pings not counted), before [DONE].
+    drop_after_events: int | None = None
+    # "eof": end the body cleanly; "abort": cut the TCP connection mid-body.
+    drop_mode: str = "eof"
+
+    # --- replay -----------------------------------------------------------------------------
+    # Stream this recorded SSE file (or these bytes) instead of generating an answer.
+    replay_file: str | Path | None = None
+    replay_bytes: bytes | None = None
+
+    def __setattr__(self, name: str, value) -> None:
+        if name not in self.__dataclass_fields__:
+            raise AttributeError(f"Switches has no switch named {name!r}")
+        if name in _CHOICES and value not in _CHOICES[name]:
+            raise ValueError(f"switches.{name} must be one of {_CHOICES[name]}, not {value!r}")
+        super().__setattr__(name, value)
+
+    def restore_defaults(self) -> None:
+        """Put every switch back to its default value."""
+        for spec in fields(self):
+            setattr(self, spec.name, spec.default)
