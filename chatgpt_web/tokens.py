@@ -134,10 +134,11 @@ class TokenProvider:
             if not force and (cached := self._cached(key)):
                 return cached
             result = _login(self.config, credential)
-        exp = jwt_expiry(result.access_token)
-        issued = IssuedToken(result.access_token, int(exp) if exp is not None else None,
-                             result.session_token, result.refresh_token)
-        self._remember(key, issued)
+            exp = jwt_expiry(result.access_token)
+            issued = IssuedToken(result.access_token, int(exp) if exp is not None else None,
+                                 result.session_token, result.refresh_token)
+            # Stored before the lock is released, so that the requests waiting on it find it.
+            self._remember(key, issued)
         # The caller will come back with the rotated credential: let it find the token too.
         if result.session_token:
             self._remember(Credential.session_token(result.session_token).cache_key(), issued)

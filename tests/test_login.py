@@ -98,7 +98,7 @@ def test_session_token_gives_access_token_and_the_rotated_cookie(client, auth, e
     rotated = response.json["session_token"]
     assert rotated != session_token and rotated in auth.sessions
     sent = emulator.requests_to("/api/auth/session")[0]
-    assert sent.headers.get("Cookie") == f"__Secure-next-auth.session-token={session_token}"
+    assert sent.headers.get("cookie") == f"__Secure-next-auth.session-token={session_token}"
 
 
 def test_rotated_session_token_finds_the_cached_access_token(client, auth, emulator):

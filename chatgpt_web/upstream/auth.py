@@ -153,9 +153,11 @@ class _Flow:
     def auth(self, path: str) -> str:
         return self.config.auth_url + path
 
-    def get(self, step: str, url: str, **kwargs) -> Response:
+    def get(self, step: str, url: str, cookie: str | None = None) -> Response:
+        # A given cookie goes in the header as is: the jar would re-flag `__Secure-` cookies.
+        headers = {**_HEADERS, "Cookie": cookie} if cookie else _HEADERS
         with upstream_errors(step):
-            response = self.session.get(url, headers=_HEADERS, timeout=STEP_TIMEOUT, **kwargs)
+            response = self.session.get(url, headers=headers, timeout=STEP_TIMEOUT)
         self._remember_session_cookie(response)
         return response
 
@@ -253,8 +255,8 @@ class _Flow:
 
         With `given`, that session cookie is sent; otherwise the one in this flow's jar is.
         """
-        cookies = {SESSION_COOKIE: given} if given else None
-        response = self.get(step, self.base("/api/auth/session"), cookies=cookies)
+        cookie = f"{SESSION_COOKIE}={given}" if given else None
+        response = self.get(step, self.base("/api/auth/session"), cookie=cookie)
         if _refused(response, (401, 403)):
             raise login_error(refused, step)
         answer = self.json(step, response)
