@@ -46,8 +46,9 @@ MAX_ITERATIONS = 500_000
 # Placeholder in the shape of a build id; pass the live `data-build` of the home page when known.
 DEFAULT_BUILD_ID = "prod-0000000000000000000000000000000000000000"
 # Challenges expected to need fewer attempts than this are solved in the calling thread: at about
-# 2.5 us a nonce that is about 1.2 ms of GIL on average, against a pool round trip of about 0.25 ms
-# (p99 about 1 ms) plus the searching itself; bench/pow.py prints both numbers.
+# 2.3 us a nonce that holds the GIL for about 1.2 ms on average (well under the 5 ms switch
+# interval), where the pool would add a round trip of about 0.2 ms (p99 0.5 ms) and, on first use,
+# about 0.15 s to start; bench/pow.py prints these numbers.
 INLINE_ATTEMPTS = 500
 # Nonces per pool task (about 0.1 s): small enough that a found answer stops the other workers soon.
 CHUNK = 40_000
@@ -67,7 +68,7 @@ _PAIRS = [b"%02d" % n for n in range(100)]
 
 def browser_config(user_agent: str, *, now: float | None = None, rng: random.Random | None = None,
                    script_src: str = "", build_id: str = DEFAULT_BUILD_ID) -> list:
-    """The 18-item browser config list of protocol §4.3 (v1.8.8 layout), nonce slots 3 and 9 set to 0.
+    """The 18-item browser config list of protocol §4.3 (v1.8.8 layout), nonce slots 3 and 9 at 0.
 
     `now` (epoch seconds) and `rng` make it reproducible; `script_src` and `build_id` are the
     `<script src>` and `data-build` of the chatgpt.com home page when the caller has them.
@@ -169,7 +170,8 @@ class _Layout:
 
     def message(self, nonce: int) -> bytes:
         """B for one nonce, built the plain way (small nonces and the edges of a range)."""
-        return _encode(self.prefix + b"%d" % nonce + self.middle + b"%d" % (nonce >> 1) + self.suffix)
+        return _encode(self.prefix + b"%d" % nonce + self.middle + b"%d" % (nonce >> 1)
+                       + self.suffix)
 
     def first_digits(self, carry: bytes) -> tuple:
         """For the last two digits of i after `carry` (0-2 bytes ending a 3-byte group):
@@ -198,19 +200,19 @@ class _Layout:
 
 def _search(seed: str, target: bytes, layout: _Layout, start: int, stop: int) -> str | None:
     """B for the first nonce in [start, stop) that clears `target`, or None."""
-    sha3 = hashlib.sha3_512
     seed_bytes = seed.encode()
     first_block = max(1, -(-start // 100))
     last_block = stop // 100
     if first_block >= last_block:
         return _search_plain(seed_bytes, target, layout, start, stop)
     return (_search_plain(seed_bytes, target, layout, start, first_block * 100)
-            or _search_blocks(sha3(seed_bytes + layout.static_b64), target, layout,
+            or _search_blocks(hashlib.sha3_512(seed_bytes + layout.static_b64), target, layout,
                               first_block, last_block)
             or _search_plain(seed_bytes, target, layout, last_block * 100, stop))
 
 
-def _search_plain(seed_bytes: bytes, target: bytes, layout: _Layout, start: int, stop: int):
+def _search_plain(seed_bytes: bytes, target: bytes, layout: _Layout, start: int,
+                  stop: int) -> str | None:
     sha3 = hashlib.sha3_512
     for nonce in range(start, stop):
         message = layout.message(nonce)
@@ -236,7 +238,7 @@ def _search_blocks(base, target: bytes, layout: _Layout, first: int, last: int) 
         block.update(_encode(first_part[:cut]))
         fork = block.copy
         offset = half % 100
-        for t, ((even, odd), second) in enumerate(zip(first_pairs, seconds[offset:offset + 50])):
+        for (even, odd), second in zip(first_pairs, seconds[offset:offset + 50]):
             tail = between + second
             h = fork()
             h.update(even + tail)
@@ -258,8 +260,10 @@ def _solve_range(seed: str, difficulty: str, config: list, start: int, stop: int
     return _search(seed, _target(difficulty), _Layout(config), start, stop)
 
 
-def solve(seed: str, difficulty: str, config: list, max_iterations: int = MAX_ITERATIONS) -> str | None:
-    """'gAAAAAB' + base64(json(config with nonce)) whose SHA3-512(seed + b64) hex prefix <= difficulty, or None."""
+def solve(seed: str, difficulty: str, config: list,
+          max_iterations: int = MAX_ITERATIONS) -> str | None:
+    """'gAAAAAB' + base64(json(config with nonce)) whose SHA3-512(seed + b64) hex prefix
+    <= difficulty, or None (nonces 0 ... max_iterations - 1; the first that works)."""
     found = _solve_range(seed, difficulty, config, 0, max_iterations)
     return None if found is None else ANSWER_PREFIX + found
 
@@ -307,9 +311,13 @@ class ProofOfWorkSolver:
 
     def proof_token(self, seed: str, difficulty: str, user_agent: str, *, script_src: str = "",
                     build_id: str = DEFAULT_BUILD_ID) -> str:
-        """Raises Forbidden(..., 'pow_failed') when too hard or unsolved (never sends the fallback silently)."""
+        """The proof token for a challenge.
+
+        Raises Forbidden(..., 'pow_failed') when too hard or unsolved (never sends the fallback
+        silently)."""
         if not _is_hex(difficulty):
-            raise Forbidden("the upstream sent a proof-of-work difficulty that is not hex", "pow_failed")
+            raise Forbidden("the upstream sent a proof-of-work difficulty that is not hex",
+                            "pow_failed")
         if is_too_hard(difficulty, self.max_difficulty):
             raise Forbidden(f"proof of work difficulty too high: {difficulty} (POW_MAX_DIFFICULTY "
                             f"is {self.max_difficulty}; lower is harder)", "pow_failed")
@@ -326,7 +334,8 @@ class ProofOfWorkSolver:
     def requirements_token(self, user_agent: str, *, script_src: str = "",
                            build_id: str = DEFAULT_BUILD_ID) -> str:
         """The `p` of the chat-requirements request; easy (about 16 hashes), so solved inline."""
-        return requirements_token(browser_config(user_agent, script_src=script_src, build_id=build_id))
+        config = browser_config(user_agent, script_src=script_src, build_id=build_id)
+        return requirements_token(config)
 
     def close(self) -> None:
         """Stop the pool's workers (idempotent); a later hard search starts a new pool."""
@@ -364,7 +373,8 @@ class ProofOfWorkSolver:
                     self._give_up_pool(exc)
         return _solve_range(seed, difficulty, config, 0, self.max_iterations)
 
-    def _run_chunks(self, executor: Executor, seed: str, difficulty: str, config: list) -> str | None:
+    def _run_chunks(self, executor: Executor, seed: str, difficulty: str,
+                    config: list) -> str | None:
         """Search [0, max_iterations) in chunks, `workers` of them in flight, until one answers."""
         starts = iter(range(0, self.max_iterations, CHUNK))
         running: set = set()
@@ -375,7 +385,8 @@ class ProofOfWorkSolver:
                     if start is None:
                         break
                     stop = min(start + CHUNK, self.max_iterations)
-                    running.add(executor.submit(_solve_range, seed, difficulty, config, start, stop))
+                    running.add(executor.submit(_solve_range, seed, difficulty, config,
+                                                start, stop))
                 if not running:
                     return None
                 done, running = wait(running, return_when=FIRST_COMPLETED)
