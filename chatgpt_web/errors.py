@@ -3,19 +3,24 @@
     ApiError                     (status, code, message, headers)
      +-- BadRequest              400  invalid_request, missing_field, invalid_field, ...
      +-- ContentBlocked          400  content_blocked (the upstream moderation withheld the answer)
-     +-- Unauthorized            401  token_expired, invalid_token, invalid_credentials, mfa_required
+     +-- Unauthorized            401  token_expired, invalid_token, invalid_credentials, mfa_required,
+     |                                invalid_otp, session_expired, refresh_token_invalid
      +-- Forbidden               403  cloudflare_challenge, sentinel_required, pow_failed, ...
      +-- NotFound                404  conversation_not_found, not_found
      +-- Conflict                409  conversation_account_gone
      +-- PayloadTooLarge         413  prompt_too_long
-     +-- RateLimited             429  upstream_rate_limited, rate_limited (+ Retry-After)
-     +-- UpstreamError           502  upstream_error, upstream_stream_broken, upstream_unreachable, ...
+     +-- RateLimited             429  upstream_rate_limited, login_rate_limited, rate_limited
+     |                                (+ Retry-After)
+     +-- UpstreamError           502  upstream_error, upstream_stream_broken, upstream_unreachable,
+     |                                login_failed, ...
      +-- ServiceUnavailable      503  no_account_available, ...
      +-- UpstreamTimeout         504  deadline_exceeded
     ConfigError                  a bad environment variable; raised at start-up, never per request
 
 `from_upstream()` classifies a non-success answer of the ChatGPT backend. It is the only place
-where upstream statuses become ours. Messages never carry the caller's token or an HTML page.
+where upstream statuses become ours. `login_error()` does the same for the outcomes of the login
+flows (upstream/auth.py), from a second small table. Messages never carry the caller's token,
+password or an HTML page.
 """
 from __future__ import annotations
 
@@ -190,3 +195,30 @@ def from_upstream(status: int, body: bytes, headers=None) -> ApiError:
     if cls is UpstreamError and not message:
         fallback = f"the upstream answered HTTP {status} with no usable error"
     return cls(_clean(message, fallback), code)
+
+
+# Outcomes of the login flows (upstream/auth.py): our code -> (error class, message).
+# auth.py decides which outcome a page means; this table alone decides how the caller hears it.
+_LOGIN_TABLE: dict[str, tuple[type[ApiError], str]] = {
+    "invalid_credentials": (Unauthorized, "wrong email or password"),
+    "mfa_required": (Unauthorized, "the account has two-factor authentication: pass the current "
+                                   "one-time code as otp"),
+    "invalid_otp": (Unauthorized, "the one-time code was refused"),
+    "session_expired": (Unauthorized, "the session token has expired or was revoked; sign in "
+                                      "again in the browser and copy the new cookie"),
+    "refresh_token_invalid": (Unauthorized, "the refresh token has expired or was revoked"),
+    "login_rate_limited": (RateLimited, "the identity provider is rate-limiting logins; try "
+                                        "again later"),
+    "login_failed": (UpstreamError, "the login flow met an unexpected answer"),
+}
+
+
+def login_error(code: str, step: str, reason: str | None = None, *,
+                retry_after: float | None = None) -> ApiError:
+    """The error for login outcome `code` at `step` ("login: password"); `reason` is our own short
+    wording of what was wrong (e.g. "HTTP 500", "a Cloudflare challenge page"), never page text."""
+    cls, message = _LOGIN_TABLE[code]
+    text = f"{step}: {reason}" if reason else f"{step}: {message}"
+    if cls is RateLimited:
+        return RateLimited(text, code, retry_after=retry_after)
+    return cls(text, code)

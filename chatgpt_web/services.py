@@ -5,6 +5,7 @@ from functools import cached_property
 
 from .config import Config
 from .store import Store, open_store
+from .tokens import TokenProvider
 from .upstream.conversation import ConversationClient
 from .upstream.pow import ProofOfWorkSolver
 
@@ -19,6 +20,11 @@ class Services:
     def store(self) -> Store:
         """Token cache, counters and pins (built on first use so import never touches disk)."""
         return open_store(self.config)
+
+    @cached_property
+    def tokens(self) -> TokenProvider:
+        """Access tokens from credentials, through the token cache in `store`."""
+        return TokenProvider(self.config, self.store)
 
     @cached_property
     def solver(self) -> ProofOfWorkSolver:

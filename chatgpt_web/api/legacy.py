@@ -1,6 +1,7 @@
 """The original endpoints: POST /get_access_token and POST /send_message.
 
 Both take form-urlencoded (as the original did), multipart or JSON bodies and answer JSON.
+Credentials other than an access token go through `Services.tokens`, the cached TokenProvider.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from .. import chat
 from ..errors import ApiError, BadRequest, PayloadTooLarge
 from ..metrics import stream_in_flight
 from ..services import current
-from ..tokens import ensure_not_expired
+from ..tokens import Credential, ensure_not_expired
 from ..upstream.conversation import ChatMessage, ChatRequest
 from ..upstream.endpoints import from_base_url, from_reverse_proxy
 from ..upstream.stream import Completion, TextDelta
@@ -20,6 +21,68 @@ from . import sse
 blueprint = Blueprint("legacy", __name__)
 
 MAX_TIMEOUT_MS = 3_600_000
+MAX_TOKEN_CHARS = 20_000  # session cookies of big accounts are split over several 4 KB cookies
+
+
+def _one_source(given: dict[str, bool], choices: str) -> str:
+    """The name of the one credential source present in `given`. :raise BadRequest: none or two."""
+    present = [name for name, is_given in given.items() if is_given]
+    if not present:
+        raise BadRequest(f"give {choices}", "missing_field")
+    if len(present) > 1:
+        raise BadRequest(f"give only one of {choices}, not {' and '.join(present)}",
+                         "conflicting_fields")
+    return present[0]
+
+
+def _credential(fields: dict) -> Credential:
+    """The one credential of a /get_access_token call. :raise BadRequest: missing or conflicting."""
+    email = f.text(fields, "email", max_length=320)
+    password = f.text(fields, "password", max_length=1024)
+    otp = f.text(fields, "otp", max_length=64)
+    session_token = f.text(fields, "session_token", max_length=MAX_TOKEN_CHARS)
+    refresh_token = f.text(fields, "refresh_token", max_length=MAX_TOKEN_CHARS)
+    source = _one_source({"email and password": bool(email or password),
+                          "session_token": bool(session_token),
+                          "refresh_token": bool(refresh_token)},
+                         "email and password, session_token or refresh_token")
+    if otp and source != "email and password":
+        raise BadRequest("otp goes with email and password", "conflicting_fields")
+    if source == "session_token":
+        return Credential.session_token(session_token)
+    if source == "refresh_token":
+        return Credential.refresh_token(refresh_token)
+    return Credential.password(f.text(fields, "email", required=True),
+                               f.text(fields, "password", required=True), otp)
+
+
+def _access_token(fields: dict) -> str:
+    """The access token of a /send_message call: given as `access_token`, or got (or reused from
+    the token cache) for a `session_token` or `refresh_token`."""
+    given = {name: f.text(fields, name, max_length=MAX_TOKEN_CHARS)
+             for name in ("access_token", "session_token", "refresh_token")}
+    source = _one_source({name: bool(value) for name, value in given.items()},
+                         "access_token, session_token or refresh_token")
+    if source == "access_token":
+        return given[source]
+    credential = (Credential.session_token(given[source]) if source == "session_token"
+                  else Credential.refresh_token(given[source]))
+    return current().tokens.access_token(credential).access_token
+
+
+@blueprint.post("/get_access_token")
+def get_access_token():
+    """Log in with email and password, a session token or a refresh token; answer
+    `{access_token, expires_at}` plus any session/refresh token the upstream issued anew."""
+    fields = f.read_fields()
+    credential = _credential(fields)
+    issued = current().tokens.access_token(credential, force=f.flag(fields, "force"))
+    answer = {"access_token": issued.access_token, "expires_at": issued.expires_at}
+    if issued.session_token:
+        answer["session_token"] = issued.session_token
+    if issued.refresh_token:
+        answer["refresh_token"] = issued.refresh_token
+    return jsonify(answer)
 
 
 def _answer_object(completion: Completion) -> dict:
@@ -33,7 +96,6 @@ def send_message():
     services = current()
     config = services.config
     fields = f.read_fields()
-    access_token = f.text(fields, "access_token", required=True, max_length=20000)
     prompt = f.text(fields, "prompt", required=True, max_length=10_000_000)
     if len(prompt) > config.max_prompt_chars:
         raise PayloadTooLarge(f"the prompt is longer than {config.max_prompt_chars} characters")
@@ -47,6 +109,7 @@ def send_message():
     reverse_proxy = f.text(fields, "reverse_proxy", max_length=2048)
     stream = f.flag(fields, "stream")
 
+    access_token = _access_token(fields)
     ensure_not_expired(access_token)
     upstream = (from_reverse_proxy(reverse_proxy, config.allowed_proxies) if reverse_proxy
                 else from_base_url(config.base_url))

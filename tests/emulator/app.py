@@ -65,4 +65,5 @@ def create_emulator_app(emulator) -> Flask:
         app.register_blueprint(backend.blueprint, url_prefix=prefix,
                                name="backend" + prefix.replace("/", "_").replace("-", "_"))
     app.register_blueprint(home)
+    app.register_blueprint(emulator.auth.blueprint())
     return app

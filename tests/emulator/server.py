@@ -16,6 +16,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from . import tokens
 from .app import create_emulator_app
+from .auth_pages import AuthPages
 from .conversations import ConversationStore
 from .sentinel import SentinelLedger
 from .switches import Switches
@@ -51,6 +52,8 @@ class Emulator:
         self.requests: list[RecordedRequest] = []
         self.conversations = ConversationStore()
         self.sentinel = SentinelLedger()
+        # The login pages (protocol §10 item 1): accounts, sessions, refresh tokens, auth switches.
+        self.auth = AuthPages(mint=self.mint_access_token)
         self.app = create_emulator_app(self)
         self.url = ""
         self._quiet = quiet
@@ -85,10 +88,12 @@ class Emulator:
         self.stop()
 
     def reset(self) -> None:
-        """Forget conversations, issued sentinel tokens and recorded requests; default switches."""
+        """Forget conversations, issued sentinel tokens, recorded requests and login state;
+        default switches."""
         self.switches.restore_defaults()
         self.conversations.clear()
         self.sentinel.clear()
+        self.auth.reset()
         with self._lock:
             self.requests.clear()
             self._failures_served = 0
