@@ -78,7 +78,9 @@ PROBES = [
     Probe("send_message upstream error", "POST", "/send_message", 502, send_message(),
           switches={"fail_with": "server_error"}),
     Probe("send_message stream broken midway", "POST", "/send_message", 200,
-          send_message(stream="true"), switches={"drop_after_events": 3, "words_per_delta": 1},
+          send_message(stream="true"),
+          switches={"drop_after_events": 8, "words_per_delta": 1,
+                    "answer": "one two three four five six seven eight nine ten"},
           body_has="upstream_stream_broken"),
 ]
 
