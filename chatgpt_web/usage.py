@@ -19,10 +19,16 @@ import math
 import warnings
 from typing import Iterable
 
-try:  # optional at run time: without it usage numbers are estimates
-    import bpe_openai
-except ImportError:  # pragma: no cover - exercised only where the wheel is not installed
-    bpe_openai = None
+# bpe-openai 0.1.x reads its data with importlib.resources.open_binary, which warns
+# (DeprecationWarning) on import and on each vocabulary load; the warnings are its own, not ours.
+_QUIET = {"action": "ignore", "message": "open_binary is deprecated", "category": DeprecationWarning}
+
+with warnings.catch_warnings():
+    warnings.filterwarnings(**_QUIET)
+    try:  # optional at run time: without it usage numbers are estimates
+        import bpe_openai
+    except ImportError:  # pragma: no cover - exercised only where the wheel is not installed
+        bpe_openai = None
 
 METHOD = "bpe-openai" if bpe_openai is not None else "estimate"
 
@@ -42,8 +48,7 @@ def encoding_name(web_slug: str) -> str:
 def _encoding(name: str):
     # Loading a vocabulary takes ~0.7 s, so each is loaded once per process, on first use.
     with warnings.catch_warnings():
-        # bpe-openai 0.1.x reads its data with importlib.resources.open_binary (deprecated).
-        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings(**_QUIET)
         return bpe_openai.get_encoding(name)
 
 
