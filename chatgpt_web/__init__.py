@@ -32,9 +32,10 @@ def create_app(config: Config | Mapping[str, str] | None = None) -> Flask:
     app.json.sort_keys = False
     app.extensions["chatgpt_web"] = Services(config)
 
-    from .api import legacy, ops
+    from .api import legacy, openai, ops
     app.register_blueprint(ops.blueprint)
     app.register_blueprint(legacy.blueprint)
+    app.register_blueprint(openai.blueprint)  # /v1/...: renders its errors in the OpenAI envelope
     _register_error_handlers(app)
     observability.init_app(app)
     return app

@@ -33,6 +33,8 @@ class ApiError(Exception):
 
     status = 500
     code = "internal_error"
+    # The request field at fault, when one is (shown as `param` by the OpenAI-compatible face).
+    param: str | None = None
 
     def __init__(self, message: str, code: str | None = None, *, headers: dict | None = None):
         super().__init__(message)

@@ -22,7 +22,8 @@ _PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
 def index():
     """Tell a visitor the service is deployed and where to start."""
     return jsonify({"status": "ok", "message": "chatgpt_web is deployed",
-                    "endpoints": ["/get_access_token", "/send_message"]})
+                    "endpoints": ["/get_access_token", "/send_message",
+                                  "/v1/chat/completions", "/v1/models"]})
 
 
 @blueprint.get("/healthz")

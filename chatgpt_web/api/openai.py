@@ -1,0 +1,274 @@
+"""The OpenAI-compatible face: POST /v1/chat/completions, GET /v1/models, GET /v1/models/{id}.
+
+Any OpenAI client (the `openai` SDK, LangChain, chat UIs) works by pointing its base URL at
+`http://host:port/v1` and passing a ChatGPT access token as its API key. Requests and answers have
+the official shapes; the same web-backend core as /send_message does the work.
+
+Beyond the official API, answers carry `conversation_id` and `message_id` (the assistant message)
+as extra top-level fields, which SDKs keep as extras. Passing them back as the body fields
+`conversation_id` and `parent_message_id` continues that web conversation: then only the messages
+after the last assistant message are sent upstream (see openai_messages.py).
+
+Errors use the official envelope `{"error": {"message", "type", "param", "code"}}` with the status
+of the core's table (errors.py); `code` is the core's code. A stream that fails after it began
+ends with one such envelope as its last `data:` event, which the SDK raises as an APIError.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Iterator
+
+from flask import Blueprint, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from .. import chat, models, usage
+from ..errors import ApiError, BadRequest, NotFound, PayloadTooLarge, UpstreamError
+from ..metrics import stream_in_flight
+from ..services import current
+from ..upstream.conversation import ChatMessage, ChatRequest
+from ..upstream.stream import Completion, TextDelta
+from . import fields as f
+from . import sse
+from .credentials import authenticate
+from .openai_messages import messages_to_send, to_web_messages
+
+log = logging.getLogger(__name__)
+
+blueprint = Blueprint("openai", __name__, url_prefix="/v1")
+
+# The official `type` of an error by HTTP status.
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def error_type(status: int) -> str:
+    """The official error `type` for an HTTP status (any 5xx is `api_error`)."""
+    if status >= 500:
+        return "api_error"
+    return ERROR_TYPES.get(status, "invalid_request_error")
+
+
+def error_body(error: ApiError) -> dict:
+    """An ApiError in the official envelope."""
+    return {"error": {"message": error.message, "type": error_type(error.status),
+                      "param": error.param, "code": error.code}}
+
+
+@blueprint.errorhandler(ApiError)
+def _api_error(error: ApiError):
+    return jsonify(error_body(error)), error.status, error.headers
+
+
+@blueprint.errorhandler(HTTPException)
+def _http_error(error: HTTPException):
+    code = (error.name or "error").lower().replace(" ", "_")
+    wrapped = ApiError(error.description or error.name, code)
+    wrapped.status = error.code or 500
+    return jsonify(error_body(wrapped)), wrapped.status
+
+
+@blueprint.errorhandler(Exception)
+def _unexpected(error: Exception):
+    # Only the type is logged: the exception text may quote a prompt or a token.
+    log.error("unhandled %s in the OpenAI face", type(error).__name__)
+    return jsonify(error_body(ApiError("internal server error"))), 500
+
+
+def _with_param(read, body: dict, name: str, **kwargs):
+    """Read a field with one of fields.py's readers, naming the field as `param` on failure."""
+    try:
+        return read(body, name, **kwargs)
+    except BadRequest as error:
+        error.param = name
+        raise
+
+
+def _json_body() -> dict:
+    # force=True: curl users often forget the Content-Type header; the body is JSON either way.
+    body = request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object", "invalid_json")
+    return body
+
+
+def _unsupported(param: str, message: str) -> BadRequest:
+    error = BadRequest(message, "unsupported_parameter")
+    error.param = param
+    return error
+
+
+def _check_unsupported(body: dict) -> None:
+    """Refuse what the web backend cannot do rather than answer as if it had been done.
+
+    Sampling knobs (temperature, top_p, max_tokens, stop…) are accepted and ignored: the web
+    backend has no such settings, and clients send them by default.
+    """
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise _unsupported("n", "only n=1 is supported: the web backend gives one answer per turn")
+    for name in ("tools", "functions"):
+        if body.get(name):
+            raise _unsupported(name, f"'{name}' is not supported: the web backend has no tool "
+                                     "or function calling")
+
+
+class _Reply:
+    """The fixed parts of one answer (id, created, model) and its rendering as official objects."""
+
+    def __init__(self, model: models.Model, prompt: tuple[ChatMessage, ...], include_usage: bool):
+        self.id = "chatcmpl-" + uuid.uuid4().hex
+        self.created = int(time.time())
+        self.model = model
+        self.prompt = prompt
+        self.include_usage = include_usage
+
+    def usage(self, completion: Completion) -> dict:
+        """Token counts: the request's messages as given, and the whole answer text."""
+        slug = self.model.web_slug
+        prompt = usage.count_messages(((m.role, m.content) for m in self.prompt), slug)
+        return usage.usage(prompt, usage.count_text(completion.text, slug))
+
+    @staticmethod
+    def finish_reason(completion: Completion) -> str:
+        # "max_tokens" survives only when auto-continue was exhausted (conversation.py).
+        return "length" if completion.finish_type == "max_tokens" else "stop"
+
+    @staticmethod
+    def extras(completion: Completion) -> dict:
+        """The continuity fields beyond the official API."""
+        return {"conversation_id": completion.conversation_id,
+                "message_id": completion.message_id,
+                "model_slug": completion.model_slug}
+
+    def completion_object(self, completion: Completion) -> dict:
+        """The `chat.completion` object of a non-streamed answer."""
+        return {
+            "id": self.id, "object": "chat.completion", "created": self.created,
+            "model": self.model.id,
+            "choices": [{"index": 0,
+                         "message": {"role": "assistant", "content": completion.text,
+                                     "refusal": None},
+                         "logprobs": None,
+                         "finish_reason": self.finish_reason(completion)}],
+            "usage": self.usage(completion),
+            "system_fingerprint": None,
+            **self.extras(completion),
+        }
+
+    def chunk(self, delta: dict | None, finish_reason: str | None = None, **extra) -> dict:
+        """One `chat.completion.chunk`; delta None gives the usage chunk (no choices)."""
+        choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None,
+                                             "finish_reason": finish_reason}]
+        chunk = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                 "model": self.model.id, "system_fingerprint": None, "choices": choices}
+        if self.include_usage:
+            # With include_usage every chunk carries "usage": null except the last (official).
+            chunk["usage"] = None
+        chunk.update(extra)
+        return chunk
+
+
+@blueprint.post("/chat/completions")
+def chat_completions():
+    """Answer a chat in the official shape, streamed as chunks when `stream` is true."""
+    services = current()
+    config = services.config
+    grant = authenticate(services)  # first, as the official API: no validation hints to strangers
+    body = _json_body()
+    model_name = _with_param(f.text, body, "model", required=True, max_length=200)
+    model = models.resolve(model_name, extra_slugs=(config.default_model,))
+    messages = to_web_messages(body.get("messages"))
+    conversation_id = _with_param(f.identifier, body, "conversation_id")
+    parent_message_id = _with_param(f.identifier, body, "parent_message_id")
+    if bool(conversation_id) != bool(parent_message_id):
+        error = BadRequest("conversation_id and parent_message_id go together: pass the "
+                           "conversation_id and message_id of the previous answer",
+                           "invalid_field")
+        error.param = "parent_message_id" if conversation_id else "conversation_id"
+        raise error
+    to_send = messages_to_send(messages, continuing=bool(conversation_id))
+    if sum(len(m.content) for m in to_send) > config.max_prompt_chars:
+        error = PayloadTooLarge(f"the messages are longer than {config.max_prompt_chars} "
+                                "characters")
+        error.param = "messages"
+        raise error
+    _check_unsupported(body)
+    stream = _with_param(f.flag, body, "stream")
+    options = body.get("stream_options")
+    include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
+
+    chat_request = ChatRequest(messages=to_send, model=model.web_slug,
+                               conversation_id=conversation_id,
+                               parent_message_id=parent_message_id,
+                               timeout=config.request_timeout)
+    reply = _Reply(model, messages, include_usage)
+    answer = chat.start_answer(services.conversations, grant.access_token, chat_request,
+                               grant.upstream)
+    if stream:
+        return sse.response(_stream_chunks(answer, reply))
+    with stream_in_flight():
+        completion = chat.collect(answer)
+    return jsonify(reply.completion_object(completion))
+
+
+def _stream_chunks(answer, reply: _Reply) -> Iterator[bytes]:
+    """Role chunk, content chunks, the finish chunk, the usage chunk if asked, then [DONE]."""
+    with stream_in_flight():
+        try:
+            yield sse.event(reply.chunk({"role": "assistant", "content": ""}))
+            completion = None
+            for item in answer:
+                if isinstance(item, TextDelta) and item.text:
+                    yield sse.event(reply.chunk({"content": item.text}))
+                elif isinstance(item, Completion):
+                    completion = item
+            if completion is None:
+                raise UpstreamError("the upstream answer ended without a result",
+                                    "upstream_stream_broken")
+            extras = reply.extras(completion)
+            yield sse.event(reply.chunk({}, reply.finish_reason(completion), **extras))
+            if reply.include_usage:
+                final = reply.chunk(None, **extras)
+                final["usage"] = reply.usage(completion)
+                yield sse.event(final)
+            yield sse.DONE
+        except ApiError as error:
+            yield sse.event(error_body(error))
+        except Exception as error:  # the stream has begun: the status line can no longer say it
+            log.error("unhandled %s while streaming an OpenAI answer", type(error).__name__)
+            yield sse.event(error_body(ApiError("internal server error")))
+        finally:
+            answer.close()
+
+
+@blueprint.get("/models")
+def list_models():
+    """Every model name the service accepts, in the official list shape."""
+    services = current()
+    authenticate(services)
+    listed = models.list_models(extra_slugs=(services.config.default_model,))
+    return jsonify({"object": "list", "data": [model.to_dict() for model in listed]})
+
+
+@blueprint.get("/models/<path:model_id>")
+def get_model(model_id: str):
+    """One model object; 404 model_not_found for names the service does not accept."""
+    services = current()
+    authenticate(services)
+    return jsonify(models.resolve(model_id, extra_slugs=(services.config.default_model,)).to_dict())
+
+
+@blueprint.route("/<path:unknown>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+def unknown_url(unknown: str):
+    """Unknown /v1 URLs (or methods) answer in the official envelope too, as the official API."""
+    raise NotFound(f"Invalid URL ({request.method} /v1/{unknown})", "unknown_url")

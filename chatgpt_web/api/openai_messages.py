@@ -1,0 +1,114 @@
+"""OpenAI `messages` -> the web backend's messages (protocol §2.2), and which of them to send.
+
+The web backend accepts several messages in one conversation POST, each with its own
+`author.role` (chat2api and PawanOsman send the whole OpenAI history as separate messages, §2.2
+"messages[]"). So a history is sent as it is, one web message per OpenAI message, roles intact;
+nothing is flattened into one prompt, which would let the model mistake earlier answers for the
+user's words.
+
+`to_web_messages()` is the mapping:
+
+| OpenAI message                               | web message                                  |
+|----------------------------------------------|----------------------------------------------|
+| role `system` or `developer`                 | role `system`                                |
+| role `user` / `assistant`                    | the same role                                |
+| content as a string                          | that text                                    |
+| content as a list of `text` parts (assistant: also `refusal` parts) | the texts joined with a newline |
+| assistant with content null and no tool calls | dropped (it carries nothing)               |
+| role `tool` / `function`, assistant `tool_calls`, non-text parts (`image_url`, `input_audio`, `file`) | 400 |
+
+Non-text parts are refused rather than dropped: images need the backend's file upload (a
+`multimodal_text` message with asset pointers, §2.2), which this service does not do yet, and a
+silently dropped image would get an answer about a picture the model never saw.
+
+`messages_to_send()` is the continuity rule: a request that continues a web conversation
+(`conversation_id` + `parent_message_id`) already has its history upstream, so only the messages
+after the last assistant message are new and sent.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from ..errors import BadRequest
+from ..upstream.conversation import ChatMessage
+
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_TEXT_PARTS = {"user": ("text",), "system": ("text",), "assistant": ("text", "refusal")}
+PART_SEPARATOR = "\n"
+
+
+def _invalid(message: str, param: str, code: str = "invalid_field") -> BadRequest:
+    error = BadRequest(message, code)
+    error.param = param
+    return error
+
+
+def _text_of(content: Any, role: str, param: str) -> str:
+    """The text of a message's content: a string, or a list of text parts."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise _invalid("content must be a string or a list of content parts", param)
+    texts = []
+    for index, part in enumerate(content):
+        part_param = f"{param}[{index}]"
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise _invalid("each content part must be an object with a type", part_param)
+        kind = part["type"]
+        if kind not in _TEXT_PARTS[role]:
+            raise _invalid(f"content parts of type '{kind}' are not supported: this service "
+                           "sends text only (images and files need an upload it does not do)",
+                           f"{part_param}.type", "unsupported_content")
+        text = part.get(kind)  # a text part's text is under "text", a refusal's under "refusal"
+        if not isinstance(text, str):
+            raise _invalid(f"a '{kind}' part needs a string '{kind}'", part_param)
+        texts.append(text)
+    return PART_SEPARATOR.join(texts)
+
+
+def to_web_messages(raw: Any) -> tuple[ChatMessage, ...]:
+    """Validate an OpenAI `messages` array and map it to web messages (table in the module doc).
+
+    :raise BadRequest: with `param` naming the offending message or part.
+    """
+    if not isinstance(raw, list) or not raw:
+        raise _invalid("messages must be a non-empty array", "messages",
+                       "missing_field" if raw is None else "invalid_field")
+    mapped = []
+    for index, message in enumerate(raw):
+        param = f"messages[{index}]"
+        if not isinstance(message, dict):
+            raise _invalid("each message must be an object", param)
+        role = message.get("role")
+        if role not in _ROLES:
+            raise _invalid(f"the role {role!r} is not supported: use system, developer, user or "
+                           "assistant (tool and function calling are not available through the "
+                           "web backend)", f"{param}.role", "unsupported_role")
+        if role == "assistant" and (message.get("tool_calls") or message.get("function_call")):
+            raise _invalid("assistant tool calls are not supported", f"{param}.tool_calls",
+                           "unsupported_role")
+        content = message.get("content")
+        if content is None:
+            if role == "assistant":
+                continue
+            raise _invalid(f"a {role} message needs content", f"{param}.content", "missing_field")
+        mapped.append(ChatMessage(_ROLES[role], _text_of(content, role, f"{param}.content")))
+    if not mapped:
+        raise _invalid("messages contain no content to send", "messages")
+    return tuple(mapped)
+
+
+def messages_to_send(messages: Sequence[ChatMessage], *, continuing: bool) -> tuple[ChatMessage, ...]:
+    """The messages that go upstream: all of them, or when continuing only those after the last
+    assistant message (the earlier ones are already in the web conversation).
+
+    :raise BadRequest: continuing with nothing after the last assistant message.
+    """
+    if not continuing:
+        return tuple(messages)
+    last_assistant = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
+    new = tuple(messages[last_assistant + 1:])
+    if not new:
+        raise _invalid("to continue a conversation, messages must end with at least one new "
+                       "message after the last assistant message", "messages", "no_new_message")
+    return new

@@ -1,0 +1,86 @@
+"""OpenAI `messages` -> web messages, and the continuity rule (pure functions, no server)."""
+import pytest
+
+from chatgpt_web.api.openai_messages import messages_to_send, to_web_messages
+from chatgpt_web.errors import BadRequest
+from chatgpt_web.upstream.conversation import ChatMessage
+
+
+def test_roles_and_order_are_kept_one_web_message_each():
+    mapped = to_web_messages([
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "developer", "content": "Answer in French."},
+        {"role": "user", "content": "Bye"},
+    ])
+    assert mapped == (ChatMessage("system", "Be brief."), ChatMessage("user", "Hi"),
+                      ChatMessage("assistant", "Hello!"), ChatMessage("system", "Answer in French."),
+                      ChatMessage("user", "Bye"))
+
+
+def test_text_parts_are_joined_with_newlines():
+    mapped = to_web_messages([{"role": "user", "content": [
+        {"type": "text", "text": "first"}, {"type": "text", "text": "second"}]}])
+    assert mapped == (ChatMessage("user", "first\nsecond"),)
+
+
+def test_assistant_refusal_part_is_text_and_null_content_is_dropped():
+    mapped = to_web_messages([
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": [{"type": "refusal", "refusal": "I can't."}]},
+        {"role": "assistant", "content": None},
+        {"role": "user", "content": "b"},
+    ])
+    assert [m.content for m in mapped] == ["a", "I can't.", "b"]
+
+
+@pytest.mark.parametrize("messages, param, code", [
+    (None, "messages", "missing_field"),
+    ([], "messages", "invalid_field"),
+    ("hello", "messages", "invalid_field"),
+    (["hello"], "messages[0]", "invalid_field"),
+    ([{"role": "tool", "content": "x", "tool_call_id": "1"}], "messages[0].role", "unsupported_role"),
+    ([{"role": "wizard", "content": "x"}], "messages[0].role", "unsupported_role"),
+    ([{"role": "user"}], "messages[0].content", "missing_field"),
+    ([{"role": "user", "content": 5}], "messages[0].content", "invalid_field"),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+     "messages[0].content[0].type", "unsupported_content"),
+    ([{"role": "user", "content": "a"}, {"role": "user", "content": [
+        {"type": "text", "text": "b"}, {"type": "input_audio", "input_audio": {}}]}],
+     "messages[1].content[1].type", "unsupported_content"),
+    ([{"role": "user", "content": [{"type": "text"}]}], "messages[0].content[0]", "invalid_field"),
+    ([{"role": "user", "content": [{"type": "refusal", "refusal": "no"}]}],
+     "messages[0].content[0].type", "unsupported_content"),
+    ([{"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]}],
+     "messages[0].tool_calls", "unsupported_role"),
+    ([{"role": "assistant", "content": None}], "messages", "invalid_field"),
+])
+def test_bad_messages_are_400_naming_the_param(messages, param, code):
+    with pytest.raises(BadRequest) as caught:
+        to_web_messages(messages)
+    assert caught.value.param == param
+    assert caught.value.code == code
+
+
+HISTORY = (ChatMessage("system", "s"), ChatMessage("user", "u1"), ChatMessage("assistant", "a1"),
+           ChatMessage("user", "u2"), ChatMessage("user", "u3"))
+
+
+def test_new_conversation_sends_everything():
+    assert messages_to_send(HISTORY, continuing=False) == HISTORY
+
+
+def test_continuation_sends_only_what_follows_the_last_assistant_message():
+    assert messages_to_send(HISTORY, continuing=True) == HISTORY[3:]
+
+
+def test_continuation_with_only_new_messages_sends_them_all():
+    new = (ChatMessage("user", "next"),)
+    assert messages_to_send(new, continuing=True) == new
+
+
+def test_continuation_without_a_new_message_is_400():
+    with pytest.raises(BadRequest) as caught:
+        messages_to_send(HISTORY[:3], continuing=True)
+    assert caught.value.code == "no_new_message"
