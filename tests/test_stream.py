@@ -1,0 +1,248 @@
+"""The one stream reducer: both body formats, every recorded sample, any chunking."""
+import json
+import random
+
+import pytest
+
+from chatgpt_web.errors import ContentBlocked, UpstreamError
+from chatgpt_web.upstream.stream import SseEvent, StreamReducer, apply_operation, iter_sse
+
+
+def strip_annotations(text: str) -> bytes:
+    """Our sample files annotate streams with '#' lines; they are not part of the wire bytes."""
+    return "\n".join(line for line in text.splitlines() if not line.startswith("#")).encode()
+
+
+def chunked(raw: bytes, seed: int | None):
+    if seed is None:
+        return [raw]
+    if seed == 0:
+        return [raw[i:i + 1] for i in range(len(raw))]
+    rng = random.Random(seed)
+    chunks, i = [], 0
+    while i < len(raw):
+        size = rng.randint(1, 40)
+        chunks.append(raw[i:i + size])
+        i += size
+    return chunks
+
+
+def reduce(raw: bytes, seed: int | None = None, prefix: str = ""):
+    reducer = StreamReducer(prefix=prefix)
+    deltas = []
+    for event in iter_sse(chunked(raw, seed)):
+        deltas += [delta.text for delta in reducer.feed(event)]
+    completion = reducer.result()
+    assert "".join(deltas) == completion.text[len(prefix):]
+    return completion, deltas
+
+
+def sse(*payloads, blank=True) -> bytes:
+    sep = "\n\n" if blank else "\n"
+    return "".join(f"data: {p if isinstance(p, str) else json.dumps(p)}{sep}" for p in payloads).encode()
+
+
+def message(text, *, role="assistant", status="in_progress", end_turn=None, mid="m1", **extra):
+    return {"message": {"id": mid, "author": {"role": role}, "content": {"content_type": "text", "parts": [text]},
+                        "status": status, "end_turn": end_turn, "recipient": "all", "metadata": {}, **extra},
+            "conversation_id": "c1", "error": None}
+
+
+SEEDS = [None, 0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_real_v1_capture_reduces_to_its_text_and_ids(samples_dir, seed):
+    raw = strip_annotations((samples_dir / "delta-v1-capture.txt").read_text())
+    completion, deltas = reduce(raw, seed)
+    assert completion.conversation_id == "6974e0a3-b684-8321-a73a-bf4e7b6dfafe"
+    assert completion.message_id == "0fe98393-5d68-4e41-9fb6-75b50f27c79e"
+    assert completion.text.startswith("Here\u2019s a list of 10 famous people from different fields")
+    assert completion.text.endswith("Any particular field or person you're interested in learning more about?")
+    assert "10. **Frida Kahlo** \u2013 Mexican artist" in completion.text
+    assert completion.finish_type == "stop"
+    assert completion.title == "Famous People List"
+    assert "give me a list" not in completion.text  # the user echo is not part of the answer
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_legacy_samples_reduce_to_their_text_and_ids(samples_dir, seed):
+    text = (samples_dir / "legacy-full-message.txt").read_text()
+    first, second = text.split("# ---- [B] ----")
+    completion, _ = reduce(strip_annotations(first), seed)
+    assert (completion.text, completion.conversation_id, completion.message_id) == (
+        "Pro", "5d8777ca-cd79-4756-857e-c5c21339f57c", "62f92567-4ce0-4fe3-800f-3d5b82aa0e4d")
+    completion, _ = reduce(strip_annotations(second), seed)
+    assert completion.text.startswith("That's alright! If you don't have a specific question")
+    assert completion.text.endswith("would like to learn more about?")
+    assert completion.finish_type == "stop"
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_aurora_fixtures_reduce_to_their_text(samples_dir, seed):
+    sections = (samples_dir / "delta-v1-aurora-fixtures.txt").read_text().split("# ----")[1:]
+    results = [reduce(strip_annotations(section), seed)[0] for section in sections]
+    assert [(c.text, c.conversation_id, c.message_id) for c in results] == [
+        ("hello world", None, None),
+        ("hello world", "conv-test", "msg-test"),
+        ("hello world", "conv-batch", "msg-batch"),
+        ("answer", "conv-thinking", "msg-final"),
+    ]
+
+
+def test_events_split_across_chunks_and_crlf_decode_identically():
+    raw = b"event: delta\r\ndata: {\"v\": \"caf\xc3\xa9\"}\r\n\r\n: comment\r\ndata: [DONE]\r\n\r\n"
+    whole = list(iter_sse([raw]))
+    assert list(iter_sse(chunked(raw, 0))) == whole
+    assert whole == [SseEvent("delta", '{"v": "café"}'), SseEvent(None, "[DONE]")]
+
+
+def test_multiline_data_is_joined_with_newlines():
+    assert list(iter_sse([b"data: a\ndata: b\n\n"])) == [SseEvent(None, "a\nb")]
+
+
+def test_pings_and_heartbeats_are_skipped():
+    raw = (b"event: ping\ndata: {}\n\n" + b"data: 2024-04-08 12:00:00.123456\n\n" + b"data: \n\n"
+           + sse(message("Hi", status="finished_successfully", end_turn=True), "[DONE]"))
+    completion, deltas = reduce(raw)
+    assert completion.text == "Hi" and deltas == ["Hi"]
+
+
+def test_user_system_and_tool_echoes_are_not_answer_text():
+    raw = sse(message("", role="system", mid="s"), message("question", role="user", mid="u"),
+              message("search('x')", mid="t", recipient="browser"),
+              message("tool output", role="tool", mid="o"),
+              message("answer", status="finished_successfully", end_turn=True, mid="a"), "[DONE]")
+    completion, _ = reduce(raw)
+    assert completion.text == "answer" and completion.message_id == "a"
+
+
+def test_turn_with_end_turn_false_goes_on_to_the_next_message():
+    raw = sse(message("Let me check.", status="finished_successfully", end_turn=False, mid="a1"),
+              message("looked", role="tool", mid="t"),
+              message("Found it", mid="a2"),
+              message("Found it.", status="finished_successfully", end_turn=True, mid="a2"), "[DONE]")
+    completion, deltas = reduce(raw)
+    assert completion.text == "Let me check.\n\nFound it."
+    assert completion.message_id == "a2"
+    assert "".join(deltas) == completion.text
+
+
+def test_analysis_channel_is_not_answer_text():
+    raw = sse({"v": {"message": {"id": "r", "author": {"role": "assistant"}, "channel": "analysis",
+                                 "content": {"content_type": "text", "parts": ["thinking"]}}}, "c": 0},
+              {"v": {"message": {"id": "f", "author": {"role": "assistant"}, "channel": "final",
+                                 "content": {"content_type": "text", "parts": [""]}}}, "c": 1},
+              {"p": "/message/content/parts/0", "o": "append", "v": "done"}, "[DONE]")
+    completion, _ = reduce(raw)
+    assert completion.text == "done" and completion.message_id == "f"
+
+
+def test_channel_is_carried_over_between_deltas():
+    raw = sse({"p": "", "o": "add", "v": message("", mid="a0"), "c": 3},
+              {"p": "/message/content/parts/0", "o": "append", "v": "x"},
+              {"v": "y"}, "[DONE]")
+    assert reduce(raw)[0].text == "xy"
+
+
+@pytest.mark.parametrize("path, op, value, expected", [
+    ("/a/b", "add", 1, {"a": {"b": 1}, "s": "hello", "l": [1, 2, 3]}),
+    ("/s", "append", "!", {"s": "hello!", "l": [1, 2, 3]}),
+    ("/l", "append", [4], {"s": "hello", "l": [1, 2, 3, 4]}),
+    ("/s", "truncate", 2, {"s": "he", "l": [1, 2, 3]}),
+    ("/l", "truncate", 1, {"s": "hello", "l": [1]}),
+    ("/s", "remove", None, {"l": [1, 2, 3]}),
+    ("/l/1", "remove", None, {"s": "hello", "l": [1, 3]}),
+    ("/l/1", "replace", 9, {"s": "hello", "l": [1, 9, 3]}),
+    ("/l/0", "add", 0, {"s": "hello", "l": [0, 1, 2, 3]}),
+    ("", "patch", [{"p": "/s", "o": "append", "v": "!"}, {"p": "/n", "o": "replace", "v": 1}],
+     {"s": "hello!", "l": [1, 2, 3], "n": 1}),
+])
+def test_delta_operations(path, op, value, expected):
+    assert apply_operation({"s": "hello", "l": [1, 2, 3]}, path, op, value) == expected
+
+
+def test_append_to_an_object_merges_keys():
+    root = {"message": {"metadata": {"a": 1}}}
+    assert apply_operation(root, "/message/metadata", "append", {"b": 2}) == {"message": {"metadata": {"a": 1, "b": 2}}}
+
+
+def test_truncate_on_answer_text_is_followed():
+    raw = sse({"p": "", "o": "add", "v": message("", mid="a"), "c": 0},
+              {"p": "/message/content/parts/0", "o": "append", "v": "abcdef"},
+              {"p": "/message/content/parts/0", "o": "truncate", "v": 3},
+              {"p": "/message/status", "o": "replace", "v": "finished_successfully"}, "[DONE]")
+    reducer = StreamReducer()
+    for event in iter_sse([raw]):
+        reducer.feed(event)
+    assert reducer.result().text == "abc"
+
+
+@pytest.mark.parametrize("payload", [
+    {"type": "moderation", "moderation_response": {"blocked": True, "flagged": True}},
+    {"conversation_id": "c", "message_id": "m", "is_completion": True,
+     "moderation_response": {"blocked": True, "flagged": True, "moderation_id": "modr-1"}},
+])
+def test_blocked_moderation_raises_instead_of_empty_text(payload):
+    with pytest.raises(ContentBlocked):
+        reduce(sse(payload, "[DONE]"))
+
+
+def test_unblocked_moderation_is_ignored():
+    raw = sse({"type": "moderation", "moderation_response": {"blocked": False, "flagged": False}},
+              message("ok", status="finished_successfully", end_turn=True), "[DONE]")
+    assert reduce(raw)[0].text == "ok"
+
+
+@pytest.mark.parametrize("payload", [
+    {"message": None, "conversation_id": "c", "error": "Something went wrong"},
+    {"detail": {"type": "invalid_request_error", "message": "bad", "code": "x"}},
+])
+def test_in_stream_error_raises(payload):
+    raw = sse(message("partial"), payload, "[DONE]")
+    with pytest.raises(UpstreamError) as caught:
+        reduce(raw)
+    assert caught.value.code == "upstream_stream_error"
+
+
+def test_non_json_event_raises():
+    with pytest.raises(UpstreamError) as caught:
+        reduce(b"data: <html>oops</html>\n\n")
+    assert caught.value.code == "upstream_bad_stream"
+
+
+def test_stream_cut_before_done_raises_at_result():
+    raw = sse(message("Hel"), message("Hello"))
+    reducer = StreamReducer()
+    for event in iter_sse([raw]):
+        reducer.feed(event)
+    with pytest.raises(UpstreamError) as caught:
+        reducer.result()
+    assert caught.value.code == "upstream_stream_broken"
+
+
+def test_finished_turn_without_done_is_complete():
+    raw = sse(message("Hello", status="finished_successfully", end_turn=True))
+    assert reduce(raw)[0].text == "Hello"
+
+
+def test_max_tokens_is_reported():
+    cut = message("long", status="finished_successfully", end_turn=False,
+                  metadata={"finish_details": {"type": "max_tokens"}})
+    assert reduce(sse(cut, "[DONE]"))[0].finish_type == "max_tokens"
+
+
+def test_continued_cumulative_message_emits_only_the_new_part():
+    raw = sse(message("one two"), message("one two three"),
+              message("one two three four", status="finished_successfully", end_turn=True), "[DONE]")
+    completion, deltas = reduce(raw, prefix="one two")
+    assert completion.text == "one two three four"
+    assert "".join(deltas) == " three four"
+
+
+def test_continued_message_that_restarts_is_appended_to_the_prefix():
+    raw = sse(message(" three"), message(" three four", status="finished_successfully", end_turn=True),
+              "[DONE]")
+    completion, deltas = reduce(raw, prefix="one two")
+    assert completion.text == "one two three four"
+    assert "".join(deltas) == " three four"
