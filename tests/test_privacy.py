@@ -26,6 +26,9 @@ PLANTED = {
     "proxy_password": "planted-proxy-pass-2d4f",
     "raw_line": "sk-planted-raw-line-6c3e",
 }
+# A longer answer whose stream is cut after some of its words went out.
+BREAK_MIDWAY = {"answer": PLANTED["answer"] + " and then some more words to be cut off",
+                "words_per_delta": 1, "drop_after_events": 8}
 TOKEN = "<a valid access token>"
 EXPIRED = "<an expired access token>"
 
@@ -85,9 +88,10 @@ PROBES = [
           switches={"fail_with": "rate_limit"}),
     Probe("send_message upstream error", "POST", "/send_message", 502, send_message(),
           switches={"fail_with": "server_error"}),
+    Probe("send_message stream broken before the first word", "POST", "/send_message", 502,
+          send_message(stream="true"), switches={"drop_after_events": 2}),
     Probe("send_message stream broken midway", "POST", "/send_message", 200,
-          send_message(stream="true"), switches={"drop_after_events": 3, "words_per_delta": 1},
-          body_has="upstream_stream_broken"),
+          send_message(stream="true"), switches=BREAK_MIDWAY, body_has="upstream_stream_broken"),
     Probe("openai models", "GET", "/v1/models", 200, bearer=TOKEN),
     Probe("openai unknown model", "GET", "/v1/models/" + PLANTED["path"], 404, bearer=TOKEN),
     Probe("openai unknown URL", "GET", "/v1/" + PLANTED["path"], 404, bearer=TOKEN),
@@ -104,8 +108,7 @@ PROBES = [
     Probe("openai chat upstream rate limit", "POST", "/v1/chat/completions", 429, chat(),
           encoding="json", bearer=TOKEN, switches={"fail_with": "rate_limit"}),
     Probe("openai chat stream broken midway", "POST", "/v1/chat/completions", 200,
-          chat(stream=True), encoding="json", bearer=TOKEN,
-          switches={"drop_after_events": 3, "words_per_delta": 1}),
+          chat(stream=True), encoding="json", bearer=TOKEN, switches=BREAK_MIDWAY),
 ]
 
 # Requests no HTTP client would send; servers log them in their own words.
@@ -181,8 +184,9 @@ class ProbeRun:
 
     def check(self, logs: str) -> None:
         """No secret in `logs`, and every probe left its access line (so the logs were seen)."""
-        leaked = sorted(secret for secret in self.secrets if secret in logs)
-        assert not leaked, f"secrets in the logs: {leaked}"
+        leaked = [line for line in logs.splitlines()
+                  if any(secret in line for secret in self.secrets)]
+        assert not leaked, "secrets in the logs:\n" + "\n".join(leaked)
         for request_id, probe in zip(self.request_ids, PROBES):
             assert f"request_id={request_id} " in logs, f"no access line for {probe.name}"
 
