@@ -27,3 +27,24 @@ def emulator(_emulator_server):
 # --- the service under test ------------------------------------------------------------------
 from tests.service_fixtures import (app, client, live_service, make_app, samples_dir,  # noqa: E402,F401
                                      service_env, token)
+
+
+# --- live services with settings of their own (OpenAI SDK tests) ---------------------------
+# `live_service` serves the default app; `live_service_factory(**env)` serves an app built with
+# environment overrides, e.g. live_service_factory(MAX_PROMPT_CHARS="10"), each on its own port.
+
+
+@pytest.fixture
+def live_service_factory(make_app):
+    from tests.service_fixtures import LiveServer
+
+    servers = []
+
+    def factory(**overrides):
+        server = LiveServer(make_app(**overrides))
+        servers.append(server)
+        return server
+
+    yield factory
+    for server in servers:
+        server.stop()

@@ -2,6 +2,9 @@
 import pytest
 
 from chatgpt_web import models, usage
+
+# bpe-openai 0.1.x loads its vocabularies with a deprecated importlib call (usage.py hides it too).
+QUIET_BPE = pytest.mark.filterwarnings("ignore:open_binary is deprecated:DeprecationWarning")
 from chatgpt_web.errors import NotFound
 
 
@@ -41,6 +44,7 @@ def test_list_has_official_names_and_web_slugs_once_each():
     assert {"gpt-4o", "gpt-3.5-turbo", "text-davinci-002-render-sha", "o1"} <= set(ids)
 
 
+@QUIET_BPE
 def test_counts_use_a_real_tokenizer_when_installed():
     bpe_openai = pytest.importorskip("bpe_openai")
     assert usage.METHOD == "bpe-openai"

@@ -137,6 +137,7 @@ def test_include_usage_adds_a_last_chunk_with_usage_and_no_choices(sdk):
     assert body[-1].choices[0].finish_reason == "stop"
 
 
+@pytest.mark.filterwarnings("ignore:open_binary is deprecated:DeprecationWarning")
 def test_usage_counts_the_request_messages_and_the_answer(sdk):
     bpe_openai = pytest.importorskip("bpe_openai")
     o200k = bpe_openai.get_encoding("o200k_base")
