@@ -72,6 +72,10 @@ def post_worker_init(worker):
     install_redaction(logging.getLogger("gunicorn.error"))
 
 
+def pre_request(worker, req):
+    """Replaces gunicorn's default hook, which logs every raw request path at debug level."""
+
+
 def child_exit(server, worker):
     """Drop a dead worker's live gauges (streams in flight); its counters stay in the totals."""
     from prometheus_client import multiprocess

@@ -16,7 +16,8 @@ streaming /send_message requests at once and prints:
   children, sampled from /proc every 50 ms while the N streams run.
 
 Target on a 2-core machine: 500 streams, 100 % completed, TTFT ratio <= 1.2, under 600 MB.
-The emulator runs with --easy (no proof of work), so both paths do the same work upstream.
+The emulator writes one event per chunk with --chunk-delay between them and asks for no proof of
+work, so both paths do the same work upstream and the first word always comes after two delays.
 The client is asyncio over raw sockets, so it costs little CPU next to what it measures.
 """
 from __future__ import annotations
@@ -196,19 +197,34 @@ def summary(outcomes: list[Outcome]) -> tuple[float, float, float, dict]:
     return len(ttfts) / len(outcomes), statistics.median(ttfts), p99, errors
 
 
+_EMULATOR = """
+import sys, threading
+from tests.emulator import Emulator
+emulator = Emulator()
+switches = emulator.switches
+# One SSE event per chunk, no pings, no proof of work: every stream paces the same way, so the
+# first answer word comes after the same number of chunk delays on both paths.
+switches.chunking, switches.pings, switches.words_per_delta = False, False, 1
+switches.pow_required = switches.require_requirements_token = False
+switches.chunk_delay = float(sys.argv[1])
+emulator.start()
+print("CHATGPT_BASE_URL=" + emulator.url)
+print("ACCESS_TOKEN=" + emulator.mint_access_token(exp_in=3600), flush=True)
+threading.Event().wait()
+"""
+
+
 def start_emulator(chunk_delay: float) -> tuple[subprocess.Popen, str, str]:
-    """`python -m tests.emulator` in its own process; returns (process, base URL, token)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.emulator", "--easy", "--chunk-delay", str(chunk_delay)],
-        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    """The repository's emulator in its own process; returns (process, base URL, token)."""
+    process = subprocess.Popen([sys.executable, "-c", _EMULATOR, str(chunk_delay)], cwd=REPO,
+                               stdout=subprocess.PIPE, text=True)
     found = {}
     while len(found) < 2:
         line = process.stdout.readline()
         if not line:
             raise RuntimeError("the emulator did not start")
         name, _, value = line.strip().partition("=")
-        if name in ("CHATGPT_BASE_URL", "ACCESS_TOKEN"):
-            found[name] = value
+        found[name] = value
     return process, found["CHATGPT_BASE_URL"], found["ACCESS_TOKEN"]
 
 
@@ -216,8 +232,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--levels", default="50,200,500", help="comma-separated N values")
     parser.add_argument("--words", type=int, default=60, help="words in the answer")
-    parser.add_argument("--chunk-delay", type=float, default=0.1,
-                        help="seconds between two chunks the emulator writes")
+    parser.add_argument("--chunk-delay", type=float, default=0.25,
+                        help="seconds between two events the emulator writes (the first word "
+                             "comes after two of them)")
     parser.add_argument("--timeout", type=float, default=120, help="seconds allowed per stream")
     args = parser.parse_args()
 

@@ -74,6 +74,8 @@ class Config:
     # Seconds before a JWT's exp at which a cached token stops being served.
     token_expiry_margin: int = field(default=300, metadata={"env": "TOKEN_EXPIRY_MARGIN"})
     log_level: str = field(default="INFO", metadata={"env": "LOG_LEVEL"})
+    # JSON file of server-held accounts used when a request brings no token of its own.
+    accounts_file: str | None = field(default=None, metadata={"env": "ACCOUNTS_FILE"})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Config":

@@ -4,6 +4,7 @@ from __future__ import annotations
 from functools import cached_property
 
 from .config import Config
+from .pool import AccountPool, load_accounts
 from .store import Store, open_store
 from .tokens import TokenProvider
 from .upstream.conversation import ConversationClient
@@ -25,6 +26,13 @@ class Services:
     def tokens(self) -> TokenProvider:
         """Access tokens from credentials, through the token cache in `store`."""
         return TokenProvider(self.config, self.store)
+
+    @cached_property
+    def pool(self) -> AccountPool | None:
+        """The server-held accounts of ACCOUNTS_FILE, or None when none are configured."""
+        if not self.config.accounts_file:
+            return None
+        return AccountPool(load_accounts(self.config.accounts_file), self.store, self.tokens)
 
     @cached_property
     def solver(self) -> ProofOfWorkSolver:

@@ -26,6 +26,9 @@ PLANTED = {
     "proxy_password": "planted-proxy-pass-2d4f",
     "raw_line": "sk-planted-raw-line-6c3e",
 }
+# A longer answer whose stream is cut after some of its words went out.
+BREAK_MIDWAY = {"answer": PLANTED["answer"] + " and then some more words to be cut off",
+                "words_per_delta": 1, "drop_after_events": 8}
 TOKEN = "<a valid access token>"
 EXPIRED = "<an expired access token>"
 
@@ -42,6 +45,14 @@ class Probe:
     encoding: str = "form"            # form, json, or raw (fields["raw"] sent as is)
     switches: dict = field(default_factory=dict)  # emulator behaviour during this probe
     body_has: str | None = None       # a text the answer must contain (proves the answer flowed)
+    bearer: str | None = None         # Authorization bearer: TOKEN, EXPIRED, "" for none;
+                                      # None sends a planted secret
+
+
+def chat(**extra) -> dict:
+    return {"model": "gpt-4o", "messages": [{"role": "system", "content": PLANTED["password"]},
+                                           {"role": "user", "content": PLANTED["prompt"]}],
+            **extra}
 
 
 def send_message(**extra) -> dict:
@@ -77,11 +88,27 @@ PROBES = [
           switches={"fail_with": "rate_limit"}),
     Probe("send_message upstream error", "POST", "/send_message", 502, send_message(),
           switches={"fail_with": "server_error"}),
+    Probe("send_message stream broken before the first word", "POST", "/send_message", 502,
+          send_message(stream="true"), switches={"drop_after_events": 2}),
     Probe("send_message stream broken midway", "POST", "/send_message", 200,
-          send_message(stream="true"),
-          switches={"drop_after_events": 8, "words_per_delta": 1,
-                    "answer": "one two three four five six seven eight nine ten"},
-          body_has="upstream_stream_broken"),
+          send_message(stream="true"), switches=BREAK_MIDWAY, body_has="upstream_stream_broken"),
+    Probe("openai models", "GET", "/v1/models", 200, bearer=TOKEN),
+    Probe("openai unknown model", "GET", "/v1/models/" + PLANTED["path"], 404, bearer=TOKEN),
+    Probe("openai unknown URL", "GET", "/v1/" + PLANTED["path"], 404, bearer=TOKEN),
+    Probe("openai chat answer", "POST", "/v1/chat/completions", 200, chat(), encoding="json",
+          bearer=TOKEN, body_has=PLANTED["answer"]),
+    Probe("openai chat stream", "POST", "/v1/chat/completions", 200, chat(stream=True),
+          encoding="json", bearer=TOKEN, body_has="[DONE]"),
+    Probe("openai chat without bearer", "POST", "/v1/chat/completions", 401, chat(),
+          encoding="json", bearer=""),
+    Probe("openai chat expired bearer", "POST", "/v1/chat/completions", 401, chat(),
+          encoding="json", bearer=EXPIRED),
+    Probe("openai chat refused bearer", "POST", "/v1/chat/completions", 401, chat(),
+          encoding="json"),
+    Probe("openai chat upstream rate limit", "POST", "/v1/chat/completions", 429, chat(),
+          encoding="json", bearer=TOKEN, switches={"fail_with": "rate_limit"}),
+    Probe("openai chat stream broken midway", "POST", "/v1/chat/completions", 200,
+          chat(stream=True), encoding="json", bearer=TOKEN, switches=BREAK_MIDWAY),
 ]
 
 # Requests no HTTP client would send; servers log them in their own words.
@@ -112,8 +139,12 @@ class ProbeRun:
                   for name, value in (probe.fields or {}).items()}
         request_id = f"probe-{index}"
         self.request_ids.append(request_id)
-        headers = {"X-Request-ID": request_id, "Authorization": f"Bearer {PLANTED['header']}",
-                   "Cookie": f"session={PLANTED['cookie']}"}
+        headers = {"X-Request-ID": request_id, "Cookie": f"session={PLANTED['cookie']}",
+                   "X-Api-Key": PLANTED["header"]}
+        bearer = PLANTED["header"] if probe.bearer is None else probe.bearer
+        if bearer:
+            bearer = self._token(bearer) if bearer in (TOKEN, EXPIRED) else bearer
+            headers["Authorization"] = f"Bearer {bearer}"
         body = None
         if probe.encoding == "raw":
             body, headers["Content-Type"] = fields["raw"].encode(), "application/json"
@@ -153,8 +184,9 @@ class ProbeRun:
 
     def check(self, logs: str) -> None:
         """No secret in `logs`, and every probe left its access line (so the logs were seen)."""
-        leaked = sorted(secret for secret in self.secrets if secret in logs)
-        assert not leaked, f"secrets in the logs: {leaked}"
+        leaked = [line for line in logs.splitlines()
+                  if any(secret in line for secret in self.secrets)]
+        assert not leaked, "secrets in the logs:\n" + "\n".join(leaked)
         for request_id, probe in zip(self.request_ids, PROBES):
             assert f"request_id={request_id} " in logs, f"no access line for {probe.name}"
 

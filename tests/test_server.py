@@ -22,6 +22,24 @@ def dockerfile_healthcheck() -> list[str]:
     return json.loads(command)
 
 
+def test_the_image_copies_the_app_and_runs_the_tested_server_command():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    instructions = re.findall(r"^([A-Z]+) (.*)$", dockerfile.replace("\\\n", " "), re.M)
+    copied = [source for name, args in instructions if name == "COPY"
+              for source in args.split()[:-1] if not source.startswith("--")]
+    ignored = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    for source in copied:
+        assert (REPO / source).exists(), source
+        assert source not in ignored, source
+    assert {"wsgi.py", "gunicorn.conf.py", "chatgpt_web", "requirements.txt"} <= set(copied)
+    assert ".env" in ignored and "tests" in ignored
+    assert dict(instructions)["FROM"] == "python:3.11-slim"
+    assert dict(instructions)["USER"] not in ("root", "0")
+    assert json.loads(dict(instructions)["CMD"]) == [
+        "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+
+
 def test_gunicorn_config_loads_and_follows_the_environment(tmp_path):
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "WEB_CONCURRENCY": "3",
            "GUNICORN_THREADS": "7", "GUNICORN_TIMEOUT": "42", "PORT": "4321"}

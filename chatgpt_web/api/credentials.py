@@ -1,9 +1,8 @@
-"""Who an OpenAI-style request runs as: the `Authorization: Bearer …` header -> an upstream grant.
+"""Who a request runs as: the caller's own ChatGPT access token, or the server's account pool.
 
-Today the bearer is the caller's own ChatGPT access token, sent on to the configured backend.
-This is the one function to change when the service gets API keys of its own and an account pool:
-a service key will be looked up here and exchanged for a pooled account's token and upstream,
-and the faces that call `authenticate()` will not change.
+A `Grant` is what a face needs to start an answer; `Grant.start()` hides whether the answer runs
+on the caller's token or on a pooled account with failover. `authenticate()` builds the grant of
+an OpenAI-style request from its `Authorization: Bearer ...` header.
 """
 from __future__ import annotations
 
@@ -11,9 +10,12 @@ from dataclasses import dataclass
 
 from flask import request
 
+from .. import chat
 from ..errors import Unauthorized
+from ..pool import AccountPool
 from ..services import Services
 from ..tokens import ensure_not_expired
+from ..upstream.conversation import ChatRequest, ConversationClient
 from ..upstream.endpoints import Upstream, from_base_url
 
 MAX_TOKEN_LENGTH = 20000
@@ -21,10 +23,18 @@ MAX_TOKEN_LENGTH = 20000
 
 @dataclass(frozen=True)
 class Grant:
-    """What an authenticated request may use: an access token and the backend it is valid for."""
+    """What an authenticated request may use: an access token (or the account pool) and the
+    backend to reach."""
 
-    access_token: str
+    access_token: str | None
     upstream: Upstream
+    pool: AccountPool | None = None
+
+    def start(self, client: ConversationClient, request: ChatRequest) -> chat.Answer:
+        """Start the answer on the caller's token, or on a pooled account with failover."""
+        if self.pool is not None:
+            return self.pool.start_answer(client, request, self.upstream)
+        return chat.start_answer(client, self.access_token, request, self.upstream)
 
 
 def bearer_token() -> str:

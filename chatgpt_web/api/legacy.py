@@ -13,10 +13,11 @@ from ..metrics import stream_in_flight
 from ..services import current
 from ..tokens import Credential, ensure_not_expired
 from ..upstream.conversation import ChatMessage, ChatRequest
-from ..upstream.endpoints import from_base_url, from_reverse_proxy
+from ..upstream.endpoints import from_base_url, from_reverse_proxy, is_allowed_proxy
 from ..upstream.stream import Completion, TextDelta
 from . import fields as f
 from . import sse
+from .credentials import Grant
 
 blueprint = Blueprint("legacy", __name__)
 
@@ -56,18 +57,38 @@ def _credential(fields: dict) -> Credential:
                                f.text(fields, "password", required=True), otp)
 
 
-def _access_token(fields: dict) -> str:
-    """The access token of a /send_message call: given as `access_token`, or got (or reused from
-    the token cache) for a `session_token` or `refresh_token`."""
+def _grant(fields: dict, reverse_proxy: str | None) -> Grant:
+    """Who a /send_message call runs as: its `access_token`; the access token got (or reused from
+    the token cache) for its `session_token` or `refresh_token`; or, when it brings none, the
+    server's account pool (ACCOUNTS_FILE)."""
+    services = current()
+    config = services.config
+    upstream = _upstream(reverse_proxy)  # refused before any login is attempted
     given = {name: f.text(fields, name, max_length=MAX_TOKEN_CHARS)
              for name in ("access_token", "session_token", "refresh_token")}
+    if not any(given.values()) and services.pool is not None:
+        if reverse_proxy and not is_allowed_proxy(reverse_proxy, config.allowed_proxies):
+            # A pooled account's token must never be handed to a proxy the operator did not allow.
+            raise BadRequest("with pooled accounts, reverse_proxy must start with a prefix listed "
+                             "in CHATGPT_ALLOWED_PROXIES", "reverse_proxy_not_allowed")
+        return Grant(None, upstream, services.pool)
     source = _one_source({name: bool(value) for name, value in given.items()},
                          "access_token, session_token or refresh_token")
     if source == "access_token":
-        return given[source]
-    credential = (Credential.session_token(given[source]) if source == "session_token"
-                  else Credential.refresh_token(given[source]))
-    return current().tokens.access_token(credential).access_token
+        access_token = given[source]
+    else:
+        credential = (Credential.session_token(given[source]) if source == "session_token"
+                      else Credential.refresh_token(given[source]))
+        access_token = services.tokens.access_token(credential).access_token
+    ensure_not_expired(access_token)
+    return Grant(access_token, upstream)
+
+
+def _upstream(reverse_proxy: str | None):
+    config = current().config
+    if reverse_proxy:
+        return from_reverse_proxy(reverse_proxy, config.allowed_proxies)
+    return from_base_url(config.base_url)
 
 
 @blueprint.post("/get_access_token")
@@ -109,16 +130,13 @@ def send_message():
     reverse_proxy = f.text(fields, "reverse_proxy", max_length=2048)
     stream = f.flag(fields, "stream")
 
-    access_token = _access_token(fields)
-    ensure_not_expired(access_token)
-    upstream = (from_reverse_proxy(reverse_proxy, config.allowed_proxies) if reverse_proxy
-                else from_base_url(config.base_url))
+    grant = _grant(fields, reverse_proxy)
     request = ChatRequest(
         messages=(ChatMessage("user", prompt),), model=model, conversation_id=conversation_id,
         parent_message_id=parent_message_id,
         timeout=timeout_ms / 1000 if timeout_ms else config.request_timeout,
     )
-    answer = chat.start_answer(services.conversations, access_token, request, upstream)
+    answer = grant.start(services.conversations, request)
     if stream:
         return sse.response(_stream_events(answer))
     with stream_in_flight():

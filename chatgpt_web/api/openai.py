@@ -212,8 +212,7 @@ def chat_completions():
                                parent_message_id=parent_message_id,
                                timeout=config.request_timeout)
     reply = _Reply(model, messages, include_usage)
-    answer = chat.start_answer(services.conversations, grant.access_token, chat_request,
-                               grant.upstream)
+    answer = grant.start(services.conversations, chat_request)
     if stream:
         return sse.response(_stream_chunks(answer, reply))
     with stream_in_flight():

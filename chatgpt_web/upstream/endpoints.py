@@ -56,7 +56,8 @@ def _is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def _allowed_prefix(url: str, prefixes: Sequence[str]) -> bool:
+def is_allowed_proxy(url: str, prefixes: Sequence[str]) -> bool:
+    """True if `url` starts with one of the operator-allowed prefixes (at a path boundary)."""
     for prefix in prefixes:
         # A bare prefix must end at a path boundary: "https://a.com" must not admit "https://a.com.evil".
         if url == prefix or (url.startswith(prefix)
@@ -84,7 +85,7 @@ def from_reverse_proxy(reverse_proxy: str, allowed_prefixes: Sequence[str],
                          "as https://host/backend-api/conversation", "invalid_reverse_proxy")
     api_root = f"{parts.scheme}://{parts.netloc}{path[: -len('/conversation')]}"
 
-    if _allowed_prefix(url, allowed_prefixes):
+    if is_allowed_proxy(url, allowed_prefixes):
         return Upstream(api_root)
     if parts.scheme != "https":
         raise BadRequest("reverse_proxy must use https unless its prefix is listed in "

@@ -1,0 +1,264 @@
+"""Server-held ChatGPT accounts: weighted rotation, health states, failover, conversation pins.
+
+Accounts come from ACCOUNTS_FILE (see README, "Account pool"). Each one's access token is obtained
+through the login code and its cache (tokens.TokenProvider), which renews it TOKEN_EXPIRY_MARGIN
+seconds before its JWT expires: a user's request never meets an expired token that could have been
+renewed. Health lives in the Store, so every worker process and every instance sharing a Redis sees
+the same picture:
+
+    healthy --401--> re-login once --401 again--> dead
+    healthy --429--> resting until clears_in / Retry-After
+    healthy --403 (Cloudflare, sentinel)--> resting, longer with each strike in a row
+
+A request that fails on an account before its first byte moves on to the next account; the caller
+sees an error only when none can serve. A conversation stays on the account that created it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+from . import chat
+from .errors import (ApiError, ConfigError, Conflict, Forbidden, RateLimited, ServiceUnavailable,
+                     Unauthorized)
+from .store import Store
+from .tokens import Credential, TokenProvider, jwt_expiry
+from .upstream.conversation import ChatRequest, ConversationClient
+from .upstream.endpoints import Upstream
+from .upstream.stream import Completion
+
+STATE_PREFIX = "pool:v1:account:"
+PIN_PREFIX = "pool:v1:pin:"
+PIN_TTL = 90 * 24 * 3600
+DEFAULT_REST = 60.0
+MAX_STRIKE_REST = 3600.0
+_KINDS = ("password", "session_token", "refresh_token", "access_token")
+
+
+@dataclass(frozen=True)
+class Account:
+    """One configured account. `id` is a label safe to show; the secrets never leave this object."""
+
+    id: str
+    kind: str
+    weight: float = 1.0
+    credential: Credential | None = field(default=None, repr=False)
+    access_token: str | None = field(default=None, repr=False)
+
+
+def _entry_to_account(index: int, entry: dict) -> Account:
+    where = f"ACCOUNTS_FILE entry {index}"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where} must be an object")
+    weight = entry.get("weight", 1)
+    if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight <= 0:
+        raise ConfigError(f"{where}: weight must be a positive number")
+    kinds = [kind for kind in ("email", "session_token", "refresh_token", "access_token") if entry.get(kind)]
+    if len(kinds) != 1:
+        raise ConfigError(f"{where} needs exactly one of email+password, session_token, "
+                          "refresh_token or access_token")
+    kind = "password" if kinds[0] == "email" else kinds[0]
+    if kind == "password":
+        if not isinstance(entry.get("password"), str) or not entry["password"]:
+            raise ConfigError(f"{where}: an email needs a password")
+        secrets: tuple[str, ...] = (str(entry["email"]), entry["password"])
+        credential = Credential.password(*secrets)
+    else:
+        secrets = (str(entry[kind]),)
+        credential = None if kind == "access_token" else Credential(kind, secrets)
+    name = entry.get("name")
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise ConfigError(f"{where}: name must be a non-empty string")
+    # Without a name, a short hash labels the account: stable across restarts, reveals nothing.
+    label = name or "acct-" + hashlib.sha256("\0".join((kind, *secrets)).encode()).hexdigest()[:10]
+    return Account(label, kind, float(weight), credential,
+                   secrets[0] if kind == "access_token" else None)
+
+
+def load_accounts(path: str) -> list[Account]:
+    """Read ACCOUNTS_FILE: a JSON list (or {"accounts": [...]}) of account objects.
+
+    :raise ConfigError: unreadable file or a malformed entry (the message never quotes a secret).
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"ACCOUNTS_FILE cannot be read ({type(exc).__name__})") from None
+    except ValueError:
+        raise ConfigError("ACCOUNTS_FILE is not valid JSON") from None
+    entries = data.get("accounts") if isinstance(data, dict) else data
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError("ACCOUNTS_FILE must hold a non-empty list of accounts")
+    accounts = [_entry_to_account(index, entry) for index, entry in enumerate(entries)]
+    if len({account.id for account in accounts}) != len(accounts):
+        raise ConfigError("ACCOUNTS_FILE has two accounts with the same name or credentials")
+    return accounts
+
+
+def _is_account_fault(error: ApiError) -> bool:
+    """Failures that say something about the account, so that another account may do better."""
+    return isinstance(error, (Unauthorized, Forbidden, RateLimited))
+
+
+class AccountPool:
+    """Chooses accounts, keeps their health, and runs answers with failover."""
+
+    def __init__(self, accounts: Sequence[Account], store: Store, tokens: TokenProvider, *,
+                 rng: random.Random | None = None, clock: Callable[[], float] = time.time):
+        self.accounts = {account.id: account for account in accounts}
+        self.store = store
+        self.tokens = tokens
+        self._rng = rng or random.Random()
+        self._clock = clock
+
+    # --- health ------------------------------------------------------------------------------
+    def state(self, account: Account) -> dict:
+        """The shared health record of `account`."""
+        state = self.store.get(STATE_PREFIX + account.id)
+        return state if isinstance(state, dict) else {"status": "healthy", "rest_until": 0,
+                                                      "strikes": 0, "last_error": None}
+
+    def _update(self, account: Account, **changes) -> None:
+        self.store.set(STATE_PREFIX + account.id, {**self.state(account), **changes})
+
+    def _fault(self, account: Account, error: ApiError) -> None:
+        """Record what `error` says about `account`: dead, resting, or one more strike."""
+        now = self._clock()
+        if isinstance(error, Unauthorized):
+            self._update(account, status="dead", last_error=error.code)
+        elif isinstance(error, RateLimited):
+            self._update(account, rest_until=now + (error.retry_after or DEFAULT_REST),
+                         last_error=error.code)
+        elif isinstance(error, Forbidden):
+            strikes = self.state(account).get("strikes", 0) + 1
+            rest = min(DEFAULT_REST * 2 ** (strikes - 1), MAX_STRIKE_REST)
+            self._update(account, strikes=strikes, rest_until=now + rest, last_error=error.code)
+
+    def _usable(self, account: Account, now: float) -> bool:
+        state = self.state(account)
+        return state.get("status") != "dead" and state.get("rest_until", 0) <= now
+
+    def choose(self, exclude: set[str] = frozenset()) -> Account:
+        """A healthy, rested account by weighted random choice.
+
+        :raise ServiceUnavailable: no account can serve now (Retry-After: the earliest rest end).
+        """
+        now = self._clock()
+        candidates = [a for a in self.accounts.values() if a.id not in exclude and self._usable(a, now)]
+        if not candidates:
+            rests = [self.state(a).get("rest_until", 0) for a in self.accounts.values()
+                     if self.state(a).get("status") != "dead"]
+            retry = max(1, int(min(rests) - now) + 1) if rests and min(rests) > now else None
+            raise ServiceUnavailable("no pooled account can serve this request now",
+                                     "no_account_available",
+                                     headers={"Retry-After": str(retry)} if retry else None)
+        return self._rng.choices(candidates, weights=[a.weight for a in candidates])[0]
+
+    # --- tokens ------------------------------------------------------------------------------
+    def access_token(self, account: Account, *, force: bool = False) -> str:
+        """A live access token for `account`, from the login cache or a fresh login."""
+        if account.credential is None:
+            exp = jwt_expiry(account.access_token)
+            if exp is not None and exp <= self._clock():
+                raise Unauthorized("the pooled access token has expired", "token_expired")
+            self._update(account, token_expires_at=exp)
+            return account.access_token
+        issued = self.tokens.access_token(account.credential, force=force)
+        if self.state(account).get("token_expires_at") != issued.expires_at:
+            self._update(account, token_expires_at=issued.expires_at)
+        return issued.access_token
+
+    # --- conversations -----------------------------------------------------------------------
+    def pin(self, conversation_id: str, account: Account) -> None:
+        """Remember that `conversation_id` lives on `account`."""
+        self.store.set(PIN_PREFIX + conversation_id, account.id, expire=PIN_TTL)
+
+    def pinned(self, conversation_id: str) -> Account:
+        """The account holding `conversation_id`. :raise Conflict: unknown pin or account gone."""
+        account = self.accounts.get(self.store.get(PIN_PREFIX + conversation_id) or "")
+        if account is None:
+            raise Conflict("this conversation is not held by any pooled account (it was started "
+                           "elsewhere, or that account was removed); start a new conversation",
+                           "conversation_account_gone")
+        if self.state(account).get("status") == "dead":
+            raise Conflict("the pooled account that holds this conversation is no longer usable; "
+                           "start a new conversation", "conversation_account_gone")
+        return account
+
+    # --- answers -----------------------------------------------------------------------------
+    def start_answer(self, client: ConversationClient, request: ChatRequest,
+                     upstream: Upstream) -> chat.Answer:
+        """Run `request` on a pooled account, moving on to the next one while nothing was sent."""
+        if request.conversation_id:
+            account = self.pinned(request.conversation_id)
+            return self._pinning(self._attempt(account, client, request, upstream), account)
+        tried: set[str] = set()
+        while True:
+            try:
+                account = self.choose(exclude=tried)
+            except ServiceUnavailable as unavailable:
+                if not tried:
+                    raise
+                raise ServiceUnavailable(f"no pooled account could serve this request "
+                                         f"({len(tried)} tried)", unavailable.code,
+                                         headers=unavailable.headers) from None
+            tried.add(account.id)
+            try:
+                answer = self._attempt(account, client, request, upstream)
+            except ApiError as error:
+                if _is_account_fault(error):
+                    continue
+                raise
+            return self._pinning(answer, account)
+
+    def _attempt(self, account: Account, client: ConversationClient, request: ChatRequest,
+                 upstream: Upstream) -> chat.Answer:
+        """One account, with one re-login when the upstream refuses its token."""
+        relogged = False
+        while True:
+            try:
+                token = self.access_token(account, force=relogged)
+                answer = chat.start_answer(client, token, request, upstream)
+            except Unauthorized as error:
+                if relogged or account.credential is None:
+                    self._fault(account, error)
+                    raise
+                relogged = True
+                continue
+            except ApiError as error:
+                if _is_account_fault(error):
+                    self._fault(account, error)
+                raise
+            if self.state(account).get("strikes"):
+                self._update(account, strikes=0)
+            return answer
+
+    def _pinning(self, answer: chat.Answer, account: Account) -> Iterator:
+        try:
+            for item in answer:
+                if isinstance(item, Completion) and item.conversation_id:
+                    self.pin(item.conversation_id, account)
+                yield item
+        finally:
+            answer.close()
+
+    def report(self) -> list[dict]:
+        """Each account's state for the admin view: never a token, a password or an email."""
+        now = self._clock()
+        rows = []
+        for account in self.accounts.values():
+            state = self.state(account)
+            rest_until = state.get("rest_until", 0)
+            status = state.get("status", "healthy")
+            if status != "dead" and rest_until > now:
+                status = "resting"
+            rows.append({"id": account.id, "kind": account.kind, "weight": account.weight,
+                         "status": status, "token_expires_at": state.get("token_expires_at"),
+                         "rest_until": rest_until if rest_until > now else None,
+                         "last_error": state.get("last_error")})
+        return rows

@@ -1,0 +1,208 @@
+"""The server-held account pool: rotation, health, failover before the first byte, pins."""
+import json
+import random
+
+import pytest
+
+from chatgpt_web.errors import ConfigError
+from chatgpt_web.pool import load_accounts
+
+
+def write_accounts(tmp_path, entries):
+    path = tmp_path / "accounts.json"
+    path.write_text(json.dumps(entries))
+    return str(path)
+
+
+def served_by(emulator):
+    """The bearer token of every conversation POST, in order."""
+    return [r.headers["authorization"].split(" ", 1)[1]
+            for r in emulator.requests_to("/conversation") if r.method == "POST"]
+
+
+@pytest.fixture
+def two_accounts(emulator):
+    return {"a": emulator.mint_access_token(email="a@example.com"),
+            "b": emulator.mint_access_token(email="b@example.com")}
+
+
+@pytest.fixture
+def pooled(make_app, tmp_path, two_accounts):
+    """An app whose pool holds accounts "a" and "b" (access tokens), rotation seeded."""
+    app = make_app(ACCOUNTS_FILE=write_accounts(tmp_path, [
+        {"name": "a", "access_token": two_accounts["a"]},
+        {"name": "b", "access_token": two_accounts["b"]},
+    ]))
+    pool = app.extensions["chatgpt_web"].pool
+    pool._rng = random.Random(7)
+    return app
+
+
+def send(client, **fields):
+    return client.post("/send_message", data={"prompt": "Hi", **fields})
+
+
+def report(app):
+    return {row["id"]: row for row in app.extensions["chatgpt_web"].pool.report()}
+
+
+def test_send_message_without_a_token_is_served_by_the_pool(pooled, emulator, two_accounts):
+    client = pooled.test_client()
+    answers = [send(client) for _ in range(12)]
+    assert all(a.status_code == 200 for a in answers)
+    used = set(served_by(emulator))
+    assert used == set(two_accounts.values())  # weighted rotation uses both
+
+
+def test_weights_shape_the_rotation(make_app, tmp_path, emulator, two_accounts):
+    app = make_app(ACCOUNTS_FILE=write_accounts(tmp_path, [
+        {"name": "a", "access_token": two_accounts["a"], "weight": 9},
+        {"name": "b", "access_token": two_accounts["b"], "weight": 1},
+    ]))
+    pool = app.extensions["chatgpt_web"].pool
+    pool._rng = random.Random(1)
+    picks = [pool.choose().id for _ in range(1000)]
+    assert 850 < picks.count("a") < 950
+
+
+def test_without_pool_a_missing_token_is_still_400(client):
+    response = send(client)
+    assert response.status_code == 400 and response.json["code"] == "missing_field"
+
+
+def test_rate_limited_account_rests_and_request_fails_over(pooled, emulator, two_accounts):
+    emulator.switches.fail_with = "rate_limit"
+    emulator.switches.clears_in = 120
+    emulator.switches.fail_times = 1
+    client = pooled.test_client()
+    response = send(client)
+    assert response.status_code == 200, response.json
+    first, second = served_by(emulator)
+    assert first != second  # the second account answered the same request
+    resting = [row for row in report(pooled).values() if row["status"] == "resting"]
+    assert len(resting) == 1 and resting[0]["last_error"] == "upstream_rate_limited"
+    # While it rests, every request goes to the other account.
+    for _ in range(5):
+        assert send(client).status_code == 200
+    assert set(served_by(emulator)[2:]) == {second}
+
+
+def test_account_whose_token_is_refused_is_marked_dead_and_skipped(make_app, tmp_path, emulator, two_accounts):
+    app = make_app(ACCOUNTS_FILE=write_accounts(tmp_path, [
+        {"name": "good", "access_token": two_accounts["a"]},
+        {"name": "revoked", "access_token": "not-a-valid-token"},
+    ]))
+    client = app.test_client()
+    for _ in range(8):
+        assert send(client).status_code == 200
+    assert report(app)["revoked"]["status"] == "dead"
+    assert served_by(emulator).count("not-a-valid-token") <= 1
+
+
+def test_expired_password_account_token_is_renewed_by_one_relogin(make_app, tmp_path, emulator):
+    emulator.auth.add_account("pool@example.com", "pw-123456")
+    app = make_app(ACCOUNTS_FILE=write_accounts(tmp_path, [
+        {"name": "p", "email": "pool@example.com", "password": "pw-123456"}]))
+    client = app.test_client()
+    assert send(client).status_code == 200
+    logins = len(emulator.requests_to("/u/login/password"))
+    assert logins == 1
+    assert send(client).status_code == 200  # token reused from the cache: no second login
+    assert len(emulator.requests_to("/u/login/password")) == 1
+    emulator.switches.fail_with = "token_expired"
+    emulator.switches.fail_times = 1
+    response = send(client)
+    assert response.status_code == 200, response.json
+    assert len(emulator.requests_to("/u/login/password")) == 2
+    assert report(app)["p"]["status"] == "healthy"
+
+
+def test_account_refused_after_relogin_is_dead(make_app, tmp_path, emulator):
+    emulator.auth.add_account("pool@example.com", "pw-123456")
+    app = make_app(ACCOUNTS_FILE=write_accounts(tmp_path, [
+        {"name": "p", "email": "pool@example.com", "password": "pw-123456"}]))
+    emulator.switches.fail_with = "token_expired"
+    response = send(app.test_client())
+    assert response.status_code == 503 and response.json["code"] == "no_account_available"
+    assert report(app)["p"]["status"] == "dead"
+    assert len(emulator.requests_to("/u/login/password")) == 2
+
+
+def test_cloudflare_refusal_counts_against_the_account(pooled, emulator):
+    emulator.switches.fail_with = "cloudflare"
+    emulator.switches.fail_times = 1
+    assert send(pooled.test_client()).status_code == 200
+    rows = [row for row in report(pooled).values() if row["last_error"] == "cloudflare_challenge"]
+    assert len(rows) == 1 and rows[0]["status"] == "resting"
+
+
+def test_caller_sees_an_error_only_when_no_account_can_serve(pooled, emulator):
+    emulator.switches.fail_with = "rate_limit"
+    emulator.switches.clears_in = 30
+    response = send(pooled.test_client())
+    assert response.status_code == 503 and response.json["code"] == "no_account_available"
+    assert 1 <= int(response.headers["Retry-After"]) <= 31
+    assert len(served_by(emulator)) == 2
+
+
+def test_upstream_errors_that_are_not_the_accounts_fault_do_not_fail_over(pooled, emulator):
+    emulator.switches.fail_with = "server_error"
+    response = send(pooled.test_client())
+    assert response.status_code == 502
+    assert len(served_by(emulator)) == 1
+    assert all(row["status"] == "healthy" for row in report(pooled).values())
+
+
+def test_conversation_stays_on_the_account_that_created_it(pooled, emulator):
+    client = pooled.test_client()
+    first = send(client).json
+    owner = served_by(emulator)[0]
+    for turn in range(4):
+        answer = send(client, conversation_id=first["conversation_id"],
+                      parent_message_id=first["parent_message_id"] if turn == 0 else answer["parent_message_id"]).json
+        assert answer["conversation_id"] == first["conversation_id"]
+    assert set(served_by(emulator)) == {owner}
+
+
+def test_conversation_whose_account_is_gone_is_409(pooled, emulator):
+    client = pooled.test_client()
+    first = send(client).json
+    pool = pooled.extensions["chatgpt_web"].pool
+    owner = pool.pinned(first["conversation_id"])
+    pool._update(owner, status="dead")
+    response = send(client, conversation_id=first["conversation_id"],
+                    parent_message_id=first["parent_message_id"])
+    assert response.status_code == 409 and response.json["code"] == "conversation_account_gone"
+
+
+def test_unknown_conversation_on_the_pool_is_409(pooled):
+    response = send(pooled.test_client(), conversation_id="6974e0a3-b684-8321-a73a-bf4e7b6dfafe",
+                    parent_message_id="0fe98393-5d68-4e41-9fb6-75b50f27c79e")
+    assert response.status_code == 409
+
+
+def test_pooled_token_is_never_sent_to_a_callers_proxy(pooled, emulator):
+    response = send(pooled.test_client(), reverse_proxy="https://93.184.216.34/api/conversation")
+    assert response.status_code == 400 and response.json["code"] == "reverse_proxy_not_allowed"
+    assert emulator.requests == []
+
+
+def test_report_never_shows_secrets(make_app, tmp_path, emulator, two_accounts):
+    app = make_app(ACCOUNTS_FILE=write_accounts(tmp_path, [
+        {"access_token": two_accounts["a"]},
+        {"email": "secret-person@example.com", "password": "hunter2-secret"},
+    ]))
+    text = json.dumps(app.extensions["chatgpt_web"].pool.report())
+    for secret in (two_accounts["a"], "secret-person", "hunter2-secret"):
+        assert secret not in text
+
+
+@pytest.mark.parametrize("entries", [
+    [], [{"weight": 1}], [{"email": "x@y.z"}], [{"access_token": "t", "weight": 0}],
+    [{"access_token": "t", "session_token": "s"}], [{"name": "same", "access_token": "t1"},
+                                                    {"name": "same", "access_token": "t2"}],
+])
+def test_malformed_accounts_file_is_refused_without_quoting_secrets(tmp_path, entries):
+    with pytest.raises(ConfigError) as caught:
+        load_accounts(write_accounts(tmp_path, entries))
+    assert "t1" not in str(caught.value) and "x@y.z" not in str(caught.value)
