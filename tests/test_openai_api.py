@@ -423,9 +423,24 @@ def test_unknown_v1_url_and_bad_json_use_the_envelope(live_service, token):
     assert bad_json.status_code == 400 and bad_json.json()["error"]["code"] == "invalid_json"
 
 
-def test_prompts_answers_and_tokens_are_not_logged(sdk, token, caplog):
+def test_prompts_answers_and_tokens_are_not_logged(live_service, sdk, token, emulator, caplog):
     caplog.set_level(logging.DEBUG)
-    sdk.chat.completions.create(model="gpt-4o",
-                                messages=[{"role": "user", "content": "secret-prompt-42"}])
-    assert "secret-prompt-42" not in caplog.text
-    assert token not in caplog.text
+    prompt = [{"role": "user", "content": "secret-prompt-42"}]
+    emulator.switches.answer = "secret answer 77 words here and more words to stream"
+    sdk.chat.completions.create(model="gpt-4o", messages=prompt)
+    list(sdk.chat.completions.create(model="gpt-4o", messages=prompt, stream=True,
+                                     stream_options={"include_usage": True}))
+    emulator.switches.drop_after_events = 8
+    with pytest.raises(openai.APIError):
+        list(sdk.chat.completions.create(model="gpt-4o", messages=prompt, stream=True))
+    emulator.switches.drop_after_events = None
+    with pytest.raises(openai.NotFoundError):
+        sdk.chat.completions.create(model="secret-model-9", messages=prompt)
+    with openai.OpenAI(base_url=live_service.url + "/v1", api_key="secret-bad-token-5",
+                       max_retries=0) as other:
+        with pytest.raises(openai.AuthenticationError):
+            other.chat.completions.create(model="gpt-4o", messages=prompt)
+    assert "/v1/chat/completions" in caplog.text  # the access lines were captured
+    for secret in ("secret-prompt-42", "secret answer", "secret-model-9", "secret-bad-token-5",
+                   token):
+        assert secret not in caplog.text
