@@ -319,3 +319,15 @@ def test_concurrent_requests_are_served_in_parallel(live_service, token, emulato
     for thread in threads:
         thread.join()
     assert results == [200] * 4
+
+
+def test_outbound_proxy_carries_every_upstream_call(make_app, token, emulator):
+    import socket
+    with socket.socket() as probe:  # a port with nothing listening: the proxy is unreachable
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    client = make_app(CHATGPT_PROXY=f"http://127.0.0.1:{dead_port}").test_client()
+    response = send(client, access_token=token, prompt="Hi")
+    assert response.status_code == 502
+    assert response.json["code"] in ("proxy_error", "upstream_unreachable")
+    assert emulator.requests == []
