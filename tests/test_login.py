@@ -84,6 +84,11 @@ def test_account_with_mfa_logs_in_with_otp(client, auth, emulator):
     assert [r.path for r in emulator.requests].count("/authorize/resume") == 2
 
 
+def test_otp_as_shown_by_authenticator_apps_is_accepted(client, auth):
+    response = get_token(client, email=MFA_EMAIL, password=PASSWORD, otp="424 242")
+    assert response.status_code == 200, response.json
+
+
 def test_login_state_is_read_from_the_page_when_authorize_does_not_redirect(client, auth):
     auth.switches.state_in_body_only = True
     response = get_token(client, email=EMAIL, password=PASSWORD)

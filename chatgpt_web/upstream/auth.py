@@ -65,7 +65,8 @@ def login_with_password(config: Config, email: str, password: str,
         if not isinstance(authorize_url, str):
             raise login_error("login_failed", step, "the answer has no url")
         # NextAuth reports a refused sign-in (Auth0 rate limit) as a url to its error page.
-        if "error" in urlsplit(authorize_url).query or "/api/auth/error" in authorize_url:
+        if (_query_value(authorize_url, "error")
+                or urlsplit(authorize_url).path.endswith("/api/auth/error")):
             raise login_error("login_rate_limited", step)
 
         state = flow.authorize("login: authorize", authorize_url)
@@ -241,7 +242,9 @@ class _Flow:
             if not state:
                 raise login_error("login_failed", mfa_step, "no state in the challenge URL")
             response = self.post(mfa_step, target,
-                                 data={"state": state, "code": otp, "action": "default"})
+                                 # Authenticator apps show "123 456"; the form wants digits.
+                                 data={"state": state, "code": "".join(otp.split()),
+                                       "action": "default"})
             if _refused(response):
                 raise login_error("invalid_otp", mfa_step)
             resume_url = self.redirect(mfa_step, response, "/authorize/resume")
