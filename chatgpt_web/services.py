@@ -1,7 +1,8 @@
 """The long-lived objects one app shares between requests, built once from the Config."""
 from __future__ import annotations
 
-from functools import cached_property
+import threading
+from typing import Callable, TypeVar
 
 from .config import Config
 from .pool import AccountPool, load_accounts
@@ -11,39 +12,57 @@ from .upstream.conversation import ConversationClient
 from .upstream.pow import ProofOfWorkSolver
 
 
+T = TypeVar("T")
+
+
 class Services:
-    """Lazily built shared services; `current()` finds the ones of the running app."""
+    """Lazily built shared services; `current()` finds the ones of the running app.
+
+    Each is built once on first use (so importing the app touches no disk), under a lock: on
+    Python 3.12+ (Vercel's runtime) functools.cached_property no longer locks, and two requests
+    racing to build the pool or the PoW process pool would each build one.
+    """
 
     def __init__(self, config: Config):
         self.config = config
+        self._lock = threading.RLock()
+        self._built: dict[str, object] = {}
 
-    @cached_property
+    def _once(self, name: str, build: Callable[[], T]) -> T:
+        if name not in self._built:
+            with self._lock:
+                if name not in self._built:
+                    self._built[name] = build()
+        return self._built[name]  # type: ignore[return-value]
+
+    @property
     def store(self) -> Store:
         """Token cache, counters and pins (built on first use so import never touches disk)."""
-        return open_store(self.config)
+        return self._once("store", lambda: open_store(self.config))
 
-    @cached_property
+    @property
     def tokens(self) -> TokenProvider:
         """Access tokens from credentials, through the token cache in `store`."""
-        return TokenProvider(self.config, self.store)
+        return self._once("tokens", lambda: TokenProvider(self.config, self.store))
 
-    @cached_property
+    @property
     def pool(self) -> AccountPool | None:
         """The server-held accounts of ACCOUNTS_FILE, or None when none are configured."""
         if not self.config.accounts_file:
             return None
-        return AccountPool(load_accounts(self.config.accounts_file), self.store, self.tokens)
+        return self._once("pool", lambda: AccountPool(load_accounts(self.config.accounts_file),
+                                                      self.store, self.tokens))
 
-    @cached_property
+    @property
     def solver(self) -> ProofOfWorkSolver:
         """Proof-of-work solver; its process pool starts on the first hard challenge."""
-        return ProofOfWorkSolver(workers=self.config.pow_workers,
-                                 max_difficulty=self.config.pow_max_difficulty)
+        return self._once("solver", lambda: ProofOfWorkSolver(
+            workers=self.config.pow_workers, max_difficulty=self.config.pow_max_difficulty))
 
-    @cached_property
+    @property
     def conversations(self) -> ConversationClient:
         """The upstream conversation client every face uses."""
-        return ConversationClient(self.config, self.solver)
+        return self._once("conversations", lambda: ConversationClient(self.config, self.solver))
 
 
 def current() -> Services:
