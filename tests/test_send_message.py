@@ -331,3 +331,30 @@ def test_outbound_proxy_carries_every_upstream_call(make_app, token, emulator):
     assert response.status_code == 502
     assert response.json["code"] in ("proxy_error", "upstream_unreachable")
     assert emulator.requests == []
+
+
+def decoded_requirements_config(emulator):
+    import base64
+    p = emulator.requests_to("/sentinel/chat-requirements")[-1].json["p"]
+    assert p.startswith("gAAAAAC")
+    return json.loads(base64.b64decode(p[7:]))
+
+
+def test_proof_of_work_config_quotes_the_home_page_build(client, token, emulator):
+    send(client, access_token=token, prompt="Hi")
+    config = decoded_requirements_config(emulator)
+    assert config[6] == "prod-emulator0000000000000000000000000000"
+    assert config[5] == emulator.url + "/cdn/assets/emulator-main.js?dpl=prod-emulator"
+    assert config[4] == emulator.requests_to("/sentinel/chat-requirements")[-1].headers["user-agent"]
+    send(client, access_token=token, prompt="again")
+    home_reads = [r for r in emulator.requests if r.method == "GET" and r.path == "/"]
+    assert len(home_reads) == 1  # cached between requests
+
+
+def test_reverse_proxy_home_page_is_not_probed(client, token, emulator):
+    from chatgpt_web.upstream.pow import DEFAULT_BUILD_ID
+    response = send(client, access_token=token, prompt="Hi",
+                    reverse_proxy=emulator.url + "/api/conversation")
+    assert response.status_code == 200
+    assert decoded_requirements_config(emulator)[6] == DEFAULT_BUILD_ID
+    assert not [r for r in emulator.requests if r.path == "/"]

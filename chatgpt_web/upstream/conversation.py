@@ -7,6 +7,7 @@ POSTs the body of protocol §2.2, feeds the SSE bytes to the one StreamReducer, 
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -18,10 +19,11 @@ from ..http import Response, new_session, upstream_errors, user_agent_for
 from ..metrics import timed_upstream
 from .endpoints import Upstream
 from .pow import ProofOfWorkSolver
-from .sentinel import requirement_headers
+from .sentinel import PageAssets, fetch_page_assets, requirement_headers
 from .stream import Completion, StreamReducer, TextDelta, iter_sse
 
 MAX_CONTINUES = 3
+PAGE_ASSETS_TTL = 900  # seconds; peers re-read the home page every 15 minutes
 _MAX_ERROR_BODY = 64 * 1024
 _DEVICE_NAMESPACE = uuid.UUID("8c3f6a57-7a0e-4c4f-9d8e-1b0d2e6f4a11")
 
@@ -91,6 +93,22 @@ class ConversationClient:
         self.config = config
         self.solver = solver
         self.user_agent = user_agent_for(config.impersonate)
+        self._assets: dict[str, tuple[float, PageAssets]] = {}
+        self._assets_lock = threading.Lock()
+
+    def _page_assets(self, session, upstream: Upstream, deadline: float) -> PageAssets:
+        """The home page's build id and script URL for `upstream`, re-read every 15 minutes."""
+        if not upstream.has_home_page:
+            return PageAssets()
+        now = time.monotonic()
+        with self._assets_lock:
+            cached = self._assets.get(upstream.origin)
+        if cached and cached[0] > now:
+            return cached[1]
+        assets = fetch_page_assets(session, upstream.origin, _remaining(deadline))
+        with self._assets_lock:
+            self._assets[upstream.origin] = (now + PAGE_ASSETS_TTL, assets)
+        return assets
 
     def _headers(self, upstream: Upstream, access_token: str) -> dict:
         return {
@@ -116,11 +134,12 @@ class ConversationClient:
         deadline = time.monotonic() + request.timeout
         headers = self._headers(upstream, access_token)
         with new_session(self.config, resolve=upstream.resolve) as session:
+            assets = self._page_assets(session, upstream, deadline)
             completion: Completion | None = None
             for attempt in range(MAX_CONTINUES + 1):
                 sentinel = requirement_headers(session, upstream, headers, solver=self.solver,
                                                user_agent=self.user_agent,
-                                               timeout=_remaining(deadline))
+                                               timeout=_remaining(deadline), assets=assets)
                 if completion is None:
                     body = build_body(request, history_disabled=self.config.history_disabled)
                 else:

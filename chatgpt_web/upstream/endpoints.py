@@ -26,6 +26,8 @@ class Upstream:
 
     api_root: str
     resolve: tuple[str, ...] = ()
+    # The ChatGPT origin itself has a home page to read the build id from; a reverse proxy need not.
+    has_home_page: bool = False
 
     def url(self, path: str) -> str:
         """Absolute URL of an endpoint, e.g. `url("/sentinel/chat-requirements")`."""
@@ -40,7 +42,7 @@ class Upstream:
 
 def from_base_url(base_url: str) -> Upstream:
     """The operator-configured backend (CHATGPT_BASE_URL), trusted as given."""
-    return Upstream(base_url.rstrip("/") + "/backend-api")
+    return Upstream(base_url.rstrip("/") + "/backend-api", has_home_page=True)
 
 
 def system_resolver(host: str, port: int) -> list[str]:

@@ -7,22 +7,57 @@ that this service does not have, so a demand for them is a clear 403 instead of 
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
+from urllib.parse import urljoin
 
-from ..errors import Forbidden, Unauthorized, UpstreamError, from_upstream
+from ..errors import ApiError, Forbidden, Unauthorized, UpstreamError, from_upstream
 from ..http import Session, upstream_errors
 from ..metrics import timed_upstream
 from .endpoints import Upstream
-from .pow import ProofOfWorkSolver
+from .pow import DEFAULT_BUILD_ID, ProofOfWorkSolver
+
+_BUILD_ID = re.compile(r'data-build="([^"]+)"')
+_SCRIPT_BUILD = re.compile(r"/c/([^/\"]+)/_")
+_SCRIPT_SRC = re.compile(r'<script[^>]+src="([^"]+)"')
+
+
+@dataclass(frozen=True)
+class PageAssets:
+    """What the browser's proof-of-work config quotes from the home page (protocol §4.3 [5], [6])."""
+
+    build_id: str = DEFAULT_BUILD_ID
+    script_src: str = ""
+
+
+def fetch_page_assets(session: Session, origin: str, timeout: float) -> PageAssets:
+    """Read the build id and a script URL from `origin`'s home page; defaults if it has none
+    (reverse proxies often serve only the API)."""
+    try:
+        with upstream_errors("home page"):
+            response = session.get(origin + "/", headers={"Accept": "text/html"},
+                                   timeout=min(timeout, 10))
+    except ApiError:
+        return PageAssets()
+    if response.status_code != 200:
+        return PageAssets()
+    html = response.content[:1_000_000].decode("utf-8", "replace")
+    build = _BUILD_ID.search(html) or _SCRIPT_BUILD.search(html)
+    scripts = _SCRIPT_SRC.findall(html)
+    return PageAssets(build.group(1) if build else DEFAULT_BUILD_ID,
+                      urljoin(origin + "/", scripts[0]) if scripts else "")
 
 
 def requirement_headers(session: Session, upstream: Upstream, headers: dict, *,
-                        solver: ProofOfWorkSolver, user_agent: str, timeout: float) -> dict:
+                        solver: ProofOfWorkSolver, user_agent: str, timeout: float,
+                        assets: PageAssets = PageAssets()) -> dict:
     """Run the sentinel handshake; return the `Openai-Sentinel-*` headers for the conversation POST.
 
     :raise Forbidden: Turnstile/Arkose demanded, or the proof of work is too hard or unsolved.
     :raise Unauthorized: the upstream demands a fresh login (`force_login`).
     """
-    body = {"p": solver.requirements_token(user_agent)}
+    page = {"build_id": assets.build_id, "script_src": assets.script_src}
+    body = {"p": solver.requirements_token(user_agent, **page)}
     with upstream_errors("sentinel"), timed_upstream("sentinel"):
         response = session.post(upstream.url("/sentinel/chat-requirements"), json=body,
                                 headers=headers, timeout=timeout)
@@ -50,5 +85,6 @@ def requirement_headers(session: Session, upstream: Upstream, headers: dict, *,
         if not isinstance(seed, str) or not isinstance(difficulty, str):
             raise UpstreamError("sentinel: proof of work demanded without seed or difficulty",
                                 "upstream_bad_answer")
-        result["Openai-Sentinel-Proof-Token"] = solver.proof_token(seed, difficulty, user_agent)
+        result["Openai-Sentinel-Proof-Token"] = solver.proof_token(seed, difficulty, user_agent,
+                                                                   **page)
     return result
