@@ -9,6 +9,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field, fields
 from typing import Mapping
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 
@@ -76,6 +77,9 @@ class Config:
     log_level: str = field(default="INFO", metadata={"env": "LOG_LEVEL"})
     # JSON file of server-held accounts used when a request brings no token of its own.
     accounts_file: str | None = field(default=None, metadata={"env": "ACCOUNTS_FILE"})
+    # Shared state (tokens, account health, pins, counters) for several instances; unset: CACHE_DIR.
+    redis_url: str | None = field(default=None, repr=False, metadata={"env": "REDIS_URL"})
+    redis_prefix: str = field(default="chatgpt_web:", metadata={"env": "REDIS_PREFIX"})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Config":
@@ -98,7 +102,21 @@ class Config:
             int(self.pow_max_difficulty, 16)
         except ValueError:
             raise ConfigError("POW_MAX_DIFFICULTY must be hex digits") from None
+        if self.redis_url and not _is_redis_url(self.redis_url):
+            # The value is not quoted: it may carry a password.
+            raise ConfigError("REDIS_URL must be a redis://, rediss:// or unix:// URL")
         return self
+
+
+def _is_redis_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return False
+    if parts.scheme == "unix":
+        return bool(parts.path)
+    return parts.scheme in ("redis", "rediss") and bool(parts.hostname)
 
 
 def _convert(spec, name: str, raw: str):

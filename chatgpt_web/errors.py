@@ -13,7 +13,7 @@
      |                                (+ Retry-After)
      +-- UpstreamError           502  upstream_error, upstream_stream_broken, upstream_unreachable,
      |                                login_failed, ...
-     +-- ServiceUnavailable      503  no_account_available, ...
+     +-- ServiceUnavailable      503  no_account_available, store_unavailable (REDIS_URL unreachable)
      +-- UpstreamTimeout         504  deadline_exceeded
     ConfigError                  a bad environment variable; raised at start-up, never per request
 

@@ -36,6 +36,7 @@ PIN_PREFIX = "pool:v1:pin:"
 PIN_TTL = 90 * 24 * 3600
 DEFAULT_REST = 60.0
 MAX_STRIKE_REST = 3600.0
+_DEFAULT_STATE = {"status": "healthy", "rest_until": 0, "strikes": 0, "last_error": None}
 _KINDS = ("password", "session_token", "refresh_token", "access_token")
 
 
@@ -118,13 +119,14 @@ class AccountPool:
 
     # --- health ------------------------------------------------------------------------------
     def state(self, account: Account) -> dict:
-        """The shared health record of `account`."""
-        state = self.store.get(STATE_PREFIX + account.id)
-        return state if isinstance(state, dict) else {"status": "healthy", "rest_until": 0,
-                                                      "strikes": 0, "last_error": None}
+        """The shared health record of `account`: the defaults, overridden by what is stored."""
+        stored = self.store.get(STATE_PREFIX + account.id)
+        return {**_DEFAULT_STATE, **(stored if isinstance(stored, dict) else {})}
 
     def _update(self, account: Account, **changes) -> None:
-        self.store.set(STATE_PREFIX + account.id, {**self.state(account), **changes})
+        # An atomic merge of only the changed fields: two processes or instances recording
+        # different facts about one account at once (a token renewal, a 429) both keep theirs.
+        self.store.merge(STATE_PREFIX + account.id, changes)
 
     def _fault(self, account: Account, error: ApiError) -> None:
         """Record what `error` says about `account`: dead, resting, or one more strike."""

@@ -1,14 +1,24 @@
-"""Small key-value state shared by all worker processes: tokens, counters, pins.
+"""Small key-value state shared by all worker processes: tokens, counters, pins, account health.
 
-`open_store(config)` returns a DiskStore (diskcache, JSON values, 0700 directory). If the cache
-directory cannot be used (read-only filesystem), it warns once and falls back to a temporary
-directory, then to a process-local MemoryStore, so the service never fails to start.
-Keys that derive from credentials must already be hashes: the store never sees a secret.
+`open_store(config)` returns a RedisStore when REDIS_URL is set (state shared by every instance),
+otherwise a DiskStore (diskcache, JSON values, 0700 directory, shared by the worker processes of
+one machine). If the cache directory cannot be used (read-only filesystem), it warns once and
+falls back to a temporary directory, then to a process-local MemoryStore, so the service never
+fails to start. With REDIS_URL there is no fallback: several instances writing state to places the
+others cannot see would quietly break rate limits, health and pins, so an unreachable Redis makes
+the requests that need state answer 503 `store_unavailable` instead.
+
+Every backend stores JSON only (never pickle) and behaves the same; tests/test_store.py runs one
+suite over all three. Keys that derive from credentials must already be hashes: the store never
+sees a secret.
 """
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
+import random
 import sqlite3
 import tempfile
 import threading
@@ -16,6 +26,8 @@ import time
 from typing import Any, Protocol
 
 import diskcache
+
+from .errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +41,13 @@ class Store(Protocol):
     def set(self, key: str, value: Any, expire: float | None = None) -> None: ...
     def delete(self, key: str) -> None: ...
     def hit(self, key: str, window: float) -> tuple[int, float]: ...
+    def merge(self, key: str, changes: dict, expire: float | None = None) -> dict: ...
     def writable(self) -> bool: ...
+
+
+def _merged(current: Any, changes: dict) -> dict:
+    """`current` updated with `changes`; a missing or non-dict value counts as {}."""
+    return {**current, **changes} if isinstance(current, dict) else dict(changes)
 
 
 class DiskStore:
@@ -48,7 +66,7 @@ class DiskStore:
         return self._cache.get(key)
 
     def set(self, key: str, value: Any, expire: float | None = None) -> None:
-        """Store JSON-able `value`, forgotten after `expire` seconds if given."""
+        """Store JSON-able `value`, forgotten after `expire` seconds if given (<= 0: at once)."""
         self._cache.set(key, value, expire=expire)
 
     def delete(self, key: str) -> None:
@@ -65,6 +83,14 @@ class DiskStore:
             reset_at = self._cache.get(key + ":reset") or time.time() + window
         return count, reset_at
 
+    def merge(self, key: str, changes: dict, expire: float | None = None) -> dict:
+        """Atomically update the dict at `key` (or {}) with `changes`; the new dict."""
+        # transact() holds SQLite's write lock, so no other process writes between read and write.
+        with self._cache.transact():
+            value = _merged(self._cache.get(key), changes)
+            self._cache.set(key, value, expire=expire)
+        return value
+
     def writable(self) -> bool:
         """True if a value can be written and read back now."""
         try:
@@ -75,49 +101,224 @@ class DiskStore:
 
 
 class MemoryStore:
-    """Process-local fallback with the same interface (used when no directory is writable)."""
+    """Process-local fallback with the same interface (used when no directory is writable).
+
+    Values are kept JSON-encoded, so that they behave as in the other stores: a tuple comes back as
+    a list, a non-JSON value is refused, and changing a returned value never changes the store.
+    """
 
     kind = "memory"
 
     def __init__(self):
-        self._data: dict[str, tuple[Any, float | None]] = {}
+        self._data: dict[str, tuple[str, float | None]] = {}
         self._lock = threading.Lock()
 
-    def _live(self, key: str):
+    def _read(self, key: str) -> Any:
         item = self._data.get(key)
-        if item and item[1] is not None and item[1] <= time.time():
+        if item is None:
+            return None
+        if item[1] is not None and item[1] <= time.time():
             del self._data[key]
             return None
-        return item
+        return json.loads(item[0])
+
+    def _write(self, key: str, value: Any, expire: float | None) -> None:
+        encoded = json.dumps(value)  # before touching the data: a TypeError leaves it unchanged
+        self._data[key] = (encoded, None if expire is None else time.time() + expire)
 
     def get(self, key: str) -> Any:
+        """The live value at `key`, or None."""
         with self._lock:
-            item = self._live(key)
-            return item[0] if item else None
+            return self._read(key)
 
     def set(self, key: str, value: Any, expire: float | None = None) -> None:
+        """Store JSON-able `value`, forgotten after `expire` seconds if given (<= 0: at once)."""
         with self._lock:
-            self._data[key] = (value, time.time() + expire if expire else None)
+            self._write(key, value, expire)
 
     def delete(self, key: str) -> None:
+        """Forget `key`."""
         with self._lock:
             self._data.pop(key, None)
 
     def hit(self, key: str, window: float) -> tuple[int, float]:
+        """Count one hit in the fixed window at `key`: (hits so far, unix time the window resets)."""
         with self._lock:
-            item = self._live(key)
-            if item is None:
-                item = (0, time.time() + window)
-            item = (item[0] + 1, item[1])
-            self._data[key] = item
-            return item
+            count, reset_at = self._read(key), self._read(key + ":reset")
+            if count is None or reset_at is None:
+                count, reset_at = 0, time.time() + window
+                self._write(key + ":reset", reset_at, window)
+            # The counter keeps the window's end as its expiry, as diskcache's incr() does.
+            self._data[key] = (json.dumps(count + 1), self._data[key + ":reset"][1])
+            return count + 1, reset_at
+
+    def merge(self, key: str, changes: dict, expire: float | None = None) -> dict:
+        """Atomically update the dict at `key` (or {}) with `changes`; the new dict."""
+        with self._lock:
+            value = _merged(self._read(key), changes)
+            self._write(key, value, expire)
+            return value
 
     def writable(self) -> bool:
+        """Always True: memory can always be written."""
         return True
 
 
+# KEYS[1] the counter, KEYS[2] the window's end; ARGV[1] the window in ms, ARGV[2] the window's
+# end (unix seconds, JSON) should this hit open it. One script runs atomically in Redis, so hits
+# from every process and instance are counted exactly once and all see the same window.
+_HIT_SCRIPT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 or redis.call('PTTL', KEYS[1]) < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[1])
+end
+return {count, redis.call('GET', KEYS[2])}
+"""
+_MERGE_ATTEMPTS = 100
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
+
+
+class RedisStore:
+    """Redis-backed store: state shared by every process of every instance using one Redis.
+
+    Values are JSON strings under `prefix + key`. The client connects on first use, not here
+    (importing the app or building it must not need Redis), reconnects by itself after an outage,
+    and every failure to reach Redis becomes ServiceUnavailable `store_unavailable` (503).
+    The URL is never logged or shown: it may hold a password.
+    """
+
+    kind = "redis"
+
+    def __init__(self, url: str, prefix: str = "chatgpt_web:"):
+        # Imported here so that a disk-only deployment never pays for loading the client.
+        import redis
+        from redis.backoff import ExponentialWithJitterBackoff
+        from redis.retry import Retry
+
+        self.prefix = prefix
+        self._errors = (redis.RedisError,)
+        self._watch_error = redis.WatchError
+        # Short timeouts: a request waiting on an unreachable Redis should fail in seconds, not
+        # hang until the caller's deadline. Two quick retries hide a restart or a failover (a hit
+        # retried after a timeout may then count twice: it errs on the side of limiting).
+        self._client = redis.Redis.from_url(
+            url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2))
+        self._hit = self._client.register_script(_HIT_SCRIPT)
+        self._down = False
+
+    def _key(self, key: str) -> str:
+        return self.prefix + key
+
+    def _unavailable(self, exc: Exception) -> ServiceUnavailable:
+        if not self._down:
+            self._down = True
+            # The type only: a redis error message names the host and port.
+            log.warning("redis store unreachable (%s); requests that need state answer 503",
+                        type(exc).__name__)
+        return ServiceUnavailable("the shared state store (Redis) cannot be reached; "
+                                  "try again shortly", "store_unavailable")
+
+    def _run(self, operation, *args, **kwargs):
+        try:
+            result = operation(*args, **kwargs)
+        except self._errors as exc:
+            raise self._unavailable(exc) from None
+        if self._down:
+            self._down = False
+            log.info("redis store reachable again")
+        return result
+
+    @staticmethod
+    def _decode(raw: bytes | None) -> Any:
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:  # not written by us (keys are prefixed, so it should not happen)
+            return None
+
+    def get(self, key: str) -> Any:
+        """The live value at `key`, or None. :raise ServiceUnavailable: Redis unreachable."""
+        return self._decode(self._run(self._client.get, self._key(key)))
+
+    def set(self, key: str, value: Any, expire: float | None = None) -> None:
+        """Store JSON-able `value`, forgotten after `expire` seconds if given (<= 0: at once).
+
+        :raise TypeError: `value` is not JSON. :raise ServiceUnavailable: Redis unreachable.
+        """
+        encoded = json.dumps(value)
+        if expire is not None and expire <= 0:
+            self._run(self._client.delete, self._key(key))
+        else:
+            self._run(self._client.set, self._key(key), encoded,
+                      px=_milliseconds(expire) if expire is not None else None)
+
+    def delete(self, key: str) -> None:
+        """Forget `key`. :raise ServiceUnavailable: Redis unreachable."""
+        self._run(self._client.delete, self._key(key))
+
+    def hit(self, key: str, window: float) -> tuple[int, float]:
+        """Count one hit in the fixed window at `key`: (hits so far, unix time the window resets).
+
+        :raise ServiceUnavailable: Redis unreachable.
+        """
+        reset_if_new = time.time() + window
+        count, reset_at = self._run(
+            self._hit, keys=[self._key(key), self._key(key + ":reset")],
+            args=[_milliseconds(window), json.dumps(reset_if_new)])
+        reset_at = self._decode(reset_at)
+        return int(count), float(reset_at) if reset_at is not None else reset_if_new
+
+    def merge(self, key: str, changes: dict, expire: float | None = None) -> dict:
+        """Atomically update the dict at `key` (or {}) with `changes`; the new dict.
+
+        An optimistic WATCH/MULTI transaction, retried when another writer got in between: the
+        merge stays in Python's json, where Redis's Lua cjson would round numbers to 14 digits
+        and turn [] into {}. :raise ServiceUnavailable: Redis unreachable.
+        """
+        full_key = self._key(key)
+        json.dumps(changes)  # a TypeError now, before any round trip
+        for attempt in range(_MERGE_ATTEMPTS):
+            try:
+                with self._client.pipeline() as pipe:
+                    pipe.watch(full_key)
+                    value = _merged(self._decode(pipe.get(full_key)), changes)
+                    pipe.multi()
+                    if expire is not None and expire <= 0:
+                        pipe.delete(full_key)
+                    else:
+                        pipe.set(full_key, json.dumps(value),
+                                 px=_milliseconds(expire) if expire is not None else None)
+                    pipe.execute()
+                    return value
+            except self._watch_error:
+                # Someone else's write won this round; back off a little so writers spread out.
+                time.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))
+            except self._errors as exc:
+                raise self._unavailable(exc) from None
+        raise ServiceUnavailable("the shared state store is too busy to update this record",
+                                 "store_unavailable")
+
+    def writable(self) -> bool:
+        """True if a value can be written to Redis and read back now."""
+        try:
+            self._client.set(self._key("__probe__"), "1", px=5000)
+            return self._client.get(self._key("__probe__")) == b"1"
+        except self._errors:
+            return False
+
+
 def open_store(config) -> Store:
-    """The store for `config`: CACHE_DIR, else a temp directory, else memory (one warning)."""
+    """The store for `config`: Redis with REDIS_URL; else CACHE_DIR, a temp directory, memory."""
+    if config.redis_url:
+        # Only the kind is logged: the URL may carry a password.
+        log.info("state store: redis")
+        return RedisStore(config.redis_url, config.redis_prefix)
     directories = [config.cache_dir]
     try:
         directories.append(os.path.join(tempfile.gettempdir(), f"chatgpt_web-{os.getuid()}"))
