@@ -75,12 +75,18 @@ class DiskStore:
 
     def hit(self, key: str, window: float) -> tuple[int, float]:
         """Count one hit in the fixed window at `key`: (hits so far, unix time the window resets)."""
+        # Not diskcache's incr(): it adds to the raw stored bytes, which under JSONDisk are JSON
+        # text, so it raises TypeError. transact() holds SQLite's write lock instead, making the
+        # read and both writes one step for every process.
         with self._cache.transact():
-            # add() only inserts when absent (or expired), so the window starts at the first hit.
-            self._cache.add(key + ":reset", time.time() + window, expire=window)
-            self._cache.add(key, 0, expire=window)
-            count = self._cache.incr(key)
-            reset_at = self._cache.get(key + ":reset") or time.time() + window
+            now = time.time()
+            count, reset_at = self._cache.get(key), self._cache.get(key + ":reset")
+            if not isinstance(count, int) or not isinstance(reset_at, (int, float)):
+                count, reset_at = 0, now + window  # the window starts at the first hit
+                self._cache.set(key + ":reset", reset_at, expire=window)
+            count += 1
+            # The counter expires with its window, however late in the window this hit comes.
+            self._cache.set(key, count, expire=max(reset_at - now, 0.001))
         return count, reset_at
 
     def merge(self, key: str, changes: dict, expire: float | None = None) -> dict:

@@ -29,6 +29,10 @@ from tests.service_fixtures import (app, client, live_service, make_app, samples
                                      service_env, token)
 
 
+# --- a real redis-server (skipped without one, unless CI / REQUIRE_REDIS=1) ------------------
+from tests.redis_fixtures import dead_redis_url, redis_server, redis_url  # noqa: E402,F401
+
+
 # --- live services with settings of their own (OpenAI SDK tests) ---------------------------
 # `live_service` serves the default app; `live_service_factory(**env)` serves an app built with
 # environment overrides, e.g. live_service_factory(MAX_PROMPT_CHARS="10"), each on its own port.
