@@ -26,13 +26,19 @@ def two_accounts(emulator):
             "b": emulator.mint_access_token(email="b@example.com")}
 
 
+@pytest.fixture(params=["disk", "redis"])
+def store_env(request) -> dict:
+    """The pool's state on the default disk store, then on a real Redis."""
+    return {"REDIS_URL": request.getfixturevalue("redis_url")} if request.param == "redis" else {}
+
+
 @pytest.fixture
-def pooled(make_app, tmp_path, two_accounts):
+def pooled(make_app, tmp_path, two_accounts, store_env):
     """An app whose pool holds accounts "a" and "b" (access tokens), rotation seeded."""
     app = make_app(ACCOUNTS_FILE=write_accounts(tmp_path, [
         {"name": "a", "access_token": two_accounts["a"]},
         {"name": "b", "access_token": two_accounts["b"]},
-    ]))
+    ]), **store_env)
     pool = app.extensions["chatgpt_web"].pool
     pool._rng = random.Random(7)
     return app
@@ -185,6 +191,67 @@ def test_pooled_token_is_never_sent_to_a_callers_proxy(pooled, emulator):
     response = send(pooled.test_client(), reverse_proxy="https://93.184.216.34/api/conversation")
     assert response.status_code == 400 and response.json["code"] == "reverse_proxy_not_allowed"
     assert emulator.requests == []
+
+
+def test_two_instances_sharing_redis_see_the_same_health_and_pins(make_app, tmp_path, emulator,
+                                                                   two_accounts, redis_url):
+    """Two apps, as two instances would be: their own CACHE_DIR, one Redis."""
+    accounts = write_accounts(tmp_path, [{"name": "a", "access_token": two_accounts["a"]},
+                                         {"name": "b", "access_token": two_accounts["b"]}])
+    one, two = (make_app(ACCOUNTS_FILE=accounts, REDIS_URL=redis_url, CACHE_DIR=str(tmp_path / name))
+                for name in ("one", "two"))
+    # A 429 met by the first instance rests that account for the second one too.
+    emulator.switches.fail_with = "rate_limit"
+    emulator.switches.clears_in = 120
+    emulator.switches.fail_times = 1
+    assert send(one.test_client()).status_code == 200
+    assert report(two) == report(one)
+    resting = [row["id"] for row in report(two).values() if row["status"] == "resting"]
+    assert len(resting) == 1
+    healthy = ({"a", "b"} - set(resting)).pop()
+    assert {two.extensions["chatgpt_web"].pool.choose().id for _ in range(20)} == {healthy}
+
+    # A conversation started on one instance continues on the other, on the same account.
+    first = send(two.test_client()).json
+    owner = served_by(emulator)[-1]
+    follow_up = send(one.test_client(), conversation_id=first["conversation_id"],
+                     parent_message_id=first["parent_message_id"])
+    assert follow_up.status_code == 200 and served_by(emulator)[-1] == owner
+
+    # An account one instance finds dead is dead for the other.
+    one.extensions["chatgpt_web"].pool._update(one.extensions["chatgpt_web"].pool.accounts[healthy],
+                                               status="dead")
+    assert report(two)[healthy]["status"] == "dead"
+    response = send(two.test_client())
+    assert response.status_code == 503 and response.json["code"] == "no_account_available"
+    assert 1 <= int(response.headers["Retry-After"]) <= 121  # only the resting one is left
+
+
+def test_health_updates_from_two_pools_merge_instead_of_overwriting(redis_url, two_accounts):
+    """Each update writes only its own fields, so concurrent facts about one account all stay."""
+    import threading
+
+    from chatgpt_web.errors import RateLimited
+    from chatgpt_web.pool import Account, AccountPool
+    from chatgpt_web.store import RedisStore
+    account = Account("a", "access_token", access_token=two_accounts["a"])
+    one, two = (AccountPool([account], RedisStore(redis_url), tokens=None, clock=lambda: 1000.0)
+                for _ in range(2))
+    # Each pool records its own facts (one field per update) at the same time as the other.
+    writers = [threading.Thread(target=lambda pool=pool, name=name: [
+        pool._update(account, **{f"{name}-{i}": i}) for i in range(100)])
+        for pool, name in ((one, "one"), (two, "two"))]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(60)
+    state = two.state(account)
+    assert sum(key.startswith(("one-", "two-")) for key in state) == 200  # no write was lost
+    one._update(account, token_expires_at=2000)
+    two._fault(account, RateLimited("slow down", "upstream_rate_limited", retry_after=30))
+    state = one.state(account)
+    assert state["rest_until"] == 1030.0 and state["last_error"] == "upstream_rate_limited"
+    assert state["status"] == "healthy" and state["token_expires_at"] == 2000  # defaults + stored
 
 
 def test_report_never_shows_secrets(make_app, tmp_path, emulator, two_accounts):
