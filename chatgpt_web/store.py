@@ -57,13 +57,16 @@ class DiskStore:
 
     def hit(self, key: str, window: float) -> tuple[int, float]:
         """Count one hit in the fixed window at `key`: (hits so far, unix time the window resets)."""
+        # One transaction: concurrent hits from other processes wait for it. (Cache.incr cannot
+        # be used: JSONDisk stores the number as JSON bytes, which incr cannot add to.)
         with self._cache.transact():
-            # add() only inserts when absent (or expired), so the window starts at the first hit.
-            self._cache.add(key + ":reset", time.time() + window, expire=window)
-            self._cache.add(key, 0, expire=window)
-            count = self._cache.incr(key)
-            reset_at = self._cache.get(key + ":reset") or time.time() + window
-        return count, reset_at
+            now = time.time()
+            window_state = self._cache.get(key)
+            if not isinstance(window_state, list) or window_state[1] <= now:
+                window_state = [0, now + window]  # the window starts at its first hit
+            window_state[0] += 1
+            self._cache.set(key, window_state, expire=max(0.001, window_state[1] - now))
+        return window_state[0], window_state[1]
 
     def writable(self) -> bool:
         """True if a value can be written and read back now."""
