@@ -29,6 +29,7 @@ class Store(Protocol):
     def set(self, key: str, value: Any, expire: float | None = None) -> None: ...
     def delete(self, key: str) -> None: ...
     def hit(self, key: str, window: float) -> tuple[int, float]: ...
+    # After hit(), get(key) reads the window's count.
     def writable(self) -> bool: ...
 
 
@@ -61,12 +62,15 @@ class DiskStore:
         # be used: JSONDisk stores the number as JSON bytes, which incr cannot add to.)
         with self._cache.transact():
             now = time.time()
-            window_state = self._cache.get(key)
-            if not isinstance(window_state, list) or window_state[1] <= now:
-                window_state = [0, now + window]  # the window starts at its first hit
-            window_state[0] += 1
-            self._cache.set(key, window_state, expire=max(0.001, window_state[1] - now))
-        return window_state[0], window_state[1]
+            reset_at = self._cache.get(key + ":reset")
+            if reset_at is None or reset_at <= now:
+                reset_at, count = now + window, 0  # the window starts at its first hit
+                self._cache.set(key + ":reset", reset_at, expire=window)
+            else:
+                count = self._cache.get(key) or 0
+            count += 1
+            self._cache.set(key, count, expire=max(0.001, reset_at - now))
+        return count, reset_at
 
     def writable(self) -> bool:
         """True if a value can be written and read back now."""
