@@ -38,13 +38,13 @@ def create_app(config: Config | Mapping[str, str] | None = None) -> Flask:
                     "can use the pooled accounts")
 
     from .api import admin, legacy, openai, ops
+    observability.init_app(app)  # first: its route bookkeeping must run before the key guard
     access.init_app(app)
     app.register_blueprint(ops.blueprint)
     app.register_blueprint(admin.blueprint)
     app.register_blueprint(legacy.blueprint)
     app.register_blueprint(openai.blueprint)  # /v1/...: renders its errors in the OpenAI envelope
     _register_error_handlers(app)
-    observability.init_app(app)
     return app
 
 

@@ -222,3 +222,9 @@ def test_forwarded_for_is_read_from_the_right_past_trusted_proxies():
 def test_trusted_proxies_must_be_addresses():
     with pytest.raises(ConfigError):
         Config.from_env({"TRUSTED_PROXIES": "nginx.local"})
+
+
+def test_refused_requests_are_logged_with_their_route(keyed, caplog):
+    caplog.set_level("INFO", logger="chatgpt_web.access")
+    keyed.test_client().post("/send_message").close()
+    assert "route=/send_message status=401" in caplog.text
