@@ -12,7 +12,7 @@ from typing import Mapping
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from . import observability
+from . import access, observability
 from .config import Config
 from .errors import ApiError
 from .services import Services
@@ -30,14 +30,21 @@ def create_app(config: Config | Mapping[str, str] | None = None) -> Flask:
 
     app = Flask(__name__)
     app.json.sort_keys = False
-    app.extensions["chatgpt_web"] = Services(config)
+    services = Services(config)
+    services.keys  # read API_KEYS_FILE now: a bad file should stop the start, not a request
+    app.extensions["chatgpt_web"] = services
+    if config.accounts_file and not services.keys.enabled:
+        log.warning("ACCOUNTS_FILE is set but API_KEYS is not: anyone who reaches this service "
+                    "can use the pooled accounts")
 
-    from .api import legacy, openai, ops
+    from .api import admin, legacy, openai, ops
+    observability.init_app(app)  # first: its route bookkeeping must run before the key guard
+    access.init_app(app)
     app.register_blueprint(ops.blueprint)
+    app.register_blueprint(admin.blueprint)
     app.register_blueprint(legacy.blueprint)
     app.register_blueprint(openai.blueprint)  # /v1/...: renders its errors in the OpenAI envelope
     _register_error_handlers(app)
-    observability.init_app(app)
     return app
 
 

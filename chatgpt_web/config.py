@@ -77,6 +77,21 @@ class Config:
     log_level: str = field(default="INFO", metadata={"env": "LOG_LEVEL"})
     # JSON file of server-held accounts used when a request brings no token of its own.
     accounts_file: str | None = field(default=None, metadata={"env": "ACCOUNTS_FILE"})
+    # --- access: the service's own client keys and limits (access.py, limits.py) ---
+    # Comma-separated client keys; when set (or API_KEYS_FILE), every endpoint but /, /healthz
+    # and /readyz needs one. Secrets: kept out of repr so a logged Config shows none.
+    api_keys: tuple[str, ...] = field(default=(), repr=False, metadata={"env": "API_KEYS"})
+    # File of hashed client keys, one "sha256:<hex> [label]" per line (python -m chatgpt_web.keys).
+    api_keys_file: str | None = field(default=None, metadata={"env": "API_KEYS_FILE"})
+    # Key for /admin/*; without it /admin/* answers 403.
+    admin_key: str | None = field(default=None, repr=False, metadata={"env": "ADMIN_KEY"})
+    # Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For is believed.
+    trusted_proxies: tuple[str, ...] = field(default=(), metadata={"env": "TRUSTED_PROXIES"})
+    # "<requests>/<second|minute|hour|day>" per client key and per client IP; "off" disables.
+    rate_limit: str = field(default="120/hour", metadata={"env": "RATE_LIMIT"})
+    rate_limit_ip: str = field(default="120/hour", metadata={"env": "RATE_LIMIT_IP"})
+    # "sliding" (weighted window counter, no burst at window edges) or "fixed".
+    rate_limit_strategy: str = field(default="sliding", metadata={"env": "RATE_LIMIT_STRATEGY"})
     # Shared state (tokens, account health, pins, counters) for several instances; unset: CACHE_DIR.
     redis_url: str | None = field(default=None, repr=False, metadata={"env": "REDIS_URL"})
     redis_prefix: str = field(default="chatgpt_web:", metadata={"env": "REDIS_PREFIX"})
@@ -102,6 +117,13 @@ class Config:
             int(self.pow_max_difficulty, 16)
         except ValueError:
             raise ConfigError("POW_MAX_DIFFICULTY must be hex digits") from None
+        from .limits import parse_rate  # here, not at the top: limits reads Config
+        parse_rate("RATE_LIMIT", self.rate_limit)
+        parse_rate("RATE_LIMIT_IP", self.rate_limit_ip)
+        if self.rate_limit_strategy not in ("sliding", "fixed"):
+            raise ConfigError("RATE_LIMIT_STRATEGY must be sliding or fixed")
+        from .access import parse_networks
+        parse_networks(self.trusted_proxies)
         if self.redis_url and not _is_redis_url(self.redis_url):
             # The value is not quoted: it may carry a password.
             raise ConfigError("REDIS_URL must be a redis://, rediss:// or unix:// URL")

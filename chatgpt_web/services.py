@@ -4,7 +4,9 @@ from __future__ import annotations
 import threading
 from typing import Callable, TypeVar
 
+from .access import KeyRing, parse_networks
 from .config import Config
+from .limits import RateLimiter, parse_rate
 from .pool import AccountPool, load_accounts
 from .store import Store, open_store
 from .tokens import TokenProvider
@@ -52,6 +54,25 @@ class Services:
             return None
         return self._once("pool", lambda: AccountPool(load_accounts(self.config.accounts_file),
                                                       self.store, self.tokens))
+
+    @property
+    def keys(self) -> KeyRing:
+        """The client API keys of API_KEYS and API_KEYS_FILE (empty: keys are off)."""
+        return self._once("keys", lambda: KeyRing.from_config(self.config))
+
+    @property
+    def trusted_proxies(self) -> tuple:
+        """TRUSTED_PROXIES as networks."""
+        return self._once("trusted_proxies", lambda: parse_networks(self.config.trusted_proxies))
+
+    @property
+    def limiter(self) -> RateLimiter:
+        """Per-key and per-IP request limits, counted in `store`."""
+        config = self.config
+        return self._once("limiter", lambda: RateLimiter(
+            self.store, per_key=parse_rate("RATE_LIMIT", config.rate_limit),
+            per_ip=parse_rate("RATE_LIMIT_IP", config.rate_limit_ip),
+            strategy=config.rate_limit_strategy))
 
     @property
     def solver(self) -> ProofOfWorkSolver:

@@ -41,6 +41,7 @@ class Store(Protocol):
     def set(self, key: str, value: Any, expire: float | None = None) -> None: ...
     def delete(self, key: str) -> None: ...
     def hit(self, key: str, window: float) -> tuple[int, float]: ...
+    # After hit(), get(key) reads the window's count.
     def merge(self, key: str, changes: dict, expire: float | None = None) -> dict: ...
     def writable(self) -> bool: ...
 
@@ -75,18 +76,18 @@ class DiskStore:
 
     def hit(self, key: str, window: float) -> tuple[int, float]:
         """Count one hit in the fixed window at `key`: (hits so far, unix time the window resets)."""
-        # Not diskcache's incr(): it adds to the raw stored bytes, which under JSONDisk are JSON
-        # text, so it raises TypeError. transact() holds SQLite's write lock instead, making the
-        # read and both writes one step for every process.
+        # One transaction: concurrent hits from other processes wait for it. (Cache.incr cannot
+        # be used: JSONDisk stores the number as JSON bytes, which incr cannot add to.)
         with self._cache.transact():
             now = time.time()
-            count, reset_at = self._cache.get(key), self._cache.get(key + ":reset")
-            if not isinstance(count, int) or not isinstance(reset_at, (int, float)):
-                count, reset_at = 0, now + window  # the window starts at the first hit
+            reset_at = self._cache.get(key + ":reset")
+            if reset_at is None or reset_at <= now:
+                reset_at, count = now + window, 0  # the window starts at its first hit
                 self._cache.set(key + ":reset", reset_at, expire=window)
+            else:
+                count = self._cache.get(key) or 0
             count += 1
-            # The counter expires with its window, however late in the window this hit comes.
-            self._cache.set(key, count, expire=max(reset_at - now, 0.001))
+            self._cache.set(key, count, expire=max(0.001, reset_at - now))
         return count, reset_at
 
     def merge(self, key: str, changes: dict, expire: float | None = None) -> dict:

@@ -91,3 +91,24 @@ def test_metrics_expose_every_family(make_ops_app):
                    "chatgpt_web_upstream_seconds", "chatgpt_web_time_to_first_token_seconds",
                    "chatgpt_web_upstream_errors_total", "chatgpt_web_streams_in_flight"):
         assert f"# TYPE {family} " in text, family
+
+
+def test_readyz_reports_the_account_pool_without_secrets(make_ops_app, tmp_path):
+    import json
+    accounts = tmp_path / "accounts.json"
+    accounts.write_text(json.dumps([{"name": "one", "access_token": "secret-token-1"},
+                                    {"session_token": "secret-session-2"}]))
+    response = make_ops_app(ACCOUNTS_FILE=str(accounts)).test_client().get("/readyz")
+    assert response.status_code == 200
+    assert response.json["checks"]["accounts"] == {"ok": True, "accounts": 2, "not_dead": 2}
+    assert "secret" not in response.get_data(as_text=True)
+
+
+def test_readyz_is_503_when_the_accounts_file_is_broken(make_ops_app, tmp_path):
+    accounts = tmp_path / "accounts.json"
+    accounts.write_text('[{"email": "someone@example.com", "password": ""}]')
+    response = make_ops_app(ACCOUNTS_FILE=str(accounts)).test_client().get("/readyz")
+    assert response.status_code == 503
+    check = response.json["checks"]["accounts"]
+    assert check["ok"] is False and "entry 0" in check["problems"][0]
+    assert "someone@" not in response.get_data(as_text=True)

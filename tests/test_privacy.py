@@ -212,3 +212,44 @@ def test_no_secret_reaches_gunicorn_output(service_env, emulator, tmp_path):
         output = server.stop()
     run.check(output)
     assert "Invalid request from ip=127.0.0.1" in output  # the raw requests were logged, redacted
+
+
+def test_no_key_or_pooled_secret_reaches_the_logs_on_a_shared_deployment(
+        live_service_factory, emulator, tmp_path, caplog, capfd):
+    """Client keys, the admin key and pooled credentials, through keys, admin, pool and limits."""
+    caplog.set_level(logging.DEBUG)
+    client_key, admin_key = "sk-cw-planted-client-4f1a", "planted-admin-key-90bc"
+    pooled_token = emulator.mint_access_token(email="planted-pool@example.com")
+    emulator.auth.add_account("planted-login@example.com", PLANTED["password"])
+    accounts = tmp_path / "accounts.json"
+    accounts.write_text(json.dumps([
+        {"name": "tok", "access_token": pooled_token},
+        {"name": "pw", "email": "planted-login@example.com", "password": PLANTED["password"]}]))
+    server = live_service_factory(API_KEYS=client_key, ADMIN_KEY=admin_key,
+                                  ACCOUNTS_FILE=str(accounts), RATE_LIMIT="7/hour")
+    emulator.switches.answer = PLANTED["answer"]
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    as_json = {"Content-Type": "application/json"}
+    key = {"Authorization": f"Bearer {client_key}"}
+    sends = [
+        ("POST", "/send_message", urllib.parse.urlencode({"prompt": PLANTED["prompt"]}),
+         {**form, **key}, 200),
+        ("POST", "/send_message", urllib.parse.urlencode(
+            {"prompt": PLANTED["prompt"], "api_key": client_key, "stream": "true"}), form, 200),
+        ("POST", "/v1/chat/completions", json.dumps(chat()), {**as_json, **key}, 200),
+        ("POST", "/send_message", urllib.parse.urlencode({"prompt": PLANTED["prompt"]}),
+         {**form, "Authorization": f"Bearer {PLANTED['header']}"}, 401),
+        ("GET", "/admin/accounts", None, {"Authorization": f"Bearer {admin_key}"}, 200),
+        ("GET", "/admin/accounts", None, key, 401),
+    ] + [("GET", "/v1/models", None, key, 200)] * 4 + [("GET", "/v1/models", None, key, 429)]
+    for method, path, body, headers, status in sends:
+        got, _, answer = http_request(server.url, method, path,
+                                      body.encode() if body else None, headers)
+        assert got == status, (path, answer[:200])
+    captured = capfd.readouterr()
+    logs = "\n".join([caplog.text, captured.out, captured.err])
+    secrets = [client_key, admin_key, pooled_token, PLANTED["password"], PLANTED["prompt"],
+               PLANTED["answer"], PLANTED["header"], "planted-pool@", "planted-login@"]
+    leaked = [line for line in logs.splitlines() if any(s in line for s in secrets)]
+    assert not leaked, "secrets in the logs:\n" + "\n".join(leaked)
+    assert logs.count("route=/admin/accounts") == 2  # the access lines were there to be read

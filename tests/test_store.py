@@ -323,6 +323,7 @@ def test_unreachable_redis_is_a_clean_503_and_readyz_not_ready(make_app, dead_re
     ready = client.get("/readyz")
     assert ready.status_code == 503 and ready.json["status"] == "not_ready"
     assert ready.json["checks"]["cache"] == {"ok": False, "kind": "redis"}
+    assert ready.json["checks"]["accounts"]["ok"] is False  # health lives in the store
 
     for response in (client.post("/get_access_token", data={"session_token": "some-session"}),
                      client.post("/send_message", data={"prompt": "Hi",

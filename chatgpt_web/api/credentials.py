@@ -2,7 +2,8 @@
 
 A `Grant` is what a face needs to start an answer; `Grant.start()` hides whether the answer runs
 on the caller's token or on a pooled account with failover. `authenticate()` builds the grant of
-an OpenAI-style request from its `Authorization: Bearer ...` header.
+an OpenAI-style request from its `Authorization: Bearer ...` header: a ChatGPT access token, or,
+when API keys are on, one of the service's keys, which runs the request on the account pool.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from flask import request
 
 from .. import chat
-from ..errors import Unauthorized
+from ..errors import ServiceUnavailable, Unauthorized
 from ..pool import AccountPool
 from ..services import Services
 from ..tokens import ensure_not_expired
@@ -53,12 +54,31 @@ def bearer_token() -> str:
     return token
 
 
-def authenticate(services: Services) -> Grant:
-    """The grant of the current request.
+def check_caller(services: Services) -> None:
+    """Refuse a caller who may not use the service (for endpoints that need no upstream).
 
+    With API keys on, access.py has already checked the key; otherwise the bearer must be an
+    access token that is not expired. :raise Unauthorized: as `authenticate`.
+    """
+    if not services.keys.enabled:
+        ensure_not_expired(bearer_token())
+
+
+def authenticate(services: Services) -> Grant:
+    """The grant of the current request: the pool when API keys are on, else the bearer token.
+
+    :raise ServiceUnavailable: API keys are on but no accounts are configured.
     :raise Unauthorized: missing_token, invalid_token, or token_expired (a JWT past its exp is
         refused before any upstream call).
     """
+    upstream = from_base_url(services.config.base_url)
+    if services.keys.enabled:
+        # The bearer was one of the service's own keys (checked by access.py): its requests run
+        # on the server-held accounts, whose tokens the caller never sees.
+        if services.pool is None:
+            raise ServiceUnavailable("API keys are enabled but no ACCOUNTS_FILE holds accounts to "
+                                     "serve them", "no_account_available")
+        return Grant(None, upstream, services.pool)
     access_token = bearer_token()
     ensure_not_expired(access_token)
-    return Grant(access_token, from_base_url(services.config.base_url))
+    return Grant(access_token, upstream)

@@ -31,7 +31,7 @@ from ..upstream.conversation import ChatMessage, ChatRequest
 from ..upstream.stream import Completion, TextDelta
 from . import fields as f
 from . import sse
-from .credentials import authenticate
+from .credentials import authenticate, check_caller
 from .openai_messages import messages_to_send, to_web_messages
 
 log = logging.getLogger(__name__)
@@ -254,7 +254,7 @@ def _stream_chunks(answer, reply: _Reply) -> Iterator[bytes]:
 def list_models():
     """Every model name the service accepts, in the official list shape."""
     services = current()
-    authenticate(services)
+    check_caller(services)
     listed = models.list_models(extra_slugs=(services.config.default_model,))
     return jsonify({"object": "list", "data": [model.to_dict() for model in listed]})
 
@@ -263,7 +263,7 @@ def list_models():
 def get_model(model_id: str):
     """One model object; 404 model_not_found for names the service does not accept."""
     services = current()
-    authenticate(services)
+    check_caller(services)
     return jsonify(models.resolve(model_id, extra_slugs=(services.config.default_model,)).to_dict())
 
 

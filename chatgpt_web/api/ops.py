@@ -11,6 +11,7 @@ from flask import Blueprint, Response, jsonify
 
 from .. import metrics
 from ..config import Config
+from ..errors import ConfigError, ServiceUnavailable
 from ..services import current
 
 blueprint = Blueprint("ops", __name__)
@@ -42,9 +43,29 @@ def readyz():
         "cache": {"ok": store.writable(), "kind": store.kind},
         "upstream_config": {"ok": not problems, "problems": problems},
     }
+    if services.config.accounts_file:
+        checks["accounts"] = _accounts_check(services)
     ready = all(check["ok"] for check in checks.values())
     return jsonify({"status": "ready" if ready else "not_ready", "checks": checks}), (
         200 if ready else 503)
+
+
+def _accounts_check(services) -> dict:
+    """ACCOUNTS_FILE loads, and how many of its accounts are not dead (no upstream call).
+
+    All accounts dead does not make the instance unready: callers with their own tokens can
+    still be served, and every instance shares the same accounts anyway.
+    """
+    try:
+        pool = services.pool
+    except ConfigError as problem:  # its message names the entry, never a secret
+        return {"ok": False, "problems": [str(problem)]}
+    try:
+        not_dead = sum(1 for row in pool.report() if row["status"] != "dead")
+    except ServiceUnavailable:  # REDIS_URL is set and Redis is down: health cannot be read
+        return {"ok": False, "problems": ["account health cannot be read: the state store "
+                                          "cannot be reached"]}
+    return {"ok": True, "accounts": len(pool.accounts), "not_dead": not_dead}
 
 
 @blueprint.get("/metrics")

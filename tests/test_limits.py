@@ -1,0 +1,163 @@
+"""Rate limits per client key and per client IP: counting, headers, strategies, shared state."""
+import pytest
+
+from chatgpt_web.config import Config
+from chatgpt_web.errors import ConfigError, RateLimited
+from chatgpt_web.limits import Rate, RateLimiter, parse_rate
+from chatgpt_web.store import DiskStore, MemoryStore
+
+KEY = "sk-cw-limits"
+
+
+class Clock:
+    def __init__(self, now=1_000_000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture(params=["memory", "disk"])
+def store(request, tmp_path):
+    return MemoryStore() if request.param == "memory" else DiskStore(str(tmp_path / "store"))
+
+
+def limiter(store, clock, strategy, per_ip=Rate(3, 60), per_key=None):
+    return RateLimiter(store, per_key=per_key, per_ip=per_ip, strategy=strategy, clock=clock)
+
+
+@pytest.mark.parametrize("text, rate", [("120/hour", Rate(120, 3600)), ("5/second", Rate(5, 1)),
+                                        ("10 / minutes", Rate(10, 60)), ("1/day", Rate(1, 86400)),
+                                        ("off", None), ("0", None)])
+def test_rates_are_parsed(text, rate):
+    assert parse_rate("RATE_LIMIT", text) == rate
+
+
+@pytest.mark.parametrize("text", ["120", "120/week", "-1/hour", "lots"])
+def test_malformed_rates_are_refused_at_start(text):
+    with pytest.raises(ConfigError):
+        Config.from_env({"RATE_LIMIT": text})
+
+
+def test_default_is_120_per_hour_sliding():
+    config = Config()
+    assert parse_rate("", config.rate_limit) == Rate(120, 3600) == parse_rate("", config.rate_limit_ip)
+    assert config.rate_limit_strategy == "sliding"
+
+
+def test_fixed_window_refuses_past_the_limit_until_the_window_ends(store):
+    clock = Clock(16667 * 60 + 20.0)  # 20 s into an aligned minute
+    limits = limiter(store, clock, "fixed")
+    assert [limits.check(None, "198.51.100.1").remaining for _ in range(3)] == [2, 1, 0]
+    with pytest.raises(RateLimited) as refused:
+        limits.check(None, "198.51.100.1")
+    assert refused.value.retry_after == 40
+    assert refused.value.headers["RateLimit-Remaining"] == "0"
+    # Another IP has its own count.
+    assert limits.check(None, "198.51.100.2").remaining == 2
+    clock.now += 40
+    assert limits.check(None, "198.51.100.1").remaining == 2
+
+
+def test_sliding_window_carries_the_previous_window_over(store):
+    clock = Clock(16667 * 60 + 50.0)  # late in an aligned minute
+    limits = limiter(store, clock, "sliding")
+    for _ in range(3):
+        limits.check(None, "ip")
+    # 15 s into the next window, 3 x 0.75 of the previous window still counts: 2.25 + 1 > 3.
+    clock.now = 16668 * 60 + 15.0
+    with pytest.raises(RateLimited) as refused:
+        limits.check(None, "ip")
+    # A fixed window would have let it through; the sliding one says when it will.
+    assert 1 <= refused.value.retry_after <= 60
+    clock.now += refused.value.retry_after
+    limits.check(None, "ip")  # fits now
+
+
+@pytest.mark.parametrize("strategy, allowed", [("fixed", 6), ("sliding", 3)])
+def test_only_the_sliding_window_prevents_the_burst_at_a_window_edge(store, strategy, allowed):
+    clock = Clock(16667 * 60 + 59.0)
+    limits = limiter(store, clock, strategy)
+    passed = 0
+    for second in (0, 2):
+        clock.now = 16667 * 60 + 59.0 + second
+        for _ in range(3):
+            try:
+                limits.check(None, "edge")
+                passed += 1
+            except RateLimited:
+                pass
+    assert passed == allowed
+
+
+def test_key_and_ip_are_limited_separately(store):
+    clock = Clock()
+    limits = limiter(store, clock, "fixed", per_ip=Rate(5, 60), per_key=Rate(2, 60))
+    limits.check("key-a", "ip-1")
+    assert limits.check("key-a", "ip-2").remaining == 0  # the key's limit is the tighter
+    with pytest.raises(RateLimited) as refused:
+        limits.check("key-a", "ip-3")
+    assert "per client key" in refused.value.message
+    assert limits.check("key-b", "ip-1").remaining == 1  # another key, and ip-1 has room
+
+
+def test_limits_hold_across_two_apps_sharing_one_cache_dir(make_app):
+    # Two apps on one CACHE_DIR are what two gunicorn workers on one host are.
+    first, second = make_app(RATE_LIMIT_IP="3/hour"), make_app(RATE_LIMIT_IP="3/hour")
+    statuses = [app.test_client().get("/v1/models").status_code for app in (first, second, first)]
+    assert statuses == [401, 401, 401]  # counted even though refused for the missing token
+    refused = second.test_client().get("/v1/models")
+    assert refused.status_code == 429
+    assert refused.json["error"]["code"] == "rate_limited"
+    assert refused.json["error"]["type"] == "rate_limit_error"
+    assert int(refused.headers["Retry-After"]) > 0
+
+
+def test_every_answer_carries_ratelimit_headers(make_app, token):
+    client = make_app(RATE_LIMIT_IP="10/minute").test_client()
+    ok = client.post("/send_message", data={"prompt": "Hi", "access_token": token})
+    bad = client.post("/send_message", data={})
+    streamed = client.post("/send_message", data={"prompt": "Hi", "access_token": token,
+                                                  "stream": "true"})
+    assert ok.status_code == 200 and bad.status_code == 400 and streamed.status_code == 200
+    remaining = [int(r.headers["RateLimit-Remaining"]) for r in (ok, bad, streamed)]
+    assert remaining == [9, 8, 7]
+    assert all(r.headers["RateLimit-Limit"] == "10" for r in (ok, bad, streamed))
+    assert all(1 <= int(r.headers["RateLimit-Reset"]) <= 60 for r in (ok, bad, streamed))
+
+
+def test_probes_and_metrics_are_not_limited(make_app):
+    client = make_app(RATE_LIMIT_IP="1/hour").test_client()
+    for _ in range(3):
+        for path in ("/", "/healthz", "/readyz", "/metrics"):
+            response = client.get(path)
+            assert response.status_code == 200 and "RateLimit-Limit" not in response.headers
+
+
+def test_limits_can_be_turned_off(make_app):
+    client = make_app(RATE_LIMIT_IP="off").test_client()
+    responses = [client.get("/v1/models") for _ in range(5)]
+    assert all(r.status_code == 401 and "RateLimit-Limit" not in r.headers for r in responses)
+
+
+def test_per_key_limit_with_api_keys(make_app):
+    client = make_app(API_KEYS=KEY, RATE_LIMIT="2/hour", RATE_LIMIT_IP="off").test_client()
+    headers = {"Authorization": f"Bearer {KEY}"}
+    assert [client.get("/v1/models", headers=headers).status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_client_ip_comes_from_forwarded_for_only_behind_a_trusted_proxy(make_app):
+    trusted = make_app(RATE_LIMIT_IP="1/hour", TRUSTED_PROXIES="10.0.0.0/8").test_client()
+    behind_proxy = {"REMOTE_ADDR": "10.0.0.2"}
+    for client_address in ("198.51.100.1", "198.51.100.2"):
+        response = trusted.get("/v1/models", environ_base=behind_proxy,
+                               headers={"X-Forwarded-For": client_address})
+        assert response.status_code == 401  # each client's first request: not limited
+    again = trusted.get("/v1/models", environ_base=behind_proxy,
+                        headers={"X-Forwarded-For": "198.51.100.1"})
+    assert again.status_code == 429
+    # Without TRUSTED_PROXIES the header is the client's word and is ignored.
+    untrusted = make_app(RATE_LIMIT_IP="1/hour").test_client()
+    first = untrusted.get("/v1/models", headers={"X-Forwarded-For": "198.51.100.1"})
+    forged = untrusted.get("/v1/models", headers={"X-Forwarded-For": "198.51.100.2"})
+    assert (first.status_code, forged.status_code) == (401, 429)
