@@ -42,7 +42,8 @@ def two_instances(service_env, emulator, tmp_path, redis_url):
             "RATE_LIMIT_IP": "off"}))
     try:
         for server in servers:
-            server.wait_until_serving()
+            # Generous: four workers booting on a loaded 2-core machine took over 20 s once.
+            server.wait_until_serving(timeout=60)
         yield servers
     finally:
         for server in servers:
