@@ -61,6 +61,8 @@ class DiskStore:
         os.chmod(directory, 0o700)
         self.directory = directory
         self._cache = diskcache.Cache(directory, disk=diskcache.JSONDisk, eviction_policy="none")
+        # Serializes this process's hit() transactions (see hit()).
+        self._hit_lock = threading.Lock()
 
     def get(self, key: str) -> Any:
         """The live value at `key`, or None."""
@@ -78,7 +80,10 @@ class DiskStore:
         """Count one hit in the fixed window at `key`: (hits so far, unix time the window resets)."""
         # One transaction: concurrent hits from other processes wait for it. (Cache.incr cannot
         # be used: JSONDisk stores the number as JSON bytes, which incr cannot add to.)
-        with self._cache.transact():
+        # The threads of this process queue on a lock first: left to SQLite, a burst of them
+        # would each poll the database lock with SQLite's busy handler, sleeping up to 100 ms
+        # between tries, so one request's counting could take seconds.
+        with self._hit_lock, self._cache.transact():
             now = time.time()
             reset_at = self._cache.get(key + ":reset")
             if reset_at is None or reset_at <= now:

@@ -161,3 +161,20 @@ def test_client_ip_comes_from_forwarded_for_only_behind_a_trusted_proxy(make_app
     first = untrusted.get("/v1/models", headers={"X-Forwarded-For": "198.51.100.1"})
     forged = untrusted.get("/v1/models", headers={"X-Forwarded-For": "198.51.100.2"})
     assert (first.status_code, forged.status_code) == (401, 429)
+
+
+def test_simultaneous_hits_are_each_counted_once(store):
+    import threading
+    barrier, counts = threading.Barrier(40), []
+
+    def hit():
+        barrier.wait()
+        counts.append(store.hit("limit:test", 60)[0])
+
+    threads = [threading.Thread(target=hit) for _ in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(counts) == list(range(1, 41))
+    assert store.get("limit:test") == 40

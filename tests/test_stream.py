@@ -246,3 +246,27 @@ def test_continued_message_that_restarts_is_appended_to_the_prefix():
     completion, deltas = reduce(raw, prefix="one two")
     assert completion.text == "one two three four"
     assert "".join(deltas) == " three four"
+
+
+def test_a_long_line_in_many_pieces_and_lone_cr_line_ends_decode_identically():
+    long = json.dumps(message("word " * 2000))
+    raw = f"data: {long}\n\ndata: a\r\rdata: [DONE]\r\r".encode()
+    whole = list(iter_sse([raw]))
+    assert whole == [SseEvent(None, long), SseEvent(None, "a"), SseEvent(None, "[DONE]")]
+    assert list(iter_sse([raw[i:i + 7] for i in range(0, len(raw), 7)])) == whole
+
+
+def test_an_event_is_yielded_before_the_next_chunk_is_read():
+    # "a\r" then "\r": the held "\r" ends the event once a chunk without any line break follows.
+    chunks = [b"data: a\r", b"\r", b"data: b", b"\n\n"]
+    pulled = []
+
+    def network():
+        for chunk in chunks:
+            pulled.append(chunk)
+            yield chunk
+
+    events = iter_sse(network())
+    assert next(events) == SseEvent(None, "a")
+    assert pulled == chunks[:3]
+    assert list(events) == [SseEvent(None, "b")]

@@ -51,19 +51,30 @@ class Completion:
     title: str | None = None
 
 
+def _split_lines(text: str) -> list[str]:
+    # Most streams end lines with "\n" alone, which str.split handles much faster than the regex.
+    return _LINE_BREAK.split(text) if "\r" in text else text.split("\n")
+
+
 def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
     pending = ""
     for chunk in chunks:
-        pending += decoder.decode(chunk)
+        text = decoder.decode(chunk)
+        if "\n" not in text and "\r" not in text and not pending.endswith("\r"):
+            # No line ends in this chunk (a long event arriving in pieces): re-splitting the
+            # whole pending line for every piece would cost quadratic time in its length.
+            pending += text
+            continue
+        pending += text
         # A trailing "\r" may be the first half of "\r\n" split across chunks: keep it back.
         held = "\r" if pending.endswith("\r") else ""
-        *complete, pending = _LINE_BREAK.split(pending[: len(pending) - len(held)])
+        *complete, pending = _split_lines(pending[: len(pending) - len(held)])
         pending += held
         yield from complete
     pending += decoder.decode(b"", final=True)
     if pending:
-        yield from _LINE_BREAK.split(pending.rstrip("\r"))
+        yield from _split_lines(pending.rstrip("\r"))
 
 
 def _is_payload(text: str) -> bool:
