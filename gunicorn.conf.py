@@ -24,7 +24,7 @@ worker_class = "gthread"
 # WEB_CONCURRENCY: worker processes. One per core: the GIL lets a process use about one core.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # GUNICORN_THREADS: simultaneous requests (open streams) per worker.
-threads = int(os.environ.get("GUNICORN_THREADS", "256"))
+threads = int(os.environ.get("GUNICORN_THREADS", "384"))
 # A worker accepts at most this many connections (active + idle keep-alive). Left at `threads`
 # plus a small keep-alive allowance, so a busy worker stops accepting and the kernel hands new
 # connections to a worker with free threads instead of queueing them behind running streams.
