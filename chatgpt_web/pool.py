@@ -33,6 +33,9 @@ from .upstream.stream import Completion
 
 STATE_PREFIX = "pool:v1:account:"
 PIN_PREFIX = "pool:v1:pin:"
+STRIKES_PREFIX = "pool:v1:strikes:"
+# Refusals further apart than this do not add up.
+STRIKE_MEMORY = 24 * 3600
 PIN_TTL = 90 * 24 * 3600
 DEFAULT_REST = 60.0
 MAX_STRIKE_REST = 3600.0
@@ -137,7 +140,9 @@ class AccountPool:
             self._update(account, rest_until=now + (error.retry_after or DEFAULT_REST),
                          last_error=error.code)
         elif isinstance(error, Forbidden):
-            strikes = self.state(account).get("strikes", 0) + 1
+            # Counted with the store's atomic hit(): two instances refused at the same moment
+            # make two strikes, where reading the record and writing it back would make one.
+            strikes, _ = self.store.hit(STRIKES_PREFIX + account.id, STRIKE_MEMORY)
             rest = min(DEFAULT_REST * 2 ** (strikes - 1), MAX_STRIKE_REST)
             self._update(account, strikes=strikes, rest_until=now + rest, last_error=error.code)
 
@@ -237,6 +242,7 @@ class AccountPool:
                     self._fault(account, error)
                 raise
             if self.state(account).get("strikes"):
+                self.store.delete(STRIKES_PREFIX + account.id)  # "in a row": a success resets
                 self._update(account, strikes=0)
             return answer
 

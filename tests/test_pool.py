@@ -254,6 +254,30 @@ def test_health_updates_from_two_pools_merge_instead_of_overwriting(redis_url, t
     assert state["status"] == "healthy" and state["token_expires_at"] == 2000  # defaults + stored
 
 
+def test_simultaneous_refusals_from_two_pools_all_count_as_strikes(redis_url, two_accounts):
+    """Two instances refused by Cloudflare at the same moment make two strikes, not one."""
+    import threading
+
+    from chatgpt_web.errors import Forbidden
+    from chatgpt_web.pool import DEFAULT_REST, MAX_STRIKE_REST, Account, AccountPool
+    from chatgpt_web.store import RedisStore
+    account = Account("a", "access_token", access_token=two_accounts["a"])
+    pools = [AccountPool([account], RedisStore(redis_url, prefix=f"strikes-{id(two_accounts)}:"),
+                         tokens=None, clock=lambda: 1000.0) for _ in range(2)]
+    refused = Forbidden("challenge", "cloudflare_challenge")
+    writers = [threading.Thread(target=lambda pool=pool: [pool._fault(account, refused)
+                                                          for _ in range(25)])
+               for pool in pools]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(60)
+    pools[1]._fault(account, refused)  # the last word, so the record holds the latest count
+    state = pools[0].state(account)
+    assert state["strikes"] == 51  # read-then-write counting loses some of them
+    assert state["rest_until"] == 1000.0 + MAX_STRIKE_REST > 1000.0 + DEFAULT_REST
+
+
 def test_report_never_shows_secrets(make_app, tmp_path, emulator, two_accounts):
     app = make_app(ACCOUNTS_FILE=write_accounts(tmp_path, [
         {"access_token": two_accounts["a"]},
