@@ -2,6 +2,8 @@
 
 Every upstream call of the service goes through a session made by `new_session()`, so that TLS
 impersonation, the outbound proxy and DNS pinning (see upstream/endpoints.py) are never forgotten.
+The conversation answer is read with `stream_post()`, which takes all its settings from such a
+session but reads the body in the calling thread (see there why).
 """
 from __future__ import annotations
 
@@ -11,9 +13,15 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Sequence
 
-from curl_cffi import CurlOpt
+from curl_cffi import Curl, CurlOpt
 from curl_cffi import requests as curl_requests
+# curl_cffi 0.17 wraps the curl_multi_* functions only inside its asyncio client (AsyncCurl), which
+# needs an event loop; driving a multi handle from a plain thread needs the raw binding.
+from curl_cffi._wrapper import ffi, lib
 from curl_cffi.requests import exceptions as curl_errors
+# The function Session uses to turn its settings into curl options: calling it (rather than
+# repeating its work) makes a stream_post() request the same bytes on the wire as session.post().
+from curl_cffi.requests.utils import set_curl_options
 
 from .config import Config
 from .errors import UpstreamError, UpstreamTimeout
@@ -74,6 +82,148 @@ def new_session(config: Config, *, resolve: Sequence[str] = ()) -> Session:
         # The environment's http_proxy must not silently override CHATGPT_PROXY.
         trust_env=False,
     )
+
+
+# curl_multi_poll() returns earlier when curl has a timer due (e.g. CURLOPT_TIMEOUT_MS), so this
+# only bounds how long a wait can last when nothing at all happens.
+_POLL_MS = 1000
+_CURLMSG_DONE = 1  # CURLMSG_DONE in curl/multi.h
+
+
+class StreamedResponse:
+    """A response whose body is read, chunk by chunk, by the thread that iterates it.
+
+    `session.post(..., stream=True)` runs the transfer on a pool thread and hands every chunk to
+    the reader through a queue: two thread wake-ups and GIL hand-overs per chunk, which at a few
+    hundred concurrent answers doubled the CPU spent per answer. Here one curl multi handle per
+    response is driven by the reader itself: curl_multi_poll() waits for the socket with the GIL
+    released, curl_multi_perform() moves the transfer on, and the chunks it delivered to the write
+    callback are yielded.
+
+    `status_code` and `headers` are known when the object is returned (before the body is read),
+    as with a curl_cffi stream. Always `close()` it (or use it as a context manager): that removes
+    the transfer, which closes its connection if the body was not read to the end.
+    """
+
+    def __init__(self, session: Session, url: str, *, json: object, headers: dict,
+                 timeout: float):
+        self._curl: Curl | None = Curl()
+        self._multi = ffi.NULL
+        self._chunks: list[bytes] = []
+        self._running = ffi.new("int *", 1)
+        # A failure found while chunks received before it are still unread; raised after them,
+        # as curl_cffi queues the exception behind the chunks.
+        self._error: Exception | None = None
+        try:
+            # Exactly the arguments Session._request_once passes for session.post(url, json=...,
+            # headers=..., timeout=...), so impersonation (TLS and the browser's default headers),
+            # the proxy and trust_env, CURLOPT_RESOLVE, CA settings and the session's cookies are
+            # the same. One deliberate difference: stream=False, so `timeout` becomes curl's total
+            # CURLOPT_TIMEOUT_MS (the answer must be complete by then) instead of the low-speed
+            # limit curl_cffi uses for streams read on another thread.
+            _, _, header_buffer, _, _, _ = set_curl_options(
+                self._curl, "POST", url,
+                params_list=[session.params, None], base_url=session.base_url,
+                json=json, headers_list=[session.headers, headers],
+                cookies_list=[session.cookies, None], auth=session.auth, timeout=timeout,
+                allow_redirects=session.allow_redirects, max_redirects=session.max_redirects,
+                proxies_list=[session.proxies, None], proxy_auth=session.proxy_auth,
+                trust_env=session.trust_env, verify_list=[session.verify, None],
+                accept_encoding="gzip, deflate, br", content_callback=self._collect,
+                impersonate=session.impersonate, ja3=session.ja3, akamai=session.akamai,
+                perk=session.perk, extra_fp=session.extra_fp,
+                default_headers=session.default_headers, http_version=session.http_version,
+                interface=session.interface, dns=session.dns, doh_url=session.doh_url,
+                cert=session.cert, curl_options=session.curl_options, stream=False,
+            )
+            # Curl.perform() sets the CA bundle just before curl_easy_perform; we never call it.
+            self._curl._ensure_cacert()
+            self._multi = lib.curl_multi_init()
+            _check_multi(lib.curl_multi_add_handle(self._multi, self._curl._curl))
+            # The headers are complete once the first body byte arrives (or the transfer ends),
+            # which is also when curl_cffi's own streams return from session.post().
+            while not self._chunks and self._running[0]:
+                self._step()
+            if self._error is not None and not self._chunks:
+                raise self._error
+            # Session's own parser: the same status/headers/cookies as session.post() would give,
+            # and Set-Cookie answers land in the session like on the session path.
+            self._meta = session._parse_response(self._curl, None, header_buffer,
+                                                 session.default_encoding, False)
+        except BaseException:
+            self.close()
+            raise
+        self.status_code: int = self._meta.status_code
+        self.headers = self._meta.headers
+
+    def _collect(self, chunk: bytes) -> int:
+        self._chunks.append(chunk)
+        return len(chunk)
+
+    def _step(self) -> None:
+        """Move the transfer on: wait for the socket (or a curl timer) if there is nothing to do."""
+        _check_multi(lib.curl_multi_perform(self._multi, self._running))
+        if not self._running[0]:
+            self._error = self._failure()
+        elif not self._chunks:
+            _check_multi(lib.curl_multi_poll(self._multi, ffi.NULL, 0, _POLL_MS, ffi.NULL))
+
+    def _failure(self) -> Exception | None:
+        """The curl_cffi exception session.post() would raise for the finished transfer, if any."""
+        pending = ffi.new("int *")
+        while (message := lib.curl_multi_info_read(self._multi, pending)) != ffi.NULL:
+            if message.msg == _CURLMSG_DONE and message.data.result != 0:
+                code = message.data.result
+                # Curl._get_error reads the handle's error buffer, as Curl.perform() does; the
+                # text matters: code2error() recognises a failed proxy CONNECT by it.
+                text = str(self._curl._get_error(code, "perform"))
+                return curl_errors.code2error(code, text)(text, code)
+        return None
+
+    def iter_content(self) -> Iterator[bytes]:
+        """Yield the body's chunks as they arrive; raise curl_cffi's exception if it breaks."""
+        while self._curl is not None:
+            chunks, self._chunks = self._chunks, []
+            yield from chunks
+            if self._error is not None:
+                raise self._error
+            if not self._running[0]:
+                return
+            self._step()
+
+    def close(self) -> None:
+        """Stop the transfer if still running and free the handles (idempotent)."""
+        if self._multi != ffi.NULL:
+            if self._curl is not None:
+                lib.curl_multi_remove_handle(self._multi, self._curl._curl)
+            lib.curl_multi_cleanup(self._multi)
+            self._multi = ffi.NULL
+        if self._curl is not None:
+            self._curl.close()
+            self._curl = None
+        self._chunks.clear()
+
+    def __enter__(self) -> "StreamedResponse":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def stream_post(session: Session, url: str, *, json: object, headers: dict,
+                timeout: float) -> StreamedResponse:
+    """POST `json` to `url` with `session`'s settings; return once the response headers are in.
+
+    The body is then read by iterating `iter_content()` in the calling thread. Errors are
+    curl_cffi's own exceptions (as from session.post), for `upstream_errors()` to translate.
+    """
+    return StreamedResponse(session, url, json=json, headers=headers, timeout=timeout)
+
+
+def _check_multi(code: int) -> None:
+    if code != 0:
+        text = ffi.string(lib.curl_multi_strerror(code)).decode(errors="replace")
+        raise curl_errors.RequestException(f"curl multi: ({code}) {text}")
 
 
 @contextlib.contextmanager
