@@ -8,9 +8,6 @@ session but reads the body in the calling thread (see there why).
 from __future__ import annotations
 
 import contextlib
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Sequence
 
 from curl_cffi import Curl, CurlOpt
@@ -28,43 +25,7 @@ from .errors import UpstreamError, UpstreamTimeout
 
 Response = curl_requests.Response
 
-# Far above any number of simultaneous streams a process serves (gunicorn caps them at
-# GUNICORN_THREADS): a transfer must never wait in the pool's queue for a thread.
-_MAX_TRANSFER_THREADS = 4096
-_transfer_threads: ThreadPoolExecutor | None = None
-_transfer_threads_lock = threading.Lock()
-
-
-def _shared_transfer_threads() -> ThreadPoolExecutor:
-    global _transfer_threads
-    with _transfer_threads_lock:
-        if _transfer_threads is None:
-            _transfer_threads = ThreadPoolExecutor(_MAX_TRANSFER_THREADS,
-                                                   thread_name_prefix="curl-transfer")
-        return _transfer_threads
-
-
-def _forget_transfer_threads() -> None:
-    """In a forked child the parent's pool threads do not exist: start a new pool on demand."""
-    global _transfer_threads, _transfer_threads_lock
-    _transfer_threads, _transfer_threads_lock = None, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_transfer_threads)
-
-
-class Session(curl_requests.Session):
-    """curl_cffi's Session, except where a streamed response's transfer runs.
-
-    curl_cffi reads a `stream=True` response on a thread of the session's own executor, made on
-    the session's first stream; with one session per answer that meant a new executor and a new
-    thread per answer. Here every session of the process shares one pool, whose idle threads are
-    reused, so an answer no longer pays for starting a thread.
-    """
-
-    @property
-    def executor(self) -> ThreadPoolExecutor:
-        return _shared_transfer_threads()
+Session = curl_requests.Session
 
 
 def new_session(config: Config, *, resolve: Sequence[str] = ()) -> Session:
