@@ -29,7 +29,6 @@ ADMIN_PREFIX = "/admin"
 HASH_PREFIX = "sha256:"
 MAX_KEY_LENGTH = 512
 
-_ENVIRON_CLIENT = "chatgpt_web.client_key"
 
 
 def key_digest(key: str) -> str:
@@ -146,11 +145,18 @@ def _is_trusted(address: str, trusted) -> bool:
     return any(ip in network for network in trusted)
 
 
+def bearer() -> str | None:
+    """The credential of the request's `Authorization: Bearer <credential>` header, or None."""
+    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 def presented_key() -> str | None:
     """The key the request presents: `Authorization: Bearer <key>`, else the `api_key` field."""
-    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
+    token = bearer()
+    if token:
+        return token
     if request.is_json:
         body = request.get_json(silent=True)
         value = body.get("api_key") if isinstance(body, dict) else None
@@ -159,19 +165,13 @@ def presented_key() -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def current_client() -> ClientKey | None:
-    """The client key the current request was let in with (None when keys are off)."""
-    return request.environ.get(_ENVIRON_CLIENT)
-
-
 def _require_admin(config: Config) -> None:
     if not config.admin_key:
         raise Forbidden("the admin endpoints are disabled: set ADMIN_KEY to enable them",
                         "admin_disabled")
-    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
     expected = hashlib.sha256(config.admin_key.encode()).digest()
-    given = hashlib.sha256(token.strip().encode()).digest()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(expected, given):
+    given = hashlib.sha256((bearer() or "").encode()).digest()
+    if not hmac.compare_digest(expected, given):
         raise Unauthorized("the admin endpoints need 'Authorization: Bearer <ADMIN_KEY>'",
                            "invalid_admin_key")
 
@@ -203,7 +203,6 @@ def init_app(app: Flask) -> None:
         client = None
         if services.keys.enabled:
             client = _require_client_key(services.keys)
-            request.environ[_ENVIRON_CLIENT] = client
         if path not in UNLIMITED_PATHS:
             services.limiter.check(client.id if client else None,
                                    client_ip(request.remote_addr,

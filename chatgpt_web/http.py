@@ -23,9 +23,8 @@ from curl_cffi.requests.utils import set_curl_options
 from .config import Config
 from .errors import UpstreamError, UpstreamTimeout
 
-Response = curl_requests.Response
-
 Session = curl_requests.Session
+Response = curl_requests.Response
 
 
 def new_session(config: Config, *, resolve: Sequence[str] = ()) -> Session:

@@ -86,29 +86,26 @@ class RateLimiter:
         The tightest decision is remembered for the RateLimit-* headers of this request.
         :raise RateLimited: 429 with Retry-After when a limit is exceeded.
         """
-        decisions = []
+        decisions = []  # (scope, rate, decision)
         if self.per_key is not None and key_id is not None:
-            decisions.append(("client key", self.count(f"key:{key_id}", self.per_key)))
+            decisions.append(("client key", self.per_key, self.count(f"key:{key_id}", self.per_key)))
         if self.per_ip is not None:
             # The IP is hashed: counters need no readable addresses of people.
             ip_id = hashlib.sha256(ip.encode()).hexdigest()[:16]
-            decisions.append(("IP address", self.count(f"ip:{ip_id}", self.per_ip)))
+            decisions.append(("IP address", self.per_ip, self.count(f"ip:{ip_id}", self.per_ip)))
         if not decisions:
             return None
-        refused = [(scope, d) for scope, d in decisions if not d.allowed]
-        scope, tightest = (max(refused, key=lambda item: item[1].retry_after) if refused
-                           else min(decisions, key=lambda item: item[1].remaining))
+        refused = [item for item in decisions if not item[2].allowed]
+        scope, rate, tightest = (max(refused, key=lambda item: item[2].retry_after) if refused
+                                 else min(decisions, key=lambda item: item[2].remaining))
         if has_request_context():
             request.environ[_ENVIRON_DECISION] = tightest
         if refused:
             raise RateLimited(f"rate limit exceeded: at most {tightest.limit} requests per "
-                              f"{_window_name(self._rate_of(scope).window)} per {scope}",
+                              f"{_window_name(rate.window)} per {scope}",
                               "rate_limited", retry_after=tightest.retry_after,
                               headers=headers_for(tightest))
         return tightest
-
-    def _rate_of(self, scope: str) -> Rate:
-        return self.per_key if scope == "client key" else self.per_ip  # type: ignore[return-value]
 
     def count(self, subject: str, rate: Rate) -> Decision:
         """Count one hit of `subject` under `rate` and decide."""

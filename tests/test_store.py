@@ -9,7 +9,6 @@ import time
 import pytest
 import redis
 
-from chatgpt_web import create_app
 from chatgpt_web.config import Config
 from chatgpt_web.errors import ServiceUnavailable
 from chatgpt_web.store import DiskStore, MemoryStore, RedisStore, open_store

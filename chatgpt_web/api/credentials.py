@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import request
-
 from .. import chat
+from ..access import bearer
 from ..errors import ServiceUnavailable, Unauthorized
 from ..pool import AccountPool
 from ..services import Services
@@ -43,10 +42,8 @@ def bearer_token() -> str:
 
     :raise Unauthorized: code missing_token when the header is absent, empty or not Bearer.
     """
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    token = bearer()
+    if token is None:
         raise Unauthorized("no access token: send 'Authorization: Bearer <ChatGPT access token>' "
                            "(with the openai SDK, pass it as api_key)", "missing_token")
     if len(token) > MAX_TOKEN_LENGTH:
