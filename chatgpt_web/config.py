@@ -130,15 +130,25 @@ class Config:
         return self
 
 
-def _is_redis_url(url: str) -> bool:
+def is_url(value: str, schemes: tuple[str, ...]) -> bool:
+    """True if `value` is a URL with one of `schemes`, a host and a numeric port if any."""
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError:
         return False
-    if parts.scheme == "unix":
-        return bool(parts.path)
-    return parts.scheme in ("redis", "rediss") and bool(parts.hostname)
+    return parts.scheme in schemes and bool(parts.hostname)
+
+
+def _is_redis_url(url: str) -> bool:
+    if is_url(url, ("redis", "rediss")):
+        return True
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - as in is_url
+    except ValueError:
+        return False
+    return parts.scheme == "unix" and bool(parts.path)
 
 
 def _convert(spec, name: str, raw: str):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -15,18 +14,13 @@ import time
 import pytest
 import redis
 
+from tests.servers import free_port
+
 
 def redis_required() -> bool:
     """True when a missing redis-server must fail the Redis tests instead of skipping them."""
     return (os.environ.get("CI", "").lower() == "true"
             or os.environ.get("REQUIRE_REDIS", "").lower() in ("1", "true", "yes"))
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class RedisServer:

@@ -5,12 +5,10 @@ and "ChatGPT is slow" is not a reason to take this process out of a load balance
 """
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from flask import Blueprint, Response, jsonify
 
 from .. import metrics
-from ..config import Config
+from ..config import Config, is_url
 from ..errors import ConfigError, ServiceUnavailable
 from ..services import current
 
@@ -82,24 +80,15 @@ def upstream_config_problems(config: Config) -> list[str]:
     """
     problems = []
     for name, url in (("CHATGPT_BASE_URL", config.base_url), ("CHATGPT_AUTH_URL", config.auth_url)):
-        if not _is_url(url, ("http", "https")):
+        if not is_url(url, ("http", "https")):
             problems.append(f"{name} is not an http(s) URL with a host")
-    if config.proxy and not _is_url(config.proxy, _PROXY_SCHEMES):
+    if config.proxy and not is_url(config.proxy, _PROXY_SCHEMES):
         problems.append("CHATGPT_PROXY is not a proxy URL (http, https, socks4 or socks5)")
-    if any(not _is_url(prefix, ("http", "https")) for prefix in config.allowed_proxies):
+    if any(not is_url(prefix, ("http", "https")) for prefix in config.allowed_proxies):
         problems.append("CHATGPT_ALLOWED_PROXIES holds an entry that is not an http(s) URL")
     if config.impersonate not in _impersonate_targets():
         problems.append("CHATGPT_IMPERSONATE is not a browser target this curl_cffi supports")
     return problems
-
-
-def _is_url(value: str, schemes: tuple[str, ...]) -> bool:
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError:
-        return False
-    return parts.scheme in schemes and bool(parts.hostname)
 
 
 def _impersonate_targets() -> frozenset[str]:
