@@ -130,7 +130,7 @@ async def at_once(count: int, make, timeout: float) -> list[Outcome]:
     async def bounded():
         try:
             return await asyncio.wait_for(make(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return Outcome(False, None, "timeout")
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
             return Outcome(False, None, type(exc).__name__)
@@ -168,7 +168,7 @@ class PeakMemory:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self._thread.start()
         return self
 

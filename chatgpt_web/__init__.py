@@ -7,7 +7,7 @@ It writes nothing to disk: the cache directory is opened on first use (Vercel's 
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from collections.abc import Mapping
 
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
@@ -37,13 +37,13 @@ def create_app(config: Config | Mapping[str, str] | None = None) -> Flask:
         log.warning("ACCOUNTS_FILE is set but API_KEYS is not: anyone who reaches this service "
                     "can use the pooled accounts")
 
-    from .api import admin, legacy, openai, ops
+    from .api import admin, openai_compat, ops, primary
     observability.init_app(app)  # first: its route bookkeeping must run before the key guard
     access.init_app(app)
     app.register_blueprint(ops.blueprint)
     app.register_blueprint(admin.blueprint)
-    app.register_blueprint(legacy.blueprint)
-    app.register_blueprint(openai.blueprint)  # /v1/...: renders its errors in the OpenAI envelope
+    app.register_blueprint(primary.blueprint)
+    app.register_blueprint(openai_compat.blueprint)  # /v1/...: renders its errors in the OpenAI envelope
     _register_error_handlers(app)
     return app
 

@@ -52,7 +52,7 @@ class KeyRing:
         self._digests = {bytes.fromhex(digest): label for digest, label in digests.items()}
 
     @classmethod
-    def from_config(cls, config: Config) -> "KeyRing":
+    def from_config(cls, config: Config) -> KeyRing:
         """The keys of API_KEYS plus those of API_KEYS_FILE.
 
         :raise ConfigError: unreadable file or a line that is not "sha256:<64 hex> [label]".

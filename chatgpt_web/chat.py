@@ -7,7 +7,7 @@ that, the returned iterator relays the rest, recording time to first token and u
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from .errors import ApiError, UpstreamError
 from .metrics import TIME_TO_FIRST_TOKEN, UPSTREAM_ERRORS

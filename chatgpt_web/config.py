@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Mapping
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
@@ -97,7 +97,7 @@ class Config:
     redis_prefix: str = field(default="chatgpt_web:", metadata={"env": "REDIS_PREFIX"})
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Config":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
         """Build a Config from `environ` (default `os.environ`); unknown variables are ignored."""
         environ = os.environ if environ is None else environ
         values: dict = {}
@@ -109,7 +109,7 @@ class Config:
             values[spec.name] = _convert(spec, name, raw)
         return cls(**values)._validated()
 
-    def _validated(self) -> "Config":
+    def _validated(self) -> Config:
         for name, url in (("CHATGPT_BASE_URL", self.base_url), ("CHATGPT_AUTH_URL", self.auth_url)):
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"{name} must be an http(s) URL")

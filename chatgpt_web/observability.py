@@ -16,7 +16,7 @@ import logging
 import re
 import time
 import uuid
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from flask import Flask, has_request_context, request
 

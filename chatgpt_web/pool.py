@@ -19,12 +19,19 @@ import hashlib
 import json
 import random
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
 
 from . import chat
-from .errors import (ApiError, ConfigError, Conflict, Forbidden, RateLimited, ServiceUnavailable,
-                     Unauthorized)
+from .errors import (
+    ApiError,
+    ConfigError,
+    Conflict,
+    Forbidden,
+    RateLimited,
+    ServiceUnavailable,
+    Unauthorized,
+)
 from .store import Store
 from .tokens import Credential, TokenProvider, jwt_expiry
 from .upstream.conversation import ChatRequest, ConversationClient

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import threading
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from .access import KeyRing, parse_networks
 from .config import Config
@@ -12,7 +13,6 @@ from .store import Store, open_store
 from .tokens import TokenProvider
 from .upstream.conversation import ConversationClient
 from .upstream.pow import ProofOfWorkSolver
-
 
 T = TypeVar("T")
 

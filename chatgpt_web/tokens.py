@@ -9,8 +9,8 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import jwt
 
@@ -57,15 +57,15 @@ class Credential:
     otp: str | None = field(default=None, repr=False)
 
     @classmethod
-    def password(cls, email: str, password: str, otp: str | None = None) -> "Credential":
+    def password(cls, email: str, password: str, otp: str | None = None) -> Credential:
         return cls("password", (email, password), otp)
 
     @classmethod
-    def session_token(cls, token: str) -> "Credential":
+    def session_token(cls, token: str) -> Credential:
         return cls("session_token", (token,))
 
     @classmethod
-    def refresh_token(cls, token: str) -> "Credential":
+    def refresh_token(cls, token: str) -> Credential:
         return cls("refresh_token", (token,))
 
     def cache_key(self) -> str:

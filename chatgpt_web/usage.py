@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from typing import Iterable
+from collections.abc import Iterable
 
 # bpe-openai 0.1.x reads its data with importlib.resources.open_binary, which warns
 # (DeprecationWarning) on import and on each vocabulary load; the warnings are its own, not ours.
@@ -44,7 +44,7 @@ def encoding_name(web_slug: str) -> str:
     return "cl100k_base" if web_slug in _CL100K_SLUGS else "o200k_base"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _encoding(name: str):
     # Loading a vocabulary takes ~0.7 s, so each is loaded once per process, on first use.
     with warnings.catch_warnings():

@@ -5,7 +5,6 @@ import pytest
 
 from tests.emulator import Emulator
 
-
 # --- the ChatGPT backend emulator ------------------------------------------------------------
 # One server for the whole session; `emulator` hands each test a clean one (default switches,
 # no conversations, empty request log).
@@ -25,13 +24,17 @@ def emulator(_emulator_server):
 
 
 # --- the service under test ------------------------------------------------------------------
-from tests.service_fixtures import (app, client, live_service, make_app, samples_dir,  # noqa: E402,F401
-                                     service_env, token)
-
-
 # --- a real redis-server (skipped without one, unless CI / REQUIRE_REDIS=1) ------------------
 from tests.redis_fixtures import dead_redis_url, redis_server, redis_url  # noqa: E402,F401
-
+from tests.service_fixtures import (  # noqa: E402,F401
+    app,
+    client,
+    live_service,
+    make_app,
+    samples_dir,
+    service_env,
+    token,
+)
 
 # --- live services with settings of their own (OpenAI SDK tests) ---------------------------
 # `live_service` serves the default app; `live_service_factory(**env)` serves an app built with

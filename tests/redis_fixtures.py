@@ -36,7 +36,7 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 15.0) -> "RedisServer":
+    def start(self, timeout: float = 15.0) -> RedisServer:
         """Start the server and wait until it answers PING. :raise RuntimeError: it did not."""
         log_path = os.path.join(self.directory, "redis.log")
         with open(log_path, "ab") as log_file:

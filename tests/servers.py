@@ -47,7 +47,7 @@ class ServerProcess:
         )
 
     @classmethod
-    def gunicorn(cls, env: dict[str, str], port: int | None = None) -> "ServerProcess":
+    def gunicorn(cls, env: dict[str, str], port: int | None = None) -> ServerProcess:
         """`gunicorn -c gunicorn.conf.py wsgi:app` bound to 127.0.0.1 only."""
         port = port or free_port()
         return cls([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],

@@ -6,8 +6,12 @@ import pytest
 from flask import Response
 
 from chatgpt_web import create_app
-from chatgpt_web.observability import (MAX_REQUEST_ID_LENGTH, ResponseAborted, redact,
-                                       request_id_from)
+from chatgpt_web.observability import (
+    MAX_REQUEST_ID_LENGTH,
+    ResponseAborted,
+    redact,
+    request_id_from,
+)
 
 
 @pytest.fixture

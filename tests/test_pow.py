@@ -14,8 +14,14 @@ import pytest
 
 from chatgpt_web.errors import Forbidden
 from chatgpt_web.upstream import pow as pow_
-from chatgpt_web.upstream.pow import (ProofOfWorkSolver, browser_config, expected_attempts,
-                                      is_too_hard, requirements_token, solve)
+from chatgpt_web.upstream.pow import (
+    ProofOfWorkSolver,
+    browser_config,
+    expected_attempts,
+    is_too_hard,
+    requirements_token,
+    solve,
+)
 
 UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
       "Chrome/136.0.0.0 Safari/537.36")

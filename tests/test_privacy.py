@@ -11,8 +11,6 @@ import socket
 import urllib.parse
 from dataclasses import dataclass, field
 
-import pytest
-
 from tests.servers import ServerProcess, http_request
 
 PLANTED = {

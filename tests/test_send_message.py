@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from chatgpt_web.http import user_agent_for
+from chatgpt_web.transport import user_agent_for
 
 
 def send(client, **fields):

@@ -14,7 +14,7 @@ from curl_cffi.requests import exceptions as curl_errors
 
 from chatgpt_web import errors
 from chatgpt_web.config import Config
-from chatgpt_web.http import new_session, stream_post, upstream_errors
+from chatgpt_web.transport import new_session, stream_post, upstream_errors
 from chatgpt_web.upstream import conversation
 
 SSE_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
@@ -79,7 +79,7 @@ class RawServer:
                 if conn.recv(65536) == b"":
                     self.closed.set()
                     return
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 self.closed.set()

@@ -27,7 +27,8 @@ after the last assistant message are new and sent.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..errors import BadRequest
 from ..upstream.conversation import ChatMessage

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, unquote, urlencode, urljoin, urlsplit
 
 from ..config import Config
 from ..errors import is_cloudflare_page, login_error
-from ..http import Response, Session, new_session, upstream_errors
+from ..transport import Response, Session, new_session, upstream_errors
 
 SESSION_COOKIE = "__Secure-next-auth.session-token"
 # The iOS app's public OAuth client (protocol §5.3): refresh tokens are issued to it.

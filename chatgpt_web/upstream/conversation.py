@@ -10,13 +10,13 @@ import hashlib
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from ..config import Config
 from ..errors import UpstreamError, UpstreamTimeout, from_upstream
-from ..http import StreamedResponse, new_session, stream_post, upstream_errors, user_agent_for
 from ..metrics import timed_upstream
+from ..transport import StreamedResponse, new_session, stream_post, upstream_errors, user_agent_for
 from .endpoints import Upstream
 from .pow import ProofOfWorkSolver
 from .sentinel import PageAssets, fetch_page_assets, requirement_headers

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from urllib.parse import urljoin
 
 from ..errors import ApiError, Forbidden, Unauthorized, UpstreamError, from_upstream
-from ..http import Session, upstream_errors
 from ..metrics import timed_upstream
+from ..transport import Session, upstream_errors
 from .endpoints import Upstream
 from .pow import DEFAULT_BUILD_ID, ProofOfWorkSolver
 

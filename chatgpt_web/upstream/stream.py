@@ -14,8 +14,9 @@ import codecs
 import copy
 import json
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from ..errors import ContentBlocked, UpstreamError
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 from urllib.parse import urlencode
 
 from flask import Blueprint, jsonify, make_response, redirect, request

@@ -10,8 +10,8 @@ import itertools
 import random
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from flask import Blueprint, Response, abort, current_app, request
 

@@ -11,7 +11,7 @@ writes compact JSON, hence the separators below.
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 from flask import Response
 

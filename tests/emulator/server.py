@@ -63,7 +63,7 @@ class Emulator:
         self._failures_served = 0
         self._streams_started = 0
 
-    def start(self, port: int = 0) -> "Emulator":
+    def start(self, port: int = 0) -> Emulator:
         """Serve on 127.0.0.1:`port` (0 = a free one) from a daemon thread."""
         handler = _QuietHandler if self._quiet else WSGIRequestHandler
         self._server = make_server("127.0.0.1", port, self.app, threaded=True,
@@ -81,7 +81,7 @@ class Emulator:
             self._thread.join(timeout=5)
             self._server = self._thread = None
 
-    def __enter__(self) -> "Emulator":
+    def __enter__(self) -> Emulator:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:

@@ -16,9 +16,9 @@ import json
 import random
 import re
 import secrets
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterable, Iterator
 
 STOP = {"type": "stop", "stop_tokens": [200002]}
 MAX_TOKENS = {"type": "max_tokens"}

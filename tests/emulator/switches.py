@@ -7,9 +7,9 @@ fails loudly.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Callable
 
 from .failures import FAILURES
 

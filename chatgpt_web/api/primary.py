@@ -19,7 +19,7 @@ from . import fields as f
 from . import sse
 from .credentials import Grant
 
-blueprint = Blueprint("legacy", __name__)
+blueprint = Blueprint("primary", __name__)
 
 MAX_TIMEOUT_MS = 3_600_000
 MAX_TOKEN_CHARS = 20_000  # session cookies of big accounts are split over several 4 KB cookies

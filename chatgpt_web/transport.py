@@ -8,14 +8,16 @@ session but reads the body in the calling thread (see there why).
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from curl_cffi import Curl, CurlOpt
 from curl_cffi import requests as curl_requests
+
 # curl_cffi 0.17 wraps the curl_multi_* functions only inside its asyncio client (AsyncCurl), which
 # needs an event loop; driving a multi handle from a plain thread needs the raw binding.
 from curl_cffi._wrapper import ffi, lib
 from curl_cffi.requests import exceptions as curl_errors
+
 # The function Session uses to turn its settings into curl options: calling it (rather than
 # repeating its work) makes a stream_post() request the same bytes on the wire as session.post().
 from curl_cffi.requests.utils import set_curl_options
@@ -163,7 +165,7 @@ class StreamedResponse:
             self._curl = None
         self._chunks.clear()
 
-    def __enter__(self) -> "StreamedResponse":
+    def __enter__(self) -> StreamedResponse:
         return self
 
     def __exit__(self, *exc_info) -> None:

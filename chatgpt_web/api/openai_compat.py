@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 from flask import Blueprint, jsonify, request
 from werkzeug.exceptions import HTTPException
