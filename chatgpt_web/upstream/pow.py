@@ -190,7 +190,8 @@ class _Layout:
             groups = [_encode(carry + pair + self.middle[:fill]) for pair in _PAIRS]
             rest = self.middle[fill:]
             cut = len(rest) - len(rest) % 3
-            table = (list(zip(groups[0::2], groups[1::2], strict=True)), _encode(rest[:cut]), rest[cut:])
+            pairs = list(zip(groups[0::2], groups[1::2], strict=True))
+            table = (pairs, _encode(rest[:cut]), rest[cut:])
             self._first_digits[carry] = table
         return table
 
