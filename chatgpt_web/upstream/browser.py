@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from ..transport import user_agent_for
+
 TIME_ZONE = "America/Los_Angeles"
 LANGUAGE = "en-US"
 LANGUAGES = "en-US,en"
@@ -52,18 +54,10 @@ class Chrome:
 
     @property
     def user_agent(self) -> str:
-        system = ("Macintosh; Intel Mac OS X 10_15_7" if self.platform == "macOS"
-                  else "Windows NT 10.0; Win64; x64")
-        return (f"Mozilla/5.0 ({system}) AppleWebKit/537.36 (KHTML, like Gecko) "
-                f"Chrome/{self.version}.0.0.0 Safari/537.36")
-
-    def client_hints(self) -> dict:
-        return {
-            "Sec-Ch-Ua": (f'"Chromium";v="{self.version}", "Google Chrome";v="{self.version}", '
-                          '"Not/A)Brand";v="99"'),
-            "Sec-Ch-Ua-Mobile": "?0",
-            "Sec-Ch-Ua-Platform": f'"{self.platform}"',
-        }
+        """The User-Agent curl_cffi sends for this target; the Sec-Ch-Ua headers are left to
+        curl_cffi, which writes them as that Chrome does (its brand order and GREASE brand)."""
+        return user_agent_for(f"chrome{self.version}" + ("_macos" if self.platform == "macOS"
+                                                         else ""))
 
 
 def js_date(now: float) -> str:
