@@ -38,7 +38,7 @@ _TEXT_PARTS = {"user": ("text",), "system": ("text",), "assistant": ("text", "re
 PART_SEPARATOR = "\n"
 
 
-def _invalid(message: str, param: str, code: str = "invalid_field") -> BadRequest:
+def _invalid(message: str, param: str, *, code: str = "invalid_field") -> BadRequest:
     return BadRequest(message, code, param=param)
 
 
@@ -57,7 +57,7 @@ def _text_of(content: Any, role: str, param: str) -> str:
         if kind not in _TEXT_PARTS[role]:
             raise _invalid(f"content parts of type '{kind}' are not supported: this service "
                            "sends text only (images and files need an upload it does not do)",
-                           f"{part_param}.type", "unsupported_content")
+                           f"{part_param}.type", code="unsupported_content")
         text = part.get(kind)  # a text part's text is under "text", a refusal's under "refusal"
         if not isinstance(text, str):
             raise _invalid(f"a '{kind}' part needs a string '{kind}'", part_param)
@@ -72,7 +72,7 @@ def to_web_messages(raw: Any) -> tuple[ChatMessage, ...]:
     """
     if not isinstance(raw, list) or not raw:
         raise _invalid("messages must be a non-empty array", "messages",
-                       "missing_field" if raw is None else "invalid_field")
+                       code="missing_field" if raw is None else "invalid_field")
     mapped = []
     for index, message in enumerate(raw):
         param = f"messages[{index}]"
@@ -82,15 +82,16 @@ def to_web_messages(raw: Any) -> tuple[ChatMessage, ...]:
         if role not in _ROLES:
             raise _invalid(f"the role {role!r} is not supported: use system, developer, user or "
                            "assistant (tool and function calling are not available through the "
-                           "web backend)", f"{param}.role", "unsupported_role")
+                           "web backend)", f"{param}.role", code="unsupported_role")
         if role == "assistant" and (message.get("tool_calls") or message.get("function_call")):
             raise _invalid("assistant tool calls are not supported", f"{param}.tool_calls",
-                           "unsupported_role")
+                           code="unsupported_role")
         content = message.get("content")
         if content is None:
             if role == "assistant":
                 continue
-            raise _invalid(f"a {role} message needs content", f"{param}.content", "missing_field")
+            raise _invalid(f"a {role} message needs content", f"{param}.content",
+                           code="missing_field")
         mapped.append(ChatMessage(_ROLES[role], _text_of(content, role, f"{param}.content")))
     if not mapped:
         raise _invalid("messages contain no content to send", "messages")
@@ -109,5 +110,6 @@ def messages_to_send(messages: Sequence[ChatMessage], *, continuing: bool) -> tu
     new = tuple(messages[last_assistant + 1:])
     if not new:
         raise _invalid("to continue a conversation, messages must end with at least one new "
-                       "message after the last assistant message", "messages", "no_new_message")
+                       "message after the last assistant message", "messages",
+                       code="no_new_message")
     return new
