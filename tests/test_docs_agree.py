@@ -157,7 +157,7 @@ def env_example_variables() -> set[str]:
 
 
 def server_variables() -> set[str]:
-    return variables_read_in(REPO / "gunicorn.conf.py")
+    return variables_read_in(PACKAGE / "gunicorn_config.py")
 
 
 def test_every_setting_is_in_the_readme_tables_and_in_env_example():
