@@ -163,9 +163,10 @@ def test_conversation_stays_on_the_account_that_created_it(pooled, emulator):
     client = pooled.test_client()
     first = send(client).json
     owner = served_by(emulator)[0]
-    for turn in range(4):
+    answer = first
+    for _ in range(4):
         answer = send(client, conversation_id=first["conversation_id"],
-                      parent_message_id=first["parent_message_id"] if turn == 0 else answer["parent_message_id"]).json
+                      parent_message_id=answer["parent_message_id"]).json
         assert answer["conversation_id"] == first["conversation_id"]
     assert set(served_by(emulator)) == {owner}
 
