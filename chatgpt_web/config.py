@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
@@ -95,6 +95,18 @@ class Config:
     # Shared state (tokens, account health, pins, counters) for several instances; unset: CACHE_DIR.
     redis_url: str | None = field(default=None, repr=False, metadata={"env": "REDIS_URL"})
     redis_prefix: str = field(default="chatgpt_web:", metadata={"env": "REDIS_PREFIX"})
+    # --- limits on what a caller or an upstream may make the service read (issue 13) ---
+    # Largest request body in bytes (413 beyond, judged from Content-Length before any byte is
+    # read, and counted while a chunked body is read). 0: derived from MAX_PROMPT_CHARS, see below.
+    max_request_bytes: int = field(default=0, metadata={"env": "MAX_REQUEST_BYTES"})
+    # Most messages one /v1/chat/completions request may carry (400 beyond).
+    max_messages: int = field(default=500, metadata={"env": "MAX_MESSAGES"})
+    # Longest upstream SSE line or event, and most bytes of one upstream answer (502 beyond): a
+    # caller may point reverse_proxy at a server it controls.
+    max_upstream_event_bytes: int = field(default=1 << 20,
+                                          metadata={"env": "MAX_UPSTREAM_EVENT_BYTES"})
+    max_upstream_answer_bytes: int = field(default=32 << 20,
+                                           metadata={"env": "MAX_UPSTREAM_ANSWER_BYTES"})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -127,7 +139,16 @@ class Config:
         if self.redis_url and not _is_redis_url(self.redis_url):
             # The value is not quoted: it may carry a password.
             raise ConfigError("REDIS_URL must be a redis://, rediss:// or unix:// URL")
+        if not self.max_request_bytes:
+            return replace(self, max_request_bytes=default_request_bytes(self.max_prompt_chars))
         return self
+
+
+def default_request_bytes(max_prompt_chars: int) -> int:
+    """MAX_REQUEST_BYTES when unset: a prompt of MAX_PROMPT_CHARS characters written in the
+    costliest way a client may use (12 bytes a character: a JSON \\uXXXX surrogate pair, or
+    %XX-encoded UTF-8 in a form), plus 64 KiB for the other fields; never below 1 MiB."""
+    return max(1 << 20, 12 * max_prompt_chars + (64 << 10))
 
 
 def is_url(value: str, schemes: tuple[str, ...]) -> bool:

@@ -30,3 +30,15 @@ def test_environment_overrides_are_parsed():
 def test_bad_values_are_refused_at_start(env):
     with pytest.raises(ConfigError):
         Config.from_env(env)
+
+
+@pytest.mark.parametrize("content", ["{not json", '[{"name": "a"}]', '{"email": "x"}'])
+def test_a_malformed_accounts_file_stops_the_start(tmp_path, content):
+    from chatgpt_web import create_app
+
+    accounts = tmp_path / "accounts.json"
+    accounts.write_text(content)
+    with pytest.raises(ConfigError) as caught:
+        create_app({"ACCOUNTS_FILE": str(accounts), "CACHE_DIR": str(tmp_path / "cache")})
+    assert "ACCOUNTS_FILE" in str(caught.value) or "account" in str(caught.value).lower()
+    assert not (tmp_path / "cache").exists()  # refused before any state was opened
