@@ -27,17 +27,19 @@ def create_app(config: Config | Mapping[str, str] | None = None) -> Flask:
         config = Config.from_env()
     elif not isinstance(config, Config):
         config = Config.from_env(config)
+    else:
+        config.checked()  # a Config built in code is held to the same rules as the environment
     logging.basicConfig(level=config.log_level.upper())
 
     app = Flask(__name__)
-    intake.init_app(app, config.max_request_bytes)  # first: the size check precedes the key check
+    intake.init_app(app, config.request_body_limit)  # first: the size check precedes the key check
     app.json.sort_keys = False
     services = Services(config)
-    services.keys  # read API_KEYS_FILE now: a bad file should stop the start, not a request
+    keys = services.keys  # read API_KEYS_FILE now: a bad file should stop the start, not a request
     if config.accounts_file:
         load_accounts(config.accounts_file)  # likewise ACCOUNTS_FILE (read only: no store opened)
     app.extensions["chatgpt_web"] = services
-    if config.accounts_file and not services.keys.enabled:
+    if config.accounts_file and not keys.enabled:
         log.warning("ACCOUNTS_FILE is set but API_KEYS is not: anyone who reaches this service "
                     "can use the pooled accounts")
 
@@ -48,7 +50,7 @@ def create_app(config: Config | Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(ops.blueprint)
     app.register_blueprint(admin.blueprint)
     app.register_blueprint(primary.blueprint)
-    app.register_blueprint(openai_compat.blueprint)  # /v1/...: renders its errors in the OpenAI envelope
+    app.register_blueprint(openai_compat.blueprint)  # /v1/...: errors in the OpenAI envelope
     install_error_handlers(app, ApiError.to_dict)
     return app
 
