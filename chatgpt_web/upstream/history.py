@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 
 from ..config import Config
-from ..errors import UpstreamError, from_upstream
+from ..errors import UpstreamError
 from ..metrics import timed_upstream
 from ..transport import new_session, upstream_errors
 from .conversation import device_id
 from .endpoints import Upstream
+from .errors import from_upstream
 
 MAX_BODY = 8 * 1024 * 1024  # a long conversation's tree is a few hundred KB
 MAX_LIST_LIMIT = 100  # the web app asks for 28 at a time; the backend caps pages at 100
