@@ -7,7 +7,8 @@ from tests.emulator import Emulator
 
 # The service under test (app, client, make_app, live_service, ...) and a real redis-server
 # (skipped without one, unless CI / REQUIRE_REDIS=1).
-pytest_plugins = ["tests.service_fixtures", "tests.redis_fixtures"]
+# A real browser (Debian's chromium through Playwright) for the page tests.
+pytest_plugins = ["tests.service_fixtures", "tests.redis_fixtures", "tests.browser_fixtures"]
 
 # --- the ChatGPT backend emulator ------------------------------------------------------------
 # One server for the whole session; `emulator` hands each test a clean one (default switches,
