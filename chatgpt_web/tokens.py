@@ -167,7 +167,8 @@ class TokenProvider:
         self._store_call(self.store.set, key, value, expire=ttl)
 
     def _store_call(self, method, *args, **kwargs):
-        """Run a store operation; a broken cache (disk full, directory removed) only costs logins."""
+        """Run a store operation; a broken cache (disk full, directory removed) only costs
+        logins."""
         try:
             return method(*args, **kwargs)
         except (OSError, sqlite3.Error) as exc:

@@ -58,7 +58,8 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.output()}")
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n"
+                                   f"{self.output()}")
             try:
                 if http_request(self.url, path="/healthz", timeout=2)[0] == 200:
                     return

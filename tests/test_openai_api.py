@@ -336,7 +336,8 @@ def test_expired_token_is_401_before_any_upstream_call(live_service, emulator):
     expired = emulator.mint_access_token(exp_in=-60)
     with openai.OpenAI(base_url=live_service.url + "/v1", api_key=expired, max_retries=0) as sdk:
         with pytest.raises(openai.AuthenticationError) as caught:
-            sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Hi"}])
+            sdk.chat.completions.create(model="gpt-4o",
+                                        messages=[{"role": "user", "content": "Hi"}])
     assert caught.value.body["code"] == "token_expired"
     assert caught.value.body["type"] == "authentication_error"
     assert emulator.requests == []
@@ -346,7 +347,8 @@ def test_token_refused_upstream_is_401(live_service, emulator):
     with openai.OpenAI(base_url=live_service.url + "/v1", api_key="not-a-real-token",
                        max_retries=0) as sdk:
         with pytest.raises(openai.AuthenticationError) as caught:
-            sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Hi"}])
+            sdk.chat.completions.create(model="gpt-4o",
+                                        messages=[{"role": "user", "content": "Hi"}])
     assert caught.value.body["code"] == "invalid_token"
     assert "not-a-real-token" not in json.dumps(caught.value.body)
 
@@ -419,7 +421,8 @@ def test_unknown_v1_url_and_bad_json_use_the_envelope(live_service, token):
                                          "Content-Type": "application/json"}, timeout=30)
     assert unknown.status_code == 404
     assert unknown.json()["error"]["message"] == "Invalid URL (POST /v1/completions)"
-    assert wrong_method.status_code == 404 and wrong_method.json()["error"]["type"] == "not_found_error"
+    assert wrong_method.status_code == 404
+    assert wrong_method.json()["error"]["type"] == "not_found_error"
     assert bad_json.status_code == 400 and bad_json.json()["error"]["code"] == "invalid_json"
 
 

@@ -15,8 +15,8 @@ def test_roles_and_order_are_kept_one_web_message_each():
         {"role": "user", "content": "Bye"},
     ])
     assert mapped == (ChatMessage("system", "Be brief."), ChatMessage("user", "Hi"),
-                      ChatMessage("assistant", "Hello!"), ChatMessage("system", "Answer in French."),
-                      ChatMessage("user", "Bye"))
+                      ChatMessage("assistant", "Hello!"),
+                      ChatMessage("system", "Answer in French."), ChatMessage("user", "Bye"))
 
 
 def test_text_parts_are_joined_with_newlines():
@@ -40,7 +40,8 @@ def test_assistant_refusal_part_is_text_and_null_content_is_dropped():
     ([], "messages", "invalid_field"),
     ("hello", "messages", "invalid_field"),
     (["hello"], "messages[0]", "invalid_field"),
-    ([{"role": "tool", "content": "x", "tool_call_id": "1"}], "messages[0].role", "unsupported_role"),
+    ([{"role": "tool", "content": "x", "tool_call_id": "1"}], "messages[0].role",
+     "unsupported_role"),
     ([{"role": "wizard", "content": "x"}], "messages[0].role", "unsupported_role"),
     ([{"role": "user"}], "messages[0].content", "missing_field"),
     ([{"role": "user", "content": 5}], "messages[0].content", "invalid_field"),

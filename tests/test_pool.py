@@ -93,7 +93,8 @@ def test_rate_limited_account_rests_and_request_fails_over(pooled, emulator, two
     assert set(served_by(emulator)[2:]) == {second}
 
 
-def test_account_whose_token_is_refused_is_marked_dead_and_skipped(make_app, tmp_path, emulator, two_accounts):
+def test_account_whose_token_is_refused_is_marked_dead_and_skipped(make_app, tmp_path, emulator,
+                                                                   two_accounts):
     app = make_app(ACCOUNTS_FILE=write_accounts(tmp_path, [
         {"name": "good", "access_token": two_accounts["a"]},
         {"name": "revoked", "access_token": "not-a-valid-token"},
@@ -199,7 +200,8 @@ def test_two_instances_sharing_redis_see_the_same_health_and_pins(make_app, tmp_
     """Two apps, as two instances would be: their own CACHE_DIR, one Redis."""
     accounts = write_accounts(tmp_path, [{"name": "a", "access_token": two_accounts["a"]},
                                          {"name": "b", "access_token": two_accounts["b"]}])
-    one, two = (make_app(ACCOUNTS_FILE=accounts, REDIS_URL=redis_url, CACHE_DIR=str(tmp_path / name))
+    one, two = (make_app(ACCOUNTS_FILE=accounts, REDIS_URL=redis_url,
+                         CACHE_DIR=str(tmp_path / name))
                 for name in ("one", "two"))
     # A 429 met by the first instance rests that account for the second one too.
     emulator.switches.fail_with = "rate_limit"

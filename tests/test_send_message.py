@@ -53,9 +53,11 @@ def test_send_message_accepts_json_and_multipart(client, token, encoding):
 
 def test_send_message_continues_conversation(client, token, emulator):
     first = send(client, access_token=token, prompt="one").json
-    second = send(client, access_token=token, prompt="two", conversation_id=first["conversation_id"],
+    second = send(client, access_token=token, prompt="two",
+                  conversation_id=first["conversation_id"],
                   parent_message_id=first["parent_message_id"]).json
-    third = send(client, access_token=token, prompt="three", conversation_id=second["conversation_id"],
+    third = send(client, access_token=token, prompt="three",
+                 conversation_id=second["conversation_id"],
                  parent_message_id=second["parent_message_id"]).json
     assert third["text"] == "Echo: three"
     assert first["conversation_id"] == second["conversation_id"] == third["conversation_id"]
@@ -345,7 +347,8 @@ def test_proof_of_work_config_quotes_the_home_page_build(client, token, emulator
     config = decoded_requirements_config(emulator)
     assert config[6] == "prod-emulator0000000000000000000000000000"
     assert config[5] == emulator.url + "/cdn/assets/emulator-main.js?dpl=prod-emulator"
-    assert config[4] == emulator.requests_to("/sentinel/chat-requirements")[-1].headers["user-agent"]
+    requirements = emulator.requests_to("/sentinel/chat-requirements")[-1]
+    assert config[4] == requirements.headers["user-agent"]
     send(client, access_token=token, prompt="again")
     home_reads = [r for r in emulator.requests if r.method == "GET" and r.path == "/"]
     assert len(home_reads) == 1  # cached between requests

@@ -13,9 +13,11 @@ user's words.
 | role `system` or `developer`                 | role `system`                                |
 | role `user` / `assistant`                    | the same role                                |
 | content as a string                          | that text                                    |
-| content as a list of `text` parts (assistant: also `refusal` parts) | the texts joined with a newline |
+| content as a list of `text` parts            | the texts joined with a newline              |
+| (assistant: also `refusal` parts)            |                                              |
 | assistant with content null and no tool calls | dropped (it carries nothing)               |
-| role `tool` / `function`, assistant `tool_calls`, non-text parts (`image_url`, `input_audio`, `file`) | 400 |
+| role `tool` / `function`, assistant `tool_calls` | 400                                      |
+| non-text parts (`image_url`, `input_audio`, `file`) | 400                                   |
 
 Non-text parts are refused rather than dropped: images need the backend's file upload (a
 `multimodal_text` message with asset pointers, §2.2), which this service does not do yet, and a
@@ -104,7 +106,8 @@ def to_web_messages(raw: Any, *, max_messages: int | None = None) -> tuple[ChatM
     return tuple(mapped)
 
 
-def messages_to_send(messages: Sequence[ChatMessage], *, continuing: bool) -> tuple[ChatMessage, ...]:
+def messages_to_send(messages: Sequence[ChatMessage], *,
+                     continuing: bool) -> tuple[ChatMessage, ...]:
     """The messages that go upstream: all of them, or when continuing only those after the last
     assistant message (the earlier ones are already in the web conversation).
 

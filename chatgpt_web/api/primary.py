@@ -113,7 +113,8 @@ def _answer_object(completion: Completion) -> dict:
 
 @blueprint.post("/send_message")
 def send_message():
-    """Send `prompt` to ChatGPT; answer `{text, conversation_id, parent_message_id}` or stream it."""
+    """Send `prompt` to ChatGPT; answer `{text, conversation_id, parent_message_id}` or stream
+    it."""
     services = current()
     config = services.config
     fields = f.read_fields()

@@ -50,7 +50,8 @@ class ConversationRequest:
 
 
 def device_id(access_token: str) -> str:
-    """A stable Oai-Device-Id per account, derived from a hash so the token itself is not exposed."""
+    """A stable Oai-Device-Id per account, derived from a hash so the token itself is not
+    exposed."""
     return str(uuid.uuid5(_DEVICE_NAMESPACE, hashlib.sha256(access_token.encode()).hexdigest()))
 
 

@@ -25,7 +25,8 @@ _SCRIPT_SRC = re.compile(r'<script[^>]+src="([^"]+)"')
 
 @dataclass(frozen=True)
 class PageAssets:
-    """What the browser's proof-of-work config quotes from the home page (protocol §4.3 [5], [6])."""
+    """What the browser's proof-of-work config quotes from the home page (protocol §4.3 [5],
+    [6])."""
 
     build_id: str = DEFAULT_BUILD_ID
     script_src: str = ""

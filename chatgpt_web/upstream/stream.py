@@ -144,7 +144,8 @@ def iter_sse(chunks: Iterable[bytes], max_event: int = DEFAULT_MAX_EVENT) -> Ite
 # --- delta encoding v1: JSON pointer operations -------------------------------------------------
 
 def _combine(existing: Any, value: Any) -> Any:
-    """`append`: strings concatenate, lists extend, objects merge keys; anything else is replaced."""
+    """`append`: strings concatenate, lists extend, objects merge keys; anything else is
+    replaced."""
     if isinstance(existing, str) and isinstance(value, str):
         return existing + value
     if isinstance(existing, list):
@@ -192,7 +193,7 @@ def apply_operation(root: Any, path: str, op: str, value: Any) -> Any:
         root = {}
     tokens = _tokens(path)
     parent = root
-    for token, next_token in zip(tokens[:-1], tokens[1:]):
+    for token, next_token in zip(tokens[:-1], tokens[1:], strict=True):
         parent = _child(parent, token, next_token)
     _apply_at(parent, tokens[-1], op, copy.deepcopy(value))
     return root
@@ -320,7 +321,8 @@ class StreamReducer:
             if key in delta:
                 self._last[key] = delta[key]
         channel = self._last["c"]
-        root = apply_operation(self._channels.get(channel, {}), self._last["p"], self._last["o"], value)
+        root = apply_operation(self._channels.get(channel, {}), self._last["p"],
+                               self._last["o"], value)
         self._channels[channel] = root
         if isinstance(root, dict):
             self._note_conversation(root.get("conversation_id"))
