@@ -58,7 +58,15 @@ class Config:
     """Validated settings. Field metadata names the environment variable that sets each one."""
 
     base_url: str = field(default="https://chatgpt.com", metadata={"env": "CHATGPT_BASE_URL"})
-    auth_url: str = field(default="https://auth0.openai.com", metadata={"env": "CHATGPT_AUTH_URL"})
+    auth_url: str = field(default="https://auth.openai.com", metadata={"env": "CHATGPT_AUTH_URL"})
+    # --- login (upstream/auth.py, tokens.py; docs/protocol-auth.md) ---
+    # "openai": the auth.openai.com sign-in of today; "auth0": the 2023 Auth0 pages (old mirrors).
+    login_flow: str = field(default="openai", metadata={"env": "CHATGPT_LOGIN_FLOW"})
+    # OAuth client id sent with refresh tokens; unset: the known ones are tried in turn.
+    refresh_client_id: str | None = field(default=None,
+                                          metadata={"env": "CHATGPT_REFRESH_CLIENT_ID"})
+    # Seconds between two GET /backend-api/me checks of one account's access token.
+    account_check_interval: int = field(default=3600, metadata={"env": "ACCOUNT_CHECK_INTERVAL"})
     proxy: str | None = field(default=None, metadata={"env": "CHATGPT_PROXY"})
     impersonate: str = field(default=DEFAULT_IMPERSONATE, metadata={"env": "CHATGPT_IMPERSONATE"})
     default_model: str = field(default="auto", metadata={"env": "CHATGPT_DEFAULT_MODEL"})
@@ -113,6 +121,8 @@ class Config:
         for name, url in (("CHATGPT_BASE_URL", self.base_url), ("CHATGPT_AUTH_URL", self.auth_url)):
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"{name} must be an http(s) URL")
+        if self.login_flow not in ("openai", "auth0"):
+            raise ConfigError("CHATGPT_LOGIN_FLOW must be openai or auth0")
         try:
             int(self.pow_max_difficulty, 16)
         except ValueError:
