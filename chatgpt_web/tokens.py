@@ -125,10 +125,14 @@ class Credential:
             parts[0] = parts[0].strip().lower()
         return (self.kind, *parts)
 
+    def digest(self) -> str:
+        """SHA-256 over the kind and every secret, so that knowing the email alone never finds
+        a token. The one-time code is left out: it changes, the account does not."""
+        return _digest("chatgpt_web token cache v2", *self._parts())
+
     def cache_key(self) -> str:
-        """`token:v2:<sha256>` over the kind and every secret, so that knowing the email alone
-        never finds a token. The one-time code is left out: it changes, the account does not."""
-        return CACHE_PREFIX + _digest("chatgpt_web token cache v2", *self._parts())
+        """`token:v2:<digest>`, where the access token of this credential is kept."""
+        return CACHE_PREFIX + self.digest()
 
     def seal_key(self) -> bytes:
         """The AES key of what is stored for this credential: derived from its secrets under
@@ -215,7 +219,7 @@ class TokenProvider:
     def newest(self, credential: Credential) -> Credential:
         """The newest known credential of `credential`'s rotation chain (itself if never spent)."""
         for _ in range(MAX_CHAIN):
-            record = self._store_call(self.store.get, NEXT_PREFIX + credential.cache_key())
+            record = self._store_call(self.store.get, NEXT_PREFIX + credential.digest())
             if not isinstance(record, dict):
                 return credential
             secret = _unseal(credential, "next", record.get("sealed"))
@@ -263,7 +267,7 @@ class TokenProvider:
         record = {"sealed": _seal(spent, "next", successor.secrets[0]),
                   "client_id": successor.client_id}
         try:
-            self.store.set(NEXT_PREFIX + spent.cache_key(), record, expire=CHAIN_TTL)
+            self.store.set(NEXT_PREFIX + spent.digest(), record, expire=CHAIN_TTL)
         except (OSError, sqlite3.Error) as exc:
             # The caller still gets the new token in the answer; a pooled account loses it.
             log.error("could not store a rotated %s (%s): the old one is spent",
@@ -284,7 +288,7 @@ class TokenProvider:
                 raise error
             if not force and not credential.otp and (cached := self._cached(credential)):
                 return cached
-            pending_key = PENDING_PREFIX + key
+            pending_key = PENDING_PREFIX + credential.digest()
             pending = None
             if credential.otp:
                 stored = self._store_call(self.store.get, pending_key)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlencode, urljoin, urlsplit
 
@@ -279,7 +280,12 @@ class _OpenAILogin:
         if (_query_value(authorize_url, "error")
                 or urlsplit(authorize_url).path.endswith("/api/auth/error")):
             raise login_error("login_rate_limited", step)
-        flow.open_page("login: authorize", authorize_url)
+        step = "login: authorize"
+        page = flow.open_page(step, authorize_url)
+        # /authorize always sends the browser on to the sign-in page: an answer of its own is
+        # an error or maintenance page.
+        if page.url and urlsplit(str(page.url)).path == urlsplit(authorize_url).path:
+            raise login_error("login_failed", step, "the sign-in page did not open")
 
     def _email_code(self, code: str | None) -> dict:
         step = "login: e-mailed code"
@@ -346,6 +352,9 @@ class _OpenAILogin:
             code = _error_code(response) or ""
             if "sentinel" in code:
                 raise login_error("login_failed", step, "the anti-bot check refused the call")
+            if code == "invalid_auth_step":
+                raise login_error("login_failed", step, "the sign-in session was not found "
+                                  "(its cookies were refused or it expired)")
             if response.status_code in (400, 401, 403):
                 raise login_error(refused, step, refused_reason)
             flow.check(step, response)
@@ -512,7 +521,11 @@ class _Flow:
         for row in rows:
             if isinstance(row, list) and len(row) == 4 and all(isinstance(v, str) for v in row):
                 name, value, domain, path = row
-                self.session.cookies.set(name, value, domain=domain, path=path)
+                with warnings.catch_warnings():
+                    # curl_cffi notes that a `__Host-` cookie keeps its host and path "/": it
+                    # does, as it did when it was read.
+                    warnings.simplefilter("ignore")
+                    self.session.cookies.set(name, value, domain=domain, path=path)
 
     def check(self, step: str, response: Response, ok: tuple[int, ...] = (200,)) -> Response:
         """Return `response` if its status is in `ok`; else the error for Cloudflare, a rate

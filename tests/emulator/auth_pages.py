@@ -69,8 +69,9 @@ UNEXPECTED_PAGE = ("<!DOCTYPE html><html><head><title>Maintenance</title></head>
 STEPS = ("csrf", "signin", "authorize", "identifier", "password", "resume", "mfa", "callback",
          "session", "oauth_token",
          # auth.openai.com (auth_openai.py)
-         "accounts_authorize", "login_page", "authorize_continue", "password_verify",
-         "email_otp_validate", "mfa_verify", "sentinel_req")
+         "signin_openai", "accounts_authorize", "login_page", "authorize_continue",
+         "password_verify", "email_otp_validate", "mfa_verify", "consent", "callback_openai",
+         "sentinel_req")
 
 
 @dataclass
