@@ -11,7 +11,7 @@
 
 `check_access_token()` asks `GET /backend-api/me` whether the backend still takes an access token.
 Every request runs inside a named step ("login: password", ...). Failures become errors through
-`errors.login_error()` and name the step, never the page, the password or a token.
+`upstream.errors.login_error()` and name the step, never the page, the password or a token.
 """
 from __future__ import annotations
 
@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlencode, urljoin, urlsplit
 
 from ..config import Config
-from ..errors import ApiError, is_cloudflare_page, login_error
-from ..transport import Response, Session, new_session, upstream_errors, user_agent_for
+from ..errors import ApiError
+from ..transport import Response, Session, new_session, upstream_errors
+from .browser import Chrome, sentinel_config
 from .endpoints import from_base_url
-from .pow import ProofOfWorkSolver
+from .errors import is_cloudflare_page, login_error
+from .pow import DEFAULT_BUILD_ID, ProofOfWorkSolver, requirements_token_2026
 
 SESSION_COOKIE = "__Secure-next-auth.session-token"
 # NextAuth splits a longer cookie value into `name.0`, `name.1`, ...: 4096 bytes per cookie less
@@ -215,7 +217,7 @@ class _OpenAILogin:
     def __init__(self, config: Config):
         self.config = config
         self.flow = _Flow(config)
-        self.user_agent = user_agent_for(config.impersonate)
+        self.chrome = Chrome.from_target(config.impersonate)
         self.solver = ProofOfWorkSolver(max_difficulty=config.pow_max_difficulty)
         self.device_id = str(uuid.uuid4())
         self.second_factor = False
@@ -364,7 +366,8 @@ class _OpenAILogin:
         """The `openai-sentinel-token` header of one step: JSON {p, t, c, id, flow}, where `c`
         comes from the sentinel's /req for this flow and `p` is the proof of work it asked for."""
         flow = self.flow
-        p = self.solver.requirements_token(self.user_agent)
+        config = self._fingerprint()
+        p = requirements_token_2026(config)
         with upstream_errors(step + " (sentinel)"):
             response = flow.session.post(
                 _sentinel_url(self.config), timeout=STEP_TIMEOUT,
@@ -379,13 +382,22 @@ class _OpenAILogin:
         work = answer.get("proofofwork") if isinstance(answer.get("proofofwork"), dict) else {}
         if work.get("required"):
             try:
-                proof = self.solver.proof_token(str(work.get("seed", "")),
-                                                str(work.get("difficulty", "")), self.user_agent)
+                proof = self.solver.fnv_proof_token(str(work.get("seed", "")),
+                                                    str(work.get("difficulty", "")), config)
             except ApiError:
                 raise login_error("login_failed", step,
                                   "the sentinel's proof of work could not be solved") from None
         return json.dumps({"p": proof, "t": "", "c": token, "id": self.device_id,
                            "flow": flow_name}, separators=(",", ":"))
+
+    def _fingerprint(self) -> list:
+        """The browser config of the auth pages' sentinel: the 2026 layout, but the screen as
+        "WIDTHxHEIGHT" text in slot 0, as sentinel.openai.com's SDK writes it (the chat SDK
+        writes a number)."""
+        sdk_url = _origin(_sentinel_url(self.config)) + "/backend-api/sentinel/sdk.js"
+        config = sentinel_config(self.chrome, build_id=DEFAULT_BUILD_ID, sdk_url=sdk_url)
+        config[0] = "1920x1080"
+        return config
 
     def _follow_to_callback(self, step: str, url: str) -> None:
         """Follow `continue_url` through its redirects to NextAuth's callback, which sets the
