@@ -29,9 +29,10 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .config import Config
-from .errors import ApiError, Unauthorized, login_error
+from .errors import ApiError, Unauthorized
 from .store import Store
 from .upstream import auth
+from .upstream.errors import login_error
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 CACHE_PREFIX = "token:v2:"
 NEXT_PREFIX = "token:v2:next:"        # spent credential -> its sealed successor
 PENDING_PREFIX = "token:v2:pending:"  # email+password -> a sign-in waiting for an e-mailed code
+CLIENT_PREFIX = "token:v2:client:"    # refresh token -> the OAuth client that took it
 CHECKED_PREFIX = "token:v2:checked:"  # account -> GET /backend-api/me done in this interval
 REFUSED_PREFIX = "token:v2:refused:"  # access token the backend refused
 CHAIN_TTL = 90 * 24 * 3600
@@ -221,13 +223,17 @@ class TokenProvider:
         for _ in range(MAX_CHAIN):
             record = self._store_call(self.store.get, NEXT_PREFIX + credential.digest())
             if not isinstance(record, dict):
-                return credential
+                break
             secret = _unseal(credential, "next", record.get("sealed"))
             if not secret:
                 return credential
             client_id = record.get("client_id")
             credential = credential.successor(secret,
                                               client_id if isinstance(client_id, str) else None)
+        if credential.kind == "refresh_token" and not credential.client_id:
+            client_id = self._store_call(self.store.get, CLIENT_PREFIX + credential.digest())
+            if isinstance(client_id, str):
+                credential = replace(credential, client_id=client_id)
         return credential
 
     def _rotating(self, given: Credential, force: bool) -> IssuedToken:
@@ -252,6 +258,10 @@ class TokenProvider:
                 current = successor
             elif result.client_id and result.client_id != current.client_id:
                 current = replace(current, client_id=result.client_id)
+            if result.client_id:
+                # A caller who comes back with the new token is sent with the same client.
+                self._store_call(self.store.set, CLIENT_PREFIX + current.digest(),
+                                 result.client_id, expire=CHAIN_TTL)
             self._remember(current.cache_key(), current, issued)
         return self._for_caller(issued, given, current)
 
