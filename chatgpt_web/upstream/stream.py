@@ -25,6 +25,10 @@ from ..errors import ContentBlocked, RateLimited, UpstreamError
 _HEARTBEAT = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d+)?$")
 _LINE_BREAK = re.compile(r"\r\n|\n|\r")
 _SEPARATOR = "\n\n"  # between visible messages of one turn (e.g. before and after a tool call)
+# Longest line, and longest event, accepted from the upstream (characters; MAX_UPSTREAM_EVENT_BYTES
+# sets it per service). A caller may choose a reverse_proxy it controls, which could otherwise
+# send one endless line and grow this process without bound.
+DEFAULT_MAX_EVENT = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,12 @@ def _split_lines(text: str) -> list[str]:
     return _LINE_BREAK.split(text) if "\r" in text else text.split("\n")
 
 
-def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
+def _too_long(max_event: int) -> UpstreamError:
+    return UpstreamError(f"the upstream sent a line or event longer than {max_event} characters",
+                         "upstream_bad_answer")
+
+
+def _lines(chunks: Iterable[bytes], max_line: int = DEFAULT_MAX_EVENT) -> Iterator[str]:
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
     pending = ""
     for chunk in chunks:
@@ -70,12 +79,16 @@ def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
             # No line ends in this chunk (a long event arriving in pieces): re-splitting the
             # whole pending line for every piece would cost quadratic time in its length.
             pending += text
+            if len(pending) > max_line:
+                raise _too_long(max_line)
             continue
         pending += text
         # A trailing "\r" may be the first half of "\r\n" split across chunks: keep it back.
         held = "\r" if pending.endswith("\r") else ""
         *complete, pending = _split_lines(pending[: len(pending) - len(held)])
         pending += held
+        if len(pending) > max_line or any(len(line) > max_line for line in complete):
+            raise _too_long(max_line)
         yield from complete
     pending += decoder.decode(b"", final=True)
     if pending:
@@ -103,16 +116,23 @@ def _dispatch(name: str | None, data: list[str]) -> Iterator[SseEvent]:
         yield SseEvent(name, joined)
 
 
-def iter_sse(chunks: Iterable[bytes]) -> Iterator[SseEvent]:
-    """Decode server-sent events from network chunks split at arbitrary byte positions."""
+def iter_sse(chunks: Iterable[bytes], max_event: int = DEFAULT_MAX_EVENT) -> Iterator[SseEvent]:
+    """Decode server-sent events from network chunks split at arbitrary byte positions.
+
+    :raise UpstreamError: upstream_bad_answer for a line or an event over `max_event` characters.
+    """
     name: str | None = None
     data: list[str] = []
-    for line in _lines(chunks):
+    size = 0
+    for line in _lines(chunks, max_event):
         if not line:
             if data:
                 yield from _dispatch(name, data)
-            name, data = None, []
+            name, data, size = None, [], 0
             continue
+        size += len(line)
+        if size > max_event:  # many short data: lines that add up to one endless event
+            raise _too_long(max_event)
         if line.startswith(":"):
             continue
         field, _, value = line.partition(":")
