@@ -232,7 +232,14 @@ class Config:
     """Parsed settings. Each field's metadata names its environment variable and its parser."""
 
     base_url: str = setting("CHATGPT_BASE_URL", http_url, "https://chatgpt.com")
-    auth_url: str = setting("CHATGPT_AUTH_URL", http_url, "https://auth0.openai.com")
+    auth_url: str = setting("CHATGPT_AUTH_URL", http_url, "https://auth.openai.com")
+    # --- login (upstream/auth.py, tokens.py; docs/protocol-auth.md) ---
+    # "openai": the auth.openai.com sign-in of today; "auth0": the 2023 Auth0 pages (old mirrors).
+    login_flow: str = setting("CHATGPT_LOGIN_FLOW", one_of("openai", "auth0"), "openai")
+    # OAuth client id sent with refresh tokens; unset: the known ones are tried in turn.
+    refresh_client_id: str | None = setting("CHATGPT_REFRESH_CLIENT_ID", optional_text)
+    # Seconds between two GET /backend-api/me checks of one account's access token.
+    account_check_interval: int = setting("ACCOUNT_CHECK_INTERVAL", positive_int, 3600)
     proxy: str | None = setting("CHATGPT_PROXY", proxy_url, secret=True)
     impersonate: str = setting("CHATGPT_IMPERSONATE", impersonation_target, DEFAULT_IMPERSONATE)
     default_model: str = setting("CHATGPT_DEFAULT_MODEL", text, "auto")
