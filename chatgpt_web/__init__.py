@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from . import access, observability
+from . import access, cors, observability
 from .config import Config
 from .errors import ApiError
 from .services import Services
@@ -39,11 +39,13 @@ def create_app(config: Config | Mapping[str, str] | None = None) -> Flask:
 
     from .api import admin, openai_compat, ops, primary
     observability.init_app(app)  # first: its route bookkeeping must run before the key guard
+    cors.init_app(app, config.cors_origins)  # before the key guard: preflights carry no key
     access.init_app(app)
     app.register_blueprint(ops.blueprint)
     app.register_blueprint(admin.blueprint)
     app.register_blueprint(primary.blueprint)
     app.register_blueprint(openai_compat.blueprint)  # /v1/...: renders its errors in the OpenAI envelope
+    app.register_blueprint(openai_compat.aliases)  # /chat/completions, /models: the same views
     _register_error_handlers(app)
     return app
 

@@ -95,6 +95,9 @@ class Config:
     # Shared state (tokens, account health, pins, counters) for several instances; unset: CACHE_DIR.
     redis_url: str | None = field(default=None, repr=False, metadata={"env": "REDIS_URL"})
     redis_prefix: str = field(default="chatgpt_web:", metadata={"env": "REDIS_PREFIX"})
+    # Origins (scheme://host[:port]) whose web pages may call the API (cors.py); "*" for any,
+    # accepted only when API keys are required.
+    cors_origins: tuple[str, ...] = field(default=(), metadata={"env": "CORS_ORIGINS"})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -127,7 +130,18 @@ class Config:
         if self.redis_url and not _is_redis_url(self.redis_url):
             # The value is not quoted: it may carry a password.
             raise ConfigError("REDIS_URL must be a redis://, rediss:// or unix:// URL")
+        self._check_cors_origins()
         return self
+
+    def _check_cors_origins(self) -> None:
+        for origin in self.cors_origins:
+            if origin == "*":
+                if not (self.api_keys or self.api_keys_file):
+                    raise ConfigError("CORS_ORIGINS=* needs API_KEYS or API_KEYS_FILE: without "
+                                      "keys any web page could use this service")
+            elif not is_url(origin, ("http", "https")) or urlsplit(origin).path.strip("/"):
+                raise ConfigError(f"CORS_ORIGINS holds {origin!r}, which is not an origin like "
+                                  "https://chat.example.com")
 
 
 def is_url(value: str, schemes: tuple[str, ...]) -> bool:
