@@ -9,8 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from flask import Flask, jsonify
-from werkzeug.exceptions import HTTPException
+from flask import Flask
 
 from . import access, cors, observability
 from .config import Config
@@ -38,6 +37,7 @@ def create_app(config: Config | Mapping[str, str] | None = None) -> Flask:
                     "can use the pooled accounts")
 
     from .api import admin, openai_compat, ops, primary
+    from .api.error_boundary import install_error_handlers
     observability.init_app(app)  # first: its route bookkeeping must run before the key guard
     cors.init_app(app, config.cors_origins)  # before the key guard: preflights carry no key
     access.init_app(app)
@@ -46,22 +46,6 @@ def create_app(config: Config | Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(primary.blueprint)
     app.register_blueprint(openai_compat.blueprint)  # /v1/...: renders its errors in the OpenAI envelope
     app.register_blueprint(openai_compat.aliases)  # /chat/completions, /models: the same views
-    _register_error_handlers(app)
+    install_error_handlers(app, ApiError.to_dict)
     return app
 
-
-def _register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def api_error(error: ApiError):
-        return jsonify(error.to_dict()), error.status, error.headers
-
-    @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException):
-        code = (error.name or "error").lower().replace(" ", "_")
-        return jsonify({"message": error.description, "code": code}), error.code
-
-    @app.errorhandler(Exception)
-    def unexpected(error: Exception):
-        # The exception text may quote a request value, so only its type is logged.
-        log.error("unhandled %s", type(error).__name__, exc_info=app.debug)
-        return jsonify({"message": "internal server error", "code": "internal_error"}), 500

@@ -1,6 +1,6 @@
 """The service's errors: one small hierarchy, one table for upstream answers.
 
-    ApiError                     (status, code, message, headers)
+    ApiError                     (status, code, message, param, headers)
      +-- BadRequest              400  invalid_request, missing_field, invalid_field, ...
      +-- ContentBlocked          400  content_blocked (the upstream moderation withheld the answer)
      +-- Unauthorized            401  token_expired, invalid_token, invalid_credentials, mfa_required,
@@ -34,19 +34,35 @@ class ConfigError(ValueError):
 
 
 class ApiError(Exception):
-    """An error that becomes the JSON answer `{"message", "code"}` with `status`."""
+    """An error that becomes the JSON answer `{"message", "code"}` with `status`.
+
+    Everything is given at construction: `param` names the request field at fault (shown by the
+    OpenAI-compatible face), `status` overrides the class's only for errors that have no class of
+    their own (an HTTP error of the web framework, see `from_http_exception`).
+    """
 
     status = 500
     code = "internal_error"
-    # The request field at fault, when one is (shown as `param` by the OpenAI-compatible face).
     param: str | None = None
 
-    def __init__(self, message: str, code: str | None = None, *, headers: dict | None = None):
+    def __init__(self, message: str, code: str | None = None, *, param: str | None = None,
+                 status: int | None = None, headers: dict | None = None):
         super().__init__(message)
         self.message = message
         if code:
             self.code = code
+        if param is not None:
+            self.param = param
+        if status is not None:
+            self.status = status
         self.headers = dict(headers or {})
+
+    @classmethod
+    def from_http_exception(cls, error) -> ApiError:
+        """A werkzeug HTTPException (404 unknown URL, 405 wrong method...) as one of ours: its
+        status, its name as the code ("method_not_allowed")."""
+        code = (error.name or "error").lower().replace(" ", "_")
+        return cls(error.description or error.name, code, status=error.code or 500)
 
     def to_dict(self) -> dict:
         """The JSON body of this error."""
@@ -85,13 +101,13 @@ class RateLimited(ApiError):
     status, code = 429, "rate_limited"
 
     def __init__(self, message: str, code: str | None = None, *, retry_after: float | None = None,
-                 headers: dict | None = None):
+                 param: str | None = None, headers: dict | None = None):
         headers = dict(headers or {})
         self.retry_after = None
         if retry_after is not None:
             self.retry_after = max(1, math.ceil(retry_after))
             headers["Retry-After"] = str(self.retry_after)
-        super().__init__(message, code, headers=headers)
+        super().__init__(message, code, param=param, headers=headers)
 
 
 class UpstreamError(ApiError):

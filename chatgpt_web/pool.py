@@ -19,10 +19,10 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from . import chat
+from .answers import Answer
 from .errors import (
     ApiError,
     ConfigError,
@@ -34,9 +34,8 @@ from .errors import (
 )
 from .store import Store
 from .tokens import Credential, TokenProvider, jwt_expiry
-from .upstream.conversation import ChatRequest, ConversationClient
+from .upstream.conversation import ConversationClient, ConversationRequest
 from .upstream.endpoints import Upstream
-from .upstream.stream import Completion
 
 STATE_PREFIX = "pool:v1:account:"
 PIN_PREFIX = "pool:v1:pin:"
@@ -205,9 +204,12 @@ class AccountPool:
         return account
 
     # --- answers -----------------------------------------------------------------------------
-    def start_answer(self, client: ConversationClient, request: ChatRequest,
-                     upstream: Upstream) -> chat.Answer:
-        """Run `request` on a pooled account, moving on to the next one while nothing was sent."""
+    def run(self, client: ConversationClient, request: ConversationRequest,
+            upstream: Upstream) -> Answer:
+        """Start `request` on a pooled account, moving on to the next one while nothing was sent.
+
+        A new conversation is pinned to the account that answered it.
+        """
         if request.conversation_id:
             account = self.pinned(request.conversation_id)
             return self._pinning(self._attempt(account, client, request, upstream), account)
@@ -230,14 +232,14 @@ class AccountPool:
                 raise
             return self._pinning(answer, account)
 
-    def _attempt(self, account: Account, client: ConversationClient, request: ChatRequest,
-                 upstream: Upstream) -> chat.Answer:
+    def _attempt(self, account: Account, client: ConversationClient, request: ConversationRequest,
+                 upstream: Upstream) -> Answer:
         """One account, with one re-login when the upstream refuses its token."""
         relogged = False
         while True:
             try:
                 token = self.access_token(account, force=relogged)
-                answer = chat.start_answer(client, token, request, upstream)
+                answer = Answer.start(client, token, request, upstream)
             except Unauthorized as error:
                 if relogged or account.credential is None:
                     self._fault(account, error)
@@ -253,14 +255,12 @@ class AccountPool:
                 self._update(account, strikes=0)
             return answer
 
-    def _pinning(self, answer: chat.Answer, account: Account) -> Iterator:
-        try:
-            for item in answer:
-                if isinstance(item, Completion) and item.conversation_id:
-                    self.pin(item.conversation_id, account)
-                yield item
-        finally:
-            answer.close()
+    def _pinning(self, answer: Answer, account: Account) -> Answer:
+        def pin(completion) -> None:
+            if completion.conversation_id:
+                self.pin(completion.conversation_id, account)
+        answer.on_complete(pin)
+        return answer
 
     def report(self) -> list[dict]:
         """Each account's state for the admin view: never a token, a password or an email."""

@@ -194,7 +194,8 @@ def test_abandoned_answer_generator_closes_the_transfer(raw_server, monkeypatch,
     emulator.switches.pow_required = False
     emulator.switches.chunk_delay = 0.05  # the answer is still streaming when we leave
     client = conversation.ConversationClient(config(), ProofOfWorkSolver())
-    request = conversation.ChatRequest((conversation.ChatMessage("user", "a b c d e f"),), "auto")
+    request = conversation.ConversationRequest(
+        (conversation.ChatMessage("user", "a b c d e f"),), "auto")
     answer = client.stream(emulator.mint_access_token(), request, from_base_url(emulator.url))
     next(answer)
     answer.close()

@@ -1,21 +1,21 @@
 """Who a request runs as: the caller's own ChatGPT access token, or the server's account pool.
 
-A `Grant` is what a face needs to start an answer; `Grant.start()` hides whether the answer runs
-on the caller's token or on a pooled account with failover. `authenticate()` builds the grant of
-an OpenAI-style request from its `Authorization: Bearer ...` header: a ChatGPT access token, or,
-when API keys are on, one of the service's keys, which runs the request on the account pool.
+A `Grant` is what a face needs to start an answer; `Grant.start_answer()` hides whether the
+answer runs on the caller's token or on a pooled account with failover. `authenticate()` builds
+the grant of an OpenAI-style request from its `Authorization: Bearer ...` header: a ChatGPT access
+token, or, when API keys are on, one of the service's keys, which runs the request on the pool.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import chat
 from ..access import bearer
+from ..answers import Answer
 from ..errors import ServiceUnavailable, Unauthorized
 from ..pool import AccountPool
 from ..services import Services
 from ..tokens import ensure_not_expired
-from ..upstream.conversation import ChatRequest, ConversationClient
+from ..upstream.conversation import ConversationClient, ConversationRequest
 from ..upstream.endpoints import Upstream, from_base_url
 
 MAX_TOKEN_LENGTH = 20000
@@ -30,11 +30,14 @@ class Grant:
     upstream: Upstream
     pool: AccountPool | None = None
 
-    def start(self, client: ConversationClient, request: ChatRequest) -> chat.Answer:
-        """Start the answer on the caller's token, or on a pooled account with failover."""
+    def start_answer(self, client: ConversationClient, request: ConversationRequest) -> Answer:
+        """Start the answer on the caller's token, or on a pooled account with failover.
+
+        :raise ApiError: the answer failed before its first item (see answers.Answer.start).
+        """
         if self.pool is not None:
-            return self.pool.start_answer(client, request, self.upstream)
-        return chat.start_answer(client, self.access_token, request, self.upstream)
+            return self.pool.run(client, request, self.upstream)
+        return Answer.start(client, self.access_token, request, self.upstream)
 
 
 def bearer_token() -> str:

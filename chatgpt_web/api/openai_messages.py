@@ -39,9 +39,7 @@ PART_SEPARATOR = "\n"
 
 
 def _invalid(message: str, param: str, code: str = "invalid_field") -> BadRequest:
-    error = BadRequest(message, code)
-    error.param = param
-    return error
+    return BadRequest(message, code, param=param)
 
 
 def _text_of(content: Any, role: str, param: str) -> str:

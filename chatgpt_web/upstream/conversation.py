@@ -37,7 +37,7 @@ class ChatMessage:
 
 
 @dataclass(frozen=True)
-class ChatRequest:
+class ConversationRequest:
     """One turn: the new messages, and where in which conversation they attach."""
 
     messages: tuple[ChatMessage, ...]
@@ -53,8 +53,8 @@ def device_id(access_token: str) -> str:
     return str(uuid.uuid5(_DEVICE_NAMESPACE, hashlib.sha256(access_token.encode()).hexdigest()))
 
 
-def build_body(request: ChatRequest, *, history_disabled: bool, action: str = "next",
-               parent_message_id: str | None = None) -> dict:
+def build_body(request: ConversationRequest, *, history_disabled: bool,
+               action: str = "next", parent_message_id: str | None = None) -> dict:
     """The conversation POST body of protocol §2.2 (key order as the browser sends it)."""
     messages = [] if action == "continue" else [
         {"id": str(uuid.uuid4()), "author": {"role": message.role},
@@ -125,7 +125,7 @@ class ConversationClient:
             "Sec-Fetch-Site": "same-origin",
         }
 
-    def stream(self, access_token: str, request: ChatRequest,
+    def stream(self, access_token: str, request: ConversationRequest,
                upstream: Upstream) -> Iterator[TextDelta | Completion]:
         """Yield TextDelta pieces as the upstream sends them, then one final Completion.
 
@@ -144,7 +144,7 @@ class ConversationClient:
                     body = build_body(request, history_disabled=self.config.history_disabled)
                 else:
                     body = build_body(
-                        ChatRequest((), request.model, completion.conversation_id,
+                        ConversationRequest((), request.model, completion.conversation_id,
                                     timeout=request.timeout, extra=request.extra),
                         history_disabled=self.config.history_disabled, action="continue",
                         parent_message_id=completion.message_id,
