@@ -15,7 +15,7 @@ from .errors import ConfigError
 
 # curl_cffi target pinned to a concrete version: the floating alias "chrome" would change the TLS
 # fingerprint whenever curl_cffi is upgraded. curl_cffi sends a User-Agent and sec-ch-ua that match.
-DEFAULT_IMPERSONATE = "chrome136"
+DEFAULT_IMPERSONATE = "chrome152"
 
 
 def _default_cache_dir() -> str:

@@ -152,7 +152,8 @@ def test_same_request_bytes_and_cookies_as_session_post(raw_server):
             b"".join(response.iter_content())
     via_session, via_stream_post = server.requests[1], server.requests[2]
     assert b"Cookie: __cf_bm=abc" in via_stream_post
-    assert b"User-Agent: Mozilla/5.0" in via_stream_post and b"sec-ch-ua:" in via_stream_post
+    assert b"user-agent: mozilla/5.0" in via_stream_post.lower()
+    assert b"sec-ch-ua:" in via_stream_post
     assert via_stream_post == via_session
 
 

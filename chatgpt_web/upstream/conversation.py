@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..config import Config
-from ..errors import UpstreamError, UpstreamTimeout, from_upstream
+from ..errors import UpstreamError, UpstreamTimeout
 from ..metrics import timed_upstream
 from ..transport import StreamedResponse, new_session, stream_post, upstream_errors, user_agent_for
 from .endpoints import Upstream
+from .errors import from_upstream
 from .pow import ProofOfWorkSolver
 from .sentinel import PageAssets, fetch_page_assets, requirement_headers
 from .stream import Completion, StreamReducer, TextDelta, iter_sse
@@ -129,7 +130,8 @@ class ConversationClient:
                upstream: Upstream) -> Iterator[TextDelta | Completion]:
         """Yield TextDelta pieces as the upstream sends them, then one final Completion.
 
-        :raise ApiError: any failure, classified by errors.from_upstream or the curl boundary.
+        :raise ApiError: any failure, classified by upstream.errors.from_upstream or the curl
+            boundary.
         """
         deadline = time.monotonic() + request.timeout
         headers = self._headers(upstream, access_token)
