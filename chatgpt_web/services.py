@@ -5,9 +5,9 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from .access import KeyRing, parse_networks
 from .config import Config
-from .limits import RateLimiter, parse_rate
+from .keys import KeyRing
+from .limits import RateLimiter
 from .pool import AccountPool, load_accounts
 from .store import Store, open_store
 from .tokens import TokenProvider
@@ -61,17 +61,11 @@ class Services:
         return self._once("keys", lambda: KeyRing.from_config(self.config))
 
     @property
-    def trusted_proxies(self) -> tuple:
-        """TRUSTED_PROXIES as networks."""
-        return self._once("trusted_proxies", lambda: parse_networks(self.config.trusted_proxies))
-
-    @property
     def limiter(self) -> RateLimiter:
         """Per-key and per-IP request limits, counted in `store`."""
         config = self.config
         return self._once("limiter", lambda: RateLimiter(
-            self.store, per_key=parse_rate("RATE_LIMIT", config.rate_limit),
-            per_ip=parse_rate("RATE_LIMIT_IP", config.rate_limit_ip),
+            self.store, per_key=config.rate_limit, per_ip=config.rate_limit_ip,
             strategy=config.rate_limit_strategy))
 
     @property
