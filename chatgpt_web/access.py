@@ -22,8 +22,11 @@ from .keys import ClientKey, KeyRing
 from .limits import headers_for
 from .services import current
 
-# Reachable without a key: a load balancer's probes and the "it is deployed" page.
-OPEN_PATHS = frozenset({"/", "/healthz", "/readyz"})
+# Reachable without a key: a load balancer's probes, the playground page and the console page
+# (the pages hold no data: their scripts ask for the key and send it with every call).
+OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/admin"})
+# The pages' scripts and styles (api/pages.py).
+OPEN_PREFIXES = ("/static/",)
 # Need a key but are not rate limited: a Prometheus scrape every 15 s would exhaust 120/hour.
 UNLIMITED_PATHS = frozenset({"/metrics"})
 ADMIN_PREFIX = "/admin"
@@ -110,7 +113,7 @@ def init_app(app: Flask) -> None:
     @app.before_request
     def guard() -> None:
         path = request.path
-        if path in OPEN_PATHS:
+        if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             return
         services = current()
         if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):

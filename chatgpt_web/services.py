@@ -12,6 +12,7 @@ from .pool import AccountPool, load_accounts
 from .store import Store, open_store
 from .tokens import TokenProvider
 from .upstream.conversation import ConversationClient
+from .upstream.history import HistoryClient
 from .upstream.pow import ProofOfWorkSolver
 
 T = TypeVar("T")
@@ -79,6 +80,11 @@ class Services:
         """The upstream conversation client every face uses."""
         return self._once("conversations", lambda: ConversationClient(self.config, self.solver))
 
+
+    @property
+    def history(self) -> HistoryClient:
+        """The upstream conversation-history client (list, read, rename, delete, title)."""
+        return self._once("history", lambda: HistoryClient(self.config))
 
 def current() -> Services:
     """The Services of the app handling the current request."""

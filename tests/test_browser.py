@@ -3,16 +3,14 @@
 The page is served from one loopback port, the service from another: two origins, so Chromium
 sends a preflight and enforces the service's CORS headers exactly as it would for NextChat or
 LobeChat. The browser is Debian's `chromium` package (.ci/run installs it), driven by Playwright's
-Python package; Playwright downloads no browser of its own.
+Python package (tests/browser_fixtures.py); Playwright downloads no browser of its own.
 """
 from __future__ import annotations
-
-import os
-import shutil
 
 import pytest
 from flask import Flask
 
+from tests.browser_fixtures import chromium_path
 from tests.service_fixtures import LiveServer
 
 PAGE = """<!doctype html><title>chat</title><script>
@@ -45,15 +43,6 @@ async function ask(service, token) {
 </script>"""
 
 
-def _chromium() -> str:
-    path = os.environ.get("CHROMIUM") or shutil.which("chromium")
-    if path:
-        return path
-    if os.environ.get("REQUIRE_CHROMIUM", "").lower() in ("1", "true", "yes"):
-        pytest.fail("chromium is not installed (.ci/run installs Debian's chromium package)")
-    pytest.skip("chromium is not installed")
-
-
 @pytest.fixture
 def page_origin():
     """A second origin that serves the page."""
@@ -64,21 +53,24 @@ def page_origin():
     server.stop()
 
 
+def _open(browser, url):
+    page = browser.new_page()
+    page.goto(url)
+    return page
+
+
 @pytest.fixture
 def browser():
-    executable = _chromium()
+    """A headless Chromium of this module's own: Playwright's sync API keeps an event loop running
+    while it is open, and the session's browser (web_browser) would then break asyncio.run() in
+    the async SDK tests that run after this module."""
+    executable = chromium_path()
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable,
                                              args=["--no-sandbox", "--disable-gpu"])
         yield browser
         browser.close()
-
-
-def _open(browser, url):
-    page = browser.new_page()
-    page.goto(url)
-    return page
 
 
 def test_a_page_from_an_allowed_origin_streams_a_completion(browser, page_origin,

@@ -10,16 +10,23 @@ from flask import Blueprint, Response, jsonify
 from .. import metrics
 from ..errors import ConfigError, ServiceUnavailable
 from ..services import current
+from . import pages
 
 blueprint = Blueprint("ops", __name__)
 
 
 @blueprint.get("/")
 def index():
-    """Tell a visitor the service is deployed and where to start."""
-    return jsonify({"status": "ok", "message": "chatgpt_web is deployed",
-                    "endpoints": ["/get_access_token", "/send_message",
-                                  "/v1/chat/completions", "/v1/models"]})
+    """A browser gets the chat playground; a program learns the service is deployed and where
+    to start."""
+    if pages.wants_html():
+        response = pages.page("playground.html")
+    else:
+        response = jsonify({"status": "ok", "message": "chatgpt_web is deployed",
+                            "endpoints": ["/get_access_token", "/send_message",
+                                          "/v1/chat/completions", "/v1/models"]})
+    response.vary.add("Accept")  # one URL, two representations: caches must keep both
+    return response
 
 
 @blueprint.get("/healthz")
