@@ -12,8 +12,10 @@ from collections.abc import Mapping
 from flask import Flask
 
 from . import access, cors, observability
+from .api import intake
 from .config import Config
 from .errors import ApiError
+from .pool import load_accounts
 from .services import Services
 
 log = logging.getLogger(__name__)
@@ -30,9 +32,12 @@ def create_app(config: Config | Mapping[str, str] | None = None) -> Flask:
     logging.basicConfig(level=config.log_level.upper())
 
     app = Flask(__name__)
+    intake.init_app(app, config.request_body_limit)  # first: the size check precedes the key check
     app.json.sort_keys = False
     services = Services(config)
     keys = services.keys  # read API_KEYS_FILE now: a bad file should stop the start, not a request
+    if config.accounts_file:
+        load_accounts(config.accounts_file)  # likewise ACCOUNTS_FILE (read only: no store opened)
     app.extensions["chatgpt_web"] = services
     if config.accounts_file and not keys.enabled:
         log.warning("ACCOUNTS_FILE is set but API_KEYS is not: anyone who reaches this service "

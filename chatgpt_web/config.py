@@ -241,7 +241,14 @@ class Config:
     """Parsed settings. Each field's metadata names its environment variable and its parser."""
 
     base_url: str = setting("CHATGPT_BASE_URL", http_url, "https://chatgpt.com")
-    auth_url: str = setting("CHATGPT_AUTH_URL", http_url, "https://auth0.openai.com")
+    auth_url: str = setting("CHATGPT_AUTH_URL", http_url, "https://auth.openai.com")
+    # --- login (upstream/auth.py, tokens.py; docs/protocol-auth.md) ---
+    # "openai": the auth.openai.com sign-in of today; "auth0": the 2023 Auth0 pages (old mirrors).
+    login_flow: str = setting("CHATGPT_LOGIN_FLOW", one_of("openai", "auth0"), "openai")
+    # OAuth client id sent with refresh tokens; unset: the known ones are tried in turn.
+    refresh_client_id: str | None = setting("CHATGPT_REFRESH_CLIENT_ID", optional_text)
+    # Seconds between two GET /backend-api/me checks of one account's access token.
+    account_check_interval: int = setting("ACCOUNT_CHECK_INTERVAL", positive_int, 3600)
     proxy: str | None = setting("CHATGPT_PROXY", proxy_url, secret=True)
     impersonate: str = setting("CHATGPT_IMPERSONATE", impersonation_target, DEFAULT_IMPERSONATE)
     default_model: str = setting("CHATGPT_DEFAULT_MODEL", text, "auto")
@@ -283,6 +290,25 @@ class Config:
     redis_prefix: str = setting("REDIS_PREFIX", text, "chatgpt_web:")
     # Origins whose web pages may call the API (cors.py); "*" for any, only with API keys.
     cors_origins: tuple[str, ...] = setting("CORS_ORIGINS", origin_list, ())
+    # --- limits on what a caller or an upstream may make the service read ---
+    # Largest request body in bytes (413 beyond); unset: derived from MAX_PROMPT_CHARS, see
+    # `request_body_limit`.
+    max_request_bytes: int | None = setting("MAX_REQUEST_BYTES", positive_int)
+    # Most messages one /v1/chat/completions request may carry (400 beyond).
+    max_messages: int = setting("MAX_MESSAGES", positive_int, 500)
+    # Longest upstream SSE line or event, and most bytes of one upstream answer (502 beyond): a
+    # caller may point reverse_proxy at a server it controls.
+    max_upstream_event_bytes: int = setting("MAX_UPSTREAM_EVENT_BYTES", positive_int, 1 << 20)
+    max_upstream_answer_bytes: int = setting("MAX_UPSTREAM_ANSWER_BYTES", positive_int, 32 << 20)
+
+    @property
+    def request_body_limit(self) -> int:
+        """MAX_REQUEST_BYTES, or when unset: a prompt of MAX_PROMPT_CHARS characters written in
+        the costliest way a client may use (12 bytes a character: a JSON \\uXXXX surrogate pair,
+        or %XX-encoded UTF-8 in a form) plus 64 KiB for the other fields, at least 1 MiB."""
+        if self.max_request_bytes:
+            return self.max_request_bytes
+        return max(1 << 20, 12 * self.max_prompt_chars + (64 << 10))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:

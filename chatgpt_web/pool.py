@@ -85,6 +85,13 @@ def _entry_to_account(index: int, entry: dict) -> Account:
     else:
         secrets = (str(entry[kind]),)
         credential = None if kind == "access_token" else Credential(kind, secrets)
+        if kind == "session_token":
+            credential = Credential.session_token(secrets[0])
+    client_id = entry.get("client_id")
+    if client_id is not None:
+        if kind != "refresh_token" or not isinstance(client_id, str) or not client_id.strip():
+            raise ConfigError(f"{where}: client_id is a non-empty string, for a refresh_token")
+        credential = Credential.refresh_token(secrets[0], client_id.strip())
     name = entry.get("name")
     if name is not None and (not isinstance(name, str) or not name.strip()):
         raise ConfigError(f"{where}: name must be a non-empty string")
@@ -284,7 +291,8 @@ class AccountPool:
                 token = self.access_token(account, force=relogged)
                 answer = Answer.start(client, token, request, upstream)
             except Unauthorized as error:
-                if relogged or account.credential is None:
+                # token_invalidated: the backend itself refused the account's token (GET /me).
+                if relogged or account.credential is None or error.code == "token_invalidated":
                     self._fault(account, error)
                     raise
                 relogged = True

@@ -161,7 +161,7 @@ def chat_completions():
     body = _json_body()
     model_name = f.text(body, "model", required=True, max_length=200)
     model = models.resolve(model_name, extra_slugs=(config.default_model,))
-    messages = to_web_messages(body.get("messages"))
+    messages = to_web_messages(body.get("messages"), max_messages=config.max_messages)
     conversation_id = f.identifier(body, "conversation_id")
     parent_message_id = f.identifier(body, "parent_message_id")
     if bool(conversation_id) != bool(parent_message_id):

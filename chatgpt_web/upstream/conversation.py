@@ -172,7 +172,8 @@ class ConversationClient:
             # transfer and closes its connection.
             with response:
                 _check_stream_response(response)
-                for event in iter_sse(_chunks(response, deadline)):
+                chunks = _chunks(response, deadline, self.config.max_upstream_answer_bytes)
+                for event in iter_sse(chunks, self.config.max_upstream_event_bytes):
                     yield from reducer.feed(event)
                     if reducer.done:
                         break
@@ -185,9 +186,14 @@ def _remaining(deadline: float) -> float:
     return remaining
 
 
-def _chunks(response: StreamedResponse, deadline: float) -> Iterator[bytes]:
+def _chunks(response: StreamedResponse, deadline: float, max_bytes: int) -> Iterator[bytes]:
+    received = 0
     for chunk in response.iter_content():
         _remaining(deadline)
+        received += len(chunk)
+        if received > max_bytes:  # MAX_UPSTREAM_ANSWER_BYTES: a hostile reverse_proxy never ends
+            raise UpstreamError(f"the upstream answer is longer than {max_bytes} bytes",
+                                "upstream_bad_answer")
         yield chunk
 
 
