@@ -143,6 +143,15 @@ def http_url_list(raw: str) -> tuple[str, ...]:
     return values
 
 
+def origin_list(raw: str) -> tuple[str, ...]:
+    """Web origins (scheme://host[:port], no path), or "*" for any (CORS_ORIGINS)."""
+    values = tuple(value.rstrip("/") for value in text_list(raw))
+    for value in values:
+        if value != "*" and (not is_url(value, ("http", "https")) or urlsplit(value).path):
+            raise ConfigError("must hold origins like https://chat.example.com (or *)")
+    return values
+
+
 def proxy_url(raw: str) -> str | None:
     """A proxy URL (http, https, socks4 or socks5); never quoted: it may carry a password."""
     value = raw.strip()
@@ -232,7 +241,14 @@ class Config:
     """Parsed settings. Each field's metadata names its environment variable and its parser."""
 
     base_url: str = setting("CHATGPT_BASE_URL", http_url, "https://chatgpt.com")
-    auth_url: str = setting("CHATGPT_AUTH_URL", http_url, "https://auth0.openai.com")
+    auth_url: str = setting("CHATGPT_AUTH_URL", http_url, "https://auth.openai.com")
+    # --- login (upstream/auth.py, tokens.py; docs/protocol-auth.md) ---
+    # "openai": the auth.openai.com sign-in of today; "auth0": the 2023 Auth0 pages (old mirrors).
+    login_flow: str = setting("CHATGPT_LOGIN_FLOW", one_of("openai", "auth0"), "openai")
+    # OAuth client id sent with refresh tokens; unset: the known ones are tried in turn.
+    refresh_client_id: str | None = setting("CHATGPT_REFRESH_CLIENT_ID", optional_text)
+    # Seconds between two GET /backend-api/me checks of one account's access token.
+    account_check_interval: int = setting("ACCOUNT_CHECK_INTERVAL", positive_int, 3600)
     proxy: str | None = setting("CHATGPT_PROXY", proxy_url, secret=True)
     impersonate: str = setting("CHATGPT_IMPERSONATE", impersonation_target, DEFAULT_IMPERSONATE)
     default_model: str = setting("CHATGPT_DEFAULT_MODEL", text, "auto")
@@ -272,6 +288,8 @@ class Config:
     # Shared state (tokens, account health, pins, counters) for several instances; unset: CACHE_DIR.
     redis_url: str | None = setting("REDIS_URL", redis_url, secret=True)
     redis_prefix: str = setting("REDIS_PREFIX", text, "chatgpt_web:")
+    # Origins whose web pages may call the API (cors.py); "*" for any, only with API keys.
+    cors_origins: tuple[str, ...] = setting("CORS_ORIGINS", origin_list, ())
     # --- limits on what a caller or an upstream may make the service read ---
     # Largest request body in bytes (413 beyond); unset: derived from MAX_PROMPT_CHARS, see
     # `request_body_limit`.
@@ -336,6 +354,9 @@ class Config:
                 spec.metadata["parse"](value)
             except ConfigError as problem:
                 found.append(f"{spec.metadata['env']} {problem}")
+        if "*" in self.cors_origins and not (self.api_keys or self.api_keys_file):
+            found.append("CORS_ORIGINS=* needs API_KEYS or API_KEYS_FILE: without keys any web "
+                         "page could use this service")
         return found
 
     def checked(self) -> Config:

@@ -252,7 +252,7 @@ def test_minted_token_has_the_real_claim_layout(emulator):
     claims = jwt.decode(token, options={"verify_signature": False})
     assert claims["https://api.openai.com/profile"]["email"] == "a@b.c"
     assert claims["https://api.openai.com/auth"]["user_id"].startswith("user-")
-    assert claims["iss"] == "https://auth0.openai.com/"
+    assert claims["iss"] == "https://auth.openai.com"
     assert "https://api.openai.com/v1" in claims["aud"]
     assert "model.request" in claims["scope"]
     assert 90 <= claims["exp"] - claims["iat"] <= 100
