@@ -16,6 +16,7 @@ from .errors import ConfigError
 # curl_cffi target pinned to a concrete version: the floating alias "chrome" would change the TLS
 # fingerprint whenever curl_cffi is upgraded. curl_cffi sends a User-Agent and sec-ch-ua that match.
 DEFAULT_IMPERSONATE = "chrome152"
+PROTOCOLS = ("auto", "2026", "2024")
 
 
 def _default_cache_dir() -> str:
@@ -61,6 +62,9 @@ class Config:
     auth_url: str = field(default="https://auth0.openai.com", metadata={"env": "CHATGPT_AUTH_URL"})
     proxy: str | None = field(default=None, metadata={"env": "CHATGPT_PROXY"})
     impersonate: str = field(default=DEFAULT_IMPERSONATE, metadata={"env": "CHATGPT_IMPERSONATE"})
+    # Dialect of the site: "2026", "2024", or "auto" (2026, and 2024 for an upstream that
+    # answers 404 to the 2026 endpoints, remembered 15 minutes). docs/protocol-requests.md.
+    protocol: str = field(default="auto", metadata={"env": "CHATGPT_PROTOCOL"})
     default_model: str = field(default="auto", metadata={"env": "CHATGPT_DEFAULT_MODEL"})
     allowed_proxies: tuple[str, ...] = field(default=(), metadata={"env": "CHATGPT_ALLOWED_PROXIES"})
     port: int = field(default=3000, metadata={"env": "PORT"})
@@ -120,6 +124,8 @@ class Config:
         from .limits import parse_rate  # here, not at the top: limits reads Config
         parse_rate("RATE_LIMIT", self.rate_limit)
         parse_rate("RATE_LIMIT_IP", self.rate_limit_ip)
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"CHATGPT_PROTOCOL must be one of {', '.join(PROTOCOLS)}")
         if self.rate_limit_strategy not in ("sliding", "fixed"):
             raise ConfigError("RATE_LIMIT_STRATEGY must be sliding or fixed")
         from .access import parse_networks
