@@ -25,25 +25,28 @@ def create_app(config: Config | Mapping[str, str] | None = None) -> Flask:
         config = Config.from_env()
     elif not isinstance(config, Config):
         config = Config.from_env(config)
+    else:
+        config.checked()  # a Config built in code is held to the same rules as the environment
     logging.basicConfig(level=config.log_level.upper())
 
     app = Flask(__name__)
     app.json.sort_keys = False
     services = Services(config)
-    services.keys  # read API_KEYS_FILE now: a bad file should stop the start, not a request
+    keys = services.keys  # read API_KEYS_FILE now: a bad file should stop the start, not a request
     app.extensions["chatgpt_web"] = services
-    if config.accounts_file and not services.keys.enabled:
+    if config.accounts_file and not keys.enabled:
         log.warning("ACCOUNTS_FILE is set but API_KEYS is not: anyone who reaches this service "
                     "can use the pooled accounts")
 
-    from .api import admin, openai_compat, ops, primary
+    from .api import admin, openai_compat, ops, pages, primary
     from .api.error_boundary import install_error_handlers
     observability.init_app(app)  # first: its route bookkeeping must run before the key guard
     access.init_app(app)
     app.register_blueprint(ops.blueprint)
     app.register_blueprint(admin.blueprint)
+    app.register_blueprint(pages.blueprint)
     app.register_blueprint(primary.blueprint)
-    app.register_blueprint(openai_compat.blueprint)  # /v1/...: renders its errors in the OpenAI envelope
+    app.register_blueprint(openai_compat.blueprint)  # /v1/...: errors in the OpenAI envelope
     install_error_handlers(app, ApiError.to_dict)
     return app
 

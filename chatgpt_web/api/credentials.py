@@ -60,12 +60,19 @@ def check_caller(services: Services) -> None:
     With API keys on, access.py has already checked the key; otherwise the bearer must be an
     access token that is not expired. :raise Unauthorized: as `authenticate`.
     """
-    if not services.keys.enabled:
+    if not services.keys.enabled and not _pool_serves_anyone(services):
         ensure_not_expired(bearer_token())
 
 
+def _pool_serves_anyone(services: Services) -> bool:
+    """No API keys, accounts configured and no token given: the pool serves the caller, as
+    /send_message does (the operator was warned at start-up that anyone can use the pool)."""
+    return services.pool is not None and bearer() is None
+
+
 def authenticate(services: Services) -> Grant:
-    """The grant of the current request: the pool when API keys are on, else the bearer token.
+    """The grant of the current request: the pool when API keys are on, else the bearer token,
+    else (no token) the pool if there is one.
 
     :raise ServiceUnavailable: API keys are on but no accounts are configured.
     :raise Unauthorized: missing_token, invalid_token, or token_expired (a JWT past its exp is
@@ -78,6 +85,8 @@ def authenticate(services: Services) -> Grant:
         if services.pool is None:
             raise ServiceUnavailable("API keys are enabled but no ACCOUNTS_FILE holds accounts to "
                                      "serve them", "no_account_available")
+        return Grant(None, upstream, services.pool)
+    if _pool_serves_anyone(services):
         return Grant(None, upstream, services.pool)
     access_token = bearer_token()
     ensure_not_expired(access_token)

@@ -8,7 +8,7 @@
 * `login_with_refresh_token()`: the iOS app's refresh grant at `{auth}/oauth/token` (§5.3).
 
 Every request runs inside a named step ("login: password", ...). Failures become errors through
-`errors.login_error()` and name the step, never the page, the password or a token.
+`upstream.errors.login_error()` and name the step, never the page, the password or a token.
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlencode, urljoin, urlsplit
 
 from ..config import Config
-from ..errors import is_cloudflare_page, login_error
 from ..transport import Response, Session, new_session, upstream_errors
+from .errors import is_cloudflare_page, login_error
 
 SESSION_COOKIE = "__Secure-next-auth.session-token"
 # The iOS app's public OAuth client (protocol §5.3): refresh tokens are issued to it.

@@ -76,6 +76,15 @@ class Visit:
             session.cookies.set(name, value, domain=host, path="/")
 
 
+_DEVICE_NAMESPACE = uuid.UUID("8c3f6a57-7a0e-4c4f-9d8e-1b0d2e6f4a11")
+
+
+def device_id(access_token: str) -> str:
+    """A device id derived from the account (a hash, so the token is not exposed): what an
+    account uses where the site issues no `oai-did` (an upstream without a home page)."""
+    return str(uuid.uuid5(_DEVICE_NAMESPACE, account_key(access_token)))
+
+
 def account_key(access_token: str) -> str:
     """A store key for the account behind a token: a hash of its user id (which stays the same
     across token renewals), or of the token itself when it carries none."""
@@ -112,7 +121,7 @@ class Bootstrap:
         if cached and cached[0] > now and stored:
             return Visit(cached[1], stored)
         page, offered = self._read_page(session, upstream, stored, timeout)
-        device = stored or offered or str(uuid.uuid4())
+        device = stored or offered or device_id(access_token)
         if not stored:
             self._remember_device(account, device)
         with self._lock:

@@ -25,14 +25,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..config import Config
-from ..errors import ApiError, BadRequest, UpstreamError, UpstreamTimeout, from_upstream
+from ..errors import ApiError, BadRequest, UpstreamError, UpstreamTimeout
 from ..metrics import timed_upstream
 from ..store import Store
 from ..transport import StreamedResponse, new_session, stream_post, upstream_errors
 from . import handoff, turnstile
-from .bootstrap import Bootstrap, Visit
+from .bootstrap import Bootstrap, Visit, device_id  # noqa: F401 - history.py reads device_id
 from .browser import ACCEPT_LANGUAGE, LANGUAGE, TIME_ZONE, Chrome, timezone_offset_min
 from .endpoints import Upstream
+from .errors import from_upstream
 from .pow import ProofOfWorkSolver
 from .sentinel import PageAssets, requirement_headers, sentinel_bundle
 from .stream import Completion, StreamReducer, TextDelta, iter_sse
@@ -244,7 +245,8 @@ class ConversationClient:
                upstream: Upstream) -> Iterator[TextDelta | Completion]:
         """Yield TextDelta pieces as the upstream sends them, then one final Completion.
 
-        :raise ApiError: any failure, classified by errors.from_upstream or the curl boundary.
+        :raise ApiError: any failure, classified by upstream.errors.from_upstream or the curl
+            boundary.
         """
         deadline = time.monotonic() + request.timeout
         thinking_effort(request)  # a bad value is the caller's error, before any upstream call

@@ -17,10 +17,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..errors import ApiError, ContentBlocked, UpstreamError, UpstreamTimeout, from_upstream
+from ..errors import ApiError, ContentBlocked, UpstreamError, UpstreamTimeout
 from ..metrics import timed_upstream
 from ..transport import stream_post, upstream_errors
 from .endpoints import Upstream
+from .errors import from_upstream
 from .stream import Completion, SseEvent, StreamReducer, TextDelta, iter_sse
 
 MAX_CONVERSATION_BYTES = 8 * 1024 * 1024

@@ -18,13 +18,14 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
-from ..errors import ApiError, Forbidden, Unauthorized, UpstreamError, from_upstream
+from ..errors import ApiError, Forbidden, Unauthorized, UpstreamError
 from ..metrics import timed_upstream
 from ..transport import Session, upstream_errors
 from . import turnstile
 from .bootstrap import Visit
 from .browser import Chrome, sentinel_config
 from .endpoints import Upstream
+from .errors import from_upstream
 from .pow import DEFAULT_BUILD_ID, ProofOfWorkSolver, requirements_token_2026
 
 _BUILD_ID = re.compile(r'data-build="([^"]+)"')
