@@ -30,7 +30,7 @@ from ..metrics import timed_upstream
 from ..store import Store
 from ..transport import StreamedResponse, new_session, stream_post, upstream_errors
 from . import handoff, turnstile
-from .bootstrap import Bootstrap, Visit, device_id  # noqa: F401 - history.py reads device_id
+from .bootstrap import Bootstrap, Visit
 from .browser import ACCEPT_LANGUAGE, LANGUAGE, TIME_ZONE, Chrome, timezone_offset_min
 from .endpoints import Upstream
 from .errors import from_upstream

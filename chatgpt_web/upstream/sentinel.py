@@ -14,11 +14,9 @@ have, so a demand for them is a clear 403 instead of a hang. `so` is optional an
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
-from urllib.parse import urljoin
 
-from ..errors import ApiError, Forbidden, Unauthorized, UpstreamError
+from ..errors import Forbidden, Unauthorized, UpstreamError
 from ..metrics import timed_upstream
 from ..transport import Session, upstream_errors
 from . import turnstile
@@ -28,36 +26,15 @@ from .endpoints import Upstream
 from .errors import from_upstream
 from .pow import DEFAULT_BUILD_ID, ProofOfWorkSolver, requirements_token_2026
 
-_BUILD_ID = re.compile(r'data-build="([^"]+)"')
-_SCRIPT_BUILD = re.compile(r"/c/([^/\"]+)/_")
-_SCRIPT_SRC = re.compile(r'<script[^>]+src="([^"]+)"')
 _MAX_ANSWER = 4_000_000  # a prepare answer with its dx programs is tens of kilobytes
 
 
 @dataclass(frozen=True)
 class PageAssets:
-    """What the browser's proof-of-work config quotes from the home page (protocol §4.3 [5], [6])."""
+    """What the 2024 proof-of-work config quotes from the home page (slots 5 and 6)."""
 
     build_id: str = DEFAULT_BUILD_ID
     script_src: str = ""
-
-
-def fetch_page_assets(session: Session, origin: str, timeout: float) -> PageAssets:
-    """Read the build id and a script URL from `origin`'s home page; defaults if it has none
-    (reverse proxies often serve only the API)."""
-    try:
-        with upstream_errors("home page"):
-            response = session.get(origin + "/", headers={"Accept": "text/html"},
-                                   timeout=min(timeout, 10))
-    except ApiError:
-        return PageAssets()
-    if response.status_code != 200:
-        return PageAssets()
-    html = response.content[:1_000_000].decode("utf-8", "replace")
-    build = _BUILD_ID.search(html) or _SCRIPT_BUILD.search(html)
-    scripts = _SCRIPT_SRC.findall(html)
-    return PageAssets(build.group(1) if build else DEFAULT_BUILD_ID,
-                      urljoin(origin + "/", scripts[0]) if scripts else "")
 
 
 def requirement_headers(session: Session, upstream: Upstream, headers: dict, *,

@@ -232,8 +232,9 @@ class TwoPhaseLedger:
         if switches.turnstile_dx and not switches.turnstile_required:
             program, answer = make_program(p, user_agent, device_id, rng)
             dx = encrypt(program, p)
+        opaque = base64.urlsafe_b64encode(secrets.token_bytes(96)).decode()
         challenge = Challenge(
-            prepare_token=ANSWER_PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(96)).decode(),
+            prepare_token=ANSWER_PREFIX + opaque,
             persona=switches.persona, seed=repr(rng.random()), difficulty=switches.pow_difficulty,
             pow_required=switches.pow_required, turnstile_dx=dx, turnstile_answer=answer,
             widget_required=switches.turnstile_required, arkose_required=switches.arkose_required,

@@ -17,8 +17,8 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from . import tokens
 from .app import create_emulator_app
 from .auth_pages import AuthPages
-from .conversations import ConversationStore
 from .conduit import ConduitLedger
+from .conversations import ConversationStore
 from .sentinel import SentinelLedger, TwoPhaseLedger
 from .switches import Switches
 
