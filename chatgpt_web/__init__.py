@@ -11,9 +11,11 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from . import access, observability
+from . import access, cors, observability
+from .api import intake
 from .config import Config
 from .errors import ApiError
+from .pool import load_accounts
 from .services import Services
 
 log = logging.getLogger(__name__)
@@ -30,23 +32,30 @@ def create_app(config: Config | Mapping[str, str] | None = None) -> Flask:
     logging.basicConfig(level=config.log_level.upper())
 
     app = Flask(__name__)
+    intake.init_app(app, config.request_body_limit)  # first: the size check precedes the key check
     app.json.sort_keys = False
     services = Services(config)
     keys = services.keys  # read API_KEYS_FILE now: a bad file should stop the start, not a request
+    if config.accounts_file:
+        load_accounts(config.accounts_file)  # likewise ACCOUNTS_FILE (read only: no store opened)
     app.extensions["chatgpt_web"] = services
     if config.accounts_file and not keys.enabled:
         log.warning("ACCOUNTS_FILE is set but API_KEYS is not: anyone who reaches this service "
                     "can use the pooled accounts")
 
-    from .api import admin, openai_compat, ops, pages, primary
+    from .api import admin, conversations, openai_compat, ops, pages, primary
     from .api.error_boundary import install_error_handlers
     observability.init_app(app)  # first: its route bookkeeping must run before the key guard
+    cors.init_app(app, config.cors_origins)  # before the key guard: preflights carry no key
     access.init_app(app)
     app.register_blueprint(ops.blueprint)
     app.register_blueprint(admin.blueprint)
     app.register_blueprint(pages.blueprint)
     app.register_blueprint(primary.blueprint)
+    app.register_blueprint(conversations.primary_face)  # /conversations...
+    app.register_blueprint(conversations.openai_face)  # /v1/conversations..., OpenAI envelope
     app.register_blueprint(openai_compat.blueprint)  # /v1/...: errors in the OpenAI envelope
+    app.register_blueprint(openai_compat.aliases)  # /chat/completions, /models: the same views
     install_error_handlers(app, ApiError.to_dict)
     return app
 

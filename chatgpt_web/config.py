@@ -143,6 +143,15 @@ def http_url_list(raw: str) -> tuple[str, ...]:
     return values
 
 
+def origin_list(raw: str) -> tuple[str, ...]:
+    """Web origins (scheme://host[:port], no path), or "*" for any (CORS_ORIGINS)."""
+    values = tuple(value.rstrip("/") for value in text_list(raw))
+    for value in values:
+        if value != "*" and (not is_url(value, ("http", "https")) or urlsplit(value).path):
+            raise ConfigError("must hold origins like https://chat.example.com (or *)")
+    return values
+
+
 def proxy_url(raw: str) -> str | None:
     """A proxy URL (http, https, socks4 or socks5); never quoted: it may carry a password."""
     value = raw.strip()
@@ -232,7 +241,14 @@ class Config:
     """Parsed settings. Each field's metadata names its environment variable and its parser."""
 
     base_url: str = setting("CHATGPT_BASE_URL", http_url, "https://chatgpt.com")
-    auth_url: str = setting("CHATGPT_AUTH_URL", http_url, "https://auth0.openai.com")
+    auth_url: str = setting("CHATGPT_AUTH_URL", http_url, "https://auth.openai.com")
+    # --- login (upstream/auth.py, tokens.py; docs/protocol-auth.md) ---
+    # "openai": the auth.openai.com sign-in of today; "auth0": the 2023 Auth0 pages (old mirrors).
+    login_flow: str = setting("CHATGPT_LOGIN_FLOW", one_of("openai", "auth0"), "openai")
+    # OAuth client id sent with refresh tokens; unset: the known ones are tried in turn.
+    refresh_client_id: str | None = setting("CHATGPT_REFRESH_CLIENT_ID", optional_text)
+    # Seconds between two GET /backend-api/me checks of one account's access token.
+    account_check_interval: int = setting("ACCOUNT_CHECK_INTERVAL", positive_int, 3600)
     proxy: str | None = setting("CHATGPT_PROXY", proxy_url, secret=True)
     impersonate: str = setting("CHATGPT_IMPERSONATE", impersonation_target, DEFAULT_IMPERSONATE)
     # Dialect of the site: "2026", "2024", or "auto" (2026, and 2024 for an upstream that
@@ -275,6 +291,33 @@ class Config:
     # Shared state (tokens, account health, pins, counters) for several instances; unset: CACHE_DIR.
     redis_url: str | None = setting("REDIS_URL", redis_url, secret=True)
     redis_prefix: str = setting("REDIS_PREFIX", text, "chatgpt_web:")
+    # Origins whose web pages may call the API (cors.py); "*" for any, only with API keys.
+    cors_origins: tuple[str, ...] = setting("CORS_ORIGINS", origin_list, ())
+    # --- limits on what a caller or an upstream may make the service read ---
+    # Largest request body in bytes (413 beyond); unset: derived from MAX_PROMPT_CHARS, see
+    # `request_body_limit`.
+    max_request_bytes: int | None = setting("MAX_REQUEST_BYTES", positive_int)
+    # Most messages one /v1/chat/completions request may carry (400 beyond).
+    max_messages: int = setting("MAX_MESSAGES", positive_int, 500)
+    # Longest upstream SSE line or event, and most bytes of one upstream answer (502 beyond): a
+    # caller may point reverse_proxy at a server it controls.
+    max_upstream_event_bytes: int = setting("MAX_UPSTREAM_EVENT_BYTES", positive_int, 1 << 20)
+    max_upstream_answer_bytes: int = setting("MAX_UPSTREAM_ANSWER_BYTES", positive_int, 32 << 20)
+    # --- slow clients (buffered_worker.py, the gunicorn worker) ---
+    # Seconds a request's headers may take to arrive, and then its body (408 and closed beyond).
+    request_header_timeout: float = setting("REQUEST_HEADER_TIMEOUT", positive_float, 10.0)
+    request_body_timeout: float = setting("REQUEST_BODY_TIMEOUT", positive_float, 30.0)
+    # Connections one client address may hold per worker process (0: no cap).
+    max_connections_per_ip: int = setting("MAX_CONNECTIONS_PER_IP", non_negative_int, 64)
+
+    @property
+    def request_body_limit(self) -> int:
+        """MAX_REQUEST_BYTES, or when unset: a prompt of MAX_PROMPT_CHARS characters written in
+        the costliest way a client may use (12 bytes a character: a JSON \\uXXXX surrogate pair,
+        or %XX-encoded UTF-8 in a form) plus 64 KiB for the other fields, at least 1 MiB."""
+        if self.max_request_bytes:
+            return self.max_request_bytes
+        return max(1 << 20, 12 * self.max_prompt_chars + (64 << 10))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -314,6 +357,9 @@ class Config:
                 spec.metadata["parse"](value)
             except ConfigError as problem:
                 found.append(f"{spec.metadata['env']} {problem}")
+        if "*" in self.cors_origins and not (self.api_keys or self.api_keys_file):
+            found.append("CORS_ORIGINS=* needs API_KEYS or API_KEYS_FILE: without keys any web "
+                         "page could use this service")
         return found
 
     def checked(self) -> Config:

@@ -95,6 +95,11 @@ class PayloadTooLarge(ApiError):
     status, code = 413, "prompt_too_long"
 
 
+# The longest wait we pass on: an upstream's clears_in or Retry-After beyond a day (or infinite,
+# or not a number) is not a schedule anyone can keep, so it is reported as this.
+MAX_RETRY_AFTER = 86_400
+
+
 class RateLimited(ApiError):
     status, code = 429, "rate_limited"
 
@@ -103,6 +108,8 @@ class RateLimited(ApiError):
         headers = dict(headers or {})
         self.retry_after = None
         if retry_after is not None:
+            if not math.isfinite(retry_after) or retry_after > MAX_RETRY_AFTER:
+                retry_after = MAX_RETRY_AFTER  # infinity or NaN would make ceil() raise
             self.retry_after = max(1, math.ceil(retry_after))
             headers["Retry-After"] = str(self.retry_after)
         super().__init__(message, code, param=param, headers=headers)

@@ -79,3 +79,19 @@ def test_values_are_parsed_once_into_typed_values():
 def test_the_proxy_url_is_kept_out_of_repr():
     config = Config.from_env({"CHATGPT_PROXY": "http://user:sk-planted-pass@proxy:8080"})
     assert "planted" not in repr(config)
+
+
+@pytest.mark.parametrize("content", ["{not json", '[{"name": "a"}]', '{"email": "x"}'])
+def test_a_malformed_accounts_file_stops_the_start(tmp_path, content):
+    accounts = tmp_path / "accounts.json"
+    accounts.write_text(content)
+    with pytest.raises(ConfigError) as caught:
+        create_app({"ACCOUNTS_FILE": str(accounts), "CACHE_DIR": str(tmp_path / "cache")})
+    assert "ACCOUNTS_FILE" in str(caught.value) or "account" in str(caught.value).lower()
+    assert not (tmp_path / "cache").exists()  # refused before any state was opened
+
+
+def test_the_request_body_limit_follows_max_prompt_chars_unless_set():
+    assert Config.from_env({}).request_body_limit == 1 << 20
+    assert Config.from_env({"MAX_PROMPT_CHARS": "300000"}).request_body_limit == 3_665_536
+    assert Config.from_env({"MAX_REQUEST_BYTES": "5000"}).request_body_limit == 5000

@@ -74,3 +74,16 @@ def test_cloudflare_error_never_quotes_the_page():
 def test_long_upstream_messages_are_capped():
     error = from_upstream(400, j({"detail": "x" * 5000}), {})
     assert len(error.message) <= 300
+
+
+@pytest.mark.parametrize("body, headers", [
+    (b'{"detail": {"message": "cap", "clears_in": Infinity}}', {}),
+    (b'{"detail": {"message": "cap", "clears_in": 1e400}}', {}),
+    (b'{"detail": "Too many requests"}', {"Retry-After": "inf"}),
+    (b'{"detail": "Too many requests"}', {"Retry-After": "nan"}),
+    (b'{"detail": "Too many requests"}', {"Retry-After": "1e12"}),
+])
+def test_an_endless_upstream_wait_is_reported_as_the_longest_wait(body, headers):
+    error = from_upstream(429, body, headers)
+    assert error.status == 429
+    assert error.headers["Retry-After"] == str(errors.MAX_RETRY_AFTER)

@@ -99,9 +99,12 @@ def test_readyz_reports_the_account_pool_without_secrets(make_ops_app, tmp_path)
 
 
 def test_readyz_is_503_when_the_accounts_file_is_broken(make_ops_app, tmp_path):
+    # A broken file stops the start (test_config); one broken after the start shows here.
     accounts = tmp_path / "accounts.json"
+    accounts.write_text('[{"email": "someone@example.com", "password": "pw"}]')
+    app = make_ops_app(ACCOUNTS_FILE=str(accounts))
     accounts.write_text('[{"email": "someone@example.com", "password": ""}]')
-    response = make_ops_app(ACCOUNTS_FILE=str(accounts)).test_client().get("/readyz")
+    response = app.test_client().get("/readyz")
     assert response.status_code == 503
     check = response.json["checks"]["accounts"]
     assert check["ok"] is False and "entry 0" in check["problems"][0]

@@ -286,16 +286,17 @@ class ConversationClient:
                     parent_message_id=completion.message_id)
             prefix = completion.text if completion else ""
             reducer = StreamReducer(prefix=prefix)
-            watcher = handoff.Watcher()
             relayed = ""
             for delta in self._write_2026(session, upstream, headers, visit, body, reducer,
-                                          watcher, deadline, first=attempt == 0):
+                                          deadline, first=attempt == 0):
                 relayed += delta.text
                 yield delta
-            if watcher.handoff is not None:
+            if reducer.handoff_pending:
                 completion = yield from handoff.follow(
-                    session, upstream, headers, watcher.handoff, reducer, prefix=prefix,
-                    relayed=relayed, deadline=deadline, poll_interval=self.poll_interval)
+                    session, upstream, headers, reducer, prefix=prefix, relayed=relayed,
+                    deadline=deadline, poll_interval=self.poll_interval,
+                    limits=handoff.Limits(self.config.max_upstream_answer_bytes,
+                                          self.config.max_upstream_event_bytes))
             else:
                 completion = reducer.result()
             if completion.finish_type != "max_tokens" or attempt == MAX_CONTINUES:
@@ -303,7 +304,7 @@ class ConversationClient:
         yield completion
 
     def _write_2026(self, session, upstream: Upstream, headers: dict, visit: Visit, body: dict,
-                    reducer: StreamReducer, watcher: handoff.Watcher, deadline: float, *,
+                    reducer: StreamReducer, deadline: float, *,
                     first: bool) -> Iterator[TextDelta]:
         """Conduit token + sentinel bundle + the write; a refused bundle or conduit token gets
         one more try with fresh ones (a bundle is never sent twice)."""
@@ -324,7 +325,7 @@ class ConversationClient:
                              "X-Conduit-Token": conduit.token, "X-Oai-Turn-Trace-Id": trace_id}
             try:
                 yield from self._post(session, upstream, "/f/conversation", write_headers, body,
-                                      reducer, deadline, watcher=watcher)
+                                      reducer, deadline, retryable=True)
                 return
             except _Rejected as rejected:
                 if retry:
@@ -399,7 +400,7 @@ class ConversationClient:
 
     def _post(self, session, upstream: Upstream, path: str, headers: dict, body: dict,
               reducer: StreamReducer, deadline: float,
-              watcher: handoff.Watcher | None = None) -> Iterator[TextDelta]:
+              retryable: bool = False) -> Iterator[TextDelta]:
         # stream_post reads the answer in this thread (fewer thread hand-overs per chunk than
         # session.post(stream=True)) with the session's impersonation, proxy and DNS pinning.
         with upstream_errors("conversation"):
@@ -409,10 +410,9 @@ class ConversationClient:
             # Closing also runs when the caller stops early (client went away): it ends the
             # transfer and closes its connection.
             with response:
-                _check_stream_response(response, retryable=watcher is not None)
-                for event in iter_sse(_chunks(response, deadline)):
-                    if watcher is not None:
-                        watcher.see(event)
+                _check_stream_response(response, retryable=retryable)
+                chunks = _chunks(response, deadline, self.config.max_upstream_answer_bytes)
+                for event in iter_sse(chunks, self.config.max_upstream_event_bytes):
                     yield from reducer.feed(event)
                     if reducer.done:
                         break
@@ -440,9 +440,14 @@ def _remaining(deadline: float) -> float:
     return remaining
 
 
-def _chunks(response: StreamedResponse, deadline: float) -> Iterator[bytes]:
+def _chunks(response: StreamedResponse, deadline: float, max_bytes: int) -> Iterator[bytes]:
+    received = 0
     for chunk in response.iter_content():
         _remaining(deadline)
+        received += len(chunk)
+        if received > max_bytes:  # MAX_UPSTREAM_ANSWER_BYTES: a hostile reverse_proxy never ends
+            raise UpstreamError(f"the upstream answer is longer than {max_bytes} bytes",
+                                "upstream_bad_answer")
         yield chunk
 
 

@@ -151,6 +151,11 @@ _LOGIN_TABLE: dict[str, tuple[type[ApiError], str]] = {
     "session_expired": (Unauthorized, "the session token has expired or was revoked; sign in "
                                       "again in the browser and copy the new cookie"),
     "refresh_token_invalid": (Unauthorized, "the refresh token has expired or was revoked"),
+    "refresh_token_reused": (Unauthorized, "this refresh token was already used (each works "
+                                           "once) and the provider revoked its whole family; "
+                                           "sign in again"),
+    "token_invalidated": (Unauthorized, "the backend refuses this account's access token "
+                                        "(revoked or deactivated); sign in again"),
     "login_rate_limited": (RateLimited, "the identity provider is rate-limiting logins; try "
                                         "again later"),
     "login_failed": (UpstreamError, "the login flow met an unexpected answer"),

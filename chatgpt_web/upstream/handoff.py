@@ -1,10 +1,11 @@
 """When the site hands the rest of an answer to another transport (docs/protocol-requests.md).
 
 A 2026 stream may carry a `stream_handoff` event (`conversation_id`, `turn_exchange_id`, the
-transports on offer) and then end without the answer. `follow()` continues it:
+transports on offer) and then end without the answer; the StreamReducer notes it
+(`handoff_pending`). `follow()` continues it:
 
 1. `POST {api}/f/conversation/resume {conversation_id, offset: 0}`: an event stream that repeats
-   the hand-off preamble and then streams the answer, fed to a fresh StreamReducer;
+   the hand-off preamble and then streams the answer, fed to the same reducer;
 2. if that fails (an error status, a broken or incomplete stream), `GET {api}/conversation/{id}`
    every `poll_interval` seconds until the assistant message is finished.
 
@@ -22,7 +23,7 @@ from ..metrics import timed_upstream
 from ..transport import stream_post, upstream_errors
 from .endpoints import Upstream
 from .errors import from_upstream
-from .stream import Completion, SseEvent, StreamReducer, TextDelta, iter_sse
+from .stream import Completion, StreamReducer, TextDelta, iter_sse
 
 MAX_CONVERSATION_BYTES = 8 * 1024 * 1024
 MAX_POLL_FAILURES = 3
@@ -30,53 +31,36 @@ _FINISHED = ("finished_successfully", "finished_partial_completion")
 
 
 @dataclass(frozen=True)
-class Handoff:
-    conversation_id: str | None
-    turn_exchange_id: str | None
-    options: tuple[str, ...]
+class Limits:
+    """How much of the upstream a hand-off may read (MAX_UPSTREAM_ANSWER_BYTES, ..._EVENT_BYTES)."""
+
+    answer_bytes: int = 64 * 1024 * 1024
+    event_bytes: int = 4 * 1024 * 1024
 
 
-class Watcher:
-    """Looks at each event of a write for a `stream_handoff` (cheaply: most events are not)."""
-
-    def __init__(self) -> None:
-        self.handoff: Handoff | None = None
-
-    def see(self, event: SseEvent) -> None:
-        if "stream_handoff" not in event.data:
-            return
-        try:
-            payload = json.loads(event.data)
-        except ValueError:
-            return
-        if not isinstance(payload, dict) or payload.get("type") != "stream_handoff":
-            return
-        options = payload.get("options") if isinstance(payload.get("options"), list) else []
-        self.handoff = Handoff(
-            _text(payload.get("conversation_id")), _text(payload.get("turn_exchange_id")),
-            tuple(o.get("type") for o in options if isinstance(o, dict)
-                  and isinstance(o.get("type"), str)))
-
-
-def follow(session, upstream: Upstream, headers: dict, handoff: Handoff,
-           first_leg: StreamReducer, *, prefix: str, relayed: str, deadline: float,
-           poll_interval: float) -> Iterator[TextDelta]:
-    """Relay the rest of a handed-off answer; return (as the generator's value) its Completion.
+def follow(session, upstream: Upstream, headers: dict, reducer: StreamReducer, *,
+           prefix: str, relayed: str, deadline: float, poll_interval: float,
+           limits: Limits = Limits()) -> Iterator[TextDelta]:
+    """Relay the rest of the answer `reducer` saw handed off; return (as the generator's value)
+    its Completion.
 
     `prefix` is the text of the answer before this turn (a continuation), `relayed` what this
-    turn's first leg already relayed.
+    turn's first leg already relayed. The resumed leg is fed to the same reducer, which knows
+    the messages of the first leg and emits nothing twice.
     """
-    conversation_id = handoff.conversation_id or first_leg.conversation_id
+    handoff = reducer.handoff
+    conversation_id = (handoff.conversation_id if handoff else None) or reducer.conversation_id
     if not conversation_id:
         raise UpstreamError("the upstream handed the answer off without a conversation id",
                             "upstream_bad_stream")
     sent = prefix + relayed
-    resumed = StreamReducer(prefix=sent)
     try:
-        for delta in _resume(session, upstream, headers, conversation_id, resumed, deadline):
+        reducer.resume_leg()
+        for delta in _resume(session, upstream, headers, conversation_id, reducer, deadline,
+                             limits):
             sent += delta.text
             yield delta
-        return resumed.result()
+        return reducer.result()
     except (UpstreamTimeout, ContentBlocked):
         raise
     except ApiError:
@@ -87,7 +71,7 @@ def follow(session, upstream: Upstream, headers: dict, handoff: Handoff,
 
 
 def _resume(session, upstream: Upstream, headers: dict, conversation_id: str,
-            reducer: StreamReducer, deadline: float) -> Iterator[TextDelta]:
+            reducer: StreamReducer, deadline: float, limits: Limits) -> Iterator[TextDelta]:
     path = "/f/conversation/resume"
     resume_headers = {**headers, "Accept": "text/event-stream",
                       "X-Openai-Target-Path": "/backend-api" + path,
@@ -102,7 +86,8 @@ def _resume(session, upstream: Upstream, headers: dict, conversation_id: str,
                     "Content-Type", ""):
                 raise UpstreamError(f"resume answered HTTP {response.status_code}",
                                     "upstream_stream_broken")
-            for event in iter_sse(_chunks(response, deadline)):
+            chunks = _chunks(response, deadline, limits.answer_bytes)
+            for event in iter_sse(chunks, limits.event_bytes):
                 yield from reducer.feed(event)
                 if reducer.done:
                     break
@@ -159,10 +144,6 @@ def _finished_answer(content: bytes) -> tuple[str, dict] | None:
     return "".join(p for p in parts if isinstance(p, str)), message
 
 
-def _text(value) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
 def _remaining(deadline: float) -> float:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
@@ -170,7 +151,12 @@ def _remaining(deadline: float) -> float:
     return remaining
 
 
-def _chunks(response, deadline: float) -> Iterator[bytes]:
+def _chunks(response, deadline: float, max_bytes: int) -> Iterator[bytes]:
+    received = 0
     for chunk in response.iter_content():
         _remaining(deadline)
+        received += len(chunk)
+        if received > max_bytes:
+            raise UpstreamError(f"the upstream answer is longer than {max_bytes} bytes",
+                                "upstream_bad_answer")
         yield chunk

@@ -20,7 +20,6 @@ from flask import Blueprint, Response, abort, current_app, request
 
 from . import sentinel, streams, tokens, turns
 from .failures import FAILURES, detail_error, json_response
-from .handoff import handoff_first_leg
 
 blueprint = Blueprint("backend", __name__)
 
@@ -156,7 +155,7 @@ def _answer(owner: str, chat, *, model_slug: str | None = None, handoff: bool = 
         resume_token = tokens.mint_resume_token(emulator.secret, turn.conversation_id)
         if handoff and turn.assistant is not None:
             emulator.handoffs[turn.conversation_id] = turn
-            return _stream(handoff_first_leg(turn, resume_token), rng, pings=False)
+            return _stream(streams.handoff_leg(turn, resume_token), rng, pings=False)
         events = streams.v1_events(turn, resume_token, switches.words_per_delta,
                                    switches.stream_error)
     else:
@@ -304,8 +303,8 @@ def conversation_resume():
         abort(json_response(404, {"detail": "No resumable stream for this conversation"}))
     resume_token = tokens.mint_resume_token(emulator.secret, turn.conversation_id)
     rng = random.Random(f"{emulator.switches.chunk_seed}:{emulator.next_stream_number()}")
-    events = streams.v1_events(turn, resume_token, emulator.switches.words_per_delta,
-                               emulator.switches.stream_error)
+    events = streams.resumed_leg(turn, resume_token, body.get("offset", 0),
+                                 emulator.switches.words_per_delta, emulator.switches.stream_error)
     return _stream(events, rng, pings=emulator.switches.pings)
 
 
