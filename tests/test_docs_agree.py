@@ -45,6 +45,9 @@ def _text(node: ast.AST | None) -> str | None:
     return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
 
 
+_HELPERS: dict = {}
+
+
 def emitted_codes() -> set[str]:
     """Every literal code in the package: the code argument of an error's construction (or the
     class's default code when a construction gives none), `code="..."` anywhere, rows of the
@@ -52,7 +55,8 @@ def emitted_codes() -> set[str]:
     and the keys of the table of `{"code": (Class, "message")}`)."""
     classes = error_classes()
     defaults = class_default_codes(classes)
-    codes: set[str] = set()
+    _HELPERS.update(code_positions())
+    codes: set[str] = {value for key, value in _HELPERS.items() if key.endswith(":default")}
     for path in PACKAGE.rglob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
@@ -84,9 +88,30 @@ def class_default_codes(classes: set[str]) -> dict[str, str]:
 _CODE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 
 
+def code_positions() -> dict[str, int]:
+    """Functions of the package with a `code` parameter, and its position: helpers such as
+    `_invalid(message, param, code="invalid_field")` pass codes on to an error class."""
+    positions = {}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                names = [arg.arg for arg in node.args.posonlyargs + node.args.args]
+                if "code" in names and node.name != "__init__":
+                    positions[node.name] = names.index("code") - (names[:1] == ["self"])
+                    defaults = dict(zip(names[::-1], node.args.defaults[::-1], strict=False))
+                    if default := _text(defaults.get("code")):
+                        positions[f"{node.name}:default"] = default
+    return positions
+
+
 def _call_codes(node: ast.Call, classes: set[str], defaults: dict[str, str]) -> set[str]:
-    """`Class(message, "code")` (or the class default), `code="..."`, `login_error("code")`."""
+    """`Class(message, "code")` (or the class default), `code="..."`, `login_error("code")`,
+    and the code argument of any helper with a `code` parameter."""
     found = {_text(keyword.value) for keyword in node.keywords if keyword.arg == "code"}
+    helper = _name(node.func)
+    position = _HELPERS.get(helper) if helper not in classes else None
+    if isinstance(position, int) and len(node.args) > position:
+        found.add(_text(node.args[position]))
     if _name(node.func) in classes:
         if len(node.args) > 1:
             found.add(_text(node.args[1]))

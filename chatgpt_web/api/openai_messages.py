@@ -16,8 +16,12 @@ user's words.
 | content as a list of `text` parts            | the texts joined with a newline              |
 | (assistant: also `refusal` parts)            |                                              |
 | assistant with content null and no tool calls | dropped (it carries nothing)               |
-| role `tool` / `function`, assistant `tool_calls` | 400                                      |
-| non-text parts (`image_url`, `input_audio`, `file`) | 400                                   |
+| assistant `tool_calls` / `function_call`     | `assistant`: its text, then the calls (1)    |
+| role `tool` / `function` (a result)          | `user`: "Tool result (call id):" + result    |
+| non-text parts (`image_url`, `input_audio`, `file`) | 400 |
+
+(1) as the JSON the model is asked to write when it calls a function (tool_calls.py), so that the
+model sees its earlier calls in the form it was told to use.
 
 Non-text parts are refused rather than dropped: images need the backend's file upload (a
 `multimodal_text` message with asset pointers, §2.2), which this service does not do yet, and a
@@ -29,18 +33,22 @@ after the last assistant message are new and sent.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from ..errors import BadRequest
 from ..upstream.conversation import ChatMessage
+from .tool_calls import call_json, tool_result_text
 
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-_TEXT_PARTS = {"user": ("text",), "system": ("text",), "assistant": ("text", "refusal")}
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
+          "tool": "user", "function": "user"}
+_TEXT_PARTS = {"user": ("text",), "system": ("text",), "assistant": ("text", "refusal"),
+               "tool": ("text",), "function": ("text",)}
 PART_SEPARATOR = "\n"
 
 
-def _invalid(message: str, param: str, *, code: str = "invalid_field") -> BadRequest:
+def _invalid(message: str, param: str, code: str = "invalid_field") -> BadRequest:
     return BadRequest(message, code, param=param)
 
 
@@ -59,7 +67,7 @@ def _text_of(content: Any, role: str, param: str) -> str:
         if kind not in _TEXT_PARTS[role]:
             raise _invalid(f"content parts of type '{kind}' are not supported: this service "
                            "sends text only (images and files need an upload it does not do)",
-                           f"{part_param}.type", code="unsupported_content")
+                           f"{part_param}.type", "unsupported_content")
         text = part.get(kind)  # a text part's text is under "text", a refusal's under "refusal"
         if not isinstance(text, str):
             raise _invalid(f"a '{kind}' part needs a string '{kind}'", part_param)
@@ -75,10 +83,10 @@ def to_web_messages(raw: Any, *, max_messages: int | None = None) -> tuple[ChatM
     """
     if not isinstance(raw, list) or not raw:
         raise _invalid("messages must be a non-empty array", "messages",
-                       code="missing_field" if raw is None else "invalid_field")
+                       "missing_field" if raw is None else "invalid_field")
     if max_messages is not None and len(raw) > max_messages:
         raise _invalid(f"messages holds {len(raw)} messages; at most {max_messages} are accepted "
-                       "(MAX_MESSAGES)", "messages", code="too_many_messages")
+                       "(MAX_MESSAGES)", "messages", "too_many_messages")
     mapped = []
     for index, message in enumerate(raw):
         param = f"messages[{index}]"
@@ -88,22 +96,51 @@ def to_web_messages(raw: Any, *, max_messages: int | None = None) -> tuple[ChatM
         if not isinstance(role, str):  # a list or an object: refused before any lookup by it
             raise _invalid("a message's role must be a string", f"{param}.role")
         if role not in _ROLES:
-            raise _invalid(f"the role {role!r} is not supported: use system, developer, user or "
-                           "assistant (tool and function calling are not available through the "
-                           "web backend)", f"{param}.role", code="unsupported_role")
-        if role == "assistant" and (message.get("tool_calls") or message.get("function_call")):
-            raise _invalid("assistant tool calls are not supported", f"{param}.tool_calls",
-                           code="unsupported_role")
+            raise _invalid(f"the role {role!r} is not supported: use system, developer, user, "
+                           "assistant or tool", f"{param}.role", "unsupported_role")
         content = message.get("content")
-        if content is None:
-            if role == "assistant":
+        text = None if content is None else _text_of(content, role, f"{param}.content")
+        if role == "assistant":
+            calls = _calls_of(message, param)
+            if calls:
+                text = "\n".join(part for part in (text, call_json(calls)) if part)
+            if text is None:
                 continue
-            raise _invalid(f"a {role} message needs content", f"{param}.content",
-                           code="missing_field")
-        mapped.append(ChatMessage(_ROLES[role], _text_of(content, role, f"{param}.content")))
+        elif role in ("tool", "function"):
+            if text is None:
+                raise _invalid("a tool message needs content", f"{param}.content",
+                               "missing_field")
+            call_id = message.get("tool_call_id")
+            name = message.get("name")
+            text = tool_result_text(name if isinstance(name, str) else None,
+                                    call_id if isinstance(call_id, str) else None, text)
+        elif text is None:
+            raise _invalid(f"a {role} message needs content", f"{param}.content", "missing_field")
+        mapped.append(ChatMessage(_ROLES[role], text))
     if not mapped:
         raise _invalid("messages contain no content to send", "messages")
     return tuple(mapped)
+
+
+def _calls_of(message: dict, param: str) -> list[tuple[str, Any]]:
+    """(name, arguments) of an assistant message's tool_calls or legacy function_call."""
+    raw = message.get("tool_calls") or []
+    if message.get("function_call"):
+        raw = [{"function": message["function_call"]}]
+    if not isinstance(raw, list):
+        raise _invalid("tool_calls must be an array", f"{param}.tool_calls")
+    calls = []
+    for index, call in enumerate(raw):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise _invalid("each tool call needs function.name", f"{param}.tool_calls[{index}]")
+        arguments = function.get("arguments", "{}")
+        try:  # the official API gives arguments as JSON text; show the model the value
+            arguments = json.loads(arguments) if isinstance(arguments, str) else arguments
+        except ValueError:
+            pass  # shown as the text the client sent
+        calls.append((function["name"], arguments))
+    return calls
 
 
 def messages_to_send(messages: Sequence[ChatMessage], *,
@@ -119,6 +156,5 @@ def messages_to_send(messages: Sequence[ChatMessage], *,
     new = tuple(messages[last_assistant + 1:])
     if not new:
         raise _invalid("to continue a conversation, messages must end with at least one new "
-                       "message after the last assistant message", "messages",
-                       code="no_new_message")
+                       "message after the last assistant message", "messages", "no_new_message")
     return new
