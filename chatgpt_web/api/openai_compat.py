@@ -32,6 +32,7 @@ from ..upstream.stream import Completion
 from . import fields as f
 from . import sse
 from .answer_limits import stop_sequences, token_limit
+from .bearer_check import verify_bearer
 from .chat_memory import ChatMemory, Place, caller_scope
 from .chat_turns import (
     TurnResult,
@@ -81,6 +82,19 @@ install_error_handlers(blueprint, error_body)
 install_error_handlers(aliases, error_body)
 
 
+def no_retry_after_deadline(response):
+    """A 504 means the upstream had the prompt and did not finish within REQUEST_TIMEOUT: the
+    SDKs retry 5xx twice by default, which would send the same prompt upstream three times.
+    `x-should-retry: false` (which the official SDKs obey) makes that one turn."""
+    if response.status_code == 504:
+        response.headers["x-should-retry"] = "false"
+    return response
+
+
+blueprint.after_request(no_retry_after_deadline)
+aliases.after_request(no_retry_after_deadline)
+
+
 def _json_body() -> dict:
     # force=True: curl users often forget the Content-Type header; the body is JSON either way.
     body = request.get_json(force=True, silent=True)
@@ -115,12 +129,20 @@ def _choices(body: dict) -> int:
 class _Reply:
     """The fixed parts of one answer (id, created, model) and its rendering as official objects."""
 
-    def __init__(self, model: models.Model, prompt: tuple[ChatMessage, ...], include_usage: bool):
+    def __init__(self, model: models.Model, prompt: tuple[ChatMessage, ...], include_usage: bool,
+                 include_reasoning: bool = False):
         self.id = "chatcmpl-" + uuid.uuid4().hex
         self.created = int(time.time())
         self.model = model
         self.prompt = prompt
         self.include_usage = include_usage
+        # The web answer's reasoning summary, as `reasoning_content`, only when asked for.
+        self.include_reasoning = include_reasoning
+
+    def reasoning(self, completion: Completion | None) -> str | None:
+        if not self.include_reasoning or completion is None:
+            return None
+        return completion.reasoning or None
 
     def usage(self, answers: list[str]) -> dict:
         """Token counts: the request's messages as given, and the text of every choice."""
@@ -137,9 +159,11 @@ class _Reply:
                 "message_id": completion.message_id,
                 "model_slug": completion.model_slug}
 
-    @staticmethod
-    def message(result: TurnResult) -> dict:
+    def message(self, result: TurnResult) -> dict:
         message = {"role": "assistant", "content": result.text, "refusal": None}
+        reasoning = self.reasoning(result.completion)
+        if reasoning:
+            message["reasoning_content"] = reasoning
         if result.tool_calls:
             message["tool_calls"] = [call.to_dict() for call in result.tool_calls]
         return message
@@ -202,6 +226,13 @@ def _turn_spec(body: dict, config, model: models.Model, messages: tuple[ChatMess
     return spec, remembered
 
 
+def _wants_reasoning(body: dict) -> bool:
+    """Whether the caller asked for the reasoning: `reasoning_effort` (OpenAI), or
+    `include_reasoning: true` / a `reasoning` object (OpenRouter-style clients)."""
+    return (body.get("reasoning_effort") is not None or body.get("include_reasoning") is True
+            or isinstance(body.get("reasoning"), dict))
+
+
 def _start_first(grant: Grant, client, spec: TurnSpec, remembered: bool,
                  messages: tuple[ChatMessage, ...]) -> tuple[TurnSpec, Answer]:
     """Start the turn; a remembered conversation that is gone upstream (deleted, or its account
@@ -233,7 +264,7 @@ def chat_completions():
     options = body.get("stream_options")
     include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
 
-    reply = _Reply(model, messages, include_usage)
+    reply = _Reply(model, messages, include_usage, include_reasoning=_wants_reasoning(body))
     client = services.conversations
     # Started before the status line, so that early failures get their own status.
     spec, first = _start_first(grant, client, spec, remembered, messages)
@@ -317,6 +348,9 @@ class _StreamedChoice:
             yield self._chunk({"content": rest})
         completion = answer.completion
         self.result = TurnResult(self.output_text, None, finish_reason_of(completion), completion)
+        reasoning = self.reply.reasoning(completion)
+        if reasoning:
+            yield self._chunk({"reasoning_content": reasoning})
         yield self._chunk({}, self.result.finish_reason, **self.reply.extras(completion))
 
     def shaped(self, result: TurnResult) -> Iterator[bytes]:
@@ -331,6 +365,9 @@ class _StreamedChoice:
                     "index": position, "function": {"arguments": call.arguments}}]})
         elif result.text:
             yield self._chunk({"content": result.text})
+        reasoning = self.reply.reasoning(result.completion)
+        if reasoning:
+            yield self._chunk({"reasoning_content": reasoning})
         yield self._chunk({}, result.finish_reason, **self.reply.extras(result.completion))
 
 
@@ -339,7 +376,8 @@ class _StreamedChoice:
 def list_models():
     """Every model name the service accepts, in the official list shape."""
     services = current()
-    check_caller(services)
+    check_caller(services)  # an expired JWT, locally
+    verify_bearer(services)  # any other token, with the backend (cached)
     listed = models.list_models(extra_slugs=(services.config.default_model,))
     return jsonify({"object": "list", "data": [model.to_dict() for model in listed]})
 
