@@ -319,6 +319,8 @@ def test_an_expired_token_is_refused_without_asking_the_backend(live_service, em
 
 def test_a_deadline_answer_tells_the_sdk_not_to_retry(live_service_factory, token, emulator):
     service = live_service_factory(REQUEST_TIMEOUT="1")
+    emulator.switches.chunking = False  # one event a chunk, each 0.3 s after the last
+    emulator.switches.words_per_delta = 1
     emulator.switches.chunk_delay = 0.3
     emulator.switches.answer = "slow words " * 20
     with openai.OpenAI(base_url=service.url + "/v1", api_key=token, max_retries=2,
