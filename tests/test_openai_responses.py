@@ -2,6 +2,7 @@
 with tools and structured output, and GET/DELETE of stored responses."""
 from __future__ import annotations
 
+import asyncio
 import json
 
 import openai
@@ -137,3 +138,16 @@ def test_the_reasoning_summary_only_when_asked(sdk, emulator):
     assert [item.type for item in asked.output] == ["reasoning", "message"]
     assert "Weighing the options." in asked.output[0].summary[0].text
     assert asked.output_text == "Echo: Hi"
+
+
+def test_the_async_client_streams_a_response(live_service, token):
+    async def collect():
+        async with openai.AsyncOpenAI(base_url=live_service.url + "/v1", api_key=token,
+                                      max_retries=0, timeout=30) as client:
+            stream = await client.responses.create(model="gpt-4o", input="async hi",
+                                                   stream=True)
+            return [event async for event in stream]
+
+    events = asyncio.run(collect())
+    assert events[-1].type == "response.completed"
+    assert events[-1].response.output_text == "Echo: async hi"
