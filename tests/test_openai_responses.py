@@ -151,3 +151,21 @@ def test_the_async_client_streams_a_response(live_service, token):
     events = asyncio.run(collect())
     assert events[-1].type == "response.completed"
     assert events[-1].response.output_text == "Echo: async hi"
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
+     "input[0].content[0].type"),
+    ({"input": "Hi", "text": {"format": {"type": "xml"}}}, "text.format.type"),
+    ({"input": "Hi", "text": "json please"}, None),
+    ({"input": [{"type": "web_search_call"}]}, "input[0].type"),
+    ({"input": None}, "input"),
+])
+def test_bad_input_is_a_clear_400(sdk, emulator, body, param):
+    if param is None:  # a malformed `text` is ignored like other unknown shapes, never a 500
+        assert sdk.responses.create(model="gpt-4o", **body).output_text == "Echo: Hi"
+        return
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.responses.create(model="gpt-4o", **body)
+    assert caught.value.body["param"] == param
+    assert posts(emulator) == []

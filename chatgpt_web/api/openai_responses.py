@@ -137,7 +137,8 @@ class _Response:
 
     def object(self, status: str, output: list[dict], result: TurnResult | None = None) -> dict:
         body = self.body
-        text_format = (body.get("text") or {}).get("format") or {"type": "text"}
+        text = body.get("text")
+        text_format = (text.get("format") if isinstance(text, dict) else None) or {"type": "text"}
         obj = {
             "id": self.id, "object": "response", "created_at": self.created_at,
             "status": status, "error": None,
