@@ -142,7 +142,8 @@ def _calls_of(message: dict, param: str) -> list[tuple[str, Any]]:
     return calls
 
 
-def messages_to_send(messages: Sequence[ChatMessage], *, continuing: bool) -> tuple[ChatMessage, ...]:
+def messages_to_send(messages: Sequence[ChatMessage], *,
+                     continuing: bool) -> tuple[ChatMessage, ...]:
     """The messages that go upstream: all of them, or when continuing only those after the last
     assistant message (the earlier ones are already in the web conversation).
 
