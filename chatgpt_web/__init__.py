@@ -45,11 +45,13 @@ def create_app(config: Config | Mapping[str, str] | None = None) -> Flask:
 
     from .api import admin, conversations, openai_compat, openai_responses, ops, pages, primary
     from .api.error_boundary import install_error_handlers
+    from .api.key_info import blueprint as own_key  # GET /v1/key
     observability.init_app(app)  # first: its route bookkeeping must run before the key guard
     cors.init_app(app, config.cors_origins)  # before the key guard: preflights carry no key
     access.init_app(app)
     app.register_blueprint(ops.blueprint)
     app.register_blueprint(admin.blueprint)
+    app.register_blueprint(own_key)
     app.register_blueprint(pages.blueprint)
     app.register_blueprint(primary.blueprint)
     app.register_blueprint(conversations.primary_face)  # /conversations...

@@ -18,9 +18,10 @@ from flask import Flask, g, request
 
 from .config import Config
 from .errors import Forbidden, Unauthorized
+from .key_policy import KeyPolicy
 from .keys import ClientKey, KeyRing
 from .limits import headers_for
-from .services import current
+from .services import Services, current
 
 # Reachable without a key: a load balancer's probes, the playground page and the console page
 # (the pages hold no data: their scripts ask for the key and send it with every call).
@@ -30,6 +31,11 @@ OPEN_PREFIXES = ("/static/",)
 # Need a key but are not rate limited: a Prometheus scrape every 15 s would exhaust 120/hour.
 UNLIMITED_PATHS = frozenset({"/metrics"})
 ADMIN_PREFIX = "/admin"
+# POSTed here, a request is answered by a backend: a scoped key's model and backend scopes,
+# concurrency cap and quotas apply (ledger.py).
+ANSWER_PATHS = frozenset({"/send_message", "/v1/chat/completions", "/chat/completions",
+                          "/v1/responses"})
+NO_RETRY = {"x-should-retry": "false"}
 
 
 def client_ip(remote_addr: str | None, forwarded_for: str | None, trusted) -> str:
@@ -108,6 +114,60 @@ def _require_client_key(keys: KeyRing) -> ClientKey:
     return client
 
 
+def requested_model(default: str) -> str | None:
+    """The `model` the request body asks for (`default` when it names none), None if not text."""
+    if request.is_json:
+        body = request.get_json(silent=True)
+        value = body.get("model") if isinstance(body, dict) else None
+    else:
+        value = request.form.get("model")
+    if value is None or value == "":
+        return default
+    return value if isinstance(value, str) else None
+
+
+def check_scopes(policy: KeyPolicy, ip: str, answering: bool, default_model: str) -> None:
+    """Refuse a request outside the scoped key's scopes.
+
+    :raise Unauthorized: key_disabled, key_expired. :raise Forbidden: ip_not_allowed,
+        backend_not_allowed, model_not_allowed.
+    """
+    if policy.disabled:
+        raise Unauthorized("this API key is disabled", "key_disabled", headers=NO_RETRY)
+    if policy.expired():
+        raise Unauthorized("this API key has expired", "key_expired", headers=NO_RETRY)
+    if not policy.allows_ip(ip):
+        raise Forbidden("this API key may not be used from this address", "ip_not_allowed",
+                        headers=NO_RETRY)
+    if not answering:
+        return
+    # Answers run on the web accounts (the only backend this path serves).
+    if not policy.allows_backend("web"):
+        raise Forbidden("this API key may not use the web accounts backend",
+                        "backend_not_allowed", headers=NO_RETRY)
+    model = requested_model(default_model)
+    if model is not None and not policy.allows_model(model):
+        raise Forbidden(f"this API key may not use the model {model[:100]!r}",
+                        "model_not_allowed", param="model", headers=NO_RETRY)
+
+
+def _admit(services: Services, client: ClientKey) -> None:
+    """Take a concurrency slot and count the request against the key's quotas; the slot is
+    given back when the answer (or its stream) is closed."""
+    ledger = services.ledger
+    # A slot outlives a stuck request by at most its deadline and a minute.
+    lease = (ledger.lease(client.policy, services.config.request_timeout + 60)
+             if client.policy else None)
+    try:
+        ledger.admit(client.id, client.policy)
+    except Exception:
+        if lease:
+            ledger.release(client.id, lease)
+        raise
+    if lease:
+        g.key_lease = (ledger, client.id, lease)
+
+
 def client_key() -> ClientKey | None:
     """The client key the current request presented (None when keys are off)."""
     return g.get("client_key")
@@ -128,15 +188,27 @@ def init_app(app: Flask) -> None:
         if services.keys.enabled:
             client = _require_client_key(services.keys)
         g.client_key = client
+        ip = client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"),
+                       services.config.trusted_proxies)
+        policy = client.policy if client else None
+        answering = request.method == "POST" and path in ANSWER_PATHS
+        if policy is not None:
+            check_scopes(policy, ip, answering, services.config.default_model)
         if path not in UNLIMITED_PATHS:
             g.rate_limit = services.limiter.check(
-                client.id if client else None,
-                client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"),
-                          services.config.trusted_proxies))
+                client.id if client else None, ip,
+                key_rate=policy.rate if policy else None)
+        if client is not None and answering:
+            _admit(services, client)
 
     @app.after_request
     def rate_limit_headers(response):
         decision = g.get("rate_limit")
         if decision is not None:
             response.headers.update(headers_for(decision))
+        lease = g.pop("key_lease", None)
+        if lease is not None:
+            ledger, key_id, lease_id = lease
+            # On close: a stream holds its slot until its last byte is sent.
+            response.call_on_close(lambda: ledger.release(key_id, lease_id))
         return response

@@ -4,7 +4,7 @@
     login       sign in and print an access token (password and code asked without echo)
     ask         stream an answer to the terminal; -c continues the last conversation
     accounts    the account pool's health as a table
-    keys        make client keys for API_KEYS_FILE (as python -m chatgpt_web.keys)
+    keys        make and manage client keys (as python -m chatgpt_web.keys)
     check       validate the configuration and reach the upstream once
 
 Every command reads the same environment variables as the service (README, "Configuration").
@@ -358,7 +358,7 @@ def parser() -> argparse.ArgumentParser:
     question.set_defaults(run=ask)
 
     commands.add_parser("accounts", help="the account pool's health").set_defaults(run=accounts)
-    key_maker = commands.add_parser("keys", help="make client keys (new [label] | hash [label])",
+    key_maker = commands.add_parser("keys", help="client keys (new|hash|create|list|update|revoke)",
                                     add_help=False)
     key_maker.add_argument("rest", nargs=argparse.REMAINDER)
     key_maker.set_defaults(run=make_keys)

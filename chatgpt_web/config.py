@@ -277,6 +277,12 @@ class Config:
     api_keys: tuple[str, ...] = setting("API_KEYS", text_list, (), secret=True)
     # File of hashed client keys, one "sha256:<hex> [label]" per line (python -m chatgpt_web.keys).
     api_keys_file: str | None = setting("API_KEYS_FILE", optional_text)
+    # JSON file of scoped client keys (hashes only, with their limits): keys.py, README.
+    keys_file: str | None = setting("KEYS_FILE", optional_text)
+    # Days the per-key usage ledger keeps each day's counters (ledger.py).
+    usage_retention_days: int = setting("USAGE_RETENTION_DAYS", positive_int, 90)
+    # Per-key totals in /metrics (one series per key: off by default for cardinality).
+    metrics_per_key: bool = setting("METRICS_PER_KEY", boolean, False)
     # Key for /admin/*; without it /admin/* answers 403.
     admin_key: str | None = setting("ADMIN_KEY", optional_text, secret=True)
     # Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For is believed.
@@ -357,7 +363,8 @@ class Config:
                 spec.metadata["parse"](value)
             except ConfigError as problem:
                 found.append(f"{spec.metadata['env']} {problem}")
-        if "*" in self.cors_origins and not (self.api_keys or self.api_keys_file):
+        if "*" in self.cors_origins and not (self.api_keys or self.api_keys_file
+                                             or self.keys_file):
             found.append("CORS_ORIGINS=* needs API_KEYS or API_KEYS_FILE: without keys any web "
                          "page could use this service")
         return found

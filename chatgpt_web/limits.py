@@ -56,16 +56,17 @@ class RateLimiter:
         self.strategy = strategy
         self._clock = clock
 
-    def check(self, key_id: str | None, ip: str) -> Decision | None:
-        """Count one request of `key_id` (None when keys are off) from `ip`.
+    def check(self, key_id: str | None, ip: str, key_rate: Rate | None = None) -> Decision | None:
+        """Count one request of `key_id` (None when keys are off) from `ip`; `key_rate` is the
+        key's own limit (a scoped key's `rate`), instead of RATE_LIMIT.
 
         Returns the tightest decision (for the RateLimit-* headers), None when no limit applies.
         :raise RateLimited: 429 with Retry-After (and the headers) when a limit is exceeded.
         """
         decisions = []  # (scope, rate, decision)
-        if self.per_key is not None and key_id is not None:
-            decisions.append(("client key", self.per_key,
-                              self.count(f"key:{key_id}", self.per_key)))
+        per_key = key_rate or self.per_key
+        if per_key is not None and key_id is not None:
+            decisions.append(("client key", per_key, self.count(f"key:{key_id}", per_key)))
         if self.per_ip is not None:
             # The IP is hashed: counters need no readable addresses of people.
             ip_id = hashlib.sha256(ip.encode()).hexdigest()[:16]

@@ -38,6 +38,10 @@ TIME_TO_FIRST_TOKEN = Histogram(
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
 )
 UPSTREAM_ERRORS = Counter("chatgpt_web_upstream_errors_total", "Upstream failures", ["code"])
+# Per client key id: only filled when METRICS_PER_KEY is on (one series per key).
+KEY_REQUESTS = Counter("chatgpt_web_key_requests_total", "Answered requests per client key",
+                       ["key"])
+KEY_TOKENS = Counter("chatgpt_web_key_tokens_total", "Tokens per client key", ["key", "kind"])
 STREAMS_IN_FLIGHT = Gauge("chatgpt_web_streams_in_flight", "Answers being relayed now",
                           multiprocess_mode="livesum")
 

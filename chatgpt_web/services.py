@@ -7,6 +7,7 @@ from typing import TypeVar
 
 from .config import Config
 from .keys import KeyRing
+from .ledger import Ledger
 from .limits import RateLimiter
 from .pool import AccountPool, load_accounts
 from .store import Store, open_store
@@ -58,8 +59,16 @@ class Services:
 
     @property
     def keys(self) -> KeyRing:
-        """The client API keys of API_KEYS and API_KEYS_FILE (empty: keys are off)."""
-        return self._once("keys", lambda: KeyRing.from_config(self.config))
+        """The client keys of API_KEYS, API_KEYS_FILE, KEYS_FILE and the Store (keys.py)."""
+        return self._once("keys", lambda: KeyRing.from_config(self.config).attach(
+            lambda: self.store))
+
+    @property
+    def ledger(self) -> Ledger:
+        """Client keys' quotas, concurrency leases and usage counters, in `store`."""
+        return self._once("ledger", lambda: Ledger(
+            self.store, self.config.usage_retention_days,
+            metrics_per_key=self.config.metrics_per_key))
 
     @property
     def limiter(self) -> RateLimiter:

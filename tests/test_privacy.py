@@ -251,3 +251,56 @@ def test_no_key_or_pooled_secret_reaches_the_logs_on_a_shared_deployment(
     leaked = [line for line in logs.splitlines() if any(s in line for s in secrets)]
     assert not leaked, "secrets in the logs:\n" + "\n".join(leaked)
     assert logs.count("route=/admin/accounts") == 2  # the access lines were there to be read
+
+
+def test_scoped_keys_and_the_ledger_keep_no_key_or_content_in_the_store_or_the_logs(
+        live_service_factory, emulator, tmp_path, caplog, capfd):
+    """Keys made through /admin/keys and KEYS_FILE, their scopes refused and served, the ledger
+    and /v1/key: the store and the logs hold no key, prompt or answer."""
+    import diskcache
+
+    from chatgpt_web.keys import key_digest
+    caplog.set_level(logging.DEBUG)
+    file_key, admin_key = "sk-cw-planted-scoped-3d7e", "planted-admin-key-51aa"
+    keys_file = tmp_path / "keys.json"
+    keys_file.write_text(json.dumps({"keys": [
+        {"id": "filed", "hash": "sha256:" + key_digest(file_key), "models": ["gpt-4o"],
+         "quota": {"requests": "3/day"}}]}))
+    accounts = tmp_path / "accounts.json"
+    accounts.write_text(json.dumps([{"name": "tok",
+                                     "access_token": emulator.mint_access_token()}]))
+    cache = tmp_path / "cache-scoped"
+    server = live_service_factory(KEYS_FILE=str(keys_file), ADMIN_KEY=admin_key,
+                                  ACCOUNTS_FILE=str(accounts), CACHE_DIR=str(cache),
+                                  METRICS_PER_KEY="true")
+    emulator.switches.answer = PLANTED["answer"]
+    admin = {"Authorization": f"Bearer {admin_key}", "Content-Type": "application/json"}
+    status, _, made = http_request(server.url, "POST", "/admin/keys",
+                                   json.dumps({"id": "made", "concurrency": 2}).encode(), admin)
+    assert status == 201
+    made_key = json.loads(made)["key"]
+    as_json = {"Content-Type": "application/json"}
+    for key, body, expected in [
+            (file_key, chat(), 200), (file_key, chat(stream=True), 200),
+            (file_key, chat(model="o1"), 403), (made_key, chat(), 200),
+            (file_key, chat(), 200), (file_key, chat(), 429)]:
+        got, _, answer = http_request(server.url, "POST", "/v1/chat/completions",
+                                      json.dumps(body).encode(),
+                                      {**as_json, "Authorization": f"Bearer {key}"})
+        assert got == expected, answer[:200]
+    for path in ("/admin/keys", "/admin/usage", "/admin/usage?format=csv"):
+        assert http_request(server.url, "GET", path, headers=admin)[0] == 200
+    assert http_request(server.url, "GET", "/v1/key",
+                        headers={"Authorization": f"Bearer {made_key}"})[0] == 200
+    assert http_request(server.url, "DELETE", "/admin/keys/made", headers=admin)[0] == 200
+    captured = capfd.readouterr()
+    logs = "\n".join([caplog.text, captured.out, captured.err])
+    secrets = [file_key, made_key, admin_key, PLANTED["prompt"], PLANTED["answer"],
+               PLANTED["password"]]
+    leaked = [line for line in logs.splitlines() if any(s in line for s in secrets)]
+    assert not leaked, "secrets in the logs:\n" + "\n".join(leaked)
+    # diskcache's JSONDisk compresses values: read them back through it, keys and values.
+    with diskcache.Cache(str(cache), disk=diskcache.JSONDisk) as store:
+        stored = "\n".join(f"{name} {json.dumps(store.get(name))}" for name in store.iterkeys())
+    assert "usage:v1:ledger:filed:" in stored  # the ledger was written where we look
+    assert not [s for s in secrets if s in stored]

@@ -7,17 +7,21 @@ token, or, when API keys are on, one of the service's keys, which runs the reque
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
+from .. import usage
 from ..access import bearer, client_key
 from ..answers import Answer
-from ..errors import ServiceUnavailable, Unauthorized
+from ..errors import ApiError, ServiceUnavailable, Unauthorized
+from ..ledger import Ledger
 from ..pool import AccountPool
 from ..services import Services
 from ..tokens import ensure_not_expired
 from ..upstream.conversation import ConversationClient, ConversationRequest
 from ..upstream.endpoints import Upstream, from_base_url
 
+log = logging.getLogger(__name__)
 MAX_TOKEN_LENGTH = 20000
 
 
@@ -31,6 +35,8 @@ class Grant:
     pool: AccountPool | None = None
     # The client key id a pooled answer runs for: its new conversations are recorded as its own.
     owner: str | None = None
+    # Where the owner's answers are counted (the usage ledger), when it has an owner.
+    ledger: Ledger | None = None
 
     def start_answer(self, client: ConversationClient, request: ConversationRequest) -> Answer:
         """Start the answer on the caller's token, or on a pooled account with failover.
@@ -38,8 +44,25 @@ class Grant:
         :raise ApiError: the answer failed before its first item (see answers.Answer.start).
         """
         if self.pool is not None:
-            return self.pool.run(client, request, self.upstream, owner=self.owner)
-        return Answer.start(client, self.access_token, request, self.upstream)
+            answer = self.pool.run(client, request, self.upstream, owner=self.owner)
+        else:
+            answer = Answer.start(client, self.access_token, request, self.upstream)
+        if self.ledger is not None and self.owner is not None:
+            answer.on_complete(_recorder(self.ledger, self.owner, request))
+        return answer
+
+
+def _recorder(ledger: Ledger, owner: str, request: ConversationRequest):
+    """The callback that adds a complete answer to its key's ledger (counts only, no text)."""
+    def record(completion) -> None:
+        prompt = usage.count_messages(((m.role, m.content) for m in request.messages),
+                                      request.model)
+        try:
+            ledger.record(owner, request.model, "web", prompt,
+                          usage.count_text(completion.text or "", request.model))
+        except ApiError as error:  # the answer is already given: a ledger outage must not fail it
+            log.warning("usage of key %s not recorded (%s)", owner, error.code)
+    return record
 
 
 def bearer_token() -> str:
@@ -87,7 +110,8 @@ def authenticate(services: Services) -> Grant:
         if services.pool is None:
             raise ServiceUnavailable("API keys are enabled but no ACCOUNTS_FILE holds accounts to "
                                      "serve them", "no_account_available")
-        return Grant(None, upstream, services.pool, owner=client_key().id)
+        return Grant(None, upstream, services.pool, owner=client_key().id,
+                     ledger=services.ledger)
     if _pool_serves_anyone(services):
         return Grant(None, upstream, services.pool)
     access_token = bearer_token()

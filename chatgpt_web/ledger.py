@@ -1,0 +1,193 @@
+"""What each client key used, counted in the shared Store: the usage ledger, quotas, leases.
+
+Three kinds of records, all under `usage:v1:` and all changed only while holding the key's Store
+lock (`Store.lock`: exclusive across threads, worker processes and, with Redis, instances), so
+two instances counting one key never lose an update:
+
+    totals:<key>:day:<YYYY-MM-DD>, totals:<key>:month:<YYYY-MM>
+        {"requests": n, "tokens": n}: what the quotas read. A request counts when it is admitted
+        (so a quota of N lets exactly N through); its tokens when its answer is complete.
+    ledger:<key>:<YYYY-MM-DD>
+        {"<model>|<backend>": {"requests", "prompt_tokens", "completion_tokens"}} per answer,
+        kept USAGE_RETENTION_DAYS; `days:<YYYY-MM-DD>` lists the keys with a ledger that day.
+    lease:<key>
+        {lease id: unix expiry}: the key's requests in flight, for its concurrency cap.
+
+Days and months are UTC. No prompt, answer or address is ever recorded: only counts.
+"""
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+
+from .errors import RateLimited
+from .key_policy import PERIODS, QUOTA_KINDS, KeyPolicy
+from .metrics import KEY_REQUESTS, KEY_TOKENS
+from .store import Store
+
+PREFIX = "usage:v1:"
+LOCK_TTL = 10.0  # seconds: a holder only reads and writes a few small records
+LOCK_WAIT = 15.0
+# The official SDK waits at most 60 s for a Retry-After; past that, retrying only spends requests.
+SDK_RETRY_WAIT = 60
+NO_RETRY = {"x-should-retry": "false"}
+
+
+def period_name(moment: datetime, period: str) -> str:
+    return moment.strftime("%Y-%m-%d" if period == "day" else "%Y-%m")
+
+
+def period_reset(moment: datetime, period: str) -> datetime:
+    """The start of the next UTC day or month after `moment`."""
+    if period == "day":
+        return datetime(moment.year, moment.month, moment.day, tzinfo=UTC) + timedelta(days=1)
+    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
+    return datetime(year, month, 1, tzinfo=UTC)
+
+
+class Ledger:
+    """Quotas, concurrency leases and usage counters of client keys, in `store`."""
+
+    def __init__(self, store: Store, retention_days: int = 90,
+                 clock: Callable[[], float] = time.time, metrics_per_key: bool = False):
+        self.store = store
+        self.retention = retention_days * 86400
+        self._clock = clock
+        self.metrics_per_key = metrics_per_key
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    def _lock(self, key_id: str):
+        return self.store.lock(f"{PREFIX}{key_id}", LOCK_TTL, LOCK_WAIT)
+
+    def _totals_key(self, key_id: str, moment: datetime, period: str) -> str:
+        return f"{PREFIX}totals:{key_id}:{period}:{period_name(moment, period)}"
+
+    def _add_totals(self, key_id: str, moment: datetime, requests: int, tokens: int) -> None:
+        for period in PERIODS:
+            name = self._totals_key(key_id, moment, period)
+            current = self.store.get(name) or {}
+            expire = (period_reset(moment, period) - moment).total_seconds() + 86400
+            self.store.set(name, {"requests": current.get("requests", 0) + requests,
+                                  "tokens": current.get("tokens", 0) + tokens}, expire=expire)
+
+    # --- admission -----------------------------------------------------------------------------
+    def admit(self, key_id: str, policy: KeyPolicy | None) -> None:
+        """Count one request of the key `key_id`, if its quotas (`policy`'s) have room.
+
+        :raise RateLimited: 429 quota_exhausted with Retry-After at the period's reset (and
+            x-should-retry: false when that is further away than the SDK would wait).
+        """
+        now = self._now()
+        quota = policy.quota if policy else {}
+        with self._lock(key_id):
+            for period in PERIODS if quota else ():
+                used = self.store.get(self._totals_key(key_id, now, period)) or {}
+                for kind in QUOTA_KINDS:
+                    limit = quota.get((kind, period))
+                    if limit is not None and used.get(kind, 0) >= limit:
+                        raise _exhausted(kind, period, limit, now)
+            self._add_totals(key_id, now, 1, 0)
+
+    def lease(self, policy: KeyPolicy, ttl: float) -> str | None:
+        """Take one of the key's `concurrency` slots for up to `ttl` seconds; its id to release.
+
+        :raise RateLimited: 429 concurrency_limited (Retry-After: 1) when all are taken.
+        """
+        if policy.concurrency is None:
+            return None
+        name = f"{PREFIX}lease:{policy.id}"
+        lease_id = secrets.token_hex(8)
+        with self._lock(policy.id):
+            now = self._clock()
+            live = {lid: until for lid, until in (self.store.get(name) or {}).items()
+                    if until > now}
+            if len(live) >= policy.concurrency:
+                raise RateLimited(f"this key may run at most {policy.concurrency} requests at "
+                                  "once; wait for one to finish", "concurrency_limited",
+                                  retry_after=1)
+            live[lease_id] = now + ttl
+            self.store.set(name, live, expire=ttl)
+        return lease_id
+
+    def release(self, key_id: str, lease_id: str) -> None:
+        """Give back a slot taken by `lease`."""
+        name = f"{PREFIX}lease:{key_id}"
+        with self._lock(key_id):
+            live = self.store.get(name) or {}
+            if live.pop(lease_id, None) is not None:
+                longest = max(live.values(), default=0) - self._clock()
+                self.store.set(name, live, expire=longest if longest > 0 else 0)
+
+    def in_flight(self, key_id: str) -> int:
+        now = self._clock()
+        return sum(1 for until in (self.store.get(f"{PREFIX}lease:{key_id}") or {}).values()
+                   if until > now)
+
+    # --- settling ------------------------------------------------------------------------------
+    def record(self, key_id: str, model: str, backend: str, prompt_tokens: int,
+               completion_tokens: int) -> None:
+        """Add one answered request to the key's ledger and its tokens to its quota totals."""
+        now = self._now()
+        day = period_name(now, "day")
+        name = f"{PREFIX}ledger:{key_id}:{day}"
+        row = f"{model}|{backend}"
+        with self._lock(key_id):
+            ledger = self.store.get(name) or {}
+            counts = ledger.get(row) or {}
+            ledger[row] = {"requests": counts.get("requests", 0) + 1,
+                           "prompt_tokens": counts.get("prompt_tokens", 0) + prompt_tokens,
+                           "completion_tokens": (counts.get("completion_tokens", 0)
+                                                 + completion_tokens)}
+            self.store.set(name, ledger, expire=self.retention)
+            self._add_totals(key_id, now, 0, prompt_tokens + completion_tokens)
+        self.store.merge(f"{PREFIX}days:{day}", {key_id: 1}, expire=self.retention)
+        if self.metrics_per_key:
+            KEY_REQUESTS.labels(key_id).inc()
+            KEY_TOKENS.labels(key_id, "prompt").inc(prompt_tokens)
+            KEY_TOKENS.labels(key_id, "completion").inc(completion_tokens)
+
+    # --- reading -------------------------------------------------------------------------------
+    def status(self, policy: KeyPolicy | None, key_id: str) -> dict:
+        """Used and remaining quota of the current day and month, with their resets."""
+        now = self._now()
+        report = {}
+        for period in PERIODS:
+            used = self.store.get(self._totals_key(key_id, now, period)) or {}
+            entry: dict = {"period": period_name(now, period),
+                           "resets_at": period_reset(now, period).strftime("%Y-%m-%dT%H:%M:%SZ")}
+            for kind in QUOTA_KINDS:
+                limit = policy.quota.get((kind, period)) if policy else None
+                entry[kind] = {"used": used.get(kind, 0), "limit": limit,
+                               "remaining": None if limit is None
+                               else max(0, limit - used.get(kind, 0))}
+            report[period] = entry
+        return report
+
+    def rows(self, first: date, last: date, key_id: str | None = None) -> list[dict]:
+        """Ledger rows from day `first` to `last` (at most the retention), for one key or all."""
+        rows = []
+        day = first
+        while day <= last:
+            name = day.strftime("%Y-%m-%d")
+            keys = [key_id] if key_id else sorted(self.store.get(f"{PREFIX}days:{name}") or {})
+            for key in keys:
+                for row, counts in sorted((self.store.get(f"{PREFIX}ledger:{key}:{name}")
+                                           or {}).items()):
+                    model, _, backend = row.rpartition("|")
+                    rows.append({"day": name, "key": key, "model": model, "backend": backend,
+                                 **{field: counts.get(field, 0) for field in
+                                    ("requests", "prompt_tokens", "completion_tokens")}})
+            day += timedelta(days=1)
+        return rows
+
+
+def _exhausted(kind: str, period: str, limit: int, now: datetime) -> RateLimited:
+    wait = math.ceil((period_reset(now, period) - now).total_seconds())
+    return RateLimited(f"this key's quota of {limit} {kind} per {period} is used up; it resets "
+                       f"at {period_reset(now, period):%Y-%m-%dT%H:%M:%SZ}", "quota_exhausted",
+                       retry_after=wait, headers=NO_RETRY if wait > SDK_RETRY_WAIT else None)
