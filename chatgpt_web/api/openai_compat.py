@@ -428,11 +428,9 @@ def unknown_url(unknown: str | None = None):
     """
     allowed = _methods_elsewhere(request.path)
     if allowed:
-        error = ApiError(f"{request.method} is not allowed on {request.path}: use "
-                         f"{' or '.join(allowed)}", "method_not_allowed",
-                         headers={"Allow": ", ".join(allowed)})
-        error.status = 405
-        raise error
+        raise ApiError(f"{request.method} is not allowed on {request.path}: use "
+                       f"{' or '.join(allowed)}", "method_not_allowed", status=405,
+                       headers={"Allow": ", ".join(allowed)})
     raise NotFound(f"Invalid URL ({request.method} {request.path})", "unknown_url")
 
 

@@ -13,7 +13,8 @@ user's words.
 | role `system` or `developer`                 | role `system`                                |
 | role `user` / `assistant`                    | the same role                                |
 | content as a string                          | that text                                    |
-| content as a list of `text` parts (2)        | the texts joined with a newline              |
+| content as a list of `text` parts            | the texts joined with a newline              |
+| (assistant: also `refusal` parts)            |                                              |
 | assistant with content null and no tool calls | dropped (it carries nothing)               |
 | assistant `tool_calls` / `function_call`     | `assistant`: its text, then the calls (1)    |
 | role `tool` / `function` (a result)          | `user`: "Tool result (call id):" + result    |
@@ -21,7 +22,6 @@ user's words.
 
 (1) as the JSON the model is asked to write when it calls a function (tool_calls.py), so that the
 model sees its earlier calls in the form it was told to use.
-(2) an assistant's content may also hold `refusal` parts.
 
 Non-text parts are refused rather than dropped: images need the backend's file upload (a
 `multimodal_text` message with asset pointers, §2.2), which this service does not do yet, and a
