@@ -49,6 +49,18 @@ def fnv_proof(seed: str, difficulty: str) -> str:
     raise AssertionError("unsolved")
 
 
+def fnv_answer_failing_sha3(seed: str, difficulty: str) -> str:
+    """An FNV answer sent without its "~S", chosen so that it does not also clear under SHA3."""
+    for nonce in range(100_000):
+        config = list(CONFIG)
+        config[3], config[9] = nonce, 3
+        encoded = encode(config)
+        sha3 = hashlib.sha3_512((seed + encoded).encode()).hexdigest()
+        if fnv(seed + encoded)[:len(difficulty)] <= difficulty < sha3[:len(difficulty)]:
+            return "gAAAAAB" + encoded
+    raise AssertionError("unsolved")
+
+
 def sha3_proof(seed: str, difficulty: str) -> str:
     for nonce in range(100_000):
         config = list(CONFIG)
@@ -212,7 +224,7 @@ def test_finalize_checks_both_hashes_and_the_turnstile_answer(emulator):
 
     assert finalize(fnv_proof).status_code == 200
     assert finalize(sha3_proof).status_code == 200  # no "~S": the 2024 hash
-    assert refused(finalize(lambda s, d: fnv_proof(s, d)[:-2]))  # an FNV answer checked as SHA3
+    assert refused(finalize(fnv_answer_failing_sha3))  # without "~S" it is checked as SHA3
     assert refused(finalize(fnv_proof, lambda challenge: "d3Jvbmc="))
 
 
