@@ -180,7 +180,8 @@ def chat_completions():
     conversation_request = ConversationRequest(messages=to_send, model=model.web_slug,
                                conversation_id=conversation_id,
                                parent_message_id=parent_message_id,
-                               timeout=config.request_timeout)
+                               timeout=config.request_timeout,
+                               thinking_effort=models.thinking_effort(body.get("reasoning_effort")))
     reply = _Reply(model, messages, include_usage)
     answer = grant.start_answer(services.conversations, conversation_request)
     if stream:

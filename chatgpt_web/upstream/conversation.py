@@ -47,6 +47,7 @@ class ConversationRequest:
     parent_message_id: str | None = None
     timeout: float = 120.0  # seconds for the whole answer, continuations included
     extra: dict = field(default_factory=dict)
+    thinking_effort: str | None = None  # "standard", "extended" or "max" (models.thinking_effort)
 
 
 def device_id(access_token: str) -> str:
