@@ -140,15 +140,16 @@ def thinking_effort(reasoning_effort: object) -> str | None:
 class ModelCatalog:
     """The slugs each account's `GET /backend-api/models` lists, fetched at most once per `ttl`.
 
-    Keyed by a hash that includes the credential (never the credential itself). `fetch` is
-    called with no arguments and returns the slugs; a failed fetch keeps what was known and is
-    retried after `retry` seconds, so a broken models endpoint never costs a request more than
-    one attempt per `retry`.
+    Keyed by a hash that includes the credential (never the credential itself), at most
+    `max_accounts` of them (the oldest are forgotten). `fetch` is called with no arguments and
+    returns the slugs; a failed fetch keeps what was known and is retried after `retry` seconds,
+    so a broken models endpoint costs at most one attempt per account per `retry`.
     """
 
-    def __init__(self, *, ttl: float = 6 * 3600, retry: float = 300, clock=time.monotonic):
-        self.ttl, self.retry, self._clock = ttl, retry, clock
-        self._known: dict[str, tuple[float, tuple[str, ...]]] = {}
+    def __init__(self, *, ttl: float = 6 * 3600, retry: float = 300, max_accounts: int = 1024,
+                 clock=time.monotonic):
+        self.ttl, self.retry, self.max_accounts, self._clock = ttl, retry, max_accounts, clock
+        self._known: dict[str, tuple[float, tuple[str, ...]]] = {}  # oldest entry first
         self._lock = threading.Lock()
 
     @staticmethod
@@ -166,11 +167,17 @@ class ModelCatalog:
             fetched = tuple(slug for slug in fetch() if isinstance(slug, str) and slug)
         except Exception:  # noqa: BLE001 - any failure: keep what we knew, try again later
             with self._lock:
-                self._known[key] = (now + self.retry, previous)
+                self._remember(key, (now + self.retry, previous))
             return previous
         with self._lock:
-            self._known[key] = (now + self.ttl, fetched)
+            self._remember(key, (now + self.ttl, fetched))
         return fetched
+
+    def _remember(self, key: str, entry: tuple[float, tuple[str, ...]]) -> None:
+        self._known.pop(key, None)
+        self._known[key] = entry
+        while len(self._known) > self.max_accounts:  # callers choose tokens: keep the newest
+            del self._known[next(iter(self._known))]
 
 
 def slugs_of(listing: object) -> tuple[str, ...]:

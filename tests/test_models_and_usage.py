@@ -129,3 +129,10 @@ def test_a_failing_models_endpoint_keeps_what_was_known_and_waits_before_retryin
 
     assert catalog.slugs("t", broken) == ("gpt-7",)
     assert catalog.slugs("t", broken) == ("gpt-7",) and len(calls) == 1
+
+
+def test_the_catalog_remembers_a_bounded_number_of_accounts():
+    catalog = models.ModelCatalog(max_accounts=2)
+    for token in ("t1", "t2", "t3"):
+        catalog.slugs(token, lambda: ("gpt-7",))
+    assert len(catalog._known) == 2 and models.ModelCatalog.key("t1") not in catalog._known

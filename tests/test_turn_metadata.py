@@ -66,3 +66,23 @@ def test_v1_reads_reasoning_effort_and_refuses_unknown_values(client, token):
                           headers=headers)
     assert refused.status_code == 400
     assert refused.json["error"]["param"] == "reasoning_effort"
+
+
+def test_a_slug_only_the_account_lists_is_accepted_and_its_list_read_once(client, token,
+                                                                            emulator):
+    emulator.switches.extra_models = ("gpt-7-preview",)
+    headers = {"Authorization": f"Bearer {token}"}
+    body = {"messages": [{"role": "user", "content": "Hi"}]}
+    assert client.post("/v1/chat/completions", json={**body, "model": "gpt-4o"},
+                       headers=headers).status_code == 200
+    assert emulator.requests_to("/models") == []  # a known name never reads the list
+    answered = client.post("/v1/chat/completions", json={**body, "model": "gpt-7-preview"},
+                           headers=headers)
+    assert answered.status_code == 200, answered.json
+    assert [r.json["model"] for r in emulator.requests_to("/conversation")
+            if r.method == "POST"][-1] == "gpt-7-preview"
+    listed = client.get("/v1/models", headers=headers).json["data"]
+    assert "gpt-7-preview" in [model["id"] for model in listed]
+    assert len(emulator.requests_to("/models")) == 1  # cached for the account
+    assert client.post("/v1/chat/completions", json={**body, "model": "gpt-8"},
+                       headers=headers).status_code == 404

@@ -23,10 +23,12 @@ from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .. import models, usage
+from ..access import bearer
 from ..answers import Answer
 from ..errors import ApiError, BadRequest, NotFound, PayloadTooLarge
 from ..services import current
 from ..upstream.conversation import ChatMessage, ConversationRequest
+from ..upstream.endpoints import from_base_url
 from ..upstream.stream import Completion
 from . import fields as f
 from . import sse
@@ -160,7 +162,7 @@ def chat_completions():
     grant = authenticate(services)  # first, as the official API: no validation hints to strangers
     body = _json_body()
     model_name = f.text(body, "model", required=True, max_length=200)
-    model = models.resolve(model_name, extra_slugs=(config.default_model,))
+    model = _resolve(services, model_name, grant.access_token)
     messages = to_web_messages(body.get("messages"), max_messages=config.max_messages)
     conversation_id = f.identifier(body, "conversation_id")
     parent_message_id = f.identifier(body, "parent_message_id")
@@ -213,10 +215,12 @@ def _stream_chunks(answer: Answer, reply: _Reply) -> Iterator[bytes]:
 @blueprint.get("/models")
 @aliases.get("/models")
 def list_models():
-    """Every model name the service accepts, in the official list shape."""
+    """Every model name the service accepts, in the official list shape (with the slugs the
+    caller's own account lists, when the caller brings an access token)."""
     services = current()
     check_caller(services)
-    listed = models.list_models(extra_slugs=(services.config.default_model,))
+    extra = (services.config.default_model, *_account_slugs(services, _own_token(services)))
+    listed = models.list_models(extra_slugs=extra)
     return jsonify({"object": "list", "data": [model.to_dict() for model in listed]})
 
 
@@ -225,7 +229,32 @@ def get_model(model_id: str):
     """One model object; 404 model_not_found for names the service does not accept."""
     services = current()
     check_caller(services)
-    return jsonify(models.resolve(model_id, extra_slugs=(services.config.default_model,)).to_dict())
+    return jsonify(_resolve(services, model_id, _own_token(services)).to_dict())
+
+
+def _own_token(services) -> str | None:
+    """The caller's own ChatGPT access token (not a service key, not the pool), if any."""
+    return None if services.keys.enabled else bearer()
+
+
+def _resolve(services, name: str, access_token: str | None) -> models.Model:
+    """The Model for `name`; a slug only the caller's account lists (GET /backend-api/models,
+    read at most once per six hours) is accepted too. Known names never cost that read."""
+    try:
+        return models.resolve(name, extra_slugs=(services.config.default_model,))
+    except NotFound:
+        extra = _account_slugs(services, access_token)
+        if not extra:
+            raise
+        return models.resolve(name, extra_slugs=(services.config.default_model, *extra))
+
+
+def _account_slugs(services, access_token: str | None) -> tuple[str, ...]:
+    if not access_token:
+        return ()
+    upstream = from_base_url(services.config.base_url)
+    return services.model_catalog.slugs(access_token, lambda: models.slugs_of(
+        services.history.models(access_token, upstream)))
 
 
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
