@@ -57,11 +57,13 @@ def test_a_pooled_account_answering_with_another_model_is_flagged(make_app, tmp_
     assert row["downgraded"]["banner"] == "account_sharing_degrade"
 
 
-def test_v1_reads_reasoning_effort_and_refuses_unknown_values(client, token):
+def test_v1_reads_reasoning_effort_and_refuses_unknown_values(client, token, emulator):
     body = {"model": "gpt-5-thinking", "messages": [{"role": "user", "content": "Hi"}]}
     headers = {"Authorization": f"Bearer {token}"}
     assert client.post("/v1/chat/completions", json={**body, "reasoning_effort": "high"},
                        headers=headers).status_code == 200
+    [write] = [r.json for r in emulator.requests_to("/f/conversation") if r.method == "POST"]
+    assert write["thinking_effort"] == "max"
     refused = client.post("/v1/chat/completions", json={**body, "reasoning_effort": "extreme"},
                           headers=headers)
     assert refused.status_code == 400
