@@ -40,11 +40,18 @@ class TurnSpec:
     stops: tuple[str, ...] = ()
     max_tokens: int | None = None
     extra: dict = field(default_factory=dict)
+    thinking_effort: str | None = None  # from reasoning_effort (models.thinking_effort)
 
     @property
     def shaped(self) -> bool:
         """True when the answer must be read whole before it can be given (tools, JSON)."""
         return self.tools is not None or self.output is not None
+
+    @property
+    def streams_text_unless_json(self) -> bool:
+        """With tools offered but not required (and no JSON format), a text answer can stream as
+        it comes: only an answer that begins like JSON is read whole and checked as a call."""
+        return self.output is None and self.tools is not None and self.tools.choice == "auto"
 
     def count_tokens(self, text: str) -> int:
         return usage.count_text(text, self.model)
@@ -92,7 +99,7 @@ def start_turn(grant: Grant, client: ConversationClient, spec: TurnSpec) -> Answ
     return grant.start_answer(client, ConversationRequest(
         messages=upstream_messages(spec), model=spec.model,
         conversation_id=spec.conversation_id, parent_message_id=spec.parent_message_id,
-        timeout=spec.timeout, extra=dict(spec.extra)))
+        timeout=spec.timeout, extra=dict(spec.extra), thinking_effort=spec.thinking_effort))
 
 
 def finish_reason_of(completion: Completion) -> str:
@@ -135,7 +142,7 @@ def finish_turn(grant: Grant, client: ConversationClient, spec: TurnSpec,
                 messages=(ChatMessage("user", _correction(problem)),), model=spec.model,
                 conversation_id=completion.conversation_id,
                 parent_message_id=completion.message_id, timeout=spec.timeout,
-                extra=dict(spec.extra)))
+                extra=dict(spec.extra), thinking_effort=spec.thinking_effort))
             completion = second.read()
             try:
                 return _shape(spec, completion, last_chance=True)

@@ -24,10 +24,12 @@ from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .. import models, usage
+from ..access import bearer
 from ..answers import Answer
 from ..errors import ApiError, BadRequest, Conflict, NotFound, PayloadTooLarge
 from ..services import current
 from ..upstream.conversation import ChatMessage
+from ..upstream.endpoints import from_base_url
 from ..upstream.stream import Completion
 from . import fields as f
 from . import sse
@@ -222,7 +224,8 @@ def _turn_spec(body: dict, config, model: models.Model, messages: tuple[ChatMess
         parent_message_id=parent_message_id, timeout=config.request_timeout,
         tools=Tools.from_request(body),
         output=OutputFormat.from_request(body.get("response_format")),
-        stops=stop_sequences(body.get("stop")), max_tokens=token_limit(body))
+        stops=stop_sequences(body.get("stop")), max_tokens=token_limit(body),
+        thinking_effort=models.thinking_effort(body.get("reasoning_effort")))
     return spec, remembered
 
 
@@ -255,7 +258,7 @@ def chat_completions():
     grant = authenticate(services)  # first, as the official API: no validation hints to strangers
     body = _json_body()
     model_name = f.text(body, "model", required=True, max_length=200)
-    model = models.resolve(model_name, extra_slugs=(config.default_model,))
+    model = _resolve(services, model_name, grant.access_token)
     messages = to_web_messages(body.get("messages"), max_messages=config.max_messages)
     memory = ChatMemory(services.store, caller_scope())
     spec, remembered = _turn_spec(body, config, model, messages, memory)
@@ -300,10 +303,12 @@ def _stream_chunks(grant: Grant, client, spec: TurnSpec, n: int, first: Answer,
             with answer:
                 yield sse.event(reply.chunk({"role": "assistant", "content": ""}, index=index))
                 streamed = _StreamedChoice(reply, index)
-                if spec.shaped:
+                head = _read_head(answer) if spec.streams_text_unless_json else ""
+                if spec.shaped and (not spec.streams_text_unless_json
+                                    or head.lstrip().startswith(JSON_STARTS)):
                     yield from streamed.shaped(finish_turn(grant, client, spec, answer))
                 else:
-                    yield from streamed.text(spec, answer)
+                    yield from streamed.text(spec, answer, head)
             outputs.append(streamed.output_text)
             if streamed.result is not None:  # None: cut at a limit, before its ids came
                 extras = extras or reply.extras(streamed.result.completion)
@@ -315,6 +320,27 @@ def _stream_chunks(grant: Grant, client, spec: TurnSpec, n: int, first: Answer,
         yield sse.DONE
     except Exception as error:  # the stream has begun: the status line can no longer say it
         yield sse.event(streamed_error(error, error_body))
+
+
+# How an answer that calls functions begins (the JSON, or a ``` fence around it).
+JSON_STARTS = ("{", "[", "`")
+
+
+def _read_head(answer: Answer) -> str:
+    """The answer's text up to its first visible character (the rest stays in the answer)."""
+    head = ""
+    for delta in answer:
+        head += delta.text
+        if head.strip():
+            break
+    return head
+
+
+def _pieces(head: str, answer: Answer) -> Iterator[str]:
+    if head:
+        yield head
+    for delta in answer:
+        yield delta.text
 
 
 class _StreamedChoice:
@@ -329,12 +355,13 @@ class _StreamedChoice:
     def _chunk(self, delta: dict, finish_reason: str | None = None, **extra) -> bytes:
         return sse.event(self.reply.chunk(delta, finish_reason, index=self.index, **extra))
 
-    def text(self, spec: TurnSpec, answer: Answer) -> Iterator[bytes]:
-        """A text answer as it streams, cut at `stop`/`max_tokens`; once cut, the upstream is
-        no longer read (the rest would be thrown away)."""
+    def text(self, spec: TurnSpec, answer: Answer, head: str = "") -> Iterator[bytes]:
+        """A text answer as it streams (after `head`, its text already read), cut at
+        `stop`/`max_tokens`; once cut, the upstream is no longer read (the rest would be thrown
+        away)."""
         cutter = spec.cutter()
-        for delta in answer:
-            text = cutter.feed(delta.text) if cutter.active else delta.text
+        for piece in _pieces(head, answer):
+            text = cutter.feed(piece) if cutter.active else piece
             if text:
                 self.output_text += text
                 yield self._chunk({"content": text})
@@ -374,11 +401,13 @@ class _StreamedChoice:
 @blueprint.get("/models")
 @aliases.get("/models")
 def list_models():
-    """Every model name the service accepts, in the official list shape."""
+    """Every model name the service accepts, in the official list shape (with the slugs the
+    caller's own account lists, when the caller brings an access token)."""
     services = current()
     check_caller(services)  # an expired JWT, locally
     verify_bearer(services)  # any other token, with the backend (cached)
-    listed = models.list_models(extra_slugs=(services.config.default_model,))
+    extra = (services.config.default_model, *_account_slugs(services, _own_token(services)))
+    listed = models.list_models(extra_slugs=extra)
     return jsonify({"object": "list", "data": [model.to_dict() for model in listed]})
 
 
@@ -387,7 +416,32 @@ def get_model(model_id: str):
     """One model object; 404 model_not_found for names the service does not accept."""
     services = current()
     check_caller(services)
-    return jsonify(models.resolve(model_id, extra_slugs=(services.config.default_model,)).to_dict())
+    return jsonify(_resolve(services, model_id, _own_token(services)).to_dict())
+
+
+def _own_token(services) -> str | None:
+    """The caller's own ChatGPT access token (not a service key, not the pool), if any."""
+    return None if services.keys.enabled else bearer()
+
+
+def _resolve(services, name: str, access_token: str | None) -> models.Model:
+    """The Model for `name`; a slug only the caller's account lists (GET /backend-api/models,
+    read at most once per six hours) is accepted too. Known names never cost that read."""
+    try:
+        return models.resolve(name, extra_slugs=(services.config.default_model,))
+    except NotFound:
+        extra = _account_slugs(services, access_token)
+        if not extra:
+            raise
+        return models.resolve(name, extra_slugs=(services.config.default_model, *extra))
+
+
+def _account_slugs(services, access_token: str | None) -> tuple[str, ...]:
+    if not access_token:
+        return ()
+    upstream = from_base_url(services.config.base_url)
+    return services.model_catalog.slugs(access_token, lambda: models.slugs_of(
+        services.history.models(access_token, upstream)))
 
 
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
