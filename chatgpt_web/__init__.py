@@ -36,6 +36,7 @@ def create_app(config: Config | Mapping[str, str] | None = None) -> Flask:
     app.json.sort_keys = False
     services = Services(config)
     keys = services.keys  # read API_KEYS_FILE now: a bad file should stop the start, not a request
+    services.moderator  # noqa: B018 - read MODERATION_WORDS_FILE now, as API_KEYS_FILE
     if config.accounts_file:
         load_accounts(config.accounts_file)  # likewise ACCOUNTS_FILE (read only: no store opened)
     app.extensions["chatgpt_web"] = services

@@ -13,16 +13,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import logging
 
 from flask import Flask, g, request
 
 from .config import Config
-from .errors import Forbidden, Unauthorized
+from .errors import ApiError, Forbidden, Unauthorized
 from .key_policy import KeyPolicy
 from .keys import ClientKey, KeyRing
 from .limits import headers_for
 from .services import Services, current
 
+log = logging.getLogger(__name__)
 # Reachable without a key: a load balancer's probes, the playground page and the console page
 # (the pages hold no data: their scripts ask for the key and send it with every call).
 OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/admin"})
@@ -168,6 +170,17 @@ def _admit(services: Services, client: ClientKey) -> None:
         g.key_lease = (ledger, client.id, lease)
 
 
+def _look_for_alerts() -> None:
+    """Let the alert watcher look at the pool (at most once per ALERT_INTERVAL, in a thread)."""
+    alerts = current().alerts
+    if alerts is None:
+        return
+    try:
+        alerts.maybe_run_in_background()
+    except ApiError as error:  # the Store is down: the answer itself must not fail for it
+        log.warning("alerts not checked (%s)", error.code)
+
+
 def client_key() -> ClientKey | None:
     """The client key the current request presented (None when keys are off)."""
     return g.get("client_key")
@@ -206,6 +219,8 @@ def init_app(app: Flask) -> None:
         decision = g.get("rate_limit")
         if decision is not None:
             response.headers.update(headers_for(decision))
+        if request.path in ANSWER_PATHS or request.path == ADMIN_PREFIX + "/accounts":
+            _look_for_alerts()
         lease = g.pop("key_lease", None)
         if lease is not None:
             ledger, key_id, lease_id = lease

@@ -283,6 +283,16 @@ class Config:
     usage_retention_days: int = setting("USAGE_RETENTION_DAYS", positive_int, 90)
     # Per-key totals in /metrics (one series per key: off by default for cardinality).
     metrics_per_key: bool = setting("METRICS_PER_KEY", boolean, False)
+    # Screen prompts before they reach an account: off, flag (count and log the category) or
+    # block (400 content_blocked), against MODERATION_WORDS_FILE (moderation.py).
+    moderation: str = setting("MODERATION", one_of("off", "flag", "block"), "off")
+    moderation_words_file: str | None = setting("MODERATION_WORDS_FILE", optional_text)
+    # Account health alerts (alerts.py): where to POST them, private URL prefixes allowed past
+    # the SSRF guard, the fewest accounts in service before "few_healthy", seconds between looks.
+    alert_webhook_url: str | None = setting("ALERT_WEBHOOK_URL", http_url, secret=True)
+    alert_webhook_allow: tuple[str, ...] = setting("ALERT_WEBHOOK_ALLOW", http_url_list, ())
+    alert_min_healthy: int = setting("ALERT_MIN_HEALTHY", non_negative_int, 1)
+    alert_interval: int = setting("ALERT_INTERVAL", positive_int, 60)
     # Key for /admin/*; without it /admin/* answers 403.
     admin_key: str | None = setting("ADMIN_KEY", optional_text, secret=True)
     # Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For is believed.
@@ -367,6 +377,8 @@ class Config:
                                              or self.keys_file):
             found.append("CORS_ORIGINS=* needs API_KEYS or API_KEYS_FILE: without keys any web "
                          "page could use this service")
+        if self.moderation != "off" and not self.moderation_words_file:
+            found.append(f"MODERATION={self.moderation} needs MODERATION_WORDS_FILE")
         return found
 
     def checked(self) -> Config:

@@ -42,6 +42,10 @@ UPSTREAM_ERRORS = Counter("chatgpt_web_upstream_errors_total", "Upstream failure
 KEY_REQUESTS = Counter("chatgpt_web_key_requests_total", "Answered requests per client key",
                        ["key"])
 KEY_TOKENS = Counter("chatgpt_web_key_tokens_total", "Tokens per client key", ["key", "kind"])
+MODERATION_CHECKS = Counter("chatgpt_web_moderation_checks_total",
+                            "Prompts screened by MODERATION", ["result"])
+MODERATION_SECONDS = Histogram("chatgpt_web_moderation_seconds", "Time one moderation check took",
+                               buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5))
 STREAMS_IN_FLIGHT = Gauge("chatgpt_web_streams_in_flight", "Answers being relayed now",
                           multiprocess_mode="livesum")
 

@@ -5,14 +5,17 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from .alerts import AlertWatcher, WebhookSender
 from .config import Config
 from .keys import KeyRing
 from .ledger import Ledger
 from .limits import RateLimiter
 from .models import ModelCatalog
+from .moderation import Moderator
 from .pool import AccountPool, load_accounts
 from .store import Store, open_store
 from .tokens import TokenProvider
+from .transport import plain_session
 from .upstream.conversation import ConversationClient
 from .upstream.history import HistoryClient
 from .upstream.pow import ProofOfWorkSolver
@@ -63,6 +66,22 @@ class Services:
         """The client keys of API_KEYS, API_KEYS_FILE, KEYS_FILE and the Store (keys.py)."""
         return self._once("keys", lambda: KeyRing.from_config(self.config).attach(
             lambda: self.store))
+
+    @property
+    def moderator(self) -> Moderator | None:
+        """The prompt screen of MODERATION (None when off); reads MODERATION_WORDS_FILE."""
+        return self._once("moderator", lambda: Moderator.from_config(self.config))
+
+    @property
+    def alerts(self) -> AlertWatcher | None:
+        """Account health alerts to ALERT_WEBHOOK_URL (None without it or without a pool)."""
+        config = self.config
+        if not config.alert_webhook_url or self.pool is None:
+            return None
+        return self._once("alerts", lambda: AlertWatcher(
+            self.pool, self.store,
+            WebhookSender(config.alert_webhook_url, config.alert_webhook_allow, plain_session),
+            min_healthy=config.alert_min_healthy, interval=config.alert_interval))
 
     @property
     def ledger(self) -> Ledger:

@@ -56,6 +56,13 @@ def new_session(config: Config, *, resolve: Sequence[str] = ()) -> Session:
     )
 
 
+def plain_session(resolve: Sequence[str] = ()) -> Session:
+    """A plain curl_cffi session (no impersonation, no CHATGPT_PROXY) for the operator's own
+    endpoints (the alert webhook), pinned to the addresses in `resolve` as new_session is."""
+    curl_options = {CurlOpt.RESOLVE: list(resolve)} if resolve else None
+    return Session(curl_options=curl_options, allow_redirects=False, trust_env=False)
+
+
 # curl_multi_poll() returns earlier when curl has a timer due (e.g. CURLOPT_TIMEOUT_MS), so this
 # only bounds how long a wait can last when nothing at all happens.
 _POLL_MS = 1000

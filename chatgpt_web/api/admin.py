@@ -32,8 +32,12 @@ blueprint = Blueprint("admin", __name__, url_prefix="/admin")
 @blueprint.get("/accounts")
 def accounts():
     """Each pooled account's state, token expiry, last error and rest-until time."""
-    pool = current().pool
-    return jsonify({"pool": pool is not None, "accounts": pool.report() if pool else []})
+    services = current()
+    pool = services.pool
+    body = {"pool": pool is not None, "accounts": pool.report() if pool else []}
+    if services.alerts is not None:  # ALERT_WEBHOOK_URL is set: what it is told about
+        body["alerts"] = list(services.alerts.conditions().values())
+    return jsonify(body)
 
 
 def _pool() -> AccountPool:

@@ -15,6 +15,7 @@ from ..access import bearer, client_key
 from ..answers import Answer
 from ..errors import ApiError, ServiceUnavailable, Unauthorized
 from ..ledger import Ledger
+from ..moderation import Moderator
 from ..pool import AccountPool
 from ..services import Services
 from ..tokens import ensure_not_expired
@@ -37,12 +38,17 @@ class Grant:
     owner: str | None = None
     # Where the owner's answers are counted (the usage ledger), when it has an owner.
     ledger: Ledger | None = None
+    # Screens the prompt before any account sees it (MODERATION), when on.
+    moderator: Moderator | None = None
 
     def start_answer(self, client: ConversationClient, request: ConversationRequest) -> Answer:
         """Start the answer on the caller's token, or on a pooled account with failover.
 
         :raise ApiError: the answer failed before its first item (see answers.Answer.start).
+        :raise ContentBlocked: MODERATION=block and the prompt matched.
         """
+        if self.moderator is not None:
+            self.moderator.check(message.content for message in request.messages)
         if self.pool is not None:
             answer = self.pool.run(client, request, self.upstream, owner=self.owner)
         else:
@@ -111,9 +117,9 @@ def authenticate(services: Services) -> Grant:
             raise ServiceUnavailable("API keys are enabled but no ACCOUNTS_FILE holds accounts to "
                                      "serve them", "no_account_available")
         return Grant(None, upstream, services.pool, owner=client_key().id,
-                     ledger=services.ledger)
+                     ledger=services.ledger, moderator=services.moderator)
     if _pool_serves_anyone(services):
-        return Grant(None, upstream, services.pool)
+        return Grant(None, upstream, services.pool, moderator=services.moderator)
     access_token = bearer_token()
     ensure_not_expired(access_token)
-    return Grant(access_token, upstream)
+    return Grant(access_token, upstream, moderator=services.moderator)

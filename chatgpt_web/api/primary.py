@@ -73,7 +73,8 @@ def _grant(fields: dict, reverse_proxy: str | None) -> Grant:
             raise BadRequest("with pooled accounts, reverse_proxy must start with a prefix listed "
                              "in CHATGPT_ALLOWED_PROXIES", "reverse_proxy_not_allowed")
         key = client_key()
-        return Grant(None, upstream, services.pool, owner=key.id if key else None)
+        return Grant(None, upstream, services.pool, owner=key.id if key else None,
+                     ledger=services.ledger if key else None, moderator=services.moderator)
     source = _one_source({name: bool(value) for name, value in given.items()},
                          "access_token, session_token or refresh_token")
     if source == "access_token":
@@ -83,7 +84,7 @@ def _grant(fields: dict, reverse_proxy: str | None) -> Grant:
                       else Credential.refresh_token(given[source]))
         access_token = services.tokens.access_token(credential).access_token
     ensure_not_expired(access_token)
-    return Grant(access_token, upstream)
+    return Grant(access_token, upstream, moderator=services.moderator)
 
 
 def _upstream(reverse_proxy: str | None):
