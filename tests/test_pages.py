@@ -225,3 +225,41 @@ def test_console_shows_accounts_and_runs_the_actions(web_page, console_service, 
     assert page.evaluate("localStorage.length") == 0
     page.screenshot(path=str(artifacts / "console.png"), full_page=True)
 
+
+
+def test_playground_lists_reopens_renames_and_deletes_conversations(
+        web_page, live_service, emulator, token, artifacts):
+    page = web_page
+    page.goto(live_service.url + "/")
+    _sign_in(page, "access", token)
+    _ask(page, "first topic please")
+    page.wait_for_selector("#history-list li")
+    page.click("[data-testid=new-chat]")
+    _ask(page, "second topic now")
+    page.wait_for_function("document.querySelectorAll('#history-list li').length == 2")
+    items = page.locator("#history-list li")
+    assert items.locator(".open").all_inner_texts() == ["second topic now", "first topic please"]
+
+    # Reopen the first conversation and continue it.
+    items.nth(1).locator(".open").click()
+    page.wait_for_function("document.querySelectorAll('article.message').length == 2")
+    assert page.locator("[data-testid=title]").inner_text() == "first topic please"
+    _ask(page, "more on the first")
+    page.wait_for_function("document.querySelectorAll('article.message.assistant').length == 2 &&"
+                           " !document.querySelector('article.streaming')")
+    last_post = conversation_posts(emulator)[-1]
+    reopened = emulator.conversations.get(last_post["conversation_id"])
+    assert reopened.title == "first topic please"
+
+    # Rename (the page asks for the title) and delete (the page asks to confirm).
+    page.once("dialog", lambda dialog: dialog.accept("Renamed topic"))
+    page.locator("#history-list li", has_text="first topic please").locator(".rename").click()
+    page.wait_for_function("[...document.querySelectorAll('#history-list .open')]"
+                           ".some(b => b.textContent === 'Renamed topic')")
+    assert reopened.title == "Renamed topic"
+    page.screenshot(path=str(artifacts / "playground-history.png"))
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("#history-list li", has_text="second topic now").locator(".delete").click()
+    page.wait_for_function("document.querySelectorAll('#history-list li').length == 1")
+    assert [c.title for c in emulator.conversations.listed(reopened.owner)] == ["Renamed topic"]
+    assert page.script_errors == []
