@@ -2,12 +2,15 @@
 (GET /admin), against the emulator through a live service."""
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
 
+from tests.servers import REPO
 from tests.service_fixtures import LiveServer
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
@@ -36,6 +39,17 @@ def test_the_pages_and_their_files_need_no_key_but_the_data_does(make_app):
     assert client.get("/", headers={"Accept": BROWSER_ACCEPT}).status_code == 200
     assert client.get("/admin/accounts").status_code == 401
     assert client.get("/v1/models").status_code == 401
+
+
+def test_the_package_ships_every_page_file():
+    """An installed package (pip install .) has no checkout beside it: the pages' files must be
+    package data."""
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["chatgpt_web"]
+    package = REPO / "chatgpt_web"
+    for path in (package / "static").iterdir():
+        relative = path.relative_to(package).as_posix()
+        assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), relative
 
 
 def test_no_page_script_writes_html(client):
