@@ -255,9 +255,11 @@ def test_playground_lists_reopens_renames_and_deletes_conversations(
     assert items.locator(".open").all_inner_texts() == ["second topic now", "first topic please"]
 
     # Reopen the first conversation and continue it.
-    items.nth(1).locator(".open").click()
-    page.wait_for_function("document.querySelectorAll('article.message').length == 2")
-    assert page.locator("[data-testid=title]").inner_text() == "first topic please"
+    page.locator("#history-list li", has_text="first topic please").locator(".open").click()
+    page.wait_for_function("document.querySelector('[data-testid=title]').textContent"
+                           " === 'first topic please'")
+    assert page.locator("article.message .message-body").all_inner_texts() == [
+        "first topic please", "Echo: first topic please"]
     _ask(page, "more on the first")
     page.wait_for_function("document.querySelectorAll('article.message.assistant').length == 2 &&"
                            " !document.querySelector('article.streaming')")
