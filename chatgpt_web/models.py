@@ -1,7 +1,7 @@
 """Which model names the service accepts, and the ChatGPT web slug each one is sent as.
 
 The web backend names its models with slugs (`gpt-4o`, `o1-mini`, `text-davinci-002-render-sha`…,
-protocol §2.2 "model"); OpenAI-API clients use the official names (`gpt-4o`, `gpt-3.5-turbo`,
+docs/protocol.md, "Models"); OpenAI-API clients use the official names (`gpt-4o`, `gpt-3.5-turbo`,
 `gpt-4o-2024-08-06`…). This module is the one place that maps between them:
 
 * every web slug in WEB_SLUGS is accepted as itself;
@@ -12,7 +12,7 @@ protocol §2.2 "model"); OpenAI-API clients use the official names (`gpt-4o`, `g
   this table learns it;
 * anything else is refused (404 `model_not_found`, like the official API). Passing unknown names
   through would let a typo silently answer with whatever model the backend falls back to, which
-  is exactly the "model fidelity" complaint users raise about the peers (peers.md §3, need 15).
+  is exactly the "model fidelity" complaint users raise about the peers.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from .errors import NotFound
 
-# Slugs the web backend accepted in 2024 (protocol §2.2): the 2024 models plus the legacy
-# free-tier slug that chat2api still sends for gpt-3.5 names.
+# Slugs the web backend accepted in 2024 (docs/protocol.md, "Models"): the 2024 models plus the
+# legacy free-tier slug that chat2api still sends for gpt-3.5 names.
 WEB_SLUGS: tuple[str, ...] = (
     "auto",
     "gpt-4o",
@@ -42,7 +42,7 @@ OPENAI_NAMES: dict[str, str] = {
     "gpt-4-turbo-preview": "gpt-4",
     "gpt-4-32k": "gpt-4",
     # The web backend retired gpt-3.5; chat2api maps every gpt-3.5 name to the free-tier slug
-    # (protocol §2.2 "model"), which the backend serves with its current free model.
+    # (docs/protocol.md, "Models"), which the backend serves with its current free model.
     "gpt-3.5-turbo": "text-davinci-002-render-sha",
     "gpt-3.5-turbo-16k": "text-davinci-002-render-sha",
 }

@@ -69,7 +69,8 @@ class ConversationRequest:
 
 def build_body(request: ConversationRequest, *, history_disabled: bool,
                action: str = "next", parent_message_id: str | None = None) -> dict:
-    """The conversation POST body of protocol §2.2 (key order as the browser sends it)."""
+    """The 2024 conversation POST body (docs/protocol-requests.md), keys in the order the browser
+    sends them."""
     messages = [] if action == "continue" else [
         {"id": str(uuid.uuid4()), "author": {"role": message.role},
          "content": {"content_type": "text", "parts": [message.content]}, "metadata": {}}

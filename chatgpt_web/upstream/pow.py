@@ -75,7 +75,8 @@ _PAIRS = [b"%02d" % n for n in range(100)]
 
 def browser_config(user_agent: str, *, now: float | None = None, rng: random.Random | None = None,
                    script_src: str = "", build_id: str = DEFAULT_BUILD_ID) -> list:
-    """The 18-item browser config list of protocol §4.3 (v1.8.8 layout), nonce slots 3 and 9 at 0.
+    """The 18-item browser config list (docs/protocol-requests.md; v1.8.8 layout), nonce slots 3
+    and 9 at 0.
 
     `now` (epoch seconds) and `rng` make it reproducible; `script_src` and `build_id` are the
     `<script src>` and `data-build` of the chatgpt.com home page when the caller has them.
@@ -277,7 +278,7 @@ def solve(seed: str, difficulty: str, config: list,
 
 
 def requirements_token(config: list, rng=None) -> str:
-    """'gAAAAAC' + answer for a random seed at difficulty '0fffff' (protocol §4.3 step 6)."""
+    """'gAAAAAC' + answer for a random seed at difficulty '0fffff' (docs/protocol-requests.md)."""
     seed = str((rng or random).random())
     found = _solve_range(seed, REQUIREMENTS_DIFFICULTY, config, 0, MAX_ITERATIONS)
     if found is None:  # each nonce succeeds with p = 1/16: not in this universe
