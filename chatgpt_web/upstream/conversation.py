@@ -281,6 +281,7 @@ class ConversationClient:
                      request: ConversationRequest, deadline: float) -> Iterator:
         completion: Completion | None = None
         for attempt in range(MAX_CONTINUES + 1):
+            earlier = completion
             now = time.time()
             if completion is None:
                 body = build_body_2026(request, history_disabled=self.config.history_disabled,
@@ -307,6 +308,7 @@ class ConversationClient:
                                           self.config.max_upstream_event_bytes))
             else:
                 completion = reducer.result()
+            completion = completion.continuing(earlier)
             if completion.finish_type != "max_tokens" or attempt == MAX_CONTINUES:
                 break
         yield completion
@@ -401,7 +403,7 @@ class ConversationClient:
             yield from self._post(session, upstream, "/conversation",
                                   {**headers, **sentinel, "Accept": "text/event-stream"},
                                   body, reducer, deadline)
-            completion = reducer.result()
+            completion = reducer.result().continuing(completion)
             if completion.finish_type != "max_tokens" or attempt == MAX_CONTINUES:
                 break
         yield completion
