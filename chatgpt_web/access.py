@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+from urllib.parse import urlsplit
 
 from flask import Flask, g, request
 
@@ -84,6 +85,25 @@ def presented_key() -> str | None:
     else:
         value = request.form.get("api_key")
     return value if isinstance(value, str) and value else None
+
+
+def require_same_origin(allowed_origins: tuple[str, ...]) -> None:
+    """Refuse a request a browser sent on behalf of another site's page.
+
+    Without client keys, the account pool answers anyone who can reach the service, and a web
+    page the operator happens to visit could make their browser post a form to it (browsers send
+    such cross-site posts without asking). Browsers name the page's origin in `Origin` (or at
+    least say `Sec-Fetch-Site: cross-site`); programs send neither. Allowed: this service's own
+    host and CORS_ORIGINS. :raise Forbidden: cross_origin_refused.
+    """
+    origin = request.headers.get("Origin")
+    if origin is None:
+        if request.headers.get("Sec-Fetch-Site", "").lower() != "cross-site":
+            return
+    elif origin in allowed_origins or urlsplit(origin).netloc.lower() == request.host.lower():
+        return
+    raise Forbidden("pooled accounts do not serve pages of other sites: add the page's origin "
+                    "to CORS_ORIGINS, or set API_KEYS", "cross_origin_refused")
 
 
 def _require_admin(config: Config) -> None:

@@ -228,3 +228,36 @@ def test_refused_requests_are_logged_with_their_route(keyed, caplog):
     caplog.set_level("INFO", logger="chatgpt_web.access")
     keyed.test_client().post("/send_message").close()
     assert "route=/send_message status=401" in caplog.text
+
+
+@pytest.fixture
+def open_pool(make_app, tmp_path, emulator):
+    """A pool and no client keys: the personal deployment a cross-site page could drive."""
+    return make_app(ACCOUNTS_FILE=write_accounts(tmp_path, [
+        {"name": "a", "access_token": emulator.mint_access_token(email="a@example.com")}]),
+        CORS_ORIGINS="https://ui.example").test_client()
+
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "https://evil.example"}, {"Origin": "null"},
+    {"Sec-Fetch-Site": "cross-site"},
+])
+def test_a_cross_site_browser_post_cannot_drive_the_pool(open_pool, headers):
+    answer = open_pool.post("/send_message", data={"prompt": "hi"}, headers=headers)
+    assert answer.status_code == 403
+    assert answer.get_json()["code"] == "cross_origin_refused"
+
+
+@pytest.mark.parametrize("headers", [
+    {}, {"Origin": "http://localhost"}, {"Origin": "https://ui.example"},
+    {"Sec-Fetch-Site": "same-origin"},
+])
+def test_programs_the_service_own_pages_and_allowed_origins_still_can(open_pool, headers):
+    answer = open_pool.post("/send_message", data={"prompt": "hi"}, headers=headers)
+    assert answer.status_code == 200, answer.get_json()
+
+
+def test_with_keys_the_key_decides_not_the_origin(keyed):
+    answer = keyed.test_client().post("/send_message", data={"prompt": "hi"},
+                                      headers={**bearer(KEY), "Origin": "https://evil.example"})
+    assert answer.status_code == 200, answer.get_json()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from ..access import client_key
+from ..access import client_key, require_same_origin
 from ..answers import Answer
 from ..errors import ApiError, BadRequest, PayloadTooLarge
 from ..services import current
@@ -68,6 +68,8 @@ def _grant(fields: dict, reverse_proxy: str | None) -> Grant:
     given = {name: f.text(fields, name, max_length=MAX_TOKEN_CHARS)
              for name in ("access_token", "session_token", "refresh_token")}
     if not any(given.values()) and services.pool is not None:
+        if not services.keys.enabled:
+            require_same_origin(config.cors_origins)  # no cross-site form posts to the pool
         if reverse_proxy and not is_allowed_proxy(reverse_proxy, config.allowed_proxies):
             # A pooled account's token must never be handed to a proxy the operator did not allow.
             raise BadRequest("with pooled accounts, reverse_proxy must start with a prefix listed "
