@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from flask import Flask, g, request
 
 from .config import Config
-from .errors import Forbidden, Unauthorized
+from .errors import Forbidden, RateLimited, Unauthorized
 from .keys import ClientKey, KeyRing
 from .limits import headers_for
 from .services import current
@@ -128,6 +128,39 @@ def _require_client_key(keys: KeyRing) -> ClientKey:
     return client
 
 
+def _request_ip(services) -> str:
+    return client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"),
+                     services.config.trusted_proxies)
+
+
+def _counting_refusals(services, authenticate):
+    """Run a key check, counting its refusals per client IP: past AUTH_FAILURE_LIMIT the IP gets
+    429 with Retry-After, before any key it sends is compared (a guesser learns nothing more)."""
+    ip = _request_ip(services)
+    wait = services.limiter.auth_blocked(ip)
+    if wait is not None:
+        raise RateLimited("too many refused authentications from this address; retry later",
+                          "too_many_auth_failures", retry_after=wait)
+    try:
+        return authenticate()
+    except Unauthorized:
+        services.limiter.auth_refused(ip)
+        raise
+
+
+def limit_pooled_request() -> None:
+    """Count the default limits (those that apply only to pooled requests) for a request that
+    turned out to run on the account pool; the tighter decision goes on the answer's headers."""
+    services = current()
+    key = client_key()
+    decision = services.limiter.check(key.id if key else None, _request_ip(services),
+                                      pooled=True)
+    current_decision = g.get("rate_limit")
+    if decision is not None and (current_decision is None
+                                 or decision.remaining < current_decision.remaining):
+        g.rate_limit = decision
+
+
 def client_key() -> ClientKey | None:
     """The client key the current request presented (None when keys are off)."""
     return g.get("client_key")
@@ -142,17 +175,15 @@ def init_app(app: Flask) -> None:
             return
         services = current()
         if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
-            _require_admin(services.config)
+            _counting_refusals(services, lambda: _require_admin(services.config))
             return
         client = None
         if services.keys.enabled:
-            client = _require_client_key(services.keys)
+            client = _counting_refusals(services, lambda: _require_client_key(services.keys))
         g.client_key = client
         if path not in UNLIMITED_PATHS:
-            g.rate_limit = services.limiter.check(
-                client.id if client else None,
-                client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"),
-                          services.config.trusted_proxies))
+            g.rate_limit = services.limiter.check(client.id if client else None,
+                                                  _request_ip(services))
 
     @app.after_request
     def rate_limit_headers(response):

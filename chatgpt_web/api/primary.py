@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from ..access import client_key, require_same_origin
+from ..access import client_key, limit_pooled_request, require_same_origin
 from ..answers import Answer
 from ..errors import ApiError, BadRequest, PayloadTooLarge
 from ..services import current
@@ -74,6 +74,7 @@ def _grant(fields: dict, reverse_proxy: str | None) -> Grant:
             # A pooled account's token must never be handed to a proxy the operator did not allow.
             raise BadRequest("with pooled accounts, reverse_proxy must start with a prefix listed "
                              "in CHATGPT_ALLOWED_PROXIES", "reverse_proxy_not_allowed")
+        limit_pooled_request()
         key = client_key()
         return Grant(None, upstream, services.pool, owner=key.id if key else None)
     source = _one_source({name: bool(value) for name, value in given.items()},
