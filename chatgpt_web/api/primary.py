@@ -19,6 +19,7 @@ from . import fields as f
 from . import sse
 from .credentials import Grant
 from .error_boundary import streamed_error
+from .intake import client_gone
 
 blueprint = Blueprint("primary", __name__)
 
@@ -148,7 +149,7 @@ def send_message():
     answer = grant.start_answer(services.conversations, request)
     if stream:
         return sse.response(_stream_events(answer), answer)
-    return jsonify(_answer_object(answer.read()))
+    return jsonify(_answer_object(answer.read(abandoned=client_gone)))
 
 
 def _stream_events(answer: Answer):
