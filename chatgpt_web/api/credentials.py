@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from .. import usage
-from ..access import bearer, client_key
+from ..access import bearer, client_key, limit_pooled_request, require_same_origin
 from ..answers import Answer
 from ..errors import ApiError, ServiceUnavailable, Unauthorized
 from ..ledger import Ledger
@@ -116,9 +116,13 @@ def authenticate(services: Services) -> Grant:
         if services.pool is None:
             raise ServiceUnavailable("API keys are enabled but no ACCOUNTS_FILE holds accounts to "
                                      "serve them", "no_account_available")
+        limit_pooled_request()
         return Grant(None, upstream, services.pool, owner=client_key().id,
                      ledger=services.ledger, moderator=services.moderator)
     if _pool_serves_anyone(services):
+        # No keys: a cross-site page must not drive the pool (a text/plain form can carry JSON).
+        require_same_origin(services.config.cors_origins)
+        limit_pooled_request()
         return Grant(None, upstream, services.pool, moderator=services.moderator)
     access_token = bearer_token()
     ensure_not_expired(access_token)
