@@ -33,17 +33,22 @@ def create_app(config: Config | Mapping[str, str] | None = None) -> Flask:
     services = Services(config)
     services.keys  # read API_KEYS_FILE now: a bad file should stop the start, not a request
     app.extensions["chatgpt_web"] = services
+    if config.relay is not None and not services.keys.enabled:
+        log.warning("UPSTREAMS_FILE is set but API_KEYS is not: anyone who reaches this service "
+                    "can spend the upstream keys")
     if config.accounts_file and not services.keys.enabled:
         log.warning("ACCOUNTS_FILE is set but API_KEYS is not: anyone who reaches this service "
                     "can use the pooled accounts")
 
-    from .api import admin, openai_compat, ops, primary
+    from .api import admin, openai_compat, ops, primary, relay_api
     observability.init_app(app)  # first: its route bookkeeping must run before the key guard
     access.init_app(app)
     app.register_blueprint(ops.blueprint)
     app.register_blueprint(admin.blueprint)
     app.register_blueprint(primary.blueprint)
     app.register_blueprint(openai_compat.blueprint)  # /v1/...: renders its errors in the OpenAI envelope
+    app.register_blueprint(relay_api.blueprint)  # /v1 endpoints served by relay upstreams
+    app.register_blueprint(relay_api.admin_blueprint)
     _register_error_handlers(app)
     return app
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .relay.plan import RelayPlan, load_plan
 
 # curl_cffi target pinned to a concrete version: the floating alias "chrome" would change the TLS
 # fingerprint whenever curl_cffi is upgraded. curl_cffi sends a User-Agent and sec-ch-ua that match.
@@ -95,6 +96,33 @@ class Config:
     # Shared state (tokens, account health, pins, counters) for several instances; unset: CACHE_DIR.
     redis_url: str | None = field(default=None, repr=False, metadata={"env": "REDIS_URL"})
     redis_prefix: str = field(default="chatgpt_web:", metadata={"env": "REDIS_PREFIX"})
+    # --- relay: OpenAI-compatible upstreams beside the web accounts (relay/, docs/relay.md) ---
+    # JSON file of upstreams, keys and model routes; the relay is off without it.
+    upstreams_file: str | None = field(default=None, metadata={"env": "UPSTREAMS_FILE"})
+    # A caller's own `sk-...` key is passed through to the route's upstream (client keys off).
+    relay_byok: bool = field(default=False, metadata={"env": "RELAY_BYOK"})
+    # Distinct upstream keys tried per request before the answer is committed.
+    relay_max_attempts: int = field(default=3, metadata={"env": "RELAY_MAX_ATTEMPTS"})
+    # Largest request body accepted on relay routes, in bytes (held to replay on failover).
+    max_relay_body: int = field(default=26214400, metadata={"env": "MAX_RELAY_BODY"})
+    relay_connect_timeout: float = field(default=10.0, metadata={"env": "RELAY_CONNECT_TIMEOUT"})
+    # Seconds to wait for the first stream event before committing the answer anyway.
+    relay_commit_after: float = field(default=20.0, metadata={"env": "RELAY_COMMIT_AFTER"})
+    # Seconds of upstream silence before an SSE ": ping" comment (0: none).
+    relay_ping_interval: float = field(default=15.0, metadata={"env": "RELAY_PING_INTERVAL",
+                                                               "minimum": 0})
+    # Seconds without an upstream byte after commit, and for a whole answer, before giving up.
+    relay_idle_timeout: float = field(default=300.0, metadata={"env": "RELAY_IDLE_TIMEOUT"})
+    relay_total_timeout: float = field(default=600.0, metadata={"env": "RELAY_TOTAL_TIMEOUT"})
+    # Seconds before a disabled upstream key (refused or out of quota) is tried once again.
+    relay_recheck: float = field(default=3600.0, metadata={"env": "RELAY_RECHECK"})
+    # Seconds between GET /models refreshes per upstream key (0: configured lists only).
+    relay_model_discovery: float = field(default=21600.0, metadata={"env": "RELAY_MODEL_DISCOVERY",
+                                                                     "minimum": 0})
+    # "web" or "relay": which goes first for a model both know and no route names.
+    route_preference: str = field(default="web", metadata={"env": "ROUTE_PREFERENCE"})
+    # UPSTREAMS_FILE, parsed (read at start with the environment its env: references name).
+    relay: RelayPlan | None = field(default=None, repr=False, compare=False, metadata={})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -102,11 +130,15 @@ class Config:
         environ = os.environ if environ is None else environ
         values: dict = {}
         for spec in fields(cls):
-            name = spec.metadata["env"]
+            name = spec.metadata.get("env")
+            if name is None:
+                continue
             raw = environ.get(name)
             if raw is None or (raw.strip() == "" and spec.type != "str"):
                 continue
             values[spec.name] = _convert(spec, name, raw)
+        if values.get("upstreams_file"):
+            values["relay"] = load_plan(values["upstreams_file"], environ)
         return cls(**values)._validated()
 
     def _validated(self) -> Config:
@@ -120,6 +152,8 @@ class Config:
         from .limits import parse_rate  # here, not at the top: limits reads Config
         parse_rate("RATE_LIMIT", self.rate_limit)
         parse_rate("RATE_LIMIT_IP", self.rate_limit_ip)
+        if self.route_preference not in ("web", "relay"):
+            raise ConfigError("ROUTE_PREFERENCE must be web or relay")
         if self.rate_limit_strategy not in ("sliding", "fixed"):
             raise ConfigError("RATE_LIMIT_STRATEGY must be sliding or fixed")
         from .access import parse_networks
@@ -154,9 +188,9 @@ def _is_redis_url(url: str) -> bool:
 def _convert(spec, name: str, raw: str):
     kind = spec.type
     if kind in ("int",):
-        return _as_number(name, raw, int, 1)
+        return _as_number(name, raw, int, spec.metadata.get("minimum", 1))
     if kind in ("float",):
-        return _as_number(name, raw, float, 0.001)
+        return _as_number(name, raw, float, spec.metadata.get("minimum", 0.001))
     if kind == "bool":
         return _as_bool(name, raw)
     if kind == "tuple[str, ...]":

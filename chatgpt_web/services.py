@@ -9,6 +9,7 @@ from .access import KeyRing, parse_networks
 from .config import Config
 from .limits import RateLimiter, parse_rate
 from .pool import AccountPool, load_accounts
+from .relay.service import RelayService
 from .store import Store, open_store
 from .tokens import TokenProvider
 from .upstream.conversation import ConversationClient
@@ -73,6 +74,13 @@ class Services:
             self.store, per_key=parse_rate("RATE_LIMIT", config.rate_limit),
             per_ip=parse_rate("RATE_LIMIT_IP", config.rate_limit_ip),
             strategy=config.rate_limit_strategy))
+
+    @property
+    def relay(self) -> RelayService | None:
+        """The relay of UPSTREAMS_FILE (relay/), or None when no file is configured."""
+        if self.config.relay is None:
+            return None
+        return self._once("relay", lambda: RelayService(self.config, self.store))
 
     @property
     def solver(self) -> ProofOfWorkSolver:

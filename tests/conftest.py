@@ -26,6 +26,7 @@ def emulator(_emulator_server):
 # --- the service under test ------------------------------------------------------------------
 # --- a real redis-server (skipped without one, unless CI / REQUIRE_REDIS=1) ------------------
 from tests.redis_fixtures import dead_redis_url, redis_server, redis_url  # noqa: E402,F401
+from tests.relay_fixtures import relay_service  # noqa: E402,F401
 from tests.service_fixtures import (  # noqa: E402,F401
     app,
     client,
@@ -55,3 +56,18 @@ def live_service_factory(make_app):
     yield factory
     for server in servers:
         server.stop()
+
+
+# --- the fake OpenAI API (relay upstream) ------------------------------------------------------
+@pytest.fixture(scope="session")
+def _fake_openai_server():
+    from tests.fake_openai import FakeOpenAI
+    fake = FakeOpenAI().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake_openai(_fake_openai_server):
+    _fake_openai_server.reset()
+    yield _fake_openai_server

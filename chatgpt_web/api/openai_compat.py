@@ -30,7 +30,7 @@ from ..services import current
 from ..upstream.conversation import ChatMessage, ChatRequest
 from ..upstream.stream import Completion, TextDelta
 from . import fields as f
-from . import sse
+from . import relay_requests, sse
 from .credentials import authenticate, check_caller
 from .openai_messages import messages_to_send, to_web_messages
 
@@ -182,6 +182,9 @@ class _Reply:
 def chat_completions():
     """Answer a chat in the official shape, streamed as chunks when `stream` is true."""
     services = current()
+    relayed = relay_requests.route_chat(services)  # a Response when the model's route picks a relay
+    if relayed is not None:
+        return relayed
     config = services.config
     grant = authenticate(services)  # first, as the official API: no validation hints to strangers
     body = _json_body()
@@ -255,8 +258,9 @@ def list_models():
     """Every model name the service accepts, in the official list shape."""
     services = current()
     check_caller(services)
-    listed = models.list_models(extra_slugs=(services.config.default_model,))
-    return jsonify({"object": "list", "data": [model.to_dict() for model in listed]})
+    listed = [m.to_dict() for m in models.list_models(extra_slugs=(services.config.default_model,))]
+    listed += relay_requests.listed_models(services, {model["id"] for model in listed})
+    return jsonify({"object": "list", "data": listed})
 
 
 @blueprint.get("/models/<path:model_id>")
@@ -264,6 +268,8 @@ def get_model(model_id: str):
     """One model object; 404 model_not_found for names the service does not accept."""
     services = current()
     check_caller(services)
+    if relayed := relay_requests.find_model(services, model_id):
+        return jsonify(relayed)
     return jsonify(models.resolve(model_id, extra_slugs=(services.config.default_model,)).to_dict())
 
 
