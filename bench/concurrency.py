@@ -39,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from chatgpt_web.upstream.conversation import ChatMessage, ChatRequest, build_body  # noqa: E402
+from chatgpt_web.upstream.conversation import ChatMessage, ConversationRequest, build_body  # noqa: E402
 from tests.servers import ServerProcess  # noqa: E402
 
 # The emulator answers "Echo: <prompt>", so this marks the first word of the answer's text.
@@ -251,7 +251,8 @@ def main() -> int:
     form = urllib.parse.urlencode({"access_token": token, "prompt": prompt,
                                    "stream": "true"}).encode()
     conversation = json.dumps(build_body(
-        ChatRequest((ChatMessage("user", prompt),), "auto"), history_disabled=False)).encode()
+        ConversationRequest((ChatMessage("user", prompt),), "auto"),
+        history_disabled=False)).encode()
     emulator_port = urllib.parse.urlsplit(emulator_url).port
     service_port = urllib.parse.urlsplit(service.url).port
     print(f"{os.cpu_count()} CPUs; answer of {args.words} words streamed with "

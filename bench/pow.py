@@ -9,7 +9,10 @@
    95 % of the raw hash speed (above 1.0 it is faster, thanks to the copied hasher state).
 2. The expected solve time at difficulty "000032" (expected attempts x measured per-nonce time),
    and the cost of the pool: first use (start) and a round trip with a one-nonce task.
-3. Latency of a trivial concurrent task (1 ms sleep + a little Python) measured in the main thread
+3. The 2026 hash (FNV-1a-32 + fmix32 over the 25-item config): per-nonce cost of the solver's
+   numpy batches against the plain one-character-at-a-time hash, and the expected solve time at a
+   difficulty seen in 2026 ("06e1cc") and at a hard one ("000032"), for both hashes.
+4. Latency of a trivial concurrent task (1 ms sleep + a little Python) measured in the main thread
    (a) alone, (b) while another thread runs a hard search inline (it holds the GIL), (c) while
    another thread runs the same search through ProofOfWorkSolver's process pool. p50/p99 and the
    ratios to (a).
@@ -30,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from chatgpt_web.errors import Forbidden  # noqa: E402
 from chatgpt_web.upstream import pow as pow_  # noqa: E402
+from chatgpt_web.upstream.browser import Chrome, sentinel_config  # noqa: E402
 
 UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
       "Chrome/136.0.0.0 Safari/537.36")
@@ -74,6 +78,27 @@ def pool_costs(config: list) -> tuple[float, float, float]:
     return first, percentile(trips, 50), percentile(trips, 99)
 
 
+def fnv_per_nonce() -> tuple[float, float, int]:
+    """Median seconds per nonce of the batched FNV search and of the plain FNV loop."""
+    config = sentinel_config(Chrome.from_target("chrome152"), build_id="prod-" + "0" * 40,
+                             sdk_url="https://chatgpt.com/backend-api/sentinel/sdk.js")
+    filled = list(config)
+    filled[3], filled[9] = START, 0
+    message = SEED + pow_._encode(pow_.dumps_js(filled)).decode()
+    batched, plain = [], []
+    for _ in range(ROUNDS):
+        began = time.perf_counter()
+        assert pow_._search_fnv(SEED, "00000000", config, START, START + NONCES,
+                                lambda: 0) is None
+        batched.append((time.perf_counter() - began) / NONCES)
+        count = NONCES // 40  # the plain loop is slow: a sample is enough
+        began = time.perf_counter()
+        for _ in range(count):
+            pow_.fnv_hex(message)
+        plain.append((time.perf_counter() - began) / count)
+    return statistics.median(batched), statistics.median(plain), len(message)
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -116,6 +141,17 @@ def main() -> None:
     attempts = pow_.expected_attempts("000032")
     print(f"expected solve time at difficulty 000032: {attempts:.0f} attempts x "
           f"{solver * 1e6:.2f} us = {attempts * solver:.2f} s (one worker)")
+
+    fnv, fnv_plain, fnv_length = fnv_per_nonce()
+    print(f"2026 hash (FNV-1a + fmix32), message {fnv_length} chars incl. seed:")
+    print(f"  batched solver median: {fnv * 1e9:.0f} ns/nonce; plain loop: "
+          f"{fnv_plain * 1e9:.0f} ns/nonce; ratio plain/batched: {fnv_plain / fnv:.1f}")
+    print(f"  ratio FNV/SHA3 solver cost per nonce: {fnv / solver:.2f}")
+    for difficulty in ("06e1cc", "000032"):
+        attempts = pow_.expected_attempts(difficulty)
+        print(f"  expected solve time at {difficulty}: {attempts:.0f} attempts -> FNV "
+              f"{attempts * fnv * 1e3:.2f} ms, SHA3 {attempts * solver * 1e3:.2f} ms "
+              f"(one worker; FNV hashes at least one batch of {pow_.FNV_BATCH} nonces)")
 
     first, trip50, trip99 = pool_costs(config)
     print(f"process pool: first use {first * 1e3:.0f} ms (start + import), round trip of a "

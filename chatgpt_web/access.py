@@ -1,114 +1,35 @@
-"""Who may call the service: client API keys, the admin key, the client's IP, and the guard.
+"""The guard in front of every request: the client key, the admin key, the client's IP, limits.
 
-When API_KEYS or API_KEYS_FILE is set, every endpoint except OPEN_PATHS needs one of the keys, as
-`Authorization: Bearer <key>` or, on the original form endpoints, the `api_key` field. `/admin/*`
-needs ADMIN_KEY instead and is closed when none is set. Keys are held as SHA-256 digests and a
-presented key is compared against every digest with `hmac.compare_digest`, so neither the
-comparison's time nor a memory dump gives a key away.
+When API_KEYS or API_KEYS_FILE is set, every endpoint except OPEN_PATHS needs one of the keys
+(keys.py), as `Authorization: Bearer <key>` or, on the original form endpoints, the `api_key`
+field. `/admin/*` needs ADMIN_KEY instead and is closed when none is set.
 
 The guard runs before every request (`init_app`) and then asks the rate limiter (limits.py) about
-the client key and the client IP; the IP honours X-Forwarded-For only from TRUSTED_PROXIES.
+the client key and the client IP; the IP honours X-Forwarded-For only from TRUSTED_PROXIES. The
+limiter's decision is kept on `flask.g` for the RateLimit-* headers of the answer.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
 import ipaddress
-from dataclasses import dataclass
 
-from flask import Flask, request
+from flask import Flask, g, request
 
 from .config import Config
-from .errors import ConfigError, Forbidden, Unauthorized
+from .errors import Forbidden, Unauthorized
+from .keys import ClientKey, KeyRing
+from .limits import headers_for
+from .services import current
 
-# Reachable without a key: a load balancer's probes and the "it is deployed" page.
-OPEN_PATHS = frozenset({"/", "/healthz", "/readyz"})
+# Reachable without a key: a load balancer's probes, the playground page and the console page
+# (the pages hold no data: their scripts ask for the key and send it with every call).
+OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/admin"})
+# The pages' scripts and styles (api/pages.py).
+OPEN_PREFIXES = ("/static/",)
 # Need a key but are not rate limited: a Prometheus scrape every 15 s would exhaust 120/hour.
 UNLIMITED_PATHS = frozenset({"/metrics"})
 ADMIN_PREFIX = "/admin"
-HASH_PREFIX = "sha256:"
-MAX_KEY_LENGTH = 512
-
-
-
-def key_digest(key: str) -> str:
-    """The hex SHA-256 of a client key: what API_KEYS_FILE stores."""
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class ClientKey:
-    """A client key that matched. `id` is a short digest prefix, safe to log and to show."""
-
-    id: str
-    label: str | None = None
-
-
-class KeyRing:
-    """The accepted client keys, as digests."""
-
-    def __init__(self, digests: dict[str, str | None]):
-        # digest (hex) -> label
-        self._digests = {bytes.fromhex(digest): label for digest, label in digests.items()}
-
-    @classmethod
-    def from_config(cls, config: Config) -> KeyRing:
-        """The keys of API_KEYS plus those of API_KEYS_FILE.
-
-        :raise ConfigError: unreadable file or a line that is not "sha256:<64 hex> [label]".
-        """
-        digests: dict[str, str | None] = {key_digest(key): None for key in config.api_keys}
-        if config.api_keys_file:
-            digests.update(read_keys_file(config.api_keys_file))
-        return cls(digests)
-
-    @property
-    def enabled(self) -> bool:
-        """True when keys are configured, so that requests must present one."""
-        return bool(self._digests)
-
-    def match(self, presented: str | None) -> ClientKey | None:
-        """The ClientKey `presented` is, or None. Every digest is compared, in constant time."""
-        if not presented or len(presented) > MAX_KEY_LENGTH:
-            return None
-        digest = hashlib.sha256(presented.encode()).digest()
-        found = None
-        for candidate, label in self._digests.items():
-            if hmac.compare_digest(candidate, digest):
-                found = ClientKey(digest.hex()[:12], label)
-        return found
-
-
-def read_keys_file(path: str) -> dict[str, str | None]:
-    """Parse API_KEYS_FILE: "sha256:<hex> [label]" lines; blank lines and # comments are skipped."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
-    except OSError as exc:
-        raise ConfigError(f"API_KEYS_FILE cannot be read ({type(exc).__name__})") from None
-    digests: dict[str, str | None] = {}
-    for number, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        digest, _, label = line.partition(" ")
-        digest = digest.lower()
-        hex_part = digest[len(HASH_PREFIX):]
-        if (not digest.startswith(HASH_PREFIX) or len(hex_part) != 64
-                or any(c not in "0123456789abcdef" for c in hex_part)):
-            # Never quote the line: an operator may have pasted a clear key by mistake.
-            raise ConfigError(f"API_KEYS_FILE line {number} is not 'sha256:<64 hex digits> "
-                              "[label]' (make lines with: python -m chatgpt_web.keys new)")
-        digests[hex_part] = label.strip() or None
-    return digests
-
-
-def parse_networks(values) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    """TRUSTED_PROXIES as networks (a bare address is a /32 or /128). :raise ConfigError."""
-    try:
-        return tuple(ipaddress.ip_network(value, strict=False) for value in values)
-    except ValueError:
-        raise ConfigError("TRUSTED_PROXIES must hold IP addresses or networks (CIDR)") from None
 
 
 def client_ip(remote_addr: str | None, forwarded_for: str | None, trusted) -> str:
@@ -189,12 +110,10 @@ def _require_client_key(keys: KeyRing) -> ClientKey:
 
 def init_app(app: Flask) -> None:
     """Check keys and rate limits before every request; put RateLimit-* headers on every answer."""
-    from .services import current
-
     @app.before_request
     def guard() -> None:
         path = request.path
-        if path in OPEN_PATHS:
+        if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             return
         services = current()
         if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
@@ -204,14 +123,14 @@ def init_app(app: Flask) -> None:
         if services.keys.enabled:
             client = _require_client_key(services.keys)
         if path not in UNLIMITED_PATHS:
-            services.limiter.check(client.id if client else None,
-                                   client_ip(request.remote_addr,
-                                             request.headers.get("X-Forwarded-For"),
-                                             services.trusted_proxies))
+            g.rate_limit = services.limiter.check(
+                client.id if client else None,
+                client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"),
+                          services.config.trusted_proxies))
 
     @app.after_request
     def rate_limit_headers(response):
-        from .limits import headers_for_request
-        for name, value in headers_for_request().items():
-            response.headers[name] = value
+        decision = g.get("rate_limit")
+        if decision is not None:
+            response.headers.update(headers_for(decision))
         return response

@@ -1,22 +1,223 @@
-"""Every setting of the service, read from environment variables in this one place.
+"""Every setting of the service, read from environment variables and parsed once, in this module.
 
-`Config.from_env()` is the only reader of the environment; nothing else in the package looks at
-`os.environ`. Each field documents its variable; README.md and .env.example list them for operators.
+Each `Config` field declares its variable and its parser (`setting("PORT", positive_int, 3000)`),
+so a Config holds typed values: numbers, a `Rate`, IP networks, checked URLs. The services use
+those values as they are; nothing parses a setting twice.
+
+Which problems stop start-up and which /readyz reports follows one rule:
+
+* A value that is malformed, or names something this installation cannot do (a URL without a
+  host, a proxy that is not a proxy URL, a browser target curl_cffi does not know), is a problem
+  of the settings. `Config.problems()` lists them all; `from_env()` and `create_app()` refuse to
+  start with every one of them in the message, and /readyz reports the same list.
+* What depends on the machine and may change while the service runs (the cache directory can be
+  written, Redis answers, ACCOUNTS_FILE can be read) is checked by /readyz beside the service that
+  uses it.
+
+Messages name the variable, never its value when it may hold a secret (proxy and Redis URLs).
+Besides `from_env()`, only two readers of `os.environ` exist: the default of CACHE_DIR (the
+temporary directory variables) and metrics.py (PROMETHEUS_MULTIPROC_DIR, which gunicorn.conf.py
+sets for its workers).
 """
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from typing import Any
 from urllib.parse import urlsplit
+
+from curl_cffi.requests import impersonate as curl_impersonate
 
 from .errors import ConfigError
 from .relay.plan import RelayPlan, load_plan
 
 # curl_cffi target pinned to a concrete version: the floating alias "chrome" would change the TLS
 # fingerprint whenever curl_cffi is upgraded. curl_cffi sends a User-Agent and sec-ch-ua that match.
-DEFAULT_IMPERSONATE = "chrome136"
+DEFAULT_IMPERSONATE = "chrome152"
+PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
+UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)s?\s*$", re.IGNORECASE)
+_OFF = ("", "0", "off", "none", "false")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Rate:
+    """`requests` per `window` seconds (RATE_LIMIT, RATE_LIMIT_IP)."""
+
+    requests: int
+    window: int
+
+
+# --- parsers: the raw text of one variable -> its value. :raise ConfigError: "must ..." --------
+def text(raw: str) -> str:
+    return raw.strip()
+
+
+def optional_text(raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def text_list(raw: str) -> tuple[str, ...]:
+    """Comma- (or newline-) separated items."""
+    return tuple(item.strip() for item in raw.replace("\n", ",").split(",") if item.strip())
+
+
+def boolean(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(f"must be true or false, not {raw.strip()!r}")
+
+
+def _number(raw: str, kind: type, minimum: float, what: str):
+    try:
+        number = kind(raw.strip())
+    except ValueError:
+        raise ConfigError(f"must be {what}, not {raw.strip()!r}") from None
+    if number < minimum:
+        raise ConfigError(f"must be {what}, not {raw.strip()!r}")
+    return number
+
+
+def positive_int(raw: str) -> int:
+    return _number(raw, int, 1, "a whole number of at least 1")
+
+
+def non_negative_int(raw: str) -> int:
+    return _number(raw, int, 0, "a whole number of at least 0")
+
+
+def positive_float(raw: str) -> float:
+    return _number(raw, float, 0.001, "a number of at least 0.001")
+
+
+def non_negative_float(raw: str) -> float:
+    return _number(raw, float, 0, "a number of at least 0")
+
+
+def hex_digits(raw: str) -> str:
+    value = raw.strip()
+    try:
+        int(value, 16)
+    except ValueError:
+        raise ConfigError("must be hex digits") from None
+    return value
+
+
+def one_of(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ConfigError(f"must be {' or '.join(choices)}")
+        return value
+    return parse
+
+
+def is_url(value: str, schemes: tuple[str, ...]) -> bool:
+    """True if `value` is a URL with one of `schemes`, a host and a numeric port if any."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return False
+    return parts.scheme in schemes and bool(parts.hostname)
+
+
+def http_url(raw: str) -> str:
+    """An http(s) URL with a host, without a trailing slash."""
+    value = raw.strip().rstrip("/")
+    if not is_url(value, ("http", "https")):
+        raise ConfigError("must be an http(s) URL with a host")
+    return value
+
+
+def http_url_list(raw: str) -> tuple[str, ...]:
+    values = text_list(raw)
+    if any(not is_url(value, ("http", "https")) for value in values):
+        raise ConfigError("must hold only http(s) URLs with a host")
+    return values
+
+
+def proxy_url(raw: str) -> str | None:
+    """A proxy URL (http, https, socks4 or socks5); never quoted: it may carry a password."""
+    value = raw.strip()
+    if value and not is_url(value, PROXY_SCHEMES):
+        raise ConfigError("must be a proxy URL (http, https, socks4 or socks5) with a host")
+    return value or None
+
+
+def redis_url(raw: str) -> str | None:
+    """A redis://, rediss:// or unix:// URL; never quoted: it may carry a password."""
+    value = raw.strip()
+    if not value:
+        return None
+    if is_url(value, ("redis", "rediss")):
+        return value
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - as in is_url
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme != "unix" or not parts.path:
+        raise ConfigError("must be a redis://, rediss:// or unix:// URL")
+    return value
+
+
+def impersonation_targets() -> frozenset[str]:
+    """The browser targets the installed curl_cffi can impersonate."""
+    targets = {target.value for target in curl_impersonate.BrowserType}
+    # Floating aliases ("chrome", "safari"...) resolve to a concrete target inside curl_cffi.
+    targets.update(getattr(curl_impersonate, "REAL_TARGET_MAP", {}))
+    return frozenset(targets)
+
+
+def impersonation_target(raw: str) -> str:
+    value = raw.strip()
+    if value not in impersonation_targets():
+        raise ConfigError("must be a browser target this curl_cffi supports (e.g. "
+                          f"{DEFAULT_IMPERSONATE})")
+    return value
+
+
+def rate(raw: str) -> Rate | None:
+    """"120/hour" -> Rate(120, 3600); "off", "0" or blank -> None (no limit)."""
+    if raw.strip().lower() in _OFF:
+        return None
+    match = _RATE.match(raw)
+    if not match or int(match.group(1)) < 1:
+        raise ConfigError("must look like 120/hour (per second, minute, hour or day) or be off")
+    return Rate(int(match.group(1)), UNITS[match.group(2).lower()])
+
+
+def networks(raw: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated addresses or CIDR networks (a bare address is a /32 or /128)."""
+    try:
+        return tuple(ipaddress.ip_network(value, strict=False) for value in text_list(raw))
+    except ValueError:
+        raise ConfigError("must hold IP addresses or networks (CIDR)") from None
+
+
+def setting(env: str, parse: Callable[[str], Any], default: Any = None, *,
+            secret: bool = False, blank_is_value: bool = False, factory=None):
+    """A Config field set by the variable `env`, parsed by `parse`.
+
+    A blank variable means the default, unless `blank_is_value` (RATE_LIMIT="" turns it off).
+    `secret` keeps the value out of repr, so a logged Config shows none.
+    """
+    metadata = {"env": env, "parse": parse, "blank_is_value": blank_is_value}
+    if factory is not None:
+        return field(default_factory=factory, repr=not secret, metadata=metadata)
+    return field(default=default, repr=not secret, metadata=metadata)
 
 
 def _default_cache_dir() -> str:
@@ -31,171 +232,158 @@ def _default_cache_dir() -> str:
     return os.path.join("/tmp" if os.name == "posix" else tempfile.gettempdir(), "chatgpt_web")
 
 
-def _split_list(value: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in value.replace("\n", ",").split(",") if item.strip())
-
-
-def _as_bool(name: str, value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise ConfigError(f"{name} must be true or false, not {value!r}")
-
-
-def _as_number(name: str, value: str, kind: type, minimum: float) -> float | int:
-    try:
-        number = kind(value)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, not {value!r}") from None
-    if number < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}")
-    return number
-
-
 @dataclass(frozen=True)
 class Config:
-    """Validated settings. Field metadata names the environment variable that sets each one."""
+    """Parsed settings. Each field's metadata names its environment variable and its parser."""
 
-    base_url: str = field(default="https://chatgpt.com", metadata={"env": "CHATGPT_BASE_URL"})
-    auth_url: str = field(default="https://auth0.openai.com", metadata={"env": "CHATGPT_AUTH_URL"})
-    proxy: str | None = field(default=None, metadata={"env": "CHATGPT_PROXY"})
-    impersonate: str = field(default=DEFAULT_IMPERSONATE, metadata={"env": "CHATGPT_IMPERSONATE"})
-    default_model: str = field(default="auto", metadata={"env": "CHATGPT_DEFAULT_MODEL"})
-    allowed_proxies: tuple[str, ...] = field(default=(), metadata={"env": "CHATGPT_ALLOWED_PROXIES"})
-    port: int = field(default=3000, metadata={"env": "PORT"})
-    cache_dir: str = field(default_factory=_default_cache_dir, metadata={"env": "CACHE_DIR"})
-    max_prompt_chars: int = field(default=32000, metadata={"env": "MAX_PROMPT_CHARS"})
+    base_url: str = setting("CHATGPT_BASE_URL", http_url, "https://chatgpt.com")
+    auth_url: str = setting("CHATGPT_AUTH_URL", http_url, "https://auth.openai.com")
+    # --- login (upstream/auth.py, tokens.py; docs/protocol-auth.md) ---
+    # "openai": the auth.openai.com sign-in of today; "auth0": the 2023 Auth0 pages (old mirrors).
+    login_flow: str = setting("CHATGPT_LOGIN_FLOW", one_of("openai", "auth0"), "openai")
+    # OAuth client id sent with refresh tokens; unset: the known ones are tried in turn.
+    refresh_client_id: str | None = setting("CHATGPT_REFRESH_CLIENT_ID", optional_text)
+    # Seconds between two GET /backend-api/me checks of one account's access token.
+    account_check_interval: int = setting("ACCOUNT_CHECK_INTERVAL", positive_int, 3600)
+    proxy: str | None = setting("CHATGPT_PROXY", proxy_url, secret=True)
+    impersonate: str = setting("CHATGPT_IMPERSONATE", impersonation_target, DEFAULT_IMPERSONATE)
+    default_model: str = setting("CHATGPT_DEFAULT_MODEL", text, "auto")
+    allowed_proxies: tuple[str, ...] = setting("CHATGPT_ALLOWED_PROXIES", http_url_list, ())
+    port: int = setting("PORT", positive_int, 3000)
+    cache_dir: str = setting("CACHE_DIR", text, factory=_default_cache_dir)
+    max_prompt_chars: int = setting("MAX_PROMPT_CHARS", positive_int, 32000)
     # Total deadline for one answer when the caller gives no `timeout`, in seconds.
-    request_timeout: float = field(default=120.0, metadata={"env": "REQUEST_TIMEOUT"})
-    # Hardest proof-of-work difficulty we try to solve; a lower hex prefix is harder (protocol §4.2).
-    pow_max_difficulty: str = field(default="000032", metadata={"env": "POW_MAX_DIFFICULTY"})
-    pow_workers: int = field(default=1, metadata={"env": "POW_WORKERS"})
-    history_disabled: bool = field(default=False, metadata={"env": "HISTORY_DISABLED"})
-    # Seconds before a JWT's exp at which a cached token stops being served.
-    token_expiry_margin: int = field(default=300, metadata={"env": "TOKEN_EXPIRY_MARGIN"})
-    log_level: str = field(default="INFO", metadata={"env": "LOG_LEVEL"})
+    request_timeout: float = setting("REQUEST_TIMEOUT", positive_float, 120.0)
+    # Hardest proof-of-work difficulty we try to solve; a lower hex prefix is harder.
+    pow_max_difficulty: str = setting("POW_MAX_DIFFICULTY", hex_digits, "000032")
+    pow_workers: int = setting("POW_WORKERS", positive_int, 1)
+    history_disabled: bool = setting("HISTORY_DISABLED", boolean, False)
+    # Seconds before a JWT's exp at which a cached token stops being served (0: until exp).
+    token_expiry_margin: int = setting("TOKEN_EXPIRY_MARGIN", non_negative_int, 300)
+    log_level: str = setting("LOG_LEVEL", one_of("debug", "info", "warning", "warn",
+                                                 "error", "critical"), "info")
     # JSON file of server-held accounts used when a request brings no token of its own.
-    accounts_file: str | None = field(default=None, metadata={"env": "ACCOUNTS_FILE"})
-    # --- access: the service's own client keys and limits (access.py, limits.py) ---
+    accounts_file: str | None = setting("ACCOUNTS_FILE", optional_text)
+    # --- access: the service's own client keys and limits (access.py, keys.py, limits.py) ---
     # Comma-separated client keys; when set (or API_KEYS_FILE), every endpoint but /, /healthz
-    # and /readyz needs one. Secrets: kept out of repr so a logged Config shows none.
-    api_keys: tuple[str, ...] = field(default=(), repr=False, metadata={"env": "API_KEYS"})
+    # and /readyz needs one.
+    api_keys: tuple[str, ...] = setting("API_KEYS", text_list, (), secret=True)
     # File of hashed client keys, one "sha256:<hex> [label]" per line (python -m chatgpt_web.keys).
-    api_keys_file: str | None = field(default=None, metadata={"env": "API_KEYS_FILE"})
+    api_keys_file: str | None = setting("API_KEYS_FILE", optional_text)
     # Key for /admin/*; without it /admin/* answers 403.
-    admin_key: str | None = field(default=None, repr=False, metadata={"env": "ADMIN_KEY"})
+    admin_key: str | None = setting("ADMIN_KEY", optional_text, secret=True)
     # Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For is believed.
-    trusted_proxies: tuple[str, ...] = field(default=(), metadata={"env": "TRUSTED_PROXIES"})
+    trusted_proxies: tuple[IPNetwork, ...] = setting("TRUSTED_PROXIES", networks, ())
     # "<requests>/<second|minute|hour|day>" per client key and per client IP; "off" disables.
-    rate_limit: str = field(default="120/hour", metadata={"env": "RATE_LIMIT"})
-    rate_limit_ip: str = field(default="120/hour", metadata={"env": "RATE_LIMIT_IP"})
+    rate_limit: Rate | None = setting("RATE_LIMIT", rate, Rate(120, 3600), blank_is_value=True)
+    rate_limit_ip: Rate | None = setting("RATE_LIMIT_IP", rate, Rate(120, 3600),
+                                         blank_is_value=True)
     # "sliding" (weighted window counter, no burst at window edges) or "fixed".
-    rate_limit_strategy: str = field(default="sliding", metadata={"env": "RATE_LIMIT_STRATEGY"})
+    rate_limit_strategy: str = setting("RATE_LIMIT_STRATEGY", one_of("sliding", "fixed"),
+                                       "sliding")
     # Shared state (tokens, account health, pins, counters) for several instances; unset: CACHE_DIR.
-    redis_url: str | None = field(default=None, repr=False, metadata={"env": "REDIS_URL"})
-    redis_prefix: str = field(default="chatgpt_web:", metadata={"env": "REDIS_PREFIX"})
+    redis_url: str | None = setting("REDIS_URL", redis_url, secret=True)
+    redis_prefix: str = setting("REDIS_PREFIX", text, "chatgpt_web:")
+    # --- limits on what a caller or an upstream may make the service read ---
+    # Largest request body in bytes (413 beyond); unset: derived from MAX_PROMPT_CHARS, see
+    # `request_body_limit`.
+    max_request_bytes: int | None = setting("MAX_REQUEST_BYTES", positive_int)
+    # Most messages one /v1/chat/completions request may carry (400 beyond).
+    max_messages: int = setting("MAX_MESSAGES", positive_int, 500)
+    # Longest upstream SSE line or event, and most bytes of one upstream answer (502 beyond): a
+    # caller may point reverse_proxy at a server it controls.
+    max_upstream_event_bytes: int = setting("MAX_UPSTREAM_EVENT_BYTES", positive_int, 1 << 20)
+    max_upstream_answer_bytes: int = setting("MAX_UPSTREAM_ANSWER_BYTES", positive_int, 32 << 20)
     # --- relay: OpenAI-compatible upstreams beside the web accounts (relay/, docs/relay.md) ---
     # JSON file of upstreams, keys and model routes; the relay is off without it.
-    upstreams_file: str | None = field(default=None, metadata={"env": "UPSTREAMS_FILE"})
+    upstreams_file: str | None = setting("UPSTREAMS_FILE", optional_text)
     # A caller's own `sk-...` key is passed through to the route's upstream (client keys off).
-    relay_byok: bool = field(default=False, metadata={"env": "RELAY_BYOK"})
+    relay_byok: bool = setting("RELAY_BYOK", boolean, False)
     # Distinct upstream keys tried per request before the answer is committed.
-    relay_max_attempts: int = field(default=3, metadata={"env": "RELAY_MAX_ATTEMPTS"})
-    # Largest request body accepted on relay routes, in bytes (held to replay on failover).
-    max_relay_body: int = field(default=26214400, metadata={"env": "MAX_RELAY_BODY"})
-    relay_connect_timeout: float = field(default=10.0, metadata={"env": "RELAY_CONNECT_TIMEOUT"})
+    relay_max_attempts: int = setting("RELAY_MAX_ATTEMPTS", positive_int, 3)
+    # Largest request body on relay routes, in bytes (held to replay on failover).
+    max_relay_body: int = setting("MAX_RELAY_BODY", positive_int, 26214400)
+    relay_connect_timeout: float = setting("RELAY_CONNECT_TIMEOUT", positive_float, 10.0)
     # Seconds to wait for the first stream event before committing the answer anyway.
-    relay_commit_after: float = field(default=20.0, metadata={"env": "RELAY_COMMIT_AFTER"})
+    relay_commit_after: float = setting("RELAY_COMMIT_AFTER", positive_float, 20.0)
     # Seconds of upstream silence before an SSE ": ping" comment (0: none).
-    relay_ping_interval: float = field(default=15.0, metadata={"env": "RELAY_PING_INTERVAL",
-                                                               "minimum": 0})
+    relay_ping_interval: float = setting("RELAY_PING_INTERVAL", non_negative_float, 15.0)
     # Seconds without an upstream byte after commit, and for a whole answer, before giving up.
-    relay_idle_timeout: float = field(default=300.0, metadata={"env": "RELAY_IDLE_TIMEOUT"})
-    relay_total_timeout: float = field(default=600.0, metadata={"env": "RELAY_TOTAL_TIMEOUT"})
-    # Seconds before a disabled upstream key (refused or out of quota) is tried once again.
-    relay_recheck: float = field(default=3600.0, metadata={"env": "RELAY_RECHECK"})
+    relay_idle_timeout: float = setting("RELAY_IDLE_TIMEOUT", positive_float, 300.0)
+    relay_total_timeout: float = setting("RELAY_TOTAL_TIMEOUT", positive_float, 600.0)
+    # Seconds before a disabled upstream key (refused, out of quota) gets one trial again.
+    relay_recheck: float = setting("RELAY_RECHECK", positive_float, 3600.0)
     # Seconds between GET /models refreshes per upstream key (0: configured lists only).
-    relay_model_discovery: float = field(default=21600.0, metadata={"env": "RELAY_MODEL_DISCOVERY",
-                                                                     "minimum": 0})
+    relay_model_discovery: float = setting("RELAY_MODEL_DISCOVERY", non_negative_float, 21600.0)
     # "web" or "relay": which goes first for a model both know and no route names.
-    route_preference: str = field(default="web", metadata={"env": "ROUTE_PREFERENCE"})
-    # UPSTREAMS_FILE, parsed (read at start with the environment its env: references name).
+    route_preference: str = setting("ROUTE_PREFERENCE", one_of("web", "relay"), "web")
+    # UPSTREAMS_FILE parsed at start, with the environment its env: references name (no
+    # variable of its own).
     relay: RelayPlan | None = field(default=None, repr=False, compare=False, metadata={})
+
+    @property
+    def request_body_limit(self) -> int:
+        """MAX_REQUEST_BYTES, or when unset: a prompt of MAX_PROMPT_CHARS characters written in
+        the costliest way a client may use (12 bytes a character: a JSON \\uXXXX surrogate pair,
+        or %XX-encoded UTF-8 in a form) plus 64 KiB for the other fields, at least 1 MiB."""
+        if self.max_request_bytes:
+            return self.max_request_bytes
+        return max(1 << 20, 12 * self.max_prompt_chars + (64 << 10))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
-        """Build a Config from `environ` (default `os.environ`); unknown variables are ignored."""
+        """Parse the settings of `environ` (default `os.environ`); unknown variables are ignored.
+
+        :raise ConfigError: every problem of the settings at once, one per line.
+        """
         environ = os.environ if environ is None else environ
         values: dict = {}
+        problems = []
         for spec in fields(cls):
-            name = spec.metadata.get("env")
-            if name is None:
+            if "env" not in spec.metadata:
                 continue
-            raw = environ.get(name)
-            if raw is None or (raw.strip() == "" and spec.type != "str"):
+            raw = environ.get(spec.metadata["env"])
+            if raw is None or (not raw.strip() and not spec.metadata["blank_is_value"]):
                 continue
-            values[spec.name] = _convert(spec, name, raw)
+            try:
+                values[spec.name] = spec.metadata["parse"](raw)
+            except ConfigError as problem:
+                problems.append(f"{spec.metadata['env']} {problem}")
+        if problems:
+            raise ConfigError("; ".join(problems))
         if values.get("upstreams_file"):
             values["relay"] = load_plan(values["upstreams_file"], environ)
-        return cls(**values)._validated()
+        return cls(**values).checked()
 
-    def _validated(self) -> Config:
-        for name, url in (("CHATGPT_BASE_URL", self.base_url), ("CHATGPT_AUTH_URL", self.auth_url)):
-            if not url.startswith(("http://", "https://")):
-                raise ConfigError(f"{name} must be an http(s) URL")
-        try:
-            int(self.pow_max_difficulty, 16)
-        except ValueError:
-            raise ConfigError("POW_MAX_DIFFICULTY must be hex digits") from None
-        from .limits import parse_rate  # here, not at the top: limits reads Config
-        parse_rate("RATE_LIMIT", self.rate_limit)
-        parse_rate("RATE_LIMIT_IP", self.rate_limit_ip)
-        if self.route_preference not in ("web", "relay"):
-            raise ConfigError("ROUTE_PREFERENCE must be web or relay")
-        if self.rate_limit_strategy not in ("sliding", "fixed"):
-            raise ConfigError("RATE_LIMIT_STRATEGY must be sliding or fixed")
-        from .access import parse_networks
-        parse_networks(self.trusted_proxies)
-        if self.redis_url and not _is_redis_url(self.redis_url):
-            # The value is not quoted: it may carry a password.
-            raise ConfigError("REDIS_URL must be a redis://, rediss:// or unix:// URL")
+    def problems(self) -> list[str]:
+        """What is wrong with these settings, each naming its variable (never a secret value).
+
+        Values given as text (a Config built in code) are checked by their field's parser; parsed
+        values were checked when they were parsed.
+        """
+        found = []
+        for spec in fields(self):
+            if "env" not in spec.metadata:
+                continue
+            value = getattr(self, spec.name)
+            if isinstance(value, tuple) and all(isinstance(item, str) for item in value):
+                value = ",".join(value)
+            if not isinstance(value, str) or (not value and not spec.metadata["blank_is_value"]):
+                continue
+            try:
+                spec.metadata["parse"](value)
+            except ConfigError as problem:
+                found.append(f"{spec.metadata['env']} {problem}")
+        return found
+
+    def checked(self) -> Config:
+        """This Config, if it has no problems. :raise ConfigError: all of them, one message."""
+        problems = self.problems()
+        if problems:
+            raise ConfigError("; ".join(problems))
         return self
 
 
-def is_url(value: str, schemes: tuple[str, ...]) -> bool:
-    """True if `value` is a URL with one of `schemes`, a host and a numeric port if any."""
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError:
-        return False
-    return parts.scheme in schemes and bool(parts.hostname)
-
-
-def _is_redis_url(url: str) -> bool:
-    if is_url(url, ("redis", "rediss")):
-        return True
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - as in is_url
-    except ValueError:
-        return False
-    return parts.scheme == "unix" and bool(parts.path)
-
-
-def _convert(spec, name: str, raw: str):
-    kind = spec.type
-    if kind in ("int",):
-        return _as_number(name, raw, int, spec.metadata.get("minimum", 1))
-    if kind in ("float",):
-        return _as_number(name, raw, float, spec.metadata.get("minimum", 0.001))
-    if kind == "bool":
-        return _as_bool(name, raw)
-    if kind == "tuple[str, ...]":
-        return _split_list(raw)
-    value = raw.strip()
-    if spec.name in ("base_url", "auth_url"):
-        value = value.rstrip("/")
-    return value or None if kind == "str | None" else value
+def variables() -> list[str]:
+    """Every environment variable a Config reads, in field order."""
+    return [spec.metadata["env"] for spec in fields(Config) if "env" in spec.metadata]

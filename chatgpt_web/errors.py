@@ -1,6 +1,6 @@
-"""The service's errors: one small hierarchy, one table for upstream answers.
+"""The service's errors: one small hierarchy, which every layer raises and the faces render.
 
-    ApiError                     (status, code, message, headers)
+    ApiError                     (status, code, message, param, headers)
      +-- BadRequest              400  invalid_request, missing_field, invalid_field, ...
      +-- ContentBlocked          400  content_blocked (the upstream moderation withheld the answer)
      +-- Unauthorized            401  token_expired, invalid_token, invalid_credentials, mfa_required,
@@ -17,16 +17,14 @@
      +-- UpstreamTimeout         504  deadline_exceeded
     ConfigError                  a bad environment variable; raised at start-up, never per request
 
-`from_upstream()` classifies a non-success answer of the ChatGPT backend. It is the only place
-where upstream statuses become ours. `login_error()` does the same for the outcomes of the login
-flows (upstream/auth.py), from a second small table. Messages never carry the caller's token,
-password or an HTML page.
+This module knows no foreign vocabulary. Each one is translated in one place beside the code
+that speaks it: curl's exceptions in transport.py (`upstream_errors`), the ChatGPT backend's
+answers and the login flows' outcomes in upstream/errors.py. Messages never carry the caller's
+token, password or an HTML page.
 """
 from __future__ import annotations
 
-import json
 import math
-import re
 
 
 class ConfigError(ValueError):
@@ -34,19 +32,35 @@ class ConfigError(ValueError):
 
 
 class ApiError(Exception):
-    """An error that becomes the JSON answer `{"message", "code"}` with `status`."""
+    """An error that becomes the JSON answer `{"message", "code"}` with `status`.
+
+    Everything is given at construction: `param` names the request field at fault (shown by the
+    OpenAI-compatible face), `status` overrides the class's only for errors that have no class of
+    their own (an HTTP error of the web framework, see `from_http_exception`).
+    """
 
     status = 500
     code = "internal_error"
-    # The request field at fault, when one is (shown as `param` by the OpenAI-compatible face).
     param: str | None = None
 
-    def __init__(self, message: str, code: str | None = None, *, headers: dict | None = None):
+    def __init__(self, message: str, code: str | None = None, *, param: str | None = None,
+                 status: int | None = None, headers: dict | None = None):
         super().__init__(message)
         self.message = message
         if code:
             self.code = code
+        if param is not None:
+            self.param = param
+        if status is not None:
+            self.status = status
         self.headers = dict(headers or {})
+
+    @classmethod
+    def from_http_exception(cls, error) -> ApiError:
+        """A werkzeug HTTPException (404 unknown URL, 405 wrong method...) as one of ours: its
+        status, its name as the code ("method_not_allowed")."""
+        code = (error.name or "error").lower().replace(" ", "_")
+        return cls(error.description or error.name, code, status=error.code or 500)
 
     def to_dict(self) -> dict:
         """The JSON body of this error."""
@@ -81,17 +95,24 @@ class PayloadTooLarge(ApiError):
     status, code = 413, "prompt_too_long"
 
 
+# The longest wait we pass on: an upstream's clears_in or Retry-After beyond a day (or infinite,
+# or not a number) is not a schedule anyone can keep, so it is reported as this.
+MAX_RETRY_AFTER = 86_400
+
+
 class RateLimited(ApiError):
     status, code = 429, "rate_limited"
 
     def __init__(self, message: str, code: str | None = None, *, retry_after: float | None = None,
-                 headers: dict | None = None):
+                 param: str | None = None, headers: dict | None = None):
         headers = dict(headers or {})
         self.retry_after = None
         if retry_after is not None:
+            if not math.isfinite(retry_after) or retry_after > MAX_RETRY_AFTER:
+                retry_after = MAX_RETRY_AFTER  # infinity or NaN would make ceil() raise
             self.retry_after = max(1, math.ceil(retry_after))
             headers["Retry-After"] = str(self.retry_after)
-        super().__init__(message, code, headers=headers)
+        super().__init__(message, code, param=param, headers=headers)
 
 
 class UpstreamError(ApiError):
@@ -104,121 +125,3 @@ class ServiceUnavailable(ApiError):
 
 class UpstreamTimeout(ApiError):
     status, code = 504, "deadline_exceeded"
-
-
-CLOUDFLARE_HINT = (
-    "the upstream answered with a Cloudflare challenge page; this server's IP or TLS fingerprint "
-    "is not trusted. Use a residential CHATGPT_PROXY, another CHATGPT_IMPERSONATE target, or a "
-    "reverse_proxy"
-)
-_CLOUDFLARE_MARKERS = (b"cf_chl_opt", b"cf-please-wait", b"challenge-platform", b"Just a moment...")
-_MAX_MESSAGE = 300
-
-
-def is_cloudflare_page(body: bytes) -> bool:
-    """True if `body` is a Cloudflare challenge page rather than an API answer."""
-    head = body[:20000]
-    return any(marker in head for marker in _CLOUDFLARE_MARKERS)
-
-
-def _detail(body: bytes) -> tuple[str, str | None, dict]:
-    """Pull (message, upstream code, detail dict) out of a JSON error body, tolerating any shape."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return "", None, {}
-    if not isinstance(data, dict):
-        return "", None, {}
-    detail = data.get("detail", data.get("error", data))
-    if isinstance(detail, str):
-        return detail, None, {}
-    if isinstance(detail, dict):
-        message = detail.get("message") or detail.get("detail") or ""
-        code = detail.get("code") or detail.get("type")
-        return str(message), (str(code) if code else None), detail
-    return "", None, {}
-
-
-def _clean(message: str, fallback: str) -> str:
-    message = re.sub(r"\s+", " ", message or "").strip()
-    if not message or "<" in message[:50]:
-        return fallback
-    return message[:_MAX_MESSAGE]
-
-
-def _retry_after(detail: dict, headers) -> float | None:
-    clears_in = detail.get("clears_in")
-    if isinstance(clears_in, (int, float)) and clears_in >= 0:
-        return float(clears_in)
-    header = (headers or {}).get("Retry-After") if headers is not None else None
-    try:
-        return float(header) if header is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-# One row per upstream status: (error class, our code, fallback message).
-_STATUS_TABLE: dict[int, tuple[type[ApiError], str, str]] = {
-    400: (BadRequest, "upstream_bad_request", "the upstream rejected the request"),
-    401: (Unauthorized, "invalid_token", "the access token was refused by the upstream"),
-    403: (Forbidden, "upstream_forbidden", "the upstream refused the request"),
-    404: (NotFound, "conversation_not_found", "conversation not found upstream"),
-    409: (Conflict, "upstream_conflict", "the upstream reported a conflict"),
-    413: (PayloadTooLarge, "prompt_too_long", "the message is too long for the upstream"),
-    422: (BadRequest, "upstream_bad_request", "the upstream rejected the request"),
-    429: (RateLimited, "upstream_rate_limited", "the upstream rate limit was reached"),
-}
-# Upstream codes that refine the row above, whatever the status.
-_CODE_TABLE: dict[str, tuple[type[ApiError], str]] = {
-    "token_expired": (Unauthorized, "token_expired"),
-    "invalid_jwt": (Unauthorized, "invalid_token"),
-    "invalid_token": (Unauthorized, "invalid_token"),
-    "invalid_api_key": (Unauthorized, "invalid_token"),
-    "message_length_exceeds_limit": (PayloadTooLarge, "prompt_too_long"),
-}
-
-
-def from_upstream(status: int, body: bytes, headers=None) -> ApiError:
-    """Classify a non-2xx upstream answer (status, raw body, response headers) as an ApiError."""
-    if status in (403, 503) and is_cloudflare_page(body):
-        return Forbidden(CLOUDFLARE_HINT, "cloudflare_challenge")
-    message, upstream_code, detail = _detail(body)
-    if upstream_code in _CODE_TABLE:
-        cls, code = _CODE_TABLE[upstream_code]
-        return cls(_clean(message, code.replace("_", " ")), code)
-    if status == 429 or "too many requests" in message.lower():
-        return RateLimited(_clean(message, _STATUS_TABLE[429][2]), "upstream_rate_limited",
-                           retry_after=_retry_after(detail, headers))
-    cls, code, fallback = _STATUS_TABLE.get(
-        status, (UpstreamError, "upstream_error", f"the upstream answered HTTP {status}")
-    )
-    if cls is UpstreamError and not message:
-        fallback = f"the upstream answered HTTP {status} with no usable error"
-    return cls(_clean(message, fallback), code)
-
-
-# Outcomes of the login flows (upstream/auth.py): our code -> (error class, message).
-# auth.py decides which outcome a page means; this table alone decides how the caller hears it.
-_LOGIN_TABLE: dict[str, tuple[type[ApiError], str]] = {
-    "invalid_credentials": (Unauthorized, "wrong email or password"),
-    "mfa_required": (Unauthorized, "the account has two-factor authentication: pass the current "
-                                   "one-time code as otp"),
-    "invalid_otp": (Unauthorized, "the one-time code was refused"),
-    "session_expired": (Unauthorized, "the session token has expired or was revoked; sign in "
-                                      "again in the browser and copy the new cookie"),
-    "refresh_token_invalid": (Unauthorized, "the refresh token has expired or was revoked"),
-    "login_rate_limited": (RateLimited, "the identity provider is rate-limiting logins; try "
-                                        "again later"),
-    "login_failed": (UpstreamError, "the login flow met an unexpected answer"),
-}
-
-
-def login_error(code: str, step: str, reason: str | None = None, *,
-                retry_after: float | None = None) -> ApiError:
-    """The error for login outcome `code` at `step` ("login: password"); `reason` is our own short
-    wording of what was wrong (e.g. "HTTP 500", "a Cloudflare challenge page"), never page text."""
-    cls, message = _LOGIN_TABLE[code]
-    text = f"{step}: {reason}" if reason else f"{step}: {message}"
-    if cls is RateLimited:
-        return RateLimited(text, code, retry_after=retry_after)
-    return cls(text, code)

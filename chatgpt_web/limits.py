@@ -11,48 +11,24 @@ Two strategies (RATE_LIMIT_STRATEGY):
   sliding  the weighted window counter: previous window's count x the share of it still inside
            the sliding window, plus the current window's count. No edge burst; two counters.
 
-Every answer carries RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset (seconds), from the
-tightest limit that applied; a refused request gets 429 `rate_limited` with Retry-After. Refused
-requests count too, so a client that ignores Retry-After stays refused.
+The limiter decides and knows nothing of the web: `check()` returns the tightest decision, whose
+`headers_for()` (RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset in seconds) access.py puts
+on the answer; a refused request raises 429 `rate_limited` with Retry-After. Refused requests
+count too, so a client that ignores Retry-After stays refused.
 """
 from __future__ import annotations
 
 import hashlib
 import math
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from flask import has_request_context, request
-
-from .errors import ConfigError, RateLimited
+from .config import UNITS, Rate
+from .errors import RateLimited
 from .store import Store
 
-UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)s?\s*$", re.IGNORECASE)
-_OFF = ("", "0", "off", "none", "false")
-_ENVIRON_DECISION = "chatgpt_web.rate_limit"
 PREFIX = "limit:v1:"
-
-
-@dataclass(frozen=True)
-class Rate:
-    """`requests` per `window` seconds."""
-
-    requests: int
-    window: int
-
-
-def parse_rate(name: str, value: str) -> Rate | None:
-    """"120/hour" -> Rate(120, 3600); "off" or "0" -> None. :raise ConfigError: anything else."""
-    if value.strip().lower() in _OFF:
-        return None
-    match = _RATE.match(value)
-    if not match or int(match.group(1)) < 1:
-        raise ConfigError(f"{name} must look like 120/hour (per second, minute, hour or day) "
-                          "or be off")
-    return Rate(int(match.group(1)), UNITS[match.group(2).lower()])
 
 
 @dataclass(frozen=True)
@@ -83,12 +59,13 @@ class RateLimiter:
     def check(self, key_id: str | None, ip: str) -> Decision | None:
         """Count one request of `key_id` (None when keys are off) from `ip`.
 
-        The tightest decision is remembered for the RateLimit-* headers of this request.
-        :raise RateLimited: 429 with Retry-After when a limit is exceeded.
+        Returns the tightest decision (for the RateLimit-* headers), None when no limit applies.
+        :raise RateLimited: 429 with Retry-After (and the headers) when a limit is exceeded.
         """
         decisions = []  # (scope, rate, decision)
         if self.per_key is not None and key_id is not None:
-            decisions.append(("client key", self.per_key, self.count(f"key:{key_id}", self.per_key)))
+            decisions.append(("client key", self.per_key,
+                              self.count(f"key:{key_id}", self.per_key)))
         if self.per_ip is not None:
             # The IP is hashed: counters need no readable addresses of people.
             ip_id = hashlib.sha256(ip.encode()).hexdigest()[:16]
@@ -98,8 +75,6 @@ class RateLimiter:
         refused = [item for item in decisions if not item[2].allowed]
         scope, rate, tightest = (max(refused, key=lambda item: item[2].retry_after) if refused
                                  else min(decisions, key=lambda item: item[2].remaining))
-        if has_request_context():
-            request.environ[_ENVIRON_DECISION] = tightest
         if refused:
             raise RateLimited(f"rate limit exceeded: at most {tightest.limit} requests per "
                               f"{_window_name(rate.window)} per {scope}",
@@ -150,9 +125,3 @@ def headers_for(decision: Decision) -> dict[str, str]:
     return {"RateLimit-Limit": str(decision.limit),
             "RateLimit-Remaining": str(decision.remaining),
             "RateLimit-Reset": str(decision.reset)}
-
-
-def headers_for_request() -> dict[str, str]:
-    """RateLimit-* headers for the current request ({} when no limit applied to it)."""
-    decision = request.environ.get(_ENVIRON_DECISION)
-    return headers_for(decision) if decision else {}

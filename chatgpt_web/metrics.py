@@ -52,16 +52,6 @@ def timed_upstream(step: str) -> Iterator[None]:
         UPSTREAM_LATENCY.labels(step).observe(time.monotonic() - started)
 
 
-@contextlib.contextmanager
-def stream_in_flight() -> Iterator[None]:
-    """Count an answer as in flight for the duration of the block."""
-    STREAMS_IN_FLIGHT.inc()
-    try:
-        yield
-    finally:
-        STREAMS_IN_FLIGHT.dec()
-
-
 def observe_request(route: str, status: int, seconds: float) -> None:
     """Count one finished request; `route` is the URL rule (bounded set), never the raw path."""
     REQUESTS.labels(route, str(status)).inc()

@@ -93,7 +93,5 @@ def resolve(name: str, extra_slugs: tuple[str, ...] = ()) -> Model:
     undated = _SNAPSHOT.sub("", name)
     if undated != name and undated in table:
         return Model(name, table[undated])
-    error = NotFound(f"The model `{name}` does not exist or you do not have access to it.",
-                     "model_not_found")
-    error.param = "model"
-    raise error
+    raise NotFound(f"The model `{name}` does not exist or you do not have access to it.",
+                   "model_not_found", param="model")

@@ -9,6 +9,7 @@ the same picture:
     healthy --401--> re-login once --401 again--> dead
     healthy --429--> resting until clears_in / Retry-After
     healthy --403 (Cloudflare, sentinel)--> resting, longer with each strike in a row
+    any --operator: disable--> disabled --operator: enable--> healthy (the console, api/admin.py)
 
 A request that fails on an account before its first byte moves on to the next account; the caller
 sees an error only when none can serve. A conversation stays on the account that created it.
@@ -18,25 +19,26 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from . import chat
+from .answers import Answer
 from .errors import (
     ApiError,
     ConfigError,
     Conflict,
     Forbidden,
+    NotFound,
     RateLimited,
     ServiceUnavailable,
     Unauthorized,
 )
 from .store import Store
 from .tokens import Credential, TokenProvider, jwt_expiry
-from .upstream.conversation import ChatRequest, ConversationClient
+from .upstream.conversation import ConversationClient, ConversationRequest
 from .upstream.endpoints import Upstream
-from .upstream.stream import Completion
 
 STATE_PREFIX = "pool:v1:account:"
 PIN_PREFIX = "pool:v1:pin:"
@@ -47,6 +49,8 @@ PIN_TTL = 90 * 24 * 3600
 DEFAULT_REST = 60.0
 MAX_STRIKE_REST = 3600.0
 _DEFAULT_STATE = {"status": "healthy", "rest_until": 0, "strikes": 0, "last_error": None}
+# Statuses in which an account serves nothing: its token failed twice, or the operator said so.
+_OUT_OF_SERVICE = ("dead", "disabled")
 _KINDS = ("password", "session_token", "refresh_token", "access_token")
 
 
@@ -81,6 +85,13 @@ def _entry_to_account(index: int, entry: dict) -> Account:
     else:
         secrets = (str(entry[kind]),)
         credential = None if kind == "access_token" else Credential(kind, secrets)
+        if kind == "session_token":
+            credential = Credential.session_token(secrets[0])
+    client_id = entry.get("client_id")
+    if client_id is not None:
+        if kind != "refresh_token" or not isinstance(client_id, str) or not client_id.strip():
+            raise ConfigError(f"{where}: client_id is a non-empty string, for a refresh_token")
+        credential = Credential.refresh_token(secrets[0], client_id.strip())
     name = entry.get("name")
     if name is not None and (not isinstance(name, str) or not name.strip()):
         raise ConfigError(f"{where}: name must be a non-empty string")
@@ -155,7 +166,44 @@ class AccountPool:
 
     def _usable(self, account: Account, now: float) -> bool:
         state = self.state(account)
-        return state.get("status") != "dead" and state.get("rest_until", 0) <= now
+        return state.get("status") not in _OUT_OF_SERVICE and state.get("rest_until", 0) <= now
+
+    # --- operator actions (the console) ------------------------------------------------------
+    def account(self, account_id: str) -> Account:
+        """The account labelled `account_id`. :raise NotFound: no such account."""
+        found = self.accounts.get(account_id)
+        if found is None:
+            raise NotFound("no pooled account has this id", "account_not_found")
+        return found
+
+    def disable(self, account: Account) -> None:
+        """Take `account` out of rotation until `enable` (its conversations cannot continue)."""
+        self._update(account, status="disabled")
+
+    def enable(self, account: Account) -> None:
+        """Put `account` back into rotation with a clean record (no rest, no strikes)."""
+        self.store.delete(STRIKES_PREFIX + account.id)
+        self._update(account, status="healthy", rest_until=0, strikes=0, last_error=None)
+
+    def recheck(self, account: Account, probe: Callable[[str], None]) -> None:
+        """Renew the account's token now and try it with `probe(access_token)` (an upstream call
+        that spends no quota); record the outcome. A disabled account stays disabled.
+
+        :raise ApiError: what the token renewal or the probe failed with (after recording it).
+        """
+        try:
+            probe(self.access_token(account, force=account.credential is not None))
+        except ApiError as error:
+            if _is_account_fault(error):
+                self._fault(account, error)
+            else:
+                self._update(account, last_error=error.code)
+            raise
+        self.store.delete(STRIKES_PREFIX + account.id)
+        changes = {"rest_until": 0, "strikes": 0, "last_error": None}
+        if self.state(account).get("status") != "disabled":
+            changes["status"] = "healthy"
+        self._update(account, **changes)
 
     def choose(self, exclude: set[str] = frozenset()) -> Account:
         """A healthy, rested account by weighted random choice.
@@ -166,7 +214,7 @@ class AccountPool:
         candidates = [a for a in self.accounts.values() if a.id not in exclude and self._usable(a, now)]
         if not candidates:
             rests = [self.state(a).get("rest_until", 0) for a in self.accounts.values()
-                     if self.state(a).get("status") != "dead"]
+                     if self.state(a).get("status") not in _OUT_OF_SERVICE]
             retry = max(1, int(min(rests) - now) + 1) if rests and min(rests) > now else None
             raise ServiceUnavailable("no pooled account can serve this request now",
                                      "no_account_available",
@@ -199,18 +247,22 @@ class AccountPool:
             raise Conflict("this conversation is not held by any pooled account (it was started "
                            "elsewhere, or that account was removed); start a new conversation",
                            "conversation_account_gone")
-        if self.state(account).get("status") == "dead":
+        if self.state(account).get("status") in _OUT_OF_SERVICE:
             raise Conflict("the pooled account that holds this conversation is no longer usable; "
                            "start a new conversation", "conversation_account_gone")
         return account
 
     # --- answers -----------------------------------------------------------------------------
-    def start_answer(self, client: ConversationClient, request: ChatRequest,
-                     upstream: Upstream) -> chat.Answer:
-        """Run `request` on a pooled account, moving on to the next one while nothing was sent."""
+    def run(self, client: ConversationClient, request: ConversationRequest,
+            upstream: Upstream) -> Answer:
+        """Start `request` on a pooled account, moving on to the next one while nothing was sent.
+
+        A new conversation is pinned to the account that answered it.
+        """
         if request.conversation_id:
             account = self.pinned(request.conversation_id)
-            return self._pinning(self._attempt(account, client, request, upstream), account)
+            return self._pinning(self._attempt(account, client, request, upstream), account,
+                                 request.model)
         tried: set[str] = set()
         while True:
             try:
@@ -228,18 +280,19 @@ class AccountPool:
                 if _is_account_fault(error):
                     continue
                 raise
-            return self._pinning(answer, account)
+            return self._pinning(answer, account, request.model)
 
-    def _attempt(self, account: Account, client: ConversationClient, request: ChatRequest,
-                 upstream: Upstream) -> chat.Answer:
+    def _attempt(self, account: Account, client: ConversationClient, request: ConversationRequest,
+                 upstream: Upstream) -> Answer:
         """One account, with one re-login when the upstream refuses its token."""
         relogged = False
         while True:
             try:
                 token = self.access_token(account, force=relogged)
-                answer = chat.start_answer(client, token, request, upstream)
+                answer = Answer.start(client, token, request, upstream)
             except Unauthorized as error:
-                if relogged or account.credential is None:
+                # token_invalidated: the backend itself refused the account's token (GET /me).
+                if relogged or account.credential is None or error.code == "token_invalidated":
                     self._fault(account, error)
                     raise
                 relogged = True
@@ -253,14 +306,29 @@ class AccountPool:
                 self._update(account, strikes=0)
             return answer
 
-    def _pinning(self, answer: chat.Answer, account: Account) -> Iterator:
-        try:
-            for item in answer:
-                if isinstance(item, Completion) and item.conversation_id:
-                    self.pin(item.conversation_id, account)
-                yield item
-        finally:
-            answer.close()
+    def _pinning(self, answer: Answer, account: Account, model: str) -> Answer:
+        def pin(completion) -> None:
+            if completion.conversation_id:
+                self.pin(completion.conversation_id, account)
+            self._note_model(account, model, completion.model_slug)
+        answer.on_complete(pin)
+        return answer
+
+    def _note_model(self, account: Account, requested: str, served: str | None) -> None:
+        """Flag a silent downgrade: the account answered with another model than the one asked
+        for ("auto" lets the upstream choose, so it is never one). Cleared when it serves the
+        requested model again."""
+        if not served or requested == "auto":
+            return
+        # A dated snapshot of the requested model (gpt-4o-2024-08-06) is the same model.
+        downgraded = served != requested and not re.fullmatch(
+            re.escape(requested) + r"-\d{4}-\d{2}-\d{2}", served)
+        flagged = self.state(account).get("downgraded")
+        if downgraded:
+            self._update(account, downgraded={"requested": requested, "served": served,
+                                              "at": self._clock()})
+        elif flagged:
+            self._update(account, downgraded=None)
 
     def report(self) -> list[dict]:
         """Each account's state for the admin view: never a token, a password or an email."""
@@ -270,10 +338,11 @@ class AccountPool:
             state = self.state(account)
             rest_until = state.get("rest_until", 0)
             status = state.get("status", "healthy")
-            if status != "dead" and rest_until > now:
+            if status not in _OUT_OF_SERVICE and rest_until > now:
                 status = "resting"
             rows.append({"id": account.id, "kind": account.kind, "weight": account.weight,
                          "status": status, "token_expires_at": state.get("token_expires_at"),
                          "rest_until": rest_until if rest_until > now else None,
-                         "last_error": state.get("last_error")})
+                         "last_error": state.get("last_error"),
+                         "downgraded": state.get("downgraded")})
         return rows

@@ -5,14 +5,15 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from .access import KeyRing, parse_networks
 from .config import Config
-from .limits import RateLimiter, parse_rate
+from .keys import KeyRing
+from .limits import RateLimiter
 from .pool import AccountPool, load_accounts
 from .relay.service import RelayService
 from .store import Store, open_store
 from .tokens import TokenProvider
 from .upstream.conversation import ConversationClient
+from .upstream.history import HistoryClient
 from .upstream.pow import ProofOfWorkSolver
 
 T = TypeVar("T")
@@ -62,17 +63,11 @@ class Services:
         return self._once("keys", lambda: KeyRing.from_config(self.config))
 
     @property
-    def trusted_proxies(self) -> tuple:
-        """TRUSTED_PROXIES as networks."""
-        return self._once("trusted_proxies", lambda: parse_networks(self.config.trusted_proxies))
-
-    @property
     def limiter(self) -> RateLimiter:
         """Per-key and per-IP request limits, counted in `store`."""
         config = self.config
         return self._once("limiter", lambda: RateLimiter(
-            self.store, per_key=parse_rate("RATE_LIMIT", config.rate_limit),
-            per_ip=parse_rate("RATE_LIMIT_IP", config.rate_limit_ip),
+            self.store, per_key=config.rate_limit, per_ip=config.rate_limit_ip,
             strategy=config.rate_limit_strategy))
 
     @property
@@ -93,6 +88,11 @@ class Services:
         """The upstream conversation client every face uses."""
         return self._once("conversations", lambda: ConversationClient(self.config, self.solver))
 
+
+    @property
+    def history(self) -> HistoryClient:
+        """The upstream conversation-history client (list, read, rename, delete, title)."""
+        return self._once("history", lambda: HistoryClient(self.config))
 
 def current() -> Services:
     """The Services of the app handling the current request."""

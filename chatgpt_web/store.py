@@ -14,15 +14,18 @@ sees a secret.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import random
+import secrets
 import sqlite3
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import diskcache
@@ -43,7 +46,38 @@ class Store(Protocol):
     def hit(self, key: str, window: float) -> tuple[int, float]: ...
     # After hit(), get(key) reads the window's count.
     def merge(self, key: str, changes: dict, expire: float | None = None) -> dict: ...
+    # Exclusive across threads, processes and (Redis) instances; see hold_lock().
+    def lock(self, key: str, ttl: float, wait: float) -> contextlib.AbstractContextManager: ...
     def writable(self) -> bool: ...
+
+
+LOCK_PREFIX = "lock:"
+
+
+@contextlib.contextmanager
+def hold_lock(acquire: Callable[[str], bool], release: Callable[[str], None],
+              wait: float) -> Iterator[None]:
+    """Hold a lock that `acquire(owner)` takes (True when it did) and `release(owner)` frees only
+    if `owner` still holds it. Waits up to `wait` seconds, polling with a growing pause.
+
+    Each backend's lock expires after its `ttl` on its own, so that a process killed while
+    holding it cannot block everyone for ever; the holder must finish its work within `ttl`.
+
+    :raise ServiceUnavailable: code store_lock_timeout when another holder kept it past `wait`.
+    """
+    owner = secrets.token_hex(16)
+    deadline = time.monotonic() + wait
+    pause = 0.002
+    while not acquire(owner):
+        if time.monotonic() >= deadline:
+            raise ServiceUnavailable("another worker has been renewing these credentials for too "
+                                     "long; try again shortly", "store_lock_timeout")
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 0.05)
+    try:
+        yield
+    finally:
+        release(owner)
 
 
 def _merged(current: Any, changes: dict) -> dict:
@@ -102,6 +136,20 @@ class DiskStore:
             value = _merged(self._cache.get(key), changes)
             self._cache.set(key, value, expire=expire)
         return value
+
+    def lock(self, key: str, ttl: float, wait: float) -> contextlib.AbstractContextManager:
+        """Exclusive hold of `key` for up to `ttl` seconds among every process using this
+        directory (SQLite's atomic add), waiting up to `wait`.
+
+        :raise ServiceUnavailable: store_lock_timeout."""
+        name = LOCK_PREFIX + key
+
+        def release(owner: str) -> None:
+            with self._cache.transact():
+                if self._cache.get(name) == owner:
+                    self._cache.delete(name)
+
+        return hold_lock(lambda owner: self._cache.add(name, owner, expire=ttl), release, wait)
 
     def writable(self) -> bool:
         """True if a value can be written and read back now."""
@@ -171,6 +219,24 @@ class MemoryStore:
             self._write(key, value, expire)
             return value
 
+    def lock(self, key: str, ttl: float, wait: float) -> contextlib.AbstractContextManager:
+        """Exclusive hold of `key` for up to `ttl` seconds among this process's threads."""
+        name = LOCK_PREFIX + key
+
+        def acquire(owner: str) -> bool:
+            with self._lock:
+                if self._read(name) is not None:
+                    return False
+                self._write(name, owner, ttl)
+                return True
+
+        def release(owner: str) -> None:
+            with self._lock:
+                if self._read(name) == owner:
+                    del self._data[name]
+
+        return hold_lock(acquire, release, wait)
+
     def writable(self) -> bool:
         """Always True: memory can always be written."""
         return True
@@ -188,6 +254,13 @@ end
 return {count, redis.call('GET', KEYS[2])}
 """
 _MERGE_ATTEMPTS = 100
+# Deletes the lock KEYS[1] only if its owner is still ARGV[1] (not one who took it after expiry).
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 
 def _milliseconds(seconds: float) -> int:
@@ -221,6 +294,7 @@ class RedisStore:
             url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30,
             retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2))
         self._hit = self._client.register_script(_HIT_SCRIPT)
+        self._release = self._client.register_script(_RELEASE_SCRIPT)
         self._down = False
 
     def _key(self, key: str) -> str:
@@ -315,6 +389,23 @@ class RedisStore:
                 raise self._unavailable(exc) from None
         raise ServiceUnavailable("the shared state store is too busy to update this record",
                                  "store_unavailable")
+
+    def lock(self, key: str, ttl: float, wait: float) -> contextlib.AbstractContextManager:
+        """Exclusive hold of `key` for up to `ttl` seconds among every process of every instance
+        using this Redis (SET NX PX), waiting up to `wait`.
+
+        :raise ServiceUnavailable: store_lock_timeout, or store_unavailable (Redis unreachable).
+        """
+        name = self._key(LOCK_PREFIX + key)
+
+        def acquire(owner: str) -> bool:
+            return bool(self._run(self._client.set, name, owner, nx=True,
+                                  px=_milliseconds(ttl)))
+
+        def release(owner: str) -> None:
+            self._run(self._release, keys=[name], args=[owner])
+
+        return hold_lock(acquire, release, wait)
 
     def writable(self) -> bool:
         """True if a value can be written to Redis and read back now."""

@@ -214,7 +214,10 @@ def upstream_errors(step: str) -> Iterator[None]:
 
 
 def user_agent_for(impersonate: str) -> str:
-    """The User-Agent curl_cffi sends for a desktop Chrome target (the PoW config must embed it)."""
-    version = "".join(ch for ch in impersonate if ch.isdigit()) or "136"
-    return (f"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 "
+    """The User-Agent curl_cffi sends for a desktop Chrome target (the PoW config must embed it):
+    `chromeNNN` is Chrome NNN on Windows, `chromeNNN_macos` on macOS."""
+    version = "".join(ch for ch in impersonate.split("_")[0] if ch.isdigit()) or "152"
+    system = ("Macintosh; Intel Mac OS X 10_15_7" if impersonate.endswith("_macos")
+              else "Windows NT 10.0; Win64; x64")
+    return (f"Mozilla/5.0 ({system}) AppleWebKit/537.36 "
             f"(KHTML, like Gecko) Chrome/{version}.0.0.0 Safari/537.36")

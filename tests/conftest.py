@@ -24,6 +24,9 @@ def emulator(_emulator_server):
 
 
 # --- the service under test ------------------------------------------------------------------
+# --- a real browser (Debian's chromium through Playwright) for the page tests ------------------
+from tests.browser_fixtures import artifacts, web_browser, web_page  # noqa: E402,F401
+
 # --- a real redis-server (skipped without one, unless CI / REQUIRE_REDIS=1) ------------------
 from tests.redis_fixtures import dead_redis_url, redis_server, redis_url  # noqa: E402,F401
 from tests.relay_fixtures import relay_service  # noqa: E402,F401

@@ -6,10 +6,10 @@ import sys
 import openai
 import pytest
 
-from chatgpt_web.access import KeyRing, client_ip, key_digest, parse_networks, read_keys_file
-from chatgpt_web.config import Config
+from chatgpt_web.access import client_ip
+from chatgpt_web.config import Config, networks
 from chatgpt_web.errors import ConfigError
-from chatgpt_web.keys import file_line
+from chatgpt_web.keys import KeyRing, file_line, key_digest, read_keys_file
 
 KEY = "sk-cw-test-key-one"
 OTHER_KEY = "sk-cw-test-key-two"
@@ -207,12 +207,12 @@ def test_admin_accounts_without_a_pool_says_so(make_app):
 # --- client IP -------------------------------------------------------------------------------
 
 def test_forwarded_for_is_ignored_from_an_untrusted_peer():
-    assert client_ip("203.0.113.9", "198.51.100.1", parse_networks(["10.0.0.0/8"])) == "203.0.113.9"
+    assert client_ip("203.0.113.9", "198.51.100.1", networks("10.0.0.0/8")) == "203.0.113.9"
     assert client_ip("10.0.0.2", "198.51.100.1", ()) == "10.0.0.2"
 
 
 def test_forwarded_for_is_read_from_the_right_past_trusted_proxies():
-    trusted = parse_networks(["10.0.0.0/8", "192.0.2.7"])
+    trusted = networks("10.0.0.0/8, 192.0.2.7")
     # The client forged "1.2.3.4"; nginx (10.0.0.2) appended the real peer 198.51.100.1.
     assert client_ip("10.0.0.2", "1.2.3.4, 198.51.100.1", trusted) == "198.51.100.1"
     assert client_ip("10.0.0.2", "1.2.3.4, 198.51.100.1, 192.0.2.7", trusted) == "198.51.100.1"

@@ -1,7 +1,10 @@
 """Configuration comes from environment variables, validated once."""
+import ipaddress
+
 import pytest
 
-from chatgpt_web.config import DEFAULT_IMPERSONATE, Config
+from chatgpt_web import create_app
+from chatgpt_web.config import DEFAULT_IMPERSONATE, Config, Rate
 from chatgpt_web.errors import ConfigError
 
 
@@ -26,7 +29,69 @@ def test_environment_overrides_are_parsed():
 @pytest.mark.parametrize("env", [
     {"PORT": "many"}, {"PORT": "0"}, {"HISTORY_DISABLED": "maybe"},
     {"CHATGPT_BASE_URL": "chatgpt.com"}, {"POW_MAX_DIFFICULTY": "zz"},
+    {"TOKEN_EXPIRY_MARGIN": "-1"}, {"RATE_LIMIT_STRATEGY": "leaky"}, {"LOG_LEVEL": "loud"},
 ])
 def test_bad_values_are_refused_at_start(env):
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError) as refused:
         Config.from_env(env)
+    assert str(refused.value).startswith(next(iter(env)))
+
+
+@pytest.mark.parametrize("env, variable", [
+    ({"CHATGPT_PROXY": "nonsense"}, "CHATGPT_PROXY"),
+    ({"CHATGPT_PROXY": "ftp://user:sk-planted-pass@proxy:21"}, "CHATGPT_PROXY"),
+    ({"CHATGPT_PROXY": "http://user:sk-planted-pass@proxy:notaport"}, "CHATGPT_PROXY"),
+    ({"CHATGPT_IMPERSONATE": "chrome999"}, "CHATGPT_IMPERSONATE"),
+    ({"CHATGPT_BASE_URL": "http:///x"}, "CHATGPT_BASE_URL"),
+    ({"CHATGPT_BASE_URL": "http://:8080"}, "CHATGPT_BASE_URL"),
+    ({"CHATGPT_ALLOWED_PROXIES": "https://ok.example/api,proxy.example/api"},
+     "CHATGPT_ALLOWED_PROXIES"),
+])
+def test_settings_that_cannot_work_stop_the_start_naming_the_variable_not_its_value(env, variable):
+    with pytest.raises(ConfigError) as refused:
+        create_app(env)
+    assert str(refused.value).startswith(variable) and "planted" not in str(refused.value)
+
+
+def test_every_problem_is_named_at_once():
+    with pytest.raises(ConfigError) as refused:
+        Config.from_env({"PORT": "0", "CHATGPT_PROXY": "nonsense"})
+    assert "PORT" in str(refused.value) and "CHATGPT_PROXY" in str(refused.value)
+
+
+def test_a_config_built_in_code_is_held_to_the_same_rules():
+    with pytest.raises(ConfigError, match="CHATGPT_IMPERSONATE"):
+        create_app(Config(impersonate="netscape4"))
+
+
+def test_a_token_expiry_margin_of_zero_is_allowed():
+    assert Config.from_env({"TOKEN_EXPIRY_MARGIN": "0"}).token_expiry_margin == 0
+
+
+def test_values_are_parsed_once_into_typed_values():
+    config = Config.from_env({"RATE_LIMIT": "5/minute", "RATE_LIMIT_IP": "off",
+                              "TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.7"})
+    assert config.rate_limit == Rate(5, 60) and config.rate_limit_ip is None
+    assert config.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"),
+                                      ipaddress.ip_network("192.0.2.7/32"))
+
+
+def test_the_proxy_url_is_kept_out_of_repr():
+    config = Config.from_env({"CHATGPT_PROXY": "http://user:sk-planted-pass@proxy:8080"})
+    assert "planted" not in repr(config)
+
+
+@pytest.mark.parametrize("content", ["{not json", '[{"name": "a"}]', '{"email": "x"}'])
+def test_a_malformed_accounts_file_stops_the_start(tmp_path, content):
+    accounts = tmp_path / "accounts.json"
+    accounts.write_text(content)
+    with pytest.raises(ConfigError) as caught:
+        create_app({"ACCOUNTS_FILE": str(accounts), "CACHE_DIR": str(tmp_path / "cache")})
+    assert "ACCOUNTS_FILE" in str(caught.value) or "account" in str(caught.value).lower()
+    assert not (tmp_path / "cache").exists()  # refused before any state was opened
+
+
+def test_the_request_body_limit_follows_max_prompt_chars_unless_set():
+    assert Config.from_env({}).request_body_limit == 1 << 20
+    assert Config.from_env({"MAX_PROMPT_CHARS": "300000"}).request_body_limit == 3_665_536
+    assert Config.from_env({"MAX_REQUEST_BYTES": "5000"}).request_body_limit == 5000

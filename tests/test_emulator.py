@@ -7,7 +7,6 @@ import json
 import random
 import re
 import uuid
-from pathlib import Path
 
 import pytest
 from curl_cffi import requests as curl_requests
@@ -15,6 +14,7 @@ from curl_cffi.requests.exceptions import RequestException
 
 from tests.emulator import Switches, streams
 from tests.emulator.failures import FAILURES
+from tests.service_fixtures import FIXTURES_DIR
 
 HEARTBEAT = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}$")
 
@@ -252,7 +252,7 @@ def test_minted_token_has_the_real_claim_layout(emulator):
     claims = jwt.decode(token, options={"verify_signature": False})
     assert claims["https://api.openai.com/profile"]["email"] == "a@b.c"
     assert claims["https://api.openai.com/auth"]["user_id"].startswith("user-")
-    assert claims["iss"] == "https://auth0.openai.com/"
+    assert claims["iss"] == "https://auth.openai.com"
     assert "https://api.openai.com/v1" in claims["aud"]
     assert "model.request" in claims["scope"]
     assert 90 <= claims["exp"] - claims["iat"] <= 100
@@ -737,18 +737,8 @@ def test_drop_after_events_abort_breaks_the_body(emulator):
 
 # --- replay -------------------------------------------------------------------------------------
 
-def _samples() -> Path | None:
-    for parent in Path(__file__).resolve().parents:
-        if (parent / "shared" / "protocol-samples").is_dir():
-            return parent / "shared" / "protocol-samples"
-    return None
-
-
 def test_replay_of_the_v1_capture(emulator):
-    samples = _samples()
-    if samples is None:
-        pytest.skip("shared/protocol-samples not found above this checkout")
-    capture = samples / "delta-v1-capture.txt"
+    capture = FIXTURES_DIR / "delta-v1-capture.txt"
     emulator.switches.replay_file = capture
     answer = Chat(emulator).send(v1=True)
     recorded = [line for line in capture.read_text().splitlines() if line.startswith("data: ")]

@@ -2,7 +2,12 @@
 import pytest
 
 from chatgpt_web.errors import BadRequest
-from chatgpt_web.upstream.endpoints import from_base_url, from_reverse_proxy
+from chatgpt_web.upstream.endpoints import (
+    from_base_url,
+    from_reverse_proxy,
+    is_allowed_proxy,
+    is_public,
+)
 
 
 def resolver_for(*addresses):
@@ -79,3 +84,81 @@ def test_unresolvable_reverse_proxy_is_a_client_error():
     with pytest.raises(BadRequest) as caught:
         from_reverse_proxy("https://nowhere.invalid/api/conversation", (), failing)
     assert caught.value.code == "invalid_reverse_proxy"
+
+
+ALLOWED = ("http://allowed.example/api",)
+
+
+@pytest.mark.parametrize("url", [
+    "http://allowed.example/api/../backend-api/conversation",
+    "http://allowed.example/api/./../backend-api/conversation",
+    "http://allowed.example/api/%2e%2e/backend-api/conversation",
+    "http://allowed.example/api/%2E./backend-api/conversation",
+    "http://allowed.example/api/%252e%252e/backend-api/conversation",
+    "http://allowed.example/api/../../../backend-api/conversation",
+    "http://allowed.example/api/..%2fbackend-api/conversation",
+    "http://allowed.example/api/..\\backend-api/conversation",
+    "http://allowed.example/api/..;/backend-api/conversation",
+])
+def test_dot_segments_never_pass_an_allowed_prefix(url):
+    with pytest.raises(BadRequest) as caught:
+        from_reverse_proxy(url, ALLOWED, resolver_for("93.184.216.34"))
+    assert caught.value.code == "reverse_proxy_not_allowed"
+    assert not is_allowed_proxy(url, ALLOWED)
+
+
+@pytest.mark.parametrize("url", [
+    "HTTP://Allowed.Example/api/conversation", "http://allowed.example:80/api/conversation",
+])
+def test_prefixes_compare_as_urls_not_spellings(url):
+    assert is_allowed_proxy(url, ALLOWED)
+    assert from_reverse_proxy(url, ALLOWED, resolver_for()).resolve == ()
+
+
+@pytest.mark.parametrize("url", [
+    "https://proxy.example:99999/api/conversation", "https://proxy.example:abc/api/conversation",
+    "https://[::1/api/conversation", "https://::1]/api/conversation",
+    "https://[not-an-ip]/api/conversation",
+])
+def test_bad_port_or_brackets_are_a_client_error(url):
+    with pytest.raises(BadRequest) as caught:
+        from_reverse_proxy(url, (), resolver_for("93.184.216.34"))
+    assert caught.value.code in ("invalid_reverse_proxy", "reverse_proxy_not_allowed")
+
+
+@pytest.mark.parametrize("address", [
+    "::7f00:1",                 # IPv4-compatible 127.0.0.1
+    "::a9fe:a9fe",              # IPv4-compatible 169.254.169.254
+    "::ffff:0:a00:1",           # IPv4-translated 10.0.0.1
+    "64:ff9b::7f00:1",          # NAT64 127.0.0.1
+    "64:ff9b::a9fe:a9fe",       # NAT64 169.254.169.254
+    "64:ff9b:1::5db8:d822",     # local-use NAT64, whatever it embeds
+    "2002:7f00:1::1",           # 6to4 of 127.0.0.1
+    "2002:c0a8:101::1",         # 6to4 of 192.168.1.1
+    "fec0::1",                  # site-local
+    "100::1",                   # discard-only (reserved)
+    "not an address",
+])
+def test_ipv6_forms_that_reach_private_or_reserved_space_are_refused(address):
+    assert not is_public(address)
+    with pytest.raises(BadRequest) as caught:
+        from_reverse_proxy("https://evil.example/api/conversation", (), resolver_for(address))
+    assert caught.value.code == "reverse_proxy_not_allowed"
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::5db8:d822", "2002:5db8:d822::1",
+                                     "2606:2800:220:1::1"])
+def test_ipv6_forms_of_a_public_ipv4_address_stay_public(address):
+    # An IPv6-only host behind DNS64 reaches every IPv4 site through 64:ff9b::/96.
+    assert is_public(address)
+
+
+def test_non_ascii_hosts_are_refused_so_the_pin_covers_what_curl_resolves():
+    looked_up = []
+    with pytest.raises(BadRequest) as caught:
+        from_reverse_proxy("https://bücher.example/api/conversation", (),
+                           lambda host, port: looked_up.append(host) or ["93.184.216.34"])
+    assert caught.value.code == "invalid_reverse_proxy" and not looked_up
+    upstream = from_reverse_proxy("https://xn--bcher-kva.example/api/conversation", (),
+                                  resolver_for("93.184.216.34"))
+    assert upstream.resolve == ("xn--bcher-kva.example:443:93.184.216.34",)

@@ -4,6 +4,7 @@ import json
 import pytest
 
 from chatgpt_web import errors
+from chatgpt_web.upstream.errors import from_upstream
 
 CLOUDFLARE_PAGE = (b"<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>"
                    b"<script>window._cf_chl_opt={cvId: '2'};</script>"
@@ -28,28 +29,41 @@ def j(obj):
     (502, b"<html>bad gateway</html>", errors.UpstreamError, "upstream_error"),
 ])
 def test_upstream_answer_maps_to_one_error(status, body, cls, code):
-    error = errors.from_upstream(status, body, {})
+    error = from_upstream(status, body, {})
     assert type(error) is cls
     assert error.code == code
     assert "<" not in error.message
 
 
 def test_rate_limit_retry_after_comes_from_clears_in():
-    error = errors.from_upstream(429, j({"detail": {"message": "cap", "clears_in": 41.2}}), {})
+    error = from_upstream(429, j({"detail": {"message": "cap", "clears_in": 41.2}}), {})
     assert error.status == 429 and error.headers["Retry-After"] == "42"
 
 
 def test_rate_limit_retry_after_falls_back_to_header():
-    error = errors.from_upstream(429, b"slow down", {"Retry-After": "7"})
+    error = from_upstream(429, b"slow down", {"Retry-After": "7"})
     assert error.headers["Retry-After"] == "7"
 
 
 def test_cloudflare_error_never_quotes_the_page():
-    error = errors.from_upstream(403, CLOUDFLARE_PAGE, {})
+    error = from_upstream(403, CLOUDFLARE_PAGE, {})
     assert "cf_chl" not in error.message and "Just a moment" not in error.message
     assert "proxy" in error.message
 
 
 def test_long_upstream_messages_are_capped():
-    error = errors.from_upstream(400, j({"detail": "x" * 5000}), {})
+    error = from_upstream(400, j({"detail": "x" * 5000}), {})
     assert len(error.message) <= 300
+
+
+@pytest.mark.parametrize("body, headers", [
+    (b'{"detail": {"message": "cap", "clears_in": Infinity}}', {}),
+    (b'{"detail": {"message": "cap", "clears_in": 1e400}}', {}),
+    (b'{"detail": "Too many requests"}', {"Retry-After": "inf"}),
+    (b'{"detail": "Too many requests"}', {"Retry-After": "nan"}),
+    (b'{"detail": "Too many requests"}', {"Retry-After": "1e12"}),
+])
+def test_an_endless_upstream_wait_is_reported_as_the_longest_wait(body, headers):
+    error = from_upstream(429, body, headers)
+    assert error.status == 429
+    assert error.headers["Retry-After"] == str(errors.MAX_RETRY_AFTER)

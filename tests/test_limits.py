@@ -1,9 +1,9 @@
 """Rate limits per client key and per client IP: counting, headers, strategies, shared state."""
 import pytest
 
-from chatgpt_web.config import Config
+from chatgpt_web.config import Config, Rate, rate
 from chatgpt_web.errors import ConfigError, RateLimited
-from chatgpt_web.limits import Rate, RateLimiter, parse_rate
+from chatgpt_web.limits import RateLimiter
 from chatgpt_web.store import DiskStore, MemoryStore
 
 KEY = "sk-cw-limits"
@@ -26,11 +26,12 @@ def limiter(store, clock, strategy, per_ip=Rate(3, 60), per_key=None):
     return RateLimiter(store, per_key=per_key, per_ip=per_ip, strategy=strategy, clock=clock)
 
 
-@pytest.mark.parametrize("text, rate", [("120/hour", Rate(120, 3600)), ("5/second", Rate(5, 1)),
+@pytest.mark.parametrize("text, expected", [("120/hour", Rate(120, 3600)), ("5/second", Rate(5, 1)),
                                         ("10 / minutes", Rate(10, 60)), ("1/day", Rate(1, 86400)),
                                         ("off", None), ("0", None)])
-def test_rates_are_parsed(text, rate):
-    assert parse_rate("RATE_LIMIT", text) == rate
+def test_rates_are_parsed(text, expected):
+    assert rate(text) == expected
+    assert Config.from_env({"RATE_LIMIT": text}).rate_limit == expected
 
 
 @pytest.mark.parametrize("text", ["120", "120/week", "-1/hour", "lots"])
@@ -41,7 +42,7 @@ def test_malformed_rates_are_refused_at_start(text):
 
 def test_default_is_120_per_hour_sliding():
     config = Config()
-    assert parse_rate("", config.rate_limit) == Rate(120, 3600) == parse_rate("", config.rate_limit_ip)
+    assert config.rate_limit == Rate(120, 3600) == config.rate_limit_ip
     assert config.rate_limit_strategy == "sliding"
 
 

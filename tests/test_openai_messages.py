@@ -84,3 +84,33 @@ def test_continuation_without_a_new_message_is_400():
     with pytest.raises(BadRequest) as caught:
         messages_to_send(HISTORY[:3], continuing=True)
     assert caught.value.code == "no_new_message"
+
+
+@pytest.mark.parametrize("role", [["user"], {"name": "user"}, 7, None])
+def test_a_role_that_is_not_a_string_is_400(role):
+    with pytest.raises(BadRequest) as caught:
+        to_web_messages([{"role": role, "content": "hi"}])
+    assert caught.value.status == 400 and caught.value.param == "messages[0].role"
+
+
+def test_more_than_max_messages_is_refused_before_any_is_read():
+    messages = [{"role": "user", "content": ""}] * 20_000
+    with pytest.raises(BadRequest) as caught:
+        to_web_messages(messages, max_messages=500)
+    assert caught.value.code == "too_many_messages" and caught.value.param == "messages"
+    assert len(to_web_messages(messages[:500], max_messages=500)) == 500
+
+
+def test_the_v1_face_applies_max_messages(make_app):
+    client = make_app(MAX_MESSAGES="3").test_client()
+    answer = client.post("/v1/chat/completions", headers={"Authorization": "Bearer token"},
+                         json={"model": "gpt-4o",
+                               "messages": [{"role": "user", "content": "hi"}] * 4})
+    assert answer.status_code == 400
+    assert answer.get_json()["error"]["code"] == "too_many_messages"
+
+
+def test_a_role_given_as_a_list_is_400_on_the_v1_face(client):
+    answer = client.post("/v1/chat/completions", headers={"Authorization": "Bearer token"},
+                         json={"model": "gpt-4o", "messages": [{"role": ["user"], "content": "x"}]})
+    assert answer.status_code == 400

@@ -111,15 +111,15 @@ def test_expired_password_account_token_is_renewed_by_one_relogin(make_app, tmp_
         {"name": "p", "email": "pool@example.com", "password": "pw-123456"}]))
     client = app.test_client()
     assert send(client).status_code == 200
-    logins = len(emulator.requests_to("/u/login/password"))
+    logins = len(emulator.requests_to("/api/accounts/password/verify"))
     assert logins == 1
     assert send(client).status_code == 200  # token reused from the cache: no second login
-    assert len(emulator.requests_to("/u/login/password")) == 1
+    assert len(emulator.requests_to("/api/accounts/password/verify")) == 1
     emulator.switches.fail_with = "token_expired"
     emulator.switches.fail_times = 1
     response = send(client)
     assert response.status_code == 200, response.json
-    assert len(emulator.requests_to("/u/login/password")) == 2
+    assert len(emulator.requests_to("/api/accounts/password/verify")) == 2
     assert report(app)["p"]["status"] == "healthy"
 
 
@@ -131,7 +131,7 @@ def test_account_refused_after_relogin_is_dead(make_app, tmp_path, emulator):
     response = send(app.test_client())
     assert response.status_code == 503 and response.json["code"] == "no_account_available"
     assert report(app)["p"]["status"] == "dead"
-    assert len(emulator.requests_to("/u/login/password")) == 2
+    assert len(emulator.requests_to("/api/accounts/password/verify")) == 2
 
 
 def test_cloudflare_refusal_counts_against_the_account(pooled, emulator):

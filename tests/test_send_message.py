@@ -358,3 +358,14 @@ def test_reverse_proxy_home_page_is_not_probed(client, token, emulator):
     assert response.status_code == 200
     assert decoded_requirements_config(emulator)[6] == DEFAULT_BUILD_ID
     assert not [r for r in emulator.requests if r.path == "/"]
+
+
+@pytest.mark.parametrize("setting", [{"MAX_UPSTREAM_ANSWER_BYTES": "300"},
+                                     {"MAX_UPSTREAM_EVENT_BYTES": "60"}])
+def test_an_upstream_answer_over_the_caps_is_a_bad_answer(make_app, token, emulator, setting):
+    emulator.switches.answer = "many words " * 200
+    client = make_app(**setting).test_client()
+    response = send(client, access_token=token, prompt="Hello")
+    assert response.status_code == 502, response.json
+    assert response.json["code"] == "upstream_bad_answer"
+    assert send(make_app().test_client(), access_token=token, prompt="Hello").status_code == 200

@@ -305,7 +305,7 @@ def test_two_instances_share_the_token_cache(make_app, redis_url, emulator, tmp_
     fields = {"email": "ada@example.com", "password": "pw-123456"}
     token = first.post("/get_access_token", data=fields).json["access_token"]
     assert second.post("/get_access_token", data=fields).json["access_token"] == token
-    assert len(emulator.requests_to("/u/login/password")) == 1  # the second instance did not log in
+    assert len(emulator.requests_to("/api/accounts/password/verify")) == 1  # the second instance did not log in
     with redis.Redis.from_url(redis_url) as raw:
         stored = b"".join(raw.get(key) or b"" for key in raw.keys("*")) + b"".join(raw.keys("*"))
     for secret in (b"ada@example.com", b"pw-123456"):

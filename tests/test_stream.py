@@ -270,3 +270,26 @@ def test_an_event_is_yielded_before_the_next_chunk_is_read():
     assert next(events) == SseEvent(None, "a")
     assert pulled == chunks[:3]
     assert list(events) == [SseEvent(None, "b")]
+
+
+def endless(piece: bytes, count: int):
+    for _ in range(count):
+        yield piece
+
+
+@pytest.mark.parametrize("chunks", [
+    endless(b"x" * 65536, 10_000),                         # one line that never ends
+    endless(b"data: " + b"x" * 65530, 10_000),             # a data line that never ends
+    endless(b"data: xxxxxxxx\n", 1_000_000),               # one event of endless short lines
+    [b"data: " + b"y" * 3000 + b"\n\n"],                   # one whole line over the cap
+])
+def test_an_endless_line_or_event_is_cut_at_the_cap(chunks):
+    with pytest.raises(UpstreamError) as caught:
+        for _ in iter_sse(chunks, max_event=2048):
+            pass
+    assert caught.value.code == "upstream_bad_answer"
+
+
+def test_events_within_the_cap_pass():
+    events = list(iter_sse([b"data: " + b"y" * 2000 + b"\n\n"] * 3, max_event=2048))
+    assert [len(event.data) for event in events] == [2000] * 3

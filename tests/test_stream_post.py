@@ -152,7 +152,8 @@ def test_same_request_bytes_and_cookies_as_session_post(raw_server):
             b"".join(response.iter_content())
     via_session, via_stream_post = server.requests[1], server.requests[2]
     assert b"Cookie: __cf_bm=abc" in via_stream_post
-    assert b"User-Agent: Mozilla/5.0" in via_stream_post and b"sec-ch-ua:" in via_stream_post
+    assert b"user-agent: mozilla/5.0" in via_stream_post.lower()
+    assert b"sec-ch-ua:" in via_stream_post
     assert via_stream_post == via_session
 
 
@@ -194,7 +195,8 @@ def test_abandoned_answer_generator_closes_the_transfer(raw_server, monkeypatch,
     emulator.switches.pow_required = False
     emulator.switches.chunk_delay = 0.05  # the answer is still streaming when we leave
     client = conversation.ConversationClient(config(), ProofOfWorkSolver())
-    request = conversation.ChatRequest((conversation.ChatMessage("user", "a b c d e f"),), "auto")
+    request = conversation.ConversationRequest(
+        (conversation.ChatMessage("user", "a b c d e f"),), "auto")
     answer = client.stream(emulator.mint_access_token(), request, from_base_url(emulator.url))
     next(answer)
     answer.close()

@@ -1,21 +1,21 @@
 """Who a request runs as: the caller's own ChatGPT access token, or the server's account pool.
 
-A `Grant` is what a face needs to start an answer; `Grant.start()` hides whether the answer runs
-on the caller's token or on a pooled account with failover. `authenticate()` builds the grant of
-an OpenAI-style request from its `Authorization: Bearer ...` header: a ChatGPT access token, or,
-when API keys are on, one of the service's keys, which runs the request on the account pool.
+A `Grant` is what a face needs to start an answer; `Grant.start_answer()` hides whether the
+answer runs on the caller's token or on a pooled account with failover. `authenticate()` builds
+the grant of an OpenAI-style request from its `Authorization: Bearer ...` header: a ChatGPT access
+token, or, when API keys are on, one of the service's keys, which runs the request on the pool.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import chat
 from ..access import bearer
+from ..answers import Answer
 from ..errors import ServiceUnavailable, Unauthorized
 from ..pool import AccountPool
 from ..services import Services
 from ..tokens import ensure_not_expired
-from ..upstream.conversation import ChatRequest, ConversationClient
+from ..upstream.conversation import ConversationClient, ConversationRequest
 from ..upstream.endpoints import Upstream, from_base_url
 
 MAX_TOKEN_LENGTH = 20000
@@ -30,11 +30,14 @@ class Grant:
     upstream: Upstream
     pool: AccountPool | None = None
 
-    def start(self, client: ConversationClient, request: ChatRequest) -> chat.Answer:
-        """Start the answer on the caller's token, or on a pooled account with failover."""
+    def start_answer(self, client: ConversationClient, request: ConversationRequest) -> Answer:
+        """Start the answer on the caller's token, or on a pooled account with failover.
+
+        :raise ApiError: the answer failed before its first item (see answers.Answer.start).
+        """
         if self.pool is not None:
-            return self.pool.start_answer(client, request, self.upstream)
-        return chat.start_answer(client, self.access_token, request, self.upstream)
+            return self.pool.run(client, request, self.upstream)
+        return Answer.start(client, self.access_token, request, self.upstream)
 
 
 def bearer_token() -> str:
@@ -57,12 +60,19 @@ def check_caller(services: Services) -> None:
     With API keys on, access.py has already checked the key; otherwise the bearer must be an
     access token that is not expired. :raise Unauthorized: as `authenticate`.
     """
-    if not services.keys.enabled:
+    if not services.keys.enabled and not _pool_serves_anyone(services):
         ensure_not_expired(bearer_token())
 
 
+def _pool_serves_anyone(services: Services) -> bool:
+    """No API keys, accounts configured and no token given: the pool serves the caller, as
+    /send_message does (the operator was warned at start-up that anyone can use the pool)."""
+    return services.pool is not None and bearer() is None
+
+
 def authenticate(services: Services) -> Grant:
-    """The grant of the current request: the pool when API keys are on, else the bearer token.
+    """The grant of the current request: the pool when API keys are on, else the bearer token,
+    else (no token) the pool if there is one.
 
     :raise ServiceUnavailable: API keys are on but no accounts are configured.
     :raise Unauthorized: missing_token, invalid_token, or token_expired (a JWT past its exp is
@@ -75,6 +85,8 @@ def authenticate(services: Services) -> Grant:
         if services.pool is None:
             raise ServiceUnavailable("API keys are enabled but no ACCOUNTS_FILE holds accounts to "
                                      "serve them", "no_account_available")
+        return Grant(None, upstream, services.pool)
+    if _pool_serves_anyone(services):
         return Grant(None, upstream, services.pool)
     access_token = bearer_token()
     ensure_not_expired(access_token)

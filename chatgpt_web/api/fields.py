@@ -1,4 +1,7 @@
-"""Reading request fields the same way from form-urlencoded, multipart and JSON bodies."""
+"""Reading request fields the same way from form-urlencoded, multipart and JSON bodies.
+
+Each reader's BadRequest names the field as its `param` (shown by the OpenAI-compatible face).
+"""
 from __future__ import annotations
 
 import re
@@ -27,12 +30,12 @@ def text(fields: dict, name: str, *, required: bool = False, max_length: int = 4
     value = fields.get(name)
     if value is None or value == "":
         if required:
-            raise BadRequest(f"the field '{name}' is required", "missing_field")
+            raise BadRequest(f"the field '{name}' is required", "missing_field", param=name)
         return None
     if not isinstance(value, str):
-        raise BadRequest(f"the field '{name}' must be a string", "invalid_field")
+        raise BadRequest(f"the field '{name}' must be a string", "invalid_field", param=name)
     if len(value) > max_length:
-        raise BadRequest(f"the field '{name}' is too long", "invalid_field")
+        raise BadRequest(f"the field '{name}' is too long", "invalid_field", param=name)
     return value
 
 
@@ -40,7 +43,7 @@ def identifier(fields: dict, name: str) -> str | None:
     """An upstream id (conversation or message id): letters, digits, '-' and '_' only."""
     value = text(fields, name)
     if value is not None and not _ID.match(value):
-        raise BadRequest(f"the field '{name}' is not a valid id", "invalid_field")
+        raise BadRequest(f"the field '{name}' is not a valid id", "invalid_field", param=name)
     return value
 
 
@@ -53,7 +56,7 @@ def flag(fields: dict, name: str, default: bool = False) -> bool:
         return value
     if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
         return value.strip().lower() in _TRUE
-    raise BadRequest(f"the field '{name}' must be true or false", "invalid_field")
+    raise BadRequest(f"the field '{name}' must be true or false", "invalid_field", param=name)
 
 
 def number(fields: dict, name: str, *, minimum: float, maximum: float) -> float | None:
@@ -66,8 +69,9 @@ def number(fields: dict, name: str, *, minimum: float, maximum: float) -> float 
             raise ValueError
         number_value = float(value)
     except (TypeError, ValueError):
-        raise BadRequest(f"the field '{name}' must be a number", "invalid_field") from None
+        raise BadRequest(f"the field '{name}' must be a number", "invalid_field",
+                         param=name) from None
     if not minimum <= number_value <= maximum:
         raise BadRequest(f"the field '{name}' must be between {minimum:g} and {maximum:g}",
-                         "invalid_field")
+                         "invalid_field", param=name)
     return number_value

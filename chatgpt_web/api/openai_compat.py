@@ -15,26 +15,23 @@ ends with one such envelope as its last `data:` event, which the SDK raises as a
 """
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections.abc import Iterator
 
 from flask import Blueprint, jsonify, request
-from werkzeug.exceptions import HTTPException
 
-from .. import chat, models, usage
-from ..errors import ApiError, BadRequest, NotFound, PayloadTooLarge, UpstreamError
-from ..metrics import stream_in_flight
+from .. import models, usage
+from ..answers import Answer
+from ..errors import ApiError, BadRequest, NotFound, PayloadTooLarge
 from ..services import current
-from ..upstream.conversation import ChatMessage, ChatRequest
-from ..upstream.stream import Completion, TextDelta
+from ..upstream.conversation import ChatMessage, ConversationRequest
+from ..upstream.stream import Completion
 from . import fields as f
 from . import relay_requests, sse
 from .credentials import authenticate, check_caller
+from .error_boundary import install_error_handlers, streamed_error
 from .openai_messages import messages_to_send, to_web_messages
-
-log = logging.getLogger(__name__)
 
 blueprint = Blueprint("openai", __name__, url_prefix="/v1")
 
@@ -64,33 +61,7 @@ def error_body(error: ApiError) -> dict:
                       "param": error.param, "code": error.code}}
 
 
-@blueprint.errorhandler(ApiError)
-def _api_error(error: ApiError):
-    return jsonify(error_body(error)), error.status, error.headers
-
-
-@blueprint.errorhandler(HTTPException)
-def _http_error(error: HTTPException):
-    code = (error.name or "error").lower().replace(" ", "_")
-    wrapped = ApiError(error.description or error.name, code)
-    wrapped.status = error.code or 500
-    return jsonify(error_body(wrapped)), wrapped.status
-
-
-@blueprint.errorhandler(Exception)
-def _unexpected(error: Exception):
-    # Only the type is logged: the exception text may quote a prompt or a token.
-    log.error("unhandled %s in the OpenAI face", type(error).__name__)
-    return jsonify(error_body(ApiError("internal server error"))), 500
-
-
-def _with_param(read, body: dict, name: str, **kwargs):
-    """Read a field with one of fields.py's readers, naming the field as `param` on failure."""
-    try:
-        return read(body, name, **kwargs)
-    except BadRequest as error:
-        error.param = name
-        raise
+install_error_handlers(blueprint, error_body)
 
 
 def _json_body() -> dict:
@@ -102,9 +73,7 @@ def _json_body() -> dict:
 
 
 def _unsupported(param: str, message: str) -> BadRequest:
-    error = BadRequest(message, "unsupported_parameter")
-    error.param = param
-    return error
+    return BadRequest(message, "unsupported_parameter", param=param)
 
 
 def _check_unsupported(body: dict) -> None:
@@ -188,55 +157,45 @@ def chat_completions():
     config = services.config
     grant = authenticate(services)  # first, as the official API: no validation hints to strangers
     body = _json_body()
-    model_name = _with_param(f.text, body, "model", required=True, max_length=200)
+    model_name = f.text(body, "model", required=True, max_length=200)
     model = models.resolve(model_name, extra_slugs=(config.default_model,))
-    messages = to_web_messages(body.get("messages"))
-    conversation_id = _with_param(f.identifier, body, "conversation_id")
-    parent_message_id = _with_param(f.identifier, body, "parent_message_id")
+    messages = to_web_messages(body.get("messages"), max_messages=config.max_messages)
+    conversation_id = f.identifier(body, "conversation_id")
+    parent_message_id = f.identifier(body, "parent_message_id")
     if bool(conversation_id) != bool(parent_message_id):
-        error = BadRequest("conversation_id and parent_message_id go together: pass the "
-                           "conversation_id and message_id of the previous answer",
-                           "invalid_field")
-        error.param = "parent_message_id" if conversation_id else "conversation_id"
-        raise error
+        raise BadRequest("conversation_id and parent_message_id go together: pass the "
+                         "conversation_id and message_id of the previous answer", "invalid_field",
+                         param="parent_message_id" if conversation_id else "conversation_id")
     to_send = messages_to_send(messages, continuing=bool(conversation_id))
     if sum(len(m.content) for m in to_send) > config.max_prompt_chars:
-        error = PayloadTooLarge(f"the messages are longer than {config.max_prompt_chars} "
-                                "characters")
-        error.param = "messages"
-        raise error
+        raise PayloadTooLarge(f"the messages are longer than {config.max_prompt_chars} "
+                              "characters", param="messages")
     _check_unsupported(body)
-    stream = _with_param(f.flag, body, "stream")
+    stream = f.flag(body, "stream")
     options = body.get("stream_options")
     include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
 
-    chat_request = ChatRequest(messages=to_send, model=model.web_slug,
+    conversation_request = ConversationRequest(messages=to_send, model=model.web_slug,
                                conversation_id=conversation_id,
                                parent_message_id=parent_message_id,
                                timeout=config.request_timeout)
     reply = _Reply(model, messages, include_usage)
-    answer = grant.start(services.conversations, chat_request)
+    answer = grant.start_answer(services.conversations, conversation_request)
     if stream:
-        return sse.response(_stream_chunks(answer, reply))
-    with stream_in_flight():
-        completion = chat.collect(answer)
-    return jsonify(reply.completion_object(completion))
+        return sse.response(_stream_chunks(answer, reply), answer)
+    return jsonify(reply.completion_object(answer.read()))
 
 
-def _stream_chunks(answer, reply: _Reply) -> Iterator[bytes]:
-    """Role chunk, content chunks, the finish chunk, the usage chunk if asked, then [DONE]."""
-    with stream_in_flight():
+def _stream_chunks(answer: Answer, reply: _Reply) -> Iterator[bytes]:
+    """Role chunk, content chunks, the finish chunk, the usage chunk if asked, then [DONE]; a
+    failure after the start ends the stream with one error envelope, which the SDK raises."""
+    with answer:
         try:
             yield sse.event(reply.chunk({"role": "assistant", "content": ""}))
-            completion = None
-            for item in answer:
-                if isinstance(item, TextDelta) and item.text:
-                    yield sse.event(reply.chunk({"content": item.text}))
-                elif isinstance(item, Completion):
-                    completion = item
-            if completion is None:
-                raise UpstreamError("the upstream answer ended without a result",
-                                    "upstream_stream_broken")
+            for delta in answer:
+                if delta.text:
+                    yield sse.event(reply.chunk({"content": delta.text}))
+            completion = answer.completion
             extras = reply.extras(completion)
             yield sse.event(reply.chunk({}, reply.finish_reason(completion), **extras))
             if reply.include_usage:
@@ -244,13 +203,8 @@ def _stream_chunks(answer, reply: _Reply) -> Iterator[bytes]:
                 final["usage"] = reply.usage(completion)
                 yield sse.event(final)
             yield sse.DONE
-        except ApiError as error:
-            yield sse.event(error_body(error))
         except Exception as error:  # the stream has begun: the status line can no longer say it
-            log.error("unhandled %s while streaming an OpenAI answer", type(error).__name__)
-            yield sse.event(error_body(ApiError("internal server error")))
-        finally:
-            answer.close()
+            yield sse.event(streamed_error(error, error_body))
 
 
 @blueprint.get("/models")

@@ -39,9 +39,7 @@ PART_SEPARATOR = "\n"
 
 
 def _invalid(message: str, param: str, code: str = "invalid_field") -> BadRequest:
-    error = BadRequest(message, code)
-    error.param = param
-    return error
+    return BadRequest(message, code, param=param)
 
 
 def _text_of(content: Any, role: str, param: str) -> str:
@@ -67,20 +65,26 @@ def _text_of(content: Any, role: str, param: str) -> str:
     return PART_SEPARATOR.join(texts)
 
 
-def to_web_messages(raw: Any) -> tuple[ChatMessage, ...]:
+def to_web_messages(raw: Any, *, max_messages: int | None = None) -> tuple[ChatMessage, ...]:
     """Validate an OpenAI `messages` array and map it to web messages (table in the module doc).
 
-    :raise BadRequest: with `param` naming the offending message or part.
+    :raise BadRequest: with `param` naming the offending message or part; more than
+        `max_messages` messages (MAX_MESSAGES) is refused before any is read.
     """
     if not isinstance(raw, list) or not raw:
         raise _invalid("messages must be a non-empty array", "messages",
                        "missing_field" if raw is None else "invalid_field")
+    if max_messages is not None and len(raw) > max_messages:
+        raise _invalid(f"messages holds {len(raw)} messages; at most {max_messages} are accepted "
+                       "(MAX_MESSAGES)", "messages", "too_many_messages")
     mapped = []
     for index, message in enumerate(raw):
         param = f"messages[{index}]"
         if not isinstance(message, dict):
             raise _invalid("each message must be an object", param)
         role = message.get("role")
+        if not isinstance(role, str):  # a list or an object: refused before any lookup by it
+            raise _invalid("a message's role must be a string", f"{param}.role")
         if role not in _ROLES:
             raise _invalid(f"the role {role!r} is not supported: use system, developer, user or "
                            "assistant (tool and function calling are not available through the "

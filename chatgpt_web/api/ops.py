@@ -8,21 +8,25 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from .. import metrics
-from ..config import Config, is_url
 from ..errors import ConfigError, ServiceUnavailable
 from ..services import current
+from . import pages
 
 blueprint = Blueprint("ops", __name__)
-
-_PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
 
 
 @blueprint.get("/")
 def index():
-    """Tell a visitor the service is deployed and where to start."""
-    return jsonify({"status": "ok", "message": "chatgpt_web is deployed",
-                    "endpoints": ["/get_access_token", "/send_message",
-                                  "/v1/chat/completions", "/v1/models"]})
+    """A browser gets the chat playground; a program learns the service is deployed and where
+    to start."""
+    if pages.wants_html():
+        response = pages.page("playground.html")
+    else:
+        response = jsonify({"status": "ok", "message": "chatgpt_web is deployed",
+                            "endpoints": ["/get_access_token", "/send_message",
+                                          "/v1/chat/completions", "/v1/models"]})
+    response.vary.add("Accept")  # one URL, two representations: caches must keep both
+    return response
 
 
 @blueprint.get("/healthz")
@@ -33,10 +37,10 @@ def healthz():
 
 @blueprint.get("/readyz")
 def readyz():
-    """Readiness: the cache can be written and the upstream settings make sense (503 if not)."""
+    """Readiness: the cache can be written and the settings make sense (503 if not)."""
     services = current()
     store = services.store
-    problems = upstream_config_problems(services.config)
+    problems = services.config.problems()  # the list that stops start-up (config.py)
     checks = {
         "cache": {"ok": store.writable(), "kind": store.kind},
         "upstream_config": {"ok": not problems, "problems": problems},
@@ -71,29 +75,3 @@ def prometheus_metrics():
     """Prometheus text exposition, merged across gunicorn workers."""
     body, content_type = metrics.render()
     return Response(body, content_type=content_type)
-
-
-def upstream_config_problems(config: Config) -> list[str]:
-    """What is wrong with the upstream settings, checked locally (no network).
-
-    Messages name the variable, never its value: CHATGPT_PROXY may carry a password.
-    """
-    problems = []
-    for name, url in (("CHATGPT_BASE_URL", config.base_url), ("CHATGPT_AUTH_URL", config.auth_url)):
-        if not is_url(url, ("http", "https")):
-            problems.append(f"{name} is not an http(s) URL with a host")
-    if config.proxy and not is_url(config.proxy, _PROXY_SCHEMES):
-        problems.append("CHATGPT_PROXY is not a proxy URL (http, https, socks4 or socks5)")
-    if any(not is_url(prefix, ("http", "https")) for prefix in config.allowed_proxies):
-        problems.append("CHATGPT_ALLOWED_PROXIES holds an entry that is not an http(s) URL")
-    if config.impersonate not in _impersonate_targets():
-        problems.append("CHATGPT_IMPERSONATE is not a browser target this curl_cffi supports")
-    return problems
-
-
-def _impersonate_targets() -> frozenset[str]:
-    from curl_cffi.requests import impersonate
-    targets = {target.value for target in impersonate.BrowserType}
-    # Floating aliases ("chrome", "safari"...) resolve to a concrete target inside curl_cffi.
-    targets.update(getattr(impersonate, "REAL_TARGET_MAP", {}))
-    return frozenset(targets)

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from .. import chat
+from ..answers import Answer
 from ..errors import ApiError, BadRequest, PayloadTooLarge
-from ..metrics import stream_in_flight
 from ..services import current
 from ..tokens import Credential, ensure_not_expired
-from ..upstream.conversation import ChatMessage, ChatRequest
+from ..upstream.conversation import ChatMessage, ConversationRequest
 from ..upstream.endpoints import from_base_url, from_reverse_proxy, is_allowed_proxy
-from ..upstream.stream import Completion, TextDelta
+from ..upstream.stream import Completion
 from . import fields as f
 from . import sse
 from .credentials import Grant
+from .error_boundary import streamed_error
 
 blueprint = Blueprint("primary", __name__)
 
@@ -131,29 +131,29 @@ def send_message():
     stream = f.flag(fields, "stream")
 
     grant = _grant(fields, reverse_proxy)
-    request = ChatRequest(
+    request = ConversationRequest(
         messages=(ChatMessage("user", prompt),), model=model, conversation_id=conversation_id,
         parent_message_id=parent_message_id,
         timeout=timeout_ms / 1000 if timeout_ms else config.request_timeout,
     )
-    answer = grant.start(services.conversations, request)
+    answer = grant.start_answer(services.conversations, request)
     if stream:
-        return sse.response(_stream_events(answer))
-    with stream_in_flight():
-        return jsonify(_answer_object(chat.collect(answer)))
+        return sse.response(_stream_events(answer), answer)
+    return jsonify(_answer_object(answer.read()))
 
 
-def _stream_events(answer):
-    """Our SSE format: `{"delta": text}` events, then the answer object, then [DONE]."""
-    with stream_in_flight():
+def _stream_events(answer: Answer):
+    """Our SSE format: `{"delta": text}` events, then the answer object, then [DONE]; a failure
+    after the start ends the stream with an `error` event (the error body plus its status)."""
+    with answer:
         try:
-            for item in answer:
-                if isinstance(item, TextDelta):
-                    yield sse.event({"delta": item.text})
-                elif isinstance(item, Completion):
-                    yield sse.event(_answer_object(item))
+            for delta in answer:
+                yield sse.event({"delta": delta.text})
+            yield sse.event(_answer_object(answer.completion))
             yield sse.DONE
-        except ApiError as error:
-            yield sse.event({**error.to_dict(), "status": error.status}, "error")
-        finally:
-            answer.close()
+        except Exception as error:  # the stream has begun: the status line can no longer say it
+            yield sse.event(streamed_error(error, _error_event), "error")
+
+
+def _error_event(error: ApiError) -> dict:
+    return {**error.to_dict(), "status": error.status}

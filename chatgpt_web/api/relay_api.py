@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from ..errors import ApiError, BadRequest
+from ..errors import ApiError, BadRequest, NotFound
 from ..relay.forward import RelayRequest
 from ..services import current
+from .error_boundary import install_error_handlers
 from .openai_compat import error_body
 from .relay_requests import DEFAULT_MODERATION_MODEL, json_request, own_key, read_body, run
 
@@ -31,9 +32,14 @@ UNSUPPORTED = ("responses", "files", "uploads", "batches", "fine_tuning", "fine-
                "images/edits", "images/variations", "audio/translations")
 
 
-@blueprint.errorhandler(ApiError)
-def _api_error(error: ApiError):
-    return jsonify(error_body(error)), error.status, error.headers
+install_error_handlers(blueprint, error_body)
+
+
+@blueprint.before_request
+def _relay_configured() -> None:
+    """Without UPSTREAMS_FILE the relay endpoints are unknown URLs, as before the relay."""
+    if current().relay is None and not (request.endpoint or "").startswith("relay.unsupported"):
+        raise NotFound(f"Invalid URL ({request.method} {request.path})", "unknown_url")
 
 
 @blueprint.post("/completions")

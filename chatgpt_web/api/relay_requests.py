@@ -45,7 +45,7 @@ def read_body(services: Services) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"the request body is larger than {limit} bytes",
                               "request_too_large")
-    request.max_content_length = limit
+    request.max_content_length = limit + 1  # one byte more: see api/intake.py
     return request.get_data(cache=True)
 
 

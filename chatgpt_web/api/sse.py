@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Protocol
 
 from flask import Response
 
@@ -16,9 +17,20 @@ def event(data, name: str | None = None) -> bytes:
     return f"{head}data: {payload}\n\n".encode()
 
 
-def response(events: Iterable[bytes]) -> Response:
-    """A text/event-stream Response that no proxy may buffer."""
-    return Response(events, mimetype="text/event-stream", headers={
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+def response(events: Iterable[bytes], source: Closable | None = None) -> Response:
+    """A text/event-stream Response that no proxy may buffer.
+
+    `source` (the Answer the events come from) is closed when the response is: also when the
+    client went away before the first event, when the events generator never ran its cleanup.
+    """
+    streamed = Response(events, mimetype="text/event-stream", headers={
         "Cache-Control": "no-cache",
         "X-Accel-Buffering": "no",
     })
+    if source is not None:
+        streamed.call_on_close(source.close)
+    return streamed

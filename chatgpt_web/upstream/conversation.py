@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..config import Config
-from ..errors import UpstreamError, UpstreamTimeout, from_upstream
+from ..errors import UpstreamError, UpstreamTimeout
 from ..metrics import timed_upstream
 from ..transport import StreamedResponse, new_session, stream_post, upstream_errors, user_agent_for
 from .endpoints import Upstream
+from .errors import from_upstream
 from .pow import ProofOfWorkSolver
 from .sentinel import PageAssets, fetch_page_assets, requirement_headers
 from .stream import Completion, StreamReducer, TextDelta, iter_sse
@@ -37,7 +38,7 @@ class ChatMessage:
 
 
 @dataclass(frozen=True)
-class ChatRequest:
+class ConversationRequest:
     """One turn: the new messages, and where in which conversation they attach."""
 
     messages: tuple[ChatMessage, ...]
@@ -53,8 +54,8 @@ def device_id(access_token: str) -> str:
     return str(uuid.uuid5(_DEVICE_NAMESPACE, hashlib.sha256(access_token.encode()).hexdigest()))
 
 
-def build_body(request: ChatRequest, *, history_disabled: bool, action: str = "next",
-               parent_message_id: str | None = None) -> dict:
+def build_body(request: ConversationRequest, *, history_disabled: bool,
+               action: str = "next", parent_message_id: str | None = None) -> dict:
     """The conversation POST body of protocol §2.2 (key order as the browser sends it)."""
     messages = [] if action == "continue" else [
         {"id": str(uuid.uuid4()), "author": {"role": message.role},
@@ -125,11 +126,12 @@ class ConversationClient:
             "Sec-Fetch-Site": "same-origin",
         }
 
-    def stream(self, access_token: str, request: ChatRequest,
+    def stream(self, access_token: str, request: ConversationRequest,
                upstream: Upstream) -> Iterator[TextDelta | Completion]:
         """Yield TextDelta pieces as the upstream sends them, then one final Completion.
 
-        :raise ApiError: any failure, classified by errors.from_upstream or the curl boundary.
+        :raise ApiError: any failure, classified by upstream.errors.from_upstream or the curl
+            boundary.
         """
         deadline = time.monotonic() + request.timeout
         headers = self._headers(upstream, access_token)
@@ -144,7 +146,7 @@ class ConversationClient:
                     body = build_body(request, history_disabled=self.config.history_disabled)
                 else:
                     body = build_body(
-                        ChatRequest((), request.model, completion.conversation_id,
+                        ConversationRequest((), request.model, completion.conversation_id,
                                     timeout=request.timeout, extra=request.extra),
                         history_disabled=self.config.history_disabled, action="continue",
                         parent_message_id=completion.message_id,
@@ -170,7 +172,8 @@ class ConversationClient:
             # transfer and closes its connection.
             with response:
                 _check_stream_response(response)
-                for event in iter_sse(_chunks(response, deadline)):
+                chunks = _chunks(response, deadline, self.config.max_upstream_answer_bytes)
+                for event in iter_sse(chunks, self.config.max_upstream_event_bytes):
                     yield from reducer.feed(event)
                     if reducer.done:
                         break
@@ -183,9 +186,14 @@ def _remaining(deadline: float) -> float:
     return remaining
 
 
-def _chunks(response: StreamedResponse, deadline: float) -> Iterator[bytes]:
+def _chunks(response: StreamedResponse, deadline: float, max_bytes: int) -> Iterator[bytes]:
+    received = 0
     for chunk in response.iter_content():
         _remaining(deadline)
+        received += len(chunk)
+        if received > max_bytes:  # MAX_UPSTREAM_ANSWER_BYTES: a hostile reverse_proxy never ends
+            raise UpstreamError(f"the upstream answer is longer than {max_bytes} bytes",
+                                "upstream_bad_answer")
         yield chunk
 
 

@@ -13,7 +13,7 @@ import ipaddress
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ..errors import BadRequest
 
@@ -51,19 +51,91 @@ def system_resolver(host: str, port: int) -> list[str]:
     return sorted({info[4][0] for info in infos})
 
 
-def _is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%")[0])
-    if ip.version == 6 and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+# IPv6 ranges that are never a public reverse proxy, whatever they embed: site-local (fec0::/10,
+# deprecated but still routed by some stacks) and the local-use NAT64 prefix (RFC 8215), whose
+# IPv4 part may sit anywhere in the address.
+_NEVER_PUBLIC_V6 = (ipaddress.IPv6Network("fec0::/10"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052 well-known prefix
+_HOST_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-")
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for, if it is one of the forms that carry one:
+    IPv4-mapped (::ffff:a.b.c.d), IPv4-translated (::ffff:0:a.b.c.d), IPv4-compatible
+    (::a.b.c.d), NAT64 (64:ff9b::a.b.c.d) or 6to4 (2002:aabb:ccdd::/48)."""
+    value = int(ip)
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if value >> 32 == 0xFFFF0000 or value >> 32 == 0 or ip in _NAT64:
+        return ipaddress.IPv4Address(value & 0xFFFFFFFF)
+    return ip.sixtofour
+
+
+def is_public(address: str) -> bool:
+    """True if a connection to `address` reaches the public internet and nothing of ours.
+
+    An IPv6 address that embeds an IPv4 address is judged by that IPv4 address: a NAT64 or
+    6to4 gateway would deliver the connection there.
+    """
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return False
+    if ip.version == 6:
+        if any(ip in network for network in _NEVER_PUBLIC_V6):
+            return False
+        embedded = embedded_ipv4(ip)
+        if embedded is not None:
+            ip = embedded
+    return ip.is_global and not ip.is_multicast and not ip.is_reserved
+
+
+def normalised_url(url: str) -> str | None:
+    """`url` with its scheme and host in lower case and a default port dropped, so that prefixes
+    compare as URLs rather than as spellings; None if it is not a well-formed http(s) URL."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    if port is not None and port != {"http": 80, "https": 443}[scheme]:
+        host += f":{port}"
+    query = "?" + parts.query if parts.query else ""
+    return f"{scheme}://{host}{parts.path}{query}"
+
+
+def has_dot_segment(path: str) -> bool:
+    """True if `path` holds a `.` or `..` segment, written plainly or percent-encoded (at any
+    depth: %252e%252e), or a slash that appears only once decoded, or a backslash: servers
+    behind a proxy differ in which of these they turn into segments, so none is accepted."""
+    decoded = path
+    for _ in range(4):  # each round removes one layer of percent-encoding; more is not real
+        decoded = unquote(decoded)
+    if decoded.count("/") != path.count("/") or "\\" in decoded:
+        return True
+    return any(segment.split(";")[0] in (".", "..") for segment in decoded.split("/"))
 
 
 def is_allowed_proxy(url: str, prefixes: Sequence[str]) -> bool:
-    """True if `url` starts with one of the operator-allowed prefixes (at a path boundary)."""
-    for prefix in prefixes:
+    """True if `url` starts with one of the operator-allowed prefixes (at a path boundary).
+
+    Both sides are compared normalised, and a URL with a dot segment is never allowed: a
+    proxy would resolve `/api/../backend-api/` to a path outside the prefix.
+    """
+    normal = normalised_url(url)
+    if normal is None or has_dot_segment(urlsplit(normal).path):
+        return False
+    for raw_prefix in prefixes:
+        prefix = normalised_url(raw_prefix)
+        if prefix is None:
+            continue
         # A bare prefix must end at a path boundary: "https://a.com" must not admit "https://a.com.evil".
-        if url == prefix or (url.startswith(prefix)
-                             and (prefix.endswith("/") or url[len(prefix)] in "/?")):
+        if normal == prefix or (normal.startswith(prefix)
+                                and (prefix.endswith("/") or normal[len(prefix)] in "/?")):
             return True
     return False
 
@@ -72,15 +144,30 @@ def from_reverse_proxy(reverse_proxy: str, allowed_prefixes: Sequence[str],
                        resolver: Resolver = system_resolver) -> Upstream:
     """Validate a caller's reverse_proxy conversation URL and return where to connect.
 
-    :raise BadRequest: malformed URL, not https, or a host that resolves to a non-public address.
+    :raise BadRequest: malformed URL, a dot segment, a non-ASCII host, not https, or a host that
+        resolves to a non-public address.
     """
     url = reverse_proxy.strip()
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # a port that is not a number, unbalanced IPv6 brackets
+        raise BadRequest("reverse_proxy is not a well-formed URL (host or port)",
+                         "invalid_reverse_proxy") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadRequest("reverse_proxy must be an absolute http(s) URL", "invalid_reverse_proxy")
     if parts.username or parts.password or parts.query or parts.fragment:
         raise BadRequest("reverse_proxy must not contain credentials, a query or a fragment",
                          "invalid_reverse_proxy")
+    if has_dot_segment(parts.path):
+        raise BadRequest("reverse_proxy must not contain '.' or '..' path segments (plain or "
+                         "percent-encoded)", "reverse_proxy_not_allowed")
+    host = parts.hostname
+    if not _is_ip_literal(host) and not set(host) <= _HOST_CHARACTERS:
+        # curl would look up the IDNA form of a non-ASCII name, which the DNS pin below would
+        # not cover; asking for the xn-- form keeps what is checked and what is reached the same.
+        raise BadRequest("reverse_proxy host must be ASCII: write an international name in its "
+                         "xn-- (IDNA) form", "invalid_reverse_proxy")
     path = parts.path.rstrip("/")
     if not path.endswith("/conversation"):
         raise BadRequest("reverse_proxy must be a conversation URL ending in /conversation, such "
@@ -92,13 +179,22 @@ def from_reverse_proxy(reverse_proxy: str, allowed_prefixes: Sequence[str],
     if parts.scheme != "https":
         raise BadRequest("reverse_proxy must use https unless its prefix is listed in "
                          "CHATGPT_ALLOWED_PROXIES", "reverse_proxy_not_allowed")
-    port = parts.port or 443
+    port = port or 443
     try:
-        addresses = list(resolver(parts.hostname, port))
+        addresses = list(resolver(host, port))
     except (OSError, UnicodeError):
-        raise BadRequest("reverse_proxy host could not be resolved", "invalid_reverse_proxy") from None
-    if not addresses or not all(_is_public(address) for address in addresses):
+        raise BadRequest("reverse_proxy host could not be resolved",
+                         "invalid_reverse_proxy") from None
+    if not addresses or not all(is_public(address) for address in addresses):
         raise BadRequest("reverse_proxy resolves to a private or reserved address; list it in "
                          "CHATGPT_ALLOWED_PROXIES to allow it", "reverse_proxy_not_allowed")
     pinned = ",".join(f"[{a}]" if ":" in a else a for a in addresses)
-    return Upstream(api_root, resolve=(f"{parts.hostname}:{port}:{pinned}",))
+    return Upstream(api_root, resolve=(f"{host}:{port}:{pinned}",))
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

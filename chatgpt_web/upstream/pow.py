@@ -1,4 +1,11 @@
-"""Proof of work for the sentinel (protocol §4.3): the browser config, the search, the tokens.
+"""Proof of work for the sentinel: the config, the search, the tokens (docs/protocol-requests.md).
+
+Two hashes, one per dialect of the site:
+
+* 2026 (`fnv`): FNV-1a-32 with murmur3's fmix32 finaliser over seed + B, B being the base64 of the
+  25-item config (browser.py) with the nonce in slot 3 and the elapsed milliseconds in slot 9; the
+  answer ends with "~S". Searched in numpy batches (`_search_fnv`), one vector op per character.
+* 2024 (`sha3`): SHA3-512 over the 18-item config, described next.
 
 The answer to a `proofofwork` challenge is `"gAAAAAB" + B`, where B is standard padded base64 of
 the compact JSON of an 18-item browser config list with a nonce i in slot 3 and i >> 1 in slot 9,
@@ -183,7 +190,8 @@ class _Layout:
             groups = [_encode(carry + pair + self.middle[:fill]) for pair in _PAIRS]
             rest = self.middle[fill:]
             cut = len(rest) - len(rest) % 3
-            table = (list(zip(groups[0::2], groups[1::2])), _encode(rest[:cut]), rest[cut:])
+            pairs = list(zip(groups[0::2], groups[1::2], strict=True))
+            table = (pairs, _encode(rest[:cut]), rest[cut:])
             self._first_digits[carry] = table
         return table
 
@@ -238,7 +246,7 @@ def _search_blocks(base, target: bytes, layout: _Layout, first: int, last: int) 
         block.update(_encode(first_part[:cut]))
         fork = block.copy
         offset = half % 100
-        for (even, odd), second in zip(first_pairs, seconds[offset:offset + 50]):
+        for (even, odd), second in zip(first_pairs, seconds[offset:offset + 50], strict=False):
             tail = between + second
             h = fork()
             h.update(even + tail)
@@ -275,6 +283,139 @@ def requirements_token(config: list, rng=None) -> str:
     if found is None:  # each nonce succeeds with p = 1/16: not in this universe
         raise Forbidden("could not build the requirements token", "pow_failed")
     return REQUIREMENTS_PREFIX + found
+
+
+# --- the 2026 hash: FNV-1a-32 + fmix32, answers ending in "~S" ---------------------------------
+
+FNV_SUFFIX = "~S"
+_FNV_OFFSET, _FNV_PRIME = 2166136261, 16777619
+_MASK32 = 0xFFFFFFFF
+# Nonces hashed per numpy batch: large enough that the per-character vector op dominates.
+FNV_BATCH = 4096
+
+
+def _fmix32(h: int) -> int:
+    h ^= h >> 16
+    h = (h * 2246822507) & _MASK32
+    h ^= h >> 13
+    h = (h * 3266489909) & _MASK32
+    return h ^ (h >> 16)
+
+
+def fnv_state(data: bytes, h: int = _FNV_OFFSET) -> int:
+    """FNV-1a-32 state after `data` (ASCII: a byte is a UTF-16 code unit), without the finaliser."""
+    for byte in data:
+        h = ((h ^ byte) * _FNV_PRIME) & _MASK32
+    return h
+
+
+def fnv_hex(text: str) -> str:
+    """The site's 2026 proof hash of `text` as 8 lowercase hex digits (FNV-1a-32, then fmix32).
+
+    The browser hashes UTF-16 code units; seeds and base64 are ASCII, where that is the bytes.
+    """
+    data = text.encode("utf-16-le")
+    h = _FNV_OFFSET
+    for i in range(0, len(data), 2):
+        h = ((h ^ (data[i] | data[i + 1] << 8)) * _FNV_PRIME) & _MASK32
+    return f"{_fmix32(h):08x}"
+
+
+def _fnv_bound(difficulty: str) -> int:
+    """B with `hex8(h)[:len(d)] <= d` iff `h >> shift <= B` (shift from `_fnv_shift`)."""
+    return int(difficulty[:8], 16) if difficulty else 0
+
+
+def _fnv_shift(difficulty: str) -> int:
+    return 32 - 4 * min(len(difficulty), 8)
+
+
+def dumps_js(value) -> bytes:
+    """JSON.stringify's compact form, UTF-8 encoded (non-ASCII kept as is)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _search_fnv(seed: str, difficulty: str, config: list, start: int, stop: int,
+                elapsed_ms: Callable[[], int]) -> str | None:
+    """B for the first nonce in [start, stop) whose FNV hash clears `difficulty`, or None.
+
+    Per batch, slot 9 holds the elapsed milliseconds when the batch began (as the browser writes
+    the elapsed time of each attempt, and nothing can check it to the millisecond). Within a batch
+    of nonces with the same number of digits every message has the same length and alignment, so
+    only the base64 groups holding the digits differ: the FNV state after seed + the common base64
+    prefix is computed once, and then each character position costs two vector ops on the batch.
+    """
+    import numpy as np  # the one heavy import, kept out of the service's start-up path
+
+    shift, bound = _fnv_shift(difficulty), _fnv_bound(difficulty)
+    prime = np.uint32(_FNV_PRIME)
+    nonce = start
+    while nonce < stop:
+        digits = len(str(nonce))
+        end = min(stop, nonce + FNV_BATCH, 10 ** digits)
+        filled = list(config)
+        filled[3], filled[9] = 0, elapsed_ms()
+        text = dumps_js(filled)
+        head = dumps_js(filled[:3])[:-1] + b","       # [a,"b",c,
+        tail = text[len(head) + 1:]                    # ,ua,...]  (after the nonce "0")
+        aligned = len(head) - len(head) % 3
+        lead = head[aligned:]
+        # the groups that hold the nonce, then everything after them
+        varying_bytes = len(lead) + digits
+        cut = varying_bytes + (-varying_bytes) % 3
+        fill = cut - varying_bytes
+        common = _encode(tail[fill:])
+        prefix_state = fnv_state(seed.encode() + _encode(head[:aligned]))
+        heads = [_encode(lead + b"%d" % n + tail[:fill]) for n in range(nonce, end)]
+        width = len(heads[0])
+        rows = np.frombuffer(b"".join(heads), dtype=np.uint8).reshape(-1, width)
+        h = np.full(len(heads), prefix_state, dtype=np.uint32)
+        for column in range(width):
+            h ^= rows[:, column]
+            h *= prime
+        for byte in common:
+            h ^= np.uint32(byte)
+            h *= prime
+        h ^= h >> np.uint32(16)
+        h *= np.uint32(2246822507)
+        h ^= h >> np.uint32(13)
+        h *= np.uint32(3266489909)
+        h ^= h >> np.uint32(16)
+        hits = np.flatnonzero(h >> np.uint32(shift) <= bound) if shift < 32 else [0]
+        if len(hits):
+            return (_encode(head[:aligned]) + heads[int(hits[0])] + common).decode()
+        nonce = end
+    return None
+
+
+def _wall_ms_since(t0_ms: float) -> Callable[[], int]:
+    return lambda: max(0, round(time.time() * 1000 - t0_ms))
+
+
+def _solve_fnv_range(seed: str, difficulty: str, config: list, start: int, stop: int,
+                     t0_ms: float) -> str | None:
+    """B (no prefix/suffix) for the first FNV answer in [start, stop); runs in pool workers."""
+    return _search_fnv(seed, difficulty, config, start, stop, _wall_ms_since(t0_ms))
+
+
+def solve_fnv(seed: str, difficulty: str, config: list, max_iterations: int = MAX_ITERATIONS,
+              elapsed_ms: Callable[[], int] | None = None) -> str | None:
+    """'gAAAAAB' + B + '~S' for the first nonce whose FNV hash clears `difficulty`, or None.
+
+    `elapsed_ms` gives slot 9 (default: real milliseconds since the call); pin it for tests."""
+    if not _is_hex(difficulty):
+        raise ValueError(f"difficulty must be hex digits, not {difficulty!r}")
+    clock = elapsed_ms or _wall_ms_since(time.time() * 1000)
+    found = _search_fnv(seed, difficulty.lower(), config, 0, max_iterations, clock)
+    return None if found is None else ANSWER_PREFIX + found + FNV_SUFFIX
+
+
+def requirements_token_2026(config: list) -> str:
+    """The 2026 `p`: 'gAAAAAC' + base64 of the config with slot 3 = 1 (no search, as the SDK's
+    blocking path and a browser capture of 2025-12 show)."""
+    filled = list(config)
+    filled[3] = 1
+    return REQUIREMENTS_PREFIX + _encode(dumps_js(filled)).decode()
 
 
 def _process_pool(workers: int) -> Executor:
@@ -315,21 +456,41 @@ class ProofOfWorkSolver:
 
         Raises Forbidden(..., 'pow_failed') when too hard or unsolved (never sends the fallback
         silently)."""
+        self._check_difficulty(difficulty)
+        config = browser_config(user_agent, script_src=script_src, build_id=build_id)
+        if expected_attempts(difficulty) < self.inline_attempts:
+            found = _solve_range(seed, difficulty, config, 0, self.max_iterations)
+        else:
+            found = self._solve_in_pool(_solve_range, seed, difficulty, config)
+        if found is None:
+            raise Forbidden(f"failed to solve the proof of work (difficulty {difficulty}) in "
+                            f"{self.max_iterations} attempts", "pow_failed")
+        return ANSWER_PREFIX + found
+
+    def fnv_proof_token(self, seed: str, difficulty: str, config: list) -> str:
+        """The 2026 proof token ('gAAAAAB' + B + '~S') for a challenge, `config` being the
+        25-item fingerprint (browser.py); hard searches run in the process pool.
+
+        Raises Forbidden(..., 'pow_failed') when too hard or unsolved."""
+        self._check_difficulty(difficulty)
+        t0_ms = time.time() * 1000
+        if expected_attempts(difficulty) < self.inline_attempts * 20:  # ~0.6 us a nonce here
+            found = _solve_fnv_range(seed, difficulty.lower(), config, 0, self.max_iterations,
+                                     t0_ms)
+        else:
+            found = self._solve_in_pool(_solve_fnv_range, seed, difficulty.lower(), config, t0_ms)
+        if found is None:
+            raise Forbidden(f"failed to solve the proof of work (difficulty {difficulty}) in "
+                            f"{self.max_iterations} attempts", "pow_failed")
+        return ANSWER_PREFIX + found + FNV_SUFFIX
+
+    def _check_difficulty(self, difficulty: str) -> None:
         if not _is_hex(difficulty):
             raise Forbidden("the upstream sent a proof-of-work difficulty that is not hex",
                             "pow_failed")
         if is_too_hard(difficulty, self.max_difficulty):
             raise Forbidden(f"proof of work difficulty too high: {difficulty} (POW_MAX_DIFFICULTY "
                             f"is {self.max_difficulty}; lower is harder)", "pow_failed")
-        config = browser_config(user_agent, script_src=script_src, build_id=build_id)
-        if expected_attempts(difficulty) < self.inline_attempts:
-            found = _solve_range(seed, difficulty, config, 0, self.max_iterations)
-        else:
-            found = self._solve_in_pool(seed, difficulty, config)
-        if found is None:
-            raise Forbidden(f"failed to solve the proof of work (difficulty {difficulty}) in "
-                            f"{self.max_iterations} attempts", "pow_failed")
-        return ANSWER_PREFIX + found
 
     def requirements_token(self, user_agent: str, *, script_src: str = "",
                            build_id: str = DEFAULT_BUILD_ID) -> str:
@@ -363,18 +524,20 @@ class ProofOfWorkSolver:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
-    def _solve_in_pool(self, seed: str, difficulty: str, config: list) -> str | None:
+    def _solve_in_pool(self, search: Callable, seed: str, difficulty: str, config: list,
+                       *extra) -> str | None:
+        """`search(seed, difficulty, config, start, stop, *extra)` over [0, max_iterations)."""
         executor = self._pool()
         if executor is not None:
             try:
-                return self._run_chunks(executor, seed, difficulty, config)
+                return self._run_chunks(executor, search, seed, difficulty, config, *extra)
             except _POOL_ERRORS as exc:
                 with self._lock:
                     self._give_up_pool(exc)
-        return _solve_range(seed, difficulty, config, 0, self.max_iterations)
+        return search(seed, difficulty, config, 0, self.max_iterations, *extra)
 
-    def _run_chunks(self, executor: Executor, seed: str, difficulty: str,
-                    config: list) -> str | None:
+    def _run_chunks(self, executor: Executor, search: Callable, seed: str, difficulty: str,
+                    config: list, *extra) -> str | None:
         """Search [0, max_iterations) in chunks, `workers` of them in flight, until one answers."""
         starts = iter(range(0, self.max_iterations, CHUNK))
         running: set = set()
@@ -385,8 +548,8 @@ class ProofOfWorkSolver:
                     if start is None:
                         break
                     stop = min(start + CHUNK, self.max_iterations)
-                    running.add(executor.submit(_solve_range, seed, difficulty, config,
-                                                start, stop))
+                    running.add(executor.submit(search, seed, difficulty, config,
+                                                start, stop, *extra))
                 if not running:
                     return None
                 done, running = wait(running, return_when=FIRST_COMPLETED)

@@ -11,10 +11,11 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
-from ..errors import ApiError, Forbidden, Unauthorized, UpstreamError, from_upstream
+from ..errors import ApiError, Forbidden, Unauthorized, UpstreamError
 from ..metrics import timed_upstream
 from ..transport import Session, upstream_errors
 from .endpoints import Upstream
+from .errors import from_upstream
 from .pow import DEFAULT_BUILD_ID, ProofOfWorkSolver
 
 _BUILD_ID = re.compile(r'data-build="([^"]+)"')

@@ -1,12 +1,14 @@
-"""The conversation stream: SSE bytes -> events -> ONE reducer for both body formats (protocol §3).
+"""The conversation stream: SSE bytes -> events -> ONE reducer for every body format.
 
-Legacy format: every `data:` line carries the whole message so far (`parts[0]` is cumulative).
-Delta encoding "v1": JSON-patch-like deltas `{p, o, v, c}` build one object per channel `c`; a
-missing `p`, `o` or `c` is carried over from the previous delta, `v` never is.
+docs/protocol.md describes the grammar. Legacy format: every `data:` line carries the whole
+message so far. Delta encoding "v1" (announced by an `event: delta_encoding` header): JSON-patch
+deltas `{p, o, v, c}` build one message per counter `c`; a frame with only `v` reuses the last
+path and op, `c` is carried over, and typed frames (`{"type": ...}`) say what happens around the
+answer: title, model, quotas, hand-off to another transport, errors, moderation.
 
-The reducer keeps the visible answer of the turn (assistant messages addressed to "all", not the
-reasoning `analysis` channel, not tool calls) and emits only what is new after each event, so the
-text deltas it returns always add up to the final text.
+The reducer keeps the visible answer of the turn (assistant messages addressed to "all", not
+reasoning, not tool calls) and emits only what is new after each event, so the text deltas it
+returns add up to the final text. Reasoning is kept apart (`Completion.reasoning`).
 """
 from __future__ import annotations
 
@@ -18,11 +20,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ContentBlocked, UpstreamError
+from ..errors import ContentBlocked, RateLimited, UpstreamError
 
 _HEARTBEAT = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d+)?$")
 _LINE_BREAK = re.compile(r"\r\n|\n|\r")
 _SEPARATOR = "\n\n"  # between visible messages of one turn (e.g. before and after a tool call)
+# Longest line, and longest event, accepted from the upstream (characters; MAX_UPSTREAM_EVENT_BYTES
+# sets it per service). A caller may choose a reverse_proxy it controls, which could otherwise
+# send one endless line and grow this process without bound.
+DEFAULT_MAX_EVENT = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -48,8 +54,10 @@ class Completion:
     conversation_id: str | None
     message_id: str | None
     finish_type: str | None
-    model_slug: str | None = None
-    title: str | None = None
+    model_slug: str | None = None   # the model that answered (it may differ from the one asked)
+    title: str | None = None        # the title the upstream gave a new conversation
+    banner: Banner | None = None    # e.g. account_sharing_degrade: answers from a lesser model
+    reasoning: str | None = None    # the reasoning shown (thoughts, analysis); never in `text`
 
 
 def _split_lines(text: str) -> list[str]:
@@ -57,7 +65,12 @@ def _split_lines(text: str) -> list[str]:
     return _LINE_BREAK.split(text) if "\r" in text else text.split("\n")
 
 
-def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
+def _too_long(max_event: int) -> UpstreamError:
+    return UpstreamError(f"the upstream sent a line or event longer than {max_event} characters",
+                         "upstream_bad_answer")
+
+
+def _lines(chunks: Iterable[bytes], max_line: int = DEFAULT_MAX_EVENT) -> Iterator[str]:
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
     pending = ""
     for chunk in chunks:
@@ -66,12 +79,16 @@ def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
             # No line ends in this chunk (a long event arriving in pieces): re-splitting the
             # whole pending line for every piece would cost quadratic time in its length.
             pending += text
+            if len(pending) > max_line:
+                raise _too_long(max_line)
             continue
         pending += text
         # A trailing "\r" may be the first half of "\r\n" split across chunks: keep it back.
         held = "\r" if pending.endswith("\r") else ""
         *complete, pending = _split_lines(pending[: len(pending) - len(held)])
         pending += held
+        if len(pending) > max_line or any(len(line) > max_line for line in complete):
+            raise _too_long(max_line)
         yield from complete
     pending += decoder.decode(b"", final=True)
     if pending:
@@ -99,16 +116,23 @@ def _dispatch(name: str | None, data: list[str]) -> Iterator[SseEvent]:
         yield SseEvent(name, joined)
 
 
-def iter_sse(chunks: Iterable[bytes]) -> Iterator[SseEvent]:
-    """Decode server-sent events from network chunks split at arbitrary byte positions."""
+def iter_sse(chunks: Iterable[bytes], max_event: int = DEFAULT_MAX_EVENT) -> Iterator[SseEvent]:
+    """Decode server-sent events from network chunks split at arbitrary byte positions.
+
+    :raise UpstreamError: upstream_bad_answer for a line or an event over `max_event` characters.
+    """
     name: str | None = None
     data: list[str] = []
-    for line in _lines(chunks):
+    size = 0
+    for line in _lines(chunks, max_event):
         if not line:
             if data:
                 yield from _dispatch(name, data)
-            name, data = None, []
+            name, data, size = None, [], 0
             continue
+        size += len(line)
+        if size > max_event:  # many short data: lines that add up to one endless event
+            raise _too_long(max_event)
         if line.startswith(":"):
             continue
         field, _, value = line.partition(":")
@@ -123,14 +147,63 @@ def iter_sse(chunks: Iterable[bytes]) -> Iterator[SseEvent]:
 
 # --- delta encoding v1: JSON pointer operations -------------------------------------------------
 
+class _Text:
+    """A string grown by appends at a cost proportional to each append.
+
+    `str + str` copies the whole string, so a message built by 20,000 appends would cost time
+    quadratic in its length; appended text is kept here as pieces, joined when it is read.
+    """
+
+    __slots__ = ("_pieces", "_length")
+
+    def __init__(self, *pieces: str):
+        self._pieces = [piece for piece in pieces if piece]
+        self._length = sum(len(piece) for piece in self._pieces)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def append(self, piece: str) -> None:
+        if piece:
+            self._pieces.append(piece)
+            self._length += len(piece)
+
+    def __str__(self) -> str:
+        if len(self._pieces) > 1:
+            self._pieces = ["".join(self._pieces)]
+        return self._pieces[0] if self._pieces else ""
+
+
+def _str(value: Any) -> Any:
+    """A value read from a reduced tree, with grown strings turned back into `str`."""
+    return str(value) if isinstance(value, _Text) else value
+
+
+def _plain(value: Any) -> Any:
+    """A reduced tree with every grown string turned back into `str` (for callers and tests)."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return _str(value)
+
+
 def _combine(existing: Any, value: Any) -> Any:
-    """`append`: strings concatenate, lists extend, objects merge keys; anything else is replaced."""
-    if isinstance(existing, str) and isinstance(value, str):
-        return existing + value
+    """`append`: strings concatenate, lists extend, objects merge keys; anything else is replaced.
+
+    Containers are extended in place and strings grow as `_Text`, so an append costs what it adds.
+    """
+    if isinstance(value, str) and isinstance(existing, _Text):
+        existing.append(value)
+        return existing
+    if isinstance(value, str) and isinstance(existing, str):
+        return _Text(existing, value)
     if isinstance(existing, list):
-        return existing + (value if isinstance(value, list) else [value])
+        existing.extend(value if isinstance(value, list) else [value])
+        return existing
     if isinstance(existing, dict) and isinstance(value, dict):
-        return {**existing, **value}
+        existing.update(value)
+        return existing
     return value
 
 
@@ -152,11 +225,12 @@ def _child(container: Any, token: str, next_token: str) -> Any:
     return container[token]
 
 
-def apply_operation(root: Any, path: str, op: str, value: Any) -> Any:
-    """Apply one delta operation at JSON pointer `path` of `root`; returns the new root."""
+def _apply(root: Any, path: str, op: str, value: Any) -> Any:
+    """Apply one delta operation at JSON pointer `path` of `root` (in place); the new root."""
     if op == "patch":
         for sub in value if isinstance(value, list) else []:
-            root = apply_operation(root, sub.get("p", path), sub.get("o", "append"), sub.get("v"))
+            if isinstance(sub, dict):
+                root = _apply(root, sub.get("p", path), sub.get("o", "append"), sub.get("v"))
         return root
     if path == "":
         if op in ("add", "replace"):
@@ -165,15 +239,17 @@ def apply_operation(root: Any, path: str, op: str, value: Any) -> Any:
             return _combine(root, copy.deepcopy(value))
         if op == "remove":
             return {}
-        if op == "truncate" and isinstance(root, (str, list)):
-            return root[: int(value)]
+        if op == "truncate" and isinstance(root, (str, _Text, list)):
+            return _str(root)[: int(value)]
         return root
     if not isinstance(root, (dict, list)):
         root = {}
     tokens = _tokens(path)
     parent = root
-    for token, next_token in zip(tokens[:-1], tokens[1:]):
+    for token, next_token in zip(tokens[:-1], tokens[1:], strict=True):
         parent = _child(parent, token, next_token)
+        if not isinstance(parent, (dict, list)):
+            return root  # a path through a string or number: nothing to apply it to
     _apply_at(parent, tokens[-1], op, copy.deepcopy(value))
     return root
 
@@ -192,33 +268,80 @@ def _apply_at(parent: Any, key: str, op: str, value: Any) -> None:
         parent[key] = value
     elif op == "append":
         parent[key] = _combine(existing, value)
-    elif op == "truncate" and isinstance(existing, (str, list)):
-        parent[key] = existing[: int(value)]
+    elif op == "truncate" and isinstance(existing, (str, _Text, list)):
+        parent[key] = _str(existing)[: int(value)]
     elif op == "remove":
         del parent[key]
 
 
-# --- the reducer -----------------------------------------------------------------------------
+def apply_operation(root: Any, path: str, op: str, value: Any) -> Any:
+    """Apply one delta operation at JSON pointer `path` of `root`; returns the new root."""
+    return _plain(_apply(root, path, op, value))
+
+
+# --- messages -----------------------------------------------------------------------------------
+
+def _field(message: dict, *keys: str) -> Any:
+    value: Any = message
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return _str(value)
+
+
+def _role(message: dict) -> Any:
+    return _field(message, "author", "role") or message.get("role")
+
 
 def _visible_text(message: dict) -> str | None:
     """The text of an assistant message meant for the user, or None for anything else."""
-    author = message.get("author") or {}
-    role = author.get("role") if isinstance(author, dict) else None
-    role = role or message.get("role")
+    if _role(message) not in (None, "assistant"):
+        return None
+    if _field(message, "recipient") not in ("all", None):
+        return None  # a tool call
+    if _field(message, "channel") == "analysis":
+        return None  # reasoning
     content = message.get("content") or {}
-    if role not in (None, "assistant") or message.get("recipient", "all") not in ("all", None):
+    if not isinstance(content, dict):
         return None
-    if message.get("channel") == "analysis":
-        return None
-    if content.get("content_type", "text") not in ("text", "multimodal_text"):
+    if _str(content.get("content_type", "text")) not in ("text", "multimodal_text"):
         return None
     parts = content.get("parts") or []
-    return "".join(part for part in parts if isinstance(part, str))
+    if not isinstance(parts, list):
+        return None
+    return "".join(_str(part) for part in parts if isinstance(part, (str, _Text)))
+
+
+def _reasoning_text(message: dict) -> str:
+    """What an assistant message says about its reasoning (thoughts, analysis), else ""."""
+    if _role(message) not in (None, "assistant"):
+        return ""
+    content = message.get("content") or {}
+    if not isinstance(content, dict):
+        return ""
+    if _str(content.get("content_type")) == "thoughts":
+        thoughts = []
+        for thought in content.get("thoughts") or []:
+            if isinstance(thought, dict):
+                lines = [_str(thought.get(key)) for key in ("summary", "content")]
+                thoughts.append("\n".join(line for line in lines if isinstance(line, str) and line))
+        return "\n\n".join(thought for thought in thoughts if thought)
+    if _field(message, "channel") == "analysis":
+        parts = content.get("parts") or []
+        return "".join(_str(p) for p in parts if isinstance(p, (str, _Text))) \
+            if isinstance(parts, list) else ""
+    return ""
 
 
 def _error_text(payload: dict) -> str | None:
+    """The error an in-band frame reports (`error`, `detail`, typed error frames), else None."""
     error = payload.get("error")
-    if error and not payload.get("message"):
+    if payload.get("type") in ("error", "conversation_error"):
+        error = error or payload.get("message") or payload.get("detail") or payload.get("code") \
+            or "the upstream reported an error"
+    if error and not payload.get("message") or payload.get("type") in ("error",
+                                                                         "conversation_error"):
+        if isinstance(error, dict):
+            error = error.get("message") or error.get("detail") or error.get("code") or error
         text = error if isinstance(error, str) else json.dumps(error)
     elif isinstance(payload.get("detail"), (str, dict)) and "message" not in payload:
         detail = payload["detail"]
@@ -229,30 +352,158 @@ def _error_text(payload: dict) -> str | None:
     return (text or "the upstream reported an error")[:300]
 
 
+def _raise_for_error(payload: dict) -> None:
+    error = _error_text(payload)
+    if error is None:
+        return
+    if payload.get("error_code") == "usage_limit" or "hit your limit" in error.lower():
+        raise RateLimited(f"the account reached its usage limit: {error}", "upstream_rate_limited")
+    raise UpstreamError(f"the upstream reported an error: {error}", "upstream_stream_error")
+
+
+# --- what the upstream says about the turn ----------------------------------------------------
+
+@dataclass(frozen=True)
+class HandoffOption:
+    """One way to pick up a handed-off answer: `resume_sse_endpoint` or `subscribe_ws_topic`."""
+
+    type: str
+    topic_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """A `stream_handoff` frame: the rest of the turn continues through another transport."""
+
+    conversation_id: str | None
+    turn_exchange_id: str | None
+    options: tuple[HandoffOption, ...] = ()
+
+    def offers(self, option_type: str) -> bool:
+        return any(option.type == option_type for option in self.options)
+
+
+@dataclass(frozen=True)
+class Banner:
+    """A banner about the account, e.g. `account_sharing_degrade` (answers from a lesser model)."""
+
+    name: str
+    title: str | None = None
+    resets_after: str | None = None
+
+
+def _handoff(payload: dict) -> Handoff:
+    options = []
+    for option in payload.get("options") or []:
+        if isinstance(option, dict) and isinstance(option.get("type"), str):
+            topic = option.get("topic_id")
+            options.append(HandoffOption(option["type"], topic if isinstance(topic, str) else None))
+    return Handoff(_text_or_none(payload.get("conversation_id")),
+                   _text_or_none(payload.get("turn_exchange_id")), tuple(options))
+
+
+def _banner(info: Any) -> Banner | None:
+    if not isinstance(info, dict) or not isinstance(info.get("name"), str):
+        return None
+    resets = info.get("resets_after")
+    return Banner(info["name"], _text_or_none(info.get("title")),
+                  None if resets is None else str(resets))
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+# --- the reducer -----------------------------------------------------------------------------
+
+class _Entry:
+    """One message of the turn: its envelope (`{"message": ..., "conversation_id": ...}`) and
+    what the reducer knows about its visible text."""
+
+    __slots__ = ("order", "root", "visible", "length", "sent", "cot")
+
+    def __init__(self, order: int, root: Any):
+        self.order = order
+        self.root = root
+        self.visible = False          # an assistant answer message (not reasoning, not a tool call)
+        self.length = 0               # characters of its visible text
+        self.sent: _Text | None = None  # the text emitted for it so far (None: nothing yet)
+        self.cot = False              # marked as chain of thought by a `cot_token` marker
+
+    @property
+    def message(self) -> dict:
+        message = self.root.get("message") if isinstance(self.root, dict) else None
+        return message if isinstance(message, dict) else {}
+
+    def text(self) -> str | None:
+        return None if self.cot else _visible_text(self.message)
+
+
+_PARTS = "/message/content/parts/"
+# Paths whose change can change which messages are visible or what their text is.
+_TEXT_PATHS = ("/message/content", "/message/author", "/message/recipient", "/message/channel")
+# Slow-path work allowed (characters re-read) per character received, plus a fixed allowance.
+_REWORK_PER_CHAR = 4
+_REWORK_ALLOWANCE = 1 << 20
+
+
 class StreamReducer:
-    """Reduce one conversation stream (either format) to text deltas and a final Completion."""
+    """Reduce one conversation stream (either format) to text deltas and a final Completion.
+
+    Work per event is proportional to what the event adds: appends grow the answer in place and
+    only a change that rewrites text already seen (a snapshot, `truncate`, a changed channel)
+    re-reads that one message. That re-reading is bounded by what the stream has sent; a stream
+    that would make the reducer re-read more than _REWORK_PER_CHAR times its own size is refused.
+    """
 
     def __init__(self, prefix: str = ""):
         self.prefix = prefix
         self._cumulative: bool | None = None if prefix else True
-        self._channels: dict[int, Any] = {}
+        self._entries: dict[Any, _Entry] = {}   # message key -> entry, in order of appearance
+        self._channels: dict[int, _Entry] = {}  # delta channel `c` -> its current message
         self._last = {"p": "", "o": "add", "c": 0}
-        self._messages: dict[Any, dict] = {}   # key -> latest message dict, in order of appearance
-        self._emitted = ""
+        self._current: _Entry | None = None     # the message whose text is being emitted
+        self._steady = True                      # the current message's text == what was sent
+        self._sent_any = False
+        self._received = 0
+        self._reworked = 0
         self._done = False
         self._complete = False
+        self._awaiting_resume = False
         self.conversation_id: str | None = None
         self.title: str | None = None
+        self.encoding: str | None = None        # "v1" when the stream announced delta encoding
+        self.resume_token: str | None = None    # the `resume_conversation_token` (a credential)
+        self.handoff: Handoff | None = None
+        self.server_metadata: dict = {}         # `server_ste_metadata.metadata`
+        self.conversation_detail: dict = {}     # `conversation_detail_metadata`
+        self.async_status: int | None = None
 
     @property
     def done(self) -> bool:
-        """True once `data: [DONE]` arrived."""
-        return self._done
+        """True once `data: [DONE]` arrived and no hand-off is waiting to be resumed."""
+        return self._done and not self._awaiting_resume
+
+    @property
+    def handoff_pending(self) -> bool:
+        """True when the stream handed the answer off and it has not been resumed yet."""
+        return self._awaiting_resume
+
+    def resume_leg(self) -> None:
+        """Announce that the events fed next come from the transport the answer was handed to.
+
+        That leg may repeat the hand-off preamble (header, resume token, the snapshots already
+        seen): repeated messages are matched by id, so nothing is emitted twice.
+        """
+        self._awaiting_resume = False
+        self._done = False
+        self._complete = False
 
     def feed(self, event: SseEvent) -> list[TextDelta]:
         """Apply one event; return the new visible text it produced (possibly nothing).
 
         :raise ContentBlocked: the moderation withheld the answer.
+        :raise RateLimited: the account reached its usage limit (an in-band error).
         :raise UpstreamError: an in-stream error, or a payload that is not JSON.
         """
         data = event.data.strip()
@@ -261,113 +512,295 @@ class StreamReducer:
         if data == "[DONE]":
             self._done = True
             return []
+        self._received += len(data)
         try:
             payload = json.loads(data)
         except ValueError:
             raise UpstreamError("the upstream sent an event that is not JSON",
                                 "upstream_bad_stream") from None
-        if not isinstance(payload, dict):
-            return []  # the bare "v1" that announces delta encoding
-        self._read(payload)
-        return self._new_text()
+        out: list[TextDelta] = []
+        if isinstance(payload, dict):
+            self._read(payload, out)
+        elif event.event == "delta_encoding" and isinstance(payload, str):
+            self.encoding = payload
+        return out
 
-    def _read(self, payload: dict) -> None:
-        error = _error_text(payload)
-        if error:
-            raise UpstreamError(f"the upstream reported an error: {error}", "upstream_stream_error")
+    # --- frames ---------------------------------------------------------------------------------
+
+    def _read(self, payload: dict, out: list[TextDelta]) -> None:
+        _raise_for_error(payload)
         self._note_conversation(payload.get("conversation_id"))
+        kind = payload.get("type")
         moderation = payload.get("moderation_response")
-        if payload.get("type") == "moderation" or isinstance(moderation, dict):
-            if (moderation or {}).get("blocked"):
+        if kind == "moderation" or isinstance(moderation, dict):
+            if isinstance(moderation, dict) and moderation.get("blocked"):
                 raise ContentBlocked("the upstream moderation withheld this answer")
-            return
-        if isinstance(payload.get("message"), dict):
-            message = payload["message"]
-            self._messages[message.get("id") or len(self._messages)] = message
-        elif any(key in payload for key in ("v", "p", "o")):
-            self._apply_delta(payload)
-        elif payload.get("type") == "title_generation":
-            self.title = payload.get("title") or self.title
-        elif payload.get("type") == "message_stream_complete":
-            self._complete = True
+        elif isinstance(kind, str):
+            self._typed(kind, payload)
+        elif isinstance(payload.get("message"), dict):
+            self._snapshot(payload, None, out)   # the legacy format: the whole message each time
+        elif any(key in payload for key in ("v", "p", "o", "c")):
+            self._delta(payload, out)
 
-    def _apply_delta(self, delta: dict) -> None:
+    def _typed(self, kind: str, payload: dict) -> None:
+        if kind == "title_generation":
+            self.title = _text_or_none(payload.get("title")) or self.title
+        elif kind == "message_stream_complete":
+            self._complete = True
+        elif kind == "server_ste_metadata" and isinstance(payload.get("metadata"), dict):
+            self.server_metadata = payload["metadata"]
+        elif kind == "conversation_detail_metadata":
+            self.conversation_detail = payload
+        elif kind == "conversation_async_status":
+            status = payload.get("async_status")
+            self.async_status = status if isinstance(status, int) else self.async_status
+        elif kind == "resume_conversation_token":
+            self.resume_token = _text_or_none(payload.get("token")) or self.resume_token
+        elif kind == "stream_handoff":
+            handoff = _handoff(payload)
+            if handoff != self.handoff:  # a resumed leg may repeat the frame that sent us there
+                self.handoff = handoff
+                self._awaiting_resume = True
+        elif kind == "message_marker":
+            entry = self._entry_by_id(payload.get("message_id"))
+            if entry is not None and payload.get("marker") == "cot_token" and entry.sent is None:
+                # Chain of thought outside the analysis channel: reasoning, not the answer.
+                entry.cot, entry.visible = True, False
+        # input_message (the user's own message echoed), search and ad frames: not the answer.
+
+    def _entry_by_id(self, message_id: Any) -> _Entry | None:
+        return self._entries.get(message_id) if isinstance(message_id, str) else None
+
+    def _delta(self, delta: dict, out: list[TextDelta]) -> None:
         value = delta.get("v")
-        if "p" not in delta and "o" not in delta and isinstance(value, str) and not self._channels:
-            # A stream that opens with bare strings appends to the first part (aurora's short form).
-            self._last.update(p="/message/content/parts/0", o="append")
-        for key in ("p", "o", "c"):
-            if key in delta:
+        bare = "p" not in delta and "o" not in delta
+        if "c" in delta and isinstance(delta["c"], int):
+            self._last["c"] = delta["c"]
+        if "v" not in delta:
+            return  # `{"c": 5}` alone: only moves to message 5
+        if bare and isinstance(value, dict) and isinstance(value.get("message"), dict):
+            # A snapshot without p/o: `{"v": {"message": ...}, "c": 1}`.
+            self._last.update(p="", o="add")
+            self._snapshot(value, self._last["c"], out)
+            return
+        if bare and isinstance(value, str) and self._last["p"] == "":
+            # Bare strings after a snapshot (or opening the stream) append to the answer text.
+            self._last.update(p=_PARTS + "0", o="append")
+        for key in ("p", "o"):
+            if key in delta and isinstance(delta[key], str):
                 self._last[key] = delta[key]
-        channel = self._last["c"]
-        root = apply_operation(self._channels.get(channel, {}), self._last["p"], self._last["o"], value)
-        self._channels[channel] = root
-        if isinstance(root, dict):
-            self._note_conversation(root.get("conversation_id"))
-            if isinstance(root.get("message"), dict):
-                self._messages[("channel", channel)] = root["message"]
+        self._operate(self._last["c"], self._last["p"], self._last["o"], value, out)
+
+    def _operate(self, channel: int, path: str, op: str, value: Any,
+                 out: list[TextDelta]) -> None:
+        if op == "patch":
+            for sub in value if isinstance(value, list) else []:
+                if isinstance(sub, dict):
+                    self._operate(channel, _str(sub.get("p", path)), _str(sub.get("o", "append")),
+                                  sub.get("v"), out)
+            return
+        if path == "" and op in ("add", "replace") and isinstance(value, dict):
+            _raise_for_error(value)
+            if isinstance(value.get("message"), dict):
+                self._snapshot(value, channel, out)
+                return
+        entry = self._channels.get(channel)
+        if entry is None:
+            entry = self._channels[channel] = self._add_entry(("channel", channel), {})
+        entry.root = _apply(entry.root, path, op, value)
+        if isinstance(entry.root, dict):
+            self._note_conversation(_str(entry.root.get("conversation_id")))
+        if op == "append" and isinstance(value, str) and path.startswith(_PARTS):
+            parts = _field(entry.message, "content", "parts")
+            index = path[len(_PARTS):]
+            if isinstance(parts, list) and index == str(len(parts) - 1) and entry.visible:
+                self._grow(entry, value, out)  # the answer's text grew at its end
+                return
+        if path in ("", "/message") or path.startswith(_TEXT_PATHS):
+            self._changed(entry, out)
+
+    def _add_entry(self, key: Any, root: Any) -> _Entry:
+        entry = self._entries[key] = _Entry(len(self._entries), root)
+        return entry
+
+    def _snapshot(self, envelope: dict, channel: int | None, out: list[TextDelta]) -> None:
+        """A whole message (legacy events, v1 snapshots, messages a resumed leg repeats)."""
+        _raise_for_error(envelope)
+        self._note_conversation(envelope.get("conversation_id"))
+        message = envelope["message"]
+        message_id = message.get("id")
+        key = message_id if isinstance(message_id, str) and message_id else ("channel", channel)
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._add_entry(key, envelope)
+        else:
+            entry.root = envelope
+        if channel is not None:
+            self._channels[channel] = entry
+        self._changed(entry, out)
+
+    # --- the visible text -----------------------------------------------------------------------
+
+    def _grow(self, entry: _Entry, piece: str, out: list[TextDelta]) -> None:
+        """The fast path: `piece` was appended at the end of `entry`'s visible text."""
+        before = entry.length
+        entry.length += len(piece)
+        if entry is self._current and self._steady and self._cumulative is not None:
+            self._emit(entry, piece, out)
+        elif entry is self._current and self._cumulative is None and self._steady:
+            self._decide_cumulative(entry, piece, before, out)
+        elif entry is self._current:
+            if entry.length >= len(entry.sent or ""):
+                self._changed(entry, out)  # it has grown back past what was sent: compare once
+        elif before == 0 and self._is_next(entry):
+            self._start(entry, piece, out)
+        else:
+            self._changed(entry, out)
+
+    def _changed(self, entry: _Entry, out: list[TextDelta]) -> None:
+        """The slow path: re-read `entry`'s text after a change that was not a plain append."""
+        text = entry.text()
+        entry.visible = text is not None
+        text = text or ""
+        entry.length = len(text)
+        self._rework(len(text) + len(entry.sent or ""))
+        if entry is self._current:
+            sent = str(entry.sent)
+            if self._cumulative is None:
+                self._steady = self.prefix.startswith(text)
+                if not self._steady or len(text) >= len(self.prefix):
+                    self._decide_cumulative(entry, "", 0, out, text)
+            elif text.startswith(sent):
+                self._steady = True
+                self._emit(entry, text[len(sent):], out)
+            else:
+                self._steady = False  # rewritten below what was sent: wait until it catches up
+        elif text and self._is_next(entry):
+            self._start(entry, text, out)
+        elif entry.sent is not None and text != str(entry.sent):
+            self._current = None  # an earlier part of the answer was rewritten: stop streaming
+            self._steady = False
+
+    def _is_next(self, entry: _Entry) -> bool:
+        current = self._current
+        if current is None:
+            return not self._sent_any and self._steady
+        return entry.order > current.order
+
+    def _start(self, entry: _Entry, text: str, out: list[TextDelta]) -> None:
+        """`entry` is the next message of the answer; `text` is all of its text so far."""
+        if self._current is not None and self._current.length < len(self._current.sent or ""):
+            self._current = None  # the previous message ended shorter than what was sent
+            self._steady = False
+            return
+        self._current, self._steady = entry, True
+        entry.sent = _Text()
+        if self._cumulative is None:
+            self._decide_cumulative(entry, "", 0, out, text)
+            return
+        if self._sent_any:
+            out.append(TextDelta(_SEPARATOR))
+        self._emit(entry, text, out)
+
+    def _emit(self, entry: _Entry, piece: str, out: list[TextDelta]) -> None:
+        if piece:
+            entry.sent.append(piece)
+            self._sent_any = True
+            out.append(TextDelta(piece))
+
+    def _decide_cumulative(self, entry: _Entry, piece: str, before: int,
+                           out: list[TextDelta], text: str | None = None) -> None:
+        """A continuation either repeats the text it continues (cumulative) or sends only what
+        follows it; tell which from the first message, comparing only what each event adds."""
+        prefix = self.prefix
+        if text is None:
+            agrees = prefix[before:before + len(piece)] == piece[:len(prefix) - before]
+        else:
+            agrees = text[:len(prefix)] == prefix[:len(text)]
+        if agrees and entry.length <= len(prefix):
+            return  # still inside the text we continue: cannot tell yet, send nothing
+        whole = text if text is not None else str(entry.message and entry.text() or "")
+        self._rework(len(whole))
+        self._cumulative = agrees
+        self._steady = True
+        if agrees:
+            entry.sent = _Text(prefix)
+            self._emit(entry, whole[len(prefix):], out)
+        else:
+            self._emit(entry, whole, out)
+
+    def _rework(self, characters: int) -> None:
+        self._reworked += characters
+        if self._reworked > _REWORK_ALLOWANCE + _REWORK_PER_CHAR * self._received:
+            raise UpstreamError("the upstream kept rewriting its answer", "upstream_bad_stream")
 
     def _note_conversation(self, conversation_id: Any) -> None:
         if isinstance(conversation_id, str) and conversation_id:
             self.conversation_id = conversation_id
 
-    def _visible(self) -> list[tuple[dict, str]]:
-        found = []
-        for message in self._messages.values():
-            text = _visible_text(message)
-            if text is not None:
-                found.append((message, text))
-        return found
+    # --- the result -----------------------------------------------------------------------------
 
-    def _joined(self) -> str:
-        return _SEPARATOR.join(text for _, text in self._visible() if text)
+    @property
+    def model_slug(self) -> str | None:
+        """The model that answered: `server_ste_metadata.model_slug`, else the message's own."""
+        slug = _text_or_none(self.server_metadata.get("model_slug"))
+        if slug:
+            return slug
+        for entry in reversed(self._entries.values()):
+            if entry.visible:
+                return _text_or_none(_field(entry.message, "metadata", "model_slug"))
+        return None
 
-    def _turn_text(self) -> str | None:
-        visible = self._joined()
+    @property
+    def banner(self) -> Banner | None:
+        """The account banner of `conversation_detail_metadata` (e.g. a downgrade), if any."""
+        return _banner(self.conversation_detail.get("banner_info"))
+
+    @property
+    def reasoning(self) -> str | None:
+        """The reasoning the upstream showed (thoughts, analysis), never part of the answer."""
+        texts = [_reasoning_text(entry.message) for entry in self._entries.values()]
+        texts += [_visible_text(entry.message) or ""
+                  for entry in self._entries.values() if entry.cot]
+        joined = "\n\n".join(text for text in texts if text)
+        return joined or None
+
+    def _turn_text(self, visible: list[str]) -> str:
+        joined = _SEPARATOR.join(text for text in visible if text)
         if self._cumulative is None:
-            if len(visible) > len(self.prefix) and visible.startswith(self.prefix):
-                self._cumulative = True
-            elif not self.prefix.startswith(visible):
-                self._cumulative = False
-            else:
-                return None  # still a prefix of what we already have: cannot tell yet
-        return visible if self._cumulative else self.prefix + visible
-
-    def _new_text(self) -> list[TextDelta]:
-        full = self._turn_text()
-        sent = self.prefix + self._emitted
-        if full is None or len(full) <= len(sent) or not full.startswith(sent):
-            return []
-        piece = full[len(sent):]
-        self._emitted += piece
-        return [TextDelta(piece)]
+            # Never grew past what we had: cumulative only if it repeats it exactly.
+            self._cumulative = joined == self.prefix
+        return joined if self._cumulative else self.prefix + joined
 
     def result(self) -> Completion:
         """The final answer of this stream.
 
-        :raise UpstreamError: the stream ended before the turn did (no [DONE], no completion).
+        :raise UpstreamError: the stream ended before the turn did (no [DONE], no completion), or
+            it handed the answer off to another transport and was not resumed.
         """
-        visible = self._visible()
-        last = visible[-1][0] if visible else None
+        if self._awaiting_resume:
+            raise UpstreamError("the upstream handed the answer off to another transport and "
+                                "it was not picked up there", "upstream_stream_broken")
+        visible = [(entry, entry.text()) for entry in self._entries.values()]
+        visible = [(entry, text) for entry, text in visible if text is not None]
+        last = visible[-1][0].message if visible else None
         # Early-2023 messages carry end_turn but no status yet.
-        finished = last is not None and last.get("end_turn") is True and last.get(
-            "status", "finished_successfully") == "finished_successfully"
+        finished = last is not None and last.get("end_turn") is True and _str(last.get(
+            "status", "finished_successfully")) == "finished_successfully"
         if not (self._done or self._complete or finished):
             raise UpstreamError("the upstream stream ended before the answer was complete",
                                 "upstream_stream_broken")
         if last is None:
             raise UpstreamError("the upstream stream carried no answer", "upstream_stream_broken")
-        if self._cumulative is None:
-            # Never grew past what we had: cumulative only if it repeats it exactly.
-            self._cumulative = self._joined() == self.prefix
-        text = self._turn_text()
-        metadata = last.get("metadata") or {}
-        finish = metadata.get("finish_details") or {}
+        finish = last.get("metadata", {}).get("finish_details") \
+            if isinstance(last.get("metadata"), dict) else None
         return Completion(
-            text=text if text is not None else self.prefix + self._emitted,
+            text=self._turn_text([text for _, text in visible]),
             conversation_id=self.conversation_id,
-            message_id=last.get("id"),
-            finish_type=finish.get("type") if isinstance(finish, dict) else None,
-            model_slug=metadata.get("model_slug"),
+            message_id=_text_or_none(_str(last.get("id"))),
+            finish_type=_str(finish.get("type")) if isinstance(finish, dict) else None,
+            model_slug=self.model_slug,
             title=self.title,
+            banner=self.banner,
+            reasoning=self.reasoning,
         )

@@ -10,7 +10,7 @@ import time
 from flask import Blueprint, Flask, request
 from werkzeug.exceptions import HTTPException
 
-from . import backend
+from . import account_check, backend
 from .failures import json_response
 
 # Both conventions of protocol §9: the real path and the fakeopen-style `/api` proxies.
@@ -64,6 +64,8 @@ def create_emulator_app(emulator) -> Flask:
     for prefix in API_PREFIXES:
         app.register_blueprint(backend.blueprint, url_prefix=prefix,
                                name="backend" + prefix.replace("/", "_").replace("-", "_"))
+        app.register_blueprint(account_check.blueprint, url_prefix=prefix,
+                               name="account_check" + prefix.replace("/", "_").replace("-", "_"))
     app.register_blueprint(home)
     app.register_blueprint(emulator.auth.blueprint())
     return app

@@ -19,7 +19,7 @@ def make_message(role: str, parts: list, *, message_id: str | None = None,
                  content_type: str = "text", status: str = "finished_successfully",
                  end_turn: bool | None = None, weight: float = 1.0,
                  metadata: dict | None = None, create_time: float | None = None) -> dict:
-    """A message object with the real key order (see protocol-samples/delta-v1-capture.txt)."""
+    """A message object with the real key order (see tests/fixtures/delta-v1-capture.txt)."""
     return {
         "id": message_id or str(uuid.uuid4()),
         "author": {"role": role, "name": None, "metadata": {}},

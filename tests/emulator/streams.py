@@ -138,7 +138,7 @@ class _Deltas:
 
 def v1_events(turn: Turn, resume_token: str, words_per_delta: int = 1,
               error: str | None = None) -> Iterator[bytes]:
-    """The delta-encoded stream, structured like protocol-samples/delta-v1-capture.txt."""
+    """The delta-encoded stream, structured like tests/fixtures/delta-v1-capture.txt."""
     cid = turn.conversation_id
     delta = _Deltas()
     yield sse_json("v1", event="delta_encoding")

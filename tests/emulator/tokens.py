@@ -1,7 +1,7 @@
 """Test access tokens: JWTs with the real claim layout (protocol §5.4), signed HS256.
 
-The real tokens are RS256 from auth0; clients only decode them (never verify), so a symmetric test
-key changes nothing they can observe except the `alg` header.
+The real tokens are RS256 from auth.openai.com; clients only decode them (never verify), so a
+symmetric test key changes nothing they can observe except the `alg` header.
 """
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import uuid
 
 import jwt
 
-ISSUER = "https://auth0.openai.com/"
-AUDIENCE = ["https://api.openai.com/v1", "https://openai.openai.auth0app.com/userinfo"]
+ISSUER = "https://auth.openai.com"
+AUDIENCE = ["https://api.openai.com/v1"]
+WEB_CLIENT_ID = "app_X8zY6vW2pQ9tR3dE7nK1jL5gH"
 PROFILE_CLAIM = "https://api.openai.com/profile"
 AUTH_CLAIM = "https://api.openai.com/auth"
 SCOPE = ("openid email profile model.read model.request organization.read organization.write "
@@ -43,6 +44,7 @@ def mint(secret: bytes, *, exp_in: float = 3600, email: str = "user@example.com"
         "iss": ISSUER,
         "sub": f"auth0|{account[:24]}",
         "aud": AUDIENCE,
+        "client_id": WEB_CLIENT_ID,
         "iat": now,
         "nbf": now,
         "exp": int(now + exp_in),

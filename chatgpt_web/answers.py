@@ -1,0 +1,142 @@
+"""An answer being relayed: the one object every face reads, which owns the upstream stream.
+
+`Answer.start()` runs the upstream call up to its first item before returning, so failures before
+the first byte still surface as ordinary errors: a face can answer with a proper HTTP status, and
+the account pool can try another account. After that the Answer relays the rest:
+
+    with Answer.start(client, token, request, upstream) as answer:
+        for delta in answer:          # TextDelta pieces only, in order
+            ...
+        answer.completion             # the one final Completion, once the deltas are exhausted
+
+`read()` drains the deltas and returns the completion. An answer that ends without a completion
+raises UpstreamError `upstream_stream_broken`. The Answer keeps its own books: it counts itself in
+the streams-in-flight gauge from its start until `close()`, observes the time to the first text,
+and counts upstream errors by code. `close()` is idempotent and ends the upstream transfer.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from types import TracebackType
+
+from .errors import ApiError, UpstreamError
+from .metrics import STREAMS_IN_FLIGHT, TIME_TO_FIRST_TOKEN, UPSTREAM_ERRORS
+from .upstream.conversation import ConversationClient, ConversationRequest
+from .upstream.endpoints import Upstream
+from .upstream.stream import Completion, TextDelta
+
+Events = Iterator[TextDelta | Completion]
+
+
+class Answer:
+    """The deltas of one answer, then its Completion; owns (and closes) the upstream events."""
+
+    def __init__(self, events: Events, *, started: float | None = None):
+        """Wrap `events` (TextDelta items, then one Completion), counted in flight until closed.
+
+        `started` is when the request began (time.monotonic()), for the time-to-first-token.
+        """
+        self._events = events
+        self._started = time.monotonic() if started is None else started
+        self._ahead: list[TextDelta | Completion] = []
+        self._seen_text = False
+        self._completion: Completion | None = None
+        self._exhausted = False
+        self._closed = False
+        self._on_complete: list[Callable[[Completion], None]] = []
+        STREAMS_IN_FLIGHT.inc()
+
+    @classmethod
+    def start(cls, client: ConversationClient, access_token: str, request: ConversationRequest,
+              upstream: Upstream) -> Answer:
+        """Begin `request` on `access_token` and read ahead to its first item.
+
+        :raise ApiError: any failure before the first item (upstream_stream_broken when the
+            upstream ends the answer before it began).
+        """
+        started = time.monotonic()
+        events = client.stream(access_token, request, upstream)
+        try:
+            first = next(events)
+        except StopIteration:
+            raise UpstreamError("the upstream ended the answer before it began",
+                                "upstream_stream_broken") from None
+        except ApiError as error:
+            UPSTREAM_ERRORS.labels(error.code).inc()
+            raise
+        answer = cls(events, started=started)
+        answer._ahead.append(first)
+        return answer
+
+    def on_complete(self, callback: Callable[[Completion], None]) -> None:
+        """Call `callback(completion)` when the completion arrives (e.g. to pin a conversation)."""
+        self._on_complete.append(callback)
+
+    def __iter__(self) -> Iterator[TextDelta]:
+        """The text pieces as the upstream sends them. :raise ApiError: the stream failed."""
+        while not self._exhausted:
+            try:
+                item = self._next()
+            except ApiError as error:
+                UPSTREAM_ERRORS.labels(error.code).inc()
+                self.close()
+                raise
+            if item is None:
+                self._exhausted = True
+            elif isinstance(item, TextDelta):
+                yield item
+            else:
+                self._complete(item)
+
+    def _next(self) -> TextDelta | Completion | None:
+        if self._ahead:
+            item = self._ahead.pop()
+        else:
+            item = next(self._events, None)
+        if isinstance(item, TextDelta) and not self._seen_text:
+            self._seen_text = True
+            TIME_TO_FIRST_TOKEN.observe(time.monotonic() - self._started)
+        return item
+
+    def _complete(self, completion: Completion) -> None:
+        self._completion = completion
+        for callback in self._on_complete:
+            callback(completion)
+
+    @property
+    def completion(self) -> Completion:
+        """The final Completion, once the deltas are exhausted.
+
+        :raise UpstreamError: upstream_stream_broken when the answer ended without one.
+        """
+        if not self._exhausted:
+            raise RuntimeError("read the answer's deltas (or call read()) before its completion")
+        if self._completion is None:
+            raise UpstreamError("the upstream answer ended without a result",
+                                "upstream_stream_broken")
+        return self._completion
+
+    def read(self) -> Completion:
+        """Drain the answer and return its Completion (then close it)."""
+        with self:
+            for _ in self:
+                pass
+            return self.completion
+
+    def close(self) -> None:
+        """End the upstream transfer and leave the in-flight count; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        STREAMS_IN_FLIGHT.dec()
+        close = getattr(self._events, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Answer:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()

@@ -1,0 +1,272 @@
+// The chat playground: a credential kept in this browser, the model list, and answers streamed
+// from /v1/chat/completions, continued turn after turn. Answer text only ever reaches the page
+// through Markdown.render (DOM nodes and text nodes) or textContent.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const STORAGE_KEY = "chatgpt_web.credential";
+
+const chat = {
+  messages: [],          // the whole conversation, as the OpenAI API takes it
+  conversationId: null,  // the web conversation, to continue it
+  messageId: null,       // its last assistant message
+  controller: null,      // aborts the answer in flight
+  accessToken: null,     // exchanged from a session token, kept in memory only
+};
+
+// --- the credential ----------------------------------------------------------------------------
+
+function savedCredential() {
+  for (const storage of [sessionStorage, localStorage]) {
+    try {
+      const saved = JSON.parse(storage.getItem(STORAGE_KEY) || "null");
+      if (saved && saved.kind) return { ...saved, remembered: storage === localStorage };
+    } catch (_) { /* a broken entry is ignored */ }
+  }
+  return null;
+}
+
+function storeCredential() {
+  const entry = JSON.stringify({ kind: $("credential-kind").value, value: $("credential").value });
+  localStorage.removeItem(STORAGE_KEY);
+  sessionStorage.removeItem(STORAGE_KEY);
+  ($("remember").checked ? localStorage : sessionStorage).setItem(STORAGE_KEY, entry);
+  chat.accessToken = null;
+}
+
+async function authorization() {
+  const kind = $("credential-kind").value;
+  const value = $("credential").value.trim();
+  if (kind === "none" || !value) return {};
+  if (kind !== "session") return { Authorization: "Bearer " + value };
+  if (!chat.accessToken) {
+    const response = await fetch("/get_access_token", {
+      method: "POST",
+      headers: { "Content-Type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({ session_token: value }),
+    });
+    const body = await readJson(response);
+    if (!response.ok) throw apiError(response.status, body);
+    chat.accessToken = body.access_token;
+  }
+  return { Authorization: "Bearer " + chat.accessToken };
+}
+
+// --- errors ------------------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function readJson(response) {
+  try { return await response.json(); } catch (_) { return null; }
+}
+
+// Both envelopes: the OpenAI face's {"error": {...}} and the form face's {"message", "code"}.
+function apiError(status, body) {
+  const error = (body && body.error) || body || {};
+  return new ApiError(status, error.code || "http_" + status,
+                      error.message || "the service answered HTTP " + status);
+}
+
+function showError(error) {
+  const box = $("error");
+  box.replaceChildren();
+  const code = document.createElement("strong");
+  code.className = "error-code";
+  code.textContent = error.code || "error";
+  const text = document.createElement("span");
+  text.textContent = " " + (error.message || String(error))
+    + (error.status ? " (HTTP " + error.status + ")" : "");
+  box.append(code, text);
+  box.hidden = false;
+}
+
+function clearError() {
+  $("error").hidden = true;
+  $("error").replaceChildren();
+}
+
+// --- models ------------------------------------------------------------------------------------
+
+async function loadModels() {
+  const select = $("model");
+  const chosen = select.value;
+  try {
+    const response = await fetch("/v1/models", { headers: await authorization() });
+    const body = await readJson(response);
+    if (!response.ok) throw apiError(response.status, body);
+    select.replaceChildren();
+    for (const model of body.data || []) {
+      const option = document.createElement("option");
+      option.value = option.textContent = model.id;
+      select.appendChild(option);
+    }
+    if ([...select.options].some((option) => option.value === chosen)) select.value = chosen;
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) return; // no credential yet
+    showError(error);
+  }
+}
+
+// --- the conversation --------------------------------------------------------------------------
+
+function bubble(role) {
+  const item = document.createElement("article");
+  item.className = "message " + role;
+  item.dataset.role = role;
+  const head = document.createElement("div");
+  head.className = "message-head";
+  head.textContent = role === "user" ? "You" : "Assistant";
+  const body = document.createElement("div");
+  body.className = "message-body";
+  const foot = document.createElement("div");
+  foot.className = "message-foot";
+  item.append(head, body, foot);
+  $("hint").hidden = true;
+  $("log").appendChild(item);
+  return { item, head, body, foot };
+}
+
+function render(view, text) {
+  view.body.replaceChildren(Markdown.render(text));
+  $("log").scrollTop = $("log").scrollHeight;
+}
+
+function describeUsage(usage) {
+  return "tokens: " + usage.prompt_tokens + " in, " + usage.completion_tokens + " out, "
+    + usage.total_tokens + " total";
+}
+
+function setTitle(title) {
+  if (title) $("title").textContent = title;
+}
+
+// Server-sent events from a fetch body: yields the JSON of each `data:` line until [DONE].
+async function* events(response) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    buffer += decoder.decode(value || new Uint8Array(), { stream: !done });
+    const lines = buffer.split(/\r?\n/);
+    buffer = done ? "" : lines.pop();
+    for (const line of lines) {
+      if (!line.startsWith("data:")) continue;
+      const data = line.slice(5).trim();
+      if (data === "[DONE]") return;
+      yield JSON.parse(data);
+    }
+    if (done) return;
+  }
+}
+
+async function send(prompt) {
+  clearError();
+  const user = bubble("user");
+  user.body.textContent = prompt;
+  chat.messages.push({ role: "user", content: prompt });
+  const answer = bubble("assistant");
+  answer.item.classList.add("streaming");
+  let text = "";
+  let scheduled = false;
+  const body = {
+    model: $("model").value || "auto",
+    messages: chat.messages,
+    stream: true,
+    stream_options: { include_usage: true },
+  };
+  if (chat.conversationId) {
+    body.conversation_id = chat.conversationId;
+    body.parent_message_id = chat.messageId;
+  }
+  chat.controller = new AbortController();
+  busy(true);
+  try {
+    const response = await fetch("/v1/chat/completions", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", ...(await authorization()) },
+      body: JSON.stringify(body),
+      signal: chat.controller.signal,
+    });
+    if (!response.ok) throw apiError(response.status, await readJson(response));
+    for await (const chunk of events(response)) {
+      if (chunk.error) throw apiError(0, chunk); // failed after it began: no HTTP status to show
+      const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
+      if (delta && delta.content) {
+        text += delta.content;
+        if (!scheduled) {
+          scheduled = true;
+          requestAnimationFrame(() => { scheduled = false; render(answer, text); });
+        }
+      }
+      if (chunk.conversation_id) chat.conversationId = chunk.conversation_id;
+      if (chunk.message_id) chat.messageId = chunk.message_id;
+      if (chunk.model_slug) answer.head.textContent = "Assistant · " + chunk.model_slug;
+      if (chunk.title) setTitle(chunk.title);
+      if (chunk.usage) answer.foot.textContent = describeUsage(chunk.usage);
+    }
+    render(answer, text);
+    chat.messages.push({ role: "assistant", content: text });
+  } catch (error) {
+    render(answer, text);
+    chat.messages.pop(); // the turn failed: it is not part of the conversation
+    if (!text) answer.item.remove();
+    if (!text) user.item.classList.add("failed");
+    if (error.name !== "AbortError") showError(error);
+  } finally {
+    answer.item.classList.remove("streaming");
+    busy(false);
+  }
+}
+
+function busy(on) {
+  $("send").disabled = on;
+  $("stop").hidden = !on;
+  document.body.classList.toggle("busy", on);
+}
+
+function newChat() {
+  if (chat.controller) chat.controller.abort();
+  Object.assign(chat, { messages: [], conversationId: null, messageId: null });
+  $("log").querySelectorAll(".message").forEach((node) => node.remove());
+  $("hint").hidden = false;
+  $("title").textContent = "New chat";
+  clearError();
+}
+
+// --- wiring ------------------------------------------------------------------------------------
+
+document.addEventListener("DOMContentLoaded", () => {
+  const saved = savedCredential();
+  if (saved) {
+    $("credential-kind").value = saved.kind;
+    $("credential").value = saved.value || "";
+    $("remember").checked = saved.remembered;
+  }
+  const changed = () => { storeCredential(); clearError(); loadModels(); };
+  $("credential-kind").addEventListener("change", changed);
+  $("credential").addEventListener("change", changed);
+  $("remember").addEventListener("change", storeCredential);
+  $("new-chat").addEventListener("click", newChat);
+  $("stop").addEventListener("click", () => chat.controller && chat.controller.abort());
+  $("composer").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const prompt = $("prompt").value.trim();
+    if (!prompt || $("send").disabled) return;
+    $("prompt").value = "";
+    send(prompt);
+  });
+  $("prompt").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey) {
+      event.preventDefault();
+      $("composer").requestSubmit();
+    }
+  });
+  loadModels();
+});

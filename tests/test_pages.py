@@ -1,0 +1,219 @@
+"""The pages for people, in a real browser: the chat playground (GET /) and the operator console
+(GET /admin), against the emulator through a live service."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.service_fixtures import LiveServer
+
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+ADMIN = "admin-key-for-the-console"
+
+
+# --- served as pages, JSON kept for programs ----------------------------------------------------
+
+def test_a_browser_gets_the_playground_and_a_program_keeps_its_json(client):
+    page = client.get("/", headers={"Accept": BROWSER_ACCEPT})
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    assert b"/static/playground.js" in page.data
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert "Accept" in page.headers["Vary"]
+    for accept in ("application/json", "*/*", None):
+        answer = client.get("/", headers={"Accept": accept} if accept else {})
+        assert answer.mimetype == "application/json"
+        assert answer.json["status"] == "ok"
+
+
+def test_the_pages_and_their_files_need_no_key_but_the_data_does(make_app):
+    client = make_app(API_KEYS="sk-cw-some-key", ADMIN_KEY=ADMIN).test_client()
+    assert client.get("/admin").status_code == 200
+    for name in ("playground.js", "console.js", "markdown.js", "pages.css"):
+        assert client.get(f"/static/{name}").status_code == 200
+    assert client.get("/", headers={"Accept": BROWSER_ACCEPT}).status_code == 200
+    assert client.get("/admin/accounts").status_code == 401
+    assert client.get("/v1/models").status_code == 401
+
+
+def test_no_page_script_writes_html(client):
+    """Answer text must reach the page as text: the scripts never assign HTML."""
+    for name in ("playground.js", "console.js", "markdown.js"):
+        source = client.get(f"/static/{name}").get_data(as_text=True)
+        assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write",
+                             source), name
+
+
+# --- the playground -----------------------------------------------------------------------------
+
+def _sign_in(page, kind, value=""):
+    page.select_option("[data-testid=credential-kind]", kind)
+    page.fill("[data-testid=credential]", value)
+    page.dispatch_event("[data-testid=credential]", "change")
+
+
+def _ask(page, prompt):
+    page.fill("[data-testid=prompt]", prompt)
+    page.press("[data-testid=prompt]", "Enter")
+
+
+def _answers(page):
+    return page.locator("article.message.assistant")
+
+
+def conversation_posts(emulator):
+    return [r.json for r in emulator.requests_to("/conversation") if r.method == "POST"]
+
+
+def test_playground_streams_an_answer_and_continues_the_conversation(
+        web_page, live_service, emulator, token, artifacts):
+    emulator.switches.chunk_delay = 0.03
+    emulator.switches.answer = ("Here is **bold** text and `code`, then a list:\n\n- one\n- two\n\n"
+                                "```python\nprint('hi')\n```\nThat is all for now, thanks.")
+    page = web_page
+    page.goto(live_service.url + "/")
+    _sign_in(page, "access", token)
+    page.wait_for_function("document.querySelector('[data-testid=model]').options.length > 1")
+    page.select_option("[data-testid=model]", "gpt-4o")
+    _ask(page, "Hello there")
+
+    # Streaming: part of the answer is on the page while the stream is still open.
+    partial = page.wait_for_function(
+        "() => { const body = document.querySelector('article.streaming .message-body');"
+        " return body && body.textContent.length > 0 && body.textContent; }").json_value()
+    assert partial and "That is all for now" not in partial
+    page.wait_for_selector("article.message.assistant:not(.streaming)")
+    first = _answers(page).first
+    assert first.locator("strong").inner_text() == "bold"
+    assert first.locator(".code-block code").inner_text() == "print('hi')"
+    assert first.locator("li").all_inner_texts() == ["one", "two"]
+    assert "gpt-4o" in first.locator(".message-head").inner_text()  # the model that answered
+    usage = first.locator(".message-foot").inner_text()
+    assert re.search(r"tokens: \d+ in, \d+ out, \d+ total", usage)
+
+    emulator.switches.answer = None  # "Echo: <prompt>"
+    _ask(page, "And a second question")
+    page.wait_for_function("document.querySelectorAll('article.message.assistant').length == 2 && "
+                           "!document.querySelector('article.streaming')")
+    second = _answers(page).nth(1).locator(".message-body").inner_text()
+    assert second == "Echo: And a second question"
+    first_post, second_post = conversation_posts(emulator)
+    assert "conversation_id" not in first_post
+    # The second turn continues the same web conversation, under the first answer.
+    conversation = emulator.conversations.get(second_post["conversation_id"])
+    parent = conversation.mapping[second_post["parent_message_id"]].message
+    assert parent["author"]["role"] == "assistant"
+    assert parent["content"]["parts"][0].startswith("Here is **bold**")
+    assert page.script_errors == []
+    page.screenshot(path=str(artifacts / "playground.png"), full_page=True)
+
+
+def test_playground_shows_errors_with_their_code(web_page, live_service, emulator, artifacts):
+    page = web_page
+    page.goto(live_service.url + "/")
+    _sign_in(page, "access", emulator.mint_access_token(exp_in=-60))
+    _ask(page, "Hello")
+    error = page.locator("[data-testid=error]")
+    error.wait_for(state="visible")
+    assert "token_expired" in error.inner_text() and "HTTP 401" in error.inner_text()
+    assert _answers(page).count() == 0
+
+    # An error inside a stream that had begun is shown too.
+    _sign_in(page, "access", emulator.mint_access_token())
+    emulator.switches.stream_error = "Something went wrong upstream"
+    _ask(page, "Hello again")
+    page.wait_for_function("document.querySelector('[data-testid=error]').innerText"
+                           ".includes('upstream')")
+    page.screenshot(path=str(artifacts / "playground-error.png"))
+
+
+def test_a_hostile_answer_is_shown_as_text_and_runs_nothing(web_page, live_service, emulator,
+                                                            token):
+    emulator.switches.answer = (
+        '<img src=x onerror="window.pwned=1"> <script>window.pwned=2</script> '
+        '[click](javascript:window.pwned=3) **<b onmouseover="window.pwned=4">x</b>**\n\n'
+        '```html\n<iframe srcdoc="<script>parent.pwned=5</script>"></iframe>\n```\n'
+        '[ok](https://example.com/)')
+    page = web_page
+    page.goto(live_service.url + "/")
+    _sign_in(page, "access", token)
+    _ask(page, "be hostile")
+    page.wait_for_selector("article.message.assistant:not(.streaming)")
+    body = _answers(page).first.locator(".message-body")
+    assert page.evaluate("window.pwned") is None
+    for tag in ("img", "script", "iframe", "b"):
+        assert body.locator(tag).count() == 0, tag
+    text = body.inner_text()
+    assert '<img src=x onerror="window.pwned=1">' in text and "<script>" in text
+    links = body.locator("a")
+    assert links.count() == 1 and links.first.get_attribute("href") == "https://example.com/"
+    assert "<iframe" in body.locator(".code-block code").inner_text()
+
+
+def test_the_pool_serves_a_visitor_who_brings_nothing(web_page, make_app, tmp_path, emulator):
+    accounts = tmp_path / "accounts.json"
+    accounts.write_text(json.dumps([{"name": "main",
+                                     "access_token": emulator.mint_access_token()}]))
+    server = LiveServer(make_app(ACCOUNTS_FILE=str(accounts)))
+    try:
+        page = web_page
+        page.goto(server.url + "/")
+        _sign_in(page, "none")
+        _ask(page, "from the pool")
+        page.wait_for_selector("article.message.assistant:not(.streaming)")
+        assert _answers(page).first.locator(".message-body").inner_text() == "Echo: from the pool"
+    finally:
+        server.stop()
+
+
+# --- the console --------------------------------------------------------------------------------
+
+@pytest.fixture
+def console_service(make_app, tmp_path, emulator):
+    accounts = tmp_path / "accounts.json"
+    accounts.write_text(json.dumps([
+        {"name": "alpha", "access_token": emulator.mint_access_token(email="a@example.com")},
+        {"name": "beta", "access_token": emulator.mint_access_token(email="b@example.com",
+                                                                    exp_in=7200)},
+    ]))
+    server = LiveServer(make_app(ACCOUNTS_FILE=str(accounts), ADMIN_KEY=ADMIN))
+    yield server
+    server.stop()
+
+
+def _row(page, account):
+    return page.locator(f"tr[data-account={account}]")
+
+
+def test_console_shows_accounts_and_runs_the_actions(web_page, console_service, artifacts):
+    page = web_page
+    page.goto(console_service.url + "/admin")
+    page.fill("[data-testid=admin-key]", "wrong key")
+    page.click("[data-testid=unlock]")
+    page.locator("[data-testid=error]").wait_for(state="visible")
+    assert "invalid_admin_key" in page.locator("[data-testid=error]").inner_text()
+
+    page.fill("[data-testid=admin-key]", ADMIN)
+    page.click("[data-testid=unlock]")
+    _row(page, "alpha").wait_for()
+    assert _row(page, "alpha").locator("[data-testid=status]").inner_text() == "healthy"
+
+    # Re-check renews and tries the token; the expiry countdown appears and moves.
+    _row(page, "beta").locator("button[data-action=check]").click()
+    page.wait_for_function("() => /^1h \\d\\dm$/.test(document.querySelector("
+                           "'tr[data-account=beta] [data-testid=expires]').textContent)")
+
+    _row(page, "alpha").locator("button[data-action=disable]").click()
+    page.wait_for_function("() => document.querySelector('tr[data-account=alpha] "
+                           "[data-testid=status]').textContent === 'disabled'")
+    _row(page, "alpha").locator("button[data-action=enable]").click()
+    page.wait_for_function("() => document.querySelector('tr[data-account=alpha] "
+                           "[data-testid=status]').textContent === 'healthy'")
+    # The places the keys and relay parts will fill say so.
+    assert "Not available" in page.locator("[data-testid=keys]").inner_text()
+    assert "Not available" in page.locator("[data-testid=upstreams]").inner_text()
+    assert page.evaluate("sessionStorage.getItem('chatgpt_web.admin_key')") == ADMIN
+    assert page.evaluate("localStorage.length") == 0
+    page.screenshot(path=str(artifacts / "console.png"), full_page=True)
+
