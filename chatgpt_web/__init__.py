@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from . import access, observability
+from . import access, cors, observability
 from .api import intake
 from .config import Config
 from .errors import ApiError
@@ -50,15 +50,19 @@ def create_app(config: Config | Mapping[str, str] | None = None) -> Flask:
         log.warning("ACCOUNTS_FILE is set but API_KEYS is not: anyone who reaches this service "
                     "can use the pooled accounts")
 
-    from .api import admin, openai_compat, ops, pages, primary, relay_api
+    from .api import admin, conversations, openai_compat, ops, pages, primary, relay_api
     from .api.error_boundary import install_error_handlers
     observability.init_app(app)  # first: its route bookkeeping must run before the key guard
+    cors.init_app(app, config.cors_origins)  # before the key guard: preflights carry no key
     access.init_app(app)
     app.register_blueprint(ops.blueprint)
     app.register_blueprint(admin.blueprint)
     app.register_blueprint(pages.blueprint)
     app.register_blueprint(primary.blueprint)
+    app.register_blueprint(conversations.primary_face)  # /conversations...
+    app.register_blueprint(conversations.openai_face)  # /v1/conversations..., OpenAI envelope
     app.register_blueprint(openai_compat.blueprint)  # /v1/...: errors in the OpenAI envelope
+    app.register_blueprint(openai_compat.aliases)  # /chat/completions, /models: the same views
     app.register_blueprint(relay_api.blueprint)  # /v1 endpoints served by relay upstreams
     app.register_blueprint(relay_api.admin_blueprint)
     install_error_handlers(app, ApiError.to_dict)

@@ -108,6 +108,11 @@ def _require_client_key(keys: KeyRing) -> ClientKey:
     return client
 
 
+def client_key() -> ClientKey | None:
+    """The client key the current request presented (None when keys are off)."""
+    return g.get("client_key")
+
+
 def init_app(app: Flask) -> None:
     """Check keys and rate limits before every request; put RateLimit-* headers on every answer."""
     @app.before_request
@@ -122,6 +127,7 @@ def init_app(app: Flask) -> None:
         client = None
         if services.keys.enabled:
             client = _require_client_key(services.keys)
+        g.client_key = client
         if path not in UNLIMITED_PATHS:
             g.rate_limit = services.limiter.check(
                 client.id if client else None,

@@ -148,6 +148,15 @@ def http_url_list(raw: str) -> tuple[str, ...]:
     return values
 
 
+def origin_list(raw: str) -> tuple[str, ...]:
+    """Web origins (scheme://host[:port], no path), or "*" for any (CORS_ORIGINS)."""
+    values = tuple(value.rstrip("/") for value in text_list(raw))
+    for value in values:
+        if value != "*" and (not is_url(value, ("http", "https")) or urlsplit(value).path):
+            raise ConfigError("must hold origins like https://chat.example.com (or *)")
+    return values
+
+
 def proxy_url(raw: str) -> str | None:
     """A proxy URL (http, https, socks4 or socks5); never quoted: it may carry a password."""
     value = raw.strip()
@@ -284,6 +293,8 @@ class Config:
     # Shared state (tokens, account health, pins, counters) for several instances; unset: CACHE_DIR.
     redis_url: str | None = setting("REDIS_URL", redis_url, secret=True)
     redis_prefix: str = setting("REDIS_PREFIX", text, "chatgpt_web:")
+    # Origins whose web pages may call the API (cors.py); "*" for any, only with API keys.
+    cors_origins: tuple[str, ...] = setting("CORS_ORIGINS", origin_list, ())
     # --- limits on what a caller or an upstream may make the service read ---
     # Largest request body in bytes (413 beyond); unset: derived from MAX_PROMPT_CHARS, see
     # `request_body_limit`.
@@ -374,6 +385,9 @@ class Config:
                 spec.metadata["parse"](value)
             except ConfigError as problem:
                 found.append(f"{spec.metadata['env']} {problem}")
+        if "*" in self.cors_origins and not (self.api_keys or self.api_keys_file):
+            found.append("CORS_ORIGINS=* needs API_KEYS or API_KEYS_FILE: without keys any web "
+                         "page could use this service")
         return found
 
     def checked(self) -> Config:

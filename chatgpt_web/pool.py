@@ -42,6 +42,10 @@ from .upstream.endpoints import Upstream
 
 STATE_PREFIX = "pool:v1:account:"
 PIN_PREFIX = "pool:v1:pin:"
+# Which client key started a pooled conversation, and each key's conversations (id -> account),
+# so that a key manages only its own (api/conversations.py).
+OWNER_PREFIX = "pool:v1:owner:"
+OWNED_PREFIX = "pool:v1:owned:"
 STRIKES_PREFIX = "pool:v1:strikes:"
 # Refusals further apart than this do not add up.
 STRIKE_MEMORY = 24 * 3600
@@ -252,12 +256,33 @@ class AccountPool:
                            "start a new conversation", "conversation_account_gone")
         return account
 
+    def owner(self, conversation_id: str) -> str | None:
+        """The client key id that started `conversation_id` on the pool, if one did."""
+        return self.store.get(OWNER_PREFIX + conversation_id)
+
+    def owned(self, owner: str) -> dict[str, str]:
+        """The conversations `owner` started on the pool: {conversation id: account id}."""
+        stored = self.store.get(OWNED_PREFIX + owner)
+        return {conversation: account for conversation, account in
+                (stored.items() if isinstance(stored, dict) else ()) if account}
+
+    def forget(self, conversation_id: str, owner: str) -> None:
+        """Drop a deleted conversation's pin and ownership."""
+        self.store.merge(OWNED_PREFIX + owner, {conversation_id: None}, expire=PIN_TTL)
+        self.store.delete(OWNER_PREFIX + conversation_id)
+        self.store.delete(PIN_PREFIX + conversation_id)
+
+    def _own(self, conversation_id: str, account: Account, owner: str) -> None:
+        self.store.set(OWNER_PREFIX + conversation_id, owner, expire=PIN_TTL)
+        self.store.merge(OWNED_PREFIX + owner, {conversation_id: account.id}, expire=PIN_TTL)
+
     # --- answers -----------------------------------------------------------------------------
     def run(self, client: ConversationClient, request: ConversationRequest,
-            upstream: Upstream) -> Answer:
+            upstream: Upstream, *, owner: str | None = None) -> Answer:
         """Start `request` on a pooled account, moving on to the next one while nothing was sent.
 
-        A new conversation is pinned to the account that answered it.
+        A new conversation is pinned to the account that answered it, and recorded as `owner`'s
+        (a client key id) when one is given.
         """
         if request.conversation_id:
             account = self.pinned(request.conversation_id)
@@ -280,7 +305,7 @@ class AccountPool:
                 if _is_account_fault(error):
                     continue
                 raise
-            return self._pinning(answer, account, request.model)
+            return self._pinning(answer, account, request.model, owner)
 
     def _attempt(self, account: Account, client: ConversationClient, request: ConversationRequest,
                  upstream: Upstream) -> Answer:
@@ -306,10 +331,13 @@ class AccountPool:
                 self._update(account, strikes=0)
             return answer
 
-    def _pinning(self, answer: Answer, account: Account, model: str) -> Answer:
+    def _pinning(self, answer: Answer, account: Account, model: str,
+                 owner: str | None = None) -> Answer:
         def pin(completion) -> None:
             if completion.conversation_id:
                 self.pin(completion.conversation_id, account)
+                if owner:
+                    self._own(completion.conversation_id, account, owner)
             self._note_model(account, model, completion.model_slug)
         answer.on_complete(pin)
         return answer

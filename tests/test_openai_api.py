@@ -419,7 +419,8 @@ def test_unknown_v1_url_and_bad_json_use_the_envelope(live_service, token):
                                          "Content-Type": "application/json"}, timeout=30)
     assert unknown.status_code == 404
     assert unknown.json()["error"]["message"] == "Invalid URL (POST /v1/completions)"
-    assert wrong_method.status_code == 404 and wrong_method.json()["error"]["type"] == "not_found_error"
+    assert wrong_method.status_code == 405 and wrong_method.headers["Allow"] == "POST"
+    assert wrong_method.json()["error"]["code"] == "method_not_allowed"
     assert bad_json.status_code == 400 and bad_json.json()["error"]["code"] == "invalid_json"
 
 

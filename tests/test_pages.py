@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -105,6 +106,13 @@ def test_playground_streams_an_answer_and_continues_the_conversation(
     parent = conversation.mapping[second_post["parent_message_id"]].message
     assert parent["author"]["role"] == "assistant"
     assert parent["content"]["parts"][0].startswith("Here is **bold**")
+    # The conversation's title, and its export as markdown.
+    page.wait_for_function("document.querySelector('[data-testid=title]').textContent"
+                           " === 'Hello there'")
+    with page.expect_download() as download:
+        page.click("[data-testid=export]")
+    exported = Path(download.value.path()).read_text()
+    assert exported.startswith("# Hello there") and "## User\n\nAnd a second question" in exported
     assert page.script_errors == []
     page.screenshot(path=str(artifacts / "playground.png"), full_page=True)
 

@@ -173,11 +173,11 @@ def test_a_stalled_stream_ends_after_the_idle_timeout(relay_service, fake_openai
 
 def test_a_slow_first_event_commits_and_pings(relay_service, fake_openai):
     service = relay_service(RELAY_COMMIT_AFTER="0.3", RELAY_PING_INTERVAL="0.2")
-    fake_openai.fault("*", "slow_first_event:1.2")
+    fake_openai.fault("*", "slow_first_event:2.5")  # far beyond the commit: a loaded machine
     status, _, body = raw(service, "/v1/chat/completions", {
         "model": "gpt-4o", "messages": MESSAGES, "stream": True})
     assert status == 200 and body.startswith(b": ping\n\n") and body.endswith(b"[DONE]\n\n")
-    fake_openai.fault("*", "slow_first_event:1.2")
+    fake_openai.fault("*", "slow_first_event:1")
     chunks = list(sdk(service).chat.completions.create(model="gpt-4o", messages=MESSAGES,
                                                        stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) \

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..access import bearer
+from ..access import bearer, client_key
 from ..answers import Answer
 from ..errors import ServiceUnavailable, Unauthorized
 from ..pool import AccountPool
@@ -29,6 +29,8 @@ class Grant:
     access_token: str | None
     upstream: Upstream
     pool: AccountPool | None = None
+    # The client key id a pooled answer runs for: its new conversations are recorded as its own.
+    owner: str | None = None
 
     def start_answer(self, client: ConversationClient, request: ConversationRequest) -> Answer:
         """Start the answer on the caller's token, or on a pooled account with failover.
@@ -36,7 +38,7 @@ class Grant:
         :raise ApiError: the answer failed before its first item (see answers.Answer.start).
         """
         if self.pool is not None:
-            return self.pool.run(client, request, self.upstream)
+            return self.pool.run(client, request, self.upstream, owner=self.owner)
         return Answer.start(client, self.access_token, request, self.upstream)
 
 
@@ -85,7 +87,7 @@ def authenticate(services: Services) -> Grant:
         if services.pool is None:
             raise ServiceUnavailable("API keys are enabled but no ACCOUNTS_FILE holds accounts to "
                                      "serve them", "no_account_available")
-        return Grant(None, upstream, services.pool)
+        return Grant(None, upstream, services.pool, owner=client_key().id)
     if _pool_serves_anyone(services):
         return Grant(None, upstream, services.pool)
     access_token = bearer_token()

@@ -19,7 +19,8 @@ import time
 import uuid
 from collections.abc import Iterator
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from .. import models, usage
 from ..answers import Answer
@@ -34,6 +35,8 @@ from .error_boundary import install_error_handlers, streamed_error
 from .openai_messages import messages_to_send, to_web_messages
 
 blueprint = Blueprint("openai", __name__, url_prefix="/v1")
+# Several clients drop the /v1 prefix (a base URL without it): the same views, without it.
+aliases = Blueprint("openai_aliases", __name__)
 
 # The official `type` of an error by HTTP status.
 ERROR_TYPES = {
@@ -62,6 +65,7 @@ def error_body(error: ApiError) -> dict:
 
 
 install_error_handlers(blueprint, error_body)
+install_error_handlers(aliases, error_body)
 
 
 def _json_body() -> dict:
@@ -148,6 +152,7 @@ class _Reply:
 
 
 @blueprint.post("/chat/completions")
+@aliases.post("/chat/completions")
 def chat_completions():
     """Answer a chat in the official shape, streamed as chunks when `stream` is true."""
     services = current()
@@ -208,6 +213,7 @@ def _stream_chunks(answer: Answer, reply: _Reply) -> Iterator[bytes]:
 
 
 @blueprint.get("/models")
+@aliases.get("/models")
 def list_models():
     """Every model name the service accepts, in the official list shape."""
     services = current()
@@ -227,7 +233,37 @@ def get_model(model_id: str):
     return jsonify(models.resolve(model_id, extra_slugs=(services.config.default_model,)).to_dict())
 
 
-@blueprint.route("/<path:unknown>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
-def unknown_url(unknown: str):
-    """Unknown /v1 URLs (or methods) answer in the official envelope too, as the official API."""
-    raise NotFound(f"Invalid URL ({request.method} /v1/{unknown})", "unknown_url")
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+@blueprint.route("/<path:unknown>", methods=_METHODS)
+@aliases.route("/chat/completions", methods=[m for m in _METHODS if m != "POST"])
+@aliases.route("/models", methods=[m for m in _METHODS if m != "GET"])
+def unknown_url(unknown: str | None = None):
+    """Unknown /v1 URLs answer 404, known ones with another method 405, in the official envelope.
+
+    This catch-all also matches the known URLs for the methods they do not take (werkzeug prefers
+    a rule that takes the method), so it looks up which methods the other rules accept.
+    """
+    allowed = _methods_elsewhere(request.path)
+    if allowed:
+        error = ApiError(f"{request.method} is not allowed on {request.path}: use "
+                         f"{' or '.join(allowed)}", "method_not_allowed",
+                         headers={"Allow": ", ".join(allowed)})
+        error.status = 405
+        raise error
+    raise NotFound(f"Invalid URL ({request.method} {request.path})", "unknown_url")
+
+
+def _methods_elsewhere(path: str) -> list[str]:
+    """The methods that rules other than this catch-all accept at `path`."""
+    adapter = current_app.url_map.bind("localhost")
+    allowed = []
+    for method in _METHODS:
+        try:
+            endpoint, _ = adapter.match(path, method=method)
+        except HTTPException:
+            continue
+        if endpoint != request.endpoint:
+            allowed.append(method)
+    return allowed

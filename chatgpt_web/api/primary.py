@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
+from ..access import client_key
 from ..answers import Answer
 from ..errors import ApiError, BadRequest, PayloadTooLarge
 from ..services import current
@@ -71,7 +72,8 @@ def _grant(fields: dict, reverse_proxy: str | None) -> Grant:
             # A pooled account's token must never be handed to a proxy the operator did not allow.
             raise BadRequest("with pooled accounts, reverse_proxy must start with a prefix listed "
                              "in CHATGPT_ALLOWED_PROXIES", "reverse_proxy_not_allowed")
-        return Grant(None, upstream, services.pool)
+        key = client_key()
+        return Grant(None, upstream, services.pool, owner=key.id if key else None)
     source = _one_source({name: bool(value) for name, value in given.items()},
                          "access_token, session_token or refresh_token")
     if source == "access_token":

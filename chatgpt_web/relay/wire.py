@@ -36,11 +36,24 @@ class TransportFailure(Exception):
         self.code = code
 
 
+class _ThreadMulti:
+    """A thread's multi handle, cleaned up (closing its cached connections) when the thread ends
+    and its thread-local storage is dropped (servers that start a thread per request)."""
+
+    def __init__(self) -> None:
+        self.handle = lib.curl_multi_init()
+
+    def __del__(self) -> None:
+        if self.handle != ffi.NULL:
+            lib.curl_multi_cleanup(self.handle)
+            self.handle = ffi.NULL
+
+
 def _multi():
-    multi = getattr(_local, "multi", None)
-    if multi is None:
-        multi = _local.multi = lib.curl_multi_init()
-    return multi
+    holder = getattr(_local, "multi", None)
+    if holder is None:
+        holder = _local.multi = _ThreadMulti()
+    return holder.handle
 
 
 class Exchange:

@@ -213,6 +213,8 @@ async function send(prompt) {
     }
     render(answer, text);
     chat.messages.push({ role: "assistant", content: text });
+    $("export").hidden = !chat.conversationId;
+    if ($("title").textContent === "New chat" && chat.conversationId) fetchTitle();
   } catch (error) {
     render(answer, text);
     chat.messages.pop(); // the turn failed: it is not part of the conversation
@@ -222,6 +224,33 @@ async function send(prompt) {
   } finally {
     answer.item.classList.remove("streaming");
     busy(false);
+  }
+}
+
+// The title the upstream gave the conversation, when the answer did not carry it (reading a
+// conversation costs no message quota). Without a way to read conversations it simply stays.
+async function fetchTitle() {
+  try {
+    const response = await fetch("/v1/conversations/" + encodeURIComponent(chat.conversationId),
+                                 { headers: await authorization() });
+    if (response.ok) setTitle((await response.json()).title);
+  } catch (_) { /* the title is a nicety */ }
+}
+
+// Download the conversation as markdown (GET /v1/conversations/<id>/export).
+async function exportMarkdown() {
+  clearError();
+  try {
+    const response = await fetch("/v1/conversations/" + encodeURIComponent(chat.conversationId)
+                                 + "/export?format=markdown", { headers: await authorization() });
+    if (!response.ok) throw apiError(response.status, await readJson(response));
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(await response.blob());
+    link.download = "conversation-" + chat.conversationId + ".md";
+    link.click();
+    setTimeout(() => URL.revokeObjectURL(link.href), 1000);
+  } catch (error) {
+    showError(error);
   }
 }
 
@@ -237,6 +266,7 @@ function newChat() {
   $("log").querySelectorAll(".message").forEach((node) => node.remove());
   $("hint").hidden = false;
   $("title").textContent = "New chat";
+  $("export").hidden = true;
   clearError();
 }
 
@@ -254,6 +284,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("credential").addEventListener("change", changed);
   $("remember").addEventListener("change", storeCredential);
   $("new-chat").addEventListener("click", newChat);
+  $("export").addEventListener("click", exportMarkdown);
   $("stop").addEventListener("click", () => chat.controller && chat.controller.abort());
   $("composer").addEventListener("submit", (event) => {
     event.preventDefault();

@@ -7,7 +7,7 @@
     POST  {api}/conversation/gen_title/{id}  {"message_id", "model"}  -> {"title": "..."}, or
           {"message": "Conversation <id> already has title '<title>'"}
 
-docs/conversations.md describes what the service builds on them. These calls cost no message
+README ("Managing conversations") describes what the service builds on them. They cost no message
 quota, which is why the operator console's "re-check" uses the list as its probe.
 """
 from __future__ import annotations

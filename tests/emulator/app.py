@@ -10,7 +10,7 @@ import time
 from flask import Blueprint, Flask, request
 from werkzeug.exceptions import HTTPException
 
-from . import account_check, backend
+from . import account_check, backend, titles
 from .failures import json_response
 
 # Both conventions of protocol §9: the real path and the fakeopen-style `/api` proxies.
@@ -66,6 +66,9 @@ def create_emulator_app(emulator) -> Flask:
                                name="backend" + prefix.replace("/", "_").replace("-", "_"))
         app.register_blueprint(account_check.blueprint, url_prefix=prefix,
                                name="account_check" + prefix.replace("/", "_").replace("-", "_"))
+        # Title generation lives beside backend.py (titles.py).
+        app.register_blueprint(titles.blueprint, url_prefix=prefix,
+                               name="titles" + prefix.replace("/", "_").replace("-", "_"))
     app.register_blueprint(home)
     app.register_blueprint(emulator.auth.blueprint())
     return app
