@@ -6,10 +6,11 @@ Used by the Docker image, `python -m chatgpt_web` and bench/concurrency.py:
 
 Every value can be overridden by the environment variable named beside it (README, "Server").
 
-Worker model: gthread. curl_cffi blocks its thread while it reads the upstream, and gevent or
-eventlet cannot make that cooperative, so each open stream holds one thread for its whole life.
-Capacity is therefore WEB_CONCURRENCY x GUNICORN_THREADS simultaneous requests; threads are
-started on demand, so a high ceiling costs nothing while idle.
+Worker model: gthread, reading each request whole before a thread takes it
+(chatgpt_web/buffered_worker.py). curl_cffi blocks its thread while it reads the upstream, and
+gevent or eventlet cannot make that cooperative, so each open stream holds one thread for its
+whole life. Capacity is therefore WEB_CONCURRENCY x GUNICORN_THREADS simultaneous requests;
+threads are started on demand, so a high ceiling costs nothing while idle.
 """
 import glob
 import os
@@ -20,7 +21,10 @@ _PORT = os.environ.get("PORT", "3000")
 
 # GUNICORN_BIND: full address list, e.g. "127.0.0.1:8000" (tests bind to loopback only).
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{_PORT}").split(",")
-worker_class = "gthread"
+# gthread, with each request read whole by the worker's event loop before a thread takes it, so
+# slow or stalled clients cost no thread; REQUEST_HEADER_TIMEOUT, REQUEST_BODY_TIMEOUT and
+# MAX_CONNECTIONS_PER_IP bound them (chatgpt_web/buffered_worker.py, README "Server").
+worker_class = "chatgpt_web.buffered_worker.BufferedThreadWorker"
 # WEB_CONCURRENCY: worker processes. One per core: the GIL lets a process use about one core.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # GUNICORN_THREADS: simultaneous requests (open streams) per worker.

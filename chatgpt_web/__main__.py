@@ -1,16 +1,9 @@
-"""`python -m chatgpt_web`: serve the app with gunicorn and gunicorn.conf.py (threads, streaming)."""
+"""`python -m chatgpt_web [command]`: the command line (cli.py); with no command, serve."""
 from __future__ import annotations
 
-import os
 import sys
 
-
-def main() -> None:
-    """Start gunicorn on $PORT (default 3000) with the repository's gunicorn.conf.py."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    os.chdir(root)
-    os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"])
-
+from .cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -305,6 +305,12 @@ class Config:
     # caller may point reverse_proxy at a server it controls.
     max_upstream_event_bytes: int = setting("MAX_UPSTREAM_EVENT_BYTES", positive_int, 1 << 20)
     max_upstream_answer_bytes: int = setting("MAX_UPSTREAM_ANSWER_BYTES", positive_int, 32 << 20)
+    # --- slow clients (buffered_worker.py, the gunicorn worker) ---
+    # Seconds a request's headers may take to arrive, and then its body (408 and closed beyond).
+    request_header_timeout: float = setting("REQUEST_HEADER_TIMEOUT", positive_float, 10.0)
+    request_body_timeout: float = setting("REQUEST_BODY_TIMEOUT", positive_float, 30.0)
+    # Connections one client address may hold per worker process (0: no cap).
+    max_connections_per_ip: int = setting("MAX_CONNECTIONS_PER_IP", non_negative_int, 64)
     # --- relay: OpenAI-compatible upstreams beside the web accounts (relay/, docs/relay.md) ---
     # JSON file of upstreams, keys and model routes; the relay is off without it.
     upstreams_file: str | None = setting("UPSTREAMS_FILE", optional_text)

@@ -338,23 +338,28 @@ class AccountPool:
                 self.pin(completion.conversation_id, account)
                 if owner:
                     self._own(completion.conversation_id, account, owner)
-            self._note_model(account, model, completion.model_slug)
+            self._note_model(account, model, completion.model_slug,
+                             completion.banner.name if completion.banner else None)
         answer.on_complete(pin)
         return answer
 
-    def _note_model(self, account: Account, requested: str, served: str | None) -> None:
+    def _note_model(self, account: Account, requested: str, served: str | None,
+                    banner: str | None = None) -> None:
         """Flag a silent downgrade: the account answered with another model than the one asked
-        for ("auto" lets the upstream choose, so it is never one). Cleared when it serves the
-        requested model again."""
-        if not served or requested == "auto":
+        for ("auto" lets the upstream choose, so it is never one), or the upstream showed the
+        account_sharing_degrade banner. Cleared when it serves the requested model again."""
+        degraded = banner == "account_sharing_degrade"
+        if not degraded and (not served or requested == "auto"):
             return
         # A dated snapshot of the requested model (gpt-4o-2024-08-06) is the same model.
-        downgraded = served != requested and not re.fullmatch(
-            re.escape(requested) + r"-\d{4}-\d{2}-\d{2}", served)
+        downgraded = degraded or (requested != "auto" and served != requested and not re.fullmatch(
+            re.escape(requested) + r"-\d{4}-\d{2}-\d{2}", served or ""))
         flagged = self.state(account).get("downgraded")
         if downgraded:
-            self._update(account, downgraded={"requested": requested, "served": served,
-                                              "at": self._clock()})
+            flag = {"requested": requested, "served": served, "at": self._clock()}
+            if degraded:
+                flag["banner"] = banner
+            self._update(account, downgraded=flag)
         elif flagged:
             self._update(account, downgraded=None)
 

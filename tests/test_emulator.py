@@ -12,7 +12,8 @@ import pytest
 from curl_cffi import requests as curl_requests
 from curl_cffi.requests.exceptions import RequestException
 
-from tests.emulator import Switches, streams
+from tests.emulator import Switches, streams, turns
+from tests.emulator.conversations import ConversationStore
 from tests.emulator.failures import FAILURES
 from tests.service_fixtures import FIXTURES_DIR
 
@@ -125,7 +126,7 @@ def payloads(raw: bytes) -> list:
 
 
 def reduce_v1(raw: bytes) -> dict[int, dict]:
-    """The channel objects after applying every delta (the reducer of protocol §3.3)."""
+    """The channel objects after applying every delta (docs/protocol.md, the stream grammar)."""
     channels: dict[int, dict] = {}
     state = {"p": None, "o": None, "c": None}
 
@@ -153,6 +154,8 @@ def reduce_v1(raw: bytes) -> dict[int, dict]:
         if name != "delta":
             continue
         delta = json.loads(data)
+        if "p" not in delta and isinstance(delta["v"], dict) and "message" in delta["v"]:
+            state.update(p="", o="add")  # a snapshot without p/o
         state.update({k: delta[k] for k in ("p", "o", "c") if k in delta})
         apply(state["c"], state["p"], state["o"], delta["v"])
     return channels
@@ -388,8 +391,14 @@ def test_legacy_stream_has_pings_unless_switched_off(emulator):
     assert sse_events(raw, keep_pings=True) == sse_events(raw)
 
 
-def test_v1_stream_follows_the_capture(emulator):
-    raw = Chat(emulator).send("give me a list", v1=True).content
+def planned_turn(text: str, switches: Switches | None = None, **fields) -> streams.Turn:
+    """The Turn the emulator would stream for a new conversation saying `text`."""
+    request = turns.parse(body(text, v1=True, **fields))
+    return turns.apply(ConversationStore(), "owner", request, switches or Switches())
+
+
+def test_the_2024_v1_stream_follows_the_capture():
+    raw = b"".join(streams.v1_events_2024(planned_turn("give me a list"), "resume-token"))
     events = sse_events(raw)
     assert events[0] == ("delta_encoding", '"v1"')
     assert events[-1] == (None, "[DONE]")
@@ -440,7 +449,7 @@ def test_words_per_delta_sets_the_granularity(emulator):
     emulator.switches.answer = "one two three four five six"
     emulator.switches.words_per_delta = 3
     deltas = [d for n, d in sse_events(Chat(emulator).send(v1=True).content) if n == "delta"]
-    appends = [json.loads(d)["v"] for d in deltas[3:-1]]
+    appends = [json.loads(d)["v"] for d in deltas[2:-1]]  # after the system and answer snapshots
     assert appends == ["one two three "]
 
 

@@ -48,7 +48,7 @@ def test_gunicorn_config_loads_and_follows_the_environment(tmp_path):
         [sys.executable, "-m", "gunicorn", "--print-config", "-c", "gunicorn.conf.py", "wsgi:app"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=30, check=True).stdout
     settings = dict(re.findall(r"^(\w+)\s+= (.*)$", printed, re.M))
-    assert settings["worker_class"] == "gthread"
+    assert settings["worker_class"] == "chatgpt_web.buffered_worker.BufferedThreadWorker"
     assert (settings["workers"], settings["threads"], settings["timeout"]) == ("3", "7", "42")
     assert settings["bind"] == "['0.0.0.0:4321']"
     assert settings["accesslog"] == "None"
@@ -70,7 +70,7 @@ def test_python_m_chatgpt_web_serves_on_port_and_passes_the_docker_healthcheck(t
         assert healthy.returncode == 0, healthy.stderr
     finally:
         log = server.stop()
-    assert "gthread" in log
+    assert "BufferedThreadWorker" in log  # gthread, reading requests whole first
     unhealthy = subprocess.run(check, env={**os.environ, "PORT": str(port)}, timeout=10,
                                capture_output=True)
     assert unhealthy.returncode != 0

@@ -109,13 +109,17 @@ def get_access_token():
 
 
 def _answer_object(completion: Completion) -> dict:
+    # `title`: what the upstream named a new conversation; `model`: the model that answered,
+    # which may differ from the one asked for (a downgraded account, "auto").
     return {"text": completion.text, "conversation_id": completion.conversation_id,
-            "parent_message_id": completion.message_id}
+            "parent_message_id": completion.message_id, "title": completion.title,
+            "model": completion.model_slug}
 
 
 @blueprint.post("/send_message")
 def send_message():
-    """Send `prompt` to ChatGPT; answer `{text, conversation_id, parent_message_id}` or stream it."""
+    """Send `prompt` to ChatGPT; answer `{text, conversation_id, parent_message_id, title, model}`
+    or stream it."""
     services = current()
     config = services.config
     fields = f.read_fields()

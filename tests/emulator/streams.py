@@ -1,4 +1,15 @@
-"""The conversation answer as server-sent events: legacy (protocol §3.2) and delta v1 (§3.3).
+"""The conversation answer as server-sent events, in the formats docs/protocol.md describes.
+
+* `events_2026`: the 2026 delta-encoded turn, frame for frame: `delta_encoding` header, resume
+  token (`kind: "topic"`), hidden system snapshot (`c: 0`), `input_message`, assistant snapshot
+  (`c: 1`, no p/o), markers, an `append` then bare `{"v"}` continuations, a terminal `patch`
+  batch, `title_generation`, `server_ste_metadata`, `message_stream_complete`,
+  `conversation_detail_metadata`, `[DONE]`; with a reasoning turn (thoughts in the analysis
+  channel, a recap, then the final channel), the downgrade banner, `max_tokens`, an in-band error
+  and a blocked moderation. `handoff_leg` / `resumed_leg` split a turn across a hand-off.
+* `v1_events_2024`: the delta stream as the January 2026 capture shows it (tests/fixtures), which
+  the 2024 dialect serves.
+* `legacy_events`: every event repeats the whole message so far.
 
 Writers turn a planned `Turn` into complete SSE events (bytes); `rechunk` then cuts the byte stream
 at arbitrary points, the way TCP delivers it. Framing follows the real server: JSON written by
@@ -6,9 +17,9 @@ Python's default encoder (", " and ": " separators, non-ASCII escaped), `event:`
 server sends them, and a blank line after every event.
 
 In-stream faults: `error` puts `{"message": null, "conversation_id": ..., "error": "<text>"}`
-halfway through the answer, then `[DONE]` (the same object in both formats; the envelope of every
-legacy/v1 message carries this `error` key). A blocked moderation withholds the assistant message
-and sends a `type: "moderation"` event with the keys ninja's Dec-2023 capture shows.
+halfway through the answer, then `[DONE]` (the same object in every format; the envelope of every
+message carries this `error` key). A blocked moderation withholds the assistant message and sends
+a `type: "moderation"` event with the keys ninja's Dec-2023 capture shows.
 """
 from __future__ import annotations
 
@@ -16,9 +27,11 @@ import json
 import random
 import re
 import secrets
+import time
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 STOP = {"type": "stop", "stop_tokens": [200002]}
 MAX_TOKENS = {"type": "max_tokens"}
@@ -39,6 +52,10 @@ class Turn:
     title: str | None = None      # sent as title_generation (v1) for a new conversation
     is_new: bool = False
     request_id: str = field(default_factory=lambda: secrets.token_hex(16))
+    dialect: str = "2026"
+    reasoning: str | None = None   # thoughts streamed before the answer (a reasoning turn)
+    served_model: str | None = None  # the slug server_ste_metadata names, when not model_slug
+    degraded: bool = False         # conversation_detail_metadata carries the downgrade banner
 
 
 def sse(data: str, event: str | None = None) -> bytes:
@@ -138,6 +155,14 @@ class _Deltas:
 
 def v1_events(turn: Turn, resume_token: str, words_per_delta: int = 1,
               error: str | None = None) -> Iterator[bytes]:
+    """The delta-encoded stream of the turn's dialect."""
+    if turn.dialect == "2024":
+        return v1_events_2024(turn, resume_token, words_per_delta, error)
+    return events_2026(turn, resume_token, words_per_delta, error)
+
+
+def v1_events_2024(turn: Turn, resume_token: str, words_per_delta: int = 1,
+                   error: str | None = None) -> Iterator[bytes]:
     """The delta-encoded stream, structured like tests/fixtures/delta-v1-capture.txt."""
     cid = turn.conversation_id
     delta = _Deltas()
@@ -192,6 +217,181 @@ def v1_events(turn: Turn, resume_token: str, words_per_delta: int = 1,
     if turn.title:
         yield sse_json({"type": "title_generation", "title": turn.title, "conversation_id": cid})
     yield DONE
+
+
+# --- the 2026 turn --------------------------------------------------------------------------------
+
+RECAP = "Thought for 2s"
+THOUGHT_SUMMARY = "Thinking it over"
+
+
+def _frame(payload) -> bytes:
+    """A typed frame: `data:` only, no `event:` line."""
+    return sse_json(payload)
+
+
+def _delta(payload) -> bytes:
+    return sse_json(payload, event="delta")
+
+
+def _preamble_2026(turn: Turn, resume_token: str) -> Iterator[bytes]:
+    """Header, resume token, the system snapshots (`c` from 0) and the user's message echoed."""
+    cid = turn.conversation_id
+    yield sse_json("v1", event="delta_encoding")
+    yield _frame({"type": "resume_conversation_token", "kind": "topic", "token": resume_token,
+                  "conversation_id": cid})
+    for channel, message in enumerate(_system_messages(turn)):
+        yield _delta({"p": "", "o": "add", "v": _envelope(message, cid, v1=False), "c": channel})
+    if turn.input_message is not None:
+        echo = {**turn.input_message, "metadata": {**turn.input_message.get("metadata", {}),
+                                                   "resolved_model_slug": turn.model_slug}}
+        yield _frame({"type": "input_message", "input_message": echo, "conversation_id": cid})
+
+
+def _system_messages(turn: Turn) -> list[dict]:
+    return [m for m in turn.echoed if m["author"]["role"] == "system"]
+
+
+def _reasoning_2026(turn: Turn, channel: int, words_per_delta: int) -> Iterator[bytes]:
+    """A thoughts message (analysis channel) streamed piece by piece, then its recap."""
+    cid = turn.conversation_id
+    thoughts_id, recap_id = str(uuid.uuid4()), str(uuid.uuid4())
+    thinking = {"id": thoughts_id, "author": {"role": "assistant", "name": None, "metadata": {}},
+                "create_time": time.time(), "update_time": None,
+                "content": {"content_type": "thoughts", "thoughts": [],
+                            "source_analysis_msg_id": str(uuid.uuid4())},
+                "status": "in_progress", "end_turn": None, "weight": 1.0,
+                "metadata": {"model_slug": turn.model_slug, "reasoning_status": "is_reasoning"},
+                "recipient": "all", "channel": "analysis"}
+    yield _delta({"v": {"message": thinking, "conversation_id": cid}, "c": channel})
+    yield _frame({"type": "message_marker", "conversation_id": cid, "message_id": thoughts_id,
+                  "marker": "cot_token", "event": "first"})
+    yield _delta({"p": "/message/content/thoughts", "o": "append",
+                  "v": [{"summary": THOUGHT_SUMMARY, "content": "", "chunks": [],
+                         "finished": False}]})
+    for index, piece in enumerate(split_words(turn.reasoning or "", words_per_delta)):
+        if index == 0:
+            yield _delta({"p": "/message/content/thoughts/0/content", "o": "append", "v": piece})
+        else:
+            yield _delta({"v": piece})
+    yield _delta({"p": "", "o": "patch", "v": [
+        {"p": "/message/content/thoughts/0/finished", "o": "replace", "v": True},
+        {"p": "/message/status", "o": "replace", "v": "finished_successfully"}]})
+    recap = {**thinking, "id": recap_id, "status": "finished_successfully",
+             "content": {"content_type": "reasoning_recap", "content": RECAP},
+             "metadata": {"model_slug": turn.model_slug, "reasoning_status": "reasoning_ended"}}
+    yield _delta({"v": {"message": recap, "conversation_id": cid}, "c": channel + 1})
+
+
+def _answer_2026(turn: Turn, words_per_delta: int, error: str | None,
+                 offset: int = 0) -> Iterator[bytes]:
+    """The answer part of a 2026 turn; `offset` text frames are folded into its snapshot."""
+    cid = turn.conversation_id
+    channel = len(_system_messages(turn))
+    if turn.assistant is None:
+        yield _frame(_moderation(turn, blocked=True))
+        yield _frame({"type": "message_stream_complete", "conversation_id": cid})
+        yield DONE
+        return
+    if turn.reasoning is not None and offset == 0:
+        yield from _reasoning_2026(turn, channel, words_per_delta)
+    if turn.reasoning is not None:
+        channel += 2
+    answer = turn.assistant
+    *streamed, last = split_words(turn.new_text, words_per_delta) or [""]
+    offset = max(0, min(offset, len(streamed)))
+    progress = _in_progress(answer, turn.previous_text + "".join(streamed[:offset]), legacy=False)
+    progress["channel"] = "final"
+    yield _delta({"v": {"message": progress, "conversation_id": cid}, "c": channel})
+    yield _frame({"type": "message_marker", "conversation_id": cid, "message_id": answer["id"],
+                  "marker": "final_channel_token" if turn.reasoning is not None
+                  else "user_visible_token", "event": "first"})
+    rest = streamed[offset:]
+    for index, piece in enumerate(rest):
+        if error is not None and index == len(rest) // 2:
+            break
+        if index == 0:
+            yield _delta({"p": "/message/content/parts/0", "o": "append", "v": piece})
+        else:
+            yield _delta({"v": piece})
+    if error is not None:
+        yield _error(turn, error)
+        yield DONE
+        return
+    # The last piece travels inside the closing patch batch, as in the capture.
+    yield _delta({"p": "", "o": "patch", "v": [
+        {"p": "/message/content/parts/0", "o": "append", "v": last},
+        {"p": "/message/status", "o": "replace", "v": "finished_successfully"},
+        {"p": "/message/end_turn", "o": "replace", "v": answer["end_turn"]},
+        {"p": "/message/metadata", "o": "append",
+         "v": {"is_complete": True, "finish_details": answer["metadata"]["finish_details"]}}]})
+    yield _frame({"type": "message_marker", "marker": "last_token", "event": "last"})
+    if turn.title:
+        yield _frame({"type": "title_generation", "title": turn.title, "conversation_id": cid})
+    yield _frame({"type": "server_ste_metadata", "metadata": _server_metadata(turn),
+                  "conversation_id": cid})
+    yield _frame({"type": "message_stream_complete", "conversation_id": cid})
+    yield _frame(_conversation_detail(turn))
+    yield DONE
+
+
+def _server_metadata(turn: Turn) -> dict:
+    answer = turn.assistant or {}
+    return {
+        "conduit_prewarmed": False, "plan_type": "free", "plan_type_bucket": "free",
+        "user_agent": "web_desktop", "tool_name": None, "tool_invoked": False,
+        "fast_convo": turn.reasoning is None, "warmup_state": "warm",
+        "is_first_turn": turn.is_new, "cluster_region": "emulator",
+        "model_slug": turn.served_model or turn.model_slug,
+        "did_auto_switch_to_reasoning": False, "is_autoswitcher_enabled": True,
+        "is_search": None, "message_id": answer.get("id"), "request_id": turn.request_id,
+        "turn_exchange_id": answer.get("metadata", {}).get("turn_exchange_id"),
+        "turn_trace_id": str(uuid.uuid4()), "resume_with_websockets": False,
+        "streaming_async_status": False, "temporal_conversation_turn": False,
+    }
+
+
+def _conversation_detail(turn: Turn) -> dict:
+    tomorrow = datetime.fromtimestamp(time.time() + 86400, UTC).isoformat()
+    banner = {"name": "account_sharing_degrade",
+              "title": "Your account is limited to a lighter model for now",
+              "resets_after": tomorrow} if turn.degraded else None
+    return {"type": "conversation_detail_metadata", "banner_info": banner,
+            "blocked_features": [], "model_limits": [],
+            "limits_progress": [{"feature_name": "file_upload", "remaining": 10,
+                                 "reset_after": tomorrow}],
+            "default_model_slug": "auto", "intended_default_model_slug": "auto",
+            "atlas_mode_enabled": False, "file_attachment_limits": {"max_size_mb": 512},
+            "conversation_id": turn.conversation_id}
+
+
+def events_2026(turn: Turn, resume_token: str, words_per_delta: int = 1,
+                error: str | None = None) -> Iterator[bytes]:
+    """The whole 2026 turn (see the module docstring)."""
+    yield from _preamble_2026(turn, resume_token)
+    yield from _answer_2026(turn, words_per_delta, error)
+
+
+def handoff_leg(turn: Turn, resume_token: str) -> Iterator[bytes]:
+    """The first leg of a handed-off turn: the preamble, `stream_handoff` offering both
+    transports, and no answer text."""
+    cid = turn.conversation_id
+    exchange = (turn.assistant or {}).get("metadata", {}).get("turn_exchange_id") \
+        or str(uuid.uuid4())
+    topic = f"conversation-turn-{exchange}"
+    yield from _preamble_2026(turn, resume_token)
+    yield _frame({"type": "stream_handoff", "conversation_id": cid, "turn_exchange_id": exchange,
+                  "options": [{"type": "subscribe_ws_topic", "topic_id": topic},
+                              {"type": "resume_sse_endpoint", "topic_id": topic}]})
+    yield DONE
+
+
+def resumed_leg(turn: Turn, resume_token: str, offset: int = 0, words_per_delta: int = 1,
+                error: str | None = None) -> Iterator[bytes]:
+    """What `/f/conversation/resume` streams: the preamble again, then the answer from `offset`
+    text frames on (the ones before it are folded into the assistant snapshot)."""
+    yield from _preamble_2026(turn, resume_token)
+    yield from _answer_2026(turn, words_per_delta, error, offset)
 
 
 def replay_events(recording: bytes) -> Iterator[bytes]:

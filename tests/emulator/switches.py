@@ -36,6 +36,12 @@ class Switches:
     words_per_delta: int = 1
     # The answer is cut into N+1 pieces; the first N turns end with finish_details "max_tokens".
     max_tokens_cuts: int = 0
+    # A reasoning turn (2026 stream): these thoughts stream in the analysis channel first.
+    reasoning: str | None = None
+    # The slug server_ste_metadata names as the model that answered (None: the one asked).
+    served_model: str | None = None
+    # conversation_detail_metadata carries the account_sharing_degrade banner.
+    degraded: bool = False
 
     # --- how the bytes travel ---------------------------------------------------------------
     # Split the byte stream at arbitrary points (seeded); False writes one event per chunk.

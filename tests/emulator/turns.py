@@ -189,7 +189,7 @@ def apply(store: ConversationStore, owner: str, request: ChatRequest, switches) 
         is_new = request.conversation_id is None
         conversation.received.extend(request.messages)
         if request.action == "continue":
-            return _continue(conversation, parent, request, request_id)
+            return _continue(conversation, parent, request, request_id, switches)
 
         last_user = None
         for message in request.messages:
@@ -208,7 +208,7 @@ def apply(store: ConversationStore, owner: str, request: ChatRequest, switches) 
 
         turn = Turn(conversation.id, _slug(request.model), echoed, last_user, None,
                     title=conversation.title if is_new else None, is_new=is_new,
-                    request_id=request_id)
+                    request_id=request_id, **_stream_options(switches))
         if switches.moderation_blocked:
             conversation.current_node = parent
             return turn
@@ -228,7 +228,7 @@ def apply(store: ConversationStore, owner: str, request: ChatRequest, switches) 
 
 
 def _continue(conversation: Conversation, parent: str, request: ChatRequest,
-              request_id: str) -> Turn:
+              request_id: str, switches) -> Turn:
     node = conversation.mapping[parent]
     if node.message is None or node.message["author"]["role"] != "assistant":
         _bad("action continue needs parent_message_id to be an assistant message")
@@ -243,4 +243,11 @@ def _continue(conversation: Conversation, parent: str, request: ChatRequest,
     node.message = assistant
     conversation.current_node = node.id
     return Turn(conversation.id, _slug(request.model), [], None, assistant,
-                previous_text=previous, new_text=more, request_id=request_id)
+                previous_text=previous, new_text=more, request_id=request_id,
+                **_stream_options(switches))
+
+
+def _stream_options(switches) -> dict:
+    """What the switches say about how the turn streams (see streams.Turn)."""
+    return {"dialect": getattr(switches, "dialect", "2026"), "reasoning": switches.reasoning,
+            "served_model": switches.served_model, "degraded": switches.degraded}

@@ -1,0 +1,276 @@
+"""gunicorn's gthread worker, with each request read whole before a thread takes it.
+
+gthread hands a connection to a thread as soon as its first byte arrives; the thread then blocks
+reading the rest. A client that sends one byte every few seconds (or announces a Content-Length
+it never sends) holds that thread for as long as it likes, and a few hundred such connections
+hold them all. Here the worker's event loop reads every request itself, without blocking, and
+submits it to the thread pool only when its headers and body are complete. Meanwhile:
+
+- the headers must be complete within REQUEST_HEADER_TIMEOUT seconds of the connection's first
+  wait, and the body within REQUEST_BODY_TIMEOUT seconds after the headers (else 408 and close);
+- a body over the request limit (MAX_REQUEST_BYTES) announced by Content-Length goes to the app
+  at once, which refuses it from the header; a chunked one is refused here (413) once it passes it;
+- one client address holds at most MAX_CONNECTIONS_PER_IP connections per worker; more are
+  closed as they are accepted. Addresses in TRUSTED_PROXIES are exempt (everyone behind them
+  shares their address).
+
+TLS sockets (gunicorn's own certfile) are left to gthread: their bytes cannot be read before the
+handshake. `PendingRequest` is the pure part: it is told the bytes as they come and says when a
+request is complete.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import selectors
+import time
+from collections import Counter
+from functools import partial
+
+from gunicorn import http
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+from .config import Config
+
+MAX_HEADER_BYTES = 64 * 1024
+# Connections one worker reads requests from at once. They are not counted in gunicorn's
+# worker_connections (which is sized to the threads, so that a busy worker stops accepting): a
+# connection still sending its request needs no thread.
+MAX_BUFFERING = 1000
+_SCAN_INTERVAL = 0.5  # seconds between looks for connections past their deadline
+
+INCOMPLETE, COMPLETE, TOO_LARGE, HEADERS_TOO_LARGE = "incomplete", "complete", "too_large", "431"
+
+
+class PendingRequest:
+    """Follows one HTTP/1.1 request as its bytes arrive: `feed(data)` says whether it is complete.
+
+    Anything it cannot make sense of (a bad Content-Length, a malformed chunk) is COMPLETE: the
+    request then goes to gunicorn's own parser, which answers 400 from the bytes already read.
+    """
+
+    def __init__(self, max_body: int):
+        self.max_body = max_body
+        self.data = bytearray()
+        self.headers_done = False
+        self._length: int | None = None  # Content-Length, or None for chunked
+        self._chunked = False
+        self._body_start = 0
+        self._cursor = 0        # chunked: where the next chunk-size line starts
+        self._decoded = 0       # chunked: body bytes announced so far
+
+    def feed(self, data: bytes) -> str:
+        self.data += data
+        if not self.headers_done:
+            end = self.data.find(b"\r\n\r\n")
+            if end < 0:
+                return HEADERS_TOO_LARGE if len(self.data) > MAX_HEADER_BYTES else INCOMPLETE
+            self.headers_done = True
+            self._body_start = self._cursor = end + 4
+            verdict = self._read_headers(bytes(self.data[:end]))
+            if verdict is not None:
+                return verdict
+        if self._chunked:
+            return self._chunks()
+        return COMPLETE if len(self.data) - self._body_start >= self._length else INCOMPLETE
+
+    def _read_headers(self, head: bytes) -> str | None:
+        lengths, encodings = [], []
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                lengths.append(value.strip())
+            elif name == b"transfer-encoding":
+                encodings.append(value.strip().lower())
+        if encodings:
+            if encodings != [b"chunked"] or lengths:
+                return COMPLETE  # gunicorn refuses these itself
+            self._chunked = True
+            return None
+        if not lengths:
+            return COMPLETE  # no body
+        try:
+            self._length = int(lengths[0])
+        except ValueError:
+            return COMPLETE
+        if len(set(lengths)) > 1 or self._length < 0 or self._length > self.max_body:
+            return COMPLETE  # refused from the header alone, by gunicorn or by the app
+        return None
+
+    def _chunks(self) -> str:
+        data = self.data
+        while True:
+            line_end = data.find(b"\r\n", self._cursor)
+            if line_end < 0:
+                return COMPLETE if len(data) - self._cursor > 1024 else INCOMPLETE
+            try:
+                size = int(bytes(data[self._cursor:line_end]).split(b";")[0].strip(), 16)
+            except ValueError:
+                return COMPLETE
+            if size == 0:  # last chunk: trailers end with an empty line
+                if data.startswith(b"\r\n", line_end + 2) or data.find(b"\r\n\r\n", line_end) >= 0:
+                    return COMPLETE
+                return INCOMPLETE
+            if self._decoded + size > self.max_body:
+                return TOO_LARGE
+            chunk_end = line_end + 2 + size
+            if len(data) < chunk_end + 2:
+                return INCOMPLETE
+            self._decoded += size
+            self._cursor = chunk_end + 2
+
+
+class _Conn(TConn):
+    """A gthread connection that tells its worker when it closes (per-address counts)."""
+
+    def __init__(self, *args, on_close=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pending: PendingRequest | None = None
+        self.deadline = 0.0
+        self._on_close = on_close
+
+    def close(self, graceful=False):
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close(self)
+        super().close(graceful)
+
+
+def _answer(status: str, code: str, message: str) -> bytes:
+    body = json.dumps({"message": message, "code": code}).encode()
+    return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+class BufferedThreadWorker(ThreadWorker):
+    """gthread, reading each request whole in the event loop before a thread serves it."""
+
+    def init_process(self):
+        config = Config.from_env()
+        self.max_body = config.request_body_limit
+        self.header_timeout = config.request_header_timeout
+        self.body_timeout = config.request_body_timeout
+        self.per_ip_cap = config.max_connections_per_ip
+        self.trusted = config.trusted_proxies
+        self.buffering: set[_Conn] = set()
+        self.per_ip: Counter[str] = Counter()
+        self._next_scan = 0.0
+        super().init_process()
+
+    # --- connections ----------------------------------------------------------------------
+    def _address(self, client) -> str | None:
+        return client[0] if isinstance(client, tuple) and client else None
+
+    def _exempt(self, address: str | None) -> bool:
+        if address is None or not self.per_ip_cap:
+            return True
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted)
+
+    def _forget(self, conn: _Conn) -> None:
+        address = self._address(conn.client)
+        if address is not None and not self._exempt(address):
+            self.per_ip[address] -= 1
+            if self.per_ip[address] <= 0:
+                del self.per_ip[address]
+
+    def accept(self, listener):
+        if self.cfg.is_ssl:
+            return super().accept(listener)
+        try:
+            sock, client = listener.accept()
+        except BlockingIOError:
+            return
+        except OSError:
+            return
+        address = self._address(client)
+        if len(self.buffering) >= MAX_BUFFERING:
+            sock.close()
+            return
+        if not self._exempt(address):
+            if self.per_ip[address] >= self.per_ip_cap:
+                sock.close()  # this address already holds its share of the worker
+                return
+            self.per_ip[address] += 1
+        conn = _Conn(self.cfg, sock, client, listener.getsockname(), on_close=self._forget)
+        self._buffer(conn)
+
+    def on_client_socket_readable(self, conn, client):
+        if self.cfg.is_ssl or not isinstance(conn, _Conn):
+            return super().on_client_socket_readable(conn, client)
+        # A kept-alive connection starts its next request: read it whole too.
+        self.poller.unregister(client)
+        self.keepalived_conns.remove(conn)
+        self.nr_conns -= 1  # counted again when its request is complete
+        self._buffer(conn)
+
+    def _buffer(self, conn: _Conn) -> None:
+        conn.sock.setblocking(False)
+        conn.pending = PendingRequest(self.max_body)
+        conn.deadline = time.monotonic() + self.header_timeout
+        self.buffering.add(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._readable, conn))
+
+    def _readable(self, conn: _Conn, sock) -> None:
+        try:
+            data = sock.recv(256 * 1024)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(conn)
+            return
+        pending = conn.pending
+        had_headers = pending.headers_done
+        verdict = pending.feed(data)
+        if verdict == INCOMPLETE:
+            if pending.headers_done and not had_headers:
+                conn.deadline = time.monotonic() + self.body_timeout
+            return
+        if verdict == TOO_LARGE:
+            self._drop(conn, _answer("413 Content Too Large", "request_too_large",
+                                     f"the request body is larger than {self.max_body} bytes"))
+            return
+        if verdict == HEADERS_TOO_LARGE:
+            self._drop(conn, _answer("431 Request Header Fields Too Large", "headers_too_large",
+                                     "the request headers are too large"))
+            return
+        self.poller.unregister(sock)
+        self.buffering.discard(conn)
+        if conn.parser is None:
+            conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
+        conn.parser.unreader.unread(bytes(pending.data))
+        conn.pending = None
+        conn.data_ready = True
+        self.nr_conns += 1
+        self.enqueue_req(conn)
+
+    def _drop(self, conn: _Conn, answer: bytes | None = None) -> None:
+        try:
+            self.poller.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        self.buffering.discard(conn)
+        if answer:
+            try:
+                conn.sock.send(answer)  # best effort: the socket is non-blocking
+            except OSError:
+                pass
+        conn.close()
+
+    def murder_keepalived(self, force=False):
+        super().murder_keepalived(force)
+        now = time.monotonic()
+        if not force and now < self._next_scan:
+            return
+        self._next_scan = now + _SCAN_INTERVAL
+        for conn in [c for c in self.buffering if force or c.deadline <= now]:
+            self._drop(conn, None if force else _answer(
+                "408 Request Timeout", "request_timeout",
+                "the request did not arrive in time (REQUEST_HEADER_TIMEOUT, "
+                "REQUEST_BODY_TIMEOUT)"))

@@ -1,0 +1,135 @@
+"""Slow clients against the production server command (buffered_worker.py)."""
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from chatgpt_web.buffered_worker import (
+    COMPLETE,
+    HEADERS_TOO_LARGE,
+    INCOMPLETE,
+    TOO_LARGE,
+    PendingRequest,
+)
+from tests.servers import ServerProcess
+
+
+def feed_all(pieces, max_body=1000):
+    pending = PendingRequest(max_body)
+    return [pending.feed(piece) for piece in pieces]
+
+
+def test_a_request_is_complete_only_with_its_whole_body():
+    head = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n"
+    assert feed_all([head[:10], head[10:], b"12345", b"67890"]) == [
+        INCOMPLETE, INCOMPLETE, INCOMPLETE, COMPLETE]
+    assert feed_all([b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"]) == [COMPLETE]
+
+
+def test_a_chunked_body_is_complete_at_its_last_chunk():
+    head = b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert feed_all([head, b"5\r\nhel", b"lo\r\n", b"0\r\n", b"\r\n"]) == [
+        INCOMPLETE, INCOMPLETE, INCOMPLETE, INCOMPLETE, COMPLETE]
+    assert feed_all([head + b"zz\r\n"]) == [COMPLETE]  # malformed: gunicorn answers 400
+    assert feed_all([head + b"800\r\n"], max_body=1000) == [TOO_LARGE]
+
+
+def test_an_announced_body_over_the_limit_goes_straight_to_the_app():
+    # The app refuses it from Content-Length without reading it (tests/test_intake.py).
+    assert feed_all([b"POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n"]) == [COMPLETE]
+
+
+def test_endless_headers_are_refused():
+    assert feed_all([b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 20_000]) == [HEADERS_TOO_LARGE]
+
+
+@pytest.fixture
+def server(tmp_path):
+    process = ServerProcess.gunicorn({
+        "CACHE_DIR": str(tmp_path / "cache"), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "4", "MAX_CONNECTIONS_PER_IP": "40",
+        "REQUEST_HEADER_TIMEOUT": "3", "REQUEST_BODY_TIMEOUT": "2",
+    })
+    try:
+        process.wait_until_serving()
+        yield process
+    finally:
+        process.stop()
+
+
+def slow_socket(url: str, start: bytes) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=5)
+    sock.sendall(start)
+    return sock
+
+
+def probe(url: str) -> int:
+    """GET /healthz from another loopback address (another client), on a fresh connection."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=3,
+                                  source_address=("127.0.0.2", 0)) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return int(sock.recv(100).split(b" ")[1])
+
+
+def test_slow_clients_do_not_hold_the_threads_other_clients_need(server):
+    # Ten times more dribbling clients than threads: with plain gthread each holds a thread.
+    sockets = [slow_socket(server.url, b"POST /send_message HTTP/1.1\r\nHost: x\r\n")
+               for _ in range(20)]
+    sockets += [slow_socket(server.url, b"POST /send_message HTTP/1.1\r\nHost: x\r\n"
+                            b"Content-Length: 1000\r\n\r\n{")  # announces more than it sends
+                for _ in range(20)]
+    try:
+        time.sleep(0.5)
+        assert [probe(server.url) for _ in range(5)] == [200] * 5
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_a_body_shorter_than_announced_is_given_up_with_408(server):
+    sock = slow_socket(server.url, b"POST /send_message HTTP/1.1\r\nHost: x\r\n"
+                                   b"Content-Length: 1000\r\n\r\n{")
+    started = time.monotonic()
+    answer = sock.recv(1000)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert time.monotonic() - started < 6
+    sock.close()
+
+
+def test_one_address_holds_at_most_its_share_of_connections(server):
+    sockets = [slow_socket(server.url, b"GET / HTTP/1.1\r\n") for _ in range(45)]
+    try:
+        time.sleep(0.5)
+        closed = 0
+        for sock in sockets:
+            sock.setblocking(False)
+            try:
+                closed += sock.recv(1) == b""
+            except ConnectionResetError:
+                closed += 1
+            except BlockingIOError:
+                pass  # still open, waiting for the rest of its request
+        assert len(sockets) - closed <= 40 and closed >= 5  # the cap, whatever else is open
+        assert probe(server.url) == 200  # another address is still served
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_kept_alive_connections_and_bodies_are_served_as_before(server):
+    import http.client
+
+    host, port = server.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        for _ in range(3):  # one connection, three requests: each read whole again
+            connection.request("POST", "/send_message", body=b'{"prompt": "x"}',
+                               headers={"Content-Type": "application/json"})
+            answer = connection.getresponse()
+            assert answer.status == 400 and b"missing_field" in answer.read()
+    finally:
+        connection.close()
