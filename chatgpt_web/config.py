@@ -256,6 +256,9 @@ class Config:
     account_check_interval: int = setting("ACCOUNT_CHECK_INTERVAL", positive_int, 3600)
     proxy: str | None = setting("CHATGPT_PROXY", proxy_url, secret=True)
     impersonate: str = setting("CHATGPT_IMPERSONATE", impersonation_target, DEFAULT_IMPERSONATE)
+    # Dialect of the site: "2026", "2024", or "auto" (2026, and 2024 for an upstream that
+    # answers 404 to the 2026 endpoints, remembered 15 minutes). docs/protocol-requests.md.
+    protocol: str = setting("CHATGPT_PROTOCOL", one_of("auto", "2026", "2024"), "auto")
     default_model: str = setting("CHATGPT_DEFAULT_MODEL", text, "auto")
     allowed_proxies: tuple[str, ...] = setting("CHATGPT_ALLOWED_PROXIES", http_url_list, ())
     port: int = setting("PORT", positive_int, 3000)

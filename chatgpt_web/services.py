@@ -86,7 +86,8 @@ class Services:
     @property
     def conversations(self) -> ConversationClient:
         """The upstream conversation client every face uses."""
-        return self._once("conversations", lambda: ConversationClient(self.config, self.solver))
+        return self._once("conversations", lambda: ConversationClient(self.config, self.solver,
+                                                                    self.store))
 
 
     @property

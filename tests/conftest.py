@@ -18,8 +18,25 @@ def _emulator_server():
 
 
 @pytest.fixture
-def emulator(_emulator_server):
+def dialect(request) -> str:
+    """The dialect the emulator speaks: "2026", or each of DIALECTS in a module that sets
+    `BOTH_DIALECTS = True` (the site as it is now, and a mirror that only knows the 2024 paths)."""
+    return getattr(request, "param", "2026")
+
+
+DIALECTS = ("2026", "2024")
+
+
+def pytest_generate_tests(metafunc):
+    """Run the tests of a `BOTH_DIALECTS` module that use the emulator once per dialect."""
+    if getattr(metafunc.module, "BOTH_DIALECTS", False) and "dialect" in metafunc.fixturenames:
+        metafunc.parametrize("dialect", DIALECTS, indirect=True)
+
+
+@pytest.fixture
+def emulator(_emulator_server, dialect):
     _emulator_server.reset()
+    _emulator_server.switches.dialect = dialect
     yield _emulator_server
 
 

@@ -20,7 +20,12 @@ def j(obj):
      errors.Unauthorized, "token_expired"),
     (401, j({"detail": {"code": "invalid_jwt", "message": "bad"}}), errors.Unauthorized, "invalid_token"),
     (403, CLOUDFLARE_PAGE, errors.Forbidden, "cloudflare_challenge"),
-    (403, j({"detail": "Unusual activity"}), errors.Forbidden, "upstream_forbidden"),
+    (403, j({"detail": "Unusual activity has been detected from your device. Try again later."}),
+     errors.Forbidden, "upstream_sentinel_rejected"),
+    (403, j({"detail": "Forbidden"}), errors.Forbidden, "upstream_forbidden"),
+    (422, j({"detail": [{"loc": ["body", "thinking_effort"], "msg": "Input should be 'max'"}]}),
+     errors.UpstreamError, "upstream_bad_request"),
+    (422, b"unprocessable", errors.UpstreamError, "upstream_bad_request"),
     (404, j({"detail": "Conversation not found"}), errors.NotFound, "conversation_not_found"),
     (400, j({"detail": {"code": "message_length_exceeds_limit", "message": "too long"}}),
      errors.PayloadTooLarge, "prompt_too_long"),
@@ -33,6 +38,21 @@ def test_upstream_answer_maps_to_one_error(status, body, cls, code):
     assert type(error) is cls
     assert error.code == code
     assert "<" not in error.message
+
+
+def test_a_422_names_the_field_the_upstream_refused():
+    error = from_upstream(422, j({"detail": [{"type": "enum", "loc": ["body", "thinking_effort"],
+                                              "msg": "Input should be 'standard'"}]}), {})
+    assert error.status == 502 and error.param == "thinking_effort"
+    assert error.message == ("the upstream rejected the request field thinking_effort: "
+                             "Input should be 'standard'")
+
+
+def test_unusual_activity_gets_a_hint():
+    error = from_upstream(403, j({"detail": "Unusual activity has been detected from your "
+                                            "device. Try again later."}), {})
+    assert error.status == 403 and "CHATGPT_PROXY" in error.message
+    assert "session token" in error.message and "another account" in error.message
 
 
 def test_rate_limit_retry_after_comes_from_clears_in():

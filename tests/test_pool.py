@@ -7,6 +7,10 @@ import pytest
 from chatgpt_web.errors import ConfigError
 from chatgpt_web.pool import load_accounts
 
+# The tests that use the emulator run against the site as it is now and against a mirror
+# that only knows the 2024 paths (tests/conftest.py).
+BOTH_DIALECTS = True
+
 
 def write_accounts(tmp_path, entries):
     path = tmp_path / "accounts.json"

@@ -26,7 +26,7 @@ PLANTED = {
 }
 # A longer answer whose stream is cut after some of its words went out.
 BREAK_MIDWAY = {"answer": PLANTED["answer"] + " and then some more words to be cut off",
-                "words_per_delta": 1, "drop_after_events": 8}
+                "words_per_delta": 1, "drop_after_events": 11}
 TOKEN = "<a valid access token>"
 EXPIRED = "<an expired access token>"
 

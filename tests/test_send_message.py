@@ -7,6 +7,10 @@ import pytest
 
 from chatgpt_web.transport import user_agent_for
 
+# The tests that use the emulator run against the site as it is now and against a mirror
+# that only knows the 2024 paths (tests/conftest.py).
+BOTH_DIALECTS = True
+
 
 def send(client, **fields):
     return client.post("/send_message", data=fields)
@@ -69,12 +73,19 @@ def test_send_message_continues_conversation(client, token, emulator):
     assert second["parent_message_id"] != first["parent_message_id"]
 
 
-def test_request_body_follows_the_browser(client, token, emulator):
+def test_request_body_follows_the_browser(client, token, emulator, dialect):
     send(client, access_token=token, prompt="Hi", model="gpt-4o")
     body = conversation_bodies(emulator)[0]
     assert body["action"] == "next"
     assert body["model"] == "gpt-4o"
-    assert body["supported_encodings"] == []
+    if dialect == "2026":
+        assert emulator.requests_to("/f/conversation")
+        assert body["parent_message_id"] == "client-created-root"
+        assert body["client_prepare_state"] == "success"
+        assert body["supported_encodings"] == ["v1"]
+        assert "thinking_effort" not in body
+    else:
+        assert body["supported_encodings"] == []
     assert body["messages"][0]["author"] == {"role": "user"}
     assert body["messages"][0]["content"] == {"content_type": "text", "parts": ["Hi"]}
 
@@ -132,7 +143,8 @@ def test_expired_jwt_is_refused_before_any_upstream_call(client, emulator):
 def test_non_jwt_token_is_passed_through_to_the_upstream(client, emulator):
     response = send(client, access_token="proxy-issued-token", prompt="Hi")
     assert response.status_code == 401
-    assert emulator.requests_to("/sentinel/chat-requirements")
+    assert [r for r in emulator.requests
+            if r.headers.get("authorization") == "Bearer proxy-issued-token"]
     assert "proxy-issued-token" not in response.get_data(as_text=True)
 
 
@@ -156,7 +168,8 @@ def test_stream_relays_each_piece_as_it_arrives(live_service, token, emulator):
     from curl_cffi import requests as curl_requests
     emulator.switches.answer = " ".join(f"w{i}" for i in range(8))
     emulator.switches.words_per_delta = 1
-    emulator.switches.chunk_delay = 0.25
+    emulator.switches.chunking = False  # one event per write, each after a pause
+    emulator.switches.chunk_delay = 0.1
     arrivals = []
     started = time.monotonic()
     with curl_requests.Session() as session:
@@ -168,7 +181,7 @@ def test_stream_relays_each_piece_as_it_arrives(live_service, token, emulator):
         response.close()
     assert len(arrivals) >= 4
     # Buffering anywhere would deliver every piece at the end together.
-    assert arrivals[-1] - arrivals[0] > 0.5
+    assert arrivals[-1] - arrivals[0] > 0.5, arrivals
 
 
 @pytest.mark.parametrize("encoding", ["legacy", "v1"])
@@ -333,26 +346,38 @@ def test_outbound_proxy_carries_every_upstream_call(make_app, token, emulator):
     assert emulator.requests == []
 
 
+def requirements_requests(emulator):
+    """The sentinel calls that carry `p`: the 2026 prepare or the 2024 one-step call."""
+    return (emulator.requests_to("/sentinel/chat-requirements/prepare")
+            or emulator.requests_to("/sentinel/chat-requirements"))
+
+
 def decoded_requirements_config(emulator):
     import base64
-    p = emulator.requests_to("/sentinel/chat-requirements")[-1].json["p"]
+    p = requirements_requests(emulator)[-1].json["p"]
     assert p.startswith("gAAAAAC")
     return json.loads(base64.b64decode(p[7:]))
 
 
-def test_proof_of_work_config_quotes_the_home_page_build(client, token, emulator):
+def test_proof_of_work_config_quotes_the_home_page_build(client, token, emulator, dialect):
+    from tests.emulator.app import BUILD_ID
     send(client, access_token=token, prompt="Hi")
     config = decoded_requirements_config(emulator)
-    assert config[6] == "prod-emulator0000000000000000000000000000"
-    assert config[5] == emulator.url + "/cdn/assets/emulator-main.js?dpl=prod-emulator"
-    assert config[4] == emulator.requests_to("/sentinel/chat-requirements")[-1].headers["user-agent"]
+    assert config[6] == BUILD_ID
+    if dialect == "2026":  # the 25-item config quotes the sentinel SDK's URL
+        assert len(config) == 25
+        assert config[5] == emulator.url + "/backend-api/sentinel/sdk.js"
+    else:
+        assert config[5] == ("https://cdn.oaistatic.com/assets/emulator-main.js?dpl="
+                             + BUILD_ID)
+    assert config[4] == requirements_requests(emulator)[-1].headers["user-agent"]
     send(client, access_token=token, prompt="again")
     home_reads = [r for r in emulator.requests if r.method == "GET" and r.path == "/"]
     assert len(home_reads) == 1  # cached between requests
 
 
 def test_reverse_proxy_home_page_is_not_probed(client, token, emulator):
-    from chatgpt_web.upstream.pow import DEFAULT_BUILD_ID
+    from chatgpt_web.upstream.bootstrap import DEFAULT_BUILD_ID
     response = send(client, access_token=token, prompt="Hi",
                     reverse_proxy=emulator.url + "/api/conversation")
     assert response.status_code == 200

@@ -10,6 +10,9 @@ import time
 import pytest
 from curl_cffi import requests as curl_requests
 
+from chatgpt_web.config import Config
+from chatgpt_web.errors import ConfigError
+from chatgpt_web.pool import load_accounts
 from tests.emulator.auth_pages import CODEX_CLIENT_ID, IOS_CLIENT_ID, IOS_LEGACY_CLIENT_ID, totp
 
 EMAIL, PASSWORD = "ada@example.com", "correct horse battery staple"
@@ -285,3 +288,33 @@ def test_an_emailed_code_is_never_skipped_through_the_cache(client, auth, emulat
     response = get_token(client, email=EMAIL_OTP_EMAIL, password=PASSWORD)
     assert (response.status_code, response.json["code"]) == (401, "mfa_required")
     assert len(emulator.requests) == calls
+
+
+# -- settings ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("env, variable", [
+    ({"CHATGPT_LOGIN_FLOW": "saml"}, "CHATGPT_LOGIN_FLOW"),
+    ({"ACCOUNT_CHECK_INTERVAL": "0"}, "ACCOUNT_CHECK_INTERVAL"),
+    ({"CHATGPT_AUTH_URL": "auth.openai.com"}, "CHATGPT_AUTH_URL"),
+])
+def test_bad_login_settings_are_refused_naming_the_variable(env, variable):
+    with pytest.raises(ConfigError) as refused:
+        Config.from_env(env)
+    assert variable in str(refused.value)
+
+
+def test_login_defaults_are_todays_site():
+    config = Config.from_env({})
+    assert (config.auth_url, config.login_flow, config.refresh_client_id,
+            config.account_check_interval) == ("https://auth.openai.com", "openai", None, 3600)
+
+
+@pytest.mark.parametrize("entry", [
+    {"email": "a@example.com", "password": "pw", "client_id": "app_x"},
+    {"refresh_token": "rt_x", "client_id": ""},
+    {"refresh_token": "rt_x", "client_id": 7},
+])
+def test_a_client_id_belongs_to_a_refresh_token_entry(tmp_path, entry):
+    with pytest.raises(ConfigError) as refused:
+        load_accounts(write_accounts(tmp_path, [entry]))
+    assert "client_id" in str(refused.value) and "rt_x" not in str(refused.value)

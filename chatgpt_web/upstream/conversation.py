@@ -1,12 +1,23 @@
-"""Send a turn to `{api}/conversation` and relay the answer as it streams (protocol §2–3).
+"""Send a turn and relay the answer as it streams (docs/protocol-requests.md).
 
-`ConversationClient.stream()` is the one data path every face uses: it runs the sentinel handshake,
-POSTs the body of protocol §2.2, feeds the SSE bytes to the one StreamReducer, and continues a
-`max_tokens`-truncated answer automatically (up to MAX_CONTINUES times), so callers see one answer.
+`ConversationClient.stream()` is the one data path every face uses. It speaks one of two dialects
+of the site, chosen per upstream by CHATGPT_PROTOCOL:
+
+* 2026: home page (bootstrap.py) → conduit prepare (`POST {api}/f/conversation/prepare`, which
+  answers the conduit token) → sentinel bundle (sentinel.py) → `POST {api}/f/conversation`.
+  A stream that hands the answer off (`stream_handoff`) is continued by handoff.py.
+* 2024: `POST {api}/sentinel/chat-requirements` → `POST {api}/conversation`.
+
+With `auto`, an upstream whose conduit prepare answers 404 (a mirror or reverse proxy that only
+knows the 2024 paths) is remembered as 2024-only for 15 minutes. Either way the SSE bytes go to the
+one StreamReducer, and a `max_tokens`-truncated answer is continued automatically (up to
+MAX_CONTINUES times, each continuation with a fresh sentinel bundle and conduit token), so callers
+see one answer.
 """
 from __future__ import annotations
 
-import hashlib
+import base64
+import json
 import threading
 import time
 import uuid
@@ -14,19 +25,26 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..config import Config
-from ..errors import UpstreamError, UpstreamTimeout
+from ..errors import ApiError, BadRequest, UpstreamError, UpstreamTimeout
 from ..metrics import timed_upstream
-from ..transport import StreamedResponse, new_session, stream_post, upstream_errors, user_agent_for
+from ..store import Store
+from ..transport import StreamedResponse, new_session, stream_post, upstream_errors
+from . import handoff, turnstile
+from .bootstrap import Bootstrap, Visit
+from .browser import ACCEPT_LANGUAGE, LANGUAGE, TIME_ZONE, Chrome, timezone_offset_min
 from .endpoints import Upstream
 from .errors import from_upstream
 from .pow import ProofOfWorkSolver
-from .sentinel import PageAssets, fetch_page_assets, requirement_headers
+from .sentinel import PageAssets, requirement_headers, sentinel_bundle
 from .stream import Completion, StreamReducer, TextDelta, iter_sse
 
 MAX_CONTINUES = 3
-PAGE_ASSETS_TTL = 900  # seconds; peers re-read the home page every 15 minutes
+DIALECT_MEMORY = 900  # seconds an upstream found to be 2024-only is remembered
+CONDUIT_LIFETIME = 60  # seconds, when the token does not say
+NEW_CHAT_PARENT = "client-created-root"
+THINKING_EFFORTS = ("standard", "extended", "max")
 _MAX_ERROR_BODY = 64 * 1024
-_DEVICE_NAMESPACE = uuid.UUID("8c3f6a57-7a0e-4c4f-9d8e-1b0d2e6f4a11")
+UNUSUAL_ACTIVITY = "unusual activity"
 
 
 @dataclass(frozen=True)
@@ -47,11 +65,6 @@ class ConversationRequest:
     parent_message_id: str | None = None
     timeout: float = 120.0  # seconds for the whole answer, continuations included
     extra: dict = field(default_factory=dict)
-
-
-def device_id(access_token: str) -> str:
-    """A stable Oai-Device-Id per account, derived from a hash so the token itself is not exposed."""
-    return str(uuid.uuid5(_DEVICE_NAMESPACE, hashlib.sha256(access_token.encode()).hexdigest()))
 
 
 def build_body(request: ConversationRequest, *, history_disabled: bool,
@@ -87,39 +100,141 @@ def build_body(request: ConversationRequest, *, history_disabled: bool,
     return body
 
 
+def build_body_2026(request: ConversationRequest, *, history_disabled: bool, now: float,
+                    action: str = "next", parent_message_id: str | None = None) -> dict:
+    """The body of `POST {api}/f/conversation` (docs/protocol-requests.md, "The write").
+
+    A new chat attaches to "client-created-root" and sends no conversation_id; a continuation
+    (`action: "continue"`) sends no messages. `thinking_effort` only when the caller asked for one.
+    """
+    body: dict = {"action": action}
+    if action != "continue":
+        body["messages"] = [
+            {"id": str(uuid.uuid4()), "author": {"role": message.role}, "create_time": now,
+             "content": {"content_type": "text", "parts": [message.content]},
+             "metadata": {"selected_sources": [], "selected_github_repos": [],
+                          "selected_all_github_repos": False,
+                          "serialization_metadata": {"custom_symbol_offsets": []}}}
+            for message in request.messages
+        ]
+    body["parent_message_id"] = (parent_message_id or request.parent_message_id
+                                 or NEW_CHAT_PARENT)
+    if request.conversation_id:
+        body["conversation_id"] = request.conversation_id
+    body.update({
+        "model": request.model,
+        "client_prepare_state": "success",
+        "timezone_offset_min": timezone_offset_min(now),
+        "timezone": TIME_ZONE,
+        "conversation_mode": {"kind": "primary_assistant"},
+        "system_hints": [],
+        "history_and_training_disabled": history_disabled,
+        "paragen_cot_summary_display_override": "allow",
+        "force_parallel_switch": "auto",
+        # What lets the server hand a long answer off to another transport (handoff.py).
+        "supports_buffering": True,
+        "supported_encodings": ["v1"],
+    })
+    effort = thinking_effort(request)
+    if effort:
+        body["thinking_effort"] = effort
+    body.update(request.extra)
+    return body
+
+
+def thinking_effort(request: ConversationRequest) -> str | None:
+    """The request's thinking effort, if it asked for one; only the three values the site takes.
+
+    :raise BadRequest: any other value.
+    """
+    effort = getattr(request, "thinking_effort", None)
+    if effort is None:
+        return None
+    if effort not in THINKING_EFFORTS:
+        raise BadRequest(f"thinking_effort must be one of {', '.join(THINKING_EFFORTS)}",
+                         "invalid_thinking_effort", param="thinking_effort")
+    return effort
+
+
+def prepare_body(write: dict) -> dict:
+    """The conduit prepare body for a write: the write's routing fields, no messages."""
+    body = {"action": write["action"], "fork_from_shared_post": False,
+            "parent_message_id": write["parent_message_id"]}
+    for key in ("conversation_id", "model", "client_prepare_state", "timezone_offset_min",
+                "timezone", "conversation_mode", "system_hints", "supports_buffering",
+                "supported_encodings", "thinking_effort", "history_and_training_disabled"):
+        if key in write:
+            body[key] = write[key]
+    return body
+
+
+class Only2024(Exception):
+    """The upstream does not know the 2026 write endpoints (404 on the conduit prepare)."""
+
+
+class _Rejected(Exception):
+    """The write was refused for its sentinel bundle or conduit token (403 "Unusual activity")."""
+
+    def __init__(self, error: ApiError):
+        super().__init__(error.message)
+        self.error = error
+
+
+@dataclass
+class _Conduit:
+    token: str
+    expires_at: float  # time.time() seconds
+
+
+class DialectMemory:
+    """Which upstreams answered 404 to the 2026 endpoints, remembered for DIALECT_MEMORY s."""
+
+    def __init__(self, ttl: float = DIALECT_MEMORY):
+        self.ttl = ttl
+        self._until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def is_2024_only(self, upstream: Upstream) -> bool:
+        with self._lock:
+            return self._until.get(upstream.api_root, 0) > time.monotonic()
+
+    def remember_2024_only(self, upstream: Upstream) -> None:
+        with self._lock:
+            self._until[upstream.api_root] = time.monotonic() + self.ttl
+
+
 class ConversationClient:
     """Talks to one upstream on behalf of one access token per call."""
 
-    def __init__(self, config: Config, solver: ProofOfWorkSolver):
+    def __init__(self, config: Config, solver: ProofOfWorkSolver, store: Store | None = None):
         self.config = config
         self.solver = solver
-        self.user_agent = user_agent_for(config.impersonate)
-        self._assets: dict[str, tuple[float, PageAssets]] = {}
-        self._assets_lock = threading.Lock()
+        self.chrome = Chrome.from_target(config.impersonate)
+        self.bootstrap = Bootstrap(store)
+        self.dialects = DialectMemory()
+        # Seconds between two reads of a handed-off conversation (handoff.py).
+        self.poll_interval = 1.0
 
-    def _page_assets(self, session, upstream: Upstream, deadline: float) -> PageAssets:
-        """The home page's build id and script URL for `upstream`, re-read every 15 minutes."""
-        if not upstream.has_home_page:
-            return PageAssets()
-        now = time.monotonic()
-        with self._assets_lock:
-            cached = self._assets.get(upstream.origin)
-        if cached and cached[0] > now:
-            return cached[1]
-        assets = fetch_page_assets(session, upstream.origin, _remaining(deadline))
-        with self._assets_lock:
-            self._assets[upstream.origin] = (now + PAGE_ASSETS_TTL, assets)
-        return assets
+    def dialect(self, upstream: Upstream) -> str:
+        """"2026" or "2024" for this upstream, per CHATGPT_PROTOCOL and what it answered."""
+        if self.config.protocol != "auto":
+            return self.config.protocol
+        return "2024" if self.dialects.is_2024_only(upstream) else "2026"
 
-    def _headers(self, upstream: Upstream, access_token: str) -> dict:
+    def _headers(self, upstream: Upstream, access_token: str, visit: Visit) -> dict:
+        page = visit.page
         return {
             "Accept": "*/*",
-            "Accept-Language": "en-US,en;q=0.9",
+            "Accept-Language": ACCEPT_LANGUAGE,
             "Authorization": f"Bearer {access_token}",
             "Content-Type": "application/json",
-            "Oai-Device-Id": device_id(access_token),
-            "Oai-Language": "en-US",
+            "Oai-Client-Build-Number": page.build_number,
+            "Oai-Client-Version": page.build_id,
+            "Oai-Device-Id": visit.device_id,
+            "Oai-Language": LANGUAGE,
+            "Oai-Session-Id": page.session_id,
             "Origin": upstream.origin,
+            "Priority": "u=1, i",
             "Referer": upstream.origin + "/",
             "Sec-Fetch-Dest": "empty",
             "Sec-Fetch-Mode": "cors",
@@ -134,49 +249,188 @@ class ConversationClient:
             boundary.
         """
         deadline = time.monotonic() + request.timeout
-        headers = self._headers(upstream, access_token)
+        thinking_effort(request)  # a bad value is the caller's error, before any upstream call
         with new_session(self.config, resolve=upstream.resolve) as session:
-            assets = self._page_assets(session, upstream, deadline)
-            completion: Completion | None = None
-            for attempt in range(MAX_CONTINUES + 1):
-                sentinel = requirement_headers(session, upstream, headers, solver=self.solver,
-                                               user_agent=self.user_agent,
-                                               timeout=_remaining(deadline), assets=assets)
-                if completion is None:
-                    body = build_body(request, history_disabled=self.config.history_disabled)
-                else:
-                    body = build_body(
-                        ConversationRequest((), request.model, completion.conversation_id,
-                                    timeout=request.timeout, extra=request.extra),
-                        history_disabled=self.config.history_disabled, action="continue",
-                        parent_message_id=completion.message_id,
-                    )
-                reducer = StreamReducer(prefix=completion.text if completion else "")
-                yield from self._post(session, upstream, {**headers, **sentinel,
-                                                          "Accept": "text/event-stream"},
-                                      body, reducer, deadline)
-                completion = reducer.result()
-                if completion.finish_type != "max_tokens" or attempt == MAX_CONTINUES:
-                    break
-            yield completion
+            visit = self.bootstrap.visit(session, upstream, access_token, _remaining(deadline))
+            visit.install(session, upstream)
+            headers = self._headers(upstream, access_token, visit)
+            if self.dialect(upstream) == "2026":
+                try:
+                    yield from self._stream_2026(session, upstream, headers, visit, request,
+                                                 deadline)
+                    return
+                except Only2024:
+                    if self.config.protocol != "auto":
+                        raise UpstreamError("the upstream does not know the 2026 endpoints "
+                                            "(f/conversation/prepare answered 404); set "
+                                            "CHATGPT_PROTOCOL=auto or 2024",
+                                            "upstream_protocol_mismatch") from None
+                    self.dialects.remember_2024_only(upstream)
+            yield from self._stream_2024(session, upstream, headers, visit, request, deadline)
 
-    def _post(self, session, upstream: Upstream, headers: dict, body: dict,
-              reducer: StreamReducer, deadline: float) -> Iterator[TextDelta]:
+    # --- 2026 -------------------------------------------------------------------------------
+
+    def _stream_2026(self, session, upstream: Upstream, headers: dict, visit: Visit,
+                     request: ConversationRequest, deadline: float) -> Iterator:
+        completion: Completion | None = None
+        for attempt in range(MAX_CONTINUES + 1):
+            now = time.time()
+            if completion is None:
+                body = build_body_2026(request, history_disabled=self.config.history_disabled,
+                                       now=now)
+            else:
+                body = build_body_2026(
+                    ConversationRequest((), request.model, completion.conversation_id,
+                                        timeout=request.timeout, extra=request.extra),
+                    history_disabled=self.config.history_disabled, now=now, action="continue",
+                    parent_message_id=completion.message_id)
+            prefix = completion.text if completion else ""
+            reducer = StreamReducer(prefix=prefix)
+            relayed = ""
+            for delta in self._write_2026(session, upstream, headers, visit, body, reducer,
+                                          deadline, first=attempt == 0):
+                relayed += delta.text
+                yield delta
+            if reducer.handoff_pending:
+                completion = yield from handoff.follow(
+                    session, upstream, headers, reducer, prefix=prefix, relayed=relayed,
+                    deadline=deadline, poll_interval=self.poll_interval,
+                    limits=handoff.Limits(self.config.max_upstream_answer_bytes,
+                                          self.config.max_upstream_event_bytes))
+            else:
+                completion = reducer.result()
+            if completion.finish_type != "max_tokens" or attempt == MAX_CONTINUES:
+                break
+        yield completion
+
+    def _write_2026(self, session, upstream: Upstream, headers: dict, visit: Visit, body: dict,
+                    reducer: StreamReducer, deadline: float, *,
+                    first: bool) -> Iterator[TextDelta]:
+        """Conduit token + sentinel bundle + the write; a refused bundle or conduit token gets
+        one more try with fresh ones (a bundle is never sent twice)."""
+        trace_id = str(uuid.uuid4())
+        referer = upstream.origin + (f"/c/{body['conversation_id']}"
+                                     if body.get("conversation_id") else "/")
+        base = {**headers, "Referer": referer}
+        for retry in (False, True):
+            conduit = self._conduit(session, upstream, base, body, trace_id, deadline,
+                                    may_be_2024=first and not retry)
+            bundle = sentinel_bundle(session, upstream, base, solver=self.solver,
+                                     chrome=self.chrome, visit=visit,
+                                     timeout=_remaining(deadline))
+            if conduit.expires_at <= time.time():  # the solve took longer than its lifetime
+                conduit = self._conduit(session, upstream, base, body, trace_id, deadline)
+            write_headers = {**base, **_target("/backend-api/f/conversation"),
+                             **bundle.headers(), "Accept": "text/event-stream",
+                             "X-Conduit-Token": conduit.token, "X-Oai-Turn-Trace-Id": trace_id}
+            try:
+                yield from self._post(session, upstream, "/f/conversation", write_headers, body,
+                                      reducer, deadline, retryable=True)
+                return
+            except _Rejected as rejected:
+                if retry:
+                    raise rejected.error from None
+
+    def _conduit(self, session, upstream: Upstream, headers: dict, write: dict, trace_id: str,
+                 deadline: float, *, may_be_2024: bool = False) -> _Conduit:
+        """A conduit token from `POST {api}/f/conversation/prepare`; a null or expired one gets
+        one fresh prepare (passing the previous token, as the browser does)."""
+        previous = ""
+        for _ in range(2):
+            prepare_headers = {**headers, **_target("/backend-api/f/conversation/prepare"),
+                               "X-Conduit-Token": previous, "X-Oai-Turn-Trace-Id": trace_id}
+            with upstream_errors("conduit prepare"), timed_upstream("conduit"):
+                response = session.post(upstream.url("/f/conversation/prepare"),
+                                        json=prepare_body(write), headers=prepare_headers,
+                                        timeout=_remaining(deadline))
+            if response.status_code == 404 and may_be_2024:
+                raise Only2024()
+            if response.status_code != 200:
+                raise from_upstream(response.status_code, response.content, response.headers)
+            try:
+                answer = json.loads(response.content[:_MAX_ERROR_BODY])
+            except ValueError:
+                answer = None
+            if not isinstance(answer, dict):
+                raise UpstreamError("conduit prepare: the upstream answer was not JSON",
+                                    "upstream_bad_answer")
+            token = answer.get("conduit_token")
+            if isinstance(token, str) and token:
+                conduit = _Conduit(token, _jwt_expiry(token) or time.time() + CONDUIT_LIFETIME)
+                if conduit.expires_at > time.time():
+                    return conduit
+                previous = token
+        return _Conduit("", time.time() + CONDUIT_LIFETIME)  # the write decides what it is worth
+
+    # --- 2024 -------------------------------------------------------------------------------
+
+    def _environment(self, upstream: Upstream, visit: Visit) -> turnstile.BrowserEnvironment:
+        scripts = visit.page.script_srcs
+        return turnstile.BrowserEnvironment(user_agent=self.chrome.user_agent,
+                                            device_id=visit.device_id, origin=upstream.origin,
+                                            script_src=scripts[0] if scripts else "")
+
+    def _stream_2024(self, session, upstream: Upstream, headers: dict, visit: Visit,
+                     request: ConversationRequest, deadline: float) -> Iterator:
+        page = visit.page
+        assets = PageAssets(page.build_id, page.script_srcs[0] if page.script_srcs else "")
+        completion: Completion | None = None
+        for attempt in range(MAX_CONTINUES + 1):
+            sentinel = requirement_headers(session, upstream, headers, solver=self.solver,
+                                           user_agent=self.chrome.user_agent,
+                                           timeout=_remaining(deadline), assets=assets,
+                                           environment=self._environment(upstream, visit))
+            if completion is None:
+                body = build_body(request, history_disabled=self.config.history_disabled)
+            else:
+                body = build_body(
+                    ConversationRequest((), request.model, completion.conversation_id,
+                                        timeout=request.timeout, extra=request.extra),
+                    history_disabled=self.config.history_disabled, action="continue",
+                    parent_message_id=completion.message_id,
+                )
+            reducer = StreamReducer(prefix=completion.text if completion else "")
+            yield from self._post(session, upstream, "/conversation",
+                                  {**headers, **sentinel, "Accept": "text/event-stream"},
+                                  body, reducer, deadline)
+            completion = reducer.result()
+            if completion.finish_type != "max_tokens" or attempt == MAX_CONTINUES:
+                break
+        yield completion
+
+    def _post(self, session, upstream: Upstream, path: str, headers: dict, body: dict,
+              reducer: StreamReducer, deadline: float,
+              retryable: bool = False) -> Iterator[TextDelta]:
         # stream_post reads the answer in this thread (fewer thread hand-overs per chunk than
         # session.post(stream=True)) with the session's impersonation, proxy and DNS pinning.
         with upstream_errors("conversation"):
             with timed_upstream("conversation"):
-                response = stream_post(session, upstream.url("/conversation"), json=body,
+                response = stream_post(session, upstream.url(path), json=body,
                                        headers=headers, timeout=_remaining(deadline))
             # Closing also runs when the caller stops early (client went away): it ends the
             # transfer and closes its connection.
             with response:
-                _check_stream_response(response)
+                _check_stream_response(response, retryable=retryable)
                 chunks = _chunks(response, deadline, self.config.max_upstream_answer_bytes)
                 for event in iter_sse(chunks, self.config.max_upstream_event_bytes):
                     yield from reducer.feed(event)
                     if reducer.done:
                         break
+
+
+def _target(path: str) -> dict:
+    return {"X-Openai-Target-Path": path, "X-Openai-Target-Route": path}
+
+
+def _jwt_expiry(token: str) -> float | None:
+    """The `exp` of a JWT-shaped token, read without verification (we only plan with it)."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        exp = claims.get("exp")
+    except (IndexError, ValueError, AttributeError):
+        return None
+    return float(exp) if isinstance(exp, (int, float)) else None
 
 
 def _remaining(deadline: float) -> float:
@@ -197,14 +451,20 @@ def _chunks(response: StreamedResponse, deadline: float, max_bytes: int) -> Iter
         yield chunk
 
 
-def _check_stream_response(response: StreamedResponse) -> None:
+def _check_stream_response(response: StreamedResponse, *, retryable: bool = False) -> None:
+    """Raise the upstream's error; `_Rejected` for a 2026 write refused as "Unusual activity"
+    (when `retryable`), which a fresh bundle and conduit token may cure."""
     if response.status_code != 200:
         body = b""
         for chunk in response.iter_content():
             body += chunk
             if len(body) > _MAX_ERROR_BODY:
                 break
-        raise from_upstream(response.status_code, body, response.headers)
+        error = from_upstream(response.status_code, body, response.headers)
+        if retryable and response.status_code == 403 and UNUSUAL_ACTIVITY in body[:4096].decode(
+                "utf-8", "replace").lower():
+            raise _Rejected(error)
+        raise error
     content_type = response.headers.get("Content-Type", "")
     if "text/event-stream" not in content_type:
         raise UpstreamError("the upstream answered with something other than an event stream",

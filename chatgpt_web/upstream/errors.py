@@ -28,6 +28,11 @@ CLOUDFLARE_HINT = (
     "is not trusted. Use a residential CHATGPT_PROXY, another CHATGPT_IMPERSONATE target, or a "
     "reverse_proxy"
 )
+SENTINEL_HINT = (
+    "the upstream's anti-abuse check refused this request (\"Unusual activity has been detected "
+    "from your device\"): the sentinel answers or this server's network were not trusted. Try a "
+    "residential CHATGPT_PROXY, an account logged in with a session token, or another account"
+)
 _CLOUDFLARE_MARKERS = (b"cf_chl_opt", b"cf-please-wait", b"challenge-platform", b"Just a moment...")
 _MAX_MESSAGE = 300
 
@@ -82,7 +87,6 @@ _STATUS_TABLE: dict[int, tuple[type[ApiError], str, str]] = {
     404: (NotFound, "conversation_not_found", "conversation not found upstream"),
     409: (Conflict, "upstream_conflict", "the upstream reported a conflict"),
     413: (PayloadTooLarge, "prompt_too_long", "the message is too long for the upstream"),
-    422: (BadRequest, "upstream_bad_request", "the upstream rejected the request"),
     429: (RateLimited, "upstream_rate_limited", "the upstream rate limit was reached"),
 }
 # Upstream codes that refine the row above, whatever the status.
@@ -99,7 +103,11 @@ def from_upstream(status: int, body: bytes, headers=None) -> ApiError:
     """Classify a non-2xx upstream answer (status, raw body, response headers) as an ApiError."""
     if status in (403, 503) and is_cloudflare_page(body):
         return Forbidden(CLOUDFLARE_HINT, "cloudflare_challenge")
+    if status == 422:
+        return _unprocessable(body)
     message, upstream_code, detail = _detail(body)
+    if status == 403 and "unusual activity" in message.lower():
+        return Forbidden(SENTINEL_HINT, "upstream_sentinel_rejected")
     if upstream_code in _CODE_TABLE:
         cls, code = _CODE_TABLE[upstream_code]
         return cls(_clean(message, code.replace("_", " ")), code)
@@ -112,6 +120,25 @@ def from_upstream(status: int, body: bytes, headers=None) -> ApiError:
     if cls is UpstreamError and not message:
         fallback = f"the upstream answered HTTP {status} with no usable error"
     return cls(_clean(message, fallback), code)
+
+
+def _unprocessable(body: bytes) -> ApiError:
+    """422: the upstream refused a field of what we sent (FastAPI's `detail` list names it). That
+    is our request's fault, not the caller's: 502, naming the field."""
+    field = reason = None
+    try:
+        problems = json.loads(body).get("detail")
+        first = problems[0] if isinstance(problems, list) and problems else {}
+        location = [str(part) for part in first.get("loc", []) if part != "body"]
+        field = ".".join(location)[:100] or None
+        reason = first.get("msg") if isinstance(first.get("msg"), str) else None
+    except (ValueError, AttributeError, TypeError):
+        pass
+    message = (f"the upstream rejected the request field {field}" if field
+               else "the upstream rejected the request as unprocessable")
+    if reason:
+        message += f": {_clean(reason, '')}"
+    return UpstreamError(message, "upstream_bad_request", param=field)
 
 
 # Outcomes of the login flows (upstream/auth.py): our code -> (error class, message).

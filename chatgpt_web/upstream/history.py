@@ -18,7 +18,7 @@ from ..config import Config
 from ..errors import UpstreamError
 from ..metrics import timed_upstream
 from ..transport import new_session, upstream_errors
-from .conversation import device_id
+from .bootstrap import device_id
 from .endpoints import Upstream
 from .errors import from_upstream
 

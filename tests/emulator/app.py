@@ -5,9 +5,11 @@ To add a part of chatgpt.com (the auth pages, say), write a blueprint and regist
 """
 from __future__ import annotations
 
+import secrets
 import time
+import uuid
 
-from flask import Blueprint, Flask, request
+from flask import Blueprint, Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from . import account_check, backend, titles
@@ -18,10 +20,13 @@ API_PREFIXES = ("/backend-api", "/api")
 
 home = Blueprint("home", __name__)
 
-_HOME_PAGE = """<!DOCTYPE html>
-<html lang="en-US" data-build="prod-emulator0000000000000000000000000000">
+BUILD_ID = "prod-e1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4"
+BUILD_NUMBER = "7900123"
+_HOME_PAGE = f"""<!DOCTYPE html>
+<html lang="en-US" data-build="{BUILD_ID}" data-build-number="{BUILD_NUMBER}">
 <head><meta charset="utf-8"><title>ChatGPT</title>
-<script src="/cdn/assets/emulator-main.js?dpl=prod-emulator" async></script></head>
+<script src="https://cdn.oaistatic.com/assets/emulator-main.js?dpl={BUILD_ID}" async></script>
+<script src="/backend-api/sentinel/sdk.js" async></script></head>
 <body><div id="__next">ChatGPT emulator for tests. The API lives under /backend-api and /api.
 </div></body>
 </html>
@@ -30,8 +35,15 @@ _HOME_PAGE = """<!DOCTYPE html>
 
 @home.get("/")
 def index():
-    # data-build and a script URL: what PoW clients scrape from the home page (protocol §4.3).
-    return _HOME_PAGE, 200, {"Content-Type": "text/html; charset=utf-8"}
+    """The page a browser loads first: data-build, script URLs, and the site cookies: `oai-did`
+    (the device id, issued once: a browser that sends one keeps it) and Cloudflare's `__cf_bm`."""
+    response = Response(_HOME_PAGE, 200, content_type="text/html; charset=utf-8")
+    if not request.cookies.get("oai-did"):
+        response.set_cookie("oai-did", str(uuid.uuid4()), max_age=400 * 86400, path="/",
+                            samesite="Lax", secure=request.is_secure)
+    response.set_cookie("__cf_bm", secrets.token_urlsafe(96), max_age=1800, path="/",
+                        httponly=True, samesite="Lax", secure=request.is_secure)
+    return response
 
 
 def create_emulator_app(emulator) -> Flask:

@@ -1,8 +1,11 @@
-"""The backend API blueprint, mounted under both `/backend-api` and `/api` (protocol §9).
+"""The backend API blueprint, mounted under both `/backend-api` and `/api`.
 
-Endpoints: sentinel chat-requirements (§4), the conversation POST (§2, §3), models (§6.1),
-the conversation list (§6.2), one conversation (§6.3) and its PATCH (§6.4). Every one requires
-`Authorization: Bearer <access token minted by the emulator>`.
+Endpoints of both dialects (docs/protocol-requests.md): the one-step sentinel chat-requirements and
+the 2024 conversation POST; the 2026 two-phase sentinel (prepare, finalize), the conduit prepare,
+the write `POST /f/conversation` and its hand-off resume; models, the conversation list, one
+conversation and its PATCH. Every one requires `Authorization: Bearer <access token minted by the
+emulator>`. With `switches.dialect = "2024"` the 2026 endpoints answer 404, as on a mirror that
+only knows the old paths.
 """
 from __future__ import annotations
 
@@ -21,7 +24,10 @@ from .failures import FAILURES, detail_error, json_response
 blueprint = Blueprint("backend", __name__)
 
 # Which `switches.fail_at` values make each endpoint fail.
-_FAIL_AT = {"conversation": ("conversation", "any"), "chat_requirements": ("sentinel", "any")}
+_FAIL_AT = {"conversation": ("conversation", "any"), "f_conversation": ("conversation", "any"),
+            "chat_requirements": ("sentinel", "any"), "sentinel_prepare": ("sentinel", "any")}
+THINKING_EFFORTS = ("standard", "extended", "max")
+MINI_MODEL = "gpt-5-mini"  # where a write without client_prepare_state "success" is routed
 
 MODELS = [
     ("auto", "Auto", "Decides how long to think", 32767),
@@ -78,7 +84,14 @@ def chat_requirements():
             abort(json_response(400, {"detail": problem}))
     elif emulator.switches.require_requirements_token:
         abort(json_response(400, {"detail": "p (the requirements token) is required"}))
-    issued = emulator.sentinel.issue(emulator.switches)
+    program = None
+    switches = emulator.switches
+    # A 2026 site without the two-phase endpoints sends its Turnstile program here instead.
+    if (switches.dialect == "2026" and not switches.two_phase_sentinel and switches.turnstile_dx
+            and not switches.turnstile_required and isinstance(body.get("p"), str)):
+        program = sentinel.make_program(body["p"], request.headers.get("User-Agent", ""),
+                                        _device_id(), random.Random())
+    issued = emulator.sentinel.issue(switches, program=program, key=body.get("p"))
     response = json_response(200, issued.to_json())
     response.set_cookie("oai-sc", issued.token[-40:], httponly=True, samesite="Lax")
     return response
@@ -104,6 +117,9 @@ def _check_sentinel() -> None:
             _sentinel_refusal("proof_of_work_failed", problem)
     if issued.turnstile_required and not headers.get("Openai-Sentinel-Turnstile-Token"):
         _sentinel_refusal("turnstile_required", "Openai-Sentinel-Turnstile-Token is required")
+    if issued.turnstile_answer and (headers.get("Openai-Sentinel-Turnstile-Token")
+                                    != issued.turnstile_answer):
+        _sentinel_refusal("turnstile_failed", "the Turnstile answer is wrong")
     if issued.arkose_required and not headers.get("Openai-Sentinel-Arkose-Token"):
         _sentinel_refusal("arkose_required", "Openai-Sentinel-Arkose-Token is required")
 
@@ -112,9 +128,13 @@ def _check_sentinel() -> None:
 def conversation():
     owner = _account()
     _check_sentinel()
+    return _answer(owner, turns.parse(request.get_json(force=True, silent=True)))
+
+
+def _answer(owner: str, chat, *, model_slug: str | None = None, handoff: bool = False):
+    """Apply a parsed write to the store and stream the answer (or its hand-off first leg)."""
     emulator = _emulator()
     switches = emulator.switches
-    chat = turns.parse(request.get_json(force=True, silent=True))
     if turns.prompt_chars(chat) > switches.max_prompt_chars:
         return FAILURES["too_long"](switches)
 
@@ -125,15 +145,167 @@ def conversation():
         return _stream(streams.replay_events(recording), rng, pings=False)
 
     turn = turns.apply(emulator.conversations, owner, chat, switches)
+    if model_slug is not None:
+        turn.model_slug = model_slug
+        if turn.assistant is not None:
+            turn.assistant["metadata"]["model_slug"] = model_slug
     v1 = (switches.force_format == "v1" if switches.force_format
           else "v1" in chat.supported_encodings)
     if v1:
         resume_token = tokens.mint_resume_token(emulator.secret, turn.conversation_id)
+        if handoff and turn.assistant is not None:
+            emulator.handoffs[turn.conversation_id] = turn
+            return _stream(streams.handoff_leg(turn, resume_token), rng, pings=False)
         events = streams.v1_events(turn, resume_token, switches.words_per_delta,
                                    switches.stream_error)
     else:
         events = streams.legacy_events(turn, switches.words_per_delta, switches.stream_error)
     return _stream(events, rng, pings=switches.pings)
+
+
+# --- 2026 -------------------------------------------------------------------------------------
+
+def _only_2026() -> None:
+    if _emulator().switches.dialect != "2026":
+        abort(json_response(404, {"detail": "Not Found"}))
+
+
+def _unusual_activity():
+    abort(json_response(403, {"detail": sentinel.UNUSUAL_ACTIVITY}))
+
+
+def _device_id() -> str:
+    return request.headers.get("Oai-Device-Id") or request.cookies.get("oai-did") or ""
+
+
+def _json_object() -> dict:
+    body = request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        abort(json_response(400, {"detail": "the body must be a JSON object"}))
+    return body
+
+
+@blueprint.post("/sentinel/chat-requirements/prepare")
+def sentinel_prepare():
+    _only_2026()
+    emulator = _emulator()
+    if not emulator.switches.two_phase_sentinel:
+        abort(json_response(404, {"detail": "Not Found"}))
+    _account()
+    p = _json_object().get("p")
+    problem = sentinel.check_requirements_token(p)
+    if problem is None and not 18 <= len(sentinel.decode_config(p[7:])) <= 26:
+        problem = "the requirements config must have 18 to 26 items"
+    if problem:
+        abort(json_response(400, {"detail": problem}))
+    challenge = emulator.two_phase.prepare(
+        emulator.switches, p=p, user_agent=request.headers.get("User-Agent", ""),
+        device_id=_device_id(), rng=random.Random())
+    return json_response(200, challenge.to_json())
+
+
+@blueprint.post("/sentinel/chat-requirements/finalize")
+def sentinel_finalize():
+    _only_2026()
+    emulator = _emulator()
+    if not emulator.switches.two_phase_sentinel:
+        abort(json_response(404, {"detail": "Not Found"}))
+    _account()
+    body = _json_object()
+    challenge = emulator.two_phase.take_challenge(body.get("prepare_token"))
+    if challenge is None or challenge.force_login or challenge.arkose_required \
+            or challenge.widget_required:
+        _unusual_activity()
+    proof, answer = body.get("proofofwork"), body.get("turnstile")
+    if challenge.pow_required and (not isinstance(proof, str) or sentinel.check_proof(
+            proof, challenge.seed, challenge.difficulty)):
+        _unusual_activity()
+    if challenge.turnstile_answer is not None and answer != challenge.turnstile_answer:
+        _unusual_activity()
+    bundle = emulator.two_phase.issue_bundle(proof, answer, time.time())
+    return json_response(200, {"persona": challenge.persona, "token": bundle.token,
+                               "expire_after": sentinel.BUNDLE_LIFETIME,
+                               "expire_at": int(bundle.expires_at)})
+
+
+@blueprint.post("/f/conversation/prepare")
+def conduit_prepare():
+    _only_2026()
+    _account()
+    emulator = _emulator()
+    _json_object()
+    trace_id = request.headers.get("X-Oai-Turn-Trace-Id", "")
+    if not trace_id:
+        abort(json_response(400, {"detail": "X-Oai-Turn-Trace-Id is required"}))
+    # The previous X-Conduit-Token may be "", "no-token", an old token or absent: all accepted.
+    if emulator.take("conduit_null_times"):
+        return json_response(200, {"status": "ok", "conduit_token": None})
+    conduit = emulator.conduits.issue(trace_id, time.time(), emulator.switches.conduit_lifetime)
+    return json_response(200, {"status": "ok", "conduit_token": conduit.token})
+
+
+def _check_bundle() -> None:
+    """The write must carry an unused bundle (or a one-step token) with its exact answers."""
+    headers = request.headers
+    emulator = _emulator()
+    token = headers.get("Openai-Sentinel-Chat-Requirements-Token", "")
+    bundle = emulator.two_phase.redeem(token)
+    if bundle is not None:
+        if (bundle.expires_at < time.time()
+                or headers.get("Openai-Sentinel-Proof-Token") != bundle.proof
+                or headers.get("Openai-Sentinel-Turnstile-Token") != bundle.turnstile):
+            _unusual_activity()
+        return
+    if not token or not emulator.sentinel.known(token):
+        _unusual_activity()
+    _check_sentinel()
+
+
+@blueprint.post("/f/conversation")
+def f_conversation():
+    _only_2026()
+    owner = _account()
+    emulator = _emulator()
+    switches = emulator.switches
+    headers = request.headers
+    if emulator.take("reject_writes"):
+        _unusual_activity()
+    if emulator.conduits.problem(headers.get("X-Conduit-Token", ""),
+                                 headers.get("X-Oai-Turn-Trace-Id", ""), time.time()):
+        _unusual_activity()
+    _check_bundle()
+    cookie_device = request.cookies.get("oai-did")
+    if switches.strict_device_id and cookie_device != headers.get("Oai-Device-Id"):
+        _unusual_activity()
+    body = request.get_json(force=True, silent=True)
+    if isinstance(body, dict) and "thinking_effort" in body \
+            and body["thinking_effort"] not in THINKING_EFFORTS:
+        abort(json_response(422, {"detail": [{
+            "type": "enum", "loc": ["body", "thinking_effort"],
+            "msg": "Input should be 'standard', 'extended' or 'max'",
+            "input": body["thinking_effort"]}]}))
+    chat = turns.parse(body)
+    mini = body.get("client_prepare_state") != "success"
+    return _answer(owner, chat, model_slug=MINI_MODEL if mini else None,
+                   handoff=switches.handoff != "off")
+
+
+@blueprint.post("/f/conversation/resume")
+def conversation_resume():
+    _only_2026()
+    _account()
+    emulator = _emulator()
+    body = _json_object()
+    if not isinstance(body.get("offset", 0), int):
+        abort(json_response(422, {"detail": "offset must be an integer"}))
+    turn = emulator.handoffs.pop(body.get("conversation_id"), None)
+    if turn is None or emulator.switches.handoff == "poll":
+        abort(json_response(404, {"detail": "No resumable stream for this conversation"}))
+    resume_token = tokens.mint_resume_token(emulator.secret, turn.conversation_id)
+    rng = random.Random(f"{emulator.switches.chunk_seed}:{emulator.next_stream_number()}")
+    events = streams.resumed_leg(turn, resume_token, body.get("offset", 0),
+                                 emulator.switches.words_per_delta, emulator.switches.stream_error)
+    return _stream(events, rng, pings=emulator.switches.pings)
 
 
 def _stream(events: Iterator[bytes], rng: random.Random, pings: bool) -> Response:

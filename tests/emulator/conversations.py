@@ -15,6 +15,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 
+def conversation_id(now: float | None = None) -> str:
+    """An id shaped like the site's: the first 8 hex digits are the creation time in unix
+    seconds (e.g. 69544e47-... was created on 2025-12-30), the rest random."""
+    seconds = int(time.time() if now is None else now)
+    rest = uuid.uuid4().hex
+    return f"{seconds:08x}-{rest[:4]}-{rest[4:8]}-{rest[8:12]}-{rest[12:24]}"
+
+
 def make_message(role: str, parts: list, *, message_id: str | None = None,
                  content_type: str = "text", status: str = "finished_successfully",
                  end_turn: bool | None = None, weight: float = 1.0,
@@ -132,7 +140,7 @@ class ConversationStore:
         self.lock = threading.RLock()
 
     def create(self, owner: str, model: str, *, history_disabled: bool = False) -> Conversation:
-        conversation = Conversation(str(uuid.uuid4()), owner, model,
+        conversation = Conversation(conversation_id(), owner, model,
                                     history_disabled=history_disabled)
         with self.lock:
             self._conversations[conversation.id] = conversation

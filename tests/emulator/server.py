@@ -17,8 +17,9 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from . import tokens
 from .app import create_emulator_app
 from .auth_pages import AuthPages
+from .conduit import ConduitLedger
 from .conversations import ConversationStore
-from .sentinel import SentinelLedger
+from .sentinel import SentinelLedger, TwoPhaseLedger
 from .switches import Switches
 
 
@@ -52,6 +53,10 @@ class Emulator:
         self.requests: list[RecordedRequest] = []
         self.conversations = ConversationStore()
         self.sentinel = SentinelLedger()
+        self.two_phase = TwoPhaseLedger()
+        self.conduits = ConduitLedger()
+        # Handed-off turns waiting for /f/conversation/resume, by conversation id.
+        self.handoffs: dict = {}
         # The login pages (protocol §10 item 1): accounts, sessions, refresh tokens, auth switches.
         self.auth = AuthPages(mint=self.mint_access_token)
         self.app = create_emulator_app(self)
@@ -93,6 +98,9 @@ class Emulator:
         self.switches.restore_defaults()
         self.conversations.clear()
         self.sentinel.clear()
+        self.two_phase.clear()
+        self.conduits.clear()
+        self.handoffs.clear()
         self.auth.reset()
         with self._lock:
             self.requests.clear()
@@ -124,6 +132,16 @@ class Emulator:
             if limit is not None and self._failures_served >= limit:
                 return False
             self._failures_served += 1
+            return True
+
+    def take(self, counter: str) -> bool:
+        """Whether a countdown switch (`conduit_null_times`, `reject_writes`) still fires; counts
+        it down."""
+        with self._lock:
+            left = getattr(self.switches, counter)
+            if left <= 0:
+                return False
+            setattr(self.switches, counter, left - 1)
             return True
 
     def next_stream_number(self) -> int:

@@ -18,12 +18,37 @@ _CHOICES: dict[str, tuple] = {
     "fail_at": ("conversation", "sentinel", "any"),
     "force_format": (None, "legacy", "v1"),
     "drop_mode": ("eof", "abort"),
+    "dialect": ("2026", "2024"),
+    "handoff": ("off", "resume", "poll"),
 }
 
 
 @dataclass
 class Switches:
     """Behaviour of the emulator; defaults describe a healthy free account on an easy day."""
+
+    # --- dialect (docs/protocol-requests.md) -------------------------------------------------
+    # "2026": the site as it is now (f/conversation, conduit, two-phase sentinel), which also
+    # still answers the 2024 paths. "2024": a mirror that only knows the 2024 paths, so every
+    # 2026 endpoint answers 404.
+    dialect: str = "2026"
+    # prepare/finalize exist; False makes them 404 (the one-step chat-requirements remains).
+    two_phase_sentinel: bool = True
+    # The 2026 sentinel sends a Turnstile dx program (and checks the answer).
+    turnstile_dx: bool = True
+    # The 2026 prepare asks for an `so` session observer (which clients may skip).
+    so_required: bool = False
+    # Conduit tokens: seconds they live; how many prepares answer `conduit_token: null` first.
+    conduit_lifetime: float = 60.0
+    conduit_null_times: int = 0
+    # Refuse a write whose Oai-Device-Id is not its oai-did cookie.
+    strict_device_id: bool = True
+    # "resume": the write hands the answer off (stream_handoff, no text) and
+    # /f/conversation/resume streams it; "poll": resume answers 404 as well, the client must read
+    # GET /conversation/{id}.
+    handoff: str = "off"
+    # Answer the write with 403 "Unusual activity" this many times (a refused bundle).
+    reject_writes: int = 0
 
     # --- the answer -------------------------------------------------------------------------
     # None: answer "Echo: <text of the last user message>".

@@ -1,0 +1,162 @@
+"""When the site hands the rest of an answer to another transport (docs/protocol-requests.md).
+
+A 2026 stream may carry a `stream_handoff` event (`conversation_id`, `turn_exchange_id`, the
+transports on offer) and then end without the answer; the StreamReducer notes it
+(`handoff_pending`). `follow()` continues it:
+
+1. `POST {api}/f/conversation/resume {conversation_id, offset: 0}`: an event stream that repeats
+   the hand-off preamble and then streams the answer, fed to the same reducer;
+2. if that fails (an error status, a broken or incomplete stream), `GET {api}/conversation/{id}`
+   every `poll_interval` seconds until the assistant message is finished.
+
+Text already relayed is never relayed twice, so the caller sees one uninterrupted answer.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ..errors import ApiError, ContentBlocked, UpstreamError, UpstreamTimeout
+from ..metrics import timed_upstream
+from ..transport import stream_post, upstream_errors
+from .endpoints import Upstream
+from .errors import from_upstream
+from .stream import Completion, StreamReducer, TextDelta, iter_sse
+
+MAX_CONVERSATION_BYTES = 8 * 1024 * 1024
+MAX_POLL_FAILURES = 3
+_FINISHED = ("finished_successfully", "finished_partial_completion")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much of the upstream a hand-off may read (MAX_UPSTREAM_ANSWER_BYTES, ..._EVENT_BYTES)."""
+
+    answer_bytes: int = 64 * 1024 * 1024
+    event_bytes: int = 4 * 1024 * 1024
+
+
+def follow(session, upstream: Upstream, headers: dict, reducer: StreamReducer, *,
+           prefix: str, relayed: str, deadline: float, poll_interval: float,
+           limits: Limits = Limits()) -> Iterator[TextDelta]:
+    """Relay the rest of the answer `reducer` saw handed off; return (as the generator's value)
+    its Completion.
+
+    `prefix` is the text of the answer before this turn (a continuation), `relayed` what this
+    turn's first leg already relayed. The resumed leg is fed to the same reducer, which knows
+    the messages of the first leg and emits nothing twice.
+    """
+    handoff = reducer.handoff
+    conversation_id = (handoff.conversation_id if handoff else None) or reducer.conversation_id
+    if not conversation_id:
+        raise UpstreamError("the upstream handed the answer off without a conversation id",
+                            "upstream_bad_stream")
+    sent = prefix + relayed
+    try:
+        reducer.resume_leg()
+        for delta in _resume(session, upstream, headers, conversation_id, reducer, deadline,
+                             limits):
+            sent += delta.text
+            yield delta
+        return reducer.result()
+    except (UpstreamTimeout, ContentBlocked):
+        raise
+    except ApiError:
+        pass  # the resume route failed or broke off: read the conversation instead
+    completion = yield from _poll(session, upstream, headers, conversation_id, sent, deadline,
+                                  poll_interval)
+    return completion
+
+
+def _resume(session, upstream: Upstream, headers: dict, conversation_id: str,
+            reducer: StreamReducer, deadline: float, limits: Limits) -> Iterator[TextDelta]:
+    path = "/f/conversation/resume"
+    resume_headers = {**headers, "Accept": "text/event-stream",
+                      "X-Openai-Target-Path": "/backend-api" + path,
+                      "X-Openai-Target-Route": "/backend-api" + path}
+    with upstream_errors("conversation resume"):
+        with timed_upstream("conversation"):
+            response = stream_post(session, upstream.url(path),
+                                   json={"conversation_id": conversation_id, "offset": 0},
+                                   headers=resume_headers, timeout=_remaining(deadline))
+        with response:
+            if response.status_code != 200 or "text/event-stream" not in response.headers.get(
+                    "Content-Type", ""):
+                raise UpstreamError(f"resume answered HTTP {response.status_code}",
+                                    "upstream_stream_broken")
+            chunks = _chunks(response, deadline, limits.answer_bytes)
+            for event in iter_sse(chunks, limits.event_bytes):
+                yield from reducer.feed(event)
+                if reducer.done:
+                    break
+
+
+def _poll(session, upstream: Upstream, headers: dict, conversation_id: str, sent: str,
+          deadline: float, poll_interval: float) -> Iterator[TextDelta]:
+    failures = 0
+    read_headers = {key: value for key, value in headers.items()
+                    if not key.lower().startswith(("openai-sentinel", "x-conduit"))}
+    read_headers["Accept"] = "*/*"
+    while True:
+        with upstream_errors("conversation poll"):
+            response = session.get(upstream.url(f"/conversation/{conversation_id}"),
+                                   headers=read_headers, timeout=_remaining(deadline))
+        if response.status_code != 200:
+            failures += 1
+            if failures >= MAX_POLL_FAILURES:
+                raise from_upstream(response.status_code, response.content[:65536],
+                                    response.headers)
+        else:
+            failures = 0
+            finished = _finished_answer(response.content)
+            if finished is not None:
+                text, message = finished
+                if text.startswith(sent) and len(text) > len(sent):
+                    yield TextDelta(text[len(sent):])
+                metadata = message.get("metadata") or {}
+                finish = metadata.get("finish_details") or {}
+                return Completion(text=text if text.startswith(sent) else sent,
+                                  conversation_id=conversation_id, message_id=message.get("id"),
+                                  finish_type=finish.get("type") if isinstance(finish, dict)
+                                  else None, model_slug=metadata.get("model_slug"))
+        wait = min(poll_interval, max(0.0, deadline - time.monotonic()))
+        time.sleep(wait)
+        _remaining(deadline)
+
+
+def _finished_answer(content: bytes) -> tuple[str, dict] | None:
+    """(text, message) of the conversation's current assistant message once it is finished."""
+    if len(content) > MAX_CONVERSATION_BYTES:
+        raise UpstreamError("the conversation is too large to read", "upstream_bad_answer")
+    try:
+        conversation = json.loads(content)
+        node = conversation["mapping"][conversation["current_node"]]
+        message = node["message"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(message, dict) or (message.get("author") or {}).get("role") != "assistant":
+        return None
+    if message.get("status") not in _FINISHED:
+        return None
+    parts = (message.get("content") or {}).get("parts") or []
+    return "".join(p for p in parts if isinstance(p, str)), message
+
+
+def _remaining(deadline: float) -> float:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise UpstreamTimeout("the answer did not complete within the timeout")
+    return remaining
+
+
+def _chunks(response, deadline: float, max_bytes: int) -> Iterator[bytes]:
+    received = 0
+    for chunk in response.iter_content():
+        _remaining(deadline)
+        received += len(chunk)
+        if received > max_bytes:
+            raise UpstreamError(f"the upstream answer is longer than {max_bytes} bytes",
+                                "upstream_bad_answer")
+        yield chunk

@@ -1,0 +1,208 @@
+"""What the service sends in the 2026 dialect, and how it falls back (docs/protocol-requests.md).
+
+The service runs against the emulator over real HTTP, configured as a user would configure it.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from tests.emulator.app import BUILD_ID, BUILD_NUMBER
+
+
+def send(client, **fields):
+    return client.post("/send_message", data=fields)
+
+
+def posts(emulator, suffix: str):
+    return [r for r in emulator.requests_to(suffix) if r.method == "POST"]
+
+
+def writes(emulator):
+    return posts(emulator, "/f/conversation")
+
+
+def test_a_turn_runs_home_conduit_sentinel_then_the_write(client, token, emulator):
+    response = send(client, access_token=token, prompt="Hi")
+    assert response.status_code == 200, response.json
+    assert response.json["text"] == "Echo: Hi"
+    order = [r.path.removeprefix("/backend-api") for r in emulator.requests]
+    assert order == ["/", "/f/conversation/prepare", "/sentinel/chat-requirements/prepare",
+                     "/sentinel/chat-requirements/finalize", "/f/conversation"]
+
+
+def test_the_write_carries_the_headers_of_the_page_and_the_turn(client, token, emulator):
+    send(client, access_token=token, prompt="Hi")
+    home = emulator.requests[0]
+    prepare, write = posts(emulator, "/f/conversation/prepare")[0], writes(emulator)[0]
+    headers = write.headers
+    assert headers["oai-client-version"] == BUILD_ID
+    assert headers["oai-client-build-number"] == BUILD_NUMBER
+    assert str(uuid.UUID(headers["oai-session-id"])) == headers["oai-session-id"]
+    assert headers["oai-language"] == "en-US" and headers["accept"] == "text/event-stream"
+    assert headers["x-openai-target-path"] == headers["x-openai-target-route"] \
+        == "/backend-api/f/conversation"
+    assert prepare.headers["x-openai-target-path"] == "/backend-api/f/conversation/prepare"
+    assert prepare.headers["x-conduit-token"] == ""  # the first prepare of a turn
+    assert headers["x-oai-turn-trace-id"] == prepare.headers["x-oai-turn-trace-id"]
+    assert headers["x-conduit-token"].count(".") == 2
+    assert "chrome/152" in headers["user-agent"].lower() and 'v="152"' in headers["sec-ch-ua"]
+    # the device id is the site's cookie, and the site's cookies come back
+    assert "oai-did" not in home.headers.get("cookie", "")
+    assert f"oai-did={headers['oai-device-id']}" in headers["cookie"]
+    assert "__cf_bm=" in headers["cookie"]
+
+
+def test_the_body_of_a_new_chat_and_of_its_next_turn(client, token, emulator):
+    first = send(client, access_token=token, prompt="one").json
+    send(client, access_token=token, prompt="two", conversation_id=first["conversation_id"],
+         parent_message_id=first["parent_message_id"])
+    new, following = (w.json for w in writes(emulator))
+    assert new["parent_message_id"] == "client-created-root" and "conversation_id" not in new
+    assert new["client_prepare_state"] == "success" and new["timezone"] == "America/Los_Angeles"
+    assert isinstance(new["messages"][0]["create_time"], float)
+    assert following["conversation_id"] == first["conversation_id"]
+    assert following["parent_message_id"] == first["parent_message_id"]
+    assert writes(emulator)[1].headers["referer"].endswith("/c/" + first["conversation_id"])
+
+
+def test_the_device_id_is_stable_per_account_across_instances(make_app, emulator):
+    alice = emulator.mint_access_token(email="alice@example.com")
+    bob = emulator.mint_access_token(email="bob@example.com")
+    for _ in range(2):  # two instances sharing one store (the same CACHE_DIR)
+        client = make_app().test_client()
+        assert send(client, access_token=alice, prompt="Hi").status_code == 200
+        assert send(client, access_token=bob, prompt="Hi").status_code == 200
+    devices = [w.headers["oai-device-id"] for w in writes(emulator)]
+    assert devices[0] == devices[2] and devices[1] == devices[3] and devices[0] != devices[1]
+    # a renewed token of the same account keeps the device
+    client = make_app().test_client()
+    send(client, access_token=emulator.mint_access_token(email="alice@example.com", exp_in=99),
+         prompt="Hi")
+    assert writes(emulator)[-1].headers["oai-device-id"] == devices[0]
+
+
+def test_every_continuation_gets_a_fresh_bundle_and_conduit_token(client, token, emulator):
+    emulator.switches.max_tokens_cuts = 2
+    emulator.switches.answer = "one two three four five six"
+    response = send(client, access_token=token, prompt="Hi")
+    assert response.json["text"] == "one two three four five six"
+    assert [w.json["action"] for w in writes(emulator)] == ["next", "continue", "continue"]
+    assert len(posts(emulator, "/finalize")) == 3
+    assert len({w.headers["openai-sentinel-chat-requirements-token"]
+                for w in writes(emulator)}) == 3
+    assert len({w.headers["x-oai-turn-trace-id"] for w in writes(emulator)}) == 3
+    assert "messages" not in writes(emulator)[1].json
+
+
+def test_a_refused_bundle_is_retried_once_with_fresh_ones(client, token, emulator):
+    emulator.switches.reject_writes = 1
+    assert send(client, access_token=token, prompt="Hi").status_code == 200
+    assert len(writes(emulator)) == 2 and len(posts(emulator, "/finalize")) == 2
+    emulator.switches.reject_writes = 2
+    response = send(client, access_token=token, prompt="Hi")
+    assert response.status_code == 403
+    assert response.json["code"] == "upstream_sentinel_rejected"
+    assert "proxy" in response.json["message"].lower()
+
+
+def test_a_null_conduit_token_gets_one_more_prepare(client, token, emulator):
+    emulator.switches.conduit_null_times = 1
+    assert send(client, access_token=token, prompt="Hi").status_code == 200
+    prepares = posts(emulator, "/f/conversation/prepare")
+    assert len(prepares) == 2 and len(writes(emulator)) == 1
+
+
+def test_a_site_without_two_phase_sentinel_gets_the_one_step_call(client, token, emulator):
+    emulator.switches.two_phase_sentinel = False
+    response = send(client, access_token=token, prompt="Hi")
+    assert response.status_code == 200, response.json
+    one_step = posts(emulator, "/sentinel/chat-requirements")
+    assert len(one_step) == 1
+    assert writes(emulator)[0].headers["openai-sentinel-turnstile-token"]
+
+
+@pytest.mark.parametrize("switch", ["arkose_required", "turnstile_required"])
+def test_challenges_that_need_a_browser_end_with_a_clear_403(client, token, emulator, switch):
+    setattr(emulator.switches, switch, True)
+    response = send(client, access_token=token, prompt="Hi")
+    assert response.status_code == 403 and response.json["code"] == "sentinel_required"
+    assert not writes(emulator)
+
+
+def test_a_session_observer_demand_is_skipped(client, token, emulator):
+    emulator.switches.so_required = True
+    assert send(client, access_token=token, prompt="Hi").status_code == 200
+
+
+def test_a_body_field_the_upstream_refuses_is_named_in_a_502(app, token, emulator):
+    from chatgpt_web.errors import ApiError
+    from chatgpt_web.upstream.conversation import ChatMessage, ConversationRequest
+    from chatgpt_web.upstream.endpoints import from_base_url
+
+    request = ConversationRequest((ChatMessage("user", "Hi"),), "auto",
+                                  extra={"thinking_effort": "high"})  # past our own check
+    conversations = app.extensions["chatgpt_web"].conversations
+    with pytest.raises(ApiError) as caught:
+        list(conversations.stream(token, request, from_base_url(emulator.url)))
+    assert caught.value.status == 502 and caught.value.code == "upstream_bad_request"
+    assert caught.value.param == "thinking_effort"
+
+
+# --- dialects ---------------------------------------------------------------------------------
+
+def test_auto_falls_back_to_2024_on_a_mirror_and_remembers_it(client, token, emulator):
+    emulator.switches.dialect = "2024"
+    assert send(client, access_token=token, prompt="one").json["text"] == "Echo: one"
+    assert send(client, access_token=token, prompt="two").json["text"] == "Echo: two"
+    assert len(posts(emulator, "/f/conversation/prepare")) == 1  # asked once, then remembered
+    assert len(posts(emulator, "/backend-api/conversation")) == 2
+
+
+def test_protocol_2026_does_not_fall_back(make_app, token, emulator):
+    emulator.switches.dialect = "2024"
+    client = make_app(CHATGPT_PROTOCOL="2026").test_client()
+    response = send(client, access_token=token, prompt="Hi")
+    assert response.status_code == 502
+    assert response.json["code"] == "upstream_protocol_mismatch"
+
+
+def test_protocol_2024_speaks_only_the_old_paths(make_app, token, emulator):
+    client = make_app(CHATGPT_PROTOCOL="2024").test_client()
+    assert send(client, access_token=token, prompt="Hi").status_code == 200
+    paths = {r.path for r in emulator.requests}
+    assert "/backend-api/conversation" in paths
+    assert not [p for p in paths if "/f/" in p or p.endswith(("/prepare", "/finalize"))]
+
+
+def test_a_reverse_proxy_gets_the_2026_siblings(client, token, emulator):
+    response = send(client, access_token=token, prompt="Hi",
+                    reverse_proxy=emulator.url + "/api/conversation")
+    assert response.status_code == 200
+    paths = [r.path for r in emulator.requests if r.method == "POST"]
+    assert paths == ["/api/f/conversation/prepare", "/api/sentinel/chat-requirements/prepare",
+                     "/api/sentinel/chat-requirements/finalize", "/api/f/conversation"]
+
+
+# --- hand-off ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["resume", "poll"])
+def test_a_handed_off_answer_arrives_whole(make_app, token, emulator, mode):
+    emulator.switches.handoff = mode
+    emulator.switches.answer = "a long and careful answer"
+    app = make_app()
+    app.extensions["chatgpt_web"].conversations.poll_interval = 0.05
+    client = app.test_client()
+    response = send(client, access_token=token, prompt="Hi")
+    assert response.status_code == 200, response.json
+    assert response.json["text"] == "a long and careful answer"
+    assert posts(emulator, "/f/conversation/resume")
+    reads = [r for r in emulator.requests if r.method == "GET" and "/conversation/" in r.path]
+    assert bool(reads) == (mode == "poll")
+    streamed = client.post("/send_message", data={"access_token": token, "prompt": "Hi",
+                                                  "stream": "true"}).get_data(as_text=True)
+    deltas = [json.loads(line[6:])["delta"] for line in streamed.split("\n")
+              if line.startswith('data: {"delta"')]
+    assert "".join(deltas) == "a long and careful answer"
