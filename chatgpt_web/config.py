@@ -33,7 +33,6 @@ from urllib.parse import urlsplit
 from curl_cffi.requests import impersonate as curl_impersonate
 
 from .errors import ConfigError
-from .relay.plan import RelayPlan, load_plan
 
 # curl_cffi target pinned to a concrete version: the floating alias "chrome" would change the TLS
 # fingerprint whenever curl_cffi is upgraded. curl_cffi sends a User-Agent and sec-ch-ua that match.
@@ -337,9 +336,6 @@ class Config:
     relay_model_discovery: float = setting("RELAY_MODEL_DISCOVERY", non_negative_float, 21600.0)
     # "web" or "relay": which goes first for a model both know and no route names.
     route_preference: str = setting("ROUTE_PREFERENCE", one_of("web", "relay"), "web")
-    # UPSTREAMS_FILE parsed at start, with the environment its env: references name (no
-    # variable of its own).
-    relay: RelayPlan | None = field(default=None, repr=False, compare=False, metadata={})
 
     @property
     def request_body_limit(self) -> int:
@@ -360,8 +356,6 @@ class Config:
         values: dict = {}
         problems = []
         for spec in fields(cls):
-            if "env" not in spec.metadata:
-                continue
             raw = environ.get(spec.metadata["env"])
             if raw is None or (not raw.strip() and not spec.metadata["blank_is_value"]):
                 continue
@@ -371,8 +365,6 @@ class Config:
                 problems.append(f"{spec.metadata['env']} {problem}")
         if problems:
             raise ConfigError("; ".join(problems))
-        if values.get("upstreams_file"):
-            values["relay"] = load_plan(values["upstreams_file"], environ)
         return cls(**values).checked()
 
     def problems(self) -> list[str]:
@@ -383,8 +375,6 @@ class Config:
         """
         found = []
         for spec in fields(self):
-            if "env" not in spec.metadata:
-                continue
             value = getattr(self, spec.name)
             if isinstance(value, tuple) and all(isinstance(item, str) for item in value):
                 value = ",".join(value)
@@ -409,4 +399,4 @@ class Config:
 
 def variables() -> list[str]:
     """Every environment variable a Config reads, in field order."""
-    return [spec.metadata["env"] for spec in fields(Config) if "env" in spec.metadata]
+    return [spec.metadata["env"] for spec in fields(Config)]

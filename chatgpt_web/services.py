@@ -9,6 +9,7 @@ from .config import Config
 from .keys import KeyRing
 from .limits import RateLimiter
 from .pool import AccountPool, load_accounts
+from .relay.plan import RelayPlan
 from .relay.service import RelayService
 from .store import Store, open_store
 from .tokens import TokenProvider
@@ -27,8 +28,10 @@ class Services:
     racing to build the pool or the PoW process pool would each build one.
     """
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, relay_plan: RelayPlan | None = None):
         self.config = config
+        # UPSTREAMS_FILE, parsed at start by create_app (it resolves the env: references).
+        self.relay_plan = relay_plan
         self._lock = threading.RLock()
         self._built: dict[str, object] = {}
 
@@ -73,9 +76,10 @@ class Services:
     @property
     def relay(self) -> RelayService | None:
         """The relay of UPSTREAMS_FILE (relay/), or None when no file is configured."""
-        if self.config.relay is None:
+        if self.relay_plan is None:
             return None
-        return self._once("relay", lambda: RelayService(self.config, self.store))
+        return self._once("relay", lambda: RelayService(self.config, self.relay_plan,
+                                                        self.store))
 
     @property
     def solver(self) -> ProofOfWorkSolver:

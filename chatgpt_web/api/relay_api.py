@@ -108,8 +108,9 @@ for _family in UNSUPPORTED:
 
 @admin_blueprint.get("/upstreams")
 def upstreams():
-    """Each relay upstream's keys (by id) with their health; never a key or a base URL."""
+    """Each relay upstream key (by id) with its health; never a key or a base URL."""
     relay = current().relay
-    return jsonify({"relay": relay is not None, "upstreams": relay.report() if relay else []})
-
-
+    if relay is None:
+        raise NotFound("no relay upstreams: UPSTREAMS_FILE is not set (docs/relay.md)",
+                       "relay_disabled")
+    return jsonify({"keys": relay.report()})

@@ -1,6 +1,6 @@
 """UPSTREAMS_FILE: the relay's upstreams, their keys, and the routes from public model names.
 
-The file is read and checked once, at start-up (config.py calls `load_plan`); any mistake stops
+The file is read and checked once, at start-up (create_app calls `load_plan`); any mistake stops
 the service with a ConfigError that names the entry but never quotes a secret. Secrets (keys and
 header values) may be written as `env:NAME`, read from the environment mapping the Config was
 built from. The shape, with every field, is documented in docs/relay.md.

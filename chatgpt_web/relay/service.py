@@ -8,6 +8,7 @@ from ..store import Store
 from .discovery import Discovery
 from .forward import Relay, Timeouts
 from .health import KeyHealth
+from .plan import RelayPlan
 from .routing import Router
 from .scrub import Scrubber
 
@@ -15,8 +16,7 @@ from .scrub import Scrubber
 class RelayService:
     """Router, key health, the forwarding loop, and model discovery (started on first use)."""
 
-    def __init__(self, config: Config, store: Store):
-        plan = config.relay
+    def __init__(self, config: Config, plan: RelayPlan, store: Store):
         self.plan = plan
         self.config = config
         self.health = KeyHealth(store, config.relay_recheck)
@@ -43,16 +43,12 @@ class RelayService:
                                             self.config.relay_connect_timeout).start()
 
     def report(self) -> list[dict]:
-        """/admin/upstreams: each upstream's keys by id with their health; never a key."""
+        """/admin/upstreams: one row per upstream key (by id) with its health; never a key."""
         rows = []
         for upstream in self.plan.upstreams.values():
-            keys = []
             for key in upstream.keys:
                 models = self.router.discovered(upstream, key)
-                keys.append({"id": key.id, "weight": key.weight,
-                             "models": len(models) if models is not None else None,
-                             **self.health.report(upstream.name, key.id)})
-            rows.append({"name": upstream.name, "models": "discover"
-                         if upstream.models == "discover" else list(upstream.models),
-                         "keys": keys})
+                rows.append({"upstream": upstream.name, "key": key.id, "weight": key.weight,
+                             **self.health.report(upstream.name, key.id),
+                             "models": len(models) if models is not None else None})
         return rows

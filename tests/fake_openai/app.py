@@ -55,6 +55,8 @@ def _sse(events, fault: str | None, fake) -> Response:
             if fault and fault.startswith("stall_after:") and number == int(fault.split(":")[1]):
                 fake.stopping.wait(30)
                 return
+            if fake.chunk_delay and number:
+                time.sleep(fake.chunk_delay)
             yield b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n"
         if fault != "no_done":
             yield b"data: [DONE]\n\n"

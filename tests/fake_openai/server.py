@@ -61,8 +61,9 @@ class FakeOpenAI:
         self.models: dict[str, tuple[str, ...]] = {}
         # Seconds until a rate-limited key's window resets (its 429 headers say so).
         self.ratelimit_reset = 20.0
-        # Seconds between two audio chunks of /audio/speech.
+        # Seconds between two audio chunks of /audio/speech, and between two SSE events.
         self.speech_interval = 0.05
+        self.chunk_delay = 0.0
         self.stopping = threading.Event()
         self.url = self.base_url = ""
         self._faults: dict[str, _Fault] = {}
