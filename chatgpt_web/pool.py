@@ -16,6 +16,7 @@ sees an error only when none can serve. A conversation stays on the account that
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import random
@@ -85,12 +86,17 @@ def _entry_to_account(index: int, entry: dict) -> Account:
         if not isinstance(entry.get("password"), str) or not entry["password"]:
             raise ConfigError(f"{where}: an email needs a password")
         secrets: tuple[str, ...] = (str(entry["email"]), entry["password"])
-        credential = Credential.password(*secrets)
+        totp_secret = entry.get("totp_secret")
+        if totp_secret is not None and not _is_base32(totp_secret):
+            raise ConfigError(f"{where}: totp_secret must be the authenticator's base32 secret")
+        credential = Credential.password(*secrets, totp_secret=totp_secret)
     else:
         secrets = (str(entry[kind]),)
         credential = None if kind == "access_token" else Credential(kind, secrets)
         if kind == "session_token":
             credential = Credential.session_token(secrets[0])
+    if kind != "password" and entry.get("totp_secret") is not None:
+        raise ConfigError(f"{where}: totp_secret goes with an email and password")
     client_id = entry.get("client_id")
     if client_id is not None:
         if kind != "refresh_token" or not isinstance(client_id, str) or not client_id.strip():
@@ -103,6 +109,17 @@ def _entry_to_account(index: int, entry: dict) -> Account:
     label = name or "acct-" + hashlib.sha256("\0".join((kind, *secrets)).encode()).hexdigest()[:10]
     return Account(label, kind, float(weight), credential,
                    secrets[0] if kind == "access_token" else None)
+
+
+def _is_base32(value) -> bool:
+    if not isinstance(value, str) or not value.strip():
+        return False
+    text = value.replace(" ", "").upper()
+    try:
+        base64.b32decode(text + "=" * (-len(text) % 8))
+    except ValueError:
+        return False
+    return True
 
 
 def load_accounts(path: str) -> list[Account]:

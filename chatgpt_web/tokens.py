@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -107,10 +108,14 @@ class Credential:
     secrets: tuple[str, ...] = field(repr=False)
     otp: str | None = field(default=None, repr=False)
     client_id: str | None = None
+    # An authenticator's base32 secret held by the server (a pooled account): it makes its own
+    # codes, so its sign-ins are cached as any other.
+    totp_secret: str | None = field(default=None, repr=False)
 
     @classmethod
-    def password(cls, email: str, password: str, otp: str | None = None) -> Credential:
-        return cls("password", (email, password), otp)
+    def password(cls, email: str, password: str, otp: str | None = None, *,
+                 totp_secret: str | None = None) -> Credential:
+        return cls("password", (email, password), otp, totp_secret=totp_secret)
 
     @classmethod
     def session_token(cls, token: str) -> Credential:
@@ -174,11 +179,21 @@ class IssuedToken:
     from_cache: bool = False
 
 
+def totp(secret: str, at: float | None = None) -> str:
+    """The current six-digit code of an authenticator app with base32 `secret` (RFC 6238)."""
+    key = base64.b32decode(secret.replace(" ", "").upper() + "=" * (-len(secret) % 8))
+    counter = int((time.time() if at is None else at) // 30).to_bytes(8, "big")
+    digest = hmac.new(key, counter, hashlib.sha1).digest()
+    offset = digest[-1] & 0x0F
+    return f"{(int.from_bytes(digest[offset:offset + 4], 'big') & 0x7FFFFFFF) % 1_000_000:06d}"
+
+
 def _login(config: Config, credential: Credential,
            pending: auth.PendingLogin | None = None) -> auth.LoginResult:
     if credential.kind == "password":
         email, password = credential.secrets
-        return auth.login_with_password(config, email, password, credential.otp, pending)
+        otp = credential.otp or (totp(credential.totp_secret) if credential.totp_secret else None)
+        return auth.login_with_password(config, email, password, otp, pending)
     if credential.kind == "session_token":
         return auth.login_with_session_token(config, credential.secrets[0])
     if credential.kind == "refresh_token":
@@ -288,7 +303,9 @@ class TokenProvider:
         key = credential.cache_key()
         with self._locks.hold(key):
             entry = self._store_call(self.store.get, key)
-            if isinstance(entry, dict) and entry.get("second_factor") and not credential.otp:
+            holds_factor = credential.totp_secret is not None
+            if (isinstance(entry, dict) and entry.get("second_factor") and not credential.otp
+                    and not holds_factor):
                 # A cached token would skip the code the identity provider asks for.
                 error = login_error(
                     "mfa_required", "login",
@@ -318,7 +335,7 @@ class TokenProvider:
             if pending:
                 self._store_call(self.store.delete, pending_key)
             issued = _issued(result)
-            if result.second_factor:
+            if result.second_factor and not holds_factor:
                 self._store_call(self.store.set, key, {"second_factor": True},
                                  expire=SECOND_FACTOR_TTL)
             else:

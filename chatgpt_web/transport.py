@@ -3,30 +3,40 @@
 Every upstream call of the service goes through a session made by `new_session()`, so that TLS
 impersonation, the outbound proxy and DNS pinning (see upstream/endpoints.py) are never forgotten.
 The conversation answer is read with `stream_post()`, which takes all its settings from such a
-session but reads the body in the calling thread (see there why).
+session but reads the body in the calling thread (see StreamedResponse why).
+
+StreamedResponse relies on curl_cffi internals (`set_curl_options`, Session attributes, two
+private Curl methods, the raw curl_multi_* binding). They are probed once, at import
+(`probe_multi_handle_reader`); if any is missing, a warning is logged, /readyz shows
+`"stream_reader": "public-fallback"`, and answers are read with `PublicStreamReader`, over
+curl_cffi's public `session.post(..., stream=True)`: more CPU per answer, the same behaviour.
 """
 from __future__ import annotations
 
 import contextlib
+import inspect
+import logging
+import threading
 from collections.abc import Iterator, Sequence
 
-from curl_cffi import Curl, CurlOpt
+import curl_cffi
+from curl_cffi import Curl, CurlOpt, ffi, lib
 from curl_cffi import requests as curl_requests
-
-# curl_cffi 0.17 wraps the curl_multi_* functions only inside its asyncio client (AsyncCurl), which
-# needs an event loop; driving a multi handle from a plain thread needs the raw binding.
-from curl_cffi._wrapper import ffi, lib
 from curl_cffi.requests import exceptions as curl_errors
 
-# The function Session uses to turn its settings into curl options: calling it (rather than
-# repeating its work) makes a stream_post() request the same bytes on the wire as session.post().
-from curl_cffi.requests.utils import set_curl_options
+try:
+    # The function Session uses to turn its settings into curl options: calling it (rather than
+    # repeating its work) makes a stream_post() request the same bytes as session.post().
+    from curl_cffi.requests.utils import set_curl_options
+except ImportError:  # a curl_cffi that moved it: the public reader is used (see the probe)
+    set_curl_options = None
 
 from .config import Config
 from .errors import UpstreamError, UpstreamTimeout
 
 Session = curl_requests.Session
 Response = curl_requests.Response
+log = logging.getLogger(__name__)
 
 
 def new_session(config: Config, *, resolve: Sequence[str] = ()) -> Session:
@@ -153,6 +163,10 @@ class StreamedResponse:
                 return
             self._step()
 
+    @property
+    def closed(self) -> bool:
+        return self._curl is None
+
     def close(self) -> None:
         """Stop the transfer if still running and free the handles (idempotent)."""
         if self._multi != ffi.NULL:
@@ -172,14 +186,112 @@ class StreamedResponse:
         self.close()
 
 
+class PublicStreamReader:
+    """The same interface as StreamedResponse over curl_cffi's public streaming API.
+
+    curl_cffi runs the transfer on its own thread and queues the chunks; `timeout` becomes its
+    limit on a stalled transfer rather than a total (the caller's deadline still applies per
+    chunk, see upstream/conversation.py).
+    """
+
+    def __init__(self, session: Session, url: str, *, json: object, headers: dict,
+                 timeout: float):
+        self._response = session.post(url, json=json, headers=headers, timeout=timeout,
+                                      stream=True)
+        self.status_code: int = self._response.status_code
+        self.headers = self._response.headers
+        self.closed = False
+
+    def iter_content(self) -> Iterator[bytes]:
+        """Yield the body's chunks as they arrive; raise curl_cffi's exception if it breaks."""
+        if not self.closed:
+            yield from self._response.iter_content()
+
+    def close(self) -> None:
+        """Stop the transfer if still running (idempotent), without waiting for it.
+
+        curl_cffi ends a stream from its write callback, that is when the next chunk arrives or
+        the transfer times out; waiting for that here would hold the caller's thread.
+        """
+        if not self.closed:
+            self.closed = True
+            threading.Thread(target=self._response.close, name="stream-close",
+                             daemon=True).start()
+
+    def __enter__(self) -> PublicStreamReader:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+# Everything StreamedResponse takes from curl_cffi beyond its public API.
+_SET_CURL_OPTIONS_KEYWORDS = (
+    "params_list", "base_url", "json", "headers_list", "cookies_list", "auth", "timeout",
+    "allow_redirects", "max_redirects", "proxies_list", "proxy_auth", "trust_env", "verify_list",
+    "accept_encoding", "content_callback", "impersonate", "ja3", "akamai", "perk", "extra_fp",
+    "default_headers", "http_version", "interface", "dns", "doh_url", "cert", "curl_options",
+    "stream",
+)
+_SESSION_ATTRIBUTES = (
+    "params", "base_url", "headers", "cookies", "auth", "allow_redirects", "max_redirects",
+    "proxies", "proxy_auth", "trust_env", "verify", "impersonate", "ja3", "akamai", "perk",
+    "extra_fp", "default_headers", "http_version", "interface", "dns", "doh_url", "cert",
+    "curl_options", "default_encoding", "_parse_response",
+)
+_CURL_METHODS = ("_ensure_cacert", "_get_error")
+_MULTI_FUNCTIONS = ("curl_multi_init", "curl_multi_add_handle", "curl_multi_perform",
+                    "curl_multi_poll", "curl_multi_info_read", "curl_multi_remove_handle",
+                    "curl_multi_cleanup", "curl_multi_strerror")
+
+
+def probe_multi_handle_reader(session_class=Session, curl_class=Curl, set_options=None,
+                              binding=lib) -> list[str]:
+    """What StreamedResponse needs and this curl_cffi lacks (empty: it can be used)."""
+    set_options = set_curl_options if set_options is None else set_options
+    if set_options is None:
+        return ["curl_cffi.requests.utils.set_curl_options"]
+    missing = []
+    keywords = inspect.signature(set_options).parameters
+    missing += [f"set_curl_options({name}=)" for name in _SET_CURL_OPTIONS_KEYWORDS
+                if name not in keywords]
+    try:
+        session = session_class()
+    except Exception as error:  # noqa: BLE001 - any failure means the probe cannot vouch for it
+        return [f"Session() ({type(error).__name__})"]
+    try:
+        missing += [f"Session.{name}" for name in _SESSION_ATTRIBUTES
+                    if not hasattr(session, name)]
+    finally:
+        with contextlib.suppress(Exception):
+            session.close()
+    missing += [f"Curl.{name}" for name in _CURL_METHODS if not hasattr(curl_class, name)]
+    missing += [f"lib.{name}" for name in _MULTI_FUNCTIONS if not hasattr(binding, name)]
+    return missing
+
+
+def _choose_reader() -> tuple[type, str, list[str]]:
+    missing = probe_multi_handle_reader()
+    if not missing:
+        return StreamedResponse, "multi-handle", []
+    log.warning("curl_cffi %s lacks what the multi-handle stream reader needs (%s): answers "
+                "are read with curl_cffi's public streaming API instead, at some CPU cost",
+                curl_cffi.__version__, ", ".join(missing))
+    return PublicStreamReader, "public-fallback", missing
+
+
+# Chosen once, at import; /readyz reports STREAM_READER and what was missing.
+READER, STREAM_READER, READER_MISSING = _choose_reader()
+
+
 def stream_post(session: Session, url: str, *, json: object, headers: dict,
-                timeout: float) -> StreamedResponse:
+                timeout: float) -> StreamedResponse | PublicStreamReader:
     """POST `json` to `url` with `session`'s settings; return once the response headers are in.
 
     The body is then read by iterating `iter_content()` in the calling thread. Errors are
     curl_cffi's own exceptions (as from session.post), for `upstream_errors()` to translate.
     """
-    return StreamedResponse(session, url, json=json, headers=headers, timeout=timeout)
+    return READER(session, url, json=json, headers=headers, timeout=timeout)
 
 
 def _check_multi(code: int) -> None:

@@ -343,11 +343,24 @@ def test_missing_or_conflicting_credentials_are_400_without_upstream_call(
 def test_secrets_never_reach_the_logs(client, auth, caplog):
     caplog.set_level(logging.DEBUG)
     session_token = auth.add_session(EMAIL)
-    get_token(client, email=EMAIL, password=PASSWORD)
-    get_token(client, email=EMAIL, password="wrong password")
-    get_token(client, session_token=session_token)
-    for secret in (PASSWORD, "wrong password", session_token):
+    refresh_token = auth.add_refresh_token(EMAIL)
+    code = totp(TOTP_SECRET)
+    answers = [get_token(client, email=EMAIL, password=PASSWORD).json,
+               get_token(client, email=EMAIL, password="wrong password").json,
+               get_token(client, session_token=session_token).json,
+               get_token(client, refresh_token=refresh_token).json,
+               get_token(client, email=TOTP_EMAIL, password=PASSWORD, otp=code).json,
+               get_token(client, email=EMAIL_OTP_EMAIL, password=PASSWORD).json]
+    mailed = auth.mailbox[EMAIL_OTP_EMAIL][-1]
+    answers.append(get_token(client, email=EMAIL_OTP_EMAIL, password=PASSWORD, otp=mailed).json)
+    secrets = [PASSWORD, "wrong password", session_token, refresh_token, code, mailed]
+    secrets += [answer[name] for answer in answers
+                for name in ("access_token", "session_token", "refresh_token") if name in answer]
+    assert len(secrets) > 12
+    for secret in secrets:
         assert secret not in caplog.text
+    for answer in answers:
+        assert all(secret not in answer.get("message", "") for secret in secrets)
 
 
 # -- the token cache -----------------------------------------------------------------------------

@@ -246,12 +246,19 @@ def test_continuation_without_a_new_message_is_400(sdk, emulator):
         {"type": "text", "text": "What is this?"},
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]},
      "messages[0].content[1].type", "unsupported_content"),
-    ({"messages": [{"role": "tool", "tool_call_id": "1", "content": "42"}]},
-     "messages[0].role", "unsupported_role"),
-    ({"messages": [{"role": "user", "content": "Hi"}], "n": 2}, "n", "unsupported_parameter"),
+    ({"messages": [{"role": "user", "content": "Hi"}], "n": 9}, "n", "invalid_field"),
+    ({"messages": [{"role": "user", "content": "Hi"}], "logprobs": True},
+     "logprobs", "unsupported_parameter"),
     ({"messages": [{"role": "user", "content": "Hi"}], "tools": [{"type": "function", "function": {
-        "name": "f", "parameters": {"type": "object", "properties": {}}}}]},
-     "tools", "unsupported_parameter"),
+        "name": "f", "parameters": {"type": "object", "properties": 5}}}]},
+     "tools[0].function.parameters", "invalid_field"),
+    ({"messages": [{"role": "user", "content": "Hi"}], "response_format": {
+        "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}}},
+     "response_format.json_schema.schema", "invalid_field"),
+    ({"messages": [{"role": "user", "content": "Hi"}], "stop": ["a", "b", "c", "d", "e"]},
+     "stop", "invalid_field"),
+    ({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 0},
+     "max_tokens", "invalid_field"),
     ({"messages": []}, "messages", "invalid_field"),
 ])
 def test_what_the_web_backend_cannot_do_is_a_clear_400(sdk, emulator, kwargs, param, code):
@@ -267,7 +274,7 @@ def test_what_the_web_backend_cannot_do_is_a_clear_400(sdk, emulator, kwargs, pa
 def test_sampling_options_are_accepted_and_ignored(sdk):
     completion = sdk.chat.completions.create(
         model="gpt-4o", messages=[{"role": "user", "content": "Hi"}], temperature=0.2,
-        top_p=0.9, max_tokens=50, stop=["\n"], presence_penalty=0.1, user="u-1", n=1)
+        top_p=0.9, seed=7, presence_penalty=0.1, user="u-1", n=1, logprobs=False)
     assert completion.choices[0].message.content == "Echo: Hi"
 
 

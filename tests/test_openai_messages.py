@@ -1,4 +1,6 @@
 """OpenAI `messages` -> web messages, and the continuity rule (pure functions, no server)."""
+import json
+
 import pytest
 
 from chatgpt_web.api.openai_messages import messages_to_send, to_web_messages
@@ -40,7 +42,7 @@ def test_assistant_refusal_part_is_text_and_null_content_is_dropped():
     ([], "messages", "invalid_field"),
     ("hello", "messages", "invalid_field"),
     (["hello"], "messages[0]", "invalid_field"),
-    ([{"role": "tool", "content": "x", "tool_call_id": "1"}], "messages[0].role", "unsupported_role"),
+    ([{"role": "tool", "tool_call_id": "1"}], "messages[0].content", "missing_field"),
     ([{"role": "wizard", "content": "x"}], "messages[0].role", "unsupported_role"),
     ([{"role": "user"}], "messages[0].content", "missing_field"),
     ([{"role": "user", "content": 5}], "messages[0].content", "invalid_field"),
@@ -53,7 +55,7 @@ def test_assistant_refusal_part_is_text_and_null_content_is_dropped():
     ([{"role": "user", "content": [{"type": "refusal", "refusal": "no"}]}],
      "messages[0].content[0].type", "unsupported_content"),
     ([{"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]}],
-     "messages[0].tool_calls", "unsupported_role"),
+     "messages[0].tool_calls[0]", "invalid_field"),
     ([{"role": "assistant", "content": None}], "messages", "invalid_field"),
 ])
 def test_bad_messages_are_400_naming_the_param(messages, param, code):
@@ -114,3 +116,17 @@ def test_a_role_given_as_a_list_is_400_on_the_v1_face(client):
     answer = client.post("/v1/chat/completions", headers={"Authorization": "Bearer token"},
                          json={"model": "gpt-4o", "messages": [{"role": ["user"], "content": "x"}]})
     assert answer.status_code == 400
+
+
+def test_tool_calls_and_tool_results_travel_as_text_the_model_reads():
+    mapped = to_web_messages([
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function",
+             "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "18 C, sunny"},
+    ])
+    assert [m.role for m in mapped] == ["user", "assistant", "user"]
+    assert json.loads(mapped[1].content) == {
+        "tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}
+    assert mapped[2].content == "Tool result (call_1):\n18 C, sunny"

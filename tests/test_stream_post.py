@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 
 import pytest
 from curl_cffi.requests import exceptions as curl_errors
 
-from chatgpt_web import errors
+from chatgpt_web import errors, transport
 from chatgpt_web.config import Config
 from chatgpt_web.transport import new_session, stream_post, upstream_errors
 from chatgpt_web.upstream import conversation
@@ -88,6 +89,16 @@ class RawServer:
     def stop(self):
         self.release.set()
         self._sock.close()
+
+
+@pytest.fixture(autouse=True, params=["multi-handle", "public-fallback"])
+def reader(request, monkeypatch):
+    """Every test here runs over both readers: the multi handle, and the public fallback used
+    when a curl_cffi lacks what the multi handle needs (transport.probe_multi_handle_reader)."""
+    chosen = {"multi-handle": transport.StreamedResponse,
+              "public-fallback": transport.PublicStreamReader}[request.param]
+    monkeypatch.setattr(transport, "READER", chosen)
+    return request.param
 
 
 @pytest.fixture
@@ -169,12 +180,32 @@ def test_cookies_set_by_the_stream_reach_the_session(raw_server):
         assert session.cookies.get("oai-sc") == "x1"
 
 
+def sse_heartbeats_until_closed(server, conn):
+    """An answer that keeps coming (ChatGPT sends events every few hundred ms while it works)."""
+    conn.sendall(SSE_HEAD + chunk(b"data: one\n\n"))
+    conn.settimeout(0.2)
+    while not server.release.is_set():
+        try:
+            conn.sendall(chunk(b": ping\n\n"))
+            if conn.recv(65536) == b"":
+                break
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+    server.closed.set()
+
+
 def test_closing_early_closes_the_connection(raw_server):
-    server = raw_server(sse_then_wait)
+    # The public reader's transfer ends at the upstream's next chunk (curl_cffi stops a stream
+    # from its write callback), so the upstream here keeps sending, as a real one does.
+    server = raw_server(sse_heartbeats_until_closed)
     with new_session(config()) as session:
         response = post(session, server.url + "/c")
         assert next(response.iter_content()) == b"data: one\n\n"
+        started = time.monotonic()
         response.close()
+        assert time.monotonic() - started < 1, "closing waited for the transfer"
         assert server.closed.wait(10), "the upstream connection stayed open"
         response.close()  # idempotent
 
@@ -200,7 +231,7 @@ def test_abandoned_answer_generator_closes_the_transfer(raw_server, monkeypatch,
     answer = client.stream(emulator.mint_access_token(), request, from_base_url(emulator.url))
     next(answer)
     answer.close()
-    assert len(opened) == 1 and opened[0]._curl is None
+    assert len(opened) == 1 and opened[0].closed
 
 
 def test_deadline_mid_stream_is_504(raw_server):

@@ -309,6 +309,29 @@ def test_login_defaults_are_todays_site():
             config.account_check_interval) == ("https://auth.openai.com", "openai", None, 3600)
 
 
+def test_a_pooled_account_with_an_authenticator_signs_in_once_with_its_own_codes(
+        make_app, auth, emulator, tmp_path):
+    app = make_app(ACCOUNTS_FILE=write_accounts(tmp_path, [
+        {"name": "2fa", "email": TOTP_EMAIL, "password": PASSWORD, "totp_secret": TOTP_SECRET}]))
+    client = app.test_client()
+    for _ in range(3):
+        response = client.post("/send_message", data={"prompt": "Hi"})
+        assert response.status_code == 200, response.json
+    [verify] = emulator.requests_to("/api/accounts/mfa/verify")  # then served from the cache
+    assert verify.json["code"] == totp(TOTP_SECRET) or verify.json["code"] == totp(
+        TOTP_SECRET, time.time() - 30)
+
+
+@pytest.mark.parametrize("entry", [
+    {"email": "a@example.com", "password": "pw", "totp_secret": "not base32!"},
+    {"session_token": "rt_x", "totp_secret": TOTP_SECRET},
+])
+def test_a_totp_secret_is_base32_and_goes_with_a_password(tmp_path, entry):
+    with pytest.raises(ConfigError) as refused:
+        load_accounts(write_accounts(tmp_path, [entry]))
+    assert "totp_secret" in str(refused.value) and "not base32" not in str(refused.value)
+
+
 @pytest.mark.parametrize("entry", [
     {"email": "a@example.com", "password": "pw", "client_id": "app_x"},
     {"refresh_token": "rt_x", "client_id": ""},

@@ -26,13 +26,17 @@ from .. import models, usage
 from ..answers import Answer
 from ..errors import ApiError, BadRequest, NotFound, PayloadTooLarge
 from ..services import current
-from ..upstream.conversation import ChatMessage, ConversationRequest
+from ..upstream.conversation import ChatMessage
 from ..upstream.stream import Completion
 from . import fields as f
 from . import relay_requests, sse
-from .credentials import authenticate, check_caller
+from .answer_limits import stop_sequences, token_limit
+from .chat_turns import TurnResult, TurnSpec, finish_reason_of, finish_turn, start_turn
+from .credentials import Grant, authenticate, check_caller
 from .error_boundary import install_error_handlers, streamed_error
 from .openai_messages import messages_to_send, to_web_messages
+from .structured_output import OutputFormat
+from .tool_calls import Tools
 
 blueprint = Blueprint("openai", __name__, url_prefix="/v1")
 # Several clients drop the /v1 prefix (a base URL without it): the same views, without it.
@@ -80,19 +84,23 @@ def _unsupported(param: str, message: str) -> BadRequest:
     return BadRequest(message, "unsupported_parameter", param=param)
 
 
-def _check_unsupported(body: dict) -> None:
-    """Refuse what the web backend cannot do rather than answer as if it had been done.
+MAX_CHOICES = 4  # `n`: each choice is a whole web turn
 
-    Sampling knobs (temperature, top_p, max_tokens, stop…) are accepted and ignored: the web
-    backend has no such settings, and clients send them by default.
-    """
-    n = body.get("n")
-    if n is not None and n != 1:
-        raise _unsupported("n", "only n=1 is supported: the web backend gives one answer per turn")
-    for name in ("tools", "functions"):
-        if body.get(name):
-            raise _unsupported(name, f"'{name}' is not supported: the web backend has no tool "
-                                     "or function calling")
+
+def _choices(body: dict) -> int:
+    """`n`, bounded. Sampling knobs (temperature, top_p, seed, presence/frequency penalties,
+    logit_bias...) are accepted and ignored: the web backend has no such settings, and clients
+    send them by default. `logprobs: true` is refused: there are none to give."""
+    if body.get("logprobs") is True or body.get("top_logprobs"):
+        raise _unsupported("logprobs", "logprobs are not available: the web backend does not "
+                                       "give token probabilities")
+    n = body.get("n", 1)
+    if n is None:
+        return 1
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CHOICES:
+        raise BadRequest(f"n must be a whole number from 1 to {MAX_CHOICES}", "invalid_field",
+                         param="n")
+    return n
 
 
 class _Reply:
@@ -105,42 +113,45 @@ class _Reply:
         self.prompt = prompt
         self.include_usage = include_usage
 
-    def usage(self, completion: Completion) -> dict:
-        """Token counts: the request's messages as given, and the whole answer text."""
+    def usage(self, answers: list[str]) -> dict:
+        """Token counts: the request's messages as given, and the text of every choice."""
         slug = self.model.web_slug
         prompt = usage.count_messages(((m.role, m.content) for m in self.prompt), slug)
-        return usage.usage(prompt, usage.count_text(completion.text, slug))
+        return usage.usage(prompt, sum(usage.count_text(text, slug) for text in answers))
 
     @staticmethod
-    def finish_reason(completion: Completion) -> str:
-        # "max_tokens" survives only when auto-continue was exhausted (conversation.py).
-        return "length" if completion.finish_type == "max_tokens" else "stop"
-
-    @staticmethod
-    def extras(completion: Completion) -> dict:
+    def extras(completion: Completion | None) -> dict:
         """The continuity fields beyond the official API."""
+        if completion is None:
+            return {}
         return {"conversation_id": completion.conversation_id,
                 "message_id": completion.message_id,
                 "model_slug": completion.model_slug}
 
-    def completion_object(self, completion: Completion) -> dict:
+    @staticmethod
+    def message(result: TurnResult) -> dict:
+        message = {"role": "assistant", "content": result.text, "refusal": None}
+        if result.tool_calls:
+            message["tool_calls"] = [call.to_dict() for call in result.tool_calls]
+        return message
+
+    def completion_object(self, results: list[TurnResult]) -> dict:
         """The `chat.completion` object of a non-streamed answer."""
         return {
             "id": self.id, "object": "chat.completion", "created": self.created,
             "model": self.model.id,
-            "choices": [{"index": 0,
-                         "message": {"role": "assistant", "content": completion.text,
-                                     "refusal": None},
-                         "logprobs": None,
-                         "finish_reason": self.finish_reason(completion)}],
-            "usage": self.usage(completion),
+            "choices": [{"index": index, "message": self.message(result), "logprobs": None,
+                         "finish_reason": result.finish_reason}
+                        for index, result in enumerate(results)],
+            "usage": self.usage([result.output_text for result in results]),
             "system_fingerprint": None,
-            **self.extras(completion),
+            **self.extras(results[0].completion),
         }
 
-    def chunk(self, delta: dict | None, finish_reason: str | None = None, **extra) -> dict:
+    def chunk(self, delta: dict | None, finish_reason: str | None = None, index: int = 0,
+              **extra) -> dict:
         """One `chat.completion.chunk`; delta None gives the usage chunk (no choices)."""
-        choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None,
+        choices = [] if delta is None else [{"index": index, "delta": delta, "logprobs": None,
                                              "finish_reason": finish_reason}]
         chunk = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                  "model": self.model.id, "system_fingerprint": None, "choices": choices}
@@ -149,6 +160,27 @@ class _Reply:
             chunk["usage"] = None
         chunk.update(extra)
         return chunk
+
+
+def _turn_spec(body: dict, config, model: models.Model,
+               messages: tuple[ChatMessage, ...]) -> TurnSpec:
+    """What the request asks of the turn (ids, emulated features), validated."""
+    conversation_id = f.identifier(body, "conversation_id")
+    parent_message_id = f.identifier(body, "parent_message_id")
+    if bool(conversation_id) != bool(parent_message_id):
+        raise BadRequest("conversation_id and parent_message_id go together: pass the "
+                         "conversation_id and message_id of the previous answer", "invalid_field",
+                         param="parent_message_id" if conversation_id else "conversation_id")
+    to_send = messages_to_send(messages, continuing=bool(conversation_id))
+    if sum(len(m.content) for m in to_send) > config.max_prompt_chars:
+        raise PayloadTooLarge(f"the messages are longer than {config.max_prompt_chars} "
+                              "characters", param="messages")
+    return TurnSpec(
+        to_send=to_send, model=model.web_slug, conversation_id=conversation_id,
+        parent_message_id=parent_message_id, timeout=config.request_timeout,
+        tools=Tools.from_request(body),
+        output=OutputFormat.from_request(body.get("response_format")),
+        stops=stop_sequences(body.get("stop")), max_tokens=token_limit(body))
 
 
 @blueprint.post("/chat/completions")
@@ -165,51 +197,103 @@ def chat_completions():
     model_name = f.text(body, "model", required=True, max_length=200)
     model = models.resolve(model_name, extra_slugs=(config.default_model,))
     messages = to_web_messages(body.get("messages"), max_messages=config.max_messages)
-    conversation_id = f.identifier(body, "conversation_id")
-    parent_message_id = f.identifier(body, "parent_message_id")
-    if bool(conversation_id) != bool(parent_message_id):
-        raise BadRequest("conversation_id and parent_message_id go together: pass the "
-                         "conversation_id and message_id of the previous answer", "invalid_field",
-                         param="parent_message_id" if conversation_id else "conversation_id")
-    to_send = messages_to_send(messages, continuing=bool(conversation_id))
-    if sum(len(m.content) for m in to_send) > config.max_prompt_chars:
-        raise PayloadTooLarge(f"the messages are longer than {config.max_prompt_chars} "
-                              "characters", param="messages")
-    _check_unsupported(body)
+    spec = _turn_spec(body, config, model, messages)
+    n = _choices(body)
     stream = f.flag(body, "stream")
     options = body.get("stream_options")
     include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
 
-    conversation_request = ConversationRequest(messages=to_send, model=model.web_slug,
-                               conversation_id=conversation_id,
-                               parent_message_id=parent_message_id,
-                               timeout=config.request_timeout)
     reply = _Reply(model, messages, include_usage)
-    answer = grant.start_answer(services.conversations, conversation_request)
+    client = services.conversations
+    first = start_turn(grant, client, spec)  # before the status line: early failures get theirs
     if stream:
-        return sse.response(_stream_chunks(answer, reply), answer)
-    return jsonify(reply.completion_object(answer.read()))
+        return sse.response(_stream_chunks(grant, client, spec, n, first, reply), first)
+    results = [finish_turn(grant, client, spec, first)]
+    for _ in range(n - 1):
+        results.append(finish_turn(grant, client, spec, start_turn(grant, client, spec)))
+    return jsonify(reply.completion_object(results))
 
 
-def _stream_chunks(answer: Answer, reply: _Reply) -> Iterator[bytes]:
-    """Role chunk, content chunks, the finish chunk, the usage chunk if asked, then [DONE]; a
-    failure after the start ends the stream with one error envelope, which the SDK raises."""
-    with answer:
-        try:
-            yield sse.event(reply.chunk({"role": "assistant", "content": ""}))
-            for delta in answer:
-                if delta.text:
-                    yield sse.event(reply.chunk({"content": delta.text}))
-            completion = answer.completion
-            extras = reply.extras(completion)
-            yield sse.event(reply.chunk({}, reply.finish_reason(completion), **extras))
-            if reply.include_usage:
-                final = reply.chunk(None, **extras)
-                final["usage"] = reply.usage(completion)
-                yield sse.event(final)
-            yield sse.DONE
-        except Exception as error:  # the stream has begun: the status line can no longer say it
-            yield sse.event(streamed_error(error, error_body))
+def _stream_chunks(grant: Grant, client, spec: TurnSpec, n: int, first: Answer,
+                   reply: _Reply) -> Iterator[bytes]:
+    """Role chunk, content chunks, the finish chunk (per choice), the usage chunk if asked, then
+    [DONE]; a failure after the start ends the stream with one error envelope, which the SDK
+    raises."""
+    answer = first
+    outputs: list[str] = []
+    try:
+        extras: dict = {}
+        for index in range(n):
+            if index:
+                answer = start_turn(grant, client, spec)
+            with answer:
+                yield sse.event(reply.chunk({"role": "assistant", "content": ""}, index=index))
+                if spec.shaped:
+                    chunks, output, completion = _shaped_chunks(grant, client, spec, answer,
+                                                                reply, index)
+                else:
+                    chunks, output, completion = _text_chunks(spec, answer, reply, index)
+                yield from chunks
+                outputs.append(output[0])
+                extras = extras or reply.extras(completion[0])
+        if reply.include_usage:
+            final = reply.chunk(None, **extras)
+            final["usage"] = reply.usage(outputs)
+            yield sse.event(final)
+        yield sse.DONE
+    except Exception as error:  # the stream has begun: the status line can no longer say it
+        yield sse.event(streamed_error(error, error_body))
+
+
+def _text_chunks(spec: TurnSpec, answer: Answer, reply: _Reply, index: int):
+    """Chunks of a text answer as it streams, cut at `stop`/`max_tokens` (the upstream is no
+    longer read once cut). Returns (chunks, [text given], [completion or None])."""
+    given, completion = [""], [None]
+
+    def chunks():
+        cutter = spec.cutter()
+        for delta in answer:
+            text = cutter.feed(delta.text) if cutter.active else delta.text
+            if text:
+                given[0] += text
+                yield sse.event(reply.chunk({"content": text}, index=index))
+            if cutter.done:
+                answer.close()  # stop reading the upstream: the rest would be thrown away
+                break
+        if not cutter.done:
+            rest = cutter.finish()
+            if rest:
+                given[0] += rest
+                yield sse.event(reply.chunk({"content": rest}, index=index))
+            completion[0] = answer.completion
+        reason = cutter.finish_reason or finish_reason_of(completion[0])
+        yield sse.event(reply.chunk({}, reason, index=index, **reply.extras(completion[0])))
+
+    return chunks(), given, completion
+
+
+def _shaped_chunks(grant: Grant, client, spec: TurnSpec, answer: Answer, reply: _Reply,
+                   index: int):
+    """Chunks of an answer read whole (tools, JSON): its content or its tool calls at once."""
+    given, completion = [""], [None]
+
+    def chunks():
+        result = finish_turn(grant, client, spec, answer)
+        completion[0], given[0] = result.completion, result.output_text
+        if result.tool_calls:
+            for position, call in enumerate(result.tool_calls):
+                yield sse.event(reply.chunk({"tool_calls": [{
+                    "index": position, "id": call.id, "type": "function",
+                    "function": {"name": call.name, "arguments": ""}}]}, index=index))
+                yield sse.event(reply.chunk({"tool_calls": [{
+                    "index": position, "function": {"arguments": call.arguments}}]},
+                    index=index))
+        elif result.text:
+            yield sse.event(reply.chunk({"content": result.text}, index=index))
+        yield sse.event(reply.chunk({}, result.finish_reason, index=index,
+                                    **reply.extras(result.completion)))
+
+    return chunks(), given, completion
 
 
 @blueprint.get("/models")

@@ -15,7 +15,12 @@ user's words.
 | content as a string                          | that text                                    |
 | content as a list of `text` parts (assistant: also `refusal` parts) | the texts joined with a newline |
 | assistant with content null and no tool calls | dropped (it carries nothing)               |
-| role `tool` / `function`, assistant `tool_calls`, non-text parts (`image_url`, `input_audio`, `file`) | 400 |
+| assistant `tool_calls` / `function_call`     | `assistant`: its text, then the calls (1)    |
+| role `tool` / `function` (a result)          | `user`: "Tool result (call id):" + result    |
+| non-text parts (`image_url`, `input_audio`, `file`) | 400 |
+
+(1) as the JSON the model is asked to write when it calls a function (tool_calls.py), so that the
+model sees its earlier calls in the form it was told to use.
 
 Non-text parts are refused rather than dropped: images need the backend's file upload (a
 `multimodal_text` message with asset pointers, §2.2), which this service does not do yet, and a
@@ -27,14 +32,18 @@ after the last assistant message are new and sent.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from ..errors import BadRequest
 from ..upstream.conversation import ChatMessage
+from .tool_calls import call_json, tool_result_text
 
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-_TEXT_PARTS = {"user": ("text",), "system": ("text",), "assistant": ("text", "refusal")}
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
+          "tool": "user", "function": "user"}
+_TEXT_PARTS = {"user": ("text",), "system": ("text",), "assistant": ("text", "refusal"),
+               "tool": ("text",), "function": ("text",)}
 PART_SEPARATOR = "\n"
 
 
@@ -86,21 +95,51 @@ def to_web_messages(raw: Any, *, max_messages: int | None = None) -> tuple[ChatM
         if not isinstance(role, str):  # a list or an object: refused before any lookup by it
             raise _invalid("a message's role must be a string", f"{param}.role")
         if role not in _ROLES:
-            raise _invalid(f"the role {role!r} is not supported: use system, developer, user or "
-                           "assistant (tool and function calling are not available through the "
-                           "web backend)", f"{param}.role", "unsupported_role")
-        if role == "assistant" and (message.get("tool_calls") or message.get("function_call")):
-            raise _invalid("assistant tool calls are not supported", f"{param}.tool_calls",
-                           "unsupported_role")
+            raise _invalid(f"the role {role!r} is not supported: use system, developer, user, "
+                           "assistant or tool", f"{param}.role", "unsupported_role")
         content = message.get("content")
-        if content is None:
-            if role == "assistant":
+        text = None if content is None else _text_of(content, role, f"{param}.content")
+        if role == "assistant":
+            calls = _calls_of(message, param)
+            if calls:
+                text = "\n".join(part for part in (text, call_json(calls)) if part)
+            if text is None:
                 continue
+        elif role in ("tool", "function"):
+            if text is None:
+                raise _invalid("a tool message needs content", f"{param}.content",
+                               "missing_field")
+            call_id = message.get("tool_call_id")
+            name = message.get("name")
+            text = tool_result_text(name if isinstance(name, str) else None,
+                                    call_id if isinstance(call_id, str) else None, text)
+        elif text is None:
             raise _invalid(f"a {role} message needs content", f"{param}.content", "missing_field")
-        mapped.append(ChatMessage(_ROLES[role], _text_of(content, role, f"{param}.content")))
+        mapped.append(ChatMessage(_ROLES[role], text))
     if not mapped:
         raise _invalid("messages contain no content to send", "messages")
     return tuple(mapped)
+
+
+def _calls_of(message: dict, param: str) -> list[tuple[str, Any]]:
+    """(name, arguments) of an assistant message's tool_calls or legacy function_call."""
+    raw = message.get("tool_calls") or []
+    if message.get("function_call"):
+        raw = [{"function": message["function_call"]}]
+    if not isinstance(raw, list):
+        raise _invalid("tool_calls must be an array", f"{param}.tool_calls")
+    calls = []
+    for index, call in enumerate(raw):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise _invalid("each tool call needs function.name", f"{param}.tool_calls[{index}]")
+        arguments = function.get("arguments", "{}")
+        try:  # the official API gives arguments as JSON text; show the model the value
+            arguments = json.loads(arguments) if isinstance(arguments, str) else arguments
+        except ValueError:
+            pass  # shown as the text the client sent
+        calls.append((function["name"], arguments))
+    return calls
 
 
 def messages_to_send(messages: Sequence[ChatMessage], *, continuing: bool) -> tuple[ChatMessage, ...]:

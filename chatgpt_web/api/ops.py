@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from .. import metrics
+from .. import metrics, transport
 from ..errors import ConfigError, ServiceUnavailable
 from ..services import current
 from . import pages
@@ -44,6 +44,9 @@ def readyz():
     checks = {
         "cache": {"ok": store.writable(), "kind": store.kind},
         "upstream_config": {"ok": not problems, "problems": problems},
+        # The public fallback serves as well, at more CPU per answer: a detail, not a failure.
+        "stream_reader": {"ok": True, "reader": transport.STREAM_READER,
+                          "missing": list(transport.READER_MISSING)},
     }
     if services.config.accounts_file:
         checks["accounts"] = _accounts_check(services)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from flask import abort
 
+from . import replies
 from .conversations import Conversation, ConversationStore, make_message, message_text
 from .failures import json_response
 from .streams import MAX_TOKENS, STOP, Turn, split_words
@@ -116,11 +117,15 @@ def prompt_chars(request: ChatRequest) -> int:
 
 
 def answer_text(switches, request: ChatRequest) -> str:
-    """`answer_fn(body)`, else `answer`, else "Echo: <last user message text>"."""
+    """`answer_fn(body)`, else `answer`, else the model following a tool or JSON instruction
+    (replies.py), else "Echo: <last user message text>"."""
     if switches.answer_fn is not None:
         return str(switches.answer_fn(request.body))
     if switches.answer is not None:
         return switches.answer
+    scripted = replies.scripted_answer(request.messages)
+    if scripted is not None:
+        return scripted
     users = [m for m in request.messages if m["author"]["role"] == "user"]
     return f"Echo: {message_text(users[-1]) if users else ''}"
 
