@@ -347,3 +347,39 @@ def test_byok_passes_the_callers_key_and_keeps_no_trace(fake_openai, tmp_path, c
         assert own.encode() not in stored and own not in caplog.text
     finally:
         server.stop()
+
+
+# --- one model across the web pool and a relay upstream -----------------------------------------
+
+def test_web_accounts_first_and_the_relay_when_the_pool_rests(emulator, fake_openai, tmp_path,
+                                                              service_env):
+    from chatgpt_web import create_app
+    from tests.service_fixtures import LiveServer
+    accounts = tmp_path / "accounts.json"
+    accounts.write_text(json.dumps([{"name": "a", "access_token": emulator.mint_access_token()}]))
+    plan = tmp_path / "upstreams.json"
+    plan.write_text(json.dumps({
+        "upstreams": [upstream(fake_openai.base_url, "x")],
+        "models": {"gpt-4o": {"routes": [{"to": "web", "priority": 0},
+                                         {"to": "openai", "priority": 1}]}}}))
+    app = create_app({**service_env, "ACCOUNTS_FILE": str(accounts), "API_KEYS": CLIENT_KEY,
+                      "UPSTREAMS_FILE": str(plan), "K_openai_0": "sk-fake-good-1",
+                      "RELAY_MODEL_DISCOVERY": "0", "RATE_LIMIT": "off"})
+    server = LiveServer(app)
+    try:
+        client = sdk(server)
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        assert len(emulator.requests_to("/conversation")) == 1  # the web pool served
+        assert fake_openai.requests_to("/chat/completions") == []
+        # tools: the route's relay target serves them natively
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES, tools=[{
+            "type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}])
+        assert len(fake_openai.requests_to("/chat/completions")) == 1
+        pool = app.extensions["chatgpt_web"].pool
+        pool.disable(pool.accounts["a"])  # the pool cannot serve: the paid API takes over
+        answer = client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        assert answer.choices[0].message.content == "Echo: hello relay"
+        assert len(fake_openai.requests_to("/chat/completions")) == 2
+        assert len(emulator.requests_to("/conversation")) == 1
+    finally:
+        server.stop()

@@ -21,7 +21,10 @@ class EventSplitter:
 
     def feed(self, data: bytes) -> list[bytes]:
         """The events completed by `data`, each with its terminator."""
-        buffer = self._buffer + data
+        buffer = self._buffer + data if self._buffer else data
+        if b"\r" not in buffer:  # the usual case: one separator, split in C
+            *events, self._buffer = buffer.split(b"\n\n")
+            return [event + b"\n\n" for event in events]
         events = []
         start = 0
         while True:
