@@ -3,7 +3,7 @@
     python bench/concurrency.py                       # N = 50, 200, 500
     python bench/concurrency.py --levels 20 --words 40
 
-It starts the local ChatGPT emulator (`python -m tests.emulator`, its own process) streaming a
+It starts the local ChatGPT emulator (`python -m tests.emulator`, its own program) streaming a
 long answer slowly, and the service exactly as deployed (`gunicorn -c gunicorn.conf.py wsgi:app`,
 server settings from the environment as in production), both on 127.0.0.1. For each N it opens N
 streaming /send_message requests at once and prints:
@@ -26,6 +26,8 @@ import argparse
 import asyncio
 import json
 import os
+import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +35,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +43,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from chatgpt_web.upstream.conversation import ChatMessage, ConversationRequest, build_body  # noqa: E402
-from tests.servers import ServerProcess  # noqa: E402
 
 # The emulator answers "Echo: <prompt>", so this marks the first word of the answer's text.
 FIRST_TEXT = b"Echo:"
@@ -56,7 +58,8 @@ class Outcome:
 
 # --- a small HTTP/1.1 client ----------------------------------------------------------------
 
-def post(port: int, path: str, body: bytes, content_type: str, headers: dict | None = None) -> bytes:
+def post(port: int, path: str, body: bytes, content_type: str,
+         headers: dict | None = None) -> bytes:
     lines = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Content-Type: {content_type}",
              f"Content-Length: {len(body)}", "Connection: close"]
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
@@ -197,35 +200,63 @@ def summary(outcomes: list[Outcome]) -> tuple[float, float, float, dict]:
     return len(ttfts) / len(outcomes), statistics.median(ttfts), p99, errors
 
 
-_EMULATOR = """
-import sys, threading
-from tests.emulator import Emulator
-emulator = Emulator()
-switches = emulator.switches
-# One SSE event per chunk, no pings, no proof of work: every stream paces the same way, so the
-# first answer word comes after the same number of chunk delays on both paths.
-switches.chunking, switches.pings, switches.words_per_delta = False, False, 1
-switches.pow_required = switches.require_requirements_token = False
-switches.chunk_delay = float(sys.argv[1])
-emulator.start()
-print("CHATGPT_BASE_URL=" + emulator.url)
-print("ACCESS_TOKEN=" + emulator.mint_access_token(exp_in=3600), flush=True)
-threading.Event().wait()
-"""
-
-
 def start_emulator(chunk_delay: float) -> tuple[subprocess.Popen, str, str]:
-    """The repository's emulator in its own process; returns (process, base URL, token)."""
-    process = subprocess.Popen([sys.executable, "-c", _EMULATOR, str(chunk_delay)], cwd=REPO,
-                               stdout=subprocess.PIPE, text=True)
+    """The repository's emulator as its own program; returns (process, base URL, token).
+
+    One SSE event per chunk, no pings, no proof of work: every stream paces the same way, so the
+    first answer word comes after the same number of chunk delays on both paths.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.emulator", "--easy", "--no-chunking", "--no-pings",
+         "--words-per-delta", "1", "--chunk-delay", str(chunk_delay)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
     found = {}
     while len(found) < 2:
         line = process.stdout.readline()
         if not line:
             raise RuntimeError("the emulator did not start")
         name, _, value = line.strip().partition("=")
-        found[name] = value
+        if name in ("CHATGPT_BASE_URL", "ACCESS_TOKEN"):
+            found[name] = value
     return process, found["CHATGPT_BASE_URL"], found["ACCESS_TOKEN"]
+
+
+class Service:
+    """The service exactly as deployed (`gunicorn -c gunicorn.conf.py wsgi:app`) on 127.0.0.1."""
+
+    def __init__(self, env: dict[str, str]):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self._log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=REPO,
+            env={**os.environ, **env, "GUNICORN_BIND": f"127.0.0.1:{port}"},
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def wait_until_serving(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the service exited with {self.process.returncode}")
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"the service did not answer within {timeout}s")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 def main() -> int:
@@ -241,7 +272,7 @@ def main() -> int:
     prompt = " ".join(f"word{i}" for i in range(args.words - 1))  # answer: "Echo: " + prompt
     emulator, emulator_url, token = start_emulator(args.chunk_delay)
     workdir = tempfile.mkdtemp(prefix="chatgpt_web-bench-")
-    service = ServerProcess.gunicorn({
+    service = Service({
         "CHATGPT_BASE_URL": emulator_url, "CACHE_DIR": os.path.join(workdir, "cache"),
         "PROMETHEUS_MULTIPROC_DIR": os.path.join(workdir, "metrics"),
         "REQUEST_TIMEOUT": str(args.timeout), "LOG_LEVEL": "WARNING",

@@ -55,7 +55,16 @@ def create_app(config: Config | Mapping[str, str] | None = None) -> Flask:
         log.warning("ACCOUNTS_FILE is set but API_KEYS is not: anyone who reaches this service "
                     "can use the pooled accounts")
 
-    from .api import admin, conversations, openai_compat, ops, pages, primary, relay_api
+    from .api import (
+        admin,
+        conversations,
+        openai_compat,
+        openai_responses,
+        ops,
+        pages,
+        primary,
+        relay_api,
+    )
     from .api.error_boundary import install_error_handlers
     observability.init_app(app)  # first: its route bookkeeping must run before the key guard
     cors.init_app(app, config.cors_origins)  # before the key guard: preflights carry no key
@@ -68,6 +77,7 @@ def create_app(config: Config | Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(conversations.openai_face)  # /v1/conversations..., OpenAI envelope
     app.register_blueprint(openai_compat.blueprint)  # /v1/...: errors in the OpenAI envelope
     app.register_blueprint(openai_compat.aliases)  # /chat/completions, /models: the same views
+    app.register_blueprint(openai_responses.blueprint)  # /v1/responses
     app.register_blueprint(relay_api.blueprint)  # /v1 endpoints served by relay upstreams
     app.register_blueprint(relay_api.admin_blueprint)
     install_error_handlers(app, ApiError.to_dict)

@@ -88,12 +88,14 @@ def _services() -> Services:
 
 # --- serve ---------------------------------------------------------------------------------------
 
+SERVER_SETTINGS = "python:chatgpt_web.gunicorn_config"
+APP = "chatgpt_web:create_app()"
+
+
 def serve(_args: argparse.Namespace, _terminal: Terminal) -> int:
-    """Start gunicorn on $PORT (default 3000) with the repository's gunicorn.conf.py."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    os.chdir(root)
-    os.execvp(sys.executable,
-              [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"])
+    """Start gunicorn on $PORT (default 3000) with the package's server settings
+    (gunicorn_config.py), from any directory: nothing is read from a checkout."""
+    os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "-c", SERVER_SETTINGS, APP])
     return 0  # not reached: gunicorn replaced this process
 
 

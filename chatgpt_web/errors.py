@@ -3,8 +3,9 @@
     ApiError                     (status, code, message, param, headers)
      +-- BadRequest              400  invalid_request, missing_field, invalid_field, ...
      +-- ContentBlocked          400  content_blocked (the upstream moderation withheld the answer)
-     +-- Unauthorized            401  token_expired, invalid_token, invalid_credentials, mfa_required,
-     |                                invalid_otp, session_expired, refresh_token_invalid
+     +-- Unauthorized            401  token_expired, invalid_token, invalid_credentials,
+     |                                mfa_required, invalid_otp, session_expired,
+     |                                refresh_token_invalid
      +-- Forbidden               403  cloudflare_challenge, sentinel_required, pow_failed, ...
      +-- NotFound                404  conversation_not_found, not_found
      +-- Conflict                409  conversation_account_gone
@@ -13,7 +14,8 @@
      |                                (+ Retry-After)
      +-- UpstreamError           502  upstream_error, upstream_stream_broken, upstream_unreachable,
      |                                login_failed, ...
-     +-- ServiceUnavailable      503  no_account_available, store_unavailable (REDIS_URL unreachable)
+     +-- ServiceUnavailable      503  no_account_available, store_unavailable (REDIS_URL
+     |                                unreachable)
      +-- UpstreamTimeout         504  deadline_exceeded
     ConfigError                  a bad environment variable; raised at start-up, never per request
 

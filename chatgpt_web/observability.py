@@ -143,8 +143,7 @@ class _ObservedBody:
 
     def __iter__(self) -> Iterator[bytes]:
         try:
-            for chunk in self._body:
-                yield chunk
+            yield from self._body
         except Exception as error:  # noqa: BLE001 - reduced to its type, then re-raised bare
             self._outcome, self._error = "aborted", type(error).__name__
             raise ResponseAborted() from None

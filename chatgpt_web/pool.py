@@ -77,7 +77,8 @@ def _entry_to_account(index: int, entry: dict) -> Account:
     weight = entry.get("weight", 1)
     if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight <= 0:
         raise ConfigError(f"{where}: weight must be a positive number")
-    kinds = [kind for kind in ("email", "session_token", "refresh_token", "access_token") if entry.get(kind)]
+    kinds = [kind for kind in ("email", "session_token", "refresh_token", "access_token")
+             if entry.get(kind)]
     if len(kinds) != 1:
         raise ConfigError(f"{where} needs exactly one of email+password, session_token, "
                           "refresh_token or access_token")
@@ -232,7 +233,8 @@ class AccountPool:
         :raise ServiceUnavailable: no account can serve now (Retry-After: the earliest rest end).
         """
         now = self._clock()
-        candidates = [a for a in self.accounts.values() if a.id not in exclude and self._usable(a, now)]
+        candidates = [a for a in self.accounts.values()
+                      if a.id not in exclude and self._usable(a, now)]
         if not candidates:
             rests = [self.state(a).get("rest_until", 0) for a in self.accounts.values()
                      if self.state(a).get("status") not in _OUT_OF_SERVICE]

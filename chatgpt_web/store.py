@@ -111,7 +111,8 @@ class DiskStore:
         self._cache.delete(key)
 
     def hit(self, key: str, window: float) -> tuple[int, float]:
-        """Count one hit in the fixed window at `key`: (hits so far, unix time the window resets)."""
+        """Count one hit in the fixed window at `key`: (hits so far, unix time the window
+        resets)."""
         # One transaction: concurrent hits from other processes wait for it. (Cache.incr cannot
         # be used: JSONDisk stores the number as JSON bytes, which incr cannot add to.)
         # The threads of this process queue on a lock first: left to SQLite, a burst of them
@@ -202,7 +203,8 @@ class MemoryStore:
             self._data.pop(key, None)
 
     def hit(self, key: str, window: float) -> tuple[int, float]:
-        """Count one hit in the fixed window at `key`: (hits so far, unix time the window resets)."""
+        """Count one hit in the fixed window at `key`: (hits so far, unix time the window
+        resets)."""
         with self._lock:
             count, reset_at = self._read(key), self._read(key + ":reset")
             if count is None or reset_at is None:

@@ -10,7 +10,8 @@ If the package is missing (e.g. on a platform without a wheel), counting falls b
 documented estimate, `estimate_tokens()`. `METHOD` tells which one is in force.
 
 Chat prompts are counted the way OpenAI's cookbook counts them for gpt-3.5/gpt-4/gpt-4o: every
-message costs its role and content tokens plus 3 framing tokens, and the reply is primed with 3 more.
+message costs its role and content tokens plus 3 framing tokens, and the reply is primed with 3
+more.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from collections.abc import Iterable
 
 # bpe-openai 0.1.x reads its data with importlib.resources.open_binary, which warns
 # (DeprecationWarning) on import and on each vocabulary load; the warnings are its own, not ours.
-_QUIET = {"action": "ignore", "message": "open_binary is deprecated", "category": DeprecationWarning}
+_QUIET = {"action": "ignore", "message": "open_binary is deprecated",
+          "category": DeprecationWarning}
 
 with warnings.catch_warnings():
     warnings.filterwarnings(**_QUIET)

@@ -5,6 +5,13 @@ import pytest
 
 from tests.emulator import Emulator
 
+# The service under test (app, client, make_app, live_service, ...) and a real redis-server
+# (skipped without one, unless CI / REQUIRE_REDIS=1).
+# A real browser (Debian's chromium through Playwright) for the page tests.
+# The fake OpenAI API and services relaying to it (tests/relay_fixtures.py).
+pytest_plugins = ["tests.service_fixtures", "tests.redis_fixtures", "tests.browser_fixtures",
+                  "tests.relay_fixtures"]
+
 # --- the ChatGPT backend emulator ------------------------------------------------------------
 # One server for the whole session; `emulator` hands each test a clean one (default switches,
 # no conversations, empty request log).
@@ -39,23 +46,6 @@ def emulator(_emulator_server, dialect):
     _emulator_server.switches.dialect = dialect
     yield _emulator_server
 
-
-# --- the service under test ------------------------------------------------------------------
-# --- a real browser (Debian's chromium through Playwright) for the page tests ------------------
-from tests.browser_fixtures import artifacts, web_browser, web_page  # noqa: E402,F401
-
-# --- a real redis-server (skipped without one, unless CI / REQUIRE_REDIS=1) ------------------
-from tests.redis_fixtures import dead_redis_url, redis_server, redis_url  # noqa: E402,F401
-from tests.relay_fixtures import relay_service  # noqa: E402,F401
-from tests.service_fixtures import (  # noqa: E402,F401
-    app,
-    client,
-    live_service,
-    make_app,
-    samples_dir,
-    service_env,
-    token,
-)
 
 # --- live services with settings of their own (OpenAI SDK tests) ---------------------------
 # `live_service` serves the default app; `live_service_factory(**env)` serves an app built with

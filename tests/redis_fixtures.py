@@ -50,7 +50,8 @@ class RedisServer:
             while True:
                 if self.process.poll() is not None:
                     with open(log_path, errors="replace") as log_file:
-                        raise RuntimeError(f"redis-server exited at start:\n{log_file.read()[-2000:]}")
+                        raise RuntimeError("redis-server exited at start:\n"
+                                           f"{log_file.read()[-2000:]}")
                 try:
                     if client.ping():
                         return self

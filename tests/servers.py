@@ -38,11 +38,11 @@ def http_request(url: str, method: str = "GET", path: str = "/", body: bytes | N
 class ServerProcess:
     """A server command started in the repository with extra environment; logs go to a file."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], port: int):
+    def __init__(self, argv: list[str], env: dict[str, str], port: int, cwd: Path = REPO):
         self.url = f"http://127.0.0.1:{port}"
         self._log = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
-            argv, cwd=REPO, env={**os.environ, **env}, stdout=self._log,
+            argv, cwd=cwd, env={**os.environ, **env}, stdout=self._log,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
 
@@ -58,7 +58,8 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.output()}")
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n"
+                                   f"{self.output()}")
             try:
                 if http_request(self.url, path="/healthz", timeout=2)[0] == 200:
                     return

@@ -1,4 +1,5 @@
-"""Fixtures for the service under test: the app wired to the emulator, a test client, a live server."""
+"""Fixtures for the service under test: the app wired to the emulator, a test client, a live
+server."""
 from __future__ import annotations
 
 import threading
@@ -33,7 +34,8 @@ def service_env(emulator, tmp_path) -> dict:
 
 @pytest.fixture
 def make_app(service_env):
-    """Build an app from the emulator environment plus overrides: make_app(MAX_PROMPT_CHARS="10")."""
+    """Build an app from the emulator environment plus overrides:
+    make_app(MAX_PROMPT_CHARS="10")."""
     def factory(**overrides):
         return create_app({**service_env, **overrides})
     return factory

@@ -186,7 +186,8 @@ def test_admin_accounts_shows_state_but_no_secret(keyed, emulator):
     emulator.switches.fail_with = "rate_limit"
     emulator.switches.clears_in = 300
     emulator.switches.fail_times = 1
-    assert client.post("/send_message", headers=bearer(KEY), data={"prompt": "Hi"}).status_code == 200
+    answer = client.post("/send_message", headers=bearer(KEY), data={"prompt": "Hi"})
+    assert answer.status_code == 200
     response = client.get("/admin/accounts", headers=bearer(ADMIN))
     assert response.status_code == 200
     rows = {row["id"]: row for row in response.json["accounts"]}

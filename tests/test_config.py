@@ -12,7 +12,8 @@ def test_defaults_follow_the_original_project():
     config = Config.from_env({})
     assert config.base_url == "https://chatgpt.com"
     assert config.port == 3000
-    assert config.impersonate == DEFAULT_IMPERSONATE and any(c.isdigit() for c in config.impersonate)
+    assert config.impersonate == DEFAULT_IMPERSONATE
+    assert any(c.isdigit() for c in config.impersonate)
     assert config.allowed_proxies == ()
 
 

@@ -55,7 +55,8 @@ def test_reverse_proxy_with_one_private_address_among_public_is_refused():
 
 def test_plain_http_reverse_proxy_is_refused_unless_allowed():
     with pytest.raises(BadRequest) as caught:
-        from_reverse_proxy("http://proxy.example/api/conversation", (), resolver_for("93.184.216.34"))
+        from_reverse_proxy("http://proxy.example/api/conversation", (),
+                           resolver_for("93.184.216.34"))
     assert caught.value.code == "reverse_proxy_not_allowed"
     allowed = from_reverse_proxy("http://127.0.0.1:9000/api/conversation", ("http://127.0.0.1:9000",),
                                  resolver_for())

@@ -18,7 +18,8 @@ def j(obj):
 @pytest.mark.parametrize("status, body, cls, code", [
     (401, j({"detail": {"code": "token_expired", "message": "Your token has expired"}}),
      errors.Unauthorized, "token_expired"),
-    (401, j({"detail": {"code": "invalid_jwt", "message": "bad"}}), errors.Unauthorized, "invalid_token"),
+    (401, j({"detail": {"code": "invalid_jwt", "message": "bad"}}), errors.Unauthorized,
+     "invalid_token"),
     (403, CLOUDFLARE_PAGE, errors.Forbidden, "cloudflare_challenge"),
     (403, j({"detail": "Unusual activity has been detected from your device. Try again later."}),
      errors.Forbidden, "upstream_sentinel_rejected"),

@@ -22,7 +22,10 @@ def store(request, tmp_path):
     return MemoryStore() if request.param == "memory" else DiskStore(str(tmp_path / "store"))
 
 
-def limiter(store, clock, strategy, per_ip=Rate(3, 60), per_key=None):
+THREE_PER_MINUTE = Rate(3, 60)
+
+
+def limiter(store, clock, strategy, per_ip=THREE_PER_MINUTE, per_key=None):
     return RateLimiter(store, per_key=per_key, per_ip=per_ip, strategy=strategy, clock=clock)
 
 
@@ -144,7 +147,8 @@ def test_limits_can_be_turned_off(make_app):
 def test_per_key_limit_with_api_keys(make_app):
     client = make_app(API_KEYS=KEY, RATE_LIMIT="2/hour", RATE_LIMIT_IP="off").test_client()
     headers = {"Authorization": f"Bearer {KEY}"}
-    assert [client.get("/v1/models", headers=headers).status_code for _ in range(3)] == [200, 200, 429]
+    statuses = [client.get("/v1/models", headers=headers).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
 
 
 def test_client_ip_comes_from_forwarded_for_only_behind_a_trusted_proxy(make_app):

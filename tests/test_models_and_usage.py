@@ -2,10 +2,10 @@
 import pytest
 
 from chatgpt_web import models, usage
+from chatgpt_web.errors import NotFound
 
 # bpe-openai 0.1.x loads its vocabularies with a deprecated importlib call (usage.py hides it too).
 QUIET_BPE = pytest.mark.filterwarnings("ignore:open_binary is deprecated:DeprecationWarning")
-from chatgpt_web.errors import NotFound
 
 
 @pytest.mark.parametrize("name, slug", [
@@ -25,7 +25,8 @@ def test_names_resolve_to_web_slugs(name, slug):
     assert (model.id, model.web_slug) == (name, slug)
 
 
-@pytest.mark.parametrize("name", ["gpt-9", "gpt-4o-20240806", "GPT-4O", "", "gpt-4o-nano-2024-08-06"])
+@pytest.mark.parametrize("name", ["gpt-9", "gpt-4o-20240806", "GPT-4O", "",
+                                  "gpt-4o-nano-2024-08-06"])
 def test_unknown_names_are_model_not_found(name):
     with pytest.raises(NotFound) as caught:
         models.resolve(name)

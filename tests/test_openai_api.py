@@ -347,7 +347,8 @@ def test_expired_token_is_401_before_any_upstream_call(live_service, emulator):
     expired = emulator.mint_access_token(exp_in=-60)
     with openai.OpenAI(base_url=live_service.url + "/v1", api_key=expired, max_retries=0) as sdk:
         with pytest.raises(openai.AuthenticationError) as caught:
-            sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Hi"}])
+            sdk.chat.completions.create(model="gpt-4o",
+                                        messages=[{"role": "user", "content": "Hi"}])
     assert caught.value.body["code"] == "token_expired"
     assert caught.value.body["type"] == "authentication_error"
     assert emulator.requests == []
@@ -357,7 +358,8 @@ def test_token_refused_upstream_is_401(live_service, emulator):
     with openai.OpenAI(base_url=live_service.url + "/v1", api_key="not-a-real-token",
                        max_retries=0) as sdk:
         with pytest.raises(openai.AuthenticationError) as caught:
-            sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Hi"}])
+            sdk.chat.completions.create(model="gpt-4o",
+                                        messages=[{"role": "user", "content": "Hi"}])
     assert caught.value.body["code"] == "invalid_token"
     assert "not-a-real-token" not in json.dumps(caught.value.body)
 

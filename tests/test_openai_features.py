@@ -285,3 +285,68 @@ def test_langchain_with_structured_output(chat_model, method):
         assert result == {"answer": "Echo: " + prompt}
     else:
         assert result == City(name="Lima", population=10000000)
+
+
+# --- test connection: /v1/models checks the bearer --------------------------------------------
+
+def test_models_refuses_a_token_the_backend_refuses_and_remembers_the_verdict(
+        live_service, emulator, token):
+    emulator.auth.invalidate_access_tokens("user@example.com")
+    with openai.OpenAI(base_url=live_service.url + "/v1", api_key=token, max_retries=0) as dead:
+        with pytest.raises(openai.AuthenticationError) as caught:
+            dead.models.list()
+        assert caught.value.body["code"] == "invalid_token"
+        checks = len(emulator.requests_to("/me"))
+        with pytest.raises(openai.AuthenticationError):
+            dead.models.list()
+    assert checks == 1 and len(emulator.requests_to("/me")) == 1  # cached per token hash
+    fresh = emulator.mint_access_token(email="alive@example.com")
+    with openai.OpenAI(base_url=live_service.url + "/models".removesuffix("/models"),
+                       api_key=fresh, max_retries=0) as alive:  # the alias without /v1
+        assert any(model.id == "gpt-4o" for model in alive.models.list())
+
+
+def test_an_expired_token_is_refused_without_asking_the_backend(live_service, emulator):
+    expired = emulator.mint_access_token(exp_in=-60)
+    with openai.OpenAI(base_url=live_service.url + "/v1", api_key=expired, max_retries=0) as sdk:
+        with pytest.raises(openai.AuthenticationError) as caught:
+            sdk.models.list()
+    assert caught.value.body["code"] == "token_expired"
+    assert emulator.requests_to("/me") == []
+
+
+# --- timeouts: the SDK must not send the prompt three times -----------------------------------
+
+def test_a_deadline_answer_tells_the_sdk_not_to_retry(live_service_factory, token, emulator):
+    service = live_service_factory(REQUEST_TIMEOUT="1")
+    emulator.switches.chunking = False  # one event a chunk, each 0.3 s after the last
+    emulator.switches.words_per_delta = 1
+    emulator.switches.chunk_delay = 0.3
+    emulator.switches.answer = "slow words " * 20
+    with openai.OpenAI(base_url=service.url + "/v1", api_key=token, max_retries=2,
+                       timeout=30) as sdk:  # the SDK's default: two retries
+        with pytest.raises(openai.APIStatusError) as caught:
+            sdk.chat.completions.create(model="gpt-4o",
+                                        messages=[{"role": "user", "content": "Hi"}])
+    assert caught.value.status_code == 504
+    assert caught.value.response.headers["x-should-retry"] == "false"
+    assert len(posts(emulator)) == 1  # one upstream turn, not three
+
+
+# --- reasoning --------------------------------------------------------------------------------
+
+def test_reasoning_content_only_when_asked(sdk, emulator):
+    emulator.switches.reasoning = "Thinking about the greeting."
+    plain = sdk.chat.completions.create(model="gpt-4o",
+                                        messages=[{"role": "user", "content": "Hi"}])
+    assert "reasoning_content" not in (plain.choices[0].message.model_extra or {})
+    asked = sdk.chat.completions.create(model="gpt-4o", reasoning_effort="high",
+                                        messages=[{"role": "user", "content": "Hi"}])
+    assert "Thinking about the greeting." in asked.choices[0].message.model_extra[
+        "reasoning_content"]
+    assert asked.choices[0].message.content == "Echo: Hi"
+    chunks = list(sdk.chat.completions.create(
+        model="gpt-4o", stream=True, extra_body={"include_reasoning": True},
+        messages=[{"role": "user", "content": "Hi"}]))
+    streamed = [c.choices[0].delta.model_extra.get("reasoning_content") or "" for c in chunks]
+    assert "Thinking about the greeting." in "".join(streamed)

@@ -17,8 +17,8 @@ def test_roles_and_order_are_kept_one_web_message_each():
         {"role": "user", "content": "Bye"},
     ])
     assert mapped == (ChatMessage("system", "Be brief."), ChatMessage("user", "Hi"),
-                      ChatMessage("assistant", "Hello!"), ChatMessage("system", "Answer in French."),
-                      ChatMessage("user", "Bye"))
+                      ChatMessage("assistant", "Hello!"),
+                      ChatMessage("system", "Answer in French."), ChatMessage("user", "Bye"))
 
 
 def test_text_parts_are_joined_with_newlines():

@@ -97,7 +97,8 @@ def test_rate_limited_account_rests_and_request_fails_over(pooled, emulator, two
     assert set(served_by(emulator)[2:]) == {second}
 
 
-def test_account_whose_token_is_refused_is_marked_dead_and_skipped(make_app, tmp_path, emulator, two_accounts):
+def test_account_whose_token_is_refused_is_marked_dead_and_skipped(make_app, tmp_path, emulator,
+                                                                   two_accounts):
     app = make_app(ACCOUNTS_FILE=write_accounts(tmp_path, [
         {"name": "good", "access_token": two_accounts["a"]},
         {"name": "revoked", "access_token": "not-a-valid-token"},
@@ -167,9 +168,10 @@ def test_conversation_stays_on_the_account_that_created_it(pooled, emulator):
     client = pooled.test_client()
     first = send(client).json
     owner = served_by(emulator)[0]
-    for turn in range(4):
+    answer = first
+    for _ in range(4):
         answer = send(client, conversation_id=first["conversation_id"],
-                      parent_message_id=first["parent_message_id"] if turn == 0 else answer["parent_message_id"]).json
+                      parent_message_id=answer["parent_message_id"]).json
         assert answer["conversation_id"] == first["conversation_id"]
     assert set(served_by(emulator)) == {owner}
 
@@ -202,7 +204,8 @@ def test_two_instances_sharing_redis_see_the_same_health_and_pins(make_app, tmp_
     """Two apps, as two instances would be: their own CACHE_DIR, one Redis."""
     accounts = write_accounts(tmp_path, [{"name": "a", "access_token": two_accounts["a"]},
                                          {"name": "b", "access_token": two_accounts["b"]}])
-    one, two = (make_app(ACCOUNTS_FILE=accounts, REDIS_URL=redis_url, CACHE_DIR=str(tmp_path / name))
+    one, two = (make_app(ACCOUNTS_FILE=accounts, REDIS_URL=redis_url,
+                         CACHE_DIR=str(tmp_path / name))
                 for name in ("one", "two"))
     # A 429 met by the first instance rests that account for the second one too.
     emulator.switches.fail_with = "rate_limit"

@@ -74,7 +74,7 @@ PROBES = [
     Probe("send_message missing prompt", "POST", "/send_message", 400,
           {"access_token": TOKEN, "password": PLANTED["password"]}),
     Probe("send_message malformed JSON", "POST", "/send_message", 400,
-          {"raw": '{"access_token": "%s", "prompt": "%s"' % (PLANTED["header"], PLANTED["prompt"])},
+          {"raw": f'{{"access_token": "{PLANTED["header"]}", "prompt": "{PLANTED["prompt"]}"'},
           encoding="raw"),
     Probe("send_message expired token", "POST", "/send_message", 401,
           send_message(access_token=EXPIRED)),
@@ -185,7 +185,7 @@ class ProbeRun:
         leaked = [line for line in logs.splitlines()
                   if any(secret in line for secret in self.secrets)]
         assert not leaked, "secrets in the logs:\n" + "\n".join(leaked)
-        for request_id, probe in zip(self.request_ids, PROBES):
+        for request_id, probe in zip(self.request_ids, PROBES, strict=False):
             assert f"request_id={request_id} " in logs, f"no access line for {probe.name}"
 
 

@@ -281,7 +281,7 @@ def test_planted_secrets_never_reach_the_caller_or_the_logs(relay_service, fake_
 def test_unsupported_endpoints_answer_501_and_unknown_urls_404(relay_service):
     client = sdk(relay_service())
     for call in (client.files.list, lambda: client.batches.list(),
-                 lambda: client.responses.create(model="gpt-4o", input="x")):
+                 lambda: client.vector_stores.list()):
         with pytest.raises(openai.APIStatusError) as raised:
             call()
         assert raised.value.status_code == 501

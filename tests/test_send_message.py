@@ -57,9 +57,11 @@ def test_send_message_accepts_json_and_multipart(client, token, encoding):
 
 def test_send_message_continues_conversation(client, token, emulator):
     first = send(client, access_token=token, prompt="one").json
-    second = send(client, access_token=token, prompt="two", conversation_id=first["conversation_id"],
+    second = send(client, access_token=token, prompt="two",
+                  conversation_id=first["conversation_id"],
                   parent_message_id=first["parent_message_id"]).json
-    third = send(client, access_token=token, prompt="three", conversation_id=second["conversation_id"],
+    third = send(client, access_token=token, prompt="three",
+                 conversation_id=second["conversation_id"],
                  parent_message_id=second["parent_message_id"]).json
     assert third["text"] == "Echo: three"
     assert first["conversation_id"] == second["conversation_id"] == third["conversation_id"]

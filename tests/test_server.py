@@ -1,5 +1,6 @@
 """The production server command, the Docker health check, metrics across workers, and importing
 the app on a read-only filesystem (Vercel's code directory is read-only; only /tmp is writable)."""
+import importlib
 import json
 import os
 import re
@@ -8,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -52,6 +54,31 @@ def test_gunicorn_config_loads_and_follows_the_environment(tmp_path):
     assert (settings["workers"], settings["threads"], settings["timeout"]) == ("3", "7", "42")
     assert settings["bind"] == "['0.0.0.0:4321']"
     assert settings["accesslog"] == "None"
+
+
+def test_the_package_declares_the_chatgpt_web_command():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    module, _, function = project["scripts"]["chatgpt-web"].partition(":")
+    assert callable(getattr(importlib.import_module(module), function))
+    assert project["requires-python"] == ">=3.11"
+
+
+def test_the_command_serves_from_outside_the_checkout(tmp_path):
+    """What `pip install .` then `chatgpt-web` does: nothing is read from the working directory
+    (PYTHONPATH stands in for the installed package)."""
+    port = free_port()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {"PYTHONPATH": str(REPO), "GUNICORN_BIND": f"127.0.0.1:{port}",
+           "CACHE_DIR": str(tmp_path / "cache"), "WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "2",
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    server = ServerProcess([sys.executable, "-m", "chatgpt_web"], env, port, cwd=elsewhere)
+    try:
+        server.wait_until_serving()
+        assert http_request(server.url, path="/readyz")[0] == 200
+    finally:
+        log = server.stop()
+    assert "BufferedThreadWorker" in log  # the package's server settings were loaded
 
 
 def test_python_m_chatgpt_web_serves_on_port_and_passes_the_docker_healthcheck(tmp_path):
@@ -152,6 +179,7 @@ exec "$PYTHON" -c "$CODE"
 """
 
 _IMPORT_AND_PROBE = """
+import importlib
 import json
 import wsgi
 client = wsgi.app.test_client()

@@ -127,7 +127,8 @@ def test_hit_counts_in_a_fixed_window_that_starts_at_the_first_hit(store):
     count, reset_at = store.hit("rl:a", 600)
     after = time.time()
     assert count == 1 and before + 600 <= reset_at <= after + 600
-    assert [store.hit("rl:a", 600) for _ in range(3)] == [(2, reset_at), (3, reset_at), (4, reset_at)]
+    hits = [store.hit("rl:a", 600) for _ in range(3)]
+    assert hits == [(2, reset_at), (3, reset_at), (4, reset_at)]
     assert store.hit("rl:b", 600)[0] == 1  # windows are per key
     assert store.get("rl:a") == 4
 
@@ -305,7 +306,8 @@ def test_two_instances_share_the_token_cache(make_app, redis_url, emulator, tmp_
     fields = {"email": "ada@example.com", "password": "pw-123456"}
     token = first.post("/get_access_token", data=fields).json["access_token"]
     assert second.post("/get_access_token", data=fields).json["access_token"] == token
-    assert len(emulator.requests_to("/api/accounts/password/verify")) == 1  # the second instance did not log in
+    # The second instance did not log in.
+    assert len(emulator.requests_to("/api/accounts/password/verify")) == 1
     with redis.Redis.from_url(redis_url) as raw:
         stored = b"".join(raw.get(key) or b"" for key in raw.keys("*")) + b"".join(raw.keys("*"))
     for secret in (b"ada@example.com", b"pw-123456"):

@@ -39,12 +39,15 @@ def reduce(raw: bytes, seed: int | None = None, prefix: str = ""):
 
 def sse(*payloads, blank=True) -> bytes:
     sep = "\n\n" if blank else "\n"
-    return "".join(f"data: {p if isinstance(p, str) else json.dumps(p)}{sep}" for p in payloads).encode()
+    return "".join(f"data: {p if isinstance(p, str) else json.dumps(p)}{sep}"
+                   for p in payloads).encode()
 
 
 def message(text, *, role="assistant", status="in_progress", end_turn=None, mid="m1", **extra):
-    return {"message": {"id": mid, "author": {"role": role}, "content": {"content_type": "text", "parts": [text]},
-                        "status": status, "end_turn": end_turn, "recipient": "all", "metadata": {}, **extra},
+    return {"message": {"id": mid, "author": {"role": role},
+                        "content": {"content_type": "text", "parts": [text]},
+                        "status": status, "end_turn": end_turn, "recipient": "all",
+                        "metadata": {}, **extra},
             "conversation_id": "c1", "error": None}
 
 
@@ -57,8 +60,10 @@ def test_real_v1_capture_reduces_to_its_text_and_ids(samples_dir, seed):
     completion, deltas = reduce(raw, seed)
     assert completion.conversation_id == "6974e0a3-b684-8321-a73a-bf4e7b6dfafe"
     assert completion.message_id == "0fe98393-5d68-4e41-9fb6-75b50f27c79e"
-    assert completion.text.startswith("Here\u2019s a list of 10 famous people from different fields")
-    assert completion.text.endswith("Any particular field or person you're interested in learning more about?")
+    assert completion.text.startswith(
+        "Here\u2019s a list of 10 famous people from different fields")
+    assert completion.text.endswith(
+        "Any particular field or person you're interested in learning more about?")
     assert "10. **Frida Kahlo** \u2013 Mexican artist" in completion.text
     assert completion.finish_type == "stop"
     assert completion.title == "Famous People List"
@@ -121,7 +126,8 @@ def test_turn_with_end_turn_false_goes_on_to_the_next_message():
     raw = sse(message("Let me check.", status="finished_successfully", end_turn=False, mid="a1"),
               message("looked", role="tool", mid="t"),
               message("Found it", mid="a2"),
-              message("Found it.", status="finished_successfully", end_turn=True, mid="a2"), "[DONE]")
+              message("Found it.", status="finished_successfully", end_turn=True, mid="a2"),
+              "[DONE]")
     completion, deltas = reduce(raw)
     assert completion.text == "Let me check.\n\nFound it."
     assert completion.message_id == "a2"
@@ -130,7 +136,8 @@ def test_turn_with_end_turn_false_goes_on_to_the_next_message():
 
 def test_analysis_channel_is_not_answer_text():
     raw = sse({"v": {"message": {"id": "r", "author": {"role": "assistant"}, "channel": "analysis",
-                                 "content": {"content_type": "text", "parts": ["thinking"]}}}, "c": 0},
+                                 "content": {"content_type": "text", "parts": ["thinking"]}}},
+               "c": 0},
               {"v": {"message": {"id": "f", "author": {"role": "assistant"}, "channel": "final",
                                  "content": {"content_type": "text", "parts": [""]}}}, "c": 1},
               {"p": "/message/content/parts/0", "o": "append", "v": "done"}, "[DONE]")
@@ -164,7 +171,8 @@ def test_delta_operations(path, op, value, expected):
 
 def test_append_to_an_object_merges_keys():
     root = {"message": {"metadata": {"a": 1}}}
-    assert apply_operation(root, "/message/metadata", "append", {"b": 2}) == {"message": {"metadata": {"a": 1, "b": 2}}}
+    assert apply_operation(root, "/message/metadata", "append", {"b": 2}) == {
+        "message": {"metadata": {"a": 1, "b": 2}}}
 
 
 def test_truncate_on_answer_text_is_followed():
@@ -234,15 +242,16 @@ def test_max_tokens_is_reported():
 
 def test_continued_cumulative_message_emits_only_the_new_part():
     raw = sse(message("one two"), message("one two three"),
-              message("one two three four", status="finished_successfully", end_turn=True), "[DONE]")
+              message("one two three four", status="finished_successfully", end_turn=True),
+              "[DONE]")
     completion, deltas = reduce(raw, prefix="one two")
     assert completion.text == "one two three four"
     assert "".join(deltas) == " three four"
 
 
 def test_continued_message_that_restarts_is_appended_to_the_prefix():
-    raw = sse(message(" three"), message(" three four", status="finished_successfully", end_turn=True),
-              "[DONE]")
+    raw = sse(message(" three"),
+              message(" three four", status="finished_successfully", end_turn=True), "[DONE]")
     completion, deltas = reduce(raw, prefix="one two")
     assert completion.text == "one two three four"
     assert "".join(deltas) == " three four"

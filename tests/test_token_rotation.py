@@ -191,11 +191,12 @@ def _refresh_in_threads(env, ready, go, queue, threads):
     queue.put(results)
 
 
-def test_one_pooled_account_refreshed_by_many_threads_and_two_processes_refreshes_once(
-        service_env, auth, emulator, tmp_path, store_env):
-    token = auth.add_refresh_token(EMAIL)
+@pytest.mark.parametrize("kind", ["refresh_token", "session_token"])
+def test_one_pooled_account_renewed_by_many_threads_and_two_processes_renews_once(
+        service_env, auth, emulator, tmp_path, store_env, kind):
+    token = auth.add_refresh_token(EMAIL) if kind == "refresh_token" else auth.add_session(EMAIL)
     env = {**service_env, **store_env,
-           "ACCOUNTS_FILE": write_accounts(tmp_path, [{"name": "r", "refresh_token": token}])}
+           "ACCOUNTS_FILE": write_accounts(tmp_path, [{"name": "r", kind: token}])}
     spawn = multiprocessing.get_context("spawn")
     ready, go, queue = spawn.Semaphore(0), spawn.Event(), spawn.Queue()
     processes = [spawn.Process(target=_refresh_in_threads, args=(env, ready, go, queue, 8))
@@ -210,9 +211,13 @@ def test_one_pooled_account_refreshed_by_many_threads_and_two_processes_refreshe
         process.join(30)
     assert len(results) == 16 and len(set(results)) == 1, results  # one token for everyone
     assert results[0].startswith("eyJ")
-    assert [sent for sent, _ in sent_refresh(emulator)] == [token]  # one upstream refresh
-    assert [e["used"] for e in auth.refresh_tokens.values()] == [True, False]  # no reuse
-    assert not any(entry["revoked"] for entry in auth.refresh_tokens.values())
+    if kind == "refresh_token":
+        assert [sent for sent, _ in sent_refresh(emulator)] == [token]  # one upstream refresh
+        assert [e["used"] for e in auth.refresh_tokens.values()] == [True, False]  # no reuse
+        assert not any(entry["revoked"] for entry in auth.refresh_tokens.values())
+    else:
+        assert sent_session_tokens(emulator) == [token]  # one exchange, never a spent cookie
+        assert len(auth.live_sessions(EMAIL)) == 1
 
 
 # -- the account check ---------------------------------------------------------------------------

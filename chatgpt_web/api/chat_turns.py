@@ -11,6 +11,7 @@ function call is returned as the text it is, and JSON that cannot be used is an 
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from .. import usage
@@ -22,7 +23,7 @@ from .answer_limits import AnswerCutter, cut_text
 from .credentials import Grant
 from .model_json import InvalidReply
 from .structured_output import OutputFormat
-from .tool_calls import ToolCall, Tools
+from .tool_calls import ToolCall, Tools, call_json
 
 NO_RETRY = {"x-should-retry": "false"}
 
@@ -65,6 +66,15 @@ class TurnResult:
         if self.tool_calls:
             return "".join(call.name + call.arguments for call in self.tool_calls)
         return self.text or ""
+
+
+def assistant_message(result: TurnResult) -> ChatMessage:
+    """The answer as the client will send it back in its history, mapped the way
+    openai_messages.py maps it (tool calls as the JSON the model is asked to write)."""
+    if result.tool_calls:
+        return ChatMessage("assistant", call_json(
+            [(call.name, json.loads(call.arguments)) for call in result.tool_calls]))
+    return ChatMessage("assistant", result.text or "")
 
 
 def upstream_messages(spec: TurnSpec) -> tuple[ChatMessage, ...]:

@@ -18,20 +18,30 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .. import models, usage
 from ..answers import Answer
-from ..errors import ApiError, BadRequest, NotFound, PayloadTooLarge
+from ..errors import ApiError, BadRequest, Conflict, NotFound, PayloadTooLarge
 from ..services import current
 from ..upstream.conversation import ChatMessage
 from ..upstream.stream import Completion
 from . import fields as f
 from . import relay_requests, sse
 from .answer_limits import stop_sequences, token_limit
-from .chat_turns import TurnResult, TurnSpec, finish_reason_of, finish_turn, start_turn
+from .bearer_check import verify_bearer
+from .chat_memory import ChatMemory, Place, caller_scope
+from .chat_turns import (
+    TurnResult,
+    TurnSpec,
+    assistant_message,
+    finish_reason_of,
+    finish_turn,
+    start_turn,
+)
 from .credentials import Grant, authenticate, check_caller
 from .error_boundary import install_error_handlers, streamed_error
 from .openai_messages import messages_to_send, to_web_messages
@@ -72,6 +82,19 @@ install_error_handlers(blueprint, error_body)
 install_error_handlers(aliases, error_body)
 
 
+def no_retry_after_deadline(response):
+    """A 504 means the upstream had the prompt and did not finish within REQUEST_TIMEOUT: the
+    SDKs retry 5xx twice by default, which would send the same prompt upstream three times.
+    `x-should-retry: false` (which the official SDKs obey) makes that one turn."""
+    if response.status_code == 504:
+        response.headers["x-should-retry"] = "false"
+    return response
+
+
+blueprint.after_request(no_retry_after_deadline)
+aliases.after_request(no_retry_after_deadline)
+
+
 def _json_body() -> dict:
     # force=True: curl users often forget the Content-Type header; the body is JSON either way.
     body = request.get_json(force=True, silent=True)
@@ -106,12 +129,20 @@ def _choices(body: dict) -> int:
 class _Reply:
     """The fixed parts of one answer (id, created, model) and its rendering as official objects."""
 
-    def __init__(self, model: models.Model, prompt: tuple[ChatMessage, ...], include_usage: bool):
+    def __init__(self, model: models.Model, prompt: tuple[ChatMessage, ...], include_usage: bool,
+                 include_reasoning: bool = False):
         self.id = "chatcmpl-" + uuid.uuid4().hex
         self.created = int(time.time())
         self.model = model
         self.prompt = prompt
         self.include_usage = include_usage
+        # The web answer's reasoning summary, as `reasoning_content`, only when asked for.
+        self.include_reasoning = include_reasoning
+
+    def reasoning(self, completion: Completion | None) -> str | None:
+        if not self.include_reasoning or completion is None:
+            return None
+        return completion.reasoning or None
 
     def usage(self, answers: list[str]) -> dict:
         """Token counts: the request's messages as given, and the text of every choice."""
@@ -128,9 +159,11 @@ class _Reply:
                 "message_id": completion.message_id,
                 "model_slug": completion.model_slug}
 
-    @staticmethod
-    def message(result: TurnResult) -> dict:
+    def message(self, result: TurnResult) -> dict:
         message = {"role": "assistant", "content": result.text, "refusal": None}
+        reasoning = self.reasoning(result.completion)
+        if reasoning:
+            message["reasoning_content"] = reasoning
         if result.tool_calls:
             message["tool_calls"] = [call.to_dict() for call in result.tool_calls]
         return message
@@ -162,25 +195,55 @@ class _Reply:
         return chunk
 
 
-def _turn_spec(body: dict, config, model: models.Model,
-               messages: tuple[ChatMessage, ...]) -> TurnSpec:
-    """What the request asks of the turn (ids, emulated features), validated."""
+def _turn_spec(body: dict, config, model: models.Model, messages: tuple[ChatMessage, ...],
+               memory: ChatMemory) -> tuple[TurnSpec, bool]:
+    """What the request asks of the turn (where it attaches, emulated features), validated, and
+    whether it continues a remembered conversation (chat_memory.py)."""
     conversation_id = f.identifier(body, "conversation_id")
     parent_message_id = f.identifier(body, "parent_message_id")
     if bool(conversation_id) != bool(parent_message_id):
         raise BadRequest("conversation_id and parent_message_id go together: pass the "
                          "conversation_id and message_id of the previous answer", "invalid_field",
                          param="parent_message_id" if conversation_id else "conversation_id")
-    to_send = messages_to_send(messages, continuing=bool(conversation_id))
+    remembered = False
+    if conversation_id:
+        to_send = messages_to_send(messages, continuing=True)
+    else:
+        place, start = memory.find(model.web_slug, messages)
+        remembered = place is not None
+        if place is not None:
+            conversation_id, parent_message_id = place.conversation_id, place.message_id
+        to_send = messages[start:]
     if sum(len(m.content) for m in to_send) > config.max_prompt_chars:
         raise PayloadTooLarge(f"the messages are longer than {config.max_prompt_chars} "
                               "characters", param="messages")
-    return TurnSpec(
+    spec = TurnSpec(
         to_send=to_send, model=model.web_slug, conversation_id=conversation_id,
         parent_message_id=parent_message_id, timeout=config.request_timeout,
         tools=Tools.from_request(body),
         output=OutputFormat.from_request(body.get("response_format")),
         stops=stop_sequences(body.get("stop")), max_tokens=token_limit(body))
+    return spec, remembered
+
+
+def _wants_reasoning(body: dict) -> bool:
+    """Whether the caller asked for the reasoning: `reasoning_effort` (OpenAI), or
+    `include_reasoning: true` / a `reasoning` object (OpenRouter-style clients)."""
+    return (body.get("reasoning_effort") is not None or body.get("include_reasoning") is True
+            or isinstance(body.get("reasoning"), dict))
+
+
+def _start_first(grant: Grant, client, spec: TurnSpec, remembered: bool,
+                 messages: tuple[ChatMessage, ...]) -> tuple[TurnSpec, Answer]:
+    """Start the turn; a remembered conversation that is gone upstream (deleted, or its account
+    left the pool) is replaced by a new one with the whole history."""
+    try:
+        return spec, start_turn(grant, client, spec)
+    except (NotFound, Conflict):
+        if not remembered:
+            raise
+    spec = replace(spec, to_send=messages, conversation_id=None, parent_message_id=None)
+    return spec, start_turn(grant, client, spec)
 
 
 @blueprint.post("/chat/completions")
@@ -197,25 +260,36 @@ def chat_completions():
     model_name = f.text(body, "model", required=True, max_length=200)
     model = models.resolve(model_name, extra_slugs=(config.default_model,))
     messages = to_web_messages(body.get("messages"), max_messages=config.max_messages)
-    spec = _turn_spec(body, config, model, messages)
+    memory = ChatMemory(services.store, caller_scope())
+    spec, remembered = _turn_spec(body, config, model, messages, memory)
     n = _choices(body)
     stream = f.flag(body, "stream")
     options = body.get("stream_options")
     include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
 
-    reply = _Reply(model, messages, include_usage)
+    reply = _Reply(model, messages, include_usage, include_reasoning=_wants_reasoning(body))
     client = services.conversations
-    first = start_turn(grant, client, spec)  # before the status line: early failures get theirs
+    # Started before the status line, so that early failures get their own status.
+    spec, first = _start_first(grant, client, spec, remembered, messages)
+
+    def remember(result: TurnResult) -> None:
+        completion = result.completion
+        memory.remember(model.web_slug, (*messages, assistant_message(result)),
+                        Place(completion.conversation_id, completion.message_id))
+
     if stream:
-        return sse.response(_stream_chunks(grant, client, spec, n, first, reply), first)
+        return sse.response(_stream_chunks(grant, client, spec, n, first, reply, remember),
+                            first)
     results = [finish_turn(grant, client, spec, first)]
     for _ in range(n - 1):
         results.append(finish_turn(grant, client, spec, start_turn(grant, client, spec)))
+    for result in results:
+        remember(result)
     return jsonify(reply.completion_object(results))
 
 
 def _stream_chunks(grant: Grant, client, spec: TurnSpec, n: int, first: Answer,
-                   reply: _Reply) -> Iterator[bytes]:
+                   reply: _Reply, remember) -> Iterator[bytes]:
     """Role chunk, content chunks, the finish chunk (per choice), the usage chunk if asked, then
     [DONE]; a failure after the start ends the stream with one error envelope, which the SDK
     raises."""
@@ -228,14 +302,15 @@ def _stream_chunks(grant: Grant, client, spec: TurnSpec, n: int, first: Answer,
                 answer = start_turn(grant, client, spec)
             with answer:
                 yield sse.event(reply.chunk({"role": "assistant", "content": ""}, index=index))
+                streamed = _StreamedChoice(reply, index)
                 if spec.shaped:
-                    chunks, output, completion = _shaped_chunks(grant, client, spec, answer,
-                                                                reply, index)
+                    yield from streamed.shaped(finish_turn(grant, client, spec, answer))
                 else:
-                    chunks, output, completion = _text_chunks(spec, answer, reply, index)
-                yield from chunks
-                outputs.append(output[0])
-                extras = extras or reply.extras(completion[0])
+                    yield from streamed.text(spec, answer)
+            outputs.append(streamed.output_text)
+            if streamed.result is not None:  # None: cut at a limit, before its ids came
+                extras = extras or reply.extras(streamed.result.completion)
+                remember(streamed.result)
         if reply.include_usage:
             final = reply.chunk(None, **extras)
             final["usage"] = reply.usage(outputs)
@@ -245,55 +320,58 @@ def _stream_chunks(grant: Grant, client, spec: TurnSpec, n: int, first: Answer,
         yield sse.event(streamed_error(error, error_body))
 
 
-def _text_chunks(spec: TurnSpec, answer: Answer, reply: _Reply, index: int):
-    """Chunks of a text answer as it streams, cut at `stop`/`max_tokens` (the upstream is no
-    longer read once cut). Returns (chunks, [text given], [completion or None])."""
-    given, completion = [""], [None]
+class _StreamedChoice:
+    """The chunks of one choice of a stream, and what it gave (`output_text`, `result`)."""
 
-    def chunks():
+    def __init__(self, reply: _Reply, index: int):
+        self.reply = reply
+        self.index = index
+        self.output_text = ""
+        self.result: TurnResult | None = None
+
+    def _chunk(self, delta: dict, finish_reason: str | None = None, **extra) -> bytes:
+        return sse.event(self.reply.chunk(delta, finish_reason, index=self.index, **extra))
+
+    def text(self, spec: TurnSpec, answer: Answer) -> Iterator[bytes]:
+        """A text answer as it streams, cut at `stop`/`max_tokens`; once cut, the upstream is
+        no longer read (the rest would be thrown away)."""
         cutter = spec.cutter()
         for delta in answer:
             text = cutter.feed(delta.text) if cutter.active else delta.text
             if text:
-                given[0] += text
-                yield sse.event(reply.chunk({"content": text}, index=index))
+                self.output_text += text
+                yield self._chunk({"content": text})
             if cutter.done:
-                answer.close()  # stop reading the upstream: the rest would be thrown away
-                break
-        if not cutter.done:
-            rest = cutter.finish()
-            if rest:
-                given[0] += rest
-                yield sse.event(reply.chunk({"content": rest}, index=index))
-            completion[0] = answer.completion
-        reason = cutter.finish_reason or finish_reason_of(completion[0])
-        yield sse.event(reply.chunk({}, reason, index=index, **reply.extras(completion[0])))
+                answer.close()
+                yield self._chunk({}, cutter.finish_reason)
+                return
+        rest = cutter.finish()
+        if rest:
+            self.output_text += rest
+            yield self._chunk({"content": rest})
+        completion = answer.completion
+        self.result = TurnResult(self.output_text, None, finish_reason_of(completion), completion)
+        reasoning = self.reply.reasoning(completion)
+        if reasoning:
+            yield self._chunk({"reasoning_content": reasoning})
+        yield self._chunk({}, self.result.finish_reason, **self.reply.extras(completion))
 
-    return chunks(), given, completion
-
-
-def _shaped_chunks(grant: Grant, client, spec: TurnSpec, answer: Answer, reply: _Reply,
-                   index: int):
-    """Chunks of an answer read whole (tools, JSON): its content or its tool calls at once."""
-    given, completion = [""], [None]
-
-    def chunks():
-        result = finish_turn(grant, client, spec, answer)
-        completion[0], given[0] = result.completion, result.output_text
+    def shaped(self, result: TurnResult) -> Iterator[bytes]:
+        """An answer read whole (tools, JSON): its content or its tool calls at once."""
+        self.result, self.output_text = result, result.output_text
         if result.tool_calls:
             for position, call in enumerate(result.tool_calls):
-                yield sse.event(reply.chunk({"tool_calls": [{
+                yield self._chunk({"tool_calls": [{
                     "index": position, "id": call.id, "type": "function",
-                    "function": {"name": call.name, "arguments": ""}}]}, index=index))
-                yield sse.event(reply.chunk({"tool_calls": [{
-                    "index": position, "function": {"arguments": call.arguments}}]},
-                    index=index))
+                    "function": {"name": call.name, "arguments": ""}}]})
+                yield self._chunk({"tool_calls": [{
+                    "index": position, "function": {"arguments": call.arguments}}]})
         elif result.text:
-            yield sse.event(reply.chunk({"content": result.text}, index=index))
-        yield sse.event(reply.chunk({}, result.finish_reason, index=index,
-                                    **reply.extras(result.completion)))
-
-    return chunks(), given, completion
+            yield self._chunk({"content": result.text})
+        reasoning = self.reply.reasoning(result.completion)
+        if reasoning:
+            yield self._chunk({"reasoning_content": reasoning})
+        yield self._chunk({}, result.finish_reason, **self.reply.extras(result.completion))
 
 
 @blueprint.get("/models")
@@ -301,7 +379,8 @@ def _shaped_chunks(grant: Grant, client, spec: TurnSpec, answer: Answer, reply: 
 def list_models():
     """Every model name the service accepts, in the official list shape."""
     services = current()
-    check_caller(services)
+    check_caller(services)  # an expired JWT, locally
+    verify_bearer(services)  # any other token, with the backend (cached)
     listed = [m.to_dict() for m in models.list_models(extra_slugs=(services.config.default_model,))]
     listed += relay_requests.listed_models(services, {model["id"] for model in listed})
     return jsonify({"object": "list", "data": listed})
@@ -331,11 +410,9 @@ def unknown_url(unknown: str | None = None):
     """
     allowed = _methods_elsewhere(request.path)
     if allowed:
-        error = ApiError(f"{request.method} is not allowed on {request.path}: use "
-                         f"{' or '.join(allowed)}", "method_not_allowed",
-                         headers={"Allow": ", ".join(allowed)})
-        error.status = 405
-        raise error
+        raise ApiError(f"{request.method} is not allowed on {request.path}: use "
+                       f"{' or '.join(allowed)}", "method_not_allowed", status=405,
+                       headers={"Allow": ", ".join(allowed)})
     raise NotFound(f"Invalid URL ({request.method} {request.path})", "unknown_url")
 
 

@@ -13,7 +13,8 @@ user's words.
 | role `system` or `developer`                 | role `system`                                |
 | role `user` / `assistant`                    | the same role                                |
 | content as a string                          | that text                                    |
-| content as a list of `text` parts (assistant: also `refusal` parts) | the texts joined with a newline |
+| content as a list of `text` parts            | the texts joined with a newline              |
+| (assistant: also `refusal` parts)            |                                              |
 | assistant with content null and no tool calls | dropped (it carries nothing)               |
 | assistant `tool_calls` / `function_call`     | `assistant`: its text, then the calls (1)    |
 | role `tool` / `function` (a result)          | `user`: "Tool result (call id):" + result    |
@@ -142,7 +143,8 @@ def _calls_of(message: dict, param: str) -> list[tuple[str, Any]]:
     return calls
 
 
-def messages_to_send(messages: Sequence[ChatMessage], *, continuing: bool) -> tuple[ChatMessage, ...]:
+def messages_to_send(messages: Sequence[ChatMessage], *,
+                     continuing: bool) -> tuple[ChatMessage, ...]:
     """The messages that go upstream: all of them, or when continuing only those after the last
     assistant message (the earlier ones are already in the web conversation).
 

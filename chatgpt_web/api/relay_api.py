@@ -26,7 +26,7 @@ blueprint = Blueprint("relay", __name__, url_prefix="/v1")
 admin_blueprint = Blueprint("relay_admin", __name__, url_prefix="/admin")
 
 # OpenAI API families this service does not relay: 501 rather than a confusing 404.
-UNSUPPORTED = ("responses", "files", "uploads", "batches", "fine_tuning", "fine-tunes",
+UNSUPPORTED = ("files", "uploads", "batches", "fine_tuning", "fine-tunes",
                "vector_stores", "assistants", "threads", "organization", "projects",
                "realtime", "containers", "evals", "chatkit", "videos",
                "images/edits", "images/variations", "audio/translations")

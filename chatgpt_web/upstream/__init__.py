@@ -1,1 +1,4 @@
-"""The ChatGPT web backend: endpoints, sentinel, proof of work, conversation, stream. No Flask here."""
+"""The ChatGPT web backend: endpoints, sentinel, proof of work, conversation, stream.
+
+No Flask here.
+"""

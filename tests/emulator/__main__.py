@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="lifetime of the printed token")
     parser.add_argument("--easy", action="store_true",
                         help="no proof of work and no `p` needed: handy for curl by hand")
+    parser.add_argument("--no-chunking", action="store_true",
+                        help="one SSE event per network chunk (no seeded re-chunking)")
+    parser.add_argument("--no-pings", action="store_true", help="no keep-alive ping events")
     parser.add_argument("--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
 
@@ -27,6 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     emulator.switches.chunk_delay = args.chunk_delay
     emulator.switches.words_per_delta = args.words_per_delta
     emulator.switches.pow_difficulty = args.pow_difficulty
+    emulator.switches.chunking = not args.no_chunking
+    emulator.switches.pings = not args.no_pings
     if args.easy:
         emulator.switches.pow_required = False
         emulator.switches.require_requirements_token = False

@@ -1,0 +1,94 @@
+"""gunicorn settings for chatgpt_web: the one place where the production server is configured.
+
+Part of the package, so an installed service finds it wherever it runs. The `chatgpt-web`
+command (`python -m chatgpt_web`) loads it as `-c python:chatgpt_web.gunicorn_config`; the
+checkout's gunicorn.conf.py re-exports it for the Docker image and bench/concurrency.py:
+
+    gunicorn -c gunicorn.conf.py wsgi:app
+
+Every value can be overridden by the environment variable named beside it (README, "Server").
+
+Worker model: gthread, reading each request whole before a thread takes it
+(chatgpt_web/buffered_worker.py). curl_cffi blocks its thread while it reads the upstream, and
+gevent or eventlet cannot make that cooperative, so each open stream holds one thread for its
+whole life. Capacity is therefore WEB_CONCURRENCY x GUNICORN_THREADS simultaneous requests;
+threads are started on demand, so a high ceiling costs nothing while idle.
+"""
+import glob
+import os
+import shutil
+import tempfile
+
+_PORT = os.environ.get("PORT", "3000")
+
+# GUNICORN_BIND: full address list, e.g. "127.0.0.1:8000" (tests bind to loopback only).
+bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{_PORT}").split(",")
+# gthread, with each request read whole by the worker's event loop before a thread takes it, so
+# slow or stalled clients cost no thread; REQUEST_HEADER_TIMEOUT, REQUEST_BODY_TIMEOUT and
+# MAX_CONNECTIONS_PER_IP bound them (chatgpt_web/buffered_worker.py, README "Server").
+worker_class = "chatgpt_web.buffered_worker.BufferedThreadWorker"
+# WEB_CONCURRENCY: worker processes. One per core: the GIL lets a process use about one core.
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# GUNICORN_THREADS: simultaneous requests (open streams) per worker.
+threads = int(os.environ.get("GUNICORN_THREADS", "384"))
+# A worker accepts at most this many connections (active + idle keep-alive). Left at `threads`
+# plus a small keep-alive allowance, so a busy worker stops accepting and the kernel hands new
+# connections to a worker with free threads instead of queueing them behind running streams.
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", str(threads + 16)))
+# GUNICORN_TIMEOUT: seconds a worker may go without a heartbeat before the master restarts it.
+# gthread heartbeats from its event loop, so long streams never trip it; only a hung process does.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
+# GUNICORN_GRACEFUL_TIMEOUT: on SIGTERM, seconds running streams get to finish before being cut.
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+# GUNICORN_KEEPALIVE: seconds an idle keep-alive connection is held (keep it below the idle
+# timeout of a proxy in front, e.g. nginx keepalive_timeout 60s).
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+# Worker heartbeat files in memory rather than on the container's overlay filesystem.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+# gunicorn >= 25.1 opens a control socket at $HOME/.gunicorn/gunicorn.ctl by default: a write
+# outside CACHE_DIR (read-only in the container) and a path every gunicorn of the user shares.
+control_socket_disable = True
+
+# The app writes one private line per request itself (chatgpt_web/observability.py); gunicorn's
+# access log would print the raw request line, query string included.
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+# Metrics from every worker are merged through files in PROMETHEUS_MULTIPROC_DIR. It must be set
+# before a worker imports prometheus_client, so it is set here, when the master reads this file.
+_metrics_dir_is_ours = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _metrics_dir_is_ours:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="chatgpt_web-metrics-")
+
+
+def on_starting(server):
+    """Start from empty metrics: files left by an earlier run would be added to this run's."""
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(directory, exist_ok=True)
+    for stale in glob.glob(os.path.join(directory, "*.db")):
+        os.remove(stale)
+
+
+def post_worker_init(worker):
+    """Redact query strings and raw request lines from what gunicorn logs in this worker."""
+    import logging
+
+    from chatgpt_web.observability import install_redaction  # already imported with the app
+    install_redaction(logging.getLogger("gunicorn.error"))
+
+
+def pre_request(worker, req):
+    """Replaces gunicorn's default hook, which logs every raw request path at debug level."""
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's live gauges (streams in flight); its counters stay in the totals."""
+    from prometheus_client import multiprocess
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the metrics directory this file created."""
+    if _metrics_dir_is_ours:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
