@@ -1,50 +1,77 @@
 """Which model names the service accepts, and the ChatGPT web slug each one is sent as.
 
-The web backend names its models with slugs (`gpt-4o`, `o1-mini`, `text-davinci-002-render-sha`…,
-protocol §2.2 "model"); OpenAI-API clients use the official names (`gpt-4o`, `gpt-3.5-turbo`,
+The web backend names its models with slugs (`auto`, `gpt-5-6`, `gpt-6-thinking`…; see
+docs/protocol.md, "Models"); OpenAI-API clients use the official names (`gpt-5`, `gpt-5.1`, `o3`,
 `gpt-4o-2024-08-06`…). This module is the one place that maps between them:
 
 * every web slug in WEB_SLUGS is accepted as itself;
-* every official name in OPENAI_NAMES is sent as its web slug;
+* every official name in OPENAI_NAMES is sent as its web slug (`gpt-5.6` as `gpt-5-6`);
 * a dated snapshot of a known name (`gpt-4o-2024-08-06`, `gpt-3.5-turbo-0125`) is sent as the
   undated name's slug, because the web backend has no snapshots;
-* the operator's CHATGPT_DEFAULT_MODEL is accepted as itself, so a new web slug can be used before
-  this table learns it;
+* the operator's CHATGPT_DEFAULT_MODEL, and the slugs an account's own `GET /backend-api/models`
+  listed (ModelCatalog), are accepted as themselves, so a new web slug works before this table
+  learns it;
 * anything else is refused (404 `model_not_found`, like the official API). Passing unknown names
-  through would let a typo silently answer with whatever model the backend falls back to, which
-  is exactly the "model fidelity" complaint users raise about the peers (peers.md §3, need 15).
+  through would let a typo silently answer with whatever model the backend falls back to.
+
+OpenAI's `reasoning_effort` maps onto the web's `thinking_effort` (`thinking_effort()`).
 """
 from __future__ import annotations
 
+import hashlib
 import re
+import threading
+import time
 from dataclasses import dataclass
 
-from .errors import NotFound
+from .errors import BadRequest, NotFound
 
-# Slugs the web backend accepted in 2024 (protocol §2.2): the 2024 models plus the legacy
-# free-tier slug that chat2api still sends for gpt-3.5 names.
+# Slugs the web backend accepts: the 2025-2026 families, the older models it still lists, and
+# the legacy free-tier slug that chat2api still sends for gpt-3.5 names.
 WEB_SLUGS: tuple[str, ...] = (
     "auto",
-    "gpt-4o",
-    "gpt-4o-mini",
-    "gpt-4",
-    "o1",
-    "o1-mini",
-    "o1-preview",
-    "o3-mini",
+    "gpt-6", "gpt-6-thinking", "gpt-6-pro", "gpt-6-1-instant",
+    "gpt-5-6", "gpt-5-6-thinking", "gpt-5-6-pro", "gpt-5-6-t-mini",
+    "gpt-5-5", "gpt-5-5-instant", "gpt-5-5-thinking", "gpt-5-5-pro",
+    "gpt-5-3", "gpt-5-3-mini", "gpt-5-2", "gpt-5-1",
+    "gpt-5", "gpt-5-instant", "gpt-5-mini", "gpt-5-thinking",
+    "gpt-4.5", "gpt-4.1", "gpt-4o", "gpt-4o-mini", "gpt-4",
+    "o3", "o4-mini", "o4-mini-high", "o3-mini", "o1", "o1-mini", "o1-preview",
     "text-davinci-002-render-sha",
 )
 
 # Official API name -> web slug. Names equal to a slug are listed only in WEB_SLUGS.
 OPENAI_NAMES: dict[str, str] = {
+    # The API writes versions with a dot, the web with a dash.
+    "gpt-5.1": "gpt-5-1",
+    "gpt-5.2": "gpt-5-2",
+    "gpt-5.3": "gpt-5-3",
+    "gpt-5.5": "gpt-5-5",
+    "gpt-5.6": "gpt-5-6",
+    "gpt-6.1": "gpt-6-1-instant",
+    "gpt-5-chat-latest": "gpt-5-instant",
+    "gpt-5-nano": "gpt-5-mini",
+    "gpt-4.1-mini": "gpt-4o-mini",
+    "gpt-4.1-nano": "gpt-4o-mini",
     "chatgpt-4o-latest": "gpt-4o",
     "gpt-4-turbo": "gpt-4",
     "gpt-4-turbo-preview": "gpt-4",
     "gpt-4-32k": "gpt-4",
-    # The web backend retired gpt-3.5; chat2api maps every gpt-3.5 name to the free-tier slug
-    # (protocol §2.2 "model"), which the backend serves with its current free model.
+    # The web backend retired gpt-3.5; chat2api maps every gpt-3.5 name to the free-tier slug,
+    # which the backend serves with its current free model.
     "gpt-3.5-turbo": "text-davinci-002-render-sha",
     "gpt-3.5-turbo-16k": "text-davinci-002-render-sha",
+}
+
+# OpenAI `reasoning_effort` -> web `thinking_effort` (the site takes only standard, extended and
+# max; its "Medium/High/Very High" labels are these three). "none" asks for no thinking.
+THINKING_EFFORTS: dict[str, str | None] = {
+    "none": None,
+    "minimal": "standard",
+    "low": "standard",
+    "medium": "extended",
+    "high": "max",
+    "xhigh": "max",
 }
 
 # `-2024-08-06` or `-0125` style snapshot suffixes of the official API.
@@ -95,3 +122,68 @@ def resolve(name: str, extra_slugs: tuple[str, ...] = ()) -> Model:
         return Model(name, table[undated])
     raise NotFound(f"The model `{name}` does not exist or you do not have access to it.",
                    "model_not_found", param="model")
+
+
+def thinking_effort(reasoning_effort: object) -> str | None:
+    """The web `thinking_effort` for an OpenAI `reasoning_effort` (None when not given).
+
+    :raise BadRequest: code invalid_field (param "reasoning_effort") for any other value.
+    """
+    if reasoning_effort is None:
+        return None
+    if not isinstance(reasoning_effort, str) or reasoning_effort not in THINKING_EFFORTS:
+        raise BadRequest(f"reasoning_effort must be one of {', '.join(THINKING_EFFORTS)}",
+                         "invalid_field", param="reasoning_effort")
+    return THINKING_EFFORTS[reasoning_effort]
+
+
+class ModelCatalog:
+    """The slugs each account's `GET /backend-api/models` lists, fetched at most once per `ttl`.
+
+    Keyed by a hash that includes the credential (never the credential itself), at most
+    `max_accounts` of them (the oldest are forgotten). `fetch` is called with no arguments and
+    returns the slugs; a failed fetch keeps what was known and is retried after `retry` seconds,
+    so a broken models endpoint costs at most one attempt per account per `retry`.
+    """
+
+    def __init__(self, *, ttl: float = 6 * 3600, retry: float = 300, max_accounts: int = 1024,
+                 clock=time.monotonic):
+        self.ttl, self.retry, self.max_accounts, self._clock = ttl, retry, max_accounts, clock
+        self._known: dict[str, tuple[float, tuple[str, ...]]] = {}  # oldest entry first
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(credential: str) -> str:
+        return hashlib.sha256(b"models\0" + credential.encode()).hexdigest()
+
+    def slugs(self, credential: str, fetch) -> tuple[str, ...]:
+        key, now = self.key(credential), self._clock()
+        with self._lock:
+            known = self._known.get(key)
+        if known is not None and known[0] > now:
+            return known[1]
+        previous = known[1] if known else ()
+        try:
+            fetched = tuple(slug for slug in fetch() if isinstance(slug, str) and slug)
+        except Exception:  # noqa: BLE001 - any failure: keep what we knew, try again later
+            with self._lock:
+                self._remember(key, (now + self.retry, previous))
+            return previous
+        with self._lock:
+            self._remember(key, (now + self.ttl, fetched))
+        return fetched
+
+    def _remember(self, key: str, entry: tuple[float, tuple[str, ...]]) -> None:
+        self._known.pop(key, None)
+        self._known[key] = entry
+        while len(self._known) > self.max_accounts:  # callers choose tokens: keep the newest
+            del self._known[next(iter(self._known))]
+
+
+def slugs_of(listing: object) -> tuple[str, ...]:
+    """The slugs of a `GET /backend-api/models` answer (`models[].slug`, `default_model_slug`)."""
+    if not isinstance(listing, dict):
+        return ()
+    found = [m.get("slug") for m in listing.get("models") or [] if isinstance(m, dict)]
+    found.append(listing.get("default_model_slug"))
+    return tuple(dict.fromkeys(slug for slug in found if isinstance(slug, str) and slug))

@@ -8,6 +8,7 @@ from typing import TypeVar
 from .config import Config
 from .keys import KeyRing
 from .limits import RateLimiter
+from .models import ModelCatalog
 from .pool import AccountPool, load_accounts
 from .relay.plan import RelayPlan
 from .relay.service import RelayService
@@ -98,6 +99,11 @@ class Services:
     def history(self) -> HistoryClient:
         """The upstream conversation-history client (list, read, rename, delete, title)."""
         return self._once("history", lambda: HistoryClient(self.config))
+
+    @property
+    def model_catalog(self) -> ModelCatalog:
+        """The slugs each account's GET /backend-api/models lists, cached per account."""
+        return self._once("model_catalog", ModelCatalog)
 
 def current() -> Services:
     """The Services of the app handling the current request."""

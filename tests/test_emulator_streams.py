@@ -165,3 +165,18 @@ def test_the_service_reducer_follows_both_legs_into_one_answer():
     completion = reducer.result()
     assert completion.text == "".join(deltas) == "Echo: a b c d e f"
     assert completion.reasoning == "Thinking it over\nhmm"
+
+
+# --- the model list ----------------------------------------------------------------------------
+
+def test_the_model_list_has_the_2026_shape_and_slugs(emulator):
+    chat = Chat(emulator)
+    listing = chat.session.get(f"{chat.root}/models", headers=chat.auth()).json()
+    assert listing["default_model_slug"] == "auto" and "categories" not in listing
+    slugs = [model["slug"] for model in listing["models"]]
+    assert {"auto", "gpt-5-6", "gpt-5-6-thinking", "gpt-6", "gpt-6-thinking"} <= set(slugs)
+    emulator.switches.dialect = "2024"
+    emulator.switches.extra_models = ("gpt-7-preview",)
+    old = chat.session.get(f"{chat.root}/models", headers=chat.auth()).json()
+    assert old["categories"][0]["default_model"] == "auto" and "default_model_slug" not in old
+    assert old["models"][-1]["slug"] == "gpt-7-preview"

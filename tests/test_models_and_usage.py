@@ -2,7 +2,7 @@
 import pytest
 
 from chatgpt_web import models, usage
-from chatgpt_web.errors import NotFound
+from chatgpt_web.errors import BadRequest, NotFound
 
 # bpe-openai 0.1.x loads its vocabularies with a deprecated importlib call (usage.py hides it too).
 QUIET_BPE = pytest.mark.filterwarnings("ignore:open_binary is deprecated:DeprecationWarning")
@@ -34,9 +34,10 @@ def test_unknown_names_are_model_not_found(name):
 
 
 def test_operator_default_model_is_accepted_and_listed():
-    assert models.resolve("gpt-5", extra_slugs=("gpt-5",)).web_slug == "gpt-5"
-    assert "gpt-5" in [m.id for m in models.list_models(extra_slugs=("gpt-5",))]
-    assert "gpt-5" not in [m.id for m in models.list_models()]
+    slug = models.resolve("gpt-7-preview", extra_slugs=("gpt-7-preview",)).web_slug
+    assert slug == "gpt-7-preview"
+    assert "gpt-7-preview" in [m.id for m in models.list_models(extra_slugs=("gpt-7-preview",))]
+    assert "gpt-7-preview" not in [m.id for m in models.list_models()]
 
 
 def test_list_has_official_names_and_web_slugs_once_each():
@@ -69,3 +70,70 @@ def test_estimate_counts_ascii_by_fours_and_other_characters_singly():
     assert usage.estimate_tokens("abcd") == 1
     assert usage.estimate_tokens("abcde") == 2
     assert usage.estimate_tokens("日本語") == 3
+
+
+# --- 2026 slugs, OpenAI names, reasoning effort ---------------------------------------------------
+
+@pytest.mark.parametrize("name, slug", [
+    ("auto", "auto"), ("gpt-5", "gpt-5"), ("gpt-5-thinking", "gpt-5-thinking"),
+    ("gpt-6-thinking", "gpt-6-thinking"), ("gpt-5.6", "gpt-5-6"), ("gpt-5.1", "gpt-5-1"),
+    ("gpt-5-2025-08-07", "gpt-5"), ("o3", "o3"), ("gpt-4.1", "gpt-4.1"),
+    ("gpt-4.1-mini", "gpt-4o-mini"), ("gpt-5-chat-latest", "gpt-5-instant"),
+])
+def test_2026_slugs_and_openai_names(name, slug):
+    assert models.resolve(name).web_slug == slug
+
+
+@pytest.mark.parametrize("effort, thinking", [
+    (None, None), ("none", None), ("minimal", "standard"), ("low", "standard"),
+    ("medium", "extended"), ("high", "max"), ("xhigh", "max"),
+])
+def test_reasoning_effort_maps_to_thinking_effort(effort, thinking):
+    assert models.thinking_effort(effort) == thinking
+
+
+@pytest.mark.parametrize("effort", ["extreme", "", 3, ["high"]])
+def test_an_unknown_reasoning_effort_is_a_400_naming_the_field(effort):
+    with pytest.raises(BadRequest) as caught:
+        models.thinking_effort(effort)
+    assert caught.value.param == "reasoning_effort"
+
+
+def test_the_catalog_fetches_once_per_ttl_and_keys_by_a_hash():
+    now = [0.0]
+    calls = []
+    catalog = models.ModelCatalog(ttl=100, retry=10, clock=lambda: now[0])
+
+    def fetch():
+        calls.append(1)
+        return models.slugs_of({"models": [{"slug": "gpt-7"}, {"slug": "auto"}],
+                                "default_model_slug": "auto"})
+
+    assert catalog.slugs("secret-token", fetch) == ("gpt-7", "auto")
+    assert catalog.slugs("secret-token", fetch) == ("gpt-7", "auto") and len(calls) == 1
+    assert "secret-token" not in str(catalog._known)
+    now[0] = 101
+    catalog.slugs("secret-token", fetch)
+    assert len(calls) == 2
+
+
+def test_a_failing_models_endpoint_keeps_what_was_known_and_waits_before_retrying():
+    now = [0.0]
+    catalog = models.ModelCatalog(ttl=100, retry=10, clock=lambda: now[0])
+    catalog.slugs("t", lambda: ("gpt-7",))
+    now[0] = 200
+    calls = []
+
+    def broken():
+        calls.append(1)
+        raise OSError("down")
+
+    assert catalog.slugs("t", broken) == ("gpt-7",)
+    assert catalog.slugs("t", broken) == ("gpt-7",) and len(calls) == 1
+
+
+def test_the_catalog_remembers_a_bounded_number_of_accounts():
+    catalog = models.ModelCatalog(max_accounts=2)
+    for token in ("t1", "t2", "t3"):
+        catalog.slugs(token, lambda: ("gpt-7",))
+    assert len(catalog._known) == 2 and models.ModelCatalog.key("t1") not in catalog._known

@@ -55,3 +55,36 @@ def test_a_pooled_account_answering_with_another_model_is_flagged(make_app, tmp_
     assert row["downgraded"]["requested"] == "gpt-4o"
     assert row["downgraded"]["served"] == "gpt-5-6-t-mini"
     assert row["downgraded"]["banner"] == "account_sharing_degrade"
+
+
+def test_v1_reads_reasoning_effort_and_refuses_unknown_values(client, token, emulator):
+    body = {"model": "gpt-5-thinking", "messages": [{"role": "user", "content": "Hi"}]}
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.post("/v1/chat/completions", json={**body, "reasoning_effort": "high"},
+                       headers=headers).status_code == 200
+    [write] = [r.json for r in emulator.requests_to("/f/conversation") if r.method == "POST"]
+    assert write["thinking_effort"] == "max"
+    refused = client.post("/v1/chat/completions", json={**body, "reasoning_effort": "extreme"},
+                          headers=headers)
+    assert refused.status_code == 400
+    assert refused.json["error"]["param"] == "reasoning_effort"
+
+
+def test_a_slug_only_the_account_lists_is_accepted_and_its_list_read_once(client, token,
+                                                                            emulator):
+    emulator.switches.extra_models = ("gpt-7-preview",)
+    headers = {"Authorization": f"Bearer {token}"}
+    body = {"messages": [{"role": "user", "content": "Hi"}]}
+    assert client.post("/v1/chat/completions", json={**body, "model": "gpt-4o"},
+                       headers=headers).status_code == 200
+    assert emulator.requests_to("/models") == []  # a known name never reads the list
+    answered = client.post("/v1/chat/completions", json={**body, "model": "gpt-7-preview"},
+                           headers=headers)
+    assert answered.status_code == 200, answered.json
+    assert [r.json["model"] for r in emulator.requests_to("/conversation")
+            if r.method == "POST"][-1] == "gpt-7-preview"
+    listed = client.get("/v1/models", headers=headers).json["data"]
+    assert "gpt-7-preview" in [model["id"] for model in listed]
+    assert len(emulator.requests_to("/models")) == 1  # cached for the account
+    assert client.post("/v1/chat/completions", json={**body, "model": "gpt-8"},
+                       headers=headers).status_code == 404

@@ -40,6 +40,7 @@ class TurnSpec:
     stops: tuple[str, ...] = ()
     max_tokens: int | None = None
     extra: dict = field(default_factory=dict)
+    thinking_effort: str | None = None  # from reasoning_effort (models.thinking_effort)
 
     @property
     def shaped(self) -> bool:
@@ -92,7 +93,7 @@ def start_turn(grant: Grant, client: ConversationClient, spec: TurnSpec) -> Answ
     return grant.start_answer(client, ConversationRequest(
         messages=upstream_messages(spec), model=spec.model,
         conversation_id=spec.conversation_id, parent_message_id=spec.parent_message_id,
-        timeout=spec.timeout, extra=dict(spec.extra)))
+        timeout=spec.timeout, extra=dict(spec.extra), thinking_effort=spec.thinking_effort))
 
 
 def finish_reason_of(completion: Completion) -> str:
@@ -135,7 +136,7 @@ def finish_turn(grant: Grant, client: ConversationClient, spec: TurnSpec,
                 messages=(ChatMessage("user", _correction(problem)),), model=spec.model,
                 conversation_id=completion.conversation_id,
                 parent_message_id=completion.message_id, timeout=spec.timeout,
-                extra=dict(spec.extra)))
+                extra=dict(spec.extra), thinking_effort=spec.thinking_effort))
             completion = second.read()
             try:
                 return _shape(spec, completion, last_chance=True)

@@ -24,10 +24,12 @@ from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .. import models, usage
+from ..access import bearer
 from ..answers import Answer
 from ..errors import ApiError, BadRequest, Conflict, NotFound, PayloadTooLarge
 from ..services import current
 from ..upstream.conversation import ChatMessage
+from ..upstream.endpoints import from_base_url
 from ..upstream.stream import Completion
 from . import fields as f
 from . import relay_requests, sse
@@ -222,7 +224,8 @@ def _turn_spec(body: dict, config, model: models.Model, messages: tuple[ChatMess
         parent_message_id=parent_message_id, timeout=config.request_timeout,
         tools=Tools.from_request(body),
         output=OutputFormat.from_request(body.get("response_format")),
-        stops=stop_sequences(body.get("stop")), max_tokens=token_limit(body))
+        stops=stop_sequences(body.get("stop")), max_tokens=token_limit(body),
+        thinking_effort=models.thinking_effort(body.get("reasoning_effort")))
     return spec, remembered
 
 
@@ -258,7 +261,7 @@ def chat_completions():
     grant = authenticate(services)  # first, as the official API: no validation hints to strangers
     body = _json_body()
     model_name = f.text(body, "model", required=True, max_length=200)
-    model = models.resolve(model_name, extra_slugs=(config.default_model,))
+    model = _resolve(services, model_name, grant.access_token)
     messages = to_web_messages(body.get("messages"), max_messages=config.max_messages)
     memory = ChatMemory(services.store, caller_scope())
     spec, remembered = _turn_spec(body, config, model, messages, memory)
@@ -377,11 +380,13 @@ class _StreamedChoice:
 @blueprint.get("/models")
 @aliases.get("/models")
 def list_models():
-    """Every model name the service accepts, in the official list shape."""
+    """Every model name the service accepts, in the official list shape (with the slugs the
+    caller's own account lists, when the caller brings an access token)."""
     services = current()
     check_caller(services)  # an expired JWT, locally
     verify_bearer(services)  # any other token, with the backend (cached)
-    listed = [m.to_dict() for m in models.list_models(extra_slugs=(services.config.default_model,))]
+    extra = (services.config.default_model, *_account_slugs(services, _own_token(services)))
+    listed = [model.to_dict() for model in models.list_models(extra_slugs=extra)]
     listed += relay_requests.listed_models(services, {model["id"] for model in listed})
     return jsonify({"object": "list", "data": listed})
 
@@ -393,7 +398,32 @@ def get_model(model_id: str):
     check_caller(services)
     if relayed := relay_requests.find_model(services, model_id):
         return jsonify(relayed)
-    return jsonify(models.resolve(model_id, extra_slugs=(services.config.default_model,)).to_dict())
+    return jsonify(_resolve(services, model_id, _own_token(services)).to_dict())
+
+
+def _own_token(services) -> str | None:
+    """The caller's own ChatGPT access token (not a service key, not the pool), if any."""
+    return None if services.keys.enabled else bearer()
+
+
+def _resolve(services, name: str, access_token: str | None) -> models.Model:
+    """The Model for `name`; a slug only the caller's account lists (GET /backend-api/models,
+    read at most once per six hours) is accepted too. Known names never cost that read."""
+    try:
+        return models.resolve(name, extra_slugs=(services.config.default_model,))
+    except NotFound:
+        extra = _account_slugs(services, access_token)
+        if not extra:
+            raise
+        return models.resolve(name, extra_slugs=(services.config.default_model, *extra))
+
+
+def _account_slugs(services, access_token: str | None) -> tuple[str, ...]:
+    if not access_token:
+        return ()
+    upstream = from_base_url(services.config.base_url)
+    return services.model_catalog.slugs(access_token, lambda: models.slugs_of(
+        services.history.models(access_token, upstream)))
 
 
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")

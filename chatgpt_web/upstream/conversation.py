@@ -65,6 +65,7 @@ class ConversationRequest:
     parent_message_id: str | None = None
     timeout: float = 120.0  # seconds for the whole answer, continuations included
     extra: dict = field(default_factory=dict)
+    thinking_effort: str | None = None  # "standard", "extended" or "max" (models.thinking_effort)
 
 
 def build_body(request: ConversationRequest, *, history_disabled: bool,

@@ -6,6 +6,8 @@
     PATCH {api}/conversation/{id}  {"is_visible": false}  -> {"success": true}  (the web "delete")
     POST  {api}/conversation/gen_title/{id}  {"message_id", "model"}  -> {"title": "..."}, or
           {"message": "Conversation <id> already has title '<title>'"}
+    GET   {api}/models?iim=false&is_gizmo=true          -> {"default_model_slug", "models": [...]}
+          (the account's models, beside its history because it is read the same way)
 
 README ("Managing conversations") describes what the service builds on them. They cost no message
 quota, which is why the operator console's "re-check" uses the list as its probe.
@@ -67,6 +69,10 @@ class HistoryClient:
                             f"/conversation/gen_title/{conversation_id}", body)
         title = answer.get("title")
         return title if isinstance(title, str) and title else None
+
+    def models(self, access_token: str, upstream: Upstream) -> dict:
+        """The account's model list (models.slugs_of reads the slugs out of it)."""
+        return self._call("GET", access_token, upstream, "/models?iim=false&is_gizmo=true")
 
     def _call(self, method: str, access_token: str, upstream: Upstream, path: str,
               body: dict | None = None) -> dict:

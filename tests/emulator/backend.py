@@ -29,9 +29,16 @@ _FAIL_AT = {"conversation": ("conversation", "any"), "f_conversation": ("convers
 THINKING_EFFORTS = ("standard", "extended", "max")
 MINI_MODEL = "gpt-5-mini"  # where a write without client_prepare_state "success" is routed
 
+# (slug, title, description, max_tokens): what a free account's picker listed in 2026, plus the
+# older models the backend still lists.
 MODELS = [
     ("auto", "Auto", "Decides how long to think", 32767),
-    ("gpt-4o", "GPT-4o", "Great for most tasks", 32767),
+    ("gpt-5-6", "GPT-5.6 Instant", "Answers right away", 32767),
+    ("gpt-5-6-thinking", "GPT-5.6 Thinking", "Thinks longer for better answers", 196608),
+    ("gpt-6", "GPT-6", "Our smartest model", 32767),
+    ("gpt-6-thinking", "GPT-6 Thinking", "Thinks longer for better answers", 196608),
+    ("gpt-5-mini", "GPT-5 mini", "Faster for everyday tasks", 32767),
+    ("gpt-4o", "GPT-4o", "Legacy model", 32767),
     ("gpt-4o-mini", "GPT-4o mini", "Faster for everyday tasks", 32767),
     ("text-davinci-002-render-sha", "Default (GPT-3.5)", "Our fastest model", 8191),
 ]
@@ -344,15 +351,22 @@ def _cut_connection(environ) -> None:
 
 @blueprint.get("/models")
 def models():
+    """The account's model list: 2026 clients read `default_model_slug` and `models[].slug`; the
+    2024 dialect answers the older shape with `categories`."""
     _account()
-    return json_response(200, {
-        "models": [{"slug": slug, "max_tokens": max_tokens, "title": title,
-                    "description": description, "tags": [], "capabilities": {},
-                    "product_features": {}} for slug, title, description, max_tokens in MODELS],
-        "categories": [{"category": "gpt_4o", "human_category_name": "GPT-4o",
-                        "subscription_level": "free", "default_model": "auto",
-                        "code_interpreter_model": "gpt-4o", "plugins_model": "gpt-4o"}],
-    })
+    switches = _emulator().switches
+    listed = MODELS + [(slug, slug, "", 32767) for slug in switches.extra_models]
+    answer = {"models": [{"slug": slug, "max_tokens": max_tokens, "title": title,
+                          "description": description, "tags": ["history_off_approved"],
+                          "capabilities": {}, "product_features": {}}
+                         for slug, title, description, max_tokens in listed]}
+    if switches.dialect == "2024":
+        answer["categories"] = [{"category": "gpt_4o", "human_category_name": "GPT-4o",
+                                 "subscription_level": "free", "default_model": "auto",
+                                 "code_interpreter_model": "gpt-4o", "plugins_model": "gpt-4o"}]
+        return json_response(200, answer)
+    return json_response(200, {"title": "GPT-5.6", "secondary_title": "", **answer,
+                               "default_model_slug": "auto"})
 
 
 @blueprint.get("/conversations")

@@ -67,6 +67,8 @@ class Switches:
     served_model: str | None = None
     # conversation_detail_metadata carries the account_sharing_degrade banner.
     degraded: bool = False
+    # Slugs GET /models lists beyond the usual ones (a model newer than the service's table).
+    extra_models: tuple = ()
 
     # --- how the bytes travel ---------------------------------------------------------------
     # Split the byte stream at arbitrary points (seeded); False writes one event per chunk.

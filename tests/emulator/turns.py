@@ -254,5 +254,5 @@ def _continue(conversation: Conversation, parent: str, request: ChatRequest,
 
 def _stream_options(switches) -> dict:
     """What the switches say about how the turn streams (see streams.Turn)."""
-    return {"dialect": getattr(switches, "dialect", "2026"), "reasoning": switches.reasoning,
+    return {"dialect": switches.dialect, "reasoning": switches.reasoning,
             "served_model": switches.served_model, "degraded": switches.degraded}
