@@ -78,10 +78,14 @@ def pool_costs(config: list) -> tuple[float, float, float]:
     return first, percentile(trips, 50), percentile(trips, 99)
 
 
+def config_for_fnv() -> list:
+    return sentinel_config(Chrome.from_target("chrome152"), build_id="prod-" + "0" * 40,
+                           sdk_url="https://chatgpt.com/backend-api/sentinel/sdk.js")
+
+
 def fnv_per_nonce() -> tuple[float, float, int]:
     """Median seconds per nonce of the batched FNV search and of the plain FNV loop."""
-    config = sentinel_config(Chrome.from_target("chrome152"), build_id="prod-" + "0" * 40,
-                             sdk_url="https://chatgpt.com/backend-api/sentinel/sdk.js")
+    config = config_for_fnv()
     filled = list(config)
     filled[3], filled[9] = START, 0
     message = SEED + pow_._encode(pow_.dumps_js(filled)).decode()
@@ -147,11 +151,18 @@ def main() -> None:
     print(f"  batched solver median: {fnv * 1e9:.0f} ns/nonce; plain loop: "
           f"{fnv_plain * 1e9:.0f} ns/nonce; ratio plain/batched: {fnv_plain / fnv:.1f}")
     print(f"  ratio FNV/SHA3 solver cost per nonce: {fnv / solver:.2f}")
+    began = time.perf_counter()
+    solves = 50
+    for index in range(solves):
+        pow_.solve_fnv(f"0.{index}17", "06e1cc", config_for_fnv())
+    each = (time.perf_counter() - began) / solves
+    print(f"  measured: {solves} solves at 06e1cc took {each * 1e3:.2f} ms each on average "
+          "(to the first answer, whole batches included)")
     for difficulty in ("06e1cc", "000032"):
         attempts = pow_.expected_attempts(difficulty)
         print(f"  expected solve time at {difficulty}: {attempts:.0f} attempts -> FNV "
               f"{attempts * fnv * 1e3:.2f} ms, SHA3 {attempts * solver * 1e3:.2f} ms "
-              f"(one worker; FNV hashes at least one batch of {pow_.FNV_BATCH} nonces)")
+              f"(one worker; FNV batches of {pow_.FNV_FIRST_BATCH} to {pow_.FNV_BATCH} nonces)")
 
     first, trip50, trip99 = pool_costs(config)
     print(f"process pool: first use {first * 1e3:.0f} ms (start + import), round trip of a "

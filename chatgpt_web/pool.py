@@ -345,9 +345,13 @@ class AccountPool:
                 if _is_account_fault(error):
                     self._fault(account, error)
                 raise
-            if self.state(account).get("strikes"):
-                self.store.delete(STRIKES_PREFIX + account.id)  # "in a row": a success resets
-                self._update(account, strikes=0)
+            try:
+                if self.state(account).get("strikes"):
+                    self.store.delete(STRIKES_PREFIX + account.id)  # "in a row": success resets
+                    self._update(account, strikes=0)
+            except BaseException:
+                answer.close()  # the store failed: the started answer must not stay open
+                raise
             return answer
 
     def _pinning(self, answer: Answer, account: Account, model: str,

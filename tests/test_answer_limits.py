@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from chatgpt_web.api.answer_limits import AnswerCutter, cut_text
+from chatgpt_web.api.answer_limits import AnswerCutter, cut_text, stop_sequences
 from chatgpt_web.api.model_json import InvalidReply, find_json
 from chatgpt_web.api.structured_output import OutputFormat
 from chatgpt_web.api.tool_calls import Tools
+from chatgpt_web.errors import BadRequest
 
 
 def words(text: str) -> int:
@@ -72,3 +73,11 @@ def test_tool_calls_are_checked_against_the_function_and_its_schema():
                   "no call at all"):
         with pytest.raises(InvalidReply):
             tools.read_answer(wrong)
+
+
+def test_stop_accepts_a_string_a_list_or_nothing():
+    assert stop_sequences(None) == stop_sequences("") == stop_sequences([]) == ()
+    assert stop_sequences("x") == ("x",) and stop_sequences(["a", "b"]) == ("a", "b")
+    for bad in (5, [""], ["a"] * 5, ["x" * 201]):
+        with pytest.raises(BadRequest):
+            stop_sequences(bad)

@@ -59,11 +59,11 @@ def _open(browser, url):
     return page
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser():
-    """A headless Chromium of this module's own: Playwright's sync API keeps an event loop running
-    while it is open, and the session's browser (web_browser) would then break asyncio.run() in
-    the async SDK tests that run after this module."""
+    """A headless Chromium of this module's own (one launch for its tests): Playwright's sync API
+    keeps an event loop running while it is open, and the session's browser (web_browser) would
+    then break asyncio.run() in the async SDK tests that run after this module."""
     executable = chromium_path()
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:

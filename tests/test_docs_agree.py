@@ -203,3 +203,25 @@ def test_every_variable_the_code_reads_is_documented():
         read |= variables_read_in(path)
     undocumented = {name for name in read - PLATFORM_VARIABLES if f"`{name}`" not in README}
     assert not undocumented, f"document in README: {sorted(undocumented)}"
+
+
+# --- citations --------------------------------------------------------------------------------
+SOURCES = [path for folder in ("chatgpt_web", "tests", "bench")
+           for path in (REPO / folder).rglob("*") if path.suffix in (".py", ".txt", ".js", ".html")
+           and path != Path(__file__).resolve()]
+
+
+def test_comments_cite_no_document_outside_the_repository():
+    """No "protocol §4.3" pointing at notes outside the repository: cite docs/ or README."""
+    outside = [f"{path.relative_to(REPO)}:{number}"
+               for path in SOURCES
+               for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+               if "§" in line or "/work/shared" in line or "peers.md" in line]
+    assert not outside, outside
+
+
+def test_every_cited_docs_page_exists():
+    cited = {name for path in SOURCES
+             for name in re.findall(r"docs/([\w.-]+\.md)", path.read_text(encoding="utf-8"))}
+    missing = {name for name in cited if not (REPO / "docs" / name).exists()}
+    assert not missing, f"cited but not in docs/: {sorted(missing)}"

@@ -350,3 +350,14 @@ def test_reasoning_content_only_when_asked(sdk, emulator):
         messages=[{"role": "user", "content": "Hi"}]))
     streamed = [c.choices[0].delta.model_extra.get("reasoning_content") or "" for c in chunks]
     assert "Thinking about the greeting." in "".join(streamed)
+
+
+def test_with_tools_offered_a_text_answer_still_streams_as_it_comes(sdk, emulator):
+    emulator.switches.answer = "no call needed here at all"
+    emulator.switches.words_per_delta = 1
+    chunks = list(sdk.chat.completions.create(
+        model="gpt-4o", tools=[WEATHER], stream=True,
+        messages=[{"role": "user", "content": "Hello"}]))
+    contents = [c.choices[0].delta.content for c in chunks if c.choices[0].delta.content]
+    assert len(contents) > 3 and "".join(contents) == "no call needed here at all"
+    assert chunks[-1].choices[0].finish_reason == "stop"

@@ -304,3 +304,40 @@ def test_malformed_accounts_file_is_refused_without_quoting_secrets(tmp_path, en
     with pytest.raises(ConfigError) as caught:
         load_accounts(write_accounts(tmp_path, entries))
     assert "t1" not in str(caught.value) and "x@y.z" not in str(caught.value)
+
+
+def test_an_answer_started_on_an_account_is_closed_when_the_store_then_fails():
+    """The answer began (its upstream transfer is open) and then recording the account's health
+    failed: the caller gets the store's error, and the transfer and its in-flight count end."""
+    from chatgpt_web.errors import ServiceUnavailable
+    from chatgpt_web.metrics import STREAMS_IN_FLIGHT
+    from chatgpt_web.pool import Account, AccountPool
+    from chatgpt_web.store import MemoryStore
+    from chatgpt_web.upstream.stream import TextDelta
+
+    class FailingStore(MemoryStore):
+        failing = False
+
+        def get(self, key):
+            if self.failing:
+                raise ServiceUnavailable("the state store cannot be reached", "store_unavailable")
+            return super().get(key)
+
+    store = FailingStore()
+    closed = []
+
+    class Client:
+        def stream(self, access_token, request, upstream):
+            try:
+                store.failing = True  # the store goes away as the answer begins
+                yield TextDelta("Hi")
+            finally:
+                closed.append(True)
+
+    pool = AccountPool([Account("a", "access_token", access_token="not-a-jwt")], store,
+                       tokens=None)
+    in_flight = STREAMS_IN_FLIGHT._value.get()
+    request = type("Request", (), {"conversation_id": None, "model": "auto"})()
+    with pytest.raises(ServiceUnavailable):
+        pool.run(Client(), request, upstream=None)
+    assert closed == [True] and STREAMS_IN_FLIGHT._value.get() == in_flight

@@ -1,4 +1,5 @@
-"""Proof of work (protocol §4.3): every answer is checked here by recomputing it from scratch."""
+"""Proof of work (docs/protocol-requests.md, the sentinel): every answer is checked here by
+recomputing it from scratch."""
 from __future__ import annotations
 
 import base64

@@ -206,3 +206,33 @@ def test_a_handed_off_answer_arrives_whole(make_app, token, emulator, mode):
     deltas = [json.loads(line[6:])["delta"] for line in streamed.split("\n")
               if line.startswith('data: {"delta"')]
     assert "".join(deltas) == "a long and careful answer"
+
+
+def test_an_account_refused_for_unusual_activity_gives_way_to_the_next(make_app, tmp_path,
+                                                                       emulator):
+    import json
+    tokens = {name: emulator.mint_access_token(email=f"{name}@example.com") for name in "ab"}
+    path = tmp_path / "accounts.json"
+    path.write_text(json.dumps([{"name": name, "access_token": token}
+                                for name, token in tokens.items()]))
+    app = make_app(ACCOUNTS_FILE=str(path))
+    emulator.switches.reject_writes = 2  # the first account's write and its one retry
+    response = app.test_client().post("/send_message", data={"prompt": "Hi"})
+    assert response.status_code == 200, response.json
+    served = [w.headers["authorization"] for w in writes(emulator)]
+    assert len(served) == 3 and served[0] == served[1] != served[2]
+    states = {row["id"]: row for row in app.extensions["chatgpt_web"].pool.report()}
+    assert any(row["last_error"] for row in states.values())
+
+
+def test_the_memory_of_2024_only_upstreams_is_bounded():
+    from chatgpt_web.upstream import conversation
+    from chatgpt_web.upstream.endpoints import Upstream
+
+    memory = conversation.DialectMemory()
+    upstreams = [Upstream(f"https://mirror{i}.example/api")
+                 for i in range(conversation.MAX_REMEMBERED_UPSTREAMS + 5)]
+    for upstream in upstreams:
+        memory.remember_2024_only(upstream)
+    assert len(memory._until) == conversation.MAX_REMEMBERED_UPSTREAMS
+    assert memory.is_2024_only(upstreams[-1]) and not memory.is_2024_only(upstreams[0])

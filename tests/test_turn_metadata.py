@@ -88,3 +88,12 @@ def test_a_slug_only_the_account_lists_is_accepted_and_its_list_read_once(client
     assert len(emulator.requests_to("/models")) == 1  # cached for the account
     assert client.post("/v1/chat/completions", json={**body, "model": "gpt-8"},
                        headers=headers).status_code == 404
+
+
+def test_a_continued_answer_keeps_the_title_and_model_of_its_first_leg(client, token, emulator):
+    emulator.switches.answer = "one two three four five six"
+    emulator.switches.max_tokens_cuts = 2
+    emulator.switches.served_model = "gpt-5-6"
+    answer = client.post("/send_message", data={"access_token": token, "prompt": "Count up"})
+    assert answer.json["text"] == "one two three four five six"
+    assert answer.json["title"] == "Count up" and answer.json["model"] == "gpt-5-6"

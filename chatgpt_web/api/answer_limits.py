@@ -19,7 +19,7 @@ MAX_STOP_LENGTH = 200
 
 def stop_sequences(raw, param: str = "stop") -> tuple[str, ...]:
     """`stop` as given by the caller (a string or a list of up to 4). :raise BadRequest."""
-    if raw is None:
+    if raw is None or raw == "":  # some clients send "" for "no stop sequence"
         return ()
     values = [raw] if isinstance(raw, str) else raw
     if (not isinstance(values, list) or len(values) > MAX_STOP_SEQUENCES

@@ -47,6 +47,12 @@ class TurnSpec:
         """True when the answer must be read whole before it can be given (tools, JSON)."""
         return self.tools is not None or self.output is not None
 
+    @property
+    def streams_text_unless_json(self) -> bool:
+        """With tools offered but not required (and no JSON format), a text answer can stream as
+        it comes: only an answer that begins like JSON is read whole and checked as a call."""
+        return self.output is None and self.tools is not None and self.tools.choice == "auto"
+
     def count_tokens(self, text: str) -> int:
         return usage.count_text(text, self.model)
 

@@ -306,10 +306,12 @@ def _stream_chunks(grant: Grant, client, spec: TurnSpec, n: int, first: Answer,
             with answer:
                 yield sse.event(reply.chunk({"role": "assistant", "content": ""}, index=index))
                 streamed = _StreamedChoice(reply, index)
-                if spec.shaped:
+                head = _read_head(answer) if spec.streams_text_unless_json else ""
+                if spec.shaped and (not spec.streams_text_unless_json
+                                    or head.lstrip().startswith(JSON_STARTS)):
                     yield from streamed.shaped(finish_turn(grant, client, spec, answer))
                 else:
-                    yield from streamed.text(spec, answer)
+                    yield from streamed.text(spec, answer, head)
             outputs.append(streamed.output_text)
             if streamed.result is not None:  # None: cut at a limit, before its ids came
                 extras = extras or reply.extras(streamed.result.completion)
@@ -321,6 +323,27 @@ def _stream_chunks(grant: Grant, client, spec: TurnSpec, n: int, first: Answer,
         yield sse.DONE
     except Exception as error:  # the stream has begun: the status line can no longer say it
         yield sse.event(streamed_error(error, error_body))
+
+
+# How an answer that calls functions begins (the JSON, or a ``` fence around it).
+JSON_STARTS = ("{", "[", "`")
+
+
+def _read_head(answer: Answer) -> str:
+    """The answer's text up to its first visible character (the rest stays in the answer)."""
+    head = ""
+    for delta in answer:
+        head += delta.text
+        if head.strip():
+            break
+    return head
+
+
+def _pieces(head: str, answer: Answer) -> Iterator[str]:
+    if head:
+        yield head
+    for delta in answer:
+        yield delta.text
 
 
 class _StreamedChoice:
@@ -335,12 +358,13 @@ class _StreamedChoice:
     def _chunk(self, delta: dict, finish_reason: str | None = None, **extra) -> bytes:
         return sse.event(self.reply.chunk(delta, finish_reason, index=self.index, **extra))
 
-    def text(self, spec: TurnSpec, answer: Answer) -> Iterator[bytes]:
-        """A text answer as it streams, cut at `stop`/`max_tokens`; once cut, the upstream is
-        no longer read (the rest would be thrown away)."""
+    def text(self, spec: TurnSpec, answer: Answer, head: str = "") -> Iterator[bytes]:
+        """A text answer as it streams (after `head`, its text already read), cut at
+        `stop`/`max_tokens`; once cut, the upstream is no longer read (the rest would be thrown
+        away)."""
         cutter = spec.cutter()
-        for delta in answer:
-            text = cutter.feed(delta.text) if cutter.active else delta.text
+        for piece in _pieces(head, answer):
+            text = cutter.feed(piece) if cutter.active else piece
             if text:
                 self.output_text += text
                 yield self._chunk({"content": text})

@@ -1,7 +1,8 @@
-"""OpenAI `messages` -> the web backend's messages (protocol §2.2), and which of them to send.
+"""OpenAI `messages` -> the web backend's messages (docs/protocol-requests.md), and which of
+them to send.
 
 The web backend accepts several messages in one conversation POST, each with its own
-`author.role` (chat2api and PawanOsman send the whole OpenAI history as separate messages, §2.2
+`author.role` (chat2api and PawanOsman send the whole OpenAI history as separate messages in
 "messages[]"). So a history is sent as it is, one web message per OpenAI message, roles intact;
 nothing is flattened into one prompt, which would let the model mistake earlier answers for the
 user's words.
@@ -24,7 +25,7 @@ user's words.
 model sees its earlier calls in the form it was told to use.
 
 Non-text parts are refused rather than dropped: images need the backend's file upload (a
-`multimodal_text` message with asset pointers, §2.2), which this service does not do yet, and a
+`multimodal_text` message with asset pointers), which this service does not do yet, and a
 silently dropped image would get an answer about a picture the model never saw.
 
 `messages_to_send()` is the continuity rule: a request that continues a web conversation

@@ -28,6 +28,10 @@ from ..transport import Session, upstream_errors
 from .endpoints import Upstream
 
 PAGE_TTL = 900  # seconds; the browser reloads, peers re-read the home page every 15 minutes
+# Pages kept per process: (upstream, account) pairs come from callers (their tokens, their
+# reverse_proxy), so the cache is bounded; the oldest entries go first.
+MAX_PAGES = 4096
+DEVICE_TTL = 400 * 86400  # as long as the site's oai-did cookie lives
 DEVICE_PREFIX = "device:"
 # Placeholders in the shape of a build id and number, from a 2026-06 capture; the live values of
 # the home page replace them whenever it has them.
@@ -125,7 +129,10 @@ class Bootstrap:
         if not stored:
             self._remember_device(account, device)
         with self._lock:
+            self._pages.pop(key, None)
             self._pages[key] = (now + self.ttl, page)
+            while len(self._pages) > MAX_PAGES:
+                del self._pages[next(iter(self._pages))]
         return Visit(page, device)
 
     def _read_page(self, session: Session, upstream: Upstream, device: str | None,
@@ -171,5 +178,7 @@ class Bootstrap:
         if self.store is None:
             with self._lock:
                 self._local_devices[account] = device
+                while len(self._local_devices) > MAX_PAGES:
+                    del self._local_devices[next(iter(self._local_devices))]
             return
-        self.store.set(DEVICE_PREFIX + account, {"id": device})
+        self.store.set(DEVICE_PREFIX + account, {"id": device}, expire=DEVICE_TTL)

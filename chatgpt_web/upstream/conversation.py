@@ -17,6 +17,7 @@ see one answer.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import threading
 import time
@@ -40,6 +41,7 @@ from .stream import Completion, StreamReducer, TextDelta, iter_sse
 
 MAX_CONTINUES = 3
 DIALECT_MEMORY = 900  # seconds an upstream found to be 2024-only is remembered
+MAX_REMEMBERED_UPSTREAMS = 1024  # callers choose reverse proxies: the memory is bounded
 CONDUIT_LIFETIME = 60  # seconds, when the token does not say
 NEW_CHAT_PARENT = "client-created-root"
 THINKING_EFFORTS = ("standard", "extended", "max")
@@ -70,7 +72,8 @@ class ConversationRequest:
 
 def build_body(request: ConversationRequest, *, history_disabled: bool,
                action: str = "next", parent_message_id: str | None = None) -> dict:
-    """The conversation POST body of protocol §2.2 (key order as the browser sends it)."""
+    """The 2024 conversation POST body (docs/protocol-requests.md; key order as the browser
+    sends it)."""
     messages = [] if action == "continue" else [
         {"id": str(uuid.uuid4()), "author": {"role": message.role},
          "content": {"content_type": "text", "parts": [message.content]}, "metadata": {}}
@@ -201,7 +204,10 @@ class DialectMemory:
 
     def remember_2024_only(self, upstream: Upstream) -> None:
         with self._lock:
+            self._until.pop(upstream.api_root, None)
             self._until[upstream.api_root] = time.monotonic() + self.ttl
+            while len(self._until) > MAX_REMEMBERED_UPSTREAMS:
+                del self._until[next(iter(self._until))]
 
 
 class ConversationClient:
@@ -275,14 +281,16 @@ class ConversationClient:
                      request: ConversationRequest, deadline: float) -> Iterator:
         completion: Completion | None = None
         for attempt in range(MAX_CONTINUES + 1):
+            earlier = completion
             now = time.time()
             if completion is None:
                 body = build_body_2026(request, history_disabled=self.config.history_disabled,
                                        now=now)
             else:
+                # The same request (model, thinking effort...) continued where it stopped.
                 body = build_body_2026(
-                    ConversationRequest((), request.model, completion.conversation_id,
-                                        timeout=request.timeout, extra=request.extra),
+                    dataclasses.replace(request, messages=(),
+                                        conversation_id=completion.conversation_id),
                     history_disabled=self.config.history_disabled, now=now, action="continue",
                     parent_message_id=completion.message_id)
             prefix = completion.text if completion else ""
@@ -300,6 +308,7 @@ class ConversationClient:
                                           self.config.max_upstream_event_bytes))
             else:
                 completion = reducer.result()
+            completion = completion.continuing(earlier)
             if completion.finish_type != "max_tokens" or attempt == MAX_CONTINUES:
                 break
         yield completion
@@ -394,7 +403,7 @@ class ConversationClient:
             yield from self._post(session, upstream, "/conversation",
                                   {**headers, **sentinel, "Accept": "text/event-stream"},
                                   body, reducer, deadline)
-            completion = reducer.result()
+            completion = reducer.result().continuing(completion)
             if completion.finish_type != "max_tokens" or attempt == MAX_CONTINUES:
                 break
         yield completion

@@ -75,7 +75,7 @@ _PAIRS = [b"%02d" % n for n in range(100)]
 
 def browser_config(user_agent: str, *, now: float | None = None, rng: random.Random | None = None,
                    script_src: str = "", build_id: str = DEFAULT_BUILD_ID) -> list:
-    """The 18-item browser config list of protocol §4.3 (v1.8.8 layout), nonce slots 3 and 9 at 0.
+    """The 18-item browser config list of the 2024 sentinel, nonce slots 3 and 9 at 0.
 
     `now` (epoch seconds) and `rng` make it reproducible; `script_src` and `build_id` are the
     `<script src>` and `data-build` of the chatgpt.com home page when the caller has them.
@@ -277,7 +277,7 @@ def solve(seed: str, difficulty: str, config: list,
 
 
 def requirements_token(config: list, rng=None) -> str:
-    """'gAAAAAC' + answer for a random seed at difficulty '0fffff' (protocol §4.3 step 6)."""
+    """The 2024 `p`: 'gAAAAAC' + answer for a random seed at difficulty '0fffff'."""
     seed = str((rng or random).random())
     found = _solve_range(seed, REQUIREMENTS_DIFFICULTY, config, 0, MAX_ITERATIONS)
     if found is None:  # each nonce succeeds with p = 1/16: not in this universe
@@ -292,6 +292,7 @@ _FNV_OFFSET, _FNV_PRIME = 2166136261, 16777619
 _MASK32 = 0xFFFFFFFF
 # Nonces hashed per numpy batch: large enough that the per-character vector op dominates.
 FNV_BATCH = 4096
+FNV_FIRST_BATCH = 64  # a 2026 difficulty (06xxxx) needs about 40 nonces
 
 
 def _fmix32(h: int) -> int:
@@ -349,10 +350,11 @@ def _search_fnv(seed: str, difficulty: str, config: list, start: int, stop: int,
 
     shift, bound = _fnv_shift(difficulty), _fnv_bound(difficulty)
     prime = np.uint32(_FNV_PRIME)
-    nonce = start
+    nonce, batch = start, FNV_FIRST_BATCH
     while nonce < stop:
         digits = len(str(nonce))
-        end = min(stop, nonce + FNV_BATCH, 10 ** digits)
+        end = min(stop, nonce + batch, 10 ** digits)
+        batch = min(FNV_BATCH, batch * 4)  # easy challenges end in the first, small batch
         filled = list(config)
         filled[3], filled[9] = 0, elapsed_ms()
         text = dumps_js(filled)

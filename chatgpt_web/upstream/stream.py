@@ -17,7 +17,7 @@ import copy
 import json
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import ContentBlocked, RateLimited, UpstreamError
@@ -58,6 +58,16 @@ class Completion:
     title: str | None = None        # the title the upstream gave a new conversation
     banner: Banner | None = None    # e.g. account_sharing_degrade: answers from a lesser model
     reasoning: str | None = None    # the reasoning shown (thoughts, analysis); never in `text`
+
+    def continuing(self, earlier: Completion | None) -> Completion:
+        """This leg's completion with what the earlier legs of the same answer said about the
+        turn: a continuation (`max_tokens`) streams no title or banner of its own."""
+        if earlier is None:
+            return self
+        reasoning = "\n\n".join(r for r in (earlier.reasoning, self.reasoning) if r) or None
+        return replace(self, title=self.title or earlier.title,
+                       banner=self.banner or earlier.banner,
+                       model_slug=self.model_slug or earlier.model_slug, reasoning=reasoning)
 
 
 def _split_lines(text: str) -> list[str]:

@@ -1,10 +1,10 @@
-"""A local fake of the ChatGPT web backend speaking the real protocol (/work/shared/protocol.md).
+"""A local fake of the ChatGPT web backend speaking the real protocol (docs/protocol.md).
 
 Modules: server (Emulator: start/stop/reset, request log, tokens), app (Flask factory), backend
 (the API blueprint), sentinel (requirements tokens, PoW check), turns (request validation and tree
 updates), conversations (the tree store), streams (legacy and v1 writers, chunking), failures
-(canned §7 errors), switches (the knobs), tokens (test JWTs), auth_pages (the login pages of
-§5 and their own switches, `Emulator.auth`).
+(canned upstream errors), switches (the knobs), tokens (test JWTs), auth_pages (the login pages
+of docs/protocol-auth.md and their own switches, `Emulator.auth`).
 """
 from .server import Emulator, RecordedRequest
 from .switches import Switches

@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 from . import account_check, backend, titles
 from .failures import json_response
 
-# Both conventions of protocol §9: the real path and the fakeopen-style `/api` proxies.
+# Both conventions: the real path and the fakeopen-style `/api` proxies.
 API_PREFIXES = ("/backend-api", "/api")
 
 home = Blueprint("home", __name__)

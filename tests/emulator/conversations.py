@@ -1,8 +1,9 @@
 """The conversation store: one message tree per conversation, as `GET /conversation/{id}` shows it.
 
-Tree shape (protocol §6.3): a root node without a message, whose id is the `parent_message_id`
-the client sent when it started the conversation; under it the hidden system message; then the
-messages of each turn, chained; the assistant answer is the child of the last of them.
+Tree shape (as GET /conversation/{id} answers it): a root node without a message, whose id is the
+`parent_message_id` the client sent when it started the conversation; under it the hidden system
+message; then the messages of each turn, chained; the assistant answer is the child of the last of
+them.
 `current_node` is the newest answer. Conversations belong to the account (JWT user id) that made
 them; other accounts see "not found".
 """

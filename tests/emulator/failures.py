@@ -1,4 +1,5 @@
-"""Canned non-success answers of the ChatGPT backend, one per row of protocol §7.
+"""Canned non-success answers of the ChatGPT backend, one per kind the real site answers
+(chatgpt_web/upstream/errors.py translates each).
 
 `switches.fail_with = "<name>"` makes the targeted endpoint answer `FAILURES[name]`; the emulator's
 own checks (JWT, sentinel, prompt length) answer with the same builders, so an injected failure and

@@ -57,7 +57,8 @@ class Emulator:
         self.conduits = ConduitLedger()
         # Handed-off turns waiting for /f/conversation/resume, by conversation id.
         self.handoffs: dict = {}
-        # The login pages (protocol §10 item 1): accounts, sessions, refresh tokens, auth switches.
+        # The login pages (docs/protocol-auth.md): accounts, sessions, refresh tokens, auth
+        # switches.
         self.auth = AuthPages(mint=self.mint_access_token)
         self.app = create_emulator_app(self)
         self.url = ""

@@ -79,7 +79,7 @@ class Switches:
     # Interleave `event: ping` events and bare timestamp heartbeats.
     pings: bool = True
 
-    # --- sentinel (protocol §4) -------------------------------------------------------------
+    # --- sentinel (docs/protocol-requests.md) -----------------------------------------------
     persona: str = "chatgpt-freeaccount"
     pow_required: bool = True
     pow_difficulty: str = "0fffff"
@@ -94,7 +94,7 @@ class Switches:
     # 400 message_length_exceeds_limit.
     max_prompt_chars: int = 100_000
 
-    # --- injected HTTP failures (protocol §7), see failures.py ------------------------------
+    # --- injected HTTP failures, see failures.py --------------------------------------------
     fail_with: str | None = None
     # Which endpoint fails: the conversation POST, the chat-requirements POST, or every API call.
     fail_at: str = "conversation"

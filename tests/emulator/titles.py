@@ -1,4 +1,4 @@
-"""Title generation, beside backend.py's conversation endpoints (protocol §6.5):
+"""Title generation, beside backend.py's conversation endpoints:
 
     POST /conversation/gen_title/{id}  {"message_id": "<assistant message id>", "model"?}
       -> {"title": "..."}, and the conversation is renamed;

@@ -1,4 +1,4 @@
-"""Test access tokens: JWTs with the real claim layout (protocol §5.4), signed HS256.
+"""Test access tokens: JWTs with the real claim layout (docs/protocol-auth.md), signed HS256.
 
 The real tokens are RS256 from auth.openai.com; clients only decode them (never verify), so a
 symmetric test key changes nothing they can observe except the `alg` header.

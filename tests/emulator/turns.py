@@ -1,4 +1,5 @@
-"""One conversation POST: validate the body (protocol §2.2) and apply it to the tree (§6.3).
+"""One conversation POST: validate the body (docs/protocol-requests.md) and apply it to the tree
+(conversations.py).
 
 Actions:
 * `next`: the request's messages are chained under `parent_message_id` (for a new conversation,
@@ -12,10 +13,10 @@ Actions:
 Max tokens (`switches.max_tokens_cuts = N`): the answer is cut at word boundaries into N+1 pieces
 when it is created. Each of the first N turns ends the message with status
 `finished_successfully`, `end_turn: false` and `finish_details: {"type": "max_tokens"}` (end_turn
-false because the turn is not over, §3.2; the status stays finished_successfully because the
-message did finish, truncated). The piece that completes the answer ends with `end_turn: true` and
-`{"type": "stop", "stop_tokens": [200002]}`. A `continue` on an answer with nothing left adds no
-text and finishes with stop.
+false because the turn is not over, docs/protocol.md; the status stays finished_successfully
+because the message did finish, truncated). The piece that completes the answer ends with
+`end_turn: true` and `{"type": "stop", "stop_tokens": [200002]}`. A `continue` on an answer with
+nothing left adds no text and finishes with stop.
 
 The tree is updated before streaming starts, with the answer's final state: a stream cut by
 `drop_after_events` still leaves the full answer in the store.
