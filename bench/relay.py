@@ -28,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,8 +50,8 @@ def request_bytes(port: int, words: int, key: str) -> bytes:
     return head.encode() + body
 
 
-async def one(port: int, request: bytes) -> tuple[bool, float | None]:
-    """(completed, seconds to the first body byte) of one streamed answer."""
+async def one(port: int, request: bytes) -> tuple[bool, float | None, str]:
+    """(completed, seconds to the first body byte, what went wrong) of one streamed answer."""
     started = time.perf_counter()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
@@ -67,7 +68,8 @@ async def one(port: int, request: bytes) -> tuple[bool, float | None]:
             if first is None:
                 first = time.perf_counter() - started
             tail = (tail + data)[-64:]
-        return status == 200 and DONE in tail, first
+        ok = status == 200 and DONE in tail
+        return ok, first, "" if ok else f"HTTP {status}" if status != 200 else "no [DONE]"
     finally:
         writer.close()
 
@@ -76,8 +78,8 @@ async def burst(port: int, request: bytes, count: int, timeout: float):
     async def bounded():
         try:
             return await asyncio.wait_for(one(port, request), timeout)
-        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
-            return False, None
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            return False, None, type(exc).__name__
     return await asyncio.gather(*(bounded() for _ in range(count)))
 
 
@@ -107,8 +109,10 @@ def measure(port: int, request: bytes, count: int, repeat: int, pids) -> dict:
     else:
         outcomes = asyncio.run(burst(port, request, count, 120))
     cpu = cpu_seconds(pids) - before
-    firsts = [first for ok, first in outcomes if ok and first is not None]
-    return {"done": sum(ok for ok, _ in outcomes) / len(outcomes),
+    firsts = [first for ok, first, _ in outcomes if ok and first is not None]
+    errors = Counter(error for ok, _, error in outcomes if not ok)
+    return {"done": sum(ok for ok, _, _ in outcomes) / len(outcomes),
+            "errors": ", ".join(f"{count}x {error}" for error, count in errors.most_common()),
             "p50": statistics.median(firsts) if firsts else float("nan"),
             "p99": percentile(firsts, 0.99) if firsts else float("nan"),
             "cpu_ms": 1000 * cpu / len(outcomes)}
@@ -150,7 +154,9 @@ def main() -> None:
         "UPSTREAMS_FILE": str(plan), "BENCH_UPSTREAM_KEY": UPSTREAM_KEY,
         "API_KEYS": CLIENT_KEY, "RATE_LIMIT": "off", "RATE_LIMIT_IP": "off",
         "CACHE_DIR": str(Path(workdir, "cache")), "LOG_LEVEL": "warning",
-        "RELAY_MODEL_DISCOVERY": "0"})
+        "RELAY_MODEL_DISCOVERY": "0",
+        # Every bench client comes from 127.0.0.1: no per-address connection cap.
+        "MAX_CONNECTIONS_PER_IP": "0"})
     try:
         wait_for(fake.url, "/v1/models", {"Authorization": f"Bearer {UPSTREAM_KEY}"}, fake)
         service.wait_until_serving(30)
@@ -181,9 +187,14 @@ def main() -> None:
             ratio = relayed["p50"] / direct["p50"]
             print(f"{level:>5} {'':>7} added TTFB p50 {added:+.2f} ms, ratio p50 {ratio:.2f}, "
                   f"p99 {relayed['p99'] / direct['p99']:.2f}")
+            for path, result in (("direct", direct), ("relay", relayed)):
+                if result["errors"]:
+                    print(f"{level:>5} {path:>7} failures: {result['errors']}")
     finally:
-        service.stop()
+        log = service.stop()
         fake.stop()
+        if os.environ.get("BENCH_SHOW_LOG"):
+            print(log[-4000:])
 
 
 if __name__ == "__main__":

@@ -50,12 +50,14 @@ def read_body(services: Services) -> bytes:
 
 
 def json_request(services: Services, path: str, *, binary: bool = False,
-                  default_model: str | None = None) -> RelayRequest:
+                  default_model: str | None = None, decoded=None) -> RelayRequest:
+    """The RelayRequest of a JSON endpoint (`decoded`: the body, when already parsed)."""
     body = read_body(services)
-    try:
-        decoded = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        decoded = None
+    if decoded is None:
+        try:
+            decoded = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            decoded = None
     if not isinstance(decoded, dict):
         raise BadRequest("the request body must be a JSON object", "invalid_json")
     model = decoded.get("model", default_model)
@@ -134,7 +136,7 @@ def route_chat(services: Services):
     web_ok = any(t.is_web for t in ordered) and web_knows and _web_can_serve(services, body)
     if ordered[0].is_web and web_ok:
         return None
-    relay_request = json_request(services, "/chat/completions")
+    relay_request = json_request(services, "/chat/completions", decoded=body)
     try:
         return run(services, relay_request)
     except ApiError:

@@ -69,6 +69,7 @@ class Exchange:
         self._done = False
         self._error: TransportFailure | None = None
         self._running = ffi.new("int *", 1)
+        self._pending = ffi.new("int *")
         self._body = body  # curl reads POSTFIELDS from this buffer: it must outlive the transfer
         curl = self._curl = Curl()
         curl.setopt(CurlOpt.URL, url.encode())
@@ -126,17 +127,22 @@ class Exchange:
             self._finished()
 
     def _finished(self) -> bool:
-        """Read curl's message for this transfer, if it ended; True when it has."""
-        pending = ffi.new("int *")
-        while (message := lib.curl_multi_info_read(self._multi, pending)) != ffi.NULL:
+        """Read curl's message for this transfer, if it ended; True when it has.
+
+        A thread runs one exchange at a time (a request's attempts follow one another), so the
+        multi handle's running count is this transfer's.
+        """
+        if self._running[0]:
+            return False
+        self._done = True
+        while (message := lib.curl_multi_info_read(self._multi, self._pending)) != ffi.NULL:
             if message.msg == _CURLMSG_DONE and message.easy_handle == self._curl._curl:
-                self._done = True
                 code = message.data.result
                 if code != 0:
                     kind = ("timeout" if code in _TIMEOUT_CODES
                             else "broken" if self._head_done else "connect")
                     self._error = TransportFailure(kind, code)
-        return self._done
+        return True
 
     def wait_head(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for the status and headers; True once they are in.
