@@ -83,9 +83,7 @@ def transcriptions():
         raise BadRequest("send the audio as multipart/form-data", "invalid_content_type")
     model = request.form.get("model")  # parsed from the cached body, which is sent unchanged
     if not model:
-        error = BadRequest("'model' is required (a model name)", "missing_field")
-        error.param = "model"
-        raise error
+        raise BadRequest("'model' is required (a model name)", "missing_field", param="model")
     stream = request.form.get("stream") == "true"
     return run(services, RelayRequest("/audio/transcriptions", body, content_type, model,
                                       stream, None, False, own_key(services)))
@@ -93,10 +91,8 @@ def transcriptions():
 
 def unsupported(family: str, rest: str = ""):
     """OpenAI API families the service does not serve: 501 in the OpenAI envelope."""
-    error = ApiError(f"/v1/{family} is not offered by this service", "unsupported_endpoint")
-    error.status = 501
-    error.headers["x-should-retry"] = "false"
-    raise error
+    raise ApiError(f"/v1/{family} is not offered by this service", "unsupported_endpoint",
+                   status=501, headers={"x-should-retry": "false"})
 
 
 for _family in UNSUPPORTED:

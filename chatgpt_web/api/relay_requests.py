@@ -62,9 +62,7 @@ def json_request(services: Services, path: str, *, binary: bool = False,
         raise BadRequest("the request body must be a JSON object", "invalid_json")
     model = decoded.get("model", default_model)
     if not isinstance(model, str) or not model or len(model) > 200:
-        error = BadRequest("'model' is required (a model name)", "missing_field")
-        error.param = "model"
-        raise error
+        raise BadRequest("'model' is required (a model name)", "missing_field", param="model")
     stream = decoded.get("stream") is True
     return RelayRequest(path, body, "application/json", model, stream, decoded, binary,
                         own_key(services))
@@ -76,10 +74,8 @@ def run(services: Services, relay_request: RelayRequest, *, web_fallback: bool =
     relay = relay_of(services)
     targets = relay.router.targets(relay_request.model)
     if targets is None or not any(not t.is_web for t in targets):
-        error = NotFound(f"The model `{relay_request.model}` does not exist or you do not have "
-                         "access to it.", "model_not_found")
-        error.param = "model"
-        raise error
+        raise NotFound(f"The model `{relay_request.model}` does not exist or you do not have "
+                       "access to it.", "model_not_found", param="model")
     ordered = relay.router.ordered(targets)
     if relay_request.own_key is not None:
         first = next(t for t in ordered if not t.is_web)

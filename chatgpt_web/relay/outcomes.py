@@ -143,11 +143,8 @@ def rate_limited(seconds: float | None) -> RateLimited:
 def _client_error(status: int, message: str, type_: str | None, code: str | None,
                   param: str | None) -> ApiError:
     cls = _CLIENT_CLASSES.get(status, BadRequest)
-    error = cls(message or f"the upstream refused the request (HTTP {status})",
-                code or (type_ or "upstream_bad_request"))
-    error.status = status
-    error.param = param
-    return error
+    return cls(message or f"the upstream refused the request (HTTP {status})",
+               code or (type_ or "upstream_bad_request"), param=param, status=status)
 
 
 def classify(status: int, headers: dict[str, str], body: bytes, *, scrub, public_model: str,
@@ -173,8 +170,7 @@ def classify(status: int, headers: dict[str, str], body: bytes, *, scrub, public
         return Outcome(RATE, True, rate_limited(wait), wait, reason="rate_limited")
     if status == 404 and code == "model_not_found":
         error = NotFound(f"The model `{public_model}` does not exist or you do not have access "
-                         "to it.", "model_not_found")
-        error.param = "model"
+                         "to it.", "model_not_found", param="model")
         return Outcome(MODEL, True, error)
     if 400 <= status < 500:
         return Outcome(CLIENT, False, _client_error(status, message, type_, code, param))
