@@ -235,3 +235,10 @@ def test_pooled_conversations_without_keys_cannot_be_managed(make_app, tmp_path,
     refused = client.get("/v1/conversations")
     assert refused.status_code == 403
     assert refused.json["error"]["code"] == "conversations_need_a_key"
+
+
+def test_keys_without_accounts_say_so(make_app):
+    client = make_app(API_KEYS=KEY).test_client()
+    refused = client.get("/v1/conversations", headers=bearer(KEY))
+    assert refused.status_code == 503
+    assert refused.json["error"]["code"] == "no_account_available"

@@ -2,12 +2,15 @@
 (GET /admin), against the emulator through a live service."""
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
 
+from tests.servers import REPO
 from tests.service_fixtures import LiveServer
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
@@ -36,6 +39,17 @@ def test_the_pages_and_their_files_need_no_key_but_the_data_does(make_app):
     assert client.get("/", headers={"Accept": BROWSER_ACCEPT}).status_code == 200
     assert client.get("/admin/accounts").status_code == 401
     assert client.get("/v1/models").status_code == 401
+
+
+def test_the_package_ships_every_page_file():
+    """An installed package (pip install .) has no checkout beside it: the pages' files must be
+    package data."""
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["chatgpt_web"]
+    package = REPO / "chatgpt_web"
+    for path in (package / "static").iterdir():
+        relative = path.relative_to(package).as_posix()
+        assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), relative
 
 
 def test_no_page_script_writes_html(client):
@@ -225,3 +239,43 @@ def test_console_shows_accounts_and_runs_the_actions(web_page, console_service, 
     assert page.evaluate("localStorage.length") == 0
     page.screenshot(path=str(artifacts / "console.png"), full_page=True)
 
+
+
+def test_playground_lists_reopens_renames_and_deletes_conversations(
+        web_page, live_service, emulator, token, artifacts):
+    page = web_page
+    page.goto(live_service.url + "/")
+    _sign_in(page, "access", token)
+    _ask(page, "first topic please")
+    page.wait_for_selector("#history-list li")
+    page.click("[data-testid=new-chat]")
+    _ask(page, "second topic now")
+    page.wait_for_function("document.querySelectorAll('#history-list li').length == 2")
+    items = page.locator("#history-list li")
+    assert items.locator(".open").all_inner_texts() == ["second topic now", "first topic please"]
+
+    # Reopen the first conversation and continue it.
+    page.locator("#history-list li", has_text="first topic please").locator(".open").click()
+    page.wait_for_function("document.querySelector('[data-testid=title]').textContent"
+                           " === 'first topic please'")
+    assert page.locator("article.message .message-body").all_inner_texts() == [
+        "first topic please", "Echo: first topic please"]
+    _ask(page, "more on the first")
+    page.wait_for_function("document.querySelectorAll('article.message.assistant').length == 2 &&"
+                           " !document.querySelector('article.streaming')")
+    last_post = conversation_posts(emulator)[-1]
+    reopened = emulator.conversations.get(last_post["conversation_id"])
+    assert reopened.title == "first topic please"
+
+    # Rename (the page asks for the title) and delete (the page asks to confirm).
+    page.once("dialog", lambda dialog: dialog.accept("Renamed topic"))
+    page.locator("#history-list li", has_text="first topic please").locator(".rename").click()
+    page.wait_for_function("[...document.querySelectorAll('#history-list .open')]"
+                           ".some(b => b.textContent === 'Renamed topic')")
+    assert reopened.title == "Renamed topic"
+    page.screenshot(path=str(artifacts / "playground-history.png"))
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("#history-list li", has_text="second topic now").locator(".delete").click()
+    page.wait_for_function("document.querySelectorAll('#history-list li').length == 1")
+    assert [c.title for c in emulator.conversations.listed(reopened.owner)] == ["Renamed topic"]
+    assert page.script_errors == []

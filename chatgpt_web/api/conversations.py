@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, jsonify, request
 
 from ..access import bearer, client_key
-from ..errors import BadRequest, Forbidden, NotFound, Unauthorized
+from ..errors import BadRequest, Forbidden, NotFound, ServiceUnavailable, Unauthorized
 from ..pool import AccountPool
 from ..services import Services, current
 from ..tokens import Credential, ensure_not_expired
@@ -86,7 +86,10 @@ def _caller(services: Services, form_face: bool) -> Caller:
                                "invalid_token")
         ensure_not_expired(token)
         return Caller(upstream, access_token=token)
-    if key is not None and services.pool is not None:
+    if key is not None:
+        if services.pool is None:
+            raise ServiceUnavailable("API keys are enabled but no ACCOUNTS_FILE holds accounts "
+                                     "whose conversations a key could have", "no_account_available")
         return Caller(upstream, pool=services.pool, owner=key.id)
     if services.pool is not None:
         raise Forbidden("conversations on the server's accounts belong to client keys: this "

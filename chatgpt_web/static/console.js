@@ -162,7 +162,10 @@ async function loadSection(name, path, missing) {
   } catch (error) {
     const note = document.createElement("p");
     note.className = "hint";
-    note.textContent = error.status === 404 ? missing : error.code + ": " + error.message;
+    // A 404 for the route itself means this version has no such part; any other answer (such as
+    // "relay_disabled") is the part speaking, and its own message says why it is empty.
+    note.textContent = error.status === 404 && error.code === "not_found" ? missing
+      : error.code + ": " + error.message;
     target.replaceChildren(note);
   }
 }

@@ -215,6 +215,7 @@ async function send(prompt) {
     chat.messages.push({ role: "assistant", content: text });
     $("export").hidden = !chat.conversationId;
     if ($("title").textContent === "New chat" && chat.conversationId) fetchTitle();
+    loadHistory();
   } catch (error) {
     render(answer, text);
     chat.messages.pop(); // the turn failed: it is not part of the conversation
@@ -254,6 +255,98 @@ async function exportMarkdown() {
   }
 }
 
+// --- the caller's conversations (GET/PATCH/DELETE /v1/conversations) ---------------------------
+
+async function conversationsCall(path, method = "GET", body = undefined) {
+  const headers = await authorization();
+  if (body) headers["Content-Type"] = "application/json";
+  const response = await fetch("/v1/conversations" + path,
+                               { method, headers, body: body && JSON.stringify(body) });
+  const answer = await readJson(response);
+  if (!response.ok) throw apiError(response.status, answer);
+  return answer;
+}
+
+function historyButton(label, title, className, onClick) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = className;
+  button.textContent = label;
+  button.title = title;
+  button.addEventListener("click", onClick);
+  return button;
+}
+
+async function loadHistory() {
+  let listed;
+  try {
+    listed = await conversationsCall("?limit=50");
+  } catch (_) {
+    $("history").hidden = true; // this credential cannot list conversations: no sidebar
+    return;
+  }
+  const list = $("history-list");
+  list.replaceChildren();
+  for (const item of listed.data) {
+    const row = document.createElement("li");
+    row.dataset.conversation = item.id;
+    row.classList.toggle("current", item.id === chat.conversationId);
+    const open = historyButton(item.title || "Untitled", item.title || item.id, "open",
+                               () => openConversation(item.id));
+    const rename = historyButton("✎", "Rename", "small rename", async () => {
+      const title = prompt("New title", item.title || "");
+      if (!title || !title.trim()) return;
+      try {
+        await conversationsCall("/" + encodeURIComponent(item.id), "PATCH", { title: title.trim() });
+        if (item.id === chat.conversationId) setTitle(title.trim());
+        loadHistory();
+      } catch (error) { showError(error); }
+    });
+    const remove = historyButton("×", "Delete", "small delete", async () => {
+      if (!confirm("Delete this conversation?")) return;
+      try {
+        await conversationsCall("/" + encodeURIComponent(item.id), "DELETE");
+        if (item.id === chat.conversationId) newChat();
+        loadHistory();
+      } catch (error) { showError(error); }
+    });
+    row.append(open, rename, remove);
+    list.appendChild(row);
+  }
+  $("history").hidden = false;
+}
+
+// Show a stored conversation and continue it from its last message.
+async function openConversation(id) {
+  if (chat.controller) chat.controller.abort();
+  clearError();
+  let conversation;
+  try {
+    conversation = await conversationsCall("/" + encodeURIComponent(id));
+  } catch (error) {
+    showError(error);
+    return;
+  }
+  newChat();
+  Object.assign(chat, { conversationId: id, messageId: conversation.current_message_id,
+                        messages: [] });
+  for (const message of conversation.messages) {
+    if (message.role !== "user" && message.role !== "assistant") continue;
+    const view = bubble(message.role);
+    if (message.role === "user") view.body.textContent = message.content;
+    else {
+      render(view, message.content);
+      if (message.model) view.head.textContent = "Assistant · " + message.model;
+    }
+    chat.messages.push({ role: message.role, content: message.content });
+  }
+  setTitle(conversation.title || "Untitled");
+  $("export").hidden = false;
+  document.querySelectorAll("#history-list li").forEach((row) => {
+    row.classList.toggle("current", row.dataset.conversation === id);
+  });
+}
+
 function busy(on) {
   $("send").disabled = on;
   $("stop").hidden = !on;
@@ -279,12 +372,13 @@ document.addEventListener("DOMContentLoaded", () => {
     $("credential").value = saved.value || "";
     $("remember").checked = saved.remembered;
   }
-  const changed = () => { storeCredential(); clearError(); loadModels(); };
+  const changed = () => { storeCredential(); clearError(); loadModels(); loadHistory(); };
   $("credential-kind").addEventListener("change", changed);
   $("credential").addEventListener("change", changed);
   $("remember").addEventListener("change", storeCredential);
   $("new-chat").addEventListener("click", newChat);
   $("export").addEventListener("click", exportMarkdown);
+  $("history-refresh").addEventListener("click", loadHistory);
   $("stop").addEventListener("click", () => chat.controller && chat.controller.abort());
   $("composer").addEventListener("submit", (event) => {
     event.preventDefault();
@@ -300,4 +394,5 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   });
   loadModels();
+  loadHistory();
 });
