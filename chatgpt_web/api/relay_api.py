@@ -107,6 +107,6 @@ def upstreams():
     """Each relay upstream key (by id) with its health; never a key or a base URL."""
     relay = current().relay
     if relay is None:
-        raise NotFound("no relay upstreams: UPSTREAMS_FILE is not set (docs/relay.md)",
-                       "relay_disabled")
+        raise NotFound("Not available: no relay upstreams (UPSTREAMS_FILE is not set; "
+                       "docs/relay.md)", "relay_disabled")
     return jsonify({"keys": relay.report()})
