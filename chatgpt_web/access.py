@@ -13,11 +13,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+from urllib.parse import urlsplit
 
 from flask import Flask, g, request
 
 from .config import Config
-from .errors import Forbidden, Unauthorized
+from .errors import Forbidden, RateLimited, Unauthorized
 from .keys import ClientKey, KeyRing
 from .limits import headers_for
 from .services import current
@@ -86,6 +87,25 @@ def presented_key() -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def require_same_origin(allowed_origins: tuple[str, ...]) -> None:
+    """Refuse a request a browser sent on behalf of another site's page.
+
+    Without client keys, the account pool answers anyone who can reach the service, and a web
+    page the operator happens to visit could make their browser post a form to it (browsers send
+    such cross-site posts without asking). Browsers name the page's origin in `Origin` (or at
+    least say `Sec-Fetch-Site: cross-site`); programs send neither. Allowed: this service's own
+    host and CORS_ORIGINS. :raise Forbidden: cross_origin_refused.
+    """
+    origin = request.headers.get("Origin")
+    if origin is None:
+        if request.headers.get("Sec-Fetch-Site", "").lower() != "cross-site":
+            return
+    elif origin in allowed_origins or urlsplit(origin).netloc.lower() == request.host.lower():
+        return
+    raise Forbidden("pooled accounts do not serve pages of other sites: add the page's origin "
+                    "to CORS_ORIGINS, or set API_KEYS", "cross_origin_refused")
+
+
 def _require_admin(config: Config) -> None:
     if not config.admin_key:
         raise Forbidden("the admin endpoints are disabled: set ADMIN_KEY to enable them",
@@ -108,6 +128,39 @@ def _require_client_key(keys: KeyRing) -> ClientKey:
     return client
 
 
+def _request_ip(services) -> str:
+    return client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"),
+                     services.config.trusted_proxies)
+
+
+def _counting_refusals(services, authenticate):
+    """Run a key check, counting its refusals per client IP: past AUTH_FAILURE_LIMIT the IP gets
+    429 with Retry-After, before any key it sends is compared (a guesser learns nothing more)."""
+    ip = _request_ip(services)
+    wait = services.limiter.auth_blocked(ip)
+    if wait is not None:
+        raise RateLimited("too many refused authentications from this address; retry later",
+                          "too_many_auth_failures", retry_after=wait)
+    try:
+        return authenticate()
+    except Unauthorized:
+        services.limiter.auth_refused(ip)
+        raise
+
+
+def limit_pooled_request() -> None:
+    """Count the default limits (those that apply only to pooled requests) for a request that
+    turned out to run on the account pool; the tighter decision goes on the answer's headers."""
+    services = current()
+    key = client_key()
+    decision = services.limiter.check(key.id if key else None, _request_ip(services),
+                                      pooled=True)
+    current_decision = g.get("rate_limit")
+    if decision is not None and (current_decision is None
+                                 or decision.remaining < current_decision.remaining):
+        g.rate_limit = decision
+
+
 def client_key() -> ClientKey | None:
     """The client key the current request presented (None when keys are off)."""
     return g.get("client_key")
@@ -122,17 +175,15 @@ def init_app(app: Flask) -> None:
             return
         services = current()
         if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
-            _require_admin(services.config)
+            _counting_refusals(services, lambda: _require_admin(services.config))
             return
         client = None
         if services.keys.enabled:
-            client = _require_client_key(services.keys)
+            client = _counting_refusals(services, lambda: _require_client_key(services.keys))
         g.client_key = client
         if path not in UNLIMITED_PATHS:
-            g.rate_limit = services.limiter.check(
-                client.id if client else None,
-                client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"),
-                          services.config.trusted_proxies))
+            g.rate_limit = services.limiter.check(client.id if client else None,
+                                                  _request_ip(services))
 
     @app.after_request
     def rate_limit_headers(response):

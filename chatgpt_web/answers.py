@@ -29,6 +29,10 @@ from .upstream.stream import Completion, TextDelta
 Events = Iterator[TextDelta | Completion]
 
 
+# Seconds between two looks at whether the caller of a non-streamed answer is still there.
+ABANDON_CHECK = 0.5
+
+
 class Answer:
     """The deltas of one answer, then its Completion; owns (and closes) the upstream events."""
 
@@ -117,11 +121,21 @@ class Answer:
                                 "upstream_stream_broken")
         return self._completion
 
-    def read(self) -> Completion:
-        """Drain the answer and return its Completion (then close it)."""
+    def read(self, abandoned: Callable[[], bool] | None = None) -> Completion:
+        """Drain the answer and return its Completion (then close it).
+
+        `abandoned()` is asked between pieces, at most every ABANDON_CHECK seconds: once it says
+        the caller is gone, the upstream transfer is closed rather than read to its end.
+        :raise ApiError: 499 client_gone in that case.
+        """
         with self:
+            next_check = time.monotonic() + ABANDON_CHECK
             for _ in self:
-                pass
+                if abandoned is not None and time.monotonic() >= next_check:
+                    if abandoned():
+                        raise ApiError("the client closed the connection before the answer "
+                                       "was complete", "client_gone", status=499)
+                    next_check = time.monotonic() + ABANDON_CHECK
             return self.completion
 
     def close(self) -> None:

@@ -49,10 +49,15 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 @dataclass(frozen=True)
 class Rate:
-    """`requests` per `window` seconds (RATE_LIMIT, RATE_LIMIT_IP)."""
+    """`requests` per `window` seconds (RATE_LIMIT, RATE_LIMIT_IP).
+
+    `pooled_only` marks the defaults: a limit nobody set protects only what the server pays for,
+    requests served by its own accounts; a limit the operator wrote applies to every request.
+    """
 
     requests: int
     window: int
+    pooled_only: bool = False
 
 
 # --- parsers: the raw text of one variable -> its value. :raise ConfigError: "must ..." --------
@@ -207,6 +212,13 @@ def rate(raw: str) -> Rate | None:
     return Rate(int(match.group(1)), UNITS[match.group(2).lower()])
 
 
+def ipv6_prefix(raw: str) -> int:
+    value = _number(raw, int, 1, "a prefix length from 1 to 128")
+    if value > 128:
+        raise ConfigError("must be a prefix length from 1 to 128")
+    return value
+
+
 def networks(raw: str) -> tuple[IPNetwork, ...]:
     """Comma-separated addresses or CIDR networks (a bare address is a /32 or /128)."""
     try:
@@ -286,9 +298,18 @@ class Config:
     # Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For is believed.
     trusted_proxies: tuple[IPNetwork, ...] = setting("TRUSTED_PROXIES", networks, ())
     # "<requests>/<second|minute|hour|day>" per client key and per client IP; "off" disables.
-    rate_limit: Rate | None = setting("RATE_LIMIT", rate, Rate(120, 3600), blank_is_value=True)
-    rate_limit_ip: Rate | None = setting("RATE_LIMIT_IP", rate, Rate(120, 3600),
+    # Unset, both are 120/hour for requests served by the account pool only (Rate.pooled_only).
+    rate_limit: Rate | None = setting("RATE_LIMIT", rate, Rate(120, 3600, pooled_only=True),
+                                      blank_is_value=True)
+    rate_limit_ip: Rate | None = setting("RATE_LIMIT_IP", rate, Rate(120, 3600, pooled_only=True),
                                          blank_is_value=True)
+    # IPv6 clients are counted per address with this prefix length: 128 per address, 64 per /64
+    # (one home or one server usually holds a whole /64).
+    rate_limit_ipv6_prefix: int = setting("RATE_LIMIT_IPV6_PREFIX", ipv6_prefix, 128)
+    # Refused authentications (wrong or missing key, wrong admin key) allowed per client IP;
+    # beyond, 429 with Retry-After before any key is compared.
+    auth_failure_limit: Rate | None = setting("AUTH_FAILURE_LIMIT", rate, Rate(20, 60),
+                                              blank_is_value=True)
     # "sliding" (weighted window counter, no burst at window edges) or "fixed".
     rate_limit_strategy: str = setting("RATE_LIMIT_STRATEGY", one_of("sliding", "fixed"),
                                        "sliding")

@@ -11,6 +11,16 @@ Two strategies (RATE_LIMIT_STRATEGY):
   sliding  the weighted window counter: previous window's count x the share of it still inside
            the sliding window, plus the current window's count. No edge burst; two counters.
 
+Which requests count (issue 13): a limit the operator set applies to every request; the default
+limits (Rate.pooled_only) only to requests served by the server's account pool, so that a
+personal deployment whose callers bring their own ChatGPT credentials never refuses them.
+`check(..., pooled=False)` counts the limits of every request, `check(..., pooled=True)` the
+default ones once a request turns out to use the pool. IPv6 clients are counted per address,
+or per network of RATE_LIMIT_IPV6_PREFIX bits. Refused authentications are counted per IP
+apart (`auth_refused`, `auth_blocked`): past AUTH_FAILURE_LIMIT the guard answers 429 before
+it compares any key. RateLimit-Remaining rounds the sliding estimate up, so it never promises
+a request that would be refused.
+
 The limiter decides and knows nothing of the web: `check()` returns the tightest decision, whose
 `headers_for()` (RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset in seconds) access.py puts
 on the answer; a refused request raises 429 `rate_limited` with Retry-After. Refused requests
@@ -19,6 +29,7 @@ count too, so a client that ignores Retry-After stays refused.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import math
 import time
 from collections.abc import Callable
@@ -49,27 +60,47 @@ class RateLimiter:
     """Counts requests per client key and per client IP and refuses those over the limit."""
 
     def __init__(self, store: Store, *, per_key: Rate | None, per_ip: Rate | None,
-                 strategy: str = "sliding", clock: Callable[[], float] = time.time):
+                 strategy: str = "sliding", clock: Callable[[], float] = time.time,
+                 ipv6_prefix: int = 128, auth_failures: Rate | None = None):
         self.store = store
         self.per_key = per_key
         self.per_ip = per_ip
         self.strategy = strategy
+        self.ipv6_prefix = ipv6_prefix
+        self.auth_failures = auth_failures
         self._clock = clock
 
-    def check(self, key_id: str | None, ip: str) -> Decision | None:
-        """Count one request of `key_id` (None when keys are off) from `ip`.
+    def ip_subject(self, ip: str) -> str:
+        """The counter name of a client address: normalised (an IPv4-mapped IPv6 address is its
+        IPv4 address; IPv6 cut to `ipv6_prefix` bits) and hashed, since counters need no readable
+        addresses of people."""
+        try:
+            address = ipaddress.ip_address(ip.split("%")[0])
+        except ValueError:
+            normal = ip
+        else:
+            if address.version == 6 and address.ipv4_mapped is not None:
+                address = address.ipv4_mapped
+            if address.version == 6:
+                normal = str(ipaddress.ip_network(f"{address}/{self.ipv6_prefix}", strict=False))
+            else:
+                normal = str(address)
+        return "ip:" + hashlib.sha256(normal.encode()).hexdigest()[:16]
+
+    def check(self, key_id: str | None, ip: str, *, pooled: bool = False) -> Decision | None:
+        """Count one request of `key_id` (None when keys are off) from `ip`: the limits that
+        apply to every request, or with `pooled` the default ones that apply to pooled requests.
 
         Returns the tightest decision (for the RateLimit-* headers), None when no limit applies.
         :raise RateLimited: 429 with Retry-After (and the headers) when a limit is exceeded.
         """
         decisions = []  # (scope, rate, decision)
-        if self.per_key is not None and key_id is not None:
-            decisions.append(("client key", self.per_key,
-                              self.count(f"key:{key_id}", self.per_key)))
-        if self.per_ip is not None:
-            # The IP is hashed: counters need no readable addresses of people.
-            ip_id = hashlib.sha256(ip.encode()).hexdigest()[:16]
-            decisions.append(("IP address", self.per_ip, self.count(f"ip:{ip_id}", self.per_ip)))
+        per_key, per_ip = (rate if rate is not None and rate.pooled_only == pooled else None
+                           for rate in (self.per_key, self.per_ip))
+        if per_key is not None and key_id is not None:
+            decisions.append(("client key", per_key, self.count(f"key:{key_id}", per_key)))
+        if per_ip is not None:
+            decisions.append(("IP address", per_ip, self.count(self.ip_subject(ip), per_ip)))
         if not decisions:
             return None
         refused = [item for item in decisions if not item[2].allowed]
@@ -98,11 +129,36 @@ class RateLimiter:
         else:
             previous = self.store.get(f"{base}{index - 1}") or 0
             weight = 1 - elapsed / window
-            used = math.floor(previous * weight + current)
+            # Rounded up: with 9.5 of 10 used, one more request would make 10.5 and be refused,
+            # so none remains (rounding down promised one).
+            used = math.ceil(previous * weight + current - 1e-9)
             retry = (_sliding_wait(previous, current, rate.requests, elapsed, window)
                      if previous * weight + current > rate.requests else None)
         return Decision(rate.requests, max(0, rate.requests - used),
                         max(1, math.ceil(to_window_end)), retry and max(1, retry))
+
+
+    # --- refused authentications ------------------------------------------------------------
+    def auth_blocked(self, ip: str) -> int | None:
+        """Seconds `ip` must wait before its keys are compared again, or None. Counts nothing."""
+        rate = self.auth_failures
+        if rate is None:
+            return None
+        now = self._clock()
+        index = int(now // rate.window)
+        base = f"{PREFIX}auth:{self.ip_subject(ip)}:{rate.window}:"
+        current = self.store.get(f"{base}{index}") or 0
+        if current >= rate.requests:
+            return max(1, math.ceil((index + 1) * rate.window - now))
+        return None
+
+    def auth_refused(self, ip: str) -> None:
+        """Count one refused authentication of `ip` (a fixed window: what matters is the count)."""
+        rate = self.auth_failures
+        if rate is not None:
+            index = int(self._clock() // rate.window)
+            self.store.hit(f"{PREFIX}auth:{self.ip_subject(ip)}:{rate.window}:{index}",
+                           2 * rate.window)
 
 
 def _sliding_wait(previous: int, current: int, limit: int, elapsed: float, window: int) -> int:

@@ -304,6 +304,10 @@ class AccountPool:
         (a client key id) when one is given.
         """
         if request.conversation_id:
+            if self.owner(request.conversation_id) != owner:
+                # Another client key's conversation (or, with keys on, one no key started): the
+                # same answer as for a conversation that does not exist, so ids leak nothing.
+                raise NotFound("conversation not found", "conversation_not_found")
             account = self.pinned(request.conversation_id)
             return self._pinning(self._attempt(account, client, request, upstream), account,
                                  request.model)

@@ -72,7 +72,8 @@ class Services:
         config = self.config
         return self._once("limiter", lambda: RateLimiter(
             self.store, per_key=config.rate_limit, per_ip=config.rate_limit_ip,
-            strategy=config.rate_limit_strategy))
+            strategy=config.rate_limit_strategy, ipv6_prefix=config.rate_limit_ipv6_prefix,
+            auth_failures=config.auth_failure_limit))
 
     @property
     def relay(self) -> RelayService | None:

@@ -97,18 +97,41 @@ class DiskStore:
         self._cache = diskcache.Cache(directory, disk=diskcache.JSONDisk, eviction_policy="none")
         # Serializes this process's hit() transactions (see hit()).
         self._hit_lock = threading.Lock()
+        self._failing = False
+
+    @contextlib.contextmanager
+    def _guarded(self) -> Iterator[None]:
+        """A full or read-only CACHE_DIR (after start, or in one worker only) is the same fault
+        as an unreachable Redis: 503 store_unavailable for whatever needs state, never a 500.
+        Failing open instead would lift rate limits and forget account health and pins unseen."""
+        try:
+            yield
+        except (OSError, sqlite3.Error) as exc:
+            if not self._failing:
+                self._failing = True
+                log.warning("cache directory cannot be written (%s); requests that need state "
+                            "answer 503 until it can", type(exc).__name__)
+            raise ServiceUnavailable("the state store (CACHE_DIR) cannot be written (disk full "
+                                     "or read-only); try again shortly",
+                                     "store_unavailable") from None
+        if self._failing:
+            self._failing = False
+            log.info("cache directory writable again")
 
     def get(self, key: str) -> Any:
         """The live value at `key`, or None."""
-        return self._cache.get(key)
+        with self._guarded():
+            return self._cache.get(key)
 
     def set(self, key: str, value: Any, expire: float | None = None) -> None:
         """Store JSON-able `value`, forgotten after `expire` seconds if given (<= 0: at once)."""
-        self._cache.set(key, value, expire=expire)
+        with self._guarded():
+            self._cache.set(key, value, expire=expire)
 
     def delete(self, key: str) -> None:
         """Forget `key`."""
-        self._cache.delete(key)
+        with self._guarded():
+            self._cache.delete(key)
 
     def hit(self, key: str, window: float) -> tuple[int, float]:
         """Count one hit in the fixed window at `key`: (hits so far, unix time the window
@@ -118,7 +141,7 @@ class DiskStore:
         # The threads of this process queue on a lock first: left to SQLite, a burst of them
         # would each poll the database lock with SQLite's busy handler, sleeping up to 100 ms
         # between tries, so one request's counting could take seconds.
-        with self._hit_lock, self._cache.transact():
+        with self._guarded(), self._hit_lock, self._cache.transact():
             now = time.time()
             reset_at = self._cache.get(key + ":reset")
             if reset_at is None or reset_at <= now:
@@ -133,7 +156,7 @@ class DiskStore:
     def merge(self, key: str, changes: dict, expire: float | None = None) -> dict:
         """Atomically update the dict at `key` (or {}) with `changes`; the new dict."""
         # transact() holds SQLite's write lock, so no other process writes between read and write.
-        with self._cache.transact():
+        with self._guarded(), self._cache.transact():
             value = _merged(self._cache.get(key), changes)
             self._cache.set(key, value, expire=expire)
         return value
@@ -145,12 +168,16 @@ class DiskStore:
         :raise ServiceUnavailable: store_lock_timeout."""
         name = LOCK_PREFIX + key
 
+        def acquire(owner: str) -> bool:
+            with self._guarded():
+                return self._cache.add(name, owner, expire=ttl)
+
         def release(owner: str) -> None:
-            with self._cache.transact():
+            with self._guarded(), self._cache.transact():
                 if self._cache.get(name) == owner:
                     self._cache.delete(name)
 
-        return hold_lock(lambda owner: self._cache.add(name, owner, expire=ttl), release, wait)
+        return hold_lock(acquire, release, wait)
 
     def writable(self) -> bool:
         """True if a value can be written and read back now."""
@@ -265,6 +292,15 @@ return 0
 """
 
 
+# Seconds a Redis connect or answer may take (Redis answers in milliseconds; the client retries
+# once around both the connection and the command, so a mute Redis costs up to 4 x the answer
+# timeout), and how long after a failure operations fail at once (writable(), the readiness
+# probe, still tries and ends it).
+REDIS_CONNECT_SECONDS = 1.0
+REDIS_ANSWER_SECONDS = 0.5
+DOWN_SECONDS = 5.0
+
+
 def _milliseconds(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
@@ -289,21 +325,26 @@ class RedisStore:
         self.prefix = prefix
         self._errors = (redis.RedisError,)
         self._watch_error = redis.WatchError
-        # Short timeouts: a request waiting on an unreachable Redis should fail in seconds, not
-        # hang until the caller's deadline. Two quick retries hide a restart or a failover (a hit
-        # retried after a timeout may then count twice: it errs on the side of limiting).
+        # Short timeouts: a request waiting on an unreachable or mute Redis (one that accepts
+        # connections and never answers) should fail in seconds, not hang until the caller's
+        # deadline. One quick retry hides a restart or a failover (a hit retried after a timeout
+        # may then count twice: it errs on the side of limiting). After a failure, operations
+        # fail at once for DOWN_SECONDS (`_run`), so one request pays one timeout, not one per
+        # operation: about 2 s for a Redis that never answers.
         self._client = redis.Redis.from_url(
-            url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30,
-            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2))
+            url, socket_connect_timeout=REDIS_CONNECT_SECONDS, socket_timeout=REDIS_ANSWER_SECONDS,
+            health_check_interval=30,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 1))
         self._hit = self._client.register_script(_HIT_SCRIPT)
         self._release = self._client.register_script(_RELEASE_SCRIPT)
         self._down = False
+        self._down_until = 0.0
 
     def _key(self, key: str) -> str:
         return self.prefix + key
 
-    def _unavailable(self, exc: Exception) -> ServiceUnavailable:
-        if not self._down:
+    def _unavailable(self, exc: Exception | None) -> ServiceUnavailable:
+        if not self._down and exc is not None:
             self._down = True
             # The type only: a redis error message names the host and port.
             log.warning("redis store unreachable (%s); requests that need state answer 503",
@@ -312,9 +353,12 @@ class RedisStore:
                                   "try again shortly", "store_unavailable")
 
     def _run(self, operation, *args, **kwargs):
+        if self._down and time.monotonic() < self._down_until:
+            raise self._unavailable(None)  # failed moments ago: do not wait for it again
         try:
             result = operation(*args, **kwargs)
         except self._errors as exc:
+            self._down_until = time.monotonic() + DOWN_SECONDS
             raise self._unavailable(exc) from None
         if self._down:
             self._down = False
@@ -413,9 +457,13 @@ class RedisStore:
         """True if a value can be written to Redis and read back now."""
         try:
             self._client.set(self._key("__probe__"), "1", px=5000)
-            return self._client.get(self._key("__probe__")) == b"1"
+            ok = self._client.get(self._key("__probe__")) == b"1"
         except self._errors:
             return False
+        if ok and self._down:
+            self._down, self._down_until = False, 0.0  # back: stop failing fast at once
+            log.info("redis store reachable again")
+        return ok
 
 
 def open_store(config) -> Store:

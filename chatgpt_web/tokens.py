@@ -266,11 +266,9 @@ class TokenProvider:
             result = _login(self.config, current)
             issued = _issued(result)
             rotated = result.session_token or result.refresh_token
+            spent = current
             if rotated:
-                successor = current.successor(rotated, result.client_id)
-                # Before anyone uses the access token: from now on `current` is never sent again.
-                self._link(current, successor)
-                current = successor
+                current = current.successor(rotated, result.client_id)
             elif result.client_id and result.client_id != current.client_id:
                 current = replace(current, client_id=result.client_id)
             if result.client_id:
@@ -278,6 +276,11 @@ class TokenProvider:
                 self._store_call(self.store.set, CLIENT_PREFIX + current.digest(),
                                  result.client_id, expire=CHAIN_TTL)
             self._remember(current.cache_key(), current, issued)
+            if rotated:
+                # Last, and before anyone uses the access token: from now on `spent` is never sent
+                # again. Whoever follows this link takes the lock of the successor, not ours, so
+                # the successor's access token and client must already be stored when it appears.
+                self._link(spent, current)
         return self._for_caller(issued, given, current)
 
     def _for_caller(self, issued: IssuedToken, given: Credential,

@@ -229,3 +229,85 @@ def test_refused_requests_are_logged_with_their_route(keyed, caplog):
     caplog.set_level("INFO", logger="chatgpt_web.access")
     keyed.test_client().post("/send_message").close()
     assert "route=/send_message status=401" in caplog.text
+
+
+@pytest.fixture
+def open_pool(make_app, tmp_path, emulator):
+    """A pool and no client keys: the personal deployment a cross-site page could drive."""
+    return make_app(ACCOUNTS_FILE=write_accounts(tmp_path, [
+        {"name": "a", "access_token": emulator.mint_access_token(email="a@example.com")}]),
+        CORS_ORIGINS="https://ui.example").test_client()
+
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "https://evil.example"}, {"Origin": "null"},
+    {"Sec-Fetch-Site": "cross-site"},
+])
+def test_a_cross_site_browser_post_cannot_drive_the_pool(open_pool, headers):
+    answer = open_pool.post("/send_message", data={"prompt": "hi"}, headers=headers)
+    assert answer.status_code == 403
+    assert answer.get_json()["code"] == "cross_origin_refused"
+
+
+@pytest.mark.parametrize("headers", [
+    {}, {"Origin": "http://localhost"}, {"Origin": "https://ui.example"},
+    {"Sec-Fetch-Site": "same-origin"},
+])
+def test_programs_the_service_own_pages_and_allowed_origins_still_can(open_pool, headers):
+    answer = open_pool.post("/send_message", data={"prompt": "hi"}, headers=headers)
+    assert answer.status_code == 200, answer.get_json()
+
+
+def test_with_keys_the_key_decides_not_the_origin(keyed):
+    answer = keyed.test_client().post("/send_message", data={"prompt": "hi"},
+                                      headers={**bearer(KEY), "Origin": "https://evil.example"})
+    assert answer.status_code == 200, answer.get_json()
+
+
+# --- refused authentications, pins bound to keys, default limits (issue 13) ------------------
+
+@pytest.mark.parametrize("path, key, right", [("/v1/models", "sk-cw-guess", KEY),
+                                              ("/admin/accounts", "wrong-admin", ADMIN)])
+def test_refused_authentications_are_limited_per_ip(make_app, tmp_path, emulator, path, key,
+                                                    right):
+    accounts = write_accounts(tmp_path, [{"name": "a",
+                                          "access_token": emulator.mint_access_token()}])
+    client = make_app(API_KEYS=KEY, ADMIN_KEY=ADMIN, ACCOUNTS_FILE=accounts,
+                      AUTH_FAILURE_LIMIT="3/minute").test_client()
+    for _ in range(3):
+        assert client.get(path, headers=bearer(key)).status_code == 401
+    refused = client.get(path, headers=bearer(key))
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    # Blocked before any key is compared: the right one does not get through either.
+    assert client.get(path, headers=bearer(right)).status_code == 429
+    other = client.get(path, headers=bearer(right), environ_base={"REMOTE_ADDR": "192.0.2.9"})
+    assert other.status_code == 200
+
+
+def test_a_conversation_continues_only_with_the_key_that_started_it(keyed):
+    client = keyed.test_client()
+    first = client.post("/send_message", data={"prompt": "hi"}, headers=bearer(KEY))
+    assert first.status_code == 200, first.get_json()
+    ids = {"conversation_id": first.get_json()["conversation_id"],
+           "parent_message_id": first.get_json()["parent_message_id"]}
+    stolen = client.post("/send_message", data={"prompt": "more", **ids},
+                         headers=bearer(OTHER_KEY))
+    assert stolen.status_code == 404
+    assert stolen.get_json()["code"] == "conversation_not_found"
+    own = client.post("/send_message", data={"prompt": "more", **ids}, headers=bearer(KEY))
+    assert own.status_code == 200, own.get_json()
+
+
+def test_default_limits_leave_callers_with_their_own_token_alone(open_pool, token):
+    own = open_pool.post("/send_message", data={"prompt": "hi", "access_token": token})
+    assert own.status_code == 200 and "RateLimit-Limit" not in own.headers
+    pooled = open_pool.post("/send_message", data={"prompt": "hi"})
+    assert pooled.status_code == 200 and pooled.headers["RateLimit-Limit"] == "120"
+
+
+def test_limits_the_operator_writes_apply_to_every_request(make_app, token):
+    client = make_app(RATE_LIMIT_IP="1/hour").test_client()
+    assert client.post("/send_message", data={"prompt": "hi", "access_token": token}
+                       ).status_code == 200
+    again = client.post("/send_message", data={"prompt": "hi", "access_token": token})
+    assert again.status_code == 429 and again.get_json()["code"] == "rate_limited"

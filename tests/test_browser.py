@@ -75,7 +75,9 @@ def browser():
 
 def test_a_page_from_an_allowed_origin_streams_a_completion(browser, page_origin,
                                                              live_service_factory, token):
-    service = live_service_factory(CORS_ORIGINS=page_origin)
+    # A limit written out applies to every request (the default only to pooled ones), so the
+    # answer carries RateLimit-* headers for the page to read.
+    service = live_service_factory(CORS_ORIGINS=page_origin, RATE_LIMIT_IP="120/hour")
     page = _open(browser, page_origin + "/")
     result = page.evaluate("([service, token]) => ask(service, token)", [service.url, token])
     assert result["status"] == 200

@@ -43,10 +43,12 @@ def test_malformed_rates_are_refused_at_start(text):
         Config.from_env({"RATE_LIMIT": text})
 
 
-def test_default_is_120_per_hour_sliding():
+def test_default_is_120_per_hour_sliding_for_pooled_requests_only():
     config = Config()
-    assert config.rate_limit == Rate(120, 3600) == config.rate_limit_ip
+    assert config.rate_limit == Rate(120, 3600, pooled_only=True) == config.rate_limit_ip
     assert config.rate_limit_strategy == "sliding"
+    written = Config.from_env({"RATE_LIMIT": "120/hour", "RATE_LIMIT_IP": "120/hour"})
+    assert written.rate_limit == Rate(120, 3600) == written.rate_limit_ip  # every request
 
 
 def test_fixed_window_refuses_past_the_limit_until_the_window_ends(store):
@@ -183,3 +185,46 @@ def test_simultaneous_hits_are_each_counted_once(store):
         thread.join()
     assert sorted(counts) == list(range(1, 41))
     assert store.get("limit:test") == 40
+
+
+def test_remaining_never_promises_a_request_that_would_be_refused(store):
+    clock = Clock(16667 * 60 + 30.0)
+    limits = limiter(store, clock, "sliding", per_ip=Rate(10, 60))
+    for _ in range(5):
+        limits.check(None, "ip")
+    clock.now = 16668 * 60 + 30.0  # half of the previous window's 5 still counts: 2.5
+    for _ in range(7):
+        decision = limits.check(None, "ip")  # 2.5 + 7 = 9.5 of 10
+    assert decision.remaining == 0  # 10 - floor(9.5) said 1
+    with pytest.raises(RateLimited):
+        limits.check(None, "ip")  # 2.5 + 8 = 10.5
+
+
+@pytest.mark.parametrize("prefix, same", [(128, False), (64, True)])
+def test_ipv6_clients_are_counted_per_address_or_per_network(store, prefix, same):
+    limits = RateLimiter(store, per_key=None, per_ip=Rate(2, 60), clock=Clock(), ipv6_prefix=prefix)
+    limits.check(None, "2001:db8:0:0::1")
+    limits.check(None, "2001:DB8::1")  # the same address written another way
+    if same:
+        with pytest.raises(RateLimited):
+            limits.check(None, "2001:db8::abcd")  # another address of the same /64
+    else:
+        with pytest.raises(RateLimited):
+            limits.check(None, "2001:db8::0:1")
+        assert limits.check(None, "2001:db8::abcd").remaining == 1
+
+
+def test_an_ipv4_mapped_address_is_its_ipv4_address(store):
+    limits = limiter(store, Clock(), "fixed", per_ip=Rate(1, 60))
+    limits.check(None, "192.0.2.7")
+    with pytest.raises(RateLimited):
+        limits.check(None, "::ffff:192.0.2.7")
+
+
+def test_default_limits_count_only_pooled_requests(store):
+    limits = limiter(store, Clock(), "fixed", per_ip=Rate(1, 60, pooled_only=True))
+    for _ in range(3):
+        assert limits.check(None, "ip") is None  # own credentials: not counted
+    assert limits.check(None, "ip", pooled=True).remaining == 0
+    with pytest.raises(RateLimited):
+        limits.check(None, "ip", pooled=True)

@@ -169,3 +169,14 @@ def test_bad_input_is_a_clear_400(sdk, emulator, body, param):
         sdk.responses.create(model="gpt-4o", **body)
     assert caught.value.body["param"] == param
     assert posts(emulator) == []
+
+
+def test_reasoning_effort_reaches_the_web_as_thinking_effort(sdk, emulator):
+    response = sdk.responses.create(model="gpt-5-thinking", input="Hi",
+                                    reasoning={"effort": "high"})
+    assert response.reasoning.effort == "high"
+    writes = [r.json for r in emulator.requests_to("/f/conversation") if r.method == "POST"]
+    assert writes[-1]["thinking_effort"] == "max"
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.responses.create(model="gpt-5-thinking", input="Hi", reasoning={"effort": "extreme"})
+    assert caught.value.body["param"] == "reasoning.effort"

@@ -133,3 +133,28 @@ def test_kept_alive_connections_and_bodies_are_served_as_before(server):
             assert answer.status == 400 and b"missing_field" in answer.read()
     finally:
         connection.close()
+
+
+def test_a_client_that_leaves_a_non_streamed_answer_stops_its_upstream_transfer(tmp_path,
+                                                                                emulator, token):
+    switches = emulator.switches  # 40 words, one event each, 0.3 s apart: 12 s to the end
+    switches.chunking, switches.words_per_delta, switches.chunk_delay = False, 1, 0.3
+    process = ServerProcess.gunicorn({
+        "CACHE_DIR": str(tmp_path / "cache"), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "4", "CHATGPT_BASE_URL": emulator.url,
+        "CHATGPT_AUTH_URL": emulator.url})
+    try:
+        process.wait_until_serving()
+        prompt = "+".join(f"w{i}" for i in range(40))
+        body = f"access_token={token}&prompt={prompt}".encode()
+        sock = slow_socket(process.url, b"POST /send_message HTTP/1.1\r\nHost: x\r\n"
+                           b"Content-Type: application/x-www-form-urlencoded\r\n"
+                           + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        time.sleep(1.5)
+        sock.close()  # gone before the answer is complete
+        time.sleep(2.5)
+    finally:
+        log = process.stop()
+    [line] = [line for line in log.splitlines() if "route=/send_message" in line]
+    duration_ms = float(line.split("duration_ms=")[1].split()[0])
+    assert "status=499" in line and duration_ms < 4000, line

@@ -13,6 +13,7 @@ from curl_cffi import requests as curl_requests
 from chatgpt_web.config import Config
 from chatgpt_web.errors import ConfigError
 from chatgpt_web.pool import load_accounts
+from chatgpt_web.tokens import NEXT_PREFIX
 from tests.emulator.auth_pages import CODEX_CLIENT_ID, IOS_CLIENT_ID, IOS_LEGACY_CLIENT_ID, totp
 
 EMAIL, PASSWORD = "ada@example.com", "correct horse battery staple"
@@ -218,6 +219,41 @@ def test_one_pooled_account_renewed_by_many_threads_and_two_processes_renews_onc
     else:
         assert sent_session_tokens(emulator) == [token]  # one exchange, never a spent cookie
         assert len(auth.live_sessions(EMAIL)) == 1
+
+
+def test_a_caller_who_follows_a_fresh_rotation_uses_its_token_instead_of_renewing_again(
+        app, auth, emulator, monkeypatch):
+    """Regression: the link from a spent refresh token to its successor was written before the
+    successor's access token was stored. A caller arriving in between followed the link, took the
+    successor's lock (not the renewer's), found nothing cached and renewed the successor again."""
+    token = auth.add_refresh_token(EMAIL)
+    store = app.extensions["chatgpt_web"].store
+    linked, follower_done = threading.Event(), threading.Event()
+    real_set = store.set
+
+    def set_then_pause_after_the_link(key, *args, **kwargs):
+        result = real_set(key, *args, **kwargs)
+        if key.startswith(NEXT_PREFIX):
+            linked.set()
+            follower_done.wait(10)  # the renewer stalls here, as on a loaded machine
+        return result
+
+    monkeypatch.setattr(store, "set", set_then_pause_after_the_link)
+    answers = {}
+
+    def renew(name):
+        answers[name] = app.test_client().post("/get_access_token",
+                                               data={"refresh_token": token})
+
+    renewer = threading.Thread(target=renew, args=("renewer",))
+    renewer.start()
+    assert linked.wait(10)
+    renew("follower")
+    follower_done.set()
+    renewer.join(10)
+    assert answers["renewer"].status_code == answers["follower"].status_code == 200
+    assert answers["follower"].json["access_token"] == answers["renewer"].json["access_token"]
+    assert [sent for sent, _ in sent_refresh(emulator)] == [token]  # one upstream refresh
 
 
 # -- the account check ---------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from ..upstream.conversation import ChatMessage, ConversationClient, Conversatio
 from ..upstream.stream import Completion
 from .answer_limits import AnswerCutter, cut_text
 from .credentials import Grant
+from .intake import client_gone
 from .model_json import InvalidReply
 from .structured_output import OutputFormat
 from .tool_calls import ToolCall, Tools, call_json
@@ -131,7 +132,7 @@ def finish_turn(grant: Grant, client: ConversationClient, spec: TurnSpec,
 
     :raise UpstreamError: invalid_model_output, when the JSON asked for never came.
     """
-    completion = answer.read()
+    completion = answer.read(abandoned=client_gone)
     try:
         return _shape(spec, completion, last_chance=False)
     except InvalidReply as problem:
@@ -143,7 +144,7 @@ def finish_turn(grant: Grant, client: ConversationClient, spec: TurnSpec,
                 conversation_id=completion.conversation_id,
                 parent_message_id=completion.message_id, timeout=spec.timeout,
                 extra=dict(spec.extra), thinking_effort=spec.thinking_effort))
-            completion = second.read()
+            completion = second.read(abandoned=client_gone)
             try:
                 return _shape(spec, completion, last_chance=True)
             except InvalidReply as again:

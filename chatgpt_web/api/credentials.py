@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..access import bearer, client_key
+from ..access import bearer, client_key, limit_pooled_request, require_same_origin
 from ..answers import Answer
 from ..errors import ServiceUnavailable, Unauthorized
 from ..pool import AccountPool
@@ -87,8 +87,12 @@ def authenticate(services: Services) -> Grant:
         if services.pool is None:
             raise ServiceUnavailable("API keys are enabled but no ACCOUNTS_FILE holds accounts to "
                                      "serve them", "no_account_available")
+        limit_pooled_request()
         return Grant(None, upstream, services.pool, owner=client_key().id)
     if _pool_serves_anyone(services):
+        # No keys: a cross-site page must not drive the pool (a text/plain form can carry JSON).
+        require_same_origin(services.config.cors_origins)
+        limit_pooled_request()
         return Grant(None, upstream, services.pool)
     access_token = bearer_token()
     ensure_not_expired(access_token)

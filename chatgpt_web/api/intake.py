@@ -5,11 +5,18 @@
   `api_key` field from the body), and while reading a chunked body, which has no length.
 - JSON nested so deeply that the parser gives up (RecursionError) is malformed JSON, as to the
   caller it is: readers that ask for it silently get None, the others 400.
+- `client_gone()` tells a non-streamed answer that its caller has closed the connection, so
+  that the upstream transfer stops instead of being read to its end. Only gunicorn shows the
+  connection (`gunicorn.socket`); under another server (Vercel, the development server) the
+  answer is still read to its end, bounded by REQUEST_TIMEOUT.
 - A body the server cannot deliver (malformed chunked encoding, a client that stops half-way)
   is the caller's fault: 400 `invalid_body`, never 500. The WSGI server raises its own exception
   types for these, so anything but our own errors raised while reading the body is taken as that.
 """
 from __future__ import annotations
+
+import select
+import socket
 
 from flask import Flask, Request, request
 from flask.json.provider import DefaultJSONProvider
@@ -66,6 +73,19 @@ class IntakeJSON(DefaultJSONProvider):
             return super().loads(s, **kwargs)
         except RecursionError:
             raise ValueError("the JSON document is nested too deeply") from None
+
+
+def client_gone() -> bool:
+    """True if the caller of the current request has closed its connection (gunicorn only)."""
+    sock = request.environ.get("gunicorn.socket")
+    if not isinstance(sock, socket.socket):
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        # Readable with nothing to read is the peer's FIN; bytes would be a pipelined request.
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
 
 
 def init_app(app: Flask, max_request_bytes: int) -> None:

@@ -15,7 +15,8 @@ completions. A response is one web turn, run by the same core as /v1/chat/comple
   output_item.added, content_part.added, output_text.delta..., output_text.done,
   content_part.done, output_item.done (function calls: function_call_arguments.delta/.done), and
   response.completed. A failure after the start sends one `error` event, which the SDK raises.
-* `reasoning: {"summary": ...}` adds a `reasoning` output item with the web answer's reasoning
+* `reasoning: {"effort": ...}` is sent as the web's thinking effort (models.py maps the values);
+  `reasoning: {"summary": ...}` adds a `reasoning` output item with the web answer's reasoning
   summary, when it has one; without it no reasoning is returned.
 """
 from __future__ import annotations
@@ -137,6 +138,7 @@ class _Response:
 
     def object(self, status: str, output: list[dict], result: TurnResult | None = None) -> dict:
         body = self.body
+        reasoning = body.get("reasoning") if isinstance(body.get("reasoning"), dict) else {}
         text = body.get("text")
         text_format = (text.get("format") if isinstance(text, dict) else None) or {"type": "text"}
         obj = {
@@ -149,7 +151,7 @@ class _Response:
             "model": self.model.id, "output": output,
             "parallel_tool_calls": body.get("parallel_tool_calls", True),
             "previous_response_id": self.previous_response_id,
-            "reasoning": {"effort": None, "summary": None},
+            "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
             "store": body.get("store", True) is not False,
             "temperature": body.get("temperature", 1.0), "text": {"format": text_format},
             "tool_choice": body.get("tool_choice", "auto"), "tools": body.get("tools") or [],
@@ -230,13 +232,14 @@ def create_response():
     text = body.get("text")
     output = OutputFormat.from_request((text or {}).get("format") if isinstance(text, dict)
                                        else None, param="text.format")
+    reasoning = body.get("reasoning")
     spec = TurnSpec(
         to_send=messages, model=model.web_slug,
         conversation_id=previous["conversation_id"] if previous else None,
         parent_message_id=previous["message_id"] if previous else None,
         timeout=config.request_timeout, tools=Tools.from_request(body), output=output,
-        max_tokens=token_limit(body, ("max_output_tokens",)))
-    reasoning = body.get("reasoning")
+        max_tokens=token_limit(body, ("max_output_tokens",)),
+        thinking_effort=_thinking_effort(reasoning))
     want_reasoning = isinstance(reasoning, dict) and bool(reasoning.get("summary"))
     response = _Response(body, model, messages, previous_id, want_reasoning)
     store = body.get("store", True) is not False
@@ -258,6 +261,17 @@ def create_response():
     save(result)
     return jsonify(response.object(response.status_of(result),
                                    response.items(result, _new_id("msg_")), result))
+
+
+def _thinking_effort(reasoning) -> str | None:
+    """`reasoning.effort` as the web's thinking effort (the mapping of models.py)."""
+    if not isinstance(reasoning, dict):
+        return None
+    try:
+        return models.thinking_effort(reasoning.get("effort"))
+    except BadRequest as error:
+        error.param = "reasoning.effort"
+        raise
 
 
 def _load(store, scope: str | None, response_id: str) -> dict:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from ..access import client_key
+from ..access import client_key, limit_pooled_request, require_same_origin
 from ..answers import Answer
 from ..errors import ApiError, BadRequest, PayloadTooLarge
 from ..services import current
@@ -19,6 +19,7 @@ from . import fields as f
 from . import sse
 from .credentials import Grant
 from .error_boundary import streamed_error
+from .intake import client_gone
 
 blueprint = Blueprint("primary", __name__)
 
@@ -68,10 +69,13 @@ def _grant(fields: dict, reverse_proxy: str | None) -> Grant:
     given = {name: f.text(fields, name, max_length=MAX_TOKEN_CHARS)
              for name in ("access_token", "session_token", "refresh_token")}
     if not any(given.values()) and services.pool is not None:
+        if not services.keys.enabled:
+            require_same_origin(config.cors_origins)  # no cross-site form posts to the pool
         if reverse_proxy and not is_allowed_proxy(reverse_proxy, config.allowed_proxies):
             # A pooled account's token must never be handed to a proxy the operator did not allow.
             raise BadRequest("with pooled accounts, reverse_proxy must start with a prefix listed "
                              "in CHATGPT_ALLOWED_PROXIES", "reverse_proxy_not_allowed")
+        limit_pooled_request()
         key = client_key()
         return Grant(None, upstream, services.pool, owner=key.id if key else None)
     source = _one_source({name: bool(value) for name, value in given.items()},
@@ -145,7 +149,7 @@ def send_message():
     answer = grant.start_answer(services.conversations, request)
     if stream:
         return sse.response(_stream_events(answer), answer)
-    return jsonify(_answer_object(answer.read()))
+    return jsonify(_answer_object(answer.read(abandoned=client_gone)))
 
 
 def _stream_events(answer: Answer):
