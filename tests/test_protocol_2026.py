@@ -236,3 +236,17 @@ def test_the_memory_of_2024_only_upstreams_is_bounded():
         memory.remember_2024_only(upstream)
     assert len(memory._until) == conversation.MAX_REMEMBERED_UPSTREAMS
     assert memory.is_2024_only(upstreams[-1]) and not memory.is_2024_only(upstreams[0])
+
+
+@pytest.mark.parametrize("reasoning_effort, sent", [("low", "standard"), ("medium", "extended"),
+                                                    ("high", "max"), (None, None)])
+def test_reasoning_effort_reaches_the_write_as_thinking_effort(client, token, emulator,
+                                                                reasoning_effort, sent):
+    body = {"model": "gpt-5", "messages": [{"role": "user", "content": "Hi"}]}
+    if reasoning_effort:
+        body["reasoning_effort"] = reasoning_effort
+    response = client.post("/v1/chat/completions", json=body,
+                           headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200, response.json
+    for request in [*writes(emulator), *posts(emulator, "/f/conversation/prepare")]:
+        assert request.json.get("thinking_effort") == sent

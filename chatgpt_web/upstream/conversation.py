@@ -151,7 +151,7 @@ def thinking_effort(request: ConversationRequest) -> str | None:
 
     :raise BadRequest: any other value.
     """
-    effort = getattr(request, "thinking_effort", None)
+    effort = request.thinking_effort
     if effort is None:
         return None
     if effort not in THINKING_EFFORTS:
