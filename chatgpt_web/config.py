@@ -105,6 +105,10 @@ def positive_float(raw: str) -> float:
     return _number(raw, float, 0.001, "a number of at least 0.001")
 
 
+def non_negative_float(raw: str) -> float:
+    return _number(raw, float, 0, "a number of at least 0")
+
+
 def hex_digits(raw: str) -> str:
     value = raw.strip()
     try:
@@ -346,6 +350,29 @@ class Config:
     request_body_timeout: float = setting("REQUEST_BODY_TIMEOUT", positive_float, 30.0)
     # Connections one client address may hold per worker process (0: no cap).
     max_connections_per_ip: int = setting("MAX_CONNECTIONS_PER_IP", non_negative_int, 64)
+    # --- relay: OpenAI-compatible upstreams beside the web accounts (relay/, docs/relay.md) ---
+    # JSON file of upstreams, keys and model routes; the relay is off without it.
+    upstreams_file: str | None = setting("UPSTREAMS_FILE", optional_text)
+    # A caller's own `sk-...` key is passed through to the route's upstream (client keys off).
+    relay_byok: bool = setting("RELAY_BYOK", boolean, False)
+    # Distinct upstream keys tried per request before the answer is committed.
+    relay_max_attempts: int = setting("RELAY_MAX_ATTEMPTS", positive_int, 3)
+    # Largest request body on relay routes, in bytes (held to replay on failover).
+    max_relay_body: int = setting("MAX_RELAY_BODY", positive_int, 26214400)
+    relay_connect_timeout: float = setting("RELAY_CONNECT_TIMEOUT", positive_float, 10.0)
+    # Seconds to wait for the first stream event before committing the answer anyway.
+    relay_commit_after: float = setting("RELAY_COMMIT_AFTER", positive_float, 20.0)
+    # Seconds of upstream silence before an SSE ": ping" comment (0: none).
+    relay_ping_interval: float = setting("RELAY_PING_INTERVAL", non_negative_float, 15.0)
+    # Seconds without an upstream byte after commit, and for a whole answer, before giving up.
+    relay_idle_timeout: float = setting("RELAY_IDLE_TIMEOUT", positive_float, 300.0)
+    relay_total_timeout: float = setting("RELAY_TOTAL_TIMEOUT", positive_float, 600.0)
+    # Seconds before a disabled upstream key (refused, out of quota) gets one trial again.
+    relay_recheck: float = setting("RELAY_RECHECK", positive_float, 3600.0)
+    # Seconds between GET /models refreshes per upstream key (0: configured lists only).
+    relay_model_discovery: float = setting("RELAY_MODEL_DISCOVERY", non_negative_float, 21600.0)
+    # "web" or "relay": which goes first for a model both know and no route names.
+    route_preference: str = setting("ROUTE_PREFERENCE", one_of("web", "relay"), "web")
 
     @property
     def request_body_limit(self) -> int:

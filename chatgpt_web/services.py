@@ -13,6 +13,8 @@ from .limits import RateLimiter
 from .models import ModelCatalog
 from .moderation import Moderator
 from .pool import AccountPool, load_accounts
+from .relay.plan import RelayPlan
+from .relay.service import RelayService
 from .store import Store, open_store
 from .tokens import TokenProvider
 from .transport import plain_session
@@ -31,8 +33,10 @@ class Services:
     racing to build the pool or the PoW process pool would each build one.
     """
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, relay_plan: RelayPlan | None = None):
         self.config = config
+        # UPSTREAMS_FILE, parsed at start by create_app (it resolves the env: references).
+        self.relay_plan = relay_plan
         self._lock = threading.RLock()
         self._built: dict[str, object] = {}
 
@@ -98,6 +102,14 @@ class Services:
             self.store, per_key=config.rate_limit, per_ip=config.rate_limit_ip,
             strategy=config.rate_limit_strategy, ipv6_prefix=config.rate_limit_ipv6_prefix,
             auth_failures=config.auth_failure_limit))
+
+    @property
+    def relay(self) -> RelayService | None:
+        """The relay of UPSTREAMS_FILE (relay/), or None when no file is configured."""
+        if self.relay_plan is None:
+            return None
+        return self._once("relay", lambda: RelayService(self.config, self.relay_plan,
+                                                        self.store))
 
     @property
     def solver(self) -> ProofOfWorkSolver:

@@ -8,7 +8,9 @@ from tests.emulator import Emulator
 # The service under test (app, client, make_app, live_service, ...) and a real redis-server
 # (skipped without one, unless CI / REQUIRE_REDIS=1).
 # A real browser (Debian's chromium through Playwright) for the page tests.
-pytest_plugins = ["tests.service_fixtures", "tests.redis_fixtures", "tests.browser_fixtures"]
+# The fake OpenAI API and services relaying to it (tests/relay_fixtures.py).
+pytest_plugins = ["tests.service_fixtures", "tests.redis_fixtures", "tests.browser_fixtures",
+                  "tests.relay_fixtures"]
 
 # --- the ChatGPT backend emulator ------------------------------------------------------------
 # One server for the whole session; `emulator` hands each test a clean one (default switches,
@@ -64,3 +66,18 @@ def live_service_factory(make_app):
     yield factory
     for server in servers:
         server.stop()
+
+
+# --- the fake OpenAI API (relay upstream) ------------------------------------------------------
+@pytest.fixture(scope="session")
+def _fake_openai_server():
+    from tests.fake_openai import FakeOpenAI
+    fake = FakeOpenAI().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake_openai(_fake_openai_server):
+    _fake_openai_server.reset()
+    yield _fake_openai_server

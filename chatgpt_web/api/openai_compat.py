@@ -32,7 +32,7 @@ from ..upstream.conversation import ChatMessage
 from ..upstream.endpoints import from_base_url
 from ..upstream.stream import Completion
 from . import fields as f
-from . import sse
+from . import relay_requests, sse
 from .answer_limits import stop_sequences, token_limit
 from .bearer_check import verify_bearer
 from .chat_memory import ChatMemory, Place, caller_scope
@@ -254,6 +254,9 @@ def _start_first(grant: Grant, client, spec: TurnSpec, remembered: bool,
 def chat_completions():
     """Answer a chat in the official shape, streamed as chunks when `stream` is true."""
     services = current()
+    relayed = relay_requests.route_chat(services)  # a Response when the model's route picks a relay
+    if relayed is not None:
+        return relayed
     config = services.config
     grant = authenticate(services)  # first, as the official API: no validation hints to strangers
     body = _json_body()
@@ -407,8 +410,9 @@ def list_models():
     check_caller(services)  # an expired JWT, locally
     verify_bearer(services)  # any other token, with the backend (cached)
     extra = (services.config.default_model, *_account_slugs(services, _own_token(services)))
-    listed = models.list_models(extra_slugs=extra)
-    return jsonify({"object": "list", "data": [model.to_dict() for model in listed]})
+    listed = [model.to_dict() for model in models.list_models(extra_slugs=extra)]
+    listed += relay_requests.listed_models(services, {model["id"] for model in listed})
+    return jsonify({"object": "list", "data": listed})
 
 
 @blueprint.get("/models/<path:model_id>")
@@ -416,6 +420,8 @@ def get_model(model_id: str):
     """One model object; 404 model_not_found for names the service does not accept."""
     services = current()
     check_caller(services)
+    if relayed := relay_requests.find_model(services, model_id):
+        return jsonify(relayed)
     return jsonify(_resolve(services, model_id, _own_token(services)).to_dict())
 
 

@@ -183,7 +183,7 @@ async function load() {
     loadSection("keys", "/admin/keys",
                 "Not available in this version: managing client keys here arrives with scoped keys."),
     loadSection("upstreams", "/admin/upstreams",
-                "Not available in this version: relay upstreams appear here once the relay is built."),
+                "Not available: no relay upstreams (UPSTREAMS_FILE is not set; docs/relay.md)."),
   ]);
 }
 

@@ -1,0 +1,201 @@
+"""What the relay adds to a streamed answer: time to first byte and CPU, relay vs direct, one run.
+
+    python bench/relay.py                         # N = 1 (sequential, repeated) and N = 200
+    python bench/relay.py --levels 1,50 --words 40 --chunk-delay 0.02
+
+It starts the fake OpenAI API (`python -m tests.fake_openai`, its own process) pacing its SSE
+events --chunk-delay apart, and the service exactly as deployed (`gunicorn -c gunicorn.conf.py
+wsgi:app`) with an UPSTREAMS_FILE pointing at the fake, both on 127.0.0.1. For each N, N streamed
+/v1/chat/completions requests are sent at once to the fake directly and then through the service,
+and it prints:
+
+* time to first byte (the first byte of the answer body) p50 / p99, direct and through the relay,
+  the difference at N=1 (repeated --repeat times one after the other) and the ratio at other N;
+* CPU milliseconds per streamed answer: the service's processes (gunicorn master and workers)
+  during the relay run, and the fake's process in the direct run (the work of producing it);
+* the share of answers that completed (status 200 and `data: [DONE]`).
+
+Targets (issue 16): under 2 ms added at N=1, TTFB ratio under 1.1 at N=200. The client is asyncio
+over raw sockets, so it costs little CPU next to what it measures.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.servers import ServerProcess, free_port, http_request  # noqa: E402
+
+CLIENT_KEY = "bench-client-key"
+UPSTREAM_KEY = "sk-fake-good-bench"
+DONE = b"data: [DONE]"
+
+
+def request_bytes(port: int, words: int, key: str) -> bytes:
+    body = json.dumps({"model": "gpt-4o", "stream": True, "messages": [
+        {"role": "user", "content": " ".join(f"w{i}" for i in range(words))}]}).encode()
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+    return head.encode() + body
+
+
+async def one(port: int, request: bytes) -> tuple[bool, float | None, str]:
+    """(completed, seconds to the first body byte, what went wrong) of one streamed answer."""
+    started = time.perf_counter()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        first, tail = None, b""
+        while True:
+            size = int((await reader.readline()).split(b";")[0], 16)
+            if size == 0:
+                break
+            data = await reader.readexactly(size)
+            await reader.readexactly(2)
+            if first is None:
+                first = time.perf_counter() - started
+            tail = (tail + data)[-64:]
+        ok = status == 200 and DONE in tail
+        return ok, first, "" if ok else f"HTTP {status}" if status != 200 else "no [DONE]"
+    finally:
+        writer.close()
+
+
+async def burst(port: int, request: bytes, count: int, timeout: float):
+    async def bounded():
+        try:
+            return await asyncio.wait_for(one(port, request), timeout)
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            return False, None, type(exc).__name__
+    return await asyncio.gather(*(bounded() for _ in range(count)))
+
+
+def cpu_seconds(pids) -> float:
+    """User + system CPU seconds of the processes `pids` (and their reaped children)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def measure(port: int, request: bytes, count: int, repeat: int, pids) -> dict:
+    before = cpu_seconds(pids)
+    outcomes = []
+    if count == 1:
+        for _ in range(repeat):
+            outcomes += asyncio.run(burst(port, request, 1, 60))
+    else:
+        outcomes = asyncio.run(burst(port, request, count, 120))
+    cpu = cpu_seconds(pids) - before
+    firsts = [first for ok, first, _ in outcomes if ok and first is not None]
+    errors = Counter(error for ok, _, error in outcomes if not ok)
+    return {"done": sum(ok for ok, _, _ in outcomes) / len(outcomes),
+            "errors": ", ".join(f"{count}x {error}" for error, count in errors.most_common()),
+            "p50": statistics.median(firsts) if firsts else float("nan"),
+            "p99": percentile(firsts, 0.99) if firsts else float("nan"),
+            "cpu_ms": 1000 * cpu / len(outcomes)}
+
+
+def wait_for(url: str, path: str, headers: dict, server: ServerProcess) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(server.output())
+        try:
+            if http_request(url, path=path, headers=headers, timeout=2)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(server.output())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--levels", default="1,200")
+    parser.add_argument("--words", type=int, default=30)
+    parser.add_argument("--chunk-delay", type=float, default=0.02)
+    parser.add_argument("--repeat", type=int, default=30, help="sequential answers at N=1")
+    args = parser.parse_args()
+
+    fake_port = free_port()
+    fake = ServerProcess([sys.executable, "-m", "tests.fake_openai", "--port", str(fake_port),
+                          "--chunk-delay", str(args.chunk_delay)], {}, fake_port)
+    workdir = tempfile.mkdtemp(prefix="relay-bench-")
+    plan = Path(workdir, "upstreams.json")
+    plan.write_text(json.dumps({"upstreams": [{
+        "name": "fake", "base_url": f"http://127.0.0.1:{fake_port}/v1",
+        "keys": [{"id": "bench", "key": "env:BENCH_UPSTREAM_KEY"}], "models": ["gpt-4o"]}],
+        "models": {"gpt-4o": {"routes": [{"to": "fake"}]}}}))
+    service = ServerProcess.gunicorn({
+        "UPSTREAMS_FILE": str(plan), "BENCH_UPSTREAM_KEY": UPSTREAM_KEY,
+        "API_KEYS": CLIENT_KEY, "RATE_LIMIT": "off", "RATE_LIMIT_IP": "off",
+        "CACHE_DIR": str(Path(workdir, "cache")), "LOG_LEVEL": "warning",
+        "RELAY_MODEL_DISCOVERY": "0",
+        # Every bench client comes from 127.0.0.1: no per-address connection cap.
+        "MAX_CONNECTIONS_PER_IP": "0"})
+    try:
+        wait_for(fake.url, "/v1/models", {"Authorization": f"Bearer {UPSTREAM_KEY}"}, fake)
+        service.wait_until_serving(30)
+        service_port = int(service.url.rsplit(":", 1)[1])
+        direct_request = request_bytes(fake_port, args.words, UPSTREAM_KEY)
+        relay_request = request_bytes(service_port, args.words, CLIENT_KEY)
+        service_pids = [service.process.pid, *service.worker_pids()]
+        fake_pids = [fake.process.pid]
+        # Warm-up: connections, imports and first-request work out of the way on both paths.
+        asyncio.run(burst(service_port, relay_request, 4, 60))
+        asyncio.run(burst(fake_port, direct_request, 4, 60))
+        print(f"{args.words + 3} events per answer, {args.chunk_delay * 1000:.0f} ms apart; "
+              f"TTFB = first byte of the answer body; CPU = ms per answer")
+        print(f"{'N':>5} {'path':>7} {'done':>6} {'TTFB p50':>10} {'TTFB p99':>10} "
+              f"{'service CPU':>12} {'fake CPU':>9}")
+        for level in (int(value) for value in args.levels.split(",")):
+            direct = measure(fake_port, direct_request, level, args.repeat, fake_pids)
+            relay_fake_before = cpu_seconds(fake_pids)
+            relayed = measure(service_port, relay_request, level, args.repeat, service_pids)
+            answers = args.repeat if level == 1 else level
+            relay_fake_cpu = 1000 * (cpu_seconds(fake_pids) - relay_fake_before) / answers
+            print(f"{level:>5} {'direct':>7} {direct['done']:>6.0%} {direct['p50'] * 1000:>8.2f}ms"
+                  f" {direct['p99'] * 1000:>8.2f}ms {'-':>12} {direct['cpu_ms']:>7.2f}ms")
+            print(f"{level:>5} {'relay':>7} {relayed['done']:>6.0%} "
+                  f"{relayed['p50'] * 1000:>8.2f}ms {relayed['p99'] * 1000:>8.2f}ms "
+                  f"{relayed['cpu_ms']:>10.2f}ms {relay_fake_cpu:>7.2f}ms")
+            added = (relayed["p50"] - direct["p50"]) * 1000
+            ratio = relayed["p50"] / direct["p50"]
+            print(f"{level:>5} {'':>7} added TTFB p50 {added:+.2f} ms, ratio p50 {ratio:.2f}, "
+                  f"p99 {relayed['p99'] / direct['p99']:.2f}")
+            for path, result in (("direct", direct), ("relay", relayed)):
+                if result["errors"]:
+                    print(f"{level:>5} {path:>7} failures: {result['errors']}")
+    finally:
+        log = service.stop()
+        fake.stop()
+        if os.environ.get("BENCH_SHOW_LOG"):
+            print(log[-4000:])
+
+
+if __name__ == "__main__":
+    main()

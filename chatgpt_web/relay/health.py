@@ -1,0 +1,115 @@
+"""Health of each upstream key, kept in the Store so every worker and instance agrees.
+
+    healthy --429--------------------> cooling until Retry-After / reset headers
+    healthy --401/403, quota---------> disabled; after RELAY_RECHECK one request may try it
+                                       (half-open): success heals it, failure disables it again
+    healthy --5xx, connect, broken---> soft strike; SOFT_STRIKES of them within STRIKE_WINDOW
+                                       cool the key: 10 s, then 20 s, 40 s ... (at most 10 min)
+                                       for cool-downs in a row; a success forgets both
+    model_not_found on a key --------> that model is denied on that key for an hour
+
+Records are changed with the Store's atomic `merge` (only the fields that change), strikes are
+counted with its atomic `hit`, and the single half-open trial is claimed with `hit` too, so two
+processes cannot both take it. A record holds an error code, never an upstream message.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from ..store import Store
+from . import outcomes
+
+PREFIX = "relay:v1:"
+SOFT_STRIKES = 3
+STRIKE_WINDOW = 60.0
+SOFT_COOLDOWN = 10.0
+MAX_SOFT_COOLDOWN = 600.0
+MODEL_DENIAL = 3600.0
+DEFAULT_RATE_REST = 10.0
+HEALTHY = {"status": "healthy", "until": 0, "reason": None}
+
+
+def _id(upstream: str, key: str) -> str:
+    return f"{upstream}:{key}"
+
+
+class KeyHealth:
+    """Reads and records the health of (upstream, key) pairs."""
+
+    def __init__(self, store: Store, recheck: float, clock: Callable[[], float] = time.time):
+        self.store = store
+        self.recheck = recheck
+        self._clock = clock
+
+    def state(self, upstream: str, key: str) -> dict:
+        stored = self.store.get(PREFIX + "key:" + _id(upstream, key))
+        return {**HEALTHY, **(stored if isinstance(stored, dict) else {})}
+
+    def usable(self, upstream: str, key: str, model: str | None) -> tuple[bool, dict]:
+        """(may this key be tried now for `model`, its state). Takes the half-open trial of a
+        disabled key whose recheck time has come, so only one request gets it."""
+        state = self.state(upstream, key)
+        now = self._clock()
+        if model and state.get("denied", {}).get(model, 0) > now:
+            return False, state
+        if state["status"] == "healthy":
+            return True, state
+        if state["until"] > now:
+            return False, state
+        if state["status"] == "disabled":
+            # One trial per disabled period: the counter is named after the period's end.
+            trials, _ = self.store.hit(f"{PREFIX}trial:{_id(upstream, key)}:{state['until']}",
+                                       self.recheck)
+            return trials == 1, state
+        return True, state  # a cooling that is over
+
+    def record(self, upstream: str, key: str, outcome: outcomes.Outcome,
+               model: str | None = None, state: dict | None = None) -> None:
+        """Apply what an attempt's outcome says about the key."""
+        ident = _id(upstream, key)
+        now = self._clock()
+        record_key = PREFIX + "key:" + ident
+        if outcome.kind in (outcomes.OK, outcomes.CLIENT):  # the key was accepted
+            if state is None or state.get("status") != "healthy" or state.get("strikes") \
+                    or state.get("cooldowns"):
+                self.store.delete(PREFIX + "strikes:" + ident)
+                self.store.merge(record_key, {"status": "healthy", "until": 0, "reason": None,
+                                              "strikes": 0, "cooldowns": 0})
+        elif outcome.kind == outcomes.RATE:
+            rest = outcome.retry_after if outcome.retry_after is not None else DEFAULT_RATE_REST
+            self.store.merge(record_key, {"status": "cooling", "until": now + rest,
+                                          "reason": "rate_limited"})
+        elif outcome.kind == outcomes.DISABLE:
+            self.store.merge(record_key, {"status": "disabled", "until": now + self.recheck,
+                                          "reason": outcome.reason or "refused"})
+        elif outcome.kind == outcomes.MODEL and model:
+            denied = {m: t for m, t in self.state(upstream, key).get("denied", {}).items()
+                      if t > now}
+            denied[model] = now + MODEL_DENIAL
+            self.store.merge(record_key, {"denied": denied})
+        elif outcome.kind == outcomes.SOFT:
+            reason = outcome.error.code if outcome.error else "upstream_error"
+            strikes, _ = self.store.hit(PREFIX + "strikes:" + ident, STRIKE_WINDOW)
+            if strikes < SOFT_STRIKES:
+                self.store.merge(record_key, {"strikes": strikes, "reason": reason})
+                return
+            # Enough strikes: cool down, longer for each cool-down in a row; the strike window
+            # starts over.
+            self.store.delete(PREFIX + "strikes:" + ident)
+            cooldowns = int(self.state(upstream, key).get("cooldowns", 0))
+            rest = min(SOFT_COOLDOWN * 2 ** cooldowns, MAX_SOFT_COOLDOWN)
+            self.store.merge(record_key, {"status": "cooling", "until": now + rest,
+                                          "reason": reason, "strikes": strikes,
+                                          "cooldowns": cooldowns + 1})
+
+    def report(self, upstream: str, key: str) -> dict:
+        """The key's state for /admin/upstreams: status, until, reason code; never the key."""
+        state = self.state(upstream, key)
+        now = self._clock()
+        status = state["status"]
+        if status != "healthy" and state["until"] <= now:
+            status = "half-open" if status == "disabled" else "healthy"
+        return {"status": status, "until": state["until"] if state["until"] > now else None,
+                "reason": state.get("reason"), "strikes": state.get("strikes", 0),
+                "denied_models": sorted(m for m, t in state.get("denied", {}).items() if t > now)}

@@ -1,0 +1,212 @@
+"""HTTP exchanges with relay upstreams: curl handles driven by the thread that reads them.
+
+Every relay request and model discovery goes through `Exchange`. The response is read in the
+calling thread: `wait_head()` returns once the status line and headers are in, and `read(timeout)`
+returns whatever body bytes arrived, or None when none came within `timeout` (the caller then
+sends a keep-alive comment or gives up), or b"" at the end. curl_multi_poll waits for the socket
+with the GIL released, so a silent upstream costs no CPU.
+
+Each thread keeps one curl multi handle: finished transfers leave their connection in its cache,
+so the next request of that thread to the same upstream skips the TCP and TLS handshakes.
+
+Upstream base URLs come from the operator's UPSTREAMS_FILE and are trusted configuration: no
+SSRF check applies to them (docs/relay.md). No browser impersonation: these are APIs.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from curl_cffi import Curl, CurlOpt
+from curl_cffi._wrapper import ffi, lib
+
+_CURLMSG_DONE = 1
+# curl error codes (curl/curl.h) that mean "no answer in time" rather than a refused connection.
+_TIMEOUT_CODES = {28}
+_MAX_HEADER_BYTES = 64 * 1024
+_local = threading.local()
+
+
+class TransportFailure(Exception):
+    """The exchange failed below HTTP: `kind` is "connect", "timeout" or "broken"."""
+
+    def __init__(self, kind: str, code: int):
+        super().__init__(f"{kind} (curl error {code})")
+        self.kind = kind
+        self.code = code
+
+
+class _ThreadMulti:
+    """A thread's multi handle, cleaned up (closing its cached connections) when the thread ends
+    and its thread-local storage is dropped (servers that start a thread per request)."""
+
+    def __init__(self) -> None:
+        self.handle = lib.curl_multi_init()
+
+    def __del__(self) -> None:
+        if self.handle != ffi.NULL:
+            lib.curl_multi_cleanup(self.handle)
+            self.handle = ffi.NULL
+
+
+def _multi():
+    holder = getattr(_local, "multi", None)
+    if holder is None:
+        holder = _local.multi = _ThreadMulti()
+    return holder.handle
+
+
+class Exchange:
+    """One request; always `close()` it (or use `with`): that ends the transfer if still running."""
+
+    def __init__(self, method: str, url: str, *, body: bytes | None, headers: list[tuple[str, str]],
+                 proxy: str | None, connect_timeout: float, total_timeout: float):
+        self.status: int | None = None
+        self.headers: dict[str, str] = {}
+        self._head_done = False
+        self._header_bytes = 0
+        self._chunks: list[bytes] = []
+        self._done = False
+        self._error: TransportFailure | None = None
+        self._running = ffi.new("int *", 1)
+        self._pending = ffi.new("int *")
+        self._body = body  # curl reads POSTFIELDS from this buffer: it must outlive the transfer
+        curl = self._curl = Curl()
+        curl.setopt(CurlOpt.URL, url.encode())
+        if method == "GET":
+            curl.setopt(CurlOpt.HTTPGET, 1)
+        else:
+            curl.setopt(CurlOpt.POST, 1)
+            curl.setopt(CurlOpt.POSTFIELDSIZE, len(body or b""))
+            curl.setopt(CurlOpt.POSTFIELDS, body or b"")
+        lines = [f"{name}: {value}".encode() for name, value in headers]
+        curl.setopt(CurlOpt.HTTPHEADER, lines + [b"Expect:"])
+        curl.setopt(CurlOpt.WRITEFUNCTION, self._on_body)
+        curl.setopt(CurlOpt.HEADERFUNCTION, self._on_header)
+        curl.setopt(CurlOpt.CONNECTTIMEOUT_MS, max(1, int(connect_timeout * 1000)))
+        curl.setopt(CurlOpt.TIMEOUT_MS, max(1, int(total_timeout * 1000)))
+        curl.setopt(CurlOpt.NOSIGNAL, 1)
+        curl.setopt(CurlOpt.PROXY, (proxy or "").encode())
+        curl._ensure_cacert()
+        self._multi = _multi()
+        self._added = lib.curl_multi_add_handle(self._multi, curl._curl) == 0
+        if not self._added:
+            self.close()
+            raise TransportFailure("connect", -1)
+
+    # --- curl callbacks -----------------------------------------------------------------------
+    def _on_header(self, line: bytes) -> int:
+        self._header_bytes += len(line)
+        if self._header_bytes > _MAX_HEADER_BYTES:
+            return 0  # curl aborts the transfer (CURLE_WRITE_ERROR)
+        if line.startswith(b"HTTP/"):
+            parts = line.split(None, 2)
+            self.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+            self.headers = {}
+        elif line in (b"\r\n", b"\n"):
+            if self.status is not None and self.status >= 200:
+                self._head_done = True
+        else:
+            name, _, value = line.decode("latin-1").partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+        return len(line)
+
+    def _on_body(self, chunk: bytes) -> int:
+        self._head_done = True
+        self._chunks.append(chunk)
+        return len(chunk)
+
+    # --- driving ------------------------------------------------------------------------------
+    def _step(self, wait: float) -> None:
+        lib.curl_multi_perform(self._multi, self._running)
+        if self._finished():
+            return
+        if not self._chunks and wait > 0:
+            lib.curl_multi_poll(self._multi, ffi.NULL, 0, int(wait * 1000) + 1, ffi.NULL)
+            lib.curl_multi_perform(self._multi, self._running)
+            self._finished()
+
+    def _finished(self) -> bool:
+        """Read curl's message for this transfer, if it ended; True when it has.
+
+        A thread runs one exchange at a time (a request's attempts follow one another), so the
+        multi handle's running count is this transfer's.
+        """
+        if self._running[0]:
+            return False
+        self._done = True
+        while (message := lib.curl_multi_info_read(self._multi, self._pending)) != ffi.NULL:
+            if message.msg == _CURLMSG_DONE and message.easy_handle == self._curl._curl:
+                code = message.data.result
+                if code != 0:
+                    kind = ("timeout" if code in _TIMEOUT_CODES
+                            else "broken" if self._head_done else "connect")
+                    self._error = TransportFailure(kind, code)
+        return True
+
+    def wait_head(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the status and headers; True once they are in.
+
+        :raise TransportFailure: the transfer failed before its headers.
+        """
+        end = time.monotonic() + timeout
+        while not self._head_done:
+            if self._done:
+                if self._error is not None:
+                    raise self._error
+                return self.status is not None
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._step(min(remaining, 1.0))
+        return True
+
+    def read(self, timeout: float) -> bytes | None:
+        """Body bytes that arrived (joined), None if none within `timeout`, b"" at the end.
+
+        :raise TransportFailure: the transfer broke (after the bytes received before it).
+        """
+        end = time.monotonic() + timeout
+        while not self._chunks:
+            if self._done:
+                if self._error is not None:
+                    raise self._error
+                return b""
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                return None
+            self._step(remaining)
+        chunks, self._chunks = self._chunks, []
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def read_all(self, limit: int, timeout: float) -> bytes:
+        """The whole body (at most `limit` bytes: more is a "broken" failure) within `timeout`."""
+        end = time.monotonic() + timeout
+        parts, size = [], 0
+        while True:
+            chunk = self.read(max(0.0, end - time.monotonic()))
+            if chunk is None:
+                raise TransportFailure("timeout", 28)
+            if not chunk:
+                return b"".join(parts)
+            size += len(chunk)
+            if size > limit:
+                raise TransportFailure("broken", 0)
+            parts.append(chunk)
+
+    def close(self) -> None:
+        """End the transfer if still running and free the handle (idempotent)."""
+        if self._curl is None:
+            return
+        if self._added:
+            lib.curl_multi_remove_handle(self._multi, self._curl._curl)
+            self._added = False
+        self._curl.close()
+        self._curl = None
+        self._chunks = []
+
+    def __enter__(self) -> Exchange:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

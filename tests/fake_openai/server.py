@@ -1,0 +1,137 @@
+"""`FakeOpenAI`: the fake API served on 127.0.0.1 by a threaded werkzeug server.
+
+    fake = FakeOpenAI().start()          # fake.base_url == "http://127.0.0.1:<port>/v1"
+    fake.fault("sk-fake-good-1", "cut_after:3")
+    fake.requests                        # every request received, newest last
+    fake.stop()
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from .app import create_fake_app
+
+DEFAULT_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-3.5-turbo-instruct", "text-embedding-3-small",
+                  "omni-moderation-latest", "dall-e-3", "tts-1", "whisper-1")
+
+
+@dataclass
+class FakeRequest:
+    """One request as received. `key` is the bearer; `headers` (lower-case) exclude it."""
+
+    method: str
+    path: str
+    key: str | None
+    headers: dict[str, str]
+    body: bytes
+    json: object = None
+
+
+@dataclass
+class _Fault:
+    name: str
+    times: int | None  # None: every request
+    served: int = 0
+
+
+@dataclass
+class _Script:
+    faults: dict[str, _Fault] = field(default_factory=dict)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log; no traceback for the streams the fake breaks on purpose."""
+
+    def log_request(self, code="-", size="-") -> None:
+        pass
+
+    def log_error(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+        pass
+
+
+class FakeOpenAI:
+    """The fake; `requests`, `models` and the scripted faults are open to tests."""
+
+    def __init__(self) -> None:
+        self.requests: list[FakeRequest] = []
+        # Models listed by GET /models, per key (missing key: DEFAULT_MODELS).
+        self.models: dict[str, tuple[str, ...]] = {}
+        # Seconds until a rate-limited key's window resets (its 429 headers say so).
+        self.ratelimit_reset = 20.0
+        # Seconds between two audio chunks of /audio/speech, and between two SSE events.
+        self.speech_interval = 0.05
+        self.chunk_delay = 0.0
+        self.stopping = threading.Event()
+        self.url = self.base_url = ""
+        self._faults: dict[str, _Fault] = {}
+        self._lock = threading.Lock()
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self.app = create_fake_app(self)
+
+    def start(self, port: int = 0) -> FakeOpenAI:
+        """Serve on 127.0.0.1:`port` (0: a free one) from a daemon thread."""
+        self._server = make_server("127.0.0.1", port, self.app, threaded=True,
+                                   request_handler=_QuietHandler)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self.base_url = self.url + "/v1"
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="fake-openai", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(timeout=5)
+            self._server = self._thread = None
+
+    def reset(self) -> None:
+        """Forget faults, models and recorded requests."""
+        with self._lock:
+            self.requests.clear()
+            self._faults.clear()
+        self.models.clear()
+        self.ratelimit_reset = 20.0
+
+    def fault(self, key: str, name: str, times: int | None = None) -> None:
+        """Give requests with `key` ("*": any key) the fault `name`, `times` times (None: always).
+
+        Faults: "status:<code>" (JSON error), "ratelimit" (the 429 of a rate-limited key),
+        "html_page" (a Cloudflare-like 403 page), "bad_json"
+        (a 200 that is not JSON), "first_event_error", "empty_stream", "cut_after:<n>" (the
+        connection drops after n chunks), "stall_after:<n>", "slow_first_event:<seconds>"
+        (headers at once, the first event later), "no_done".
+        """
+        with self._lock:
+            self._faults[key] = _Fault(name, times)
+
+    def requests_to(self, suffix: str) -> list[FakeRequest]:
+        with self._lock:
+            return [r for r in self.requests if r.path.endswith(suffix)]
+
+    def keys_used(self, suffix: str) -> list[str | None]:
+        return [r.key for r in self.requests_to(suffix)]
+
+    # --- used by the app ----------------------------------------------------------------------
+    def record(self, request: FakeRequest) -> None:
+        with self._lock:
+            self.requests.append(request)
+
+    def take_fault(self, key: str | None) -> str | None:
+        """The fault for this request with `key`, if one is scripted and not used up."""
+        with self._lock:
+            for candidate in (key or "", "*"):
+                fault = self._faults.get(candidate)
+                if fault and (fault.times is None or fault.served < fault.times):
+                    fault.served += 1
+                    return fault.name
+        return None
+
+    def models_for(self, key: str | None) -> tuple[str, ...]:
+        return self.models.get(key or "", DEFAULT_MODELS)
