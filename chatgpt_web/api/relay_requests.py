@@ -141,6 +141,28 @@ def route_chat(services: Services):
         raise
 
 
+def route_images(services: Services, web_models: tuple[str, ...] = ()):
+    """The relay's answer to POST /v1/images/generations, or None to leave it to the web
+    accounts (api/images.py): a model the relay routes goes to the relay unless a web target
+    comes first; a model the relay does not know stays on the web."""
+    relay = services.relay
+    if relay is None:
+        return None
+    body = request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        return None
+    model = body.get("model") or "dall-e-2"
+    if not isinstance(model, str):
+        return None
+    targets = relay.router.targets(model, web_knows=model in web_models)
+    if targets is None or all(t.is_web for t in targets):
+        return None
+    if relay.router.ordered(targets)[0].is_web:
+        return None
+    return run(services, json_request(services, "/images/generations", default_model="dall-e-2",
+                                      decoded=body))
+
+
 def _web_knows(services: Services, model: str) -> bool:
     try:
         models.resolve(model, extra_slugs=(services.config.default_model,))
