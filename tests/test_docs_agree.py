@@ -225,3 +225,14 @@ def test_every_cited_docs_page_exists():
              for name in re.findall(r"docs/([\w.-]+\.md)", path.read_text(encoding="utf-8"))}
     missing = {name for name in cited if not (REPO / "docs" / name).exists()}
     assert not missing, f"cited but not in docs/: {sorted(missing)}"
+
+
+# --- the test command -------------------------------------------------------------------------
+def test_ci_runs_the_test_command_readme_gives():
+    """README's set-up line `pip install -r requirements-dev.txt && <command>` and the last line
+    of .ci/run are the same command, so a fresh clone tests what CI tests."""
+    given = re.search(r"^ {4}pip install -r requirements-dev\.txt && (.+)$", README, re.M)
+    assert given, "README gives no test command"
+    ci_lines = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    assert ci_lines[-1] == given.group(1)

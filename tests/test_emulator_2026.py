@@ -200,7 +200,8 @@ def test_the_prepare_answer_has_every_challenge(emulator):
 
 
 @pytest.mark.parametrize("p", ["gAAAAAB" + encode(CONFIG), "gAAAAACnot base64",
-                               "gAAAAAC" + encode(CONFIG[:10])])
+                               "gAAAAAC" + encode(CONFIG[:10])],
+                         ids=["not-a-requirements-prefix", "not-base64", "a-short-config"])
 def test_prepare_wants_a_requirements_token_with_a_config(emulator, p):
     browser = Browser(emulator)
     assert browser.post("/sentinel/chat-requirements/prepare", {"p": p}).status_code == 400
