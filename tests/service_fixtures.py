@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import openai
 import pytest
 from werkzeug.serving import make_server
 
@@ -80,3 +81,12 @@ def live_service(app):
     server = LiveServer(app)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def sdk(live_service, token):
+    """The official sync OpenAI SDK with the live service as its base URL and no retries (errors
+    show at once)."""
+    with openai.OpenAI(base_url=live_service.url + "/v1", api_key=token, max_retries=0,
+                       timeout=30) as client:
+        yield client
