@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import re
 from urllib.parse import urlsplit
 
 from flask import Flask, g, request
@@ -35,14 +36,20 @@ OPEN_PREFIXES = ("/static/",)
 # Need a key but are not rate limited: a Prometheus scrape every 15 s would exhaust 120/hour.
 UNLIMITED_PATHS = frozenset({"/metrics"})
 ADMIN_PREFIX = "/admin"
+# A generated image's signed link (image_links.py): its signature is the credential, because chat
+# UIs load it as a plain <img> source that carries no key. The per-IP limit still applies.
+SIGNED_LINK = re.compile(r"/v1/files/[^/]+/content")
 # POSTed here, a request is answered by a backend: a scoped key's model and backend scopes,
 # concurrency cap and quotas apply (ledger.py). The relay's paths count when it is configured.
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 ANSWER_PATHS = CHAT_PATHS | {"/send_message", "/v1/responses"}
 # Served by relay upstreams only, with the model they assume when the body names none.
 RELAY_PATHS = {"/v1/completions": None, "/v1/embeddings": None,
-               "/v1/moderations": "omni-moderation-latest", "/v1/images/generations": "dall-e-2",
-               "/v1/audio/speech": None, "/v1/audio/transcriptions": None}
+               "/v1/moderations": "omni-moderation-latest", "/v1/audio/speech": None,
+               "/v1/audio/transcriptions": None}
+# Served by the web accounts, or by the relay for a model it routes (api/images.py).
+IMAGE_PATH = "/v1/images/generations"
+DEFAULT_MODELS = {**RELAY_PATHS, IMAGE_PATH: models.DEFAULT_IMAGE_MODEL}
 BACKEND_NAMES = {"web": "the web accounts", "relay": "the relay upstreams"}
 NO_RETRY = {"x-should-retry": "false"}
 
@@ -172,6 +179,11 @@ def answering_backends(services: Services, path: str, model: str | None) -> set[
     if path in RELAY_PATHS:
         return {"relay"}
     relay = services.relay
+    if path == IMAGE_PATH:
+        targets = relay.router.targets(model, web_knows=model in models.IMAGE_MODELS) \
+            if relay is not None and model else None
+        return {"web" if target.is_web else "relay" for target in targets} if targets \
+            else {"web"}
     if path in CHAT_PATHS and relay is not None and model:
         targets = relay.router.targets(
             model, web_knows=web_knows(model, services.config.default_model))
@@ -202,7 +214,7 @@ def check_scopes(services: Services, policy: KeyPolicy, ip: str, path: str | Non
                         headers=NO_RETRY)
     if path is None:
         return
-    model = requested_model(RELAY_PATHS.get(path) or services.config.default_model)
+    model = requested_model(DEFAULT_MODELS.get(path) or services.config.default_model)
     # Refused here, before the request is counted, when no backend that could serve it is
     # allowed; on a route that mixes both, the relay skips the targets the key may not use.
     backends = answering_backends(services, path, model)
@@ -292,14 +304,16 @@ def init_app(app: Flask) -> None:
             _counting_refusals(services, lambda: _require_admin(services.config))
             return
         client = None
-        if services.keys.enabled:
+        signed_link = request.method == "GET" and SIGNED_LINK.fullmatch(path) is not None
+        if services.keys.enabled and not signed_link:
             client = _counting_refusals(services, lambda: _require_client_key(services.keys))
         g.client_key = client
         ip = client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"),
                        services.config.trusted_proxies)
         policy = client.policy if client else None
         answering = request.method == "POST" and (
-            path in ANSWER_PATHS or path in RELAY_PATHS and services.relay is not None)
+            path in ANSWER_PATHS or path == IMAGE_PATH
+            or path in RELAY_PATHS and services.relay is not None)
         if policy is not None:
             check_scopes(services, policy, ip, path if answering else None)
         if path not in UNLIMITED_PATHS:
