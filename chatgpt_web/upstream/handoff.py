@@ -120,7 +120,8 @@ def _poll(session, upstream: Upstream, headers: dict, conversation_id: str, sent
                 return Completion(text=text if text.startswith(sent) else sent,
                                   conversation_id=conversation_id, message_id=message.get("id"),
                                   finish_type=finish.get("type") if isinstance(finish, dict)
-                                  else None, model_slug=metadata.get("model_slug"))
+                                  else None, model_slug=metadata.get("model_slug"),
+                                  message_model_slug=metadata.get("model_slug"))
         wait = min(poll_interval, max(0.0, deadline - time.monotonic()))
         time.sleep(wait)
         _remaining(deadline)

@@ -58,6 +58,9 @@ class Completion:
     title: str | None = None        # the title the upstream gave a new conversation
     banner: Banner | None = None    # e.g. account_sharing_degrade: answers from a lesser model
     reasoning: str | None = None    # the reasoning shown (thoughts, analysis); never in `text`
+    # The slug the answering message's own metadata names: a public slug (`gpt-5-2`) where
+    # model_slug may be server_ste_metadata's internal name (`i-mini`).
+    message_model_slug: str | None = None
 
     def continuing(self, earlier: Completion | None) -> Completion:
         """This leg's completion with what the earlier legs of the same answer said about the
@@ -67,7 +70,8 @@ class Completion:
         reasoning = "\n\n".join(r for r in (earlier.reasoning, self.reasoning) if r) or None
         return replace(self, title=self.title or earlier.title,
                        banner=self.banner or earlier.banner,
-                       model_slug=self.model_slug or earlier.model_slug, reasoning=reasoning)
+                       model_slug=self.model_slug or earlier.model_slug, reasoning=reasoning,
+                       message_model_slug=self.message_model_slug or earlier.message_model_slug)
 
 
 def _split_lines(text: str) -> list[str]:
@@ -753,9 +757,11 @@ class StreamReducer:
     @property
     def model_slug(self) -> str | None:
         """The model that answered: `server_ste_metadata.model_slug`, else the message's own."""
-        slug = _text_or_none(self.server_metadata.get("model_slug"))
-        if slug:
-            return slug
+        return _text_or_none(self.server_metadata.get("model_slug")) or self.message_model_slug
+
+    @property
+    def message_model_slug(self) -> str | None:
+        """The model slug the last visible (answering) message's metadata names, if any."""
         for entry in reversed(self._entries.values()):
             if entry.visible:
                 return _text_or_none(_field(entry.message, "metadata", "model_slug"))
@@ -810,6 +816,7 @@ class StreamReducer:
             message_id=_text_or_none(_str(last.get("id"))),
             finish_type=_str(finish.get("type")) if isinstance(finish, dict) else None,
             model_slug=self.model_slug,
+            message_model_slug=self.message_model_slug,
             title=self.title,
             banner=self.banner,
             reasoning=self.reasoning,
