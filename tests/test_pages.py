@@ -2,14 +2,19 @@
 (GET /admin), against the emulator through a live service."""
 from __future__ import annotations
 
+import csv
 import fnmatch
+import io
 import json
 import re
 import tomllib
 from pathlib import Path
 
+import httpx
 import pytest
 
+from tests.relay_fixtures import ADMIN_KEY as RELAY_ADMIN_KEY
+from tests.relay_fixtures import CLIENT_KEY, key_env, upstream
 from tests.servers import REPO
 from tests.service_fixtures import LiveServer
 
@@ -232,12 +237,186 @@ def test_console_shows_accounts_and_runs_the_actions(web_page, console_service, 
     _row(page, "alpha").locator("button[data-action=enable]").click()
     page.wait_for_function("() => document.querySelector('tr[data-account=alpha] "
                            "[data-testid=status]').textContent === 'healthy'")
-    # /admin/keys exists now (no scoped keys here); the relay part's place says it is to come.
-    assert "None configured." in page.locator("[data-testid=keys]").inner_text()
-    assert "Not available" in page.locator("[data-testid=upstreams]").inner_text()
+    # No client keys are asked of callers here, and there is no relay: both sections say so.
+    assert "No client keys yet." in page.locator("[data-testid=keys-note]").inner_text()
+    assert "nobody has to present one" in page.locator("[data-testid=keys-note]").inner_text()
+    assert "UPSTREAMS_FILE is not set" in page.locator("[data-testid=upstreams-note]").inner_text()
     assert page.evaluate("sessionStorage.getItem('chatgpt_web.admin_key')") == ADMIN
     assert page.evaluate("localStorage.length") == 0
     page.screenshot(path=str(artifacts / "console.png"), full_page=True)
+
+
+HOSTILE_LABEL = '<img src=x onerror="window.pwned=1"><b>Bot</b> & "co"'
+
+
+@pytest.fixture
+def keys_service(make_app, tmp_path, emulator):
+    """A service asking callers for a client key (KEYS_FILE, with one read-only key), with one
+    pooled account to answer them."""
+    accounts = tmp_path / "accounts.json"
+    accounts.write_text(json.dumps([{"name": "pooled",
+                                     "access_token": emulator.mint_access_token()}]))
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"keys": [{"id": "from-file", "label": "file key",
+                                          "hash": "sha256:" + "ab" * 32}]}))
+    server = LiveServer(make_app(ACCOUNTS_FILE=str(accounts), KEYS_FILE=str(keys),
+                                 ADMIN_KEY=ADMIN, RATE_LIMIT_IP="off"))
+    yield server
+    server.stop()
+
+
+def _ask_with(server, key, model="gpt-4o"):
+    return httpx.post(server.url + "/v1/chat/completions", timeout=30,
+                      headers={"Authorization": f"Bearer {key}"},
+                      json={"model": model, "messages": [{"role": "user", "content": "Hi"}]})
+
+
+def _open_console(page, server):
+    page.goto(server.url + "/admin")
+    page.fill("[data-testid=admin-key]", ADMIN)
+    page.click("[data-testid=unlock]")
+
+
+def _key_row(page, key_id):
+    return page.locator(f"tr[data-key='{key_id}']")
+
+
+def test_console_makes_a_key_that_works_then_disables_and_revokes_it(
+        web_page, keys_service, artifacts):
+    page = web_page
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"],
+                                   origin=keys_service.url)
+    _open_console(page, keys_service)
+    _key_row(page, "from-file").wait_for()
+    # A KEYS_FILE key is shown, but only its file can change it.
+    assert _key_row(page, "from-file").locator("button[data-action=revoke]").is_disabled()
+
+    page.click("#key-create summary")
+    form = page.locator("[data-testid=key-form]")
+    form.locator("[name=id]").fill("bot-1")
+    form.locator("[name=label]").fill(HOSTILE_LABEL)
+    form.locator("[name=models]").fill("gpt-4o, gpt-4o-mini")
+    form.locator("[name=concurrency]").fill("2")
+    form.locator("[name=requests_day]").fill("10")
+    form.locator("[name=tokens_month]").fill("100000")
+    page.click("[data-testid=create-key]")
+
+    # The key is shown once, can be copied, and works against /v1 within its scopes.
+    shown = page.locator("[data-testid=new-key-value]")
+    shown.wait_for()
+    key = shown.inner_text()
+    assert re.fullmatch(r"sk-cw-[A-Za-z0-9_-]{40,}", key)
+    page.click("[data-testid=copy-key]")
+    assert page.evaluate("navigator.clipboard.readText()") == key
+    answer = _ask_with(keys_service, key)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["message"]["content"] == "Echo: Hi"
+    assert _ask_with(keys_service, key, model="o1").json()["error"]["code"] \
+        == "model_not_allowed"
+
+    # The hostile label is text; the row shows the scopes and what the key used.
+    row = _key_row(page, "bot-1")
+    assert row.locator("[data-testid=label]").inner_text() == HOSTILE_LABEL
+    assert row.locator("img, b").count() == 0 and page.evaluate("window.pwned") is None
+    assert "gpt-4o, gpt-4o-mini" in row.inner_text() and "10/day requests" in row.inner_text()
+    page.click("#refresh")
+    page.wait_for_function("document.querySelector(\"tr[data-key='bot-1'] "
+                           "[data-testid=used-today]\").textContent.startsWith('1/10 req')")
+    page.screenshot(path=str(artifacts / "console-keys.png"), full_page=True)
+    page.click("[data-testid=new-key] button:has-text('Done')")
+    assert page.locator("[data-testid=new-key]").is_hidden()
+    assert key not in page.content()
+
+    # Disable, enable, revoke: each takes effect on /v1 at once.
+    row.locator("button[data-action=disable]").click()
+    page.wait_for_function("document.querySelector(\"tr[data-key='bot-1'] [data-testid=state]\")"
+                           ".textContent === 'disabled'")
+    assert _ask_with(keys_service, key).json()["error"]["code"] == "key_disabled"
+    row.locator("button[data-action=enable]").click()
+    page.wait_for_function("document.querySelector(\"tr[data-key='bot-1'] [data-testid=state]\")"
+                           ".textContent === 'active'")
+    assert _ask_with(keys_service, key).status_code == 200
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.locator("button[data-action=revoke]").click()
+    row.wait_for(state="detached")
+    assert _ask_with(keys_service, key).json()["error"]["code"] == "invalid_api_key"
+    assert page.script_errors == []
+
+
+def test_console_usage_totals_chart_and_csv_come_from_answered_requests(
+        web_page, keys_service, artifacts):
+    made = httpx.post(keys_service.url + "/admin/keys", json={"id": "charted"}, timeout=30,
+                      headers={"Authorization": f"Bearer {ADMIN}"}).json()
+    answer = _ask_with(keys_service, made["key"]).json()
+    tokens = answer["usage"]["prompt_tokens"] + answer["usage"]["completion_tokens"]
+    assert tokens > 0
+
+    page = web_page
+    _open_console(page, keys_service)
+    page.locator("[data-testid=usage-totals]").wait_for()
+    totals = page.locator("[data-testid=usage-totals]").inner_text()
+    prompt, completion = answer["usage"]["prompt_tokens"], answer["usage"]["completion_tokens"]
+    assert f"1 request, {prompt} prompt tokens, {completion} completion tokens" in totals
+    # Seven bars (the last seven UTC days); the day of the request holds it and its tokens.
+    bars = page.locator("[data-testid=usage-chart] g.bar")
+    assert bars.count() == 7
+    used = page.locator("[data-testid=usage-chart] g.bar[data-requests='1']")
+    assert used.count() == 1
+    assert used.locator("text.value").text_content() == f"{tokens:,}"
+    assert float(used.locator("rect.prompt").get_attribute("height")) > 0
+    assert float(used.locator("rect.completion").get_attribute("height")) > 0
+    assert bars.first.locator("text.value").text_content() == "0"
+    assert page.locator("[data-testid=usage-table] tbody tr").all_inner_texts() == [
+        f"charted\tgpt-4o\tweb\t1\t{prompt}\t{completion}"]
+
+    # Filtering by a key that used nothing; then the CSV of the whole period.
+    page.select_option("[data-testid=usage-key]", "from-file")
+    page.click("[data-testid=usage-form] button[type=submit]")
+    page.wait_for_function("document.querySelector('[data-testid=usage-totals]').textContent"
+                           ".includes('key from-file: 0 requests,')")
+    page.screenshot(path=str(artifacts / "console-usage-empty.png"))
+    page.select_option("[data-testid=usage-key]", "")
+    with page.expect_download() as download:
+        page.click("[data-testid=usage-csv]")
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert [(r["key"], r["model"], r["requests"]) for r in rows] == [("charted", "gpt-4o", "1")]
+    page.click("[data-testid=usage-form] button[type=submit]")
+    page.wait_for_function("document.querySelector('[data-testid=usage-totals]').textContent"
+                           ".includes('all keys: 1 request,')")
+    page.locator("#usage-panel").screenshot(path=str(artifacts / "console-usage.png"))
+    assert page.script_errors == []
+
+
+def test_console_shows_the_relay_keys_health(web_page, relay_service, fake_openai, artifacts):
+    plan = {"upstreams": [
+        upstream(fake_openai.base_url, "sk-fake-good-1", name="openai"),
+        {**upstream(fake_openai.base_url, "sk-fake-invalid-1", name="broken"),
+         "models": ["gpt-4o-mini"]}],
+        "models": {"gpt-4o-mini": {"routes": [{"to": "broken"}]}}}
+    server = relay_service(plan=plan, **key_env("broken", ["sk-fake-invalid-1"]))
+    refused = httpx.post(server.url + "/v1/chat/completions", timeout=30,
+                         headers={"Authorization": f"Bearer {CLIENT_KEY}"},
+                         json={"model": "gpt-4o-mini",
+                               "messages": [{"role": "user", "content": "Hi"}]})
+    assert refused.status_code >= 400
+
+    page = web_page
+    page.goto(server.url + "/admin")
+    page.fill("[data-testid=admin-key]", RELAY_ADMIN_KEY)
+    page.click("[data-testid=unlock]")
+    table = page.locator("[data-testid=upstreams]")
+    table.wait_for()
+    rows = {row.get_attribute("data-upstream"): row
+            for row in table.locator("tbody tr").all()}
+    assert set(rows) == {"openai", "broken"}
+    assert rows["openai"].locator("[data-testid=health]").inner_text() == "healthy"
+    broken = rows["broken"].locator("td").all_inner_texts()
+    assert broken[:4] == ["broken", "k0", "1", "disabled"]
+    # until the key is tried again, as a countdown
+    assert re.fullmatch(r"\d+d \d+h|\d+h \d\dm|\d+m \d\ds", broken[4]), broken[4]
+    assert broken[5] != "—"  # the reason
+    page.locator("#upstreams-panel").screenshot(path=str(artifacts / "console-upstreams.png"))
+    assert page.script_errors == []
 
 
 

@@ -4,7 +4,8 @@
     POST /admin/accounts/<id>/check      renew its token now and try it upstream (no quota spent)
     POST /admin/accounts/<id>/disable    take it out of rotation
     POST /admin/accounts/<id>/enable     put it back, with a clean record
-    GET  /admin/keys                     every scoped client key (never a key or its hash)
+    GET  /admin/keys                     every scoped client key (never a key or its hash), with
+                                         its quota use today and this month
     POST /admin/keys                     make a scoped key: the answer shows the key, once
     GET|PATCH|DELETE /admin/keys/<id>    read, change (null removes a scope), revoke at once
     GET  /admin/usage?from=&to=&key=&format=csv   the usage ledger (UTC days, counts only)
@@ -21,6 +22,7 @@ from datetime import UTC, date, datetime, timedelta
 from flask import Blueprint, Response, jsonify, request
 
 from ..errors import ApiError, BadRequest, NotFound
+from ..key_policy import KeyPolicy
 from ..keys import KeyBook
 from ..pool import AccountPool
 from ..services import current
@@ -96,9 +98,20 @@ def _fields() -> dict:
     return body
 
 
+def _shown(policy: KeyPolicy) -> dict:
+    """A key's scopes and what it used today and this month (as GET /v1/key shows its holder)."""
+    services = current()
+    return {**policy.scopes(), "usage": services.ledger.status(policy, policy.id),
+            "in_flight": services.ledger.in_flight(policy.id)}
+
+
 @blueprint.get("/keys")
 def list_keys():
-    return jsonify({"keys": [policy.scopes() for policy in _book().list()]})
+    """`required` is false when no client key is asked of callers (neither KEYS_FILE nor
+    API_KEYS is set): keys made then are kept but nobody has to present one."""
+    services = current()
+    return jsonify({"required": services.keys.enabled,
+                    "keys": [_shown(policy) for policy in _book().list()]})
 
 
 @blueprint.post("/keys")
@@ -110,12 +123,12 @@ def create_key():
 
 @blueprint.get("/keys/<key_id>")
 def get_key(key_id: str):
-    return jsonify(_book().get(key_id).scopes())
+    return jsonify(_shown(_book().get(key_id)))
 
 
 @blueprint.patch("/keys/<key_id>")
 def update_key(key_id: str):
-    return jsonify(_book().update(key_id, _fields()).scopes())
+    return jsonify(_shown(_book().update(key_id, _fields())))
 
 
 @blueprint.delete("/keys/<key_id>")
