@@ -18,8 +18,9 @@ from urllib.parse import urlsplit
 
 from flask import Flask, g, request
 
+from . import models
 from .config import Config
-from .errors import ApiError, Forbidden, RateLimited, Unauthorized
+from .errors import ApiError, Forbidden, NotFound, RateLimited, Unauthorized
 from .key_policy import KeyPolicy
 from .keys import ClientKey, KeyRing
 from .limits import headers_for
@@ -35,9 +36,14 @@ OPEN_PREFIXES = ("/static/",)
 UNLIMITED_PATHS = frozenset({"/metrics"})
 ADMIN_PREFIX = "/admin"
 # POSTed here, a request is answered by a backend: a scoped key's model and backend scopes,
-# concurrency cap and quotas apply (ledger.py).
-ANSWER_PATHS = frozenset({"/send_message", "/v1/chat/completions", "/chat/completions",
-                          "/v1/responses"})
+# concurrency cap and quotas apply (ledger.py). The relay's paths count when it is configured.
+CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+ANSWER_PATHS = CHAT_PATHS | {"/send_message", "/v1/responses"}
+# Served by relay upstreams only, with the model they assume when the body names none.
+RELAY_PATHS = {"/v1/completions": None, "/v1/embeddings": None,
+               "/v1/moderations": "omni-moderation-latest", "/v1/images/generations": "dall-e-2",
+               "/v1/audio/speech": None, "/v1/audio/transcriptions": None}
+BACKEND_NAMES = {"web": "the web accounts", "relay": "the relay upstreams"}
 NO_RETRY = {"x-should-retry": "false"}
 
 
@@ -142,14 +148,47 @@ def requested_model(default: str) -> str | None:
         body = request.get_json(silent=True)
         value = body.get("model") if isinstance(body, dict) else None
     else:
+        if request.mimetype == "multipart/form-data":
+            # Keep the body: the relay passes a multipart upload on as it came (get_data after
+            # the form was parsed would be empty). MAX_CONTENT_LENGTH bounds it.
+            request.get_data(cache=True, parse_form_data=False)
         value = request.form.get("model")
     if value is None or value == "":
         return default
     return value if isinstance(value, str) else None
 
 
-def check_scopes(policy: KeyPolicy, ip: str, answering: bool, default_model: str) -> None:
-    """Refuse a request outside the scoped key's scopes.
+def web_knows(model: str, default_model: str) -> bool:
+    """Whether the web backend accepts the model name `model`."""
+    try:
+        models.resolve(model, extra_slugs=(default_model,))
+    except NotFound:
+        return False
+    return True
+
+
+def answering_backends(services: Services, path: str, model: str | None) -> set[str]:
+    """The backends that may answer a POST to `path` for `model`: "web" and/or "relay"."""
+    if path in RELAY_PATHS:
+        return {"relay"}
+    relay = services.relay
+    if path in CHAT_PATHS and relay is not None and model:
+        targets = relay.router.targets(
+            model, web_knows=web_knows(model, services.config.default_model))
+        if targets:
+            return {"web" if target.is_web else "relay" for target in targets}
+    return {"web"}
+
+
+def backend_refused(backends) -> Forbidden:
+    names = " or ".join(BACKEND_NAMES[name] for name in sorted(backends))
+    return Forbidden(f"this API key may not use {names}, which serve this request",
+                     "backend_not_allowed", headers=NO_RETRY)
+
+
+def check_scopes(services: Services, policy: KeyPolicy, ip: str, path: str | None) -> None:
+    """Refuse a request outside the scoped key's scopes (`path`: the answer path POSTed to,
+    None for other requests).
 
     :raise Unauthorized: key_disabled, key_expired. :raise Forbidden: ip_not_allowed,
         backend_not_allowed, model_not_allowed.
@@ -161,13 +200,14 @@ def check_scopes(policy: KeyPolicy, ip: str, answering: bool, default_model: str
     if not policy.allows_ip(ip):
         raise Forbidden("this API key may not be used from this address", "ip_not_allowed",
                         headers=NO_RETRY)
-    if not answering:
+    if path is None:
         return
-    # Answers run on the web accounts (the only backend this path serves).
-    if not policy.allows_backend("web"):
-        raise Forbidden("this API key may not use the web accounts backend",
-                        "backend_not_allowed", headers=NO_RETRY)
-    model = requested_model(default_model)
+    model = requested_model(RELAY_PATHS.get(path) or services.config.default_model)
+    # Refused here, before the request is counted, when no backend that could serve it is
+    # allowed; on a route that mixes both, the relay skips the targets the key may not use.
+    backends = answering_backends(services, path, model)
+    if not any(policy.allows_backend(backend) for backend in backends):
+        raise backend_refused(backends)
     if model is not None and not policy.allows_model(model):
         raise Forbidden(f"this API key may not use the model {model[:100]!r}",
                         "model_not_allowed", param="model", headers=NO_RETRY)
@@ -258,9 +298,10 @@ def init_app(app: Flask) -> None:
         ip = client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"),
                        services.config.trusted_proxies)
         policy = client.policy if client else None
-        answering = request.method == "POST" and path in ANSWER_PATHS
+        answering = request.method == "POST" and (
+            path in ANSWER_PATHS or path in RELAY_PATHS and services.relay is not None)
         if policy is not None:
-            check_scopes(policy, ip, answering, services.config.default_model)
+            check_scopes(services, policy, ip, path if answering else None)
         if path not in UNLIMITED_PATHS:
             g.rate_limit = services.limiter.check(
                 client.id if client else None, ip,

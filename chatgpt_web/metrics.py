@@ -46,6 +46,18 @@ MODERATION_CHECKS = Counter("chatgpt_web_moderation_checks_total",
                             "Prompts screened by MODERATION", ["result"])
 MODERATION_SECONDS = Histogram("chatgpt_web_moderation_seconds", "Time one moderation check took",
                                buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5))
+# Relay upstreams are labelled by their name in UPSTREAMS_FILE (never a key or a URL): the
+# operator's config bounds the series, as the outcome kinds of relay/outcomes.py do.
+RELAY_ATTEMPTS = Counter("chatgpt_web_relay_attempts_total",
+                         "Requests sent to relay upstreams, by upstream name and outcome "
+                         "(ok, client, disable, rate, model, soft)", ["upstream", "outcome"])
+RELAY_BROKEN_STREAMS = Counter("chatgpt_web_relay_broken_streams_total",
+                               "Relayed streams that failed after their first event",
+                               ["upstream"])
+RELAY_OVERHEAD = Histogram("chatgpt_web_relay_overhead_seconds",
+                           "The service's own time before a relayed answer starts (time spent "
+                           "waiting on upstreams excluded)",
+                           buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5))
 STREAMS_IN_FLIGHT = Gauge("chatgpt_web_streams_in_flight", "Answers being relayed now",
                           multiprocess_mode="livesum")
 

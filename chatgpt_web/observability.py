@@ -28,6 +28,7 @@ MAX_REQUEST_ID_LENGTH = 64
 
 _ENVIRON_ID = "chatgpt_web.request_id"
 _ENVIRON_ROUTE = "chatgpt_web.route"
+ENVIRON_STARTED = "chatgpt_web.started"  # time.monotonic() when the request arrived
 _NOT_ID_CHARACTER = re.compile(r"[^A-Za-z0-9._:-]")
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -81,6 +82,7 @@ class RequestObserver:
     def __call__(self, environ: dict, start_response):
         exchange = _Exchange(environ)
         environ[_ENVIRON_ID] = exchange.request_id
+        environ[ENVIRON_STARTED] = exchange.started  # the relay's x-chatgpt-web-overhead-ms
 
         def start_with_id(status: str, headers: list, exc_info=None):
             exchange.status = int(status[:3])

@@ -7,19 +7,29 @@ model's route says so; `listed_models()` and `find_model()` add the relay's mode
 Who pays: with client keys on, the server's upstream keys. With RELAY_BYOK on and client keys
 off, a bearer that starts with `sk-` is the caller's own upstream key: it goes to the route's
 first upstream, untouched, and is never stored or logged (no key health either).
+
+Every relayed request of a scoped key stays inside its `backends` scope (relay targets are
+skipped for a key without "relay", web targets for a key without "web"), its prompt is screened
+by MODERATION before any upstream sees it, and its answer's `usage` goes to the key's ledger
+(backend "relay") and token quotas.
 """
 from __future__ import annotations
 
 import json
+import logging
+import time
 
 from flask import request
 
 from .. import models
-from ..access import bearer
+from ..access import backend_refused, bearer, client_key, web_knows
 from ..errors import ApiError, BadRequest, NotFound, PayloadTooLarge, ServiceUnavailable
+from ..ledger import Ledger
+from ..observability import ENVIRON_STARTED
 from ..relay.forward import RelayRequest
 from ..services import Services
 
+log = logging.getLogger(__name__)
 DEFAULT_MODERATION_MODEL = "omni-moderation-latest"
 
 
@@ -68,10 +78,71 @@ def json_request(services: Services, path: str, *, binary: bool = False,
                         own_key(services))
 
 
-def run(services: Services, relay_request: RelayRequest, *, web_fallback: bool = False):
-    """Forward `relay_request` along its model's relay targets; None when the web pool should
-    serve it instead (only with `web_fallback`, for chat). :raise ApiError: no target served."""
+def prompt_texts(path: str, body: dict | None) -> list[str]:
+    """The caller's texts in a relay request, for moderation: chat message contents (text
+    parts), a completion's prompt, embedding inputs, an image prompt, the text to speak."""
+    if not isinstance(body, dict):
+        return []
+    if path == "/chat/completions":
+        messages = body.get("messages")
+        found = []
+        for message in messages if isinstance(messages, list) else ():
+            content = message.get("content") if isinstance(message, dict) else None
+            found += _texts(content, parts=True)
+        return found
+    field = {"/completions": "prompt", "/embeddings": "input", "/images/generations": "prompt",
+             "/audio/speech": "input"}.get(path)
+    return _texts(body.get(field), parts=False) if field else []
+
+
+def _texts(value, *, parts: bool) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list):
+        return []
+    if parts:  # content parts: {"type": "text", "text": ...}
+        return [part["text"] for part in value
+                if isinstance(part, dict) and isinstance(part.get("text"), str)]
+    return [item for item in value if isinstance(item, str)]  # token arrays carry no text
+
+
+def _recorder(ledger: Ledger, key_id: str, relay_request: RelayRequest):
+    """The callback that adds a complete relayed answer to its key's ledger and token quotas,
+    from the upstream's `usage` (counts only, no text)."""
+    def record(usage: dict | None) -> None:
+        usage = usage or {}
+        prompt = _count(usage, "prompt_tokens", "input_tokens")
+        completion = _count(usage, "completion_tokens", "output_tokens")
+        try:
+            ledger.record(key_id, relay_request.model, "relay", prompt, completion)
+        except ApiError as error:  # the answer is already given: a ledger outage must not fail it
+            log.warning("usage of key %s not recorded (%s)", key_id, error.code)
+    return record
+
+
+def _count(usage: dict, *names: str) -> int:
+    for name in names:
+        value = usage.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return 0
+
+
+def run(services: Services, relay_request: RelayRequest):
+    """Forward `relay_request` along its model's relay targets.
+
+    :raise ApiError: backend_not_allowed, content_blocked (MODERATION=block), or no target
+        served."""
     relay = relay_of(services)
+    key = client_key()
+    if key is not None and key.policy is not None and not key.policy.allows_backend("relay"):
+        raise backend_refused({"relay"})
+    moderator = services.moderator
+    if moderator is not None and relay_request.path != "/moderations":
+        moderator.check(prompt_texts(relay_request.path, relay_request.json))
+    if key is not None:
+        relay_request.on_complete = _recorder(services.ledger, key.id, relay_request)
+    relay_request.started = request.environ.get(ENVIRON_STARTED, time.monotonic())
     targets = relay.router.targets(relay_request.model)
     if targets is None or not any(not t.is_web for t in targets):
         raise NotFound(f"The model `{relay_request.model}` does not exist or you do not have "
@@ -124,29 +195,31 @@ def route_chat(services: Services):
     model = body.get("model") if isinstance(body, dict) else None
     if not isinstance(model, str) or not model:
         return None
-    web_knows = _web_knows(services, model)
-    targets = relay.router.targets(model, web_knows=web_knows)
+    knows = web_knows(model, services.config.default_model)
+    targets = relay.router.targets(model, web_knows=knows)
+    key = client_key()
+    policy = key.policy if key is not None else None
+    if targets is not None and policy is not None:
+        allowed = tuple(t for t in targets
+                        if policy.allows_backend("web" if t.is_web else "relay"))
+        if not allowed:
+            raise backend_refused({"web" if t.is_web else "relay" for t in targets})
+        targets = allowed
     if targets is None or all(t.is_web for t in targets):
+        if policy is not None and not policy.allows_backend("web"):
+            raise backend_refused({"web"})
         return None
     ordered = relay.router.ordered(targets)
-    web_ok = any(t.is_web for t in ordered) and web_knows and _web_can_serve(services, body)
+    web_ok = any(t.is_web for t in ordered) and knows and _web_can_serve(services, body)
     if ordered[0].is_web and web_ok:
         return None
     relay_request = json_request(services, "/chat/completions", decoded=body)
     try:
         return run(services, relay_request)
-    except ApiError:
-        if web_ok:
+    except ApiError as error:
+        if web_ok and error.code != "content_blocked":
             return None
         raise
-
-
-def _web_knows(services: Services, model: str) -> bool:
-    try:
-        models.resolve(model, extra_slugs=(services.config.default_model,))
-    except NotFound:
-        return False
-    return True
 
 
 def listed_models(services: Services, already: set[str]) -> list[dict]:

@@ -110,6 +110,42 @@ def rename_model(event: bytes, upstream_name: bytes, public_name: bytes) -> byte
     return event
 
 
+def _usage_object(value) -> dict | None:
+    usage = value.get("usage") if isinstance(value, dict) else None
+    return usage if isinstance(usage, dict) else None
+
+
+def usage_of_body(body: bytes) -> dict | None:
+    """The `usage` object of a JSON answer, or None."""
+    if b'"usage"' not in body:  # embeddings and images are large: parsed only when worth it
+        return None
+    try:
+        return _usage_object(json.loads(body))
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def usage_in(tail: bytes) -> dict | None:
+    """The last `usage` object of the events in `tail` (the end of a stream), or None.
+
+    Only a `data:` line that `tail` holds whole is read: an event cut at the start of the tail is
+    skipped, as a stream without usage is.
+    """
+    end = len(tail)
+    while (at := tail.rfind(b'"usage":{', 0, end)) >= 0:
+        start = tail.rfind(b"data:", 0, at)
+        stop = tail.find(b"\n", at)
+        if start >= 0 and stop >= 0 and b"\n" not in tail[start:at]:
+            try:
+                usage = _usage_object(json.loads(tail[start + 5:stop]))
+            except (ValueError, UnicodeDecodeError):
+                usage = None
+            if usage is not None:
+                return usage
+        end = at
+    return None
+
+
 def error_event(message: str, code: str) -> bytes:
     """The terminal event of a broken stream: an OpenAI error envelope the SDK raises."""
     body = {"error": {"message": message, "type": "api_error", "param": None, "code": code}}

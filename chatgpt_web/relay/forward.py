@@ -21,12 +21,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from flask import Response
 
 from ..errors import ApiError
+from ..metrics import RELAY_ATTEMPTS, RELAY_BROKEN_STREAMS, RELAY_OVERHEAD
 from . import events, outcomes
 from .routing import Attempt, Router
 from .scrub import Scrubber, client_headers
@@ -35,6 +36,8 @@ from .wire import Exchange, TransportFailure
 log = logging.getLogger(__name__)
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
 MAX_ERROR_BYTES = 1024 * 1024
+# The end of a stream kept to read its usage chunk from (the chunk is small and comes last).
+USAGE_TAIL_BYTES = 8192
 
 
 @dataclass
@@ -49,6 +52,11 @@ class RelayRequest:
     json: dict | None = None
     binary: bool = False  # the answer is a binary body to pipe (speech)
     own_key: str | None = None  # the caller's upstream key (RELAY_BYOK): never stored or logged
+    # Called once with the answer's `usage` object (None when the upstream gave none) when the
+    # answer is complete, before its last bytes reach the caller (the usage ledger).
+    on_complete: Callable[[dict | None], None] | None = None
+    # time.monotonic() when the service received the request (x-chatgpt-web-overhead-ms).
+    started: float | None = None
 
     @property
     def wants_usage(self) -> bool:
@@ -114,17 +122,25 @@ class Relay:
         scrub = self._scrub_for(request)
         last: outcomes.Outcome | None = None
         tried = 0
+        upstream_time = 0.0  # spent waiting on upstreams: the rest is the service's overhead
         for attempt in attempts:
             if tried >= self.max_attempts or time.monotonic() >= deadline:
                 break
             tried += 1
+            began = time.monotonic()
             outcome, response = self._try(request, attempt, deadline, scrub)
+            upstream_time += time.monotonic() - began
+            RELAY_ATTEMPTS.labels(attempt.upstream.name, outcome.kind).inc()
             streaming = response is not None and response.mimetype == "text/event-stream"
             if request.own_key is None and not streaming:  # a stream records its own end
                 self.health.record(attempt.upstream.name, attempt.key.id, outcome,
                                    attempt.model, attempt.state)
             if response is not None:
                 response.headers["x-chatgpt-web-attempts"] = str(tried)
+                if request.started is not None:
+                    overhead = max(0.0, time.monotonic() - request.started - upstream_time)
+                    response.headers["x-chatgpt-web-overhead-ms"] = f"{overhead * 1000:.1f}"
+                    RELAY_OVERHEAD.observe(overhead)
                 return response
             last = outcome
             if not outcome.failover:
@@ -186,10 +202,12 @@ class Relay:
                     if attempt.model != request.model and "json" in content_type:
                         answer = events.rename_model(answer, attempt.model.encode(),
                                                      request.model.encode())
+                    if request.on_complete is not None:
+                        request.on_complete(events.usage_of_body(answer))
                     return outcome, Response(answer, status, headers=client_headers(headers))
                 return outcome, None
             if request.binary:
-                pipe = self._pipe_bytes(exchange, b"", deadline)
+                pipe = self._pipe_bytes(exchange, b"", deadline, request.on_complete)
                 return outcomes.Outcome(outcomes.OK, False), Response(
                     pipe, 200, headers=client_headers(headers))
             if "text/event-stream" not in content_type:
@@ -197,6 +215,8 @@ class Relay:
                 exchange.close()
                 if not _is_json(answer):
                     return outcomes.bad_answer(), None
+                if request.on_complete is not None:
+                    request.on_complete(events.usage_of_body(answer))
                 return outcomes.Outcome(outcomes.OK, False), Response(
                     answer, 200, headers=client_headers(headers))
             return self._commit_stream(request, attempt, exchange, injected, commit_by,
@@ -250,6 +270,7 @@ class Relay:
 
         def broken(message: str, code: str) -> bytes:
             # The strike is recorded before the event goes out: the caller may act on it at once.
+            RELAY_BROKEN_STREAMS.labels(attempt.upstream.name).inc()
             if request.own_key is None:
                 self.health.record(attempt.upstream.name, attempt.key.id,
                                    outcomes.Outcome(outcomes.SOFT, False, ApiError(message, code)))
@@ -257,6 +278,8 @@ class Relay:
 
         seen_done = seen_finish = False
         tail = b""
+        settle = request.on_complete  # called once, when the answer is known to be complete
+        usage_tail = b""
         try:
             data = held
             last_byte = time.monotonic()
@@ -268,6 +291,11 @@ class Relay:
                     seen_done = seen_done or events.DONE in scan
                     seen_finish = seen_finish or events.finishes(scan)
                     tail = scan[-40:]
+                    if settle is not None:
+                        usage_tail = (usage_tail + data)[-USAGE_TAIL_BYTES:]
+                        if seen_done:  # settled before [DONE] goes out: the caller stops there
+                            settle(events.usage_in(usage_tail))
+                            settle = None
                     if out:
                         yield out
                 now = time.monotonic()
@@ -305,13 +333,15 @@ class Relay:
                         self.health.record(attempt.upstream.name, attempt.key.id,
                                            outcomes.Outcome(outcomes.OK, False), attempt.model,
                                            attempt.state)
+                    if settle is not None:
+                        settle(events.usage_in(usage_tail))
                     if not seen_done:
                         yield events.DONE + b"\n\n"  # complete, but the upstream omitted it
                     return
         finally:
             exchange.close()
 
-    def _pipe_bytes(self, exchange, first: bytes, deadline) -> Iterator[bytes]:
+    def _pipe_bytes(self, exchange, first: bytes, deadline, settle=None) -> Iterator[bytes]:
         try:
             if first:
                 yield first
@@ -322,6 +352,8 @@ class Relay:
                 except TransportFailure:
                     return  # a binary body cannot carry an error: the short body tells
                 if not data:
+                    if data == b"" and settle is not None:  # the end, not a silence
+                        settle(None)
                     return
                 yield data
         finally:
