@@ -103,7 +103,9 @@ class Services:
         """Client keys' quotas, concurrency leases and usage counters, in `store`."""
         return self._once("ledger", lambda: Ledger(
             self.store, self.config.usage_retention_days,
-            metrics_per_key=self.config.metrics_per_key))
+            metrics_per_key=self.config.metrics_per_key,
+            # A token hold outlives a stuck answer by at most its deadline and a minute.
+            hold_ttl=self.config.request_timeout + 60))
 
     @property
     def limiter(self) -> RateLimiter:
