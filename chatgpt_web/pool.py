@@ -437,8 +437,7 @@ class AccountPool:
                     banner: str | None = None) -> None:
         """Count the answer in the account's model share, and flag a silent downgrade: an answer
         from another model than the one asked (models.answered_as_asked: "auto", internal and
-        unknown slugs say nothing), or the account_sharing_degrade banner. The flag is cleared
-        when the account serves the requested model again."""
+        unknown slugs say nothing), or the account_sharing_degrade banner."""
         degraded = banner == "account_sharing_degrade"
         extra = (self.models.known(account.id) or ()) if self.models is not None else ()
         as_asked = answered_as_asked(requested, served, tuple(extra))
@@ -452,8 +451,12 @@ class AccountPool:
             if degraded:
                 flag["banner"] = banner
             self._update(account, downgraded=flag)
-        elif as_asked and self.state(account).get("downgraded"):
-            self._update(account, downgraded=None)
+        elif as_asked is not False:
+            # Cleared by an answer from the model asked, or, for a banner flag, by an answer
+            # without the banner (an account asked only for "auto" would otherwise stay flagged).
+            flagged = self.state(account).get("downgraded")
+            if flagged and (as_asked or flagged.get("banner")):
+                self._update(account, downgraded=None)
 
     def model_share(self, account: Account) -> dict:
         """Answers whose model could be told, and those from another model, in this and the

@@ -184,6 +184,18 @@ def test_a_share_of_answers_from_another_model_makes_the_account_degraded(solo, 
     assert row["degraded"] is False and row["downgraded"] is None
 
 
+def test_the_banner_flag_clears_with_the_first_answer_without_it(solo, emulator):
+    emulator.switches.force_format = "v1"
+    emulator.switches.degraded = True
+    send(solo, model="auto")  # auto: the model says nothing, the banner does
+    row = rows(solo)["solo"]
+    assert row["downgraded"]["banner"] == "account_sharing_degrade" and row["degraded"] is True
+    emulator.switches.degraded = False
+    send(solo, model="auto")
+    row = rows(solo)["solo"]
+    assert row["downgraded"] is None and row["degraded"] is False
+
+
 # --- refusals and renewals in a row ---------------------------------------------------------------
 
 def test_refusals_in_a_row_are_counted_alerted_and_reset_by_a_success(solo, emulator, receiver):
