@@ -213,7 +213,8 @@ def _row(page, account):
     return page.locator(f"tr[data-account={account}]")
 
 
-def test_console_shows_accounts_and_runs_the_actions(web_page, console_service, artifacts):
+def test_console_shows_accounts_and_runs_the_actions(web_page, console_service, artifacts,
+                                                     emulator):
     page = web_page
     page.goto(console_service.url + "/admin")
     page.fill("[data-testid=admin-key]", "wrong key")
@@ -231,12 +232,20 @@ def test_console_shows_accounts_and_runs_the_actions(web_page, console_service, 
     page.wait_for_function("() => /^1h \\d\\dm$/.test(document.querySelector("
                            "'tr[data-account=beta] [data-testid=expires]').textContent)")
 
+    # A refused check shows in the row's "in a row" cell; enabling clears it.
+    emulator.switches.fail_with, emulator.switches.fail_at = "cloudflare", "any"
+    _row(page, "alpha").locator("button[data-action=check]").click()
+    page.wait_for_function("() => document.querySelector('tr[data-account=alpha] "
+                           "[data-testid=troubles]').textContent === '1 refused'")
+    emulator.switches.fail_with = None
+
     _row(page, "alpha").locator("button[data-action=disable]").click()
     page.wait_for_function("() => document.querySelector('tr[data-account=alpha] "
                            "[data-testid=status]').textContent === 'disabled'")
     _row(page, "alpha").locator("button[data-action=enable]").click()
     page.wait_for_function("() => document.querySelector('tr[data-account=alpha] "
                            "[data-testid=status]').textContent === 'healthy'")
+    assert _row(page, "alpha").locator("[data-testid=troubles]").inner_text() == "none"
     # No client keys are asked of callers here, and there is no relay: both sections say so.
     assert "No client keys yet." in page.locator("[data-testid=keys-note]").inner_text()
     assert "nobody has to present one" in page.locator("[data-testid=keys-note]").inner_text()
