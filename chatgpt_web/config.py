@@ -280,6 +280,9 @@ class Config:
     # Hardest proof-of-work difficulty we try to solve; a lower hex prefix is harder.
     pow_max_difficulty: str = setting("POW_MAX_DIFFICULTY", hex_digits, "000032")
     pow_workers: int = setting("POW_WORKERS", positive_int, 1)
+    # "preload": the gunicorn master loads the usage tokenizer before it forks the workers, which
+    # then share one copy; "lazy": each process loads its own on its first count (usage.py).
+    usage_tokenizer: str = setting("USAGE_TOKENIZER", one_of("preload", "lazy"), "preload")
     history_disabled: bool = setting("HISTORY_DISABLED", boolean, False)
     # Seconds before a JWT's exp at which a cached token stops being served (0: until exp).
     token_expiry_margin: int = setting("TOKEN_EXPIRY_MARGIN", non_negative_int, 300)
@@ -350,6 +353,15 @@ class Config:
     # caller may point reverse_proxy at a server it controls.
     max_upstream_event_bytes: int = setting("MAX_UPSTREAM_EVENT_BYTES", positive_int, 1 << 20)
     max_upstream_answer_bytes: int = setting("MAX_UPSTREAM_ANSWER_BYTES", positive_int, 32 << 20)
+    # --- generated images (api/images.py, image_links.py, upstream/downloads.py) ---
+    # Key of the HMAC that signs image links; unset: a random one kept in the Store.
+    image_link_secret: str | None = setting("IMAGE_LINK_SECRET", optional_text, secret=True)
+    # Seconds an image link (/v1/files/<id>/content?expires=&sig=) stays valid.
+    image_link_ttl: int = setting("IMAGE_LINK_TTL", positive_int, 3600)
+    # Seconds one image turn may take, the wait for the drawn image included.
+    image_timeout: float = setting("IMAGE_TIMEOUT", positive_float, 300.0)
+    # Largest generated file the service downloads from an account, in bytes (502 beyond).
+    max_image_bytes: int = setting("MAX_IMAGE_BYTES", positive_int, 20 << 20)
     # --- slow clients (buffered_worker.py, the gunicorn worker) ---
     # Seconds a request's headers may take to arrive, and then its body (408 and closed beyond).
     request_header_timeout: float = setting("REQUEST_HEADER_TIMEOUT", positive_float, 10.0)
