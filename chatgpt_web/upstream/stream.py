@@ -863,4 +863,5 @@ class StreamReducer:
         return Completion(text=self._turn_text([]), conversation_id=self.conversation_id,
                           message_id=_text_or_none(_str(drawn[-1].get("id"))),
                           finish_type="stop", model_slug=self.model_slug, title=self.title,
-                          banner=self.banner, reasoning=self.reasoning, images=images)
+                          banner=self.banner, reasoning=self.reasoning, images=images,
+                          message_model_slug=self.message_model_slug)
