@@ -332,7 +332,31 @@ def init_app(app: Flask) -> None:
             _look_for_alerts()
         lease = g.pop("key_lease", None)
         if lease is not None:
-            ledger, key_id, lease_id = lease
-            # On close: a stream holds its slot until its last byte is sent.
-            response.call_on_close(lambda: ledger.release(key_id, lease_id))
+            _release_when_answered(response, *lease)
         return response
+
+
+def _release_when_answered(response, ledger, key_id: str, lease_id: str) -> None:
+    """Give a key's slot back once `response` is answered: a whole answer now; a stream when its
+    last chunk has gone to the server, before the server ends the body, so that a client that has
+    read the end may ask again at once (on close it would race with that next request). A stream
+    closed early (the client left) gives it back on close."""
+    released = []
+
+    def release() -> None:
+        if not released:
+            released.append(True)
+            ledger.release(key_id, lease_id)
+
+    if not response.is_streamed:
+        release()
+        return
+
+    def chunks_then_release(chunks):
+        try:
+            yield from chunks
+        finally:
+            release()
+
+    response.response = chunks_then_release(response.response)
+    response.call_on_close(release)
