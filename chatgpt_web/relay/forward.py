@@ -115,10 +115,11 @@ class Relay:
                         total_timeout=max(0.001, deadline - time.monotonic()))
 
     # --- the loop ------------------------------------------------------------------------------
-    def forward(self, request: RelayRequest, attempts: Iterator[Attempt],
-                targets: list) -> Response:
-        """The caller's answer from the first key that serves. :raise ApiError: none did."""
-        deadline = time.monotonic() + self.timeouts.total
+    def forward(self, request: RelayRequest, attempts: Iterator[Attempt], targets: list,
+                timeout: float | None = None) -> Response:
+        """The caller's answer from the first key that serves, within RELAY_TOTAL_TIMEOUT (or
+        `timeout`, when shorter). :raise ApiError: none did."""
+        deadline = time.monotonic() + min(self.timeouts.total, timeout or self.timeouts.total)
         scrub = self._scrub_for(request)
         last: outcomes.Outcome | None = None
         tried = 0
