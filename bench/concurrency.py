@@ -1,24 +1,40 @@
-"""How many simultaneous streams the production server configuration carries.
+"""How many simultaneous answers the production server configuration carries, and at what cost.
 
-    python bench/concurrency.py                       # N = 50, 200, 500
-    python bench/concurrency.py --levels 20 --words 40
+    python bench/concurrency.py                        # N = 50, 200, 500; both dialects; 3 faces
+    python bench/concurrency.py --levels 20,50 --dialects 2026 --faces stream --words 40
 
 It starts the local ChatGPT emulator (`python -m tests.emulator`, its own program) streaming a
 long answer slowly, and the service exactly as deployed (`gunicorn -c gunicorn.conf.py wsgi:app`,
-server settings from the environment as in production), both on 127.0.0.1. For each N it opens N
-streaming /send_message requests at once and prints:
+server settings from the environment as in production), both on 127.0.0.1, once per protocol
+dialect: CHATGPT_PROTOCOL=2026 against the emulator as today's site, CHATGPT_PROTOCOL=2024
+against the emulator as a 2024-only mirror (`--dialect 2024`). For each face and each N it opens
+N requests at once and prints:
 
-* the share that completed without error (status 200 and a final `data: [DONE]`);
-* time to first token (the first answer word) p50 / p99 through the service; the same for N
-  clients talking to the emulator directly (chat-requirements, then the conversation POST: the
-  protocol steps the service performs); and the ratio service / direct;
-* the service's peak memory: the summed RSS of the gunicorn master, its workers and their
-  children, sampled from /proc every 50 ms while the N streams run.
+* `ok`: the share that completed without error (status 200 and, streamed, a final [DONE]);
+* `TTFT p50/p99/max`: time to the first answer word through the service (non-streamed answers:
+  time to the whole answer), and `direct p50/p99`: the same for N clients asking the emulator
+  directly for the same stream (the one-step sentinel, then the conversation POST with the body
+  of that dialect, so both paths receive the same events at the same pace); `ratio` is
+  service / direct at p50 and p99, and `late` is how much the slowest service answer came after
+  the direct p99 (the target: under 1 s);
+* `CPU/ans`: CPU time (user + system) of all service processes during the run, per answer;
+* `RSS`, `PSS`: the service's peak memory, summed over the gunicorn master, its workers and their
+  children, sampled from /proc while the N answers run. RSS counts a page shared by several
+  processes once in each; PSS splits it between them (/proc/<pid>/smaps_rollup), so PSS is what
+  the machine really spends;
+* `cs/ans`: context switches (voluntary + involuntary, every thread of every service process,
+  from /proc/<pid>/task/*/status) per answer: how often the service's threads wake up;
+* `load`: the machine's 1-minute load average when the run ended (the machine may be shared).
 
-Target on a 2-core machine: 500 streams, 100 % completed, TTFT ratio <= 1.2, under 600 MB.
+Faces: `stream` = POST /send_message streamed; `whole` = the same, not streamed; `usage` =
+POST /v1/chat/completions streamed with `stream_options.include_usage` (the service counts the
+tokens of the prompt and the answer, so its tokenizer is in memory).
+
+Targets on a 2-core machine at N=500: 100 % completed, CPU per answer <= 12 ms, peak RSS <= 250 MB
+with the default worker count, no first token later than the direct p99 + 1 s.
 The emulator writes one event per chunk with --chunk-delay between them and asks for no proof of
-work, so both paths do the same work upstream and the first word always comes after two delays.
-The client is asyncio over raw sockets, so it costs little CPU next to what it measures.
+work. The client is asyncio over raw sockets, so it costs little CPU next to what it measures.
+Everything is bounded: loopback only, N at most --max-n, every request within --timeout.
 """
 from __future__ import annotations
 
@@ -42,11 +58,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from chatgpt_web.upstream.conversation import ChatMessage, ConversationRequest, build_body  # noqa: E402
+from chatgpt_web.upstream.conversation import (  # noqa: E402
+    ChatMessage,
+    ConversationRequest,
+    build_body,
+    build_body_2026,
+)
 
 # The emulator answers "Echo: <prompt>", so this marks the first word of the answer's text.
 FIRST_TEXT = b"Echo:"
 DONE = b"data: [DONE]"
+FACES = ("stream", "whole", "usage")
 
 
 @dataclass
@@ -67,10 +89,8 @@ def post(port: int, path: str, body: bytes, content_type: str,
 
 
 async def exchange(port: int, request: bytes, started: float, watch: bool):
-    """Send `request`; return (status, body, time of FIRST_TEXT or None), decoding chunked bodies.
-
-    With `watch`, the body is not kept; only whether it ended with [DONE].
-    """
+    """Send `request`; return (status, body, time of FIRST_TEXT or None, time of the end),
+    decoding chunked bodies. With `watch`, the body is not kept, only its last 64 bytes."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(request)
@@ -93,40 +113,46 @@ async def exchange(port: int, request: bytes, started: float, watch: bool):
             tail = window[-64:]
             if not watch:
                 body += data
-        return status, bytes(body) if not watch else tail, first_text
+        ended = time.monotonic() - started
+        return status, bytes(body) if not watch else tail, first_text, ended
     finally:
         writer.close()
 
 
-async def through_service(port: int, form: bytes) -> Outcome:
-    started = time.monotonic()
-    request = post(port, "/send_message", form, "application/x-www-form-urlencoded")
-    status, tail, ttft = await exchange(port, request, started, watch=True)
+def _judge(status: int, tail: bytes, ttft: float | None, streamed: bool, what: str = "") -> Outcome:
     if status != 200:
-        return Outcome(False, ttft, f"HTTP {status}")
-    if DONE not in tail:
-        return Outcome(False, ttft, "no [DONE]")
-    return Outcome(ttft is not None, ttft, "" if ttft else "no answer text")
+        return Outcome(False, ttft, f"{what}HTTP {status}")
+    if streamed and DONE not in tail:
+        return Outcome(False, ttft, f"{what}no [DONE]")
+    return Outcome(ttft is not None, ttft, "" if ttft else f"{what}no answer text")
 
 
-async def direct(port: int, token: str, conversation: bytes) -> Outcome:
+async def through_service(port: int, face: str, body: bytes, content_type: str,
+                          headers: dict) -> Outcome:
+    started = time.monotonic()
+    path = "/v1/chat/completions" if face == "usage" else "/send_message"
+    status, tail, first_text, ended = await exchange(
+        port, post(port, path, body, content_type, headers), started, watch=True)
+    if face == "whole":  # the answer arrives in one piece: time to all of it
+        return _judge(status, tail, ended if first_text is not None else None, streamed=False)
+    return _judge(status, tail, first_text, streamed=True)
+
+
+async def direct(port: int, token: str, conversation: bytes, whole: bool) -> Outcome:
     started = time.monotonic()
     auth = {"Authorization": f"Bearer {token}"}
-    status, body, _ = await exchange(
+    status, body, _, _ = await exchange(
         port, post(port, "/backend-api/sentinel/chat-requirements", b"{}", "application/json",
                    auth), started, watch=False)
     if status != 200:
         return Outcome(False, None, f"chat-requirements HTTP {status}")
     requirements = json.loads(body)["token"]
-    status, tail, ttft = await exchange(port, post(
+    status, tail, first_text, ended = await exchange(port, post(
         port, "/backend-api/conversation", conversation, "application/json",
         {**auth, "Accept": "text/event-stream",
          "Openai-Sentinel-Chat-Requirements-Token": requirements}), started, watch=True)
-    if status != 200:
-        return Outcome(False, ttft, f"conversation HTTP {status}")
-    if DONE not in tail:
-        return Outcome(False, ttft, "no [DONE]")
-    return Outcome(ttft is not None, ttft, "" if ttft else "no answer text")
+    return _judge(status, tail, ended if whole and first_text is not None else first_text,
+                  streamed=True, what="conversation ")
 
 
 async def at_once(count: int, make, timeout: float) -> list[Outcome]:
@@ -140,34 +166,89 @@ async def at_once(count: int, make, timeout: float) -> list[Outcome]:
     return await asyncio.gather(*(bounded() for _ in range(count)))
 
 
-# --- memory ---------------------------------------------------------------------------------
+# --- what the service's processes spend, from /proc ---------------------------------------
 
-def tree_rss(root: int) -> int:
-    """Bytes of resident memory of process `root` and all its descendants, from /proc."""
-    parents, rss = {}, {}
+def _read(path: str) -> str:
+    try:
+        with open(path) as file:
+            return file.read()
+    except OSError:  # the process or thread ended meanwhile
+        return ""
+
+
+def service_pids(root: int) -> list[int]:
+    """Process `root` and all its descendants."""
+    parents = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/status") as status:
-                    fields = dict(line.split(":", 1) for line in status if ":" in line)
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(fields["PPid"])
-            rss[int(entry.name)] = int(fields.get("VmRSS", "0 kB").split()[0]) * 1024
-    total, frontier = rss.get(root, 0), [root]
+            stat = _read(f"/proc/{entry.name}/stat")
+            if stat:
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [root], [root]
     while frontier:
         parent = frontier.pop()
         children = [pid for pid, ppid in parents.items() if ppid == parent]
-        total += sum(rss.get(pid, 0) for pid in children)
+        found += children
         frontier += children
-    return total
+    return found
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system time of `pids` (all their threads, and their reaped children)."""
+    total = 0
+    for pid in pids:
+        fields = _read(f"/proc/{pid}/stat").rsplit(")", 1)[-1].split()
+        if len(fields) > 14:
+            total += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    return total / _TICK
+
+
+def context_switches(pids: list[int]) -> dict[tuple[int, int], int]:
+    """Voluntary + involuntary context switches of every thread of `pids`, by (pid, tid)."""
+    counts = {}
+    for pid in pids:
+        try:
+            threads = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in threads:
+            switches = 0
+            for line in _read(f"/proc/{pid}/task/{tid}/status").splitlines():
+                if line.endswith("ctxt_switches:") or "ctxt_switches:" in line:
+                    switches += int(line.split(":")[1])
+            counts[(pid, int(tid))] = switches
+    return counts
+
+
+def switches_between(before: dict, after: dict) -> int:
+    """Context switches made between two `context_switches()` readings (new threads from 0;
+    threads that ended in between are lost, so this is a lower bound)."""
+    return sum(count - before.get(key, 0) for key, count in after.items())
+
+
+def memory(pids: list[int], with_pss: bool) -> tuple[int, int]:
+    """(summed RSS, summed PSS) of `pids` in bytes; PSS is 0 unless `with_pss`."""
+    rss = pss = 0
+    for pid in pids:
+        for line in _read(f"/proc/{pid}/status").splitlines():
+            if line.startswith("VmRSS:"):
+                rss += int(line.split()[1]) * 1024
+        if with_pss:
+            for line in _read(f"/proc/{pid}/smaps_rollup").splitlines():
+                if line.startswith("Pss:"):
+                    pss += int(line.split()[1]) * 1024
+    return rss, pss
 
 
 class PeakMemory:
-    """Samples tree_rss(root) every 50 ms inside a `with` block; `.peak` is the highest."""
+    """Samples the summed RSS (every 50 ms) and PSS (every 200 ms: smaps_rollup walks the page
+    tables) of the service's processes inside a `with` block; `.rss` and `.pss` are the peaks."""
 
     def __init__(self, root: int):
-        self.root, self.peak = root, 0
+        self.root, self.rss, self.pss = root, 0, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -180,27 +261,31 @@ class PeakMemory:
         self._thread.join()
 
     def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss(self.root))
-            self._stop.wait(0.05)
+        round_ = 0
+        while True:
+            rss, pss = memory(service_pids(self.root), with_pss=round_ % 4 == 0)
+            self.rss, self.pss = max(self.rss, rss), max(self.pss, pss)
+            round_ += 1
+            if self._stop.wait(0.05):
+                return
 
 
 # --- the run --------------------------------------------------------------------------------
 
-def summary(outcomes: list[Outcome]) -> tuple[float, float, float, dict]:
-    """(share ok, TTFT p50, TTFT p99, error counts)."""
+def summary(outcomes: list[Outcome]) -> tuple[float, float, float, float, dict]:
+    """(share ok, TTFT p50, p99, max, error counts)."""
     ttfts = sorted(o.ttft for o in outcomes if o.ok)
     errors: dict[str, int] = {}
     for outcome in outcomes:
         if not outcome.ok:
             errors[outcome.error] = errors.get(outcome.error, 0) + 1
     if not ttfts:
-        return 0.0, float("nan"), float("nan"), errors
+        return 0.0, float("nan"), float("nan"), float("nan"), errors
     p99 = ttfts[min(len(ttfts) - 1, round(0.99 * (len(ttfts) - 1)))]
-    return len(ttfts) / len(outcomes), statistics.median(ttfts), p99, errors
+    return len(ttfts) / len(outcomes), statistics.median(ttfts), p99, ttfts[-1], errors
 
 
-def start_emulator(chunk_delay: float) -> tuple[subprocess.Popen, str, str]:
+def start_emulator(chunk_delay: float, dialect: str) -> tuple[subprocess.Popen, str, str]:
     """The repository's emulator as its own program; returns (process, base URL, token).
 
     One SSE event per chunk, no pings, no proof of work: every stream paces the same way, so the
@@ -208,7 +293,7 @@ def start_emulator(chunk_delay: float) -> tuple[subprocess.Popen, str, str]:
     """
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.emulator", "--easy", "--no-chunking", "--no-pings",
-         "--words-per-delta", "1", "--chunk-delay", str(chunk_delay)],
+         "--words-per-delta", "1", "--chunk-delay", str(chunk_delay), "--dialect", dialect],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
     found = {}
     while len(found) < 2:
@@ -258,63 +343,118 @@ class Service:
                 self.process.kill()
                 self.process.wait()
 
+    def log_tail(self, size: int = 2000) -> str:
+        self._log.seek(0)
+        return self._log.read()[-size:].decode("utf-8", "replace")
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--levels", default="50,200,500", help="comma-separated N values")
-    parser.add_argument("--words", type=int, default=60, help="words in the answer")
-    parser.add_argument("--chunk-delay", type=float, default=0.25,
-                        help="seconds between two events the emulator writes (the first word "
-                             "comes after two of them)")
-    parser.add_argument("--timeout", type=float, default=120, help="seconds allowed per stream")
-    args = parser.parse_args()
 
-    prompt = " ".join(f"word{i}" for i in range(args.words - 1))  # answer: "Echo: " + prompt
-    emulator, emulator_url, token = start_emulator(args.chunk_delay)
-    workdir = tempfile.mkdtemp(prefix="chatgpt_web-bench-")
-    service = Service({
-        "CHATGPT_BASE_URL": emulator_url, "CACHE_DIR": os.path.join(workdir, "cache"),
+def service_env(emulator_url: str, dialect: str, workdir: str, timeout: float) -> dict[str, str]:
+    return {
+        "CHATGPT_BASE_URL": emulator_url, "CHATGPT_PROTOCOL": dialect,
+        "CACHE_DIR": os.path.join(workdir, "cache"),
         "PROMETHEUS_MULTIPROC_DIR": os.path.join(workdir, "metrics"),
-        "REQUEST_TIMEOUT": str(args.timeout), "LOG_LEVEL": "WARNING",
-        # Every bench client is 127.0.0.1: a limit it cannot reach, so the limiter still does
-        # its per-request work (a store transaction) without refusing anyone.
-        "RATE_LIMIT_IP": "1000000/hour"})
-    form = urllib.parse.urlencode({"access_token": token, "prompt": prompt,
-                                   "stream": "true"}).encode()
-    conversation = json.dumps(build_body(
-        ConversationRequest((ChatMessage("user", prompt),), "auto"),
-        history_disabled=False)).encode()
+        "REQUEST_TIMEOUT": str(timeout), "LOG_LEVEL": "WARNING",
+        # Every bench client is 127.0.0.1: no cap on one address's connections, and limits it
+        # cannot reach, so the limiter still does its per-request work without refusing anyone.
+        "MAX_CONNECTIONS_PER_IP": "0",
+        "RATE_LIMIT_IP": "1000000/hour", "RATE_LIMIT": "1000000/hour",
+    }
+
+
+def requests_of(face: str, token: str, prompt: str) -> tuple[bytes, str, dict]:
+    """(body, content type, headers) of one service request of `face`."""
+    if face == "usage":
+        return json.dumps({
+            "model": "gpt-4o", "stream": True, "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": prompt}]}).encode(), \
+            "application/json", {"Authorization": f"Bearer {token}"}
+    return urllib.parse.urlencode({
+        "access_token": token, "prompt": prompt,
+        "stream": "true" if face == "stream" else "false"}).encode(), \
+        "application/x-www-form-urlencoded", {}
+
+
+def run_dialect(dialect: str, args, levels: list[int], faces: list[str]) -> None:
+    prompt = " ".join(f"word{i}" for i in range(args.words - 1))  # answer: "Echo: " + prompt
+    emulator, emulator_url, token = start_emulator(args.chunk_delay, dialect)
+    workdir = tempfile.mkdtemp(prefix="chatgpt_web-bench-")
+    service = Service(service_env(emulator_url, dialect, workdir, args.timeout))
+    # The body the service sends in this dialect, so the emulator streams the same events.
+    turn = ConversationRequest((ChatMessage("user", prompt),), "auto")
+    body = (build_body_2026(turn, history_disabled=False, now=time.time())
+            if dialect == "2026" else build_body(turn, history_disabled=False))
+    conversation = json.dumps(body).encode()
     emulator_port = urllib.parse.urlsplit(emulator_url).port
     service_port = urllib.parse.urlsplit(service.url).port
-    print(f"{os.cpu_count()} CPUs; answer of {args.words} words streamed with "
-          f"{args.chunk_delay}s between chunks; gunicorn.conf.py with "
-          f"WEB_CONCURRENCY={os.environ.get('WEB_CONCURRENCY', '(default)')} "
-          f"GUNICORN_THREADS={os.environ.get('GUNICORN_THREADS', '(default)')}")
-    print(f"{'N':>5} {'completed':>9}  {'TTFT service p50/p99':>20}  {'TTFT direct p50/p99':>19}"
-          f"  {'ratio p50/p99':>13}  {'peak RSS':>8}  {'wall':>5}", flush=True)
+    print(f"\nCHATGPT_PROTOCOL={dialect} (emulator --dialect {dialect})")
+    print(f"{'face':>6} {'N':>4} {'ok':>6}  {'TTFT p50/p99/max':>17}  {'direct p50/p99':>14}"
+          f"  {'ratio':>9}  {'late':>6}  {'CPU/ans':>7}  {'RSS':>5} {'PSS':>5}  {'cs/ans':>6}"
+          f"  {'wall':>4}  {'load':>4}", flush=True)
     try:
         service.wait_until_serving()
-        for count in (int(level) for level in args.levels.split(",")):
-            direct_runs = asyncio.run(at_once(
-                count, lambda: direct(emulator_port, token, conversation), args.timeout))
-            began = time.monotonic()
-            with PeakMemory(service.process.pid) as memory:
-                service_runs = asyncio.run(at_once(
-                    count, lambda: through_service(service_port, form), args.timeout))
-            wall = time.monotonic() - began
-            ok, s50, s99, errors = summary(service_runs)
-            direct_ok, d50, d99, direct_errors = summary(direct_runs)
-            print(f"{count:>5} {ok:>9.1%}  {s50:>9.3f}/{s99:<7.3f}s  {d50:>8.3f}/{d99:<7.3f}s"
-                  f"  {s50 / d50:>6.2f}/{s99 / d99:<6.2f}  {memory.peak / 2**20:>6.0f}MB"
-                  f"  {wall:>4.0f}s", flush=True)
-            if errors:
-                print(f"      service failures: {errors}")
-            if direct_ok < 1:
-                print(f"      direct failures: {direct_errors}")
+        for face in faces:
+            for count in levels:
+                whole = face == "whole"
+                direct_runs = asyncio.run(at_once(
+                    count, lambda: direct(emulator_port, token, conversation, whole),  # noqa: B023
+                    args.timeout))
+                request = requests_of(face, token, prompt)
+                pids = service_pids(service.process.pid)
+                cpu_before, switches_before = cpu_seconds(pids), context_switches(pids)
+                began = time.monotonic()
+                with PeakMemory(service.process.pid) as peak:
+                    service_runs = asyncio.run(at_once(count, lambda: through_service(
+                        service_port, face, *request), args.timeout))  # noqa: B023
+                wall = time.monotonic() - began
+                pids = service_pids(service.process.pid)
+                cpu = cpu_seconds(pids) - cpu_before
+                switches = switches_between(switches_before, context_switches(pids))
+                ok, s50, s99, smax, errors = summary(service_runs)
+                direct_ok, d50, d99, _, direct_errors = summary(direct_runs)
+                print(f"{face:>6} {count:>4} {ok:>6.1%}  {s50:>5.2f}/{s99:<5.2f}/{smax:<5.2f}"
+                      f"  {d50:>6.2f}/{d99:<6.2f}  {s50 / d50:>4.2f}/{s99 / d99:<4.2f}"
+                      f"  {smax - d99:>+5.2f}s  {cpu / count * 1000:>5.1f}ms"
+                      f"  {peak.rss / 2**20:>4.0f}M {peak.pss / 2**20:>4.0f}M"
+                      f"  {switches / count:>6.0f}  {wall:>3.0f}s  {os.getloadavg()[0]:>4.1f}",
+                      flush=True)
+                if errors:
+                    print(f"       service failures: {errors}")
+                if direct_ok < 1:
+                    print(f"       direct failures: {direct_errors}")
+    except BaseException:
+        print(service.log_tail(), file=sys.stderr)
+        raise
     finally:
         service.stop()
         emulator.terminate()
         emulator.wait(10)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--levels", default="50,200,500", help="comma-separated N values")
+    parser.add_argument("--dialects", default="2026,2024", help="CHATGPT_PROTOCOL values to run")
+    parser.add_argument("--faces", default=",".join(FACES), help=f"some of {', '.join(FACES)}")
+    parser.add_argument("--words", type=int, default=60, help="words in the answer")
+    parser.add_argument("--chunk-delay", type=float, default=0.25,
+                        help="seconds between two events the emulator writes")
+    parser.add_argument("--timeout", type=float, default=120, help="seconds allowed per answer")
+    parser.add_argument("--max-n", type=int, default=1000, help="refuse levels above this")
+    args = parser.parse_args()
+    levels = [int(level) for level in args.levels.split(",")]
+    faces = [face for face in args.faces.split(",") if face]
+    dialects = [dialect for dialect in args.dialects.split(",") if dialect]
+    if any(not 0 < level <= args.max_n for level in levels):
+        parser.error(f"every level must be between 1 and --max-n ({args.max_n})")
+    if set(faces) - set(FACES) or set(dialects) - {"2026", "2024"}:
+        parser.error(f"faces are {', '.join(FACES)}; dialects are 2026 and 2024")
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start; answer of "
+          f"{args.words} words, one event every {args.chunk_delay}s; gunicorn.conf.py with "
+          f"WEB_CONCURRENCY={os.environ.get('WEB_CONCURRENCY', '(default)')} "
+          f"GUNICORN_THREADS={os.environ.get('GUNICORN_THREADS', '(default)')} "
+          f"USAGE_TOKENIZER={os.environ.get('USAGE_TOKENIZER', '(default)')}", flush=True)
+    for dialect in dialects:
+        run_dialect(dialect, args, levels, faces)
     return 0
 
 

@@ -14,6 +14,10 @@ submits it to the thread pool only when its headers and body are complete. Meanw
   closed as they are accepted. Addresses in TRUSTED_PROXIES are exempt (everyone behind them
   shares their address).
 
+A complete request meets a free thread or is refused: when every thread of the worker is serving
+a request (an open stream holds its thread to the end), the request is answered 503 `busy` with
+Retry-After at once, rather than queued inside the worker behind answers that may last minutes.
+
 TLS sockets (gunicorn's own certfile) are left to gthread: their bytes cannot be read before the
 handshake. `PendingRequest` is the pure part: it is told the bytes as they come and says when a
 request is complete.
@@ -23,6 +27,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import selectors
+import threading
 import time
 from collections import Counter
 from functools import partial
@@ -38,6 +43,9 @@ MAX_HEADER_BYTES = 64 * 1024
 # connection still sending its request needs no thread.
 MAX_BUFFERING = 1000
 _SCAN_INTERVAL = 0.5  # seconds between looks for connections past their deadline
+# Seconds a client refused as `busy` is asked to wait: any of the worker's streams that ends frees
+# a thread, and with hundreds of them open one ends every few hundred milliseconds.
+BUSY_RETRY_AFTER = 1
 
 INCOMPLETE, COMPLETE, TOO_LARGE, HEADERS_TOO_LARGE = "incomplete", "complete", "too_large", "431"
 
@@ -137,10 +145,16 @@ class _Conn(TConn):
         super().close(graceful)
 
 
-def _answer(status: str, code: str, message: str) -> bytes:
+def _answer(status: str, code: str, message: str, headers: str = "") -> bytes:
     body = json.dumps({"message": message, "code": code}).encode()
     return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nConnection: close\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+            f"{headers}Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+BUSY = _answer("503 Service Unavailable", "busy",
+               "every thread of this server is serving an answer; retry shortly (the server's "
+               "capacity is WEB_CONCURRENCY x GUNICORN_THREADS)",
+               f"Retry-After: {BUSY_RETRY_AFTER}\r\n")
 
 
 class BufferedThreadWorker(ThreadWorker):
@@ -155,6 +169,8 @@ class BufferedThreadWorker(ThreadWorker):
         self.trusted = config.trusted_proxies
         self.buffering: set[_Conn] = set()
         self.per_ip: Counter[str] = Counter()
+        self.serving = 0  # requests handed to a thread whose thread has not returned yet
+        self._serving_lock = threading.Lock()
         self._next_scan = 0.0
         super().init_process()
 
@@ -249,6 +265,26 @@ class BufferedThreadWorker(ThreadWorker):
         conn.data_ready = True
         self.nr_conns += 1
         self.enqueue_req(conn)
+
+    # --- threads ----------------------------------------------------------------------------
+    def enqueue_req(self, conn):
+        """Hand a complete request to a free thread, or refuse it 503 busy when there is none."""
+        if self.serving >= self.cfg.threads and isinstance(conn, _Conn) and not self.cfg.is_ssl:
+            self.nr_conns -= 1  # counted when its request was complete
+            self._drop(conn, BUSY)
+            return
+        with self._serving_lock:
+            self.serving += 1
+        super().enqueue_req(conn)
+
+    def handle(self, conn):
+        # Counted down by the thread itself as it returns (not later, when the event loop hears
+        # of it): the moment it is free again.
+        try:
+            return super().handle(conn)
+        finally:
+            with self._serving_lock:
+                self.serving -= 1
 
     def _drop(self, conn: _Conn, answer: bytes | None = None) -> None:
         try:

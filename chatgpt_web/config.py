@@ -280,6 +280,9 @@ class Config:
     # Hardest proof-of-work difficulty we try to solve; a lower hex prefix is harder.
     pow_max_difficulty: str = setting("POW_MAX_DIFFICULTY", hex_digits, "000032")
     pow_workers: int = setting("POW_WORKERS", positive_int, 1)
+    # "preload": the gunicorn master loads the usage tokenizer before it forks the workers, which
+    # then share one copy; "lazy": each process loads its own on its first count (usage.py).
+    usage_tokenizer: str = setting("USAGE_TOKENIZER", one_of("preload", "lazy"), "preload")
     history_disabled: bool = setting("HISTORY_DISABLED", boolean, False)
     # Seconds before a JWT's exp at which a cached token stops being served (0: until exp).
     token_expiry_margin: int = setting("TOKEN_EXPIRY_MARGIN", non_negative_int, 300)
@@ -347,6 +350,12 @@ class Config:
     # Largest request body in bytes (413 beyond); unset: derived from MAX_PROMPT_CHARS, see
     # `request_body_limit`.
     max_request_bytes: int | None = setting("MAX_REQUEST_BYTES", positive_int)
+    # Largest file a caller may send (an image or a document, 413 beyond): docs/files.md.
+    max_upload_bytes: int = setting("MAX_UPLOAD_BYTES", positive_int, 20 << 20)
+    # URL prefixes of image servers fetched without the public-address check (an operator's own
+    # server; tests), and a CA bundle to verify those servers' certificates with.
+    image_url_allow: tuple[str, ...] = setting("IMAGE_URL_ALLOW", http_url_list, ())
+    image_url_ca_file: str | None = setting("IMAGE_URL_CA_FILE", optional_text)
     # Most messages one /v1/chat/completions request may carry (400 beyond).
     max_messages: int = setting("MAX_MESSAGES", positive_int, 500)
     # Longest upstream SSE line or event, and most bytes of one upstream answer (502 beyond): a
@@ -387,10 +396,12 @@ class Config:
     def request_body_limit(self) -> int:
         """MAX_REQUEST_BYTES, or when unset: a prompt of MAX_PROMPT_CHARS characters written in
         the costliest way a client may use (12 bytes a character: a JSON \\uXXXX surrogate pair,
-        or %XX-encoded UTF-8 in a form) plus 64 KiB for the other fields, at least 1 MiB."""
+        or %XX-encoded UTF-8 in a form) plus one file of MAX_UPLOAD_BYTES in base64 (4 bytes
+        for 3) plus 64 KiB for the other fields, at least 1 MiB."""
         if self.max_request_bytes:
             return self.max_request_bytes
-        return max(1 << 20, 12 * self.max_prompt_chars + (64 << 10))
+        return max(1 << 20, 12 * self.max_prompt_chars + -(-4 * self.max_upload_bytes // 3)
+                   + (64 << 10))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:

@@ -9,7 +9,8 @@
      +-- Forbidden               403  cloudflare_challenge, sentinel_required, pow_failed, ...
      +-- NotFound                404  conversation_not_found, not_found
      +-- Conflict                409  conversation_account_gone
-     +-- PayloadTooLarge         413  prompt_too_long
+     +-- PayloadTooLarge         413  prompt_too_long, file_too_large
+     +-- UnsupportedMediaType    415  unsupported_file_type
      +-- RateLimited             429  upstream_rate_limited, login_rate_limited, rate_limited
      |                                (+ Retry-After)
      +-- UpstreamError           502  upstream_error, upstream_stream_broken, upstream_unreachable,
@@ -95,6 +96,10 @@ class Conflict(ApiError):
 
 class PayloadTooLarge(ApiError):
     status, code = 413, "prompt_too_long"
+
+
+class UnsupportedMediaType(ApiError):
+    status, code = 415, "unsupported_file_type"
 
 
 # The longest wait we pass on: an upstream's clears_in or Retry-After beyond a day (or infinite,

@@ -11,13 +11,17 @@ Every value can be overridden by the environment variable named beside it (READM
 Worker model: gthread, reading each request whole before a thread takes it
 (chatgpt_web/buffered_worker.py). curl_cffi blocks its thread while it reads the upstream, and
 gevent or eventlet cannot make that cooperative, so each open stream holds one thread for its
-whole life. Capacity is therefore WEB_CONCURRENCY x GUNICORN_THREADS simultaneous requests;
-threads are started on demand, so a high ceiling costs nothing while idle.
+whole life. Capacity is therefore WEB_CONCURRENCY x GUNICORN_THREADS simultaneous requests
+(768 by default, whatever the worker count); threads are started on demand, so a high ceiling
+costs nothing while idle, and a request beyond it is refused 503 `busy` rather than queued.
 """
 import glob
 import os
 import shutil
 import tempfile
+
+from . import usage
+from .config import Config
 
 _PORT = os.environ.get("PORT", "3000")
 
@@ -29,8 +33,13 @@ bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{_PORT}").split(",")
 worker_class = "chatgpt_web.buffered_worker.BufferedThreadWorker"
 # WEB_CONCURRENCY: worker processes. One per core: the GIL lets a process use about one core.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# GUNICORN_THREADS: simultaneous requests (open streams) per worker.
-threads = int(os.environ.get("GUNICORN_THREADS", "384"))
+# Simultaneous streams the default thread count is sized for, over all workers: 500 with room for
+# the kernel splitting a burst unevenly between workers. Threads start on demand.
+DEFAULT_CAPACITY = 768
+# GUNICORN_THREADS: simultaneous requests (open streams) per worker; by default the capacity
+# above shared by the workers. A request that finds every thread of its worker busy is answered
+# 503 busy with Retry-After instead of waiting for a stream to end (buffered_worker.py).
+threads = int(os.environ.get("GUNICORN_THREADS", str(-(-DEFAULT_CAPACITY // max(workers, 1)))))
 # A worker accepts at most this many connections (active + idle keep-alive). Left at `threads`
 # plus a small keep-alive allowance, so a busy worker stops accepting and the kernel hands new
 # connections to a worker with free threads instead of queueing them behind running streams.
@@ -63,11 +72,17 @@ if _metrics_dir_is_ours:
 
 
 def on_starting(server):
-    """Start from empty metrics: files left by an earlier run would be added to this run's."""
+    """Start from empty metrics: files left by an earlier run would be added to this run's.
+
+    With USAGE_TOKENIZER=preload, load the usage tokenizer here, before any worker is forked: the
+    workers then share its ~135 MB (copy-on-write, never written) instead of loading one each.
+    """
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(directory, exist_ok=True)
     for stale in glob.glob(os.path.join(directory, "*.db")):
         os.remove(stale)
+    if Config.from_env().usage_tokenizer == "preload":
+        usage.preload()
 
 
 def post_worker_init(worker):

@@ -9,6 +9,12 @@ encoding the requested model family uses.
 If the package is missing (e.g. on a platform without a wheel), counting falls back to a
 documented estimate, `estimate_tokens()`. `METHOD` tells which one is in force.
 
+Memory: importing the package maps ~60 MB and a vocabulary adds ~75 MB (o200k_base), per process.
+Nothing is imported until the first count, so a process that never counts carries none of it; the
+gunicorn master calls `preload()` before it forks the workers (USAGE_TOKENIZER=preload, the
+default), so all workers share one copy of those pages instead of building one each
+(chatgpt_web/gunicorn_config.py; README "Server").
+
 Chat prompts are counted the way OpenAI's cookbook counts them for gpt-3.5/gpt-4/gpt-4o: every
 message costs its role and content tokens plus 3 framing tokens, and the reply is primed with 3
 more.
@@ -16,6 +22,7 @@ more.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 import warnings
 from collections.abc import Iterable
@@ -25,14 +32,10 @@ from collections.abc import Iterable
 _QUIET = {"action": "ignore", "message": "open_binary is deprecated",
           "category": DeprecationWarning}
 
-with warnings.catch_warnings():
-    warnings.filterwarnings(**_QUIET)
-    try:  # optional at run time: without it usage numbers are estimates
-        import bpe_openai
-    except ImportError:  # pragma: no cover - exercised only where the wheel is not installed
-        bpe_openai = None
-
-METHOD = "bpe-openai" if bpe_openai is not None else "estimate"
+# Optional at run time: without it usage numbers are estimates. Found, not imported (see above).
+METHOD = "bpe-openai" if importlib.util.find_spec("bpe_openai") is not None else "estimate"
+# The encoding nearly every model uses; preload() loads it, others load on first use.
+PRELOADED_ENCODING = "o200k_base"
 
 TOKENS_PER_MESSAGE = 3
 REPLY_PRIMING = 3
@@ -48,10 +51,18 @@ def encoding_name(web_slug: str) -> str:
 
 @functools.cache
 def _encoding(name: str):
-    # Loading a vocabulary takes ~0.7 s, so each is loaded once per process, on first use.
+    # Loading a vocabulary takes ~0.7 s, so each is loaded once per process, on first use (or
+    # once in the gunicorn master, by preload()).
     with warnings.catch_warnings():
         warnings.filterwarnings(**_QUIET)
+        import bpe_openai
         return bpe_openai.get_encoding(name)
+
+
+def preload() -> None:
+    """Load the tokenizer now: in a process about to fork workers, they then share its memory."""
+    if METHOD == "bpe-openai":
+        _encoding(PRELOADED_ENCODING)
 
 
 def estimate_tokens(text: str) -> int:
@@ -68,7 +79,7 @@ def count_text(text: str, web_slug: str) -> int:
     """Tokens in `text` under the encoding of `web_slug`."""
     if not text:
         return 0
-    if bpe_openai is None:
+    if METHOD != "bpe-openai":
         return estimate_tokens(text)
     # encode_ordinary: text that looks like a special token ("<|endoftext|>") is plain text here.
     return len(_encoding(encoding_name(web_slug)).encode_ordinary(text))

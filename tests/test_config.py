@@ -92,7 +92,11 @@ def test_a_malformed_accounts_file_stops_the_start(tmp_path, content):
     assert not (tmp_path / "cache").exists()  # refused before any state was opened
 
 
-def test_the_request_body_limit_follows_max_prompt_chars_unless_set():
-    assert Config.from_env({}).request_body_limit == 1 << 20
-    assert Config.from_env({"MAX_PROMPT_CHARS": "300000"}).request_body_limit == 3_665_536
+def test_the_request_body_limit_follows_max_prompt_chars_and_max_upload_bytes_unless_set():
+    # 12 bytes a prompt character + one file of MAX_UPLOAD_BYTES in base64 + 64 KiB
+    assert Config.from_env({}).request_body_limit == 12 * 32000 + 27_962_027 + 65536
+    assert Config.from_env({"MAX_PROMPT_CHARS": "300000", "MAX_UPLOAD_BYTES": "3"}
+                           ).request_body_limit == 3_665_540
+    assert Config.from_env({"MAX_PROMPT_CHARS": "10", "MAX_UPLOAD_BYTES": "3"}
+                           ).request_body_limit == 1 << 20
     assert Config.from_env({"MAX_REQUEST_BYTES": "5000"}).request_body_limit == 5000

@@ -1,4 +1,10 @@
 """Model name mapping (models.py) and token counting (usage.py)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from chatgpt_web import models, usage
@@ -137,3 +143,34 @@ def test_the_catalog_remembers_a_bounded_number_of_accounts():
     for token in ("t1", "t2", "t3"):
         catalog.slugs(token, lambda: ("gpt-7",))
     assert len(catalog._known) == 2 and models.ModelCatalog.key("t1") not in catalog._known
+
+
+# A fresh interpreter: this test process has long imported everything.
+_LOADED_AFTER = """
+import json, sys, warnings
+warnings.simplefilter("ignore", DeprecationWarning)
+import wsgi  # the app, as a gunicorn worker imports it
+from chatgpt_web import gunicorn_config, usage
+before = "bpe_openai" in sys.modules
+if sys.argv[1] == "start":
+    gunicorn_config.on_starting(None)  # what the gunicorn master runs before it forks
+print(json.dumps({"imported_with_the_app": before,
+                  "loaded": usage._encoding.cache_info().currsize}))
+"""
+
+
+@pytest.mark.parametrize("setting, start, loaded", [
+    ("preload", "start", 1),  # the master loads it once; forked workers inherit it
+    ("lazy", "start", 0),
+    ("preload", "no-start", 0),  # flask run, Vercel: only at the first count
+])
+def test_the_tokenizer_is_loaded_by_the_master_before_the_fork_or_not_at_all(
+        tmp_path, setting, start, loaded):
+    pytest.importorskip("bpe_openai")
+    env = {**os.environ, "USAGE_TOKENIZER": setting, "CACHE_DIR": str(tmp_path),
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", _LOADED_AFTER, start], env=env,
+                            cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                            text=True, timeout=60, check=True)
+    assert json.loads(result.stdout.splitlines()[-1]) == {
+        "imported_with_the_app": False, "loaded": loaded}

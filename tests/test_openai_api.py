@@ -244,7 +244,7 @@ def test_continuation_without_a_new_message_is_400(sdk, emulator):
 @pytest.mark.parametrize("kwargs, param, code", [
     ({"messages": [{"role": "user", "content": [
         {"type": "text", "text": "What is this?"},
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]},
+        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]}]},
      "messages[0].content[1].type", "unsupported_content"),
     ({"messages": [{"role": "user", "content": "Hi"}], "n": 9}, "n", "invalid_field"),
     ({"messages": [{"role": "user", "content": "Hi"}], "logprobs": True},

@@ -47,7 +47,11 @@ def test_assistant_refusal_part_is_text_and_null_content_is_dropped():
     ([{"role": "user"}], "messages[0].content", "missing_field"),
     ([{"role": "user", "content": 5}], "messages[0].content", "invalid_field"),
     ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+     "messages[0].content[0].image_url.url", "invalid_image_url"),
+    ([{"role": "assistant", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
      "messages[0].content[0].type", "unsupported_content"),
+    ([{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-abc"}}]}],
+     "messages[0].content[0].file.file_id", "unsupported_content"),
     ([{"role": "user", "content": "a"}, {"role": "user", "content": [
         {"type": "text", "text": "b"}, {"type": "input_audio", "input_audio": {}}]}],
      "messages[1].content[1].type", "unsupported_content"),

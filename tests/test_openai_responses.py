@@ -155,6 +155,8 @@ def test_the_async_client_streams_a_response(live_service, token):
 
 @pytest.mark.parametrize("body, param", [
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
+     "input[0].content[0].image_url.url"),
+    ({"input": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]},
      "input[0].content[0].type"),
     ({"input": "Hi", "text": {"format": {"type": "xml"}}}, "text.format.type"),
     ({"input": "Hi", "text": "json please"}, None),

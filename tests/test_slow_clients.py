@@ -1,6 +1,7 @@
 """Slow clients against the production server command (buffered_worker.py)."""
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -13,7 +14,7 @@ from chatgpt_web.buffered_worker import (
     TOO_LARGE,
     PendingRequest,
 )
-from tests.servers import ServerProcess
+from tests.servers import ServerProcess, http_request
 
 
 def feed_all(pieces, max_body=1000):
@@ -158,3 +159,47 @@ def test_a_client_that_leaves_a_non_streamed_answer_stops_its_upstream_transfer(
     [line] = [line for line in log.splitlines() if "route=/send_message" in line]
     duration_ms = float(line.split("duration_ms=")[1].split()[0])
     assert "status=499" in line and duration_ms < 4000, line
+
+
+def test_a_request_that_finds_every_thread_streaming_is_refused_busy_not_queued(tmp_path,
+                                                                               emulator, token):
+    # One thread, held by a stream of 100 events 0.2 s apart (20 s): a second request must not
+    # wait for that stream's end but be told at once to come back.
+    switches = emulator.switches
+    switches.chunking, switches.words_per_delta, switches.chunk_delay = False, 1, 0.2
+    process = ServerProcess.gunicorn({
+        "CACHE_DIR": str(tmp_path / "cache"), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "1", "CHATGPT_BASE_URL": emulator.url,
+        "CHATGPT_AUTH_URL": emulator.url, "USAGE_TOKENIZER": "lazy"})
+    try:
+        process.wait_until_serving()
+        prompt = "+".join(f"w{i}" for i in range(100))
+        body = f"access_token={token}&prompt={prompt}&stream=true".encode()
+        deadline = time.monotonic() + 30
+        while True:  # the health check before may hold the thread a moment longer: 503 busy
+            stream = slow_socket(process.url, b"POST /send_message HTTP/1.1\r\nHost: x\r\n"
+                                 b"Content-Type: application/x-www-form-urlencoded\r\n"
+                                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            stream.settimeout(30)
+            received = b""
+            while b"data:" not in received and b"busy" not in received:
+                piece = stream.recv(4096)
+                assert piece, received
+                received += piece
+            if received.startswith(b"HTTP/1.1 200"):
+                break  # the stream has the thread
+            assert b"busy" in received and time.monotonic() < deadline, received
+            stream.close()
+            time.sleep(0.1)
+
+        status, headers, answer = http_request(process.url, path="/healthz", timeout=10)
+        assert status == 503 and headers["retry-after"] == "1"
+        assert json.loads(answer)["code"] == "busy"
+
+        stream.close()  # the stream ends at its next write; its thread serves again
+        deadline = time.monotonic() + 30
+        while http_request(process.url, path="/healthz", timeout=10)[0] != 200:
+            assert time.monotonic() < deadline, "the thread was never freed"
+            time.sleep(0.1)
+    finally:
+        process.stop()

@@ -8,7 +8,8 @@ message, hashes to a remembered one continues that conversation and sends only t
 it. An edited or branched history hashes differently and starts a new conversation.
 
 Only hashes are kept: the store key is a SHA-256 of the caller's secret scope (a hash of their
-key or token), the model slug and every message's role and text; the value holds the two web ids
+key or token), the model slug and every message's role, text and files (a hash of each file's
+data, or its URL); the value holds the two web ids
 and nothing else. A caller can therefore only ever find their own conversations, and the store
 never holds a word of a chat. Entries live REMEMBER_SECONDS.
 """
@@ -49,7 +50,10 @@ def history_key(scope: str, model: str, messages: Sequence[ChatMessage]) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps([scope, model]).encode())
     for message in messages:
-        digest.update(b"\0" + json.dumps([message.role, message.content]).encode())
+        entry = [message.role, message.content]
+        if message.attachments:  # what names each file (attachments.FileRef.identity)
+            entry.append([attachment.identity for attachment in message.attachments])
+        digest.update(b"\0" + json.dumps(entry).encode())
     return KEY_PREFIX + digest.hexdigest()
 
 

@@ -31,8 +31,8 @@ from ..services import current
 from ..upstream.conversation import ChatMessage
 from ..upstream.endpoints import from_base_url
 from ..upstream.stream import Completion
+from . import attachments, relay_requests, sse
 from . import fields as f
-from . import relay_requests, sse
 from .answer_limits import stop_sequences, token_limit
 from .bearer_check import verify_bearer
 from .chat_memory import ChatMemory, Place, caller_scope
@@ -219,6 +219,8 @@ def _turn_spec(body: dict, config, model: models.Model, messages: tuple[ChatMess
     if sum(len(m.content) for m in to_send) > config.max_prompt_chars:
         raise PayloadTooLarge(f"the messages are longer than {config.max_prompt_chars} "
                               "characters", param="messages")
+    # Only the files of the messages that go upstream are read (fetched, decoded).
+    to_send = attachments.resolve(to_send, attachments.FileRules.from_config(config))
     spec = TurnSpec(
         to_send=to_send, model=model.web_slug, conversation_id=conversation_id,
         parent_message_id=parent_message_id, timeout=config.request_timeout,
@@ -237,7 +239,7 @@ def _wants_reasoning(body: dict) -> bool:
 
 
 def _start_first(grant: Grant, client, spec: TurnSpec, remembered: bool,
-                 messages: tuple[ChatMessage, ...]) -> tuple[TurnSpec, Answer]:
+                 messages: tuple[ChatMessage, ...], config) -> tuple[TurnSpec, Answer]:
     """Start the turn; a remembered conversation that is gone upstream (deleted, or its account
     left the pool) is replaced by a new one with the whole history."""
     try:
@@ -245,6 +247,7 @@ def _start_first(grant: Grant, client, spec: TurnSpec, remembered: bool,
     except (NotFound, Conflict):
         if not remembered:
             raise
+    messages = attachments.resolve(messages, attachments.FileRules.from_config(config))
     spec = replace(spec, to_send=messages, conversation_id=None, parent_message_id=None)
     return spec, start_turn(grant, client, spec)
 
@@ -273,7 +276,7 @@ def chat_completions():
     reply = _Reply(model, messages, include_usage, include_reasoning=_wants_reasoning(body))
     client = services.conversations
     # Started before the status line, so that early failures get their own status.
-    spec, first = _start_first(grant, client, spec, remembered, messages)
+    spec, first = _start_first(grant, client, spec, remembered, messages, config)
 
     def remember(result: TurnResult) -> None:
         completion = result.completion

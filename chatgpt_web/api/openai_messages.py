@@ -19,14 +19,17 @@ user's words.
 | assistant with content null and no tool calls | dropped (it carries nothing)               |
 | assistant `tool_calls` / `function_call`     | `assistant`: its text, then the calls (1)    |
 | role `tool` / `function` (a result)          | `user`: "Tool result (call id):" + result    |
-| non-text parts (`image_url`, `input_audio`, `file`) | 400 |
+| user `image_url` / `file` parts              | the message's attachments (attachments.py)   |
+| other parts (`input_audio`...), files in other roles | 400 `unsupported_content`            |
 
 (1) as the JSON the model is asked to write when it calls a function (tool_calls.py), so that the
 model sees its earlier calls in the form it was told to use.
 
-Non-text parts are refused rather than dropped: images need the backend's file upload (a
-`multimodal_text` message with asset pointers), which this service does not do yet, and a
-silently dropped image would get an answer about a picture the model never saw.
+A user message's images and files are named here (attachments.FileRef) and read only if the
+message goes upstream (attachments.resolve); they are uploaded to the account and sent as a
+`multimodal_text` message (upstream/uploads.py). Parts the web backend cannot take are refused
+rather than dropped: a silently dropped part would get an answer about something the model never
+saw.
 
 `messages_to_send()` is the continuity rule: a request that continues a web conversation
 (`conversation_id` + `parent_message_id`) already has its history upstream, so only the messages
@@ -40,6 +43,7 @@ from typing import Any
 
 from ..errors import BadRequest
 from ..upstream.conversation import ChatMessage
+from .attachments import FileRef, file_ref, image_ref
 from .tool_calls import call_json, tool_result_text
 
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
@@ -53,27 +57,35 @@ def _invalid(message: str, param: str, code: str = "invalid_field") -> BadReques
     return BadRequest(message, code, param=param)
 
 
-def _text_of(content: Any, role: str, param: str) -> str:
-    """The text of a message's content: a string, or a list of text parts."""
+def _content_of(content: Any, role: str, param: str) -> tuple[str, tuple[FileRef, ...]]:
+    """The text of a message's content (a string, or a list of parts), and the files of a user
+    message's `image_url` and `file` parts."""
     if isinstance(content, str):
-        return content
+        return content, ()
     if not isinstance(content, list):
         raise _invalid("content must be a string or a list of content parts", param)
-    texts = []
+    texts, files = [], []
     for index, part in enumerate(content):
         part_param = f"{param}[{index}]"
         if not isinstance(part, dict) or not isinstance(part.get("type"), str):
             raise _invalid("each content part must be an object with a type", part_param)
         kind = part["type"]
+        if role == "user" and kind == "image_url":
+            files.append(image_ref(part.get("image_url"), part_param))
+            continue
+        if role == "user" and kind == "file":
+            files.append(file_ref(part.get("file"), part_param))
+            continue
         if kind not in _TEXT_PARTS[role]:
-            raise _invalid(f"content parts of type '{kind}' are not supported: this service "
-                           "sends text only (images and files need an upload it does not do)",
+            where = "" if role == "user" else f" in a {role} message"
+            raise _invalid(f"content parts of type '{kind}' are not supported{where}: this "
+                           "service sends text, and images and files of user messages",
                            f"{part_param}.type", "unsupported_content")
         text = part.get(kind)  # a text part's text is under "text", a refusal's under "refusal"
         if not isinstance(text, str):
             raise _invalid(f"a '{kind}' part needs a string '{kind}'", part_param)
         texts.append(text)
-    return PART_SEPARATOR.join(texts)
+    return PART_SEPARATOR.join(texts), tuple(files)
 
 
 def to_web_messages(raw: Any, *, max_messages: int | None = None) -> tuple[ChatMessage, ...]:
@@ -100,7 +112,8 @@ def to_web_messages(raw: Any, *, max_messages: int | None = None) -> tuple[ChatM
             raise _invalid(f"the role {role!r} is not supported: use system, developer, user, "
                            "assistant or tool", f"{param}.role", "unsupported_role")
         content = message.get("content")
-        text = None if content is None else _text_of(content, role, f"{param}.content")
+        text, files = (None, ()) if content is None else _content_of(content, role,
+                                                                       f"{param}.content")
         if role == "assistant":
             calls = _calls_of(message, param)
             if calls:
@@ -117,7 +130,7 @@ def to_web_messages(raw: Any, *, max_messages: int | None = None) -> tuple[ChatM
                                     call_id if isinstance(call_id, str) else None, text)
         elif text is None:
             raise _invalid(f"a {role} message needs content", f"{param}.content", "missing_field")
-        mapped.append(ChatMessage(_ROLES[role], text))
+        mapped.append(ChatMessage(_ROLES[role], text, files))
     if not mapped:
         raise _invalid("messages contain no content to send", "messages")
     return tuple(mapped)

@@ -36,6 +36,7 @@ from ..upstream.conversation import ChatMessage
 from . import fields as f
 from . import sse
 from .answer_limits import token_limit
+from .attachments import FileRules, file_ref, image_ref, resolve
 from .chat_memory import caller_scope
 from .chat_turns import TurnResult, TurnSpec, finish_reason_of, finish_turn, start_turn
 from .credentials import Grant, authenticate, check_caller
@@ -73,12 +74,32 @@ def _item_text(content, param: str) -> str | list:
     parts = []
     for index, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
+        if kind in _FILE_PARTS:  # as the chat completions parts (attachments.py reads them)
+            parts.append(_file_part(kind, part, f"{param}[{index}]"))
+            continue
         if kind not in _TEXT_PARTS or not isinstance(part.get("text"), str):
             raise BadRequest(f"content parts of type {kind!r} are not supported: this service "
-                             "sends text only", "unsupported_content",
+                             "sends text, images and files", "unsupported_content",
                              param=f"{param}[{index}].type")
         parts.append({"type": "text", "text": part["text"]})
     return parts
+
+
+_FILE_PARTS = ("input_image", "input_file")
+
+
+def _file_part(kind: str, part: dict, param: str) -> dict:
+    """An `input_image` / `input_file` part as the chat completions part it stands for, checked
+    here so that errors name the `input` field."""
+    if part.get("file_id") is not None:
+        raise BadRequest("file_id is not supported: this service has no file store of its own; "
+                         "send the file itself", "unsupported_content", param=f"{param}.file_id")
+    if kind == "input_image":
+        image_ref(part.get("image_url"), param)
+        return {"type": "image_url", "image_url": {"url": part["image_url"]}}
+    file = {"file_data": part.get("file_data"), "filename": part.get("filename")}
+    file_ref(file, param)
+    return {"type": "file", "file": file}
 
 
 def input_messages(raw) -> list[dict]:
@@ -223,6 +244,7 @@ def create_response():
     if sum(len(m.content) for m in messages) > config.max_prompt_chars:
         raise PayloadTooLarge(f"the input is longer than {config.max_prompt_chars} characters",
                               param="input")
+    messages = resolve(messages, FileRules.from_config(config))
     if body.get("top_logprobs"):
         raise BadRequest("logprobs are not available: the web backend does not give token "
                          "probabilities", "unsupported_parameter", param="top_logprobs")

@@ -1,11 +1,12 @@
 """The original endpoints: POST /get_access_token and POST /send_message.
 
-Both take form-urlencoded (as the original did), multipart or JSON bodies and answer JSON.
+Both take form-urlencoded (as the original did), multipart or JSON bodies and answer JSON;
+/send_message also takes files as multipart `file` fields (docs/files.md).
 Credentials other than an access token go through `Services.tokens`, the cached TokenProvider.
 """
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, request
 
 from ..access import client_key, limit_pooled_request, require_same_origin
 from ..answers import Answer
@@ -15,8 +16,8 @@ from ..tokens import Credential, ensure_not_expired
 from ..upstream.conversation import ChatMessage, ConversationRequest
 from ..upstream.endpoints import from_base_url, from_reverse_proxy, is_allowed_proxy
 from ..upstream.stream import Completion
+from . import attachments, sse
 from . import fields as f
-from . import sse
 from .credentials import Grant
 from .error_boundary import streamed_error
 from .intake import client_gone
@@ -140,14 +141,18 @@ def send_message():
                          "previous answer to continue a conversation", "invalid_field")
     reverse_proxy = f.text(fields, "reverse_proxy", max_length=2048)
     stream = f.flag(fields, "stream")
+    # Multipart `file` fields go with the prompt (docs/files.md).
+    files = attachments.form_files(request.files.getlist("file"),
+                                   attachments.FileRules.from_config(config))
 
     grant = _grant(fields, reverse_proxy)
-    request = ConversationRequest(
-        messages=(ChatMessage("user", prompt),), model=model, conversation_id=conversation_id,
+    turn = ConversationRequest(
+        messages=(ChatMessage("user", prompt, files),), model=model,
+        conversation_id=conversation_id,
         parent_message_id=parent_message_id,
         timeout=timeout_ms / 1000 if timeout_ms else config.request_timeout,
     )
-    answer = grant.start_answer(services.conversations, request)
+    answer = grant.start_answer(services.conversations, turn)
     if stream:
         return sse.response(_stream_events(answer), answer)
     return jsonify(_answer_object(answer.read(abandoned=client_gone)))

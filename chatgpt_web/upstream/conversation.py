@@ -38,6 +38,7 @@ from .errors import from_upstream
 from .pow import ProofOfWorkSolver
 from .sentinel import PageAssets, requirement_headers, sentinel_bundle
 from .stream import Completion, StreamReducer, TextDelta, iter_sse
+from .uploads import Uploader, attachments_metadata, message_content
 
 MAX_CONTINUES = 3
 DIALECT_MEMORY = 900  # seconds an upstream found to be 2024-only is remembered
@@ -51,10 +52,15 @@ UNUSUAL_ACTIVITY = "unusual activity"
 
 @dataclass(frozen=True)
 class ChatMessage:
-    """One message to send upstream: role is "user", "system" or "assistant"."""
+    """One message to send upstream: role is "user", "system" or "assistant".
+
+    `attachments` are files sent with it: uploads.Attachment (bytes, uploaded by `stream()`
+    before the write) or uploads.UploadedFile (already in the account's file store).
+    """
 
     role: str
     content: str
+    attachments: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,8 @@ def build_body(request: ConversationRequest, *, history_disabled: bool,
     sends it)."""
     messages = [] if action == "continue" else [
         {"id": str(uuid.uuid4()), "author": {"role": message.role},
-         "content": {"content_type": "text", "parts": [message.content]}, "metadata": {}}
+         "content": message_content(message.content, message.attachments),
+         "metadata": attachments_metadata(message.attachments)}
         for message in request.messages
     ]
     body = {
@@ -115,10 +122,11 @@ def build_body_2026(request: ConversationRequest, *, history_disabled: bool, now
     if action != "continue":
         body["messages"] = [
             {"id": str(uuid.uuid4()), "author": {"role": message.role}, "create_time": now,
-             "content": {"content_type": "text", "parts": [message.content]},
+             "content": message_content(message.content, message.attachments),
              "metadata": {"selected_sources": [], "selected_github_repos": [],
                           "selected_all_github_repos": False,
-                          "serialization_metadata": {"custom_symbol_offsets": []}}}
+                          "serialization_metadata": {"custom_symbol_offsets": []},
+                          **attachments_metadata(message.attachments)}}
             for message in request.messages
         ]
     body["parent_message_id"] = (parent_message_id or request.parent_message_id
@@ -219,6 +227,7 @@ class ConversationClient:
         self.chrome = Chrome.from_target(config.impersonate)
         self.bootstrap = Bootstrap(store)
         self.dialects = DialectMemory()
+        self.uploader = Uploader(config, store)
         # Seconds between two reads of a handed-off conversation (handoff.py).
         self.poll_interval = 1.0
 
@@ -261,6 +270,8 @@ class ConversationClient:
             visit = self.bootstrap.visit(session, upstream, access_token, _remaining(deadline))
             visit.install(session, upstream)
             headers = self._headers(upstream, access_token, visit)
+            request = self._with_uploads(session, upstream, headers, access_token, request,
+                                         deadline)
             if self.dialect(upstream) == "2026":
                 try:
                     yield from self._stream_2026(session, upstream, headers, visit, request,
@@ -274,6 +285,20 @@ class ConversationClient:
                                             "upstream_protocol_mismatch") from None
                     self.dialects.remember_2024_only(upstream)
             yield from self._stream_2024(session, upstream, headers, visit, request, deadline)
+
+    def _with_uploads(self, session, upstream: Upstream, headers: dict, access_token: str,
+                      request: ConversationRequest, deadline: float) -> ConversationRequest:
+        """The request with every attachment uploaded to this account (uploads.py); the
+        2026 dialect also waits for the file processing stream."""
+        if not any(message.attachments for message in request.messages):
+            return request
+        processing = self.dialect(upstream) == "2026"
+        messages = tuple(
+            dataclasses.replace(message, attachments=self.uploader.upload_all(
+                session, upstream, headers, access_token, message.attachments, deadline,
+                processing=processing)) if message.attachments else message
+            for message in request.messages)
+        return dataclasses.replace(request, messages=messages)
 
     # --- 2026 -------------------------------------------------------------------------------
 

@@ -147,49 +147,81 @@ def from_reverse_proxy(reverse_proxy: str, allowed_prefixes: Sequence[str],
     :raise BadRequest: malformed URL, a dot segment, a non-ASCII host, not https, or a host that
         resolves to a non-public address.
     """
-    url = reverse_proxy.strip()
+    def conversation_path(parts) -> None:
+        if not parts.path.rstrip("/").endswith("/conversation"):
+            raise BadRequest("reverse_proxy must be a conversation URL ending in /conversation, "
+                             "such as https://host/backend-api/conversation",
+                             "invalid_reverse_proxy")
+
+    destination = guard_destination(reverse_proxy, allowed_prefixes, resolver,
+                                    name="reverse_proxy", setting="CHATGPT_ALLOWED_PROXIES",
+                                    codes=("invalid_reverse_proxy", "reverse_proxy_not_allowed"),
+                                    check_path=conversation_path)
+    parts = urlsplit(destination.url)
+    path = parts.path.rstrip("/")
+    api_root = f"{parts.scheme}://{parts.netloc}{path[: -len('/conversation')]}"
+    return Upstream(api_root, resolve=destination.resolve)
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A caller-chosen URL that passed the SSRF guard, with the DNS pins to connect with."""
+
+    url: str
+    resolve: tuple[str, ...] = ()
+
+
+def guard_destination(raw_url: str, allowed_prefixes: Sequence[str],
+                      resolver: Resolver = system_resolver, *, name: str, setting: str,
+                      codes: tuple[str, str], check_path: Callable | None = None,
+                      query_allowed: bool = False) -> Destination:
+    """The SSRF guard for any URL a caller makes this server connect to (a reverse_proxy, an
+    image URL): it must start with an operator-allowed prefix (`setting`), or be https to a host
+    whose every address is public; those addresses are pinned (curl RESOLVE).
+
+    `name` names the field in messages; errors are BadRequest with `codes` (for a malformed URL,
+    for a refused destination). `check_path(parts)` may refuse the path first.
+    """
+    invalid, refused = codes
+    url = raw_url.strip()
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:  # a port that is not a number, unbalanced IPv6 brackets
-        raise BadRequest("reverse_proxy is not a well-formed URL (host or port)",
-                         "invalid_reverse_proxy") from None
+        raise BadRequest(f"{name} is not a well-formed URL (host or port)", invalid) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BadRequest("reverse_proxy must be an absolute http(s) URL", "invalid_reverse_proxy")
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise BadRequest("reverse_proxy must not contain credentials, a query or a fragment",
-                         "invalid_reverse_proxy")
+        raise BadRequest(f"{name} must be an absolute http(s) URL", invalid)
+    if parts.username or parts.password or parts.fragment or (parts.query and not query_allowed):
+        raise BadRequest(f"{name} must not contain credentials, a query or a fragment"
+                         if not query_allowed else
+                         f"{name} must not contain credentials or a fragment", invalid)
     if has_dot_segment(parts.path):
-        raise BadRequest("reverse_proxy must not contain '.' or '..' path segments (plain or "
-                         "percent-encoded)", "reverse_proxy_not_allowed")
+        raise BadRequest(f"{name} must not contain '.' or '..' path segments (plain or "
+                         "percent-encoded)", refused)
     host = parts.hostname
     if not _is_ip_literal(host) and not set(host) <= _HOST_CHARACTERS:
         # curl would look up the IDNA form of a non-ASCII name, which the DNS pin below would
         # not cover; asking for the xn-- form keeps what is checked and what is reached the same.
-        raise BadRequest("reverse_proxy host must be ASCII: write an international name in its "
-                         "xn-- (IDNA) form", "invalid_reverse_proxy")
-    path = parts.path.rstrip("/")
-    if not path.endswith("/conversation"):
-        raise BadRequest("reverse_proxy must be a conversation URL ending in /conversation, such "
-                         "as https://host/backend-api/conversation", "invalid_reverse_proxy")
-    api_root = f"{parts.scheme}://{parts.netloc}{path[: -len('/conversation')]}"
+        raise BadRequest(f"{name} host must be ASCII: write an international name in its "
+                         "xn-- (IDNA) form", invalid)
+    if check_path is not None:
+        check_path(parts)
 
     if is_allowed_proxy(url, allowed_prefixes):
-        return Upstream(api_root)
+        return Destination(url)
     if parts.scheme != "https":
-        raise BadRequest("reverse_proxy must use https unless its prefix is listed in "
-                         "CHATGPT_ALLOWED_PROXIES", "reverse_proxy_not_allowed")
+        raise BadRequest(f"{name} must use https unless its prefix is listed in {setting}",
+                         refused)
     port = port or 443
     try:
         addresses = list(resolver(host, port))
     except (OSError, UnicodeError):
-        raise BadRequest("reverse_proxy host could not be resolved",
-                         "invalid_reverse_proxy") from None
+        raise BadRequest(f"{name} host could not be resolved", invalid) from None
     if not addresses or not all(is_public(address) for address in addresses):
-        raise BadRequest("reverse_proxy resolves to a private or reserved address; list it in "
-                         "CHATGPT_ALLOWED_PROXIES to allow it", "reverse_proxy_not_allowed")
+        raise BadRequest(f"{name} resolves to a private or reserved address; list it in "
+                         f"{setting} to allow it", refused)
     pinned = ",".join(f"[{a}]" if ":" in a else a for a in addresses)
-    return Upstream(api_root, resolve=(f"{host}:{port}:{pinned}",))
+    return Destination(url, resolve=(f"{host}:{port}:{pinned}",))
 
 
 def _is_ip_literal(host: str) -> bool:

@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="one SSE event per network chunk (no seeded re-chunking)")
     parser.add_argument("--no-pings", action="store_true", help="no keep-alive ping events")
     parser.add_argument("--verbose", action="store_true", help="log every request")
+    parser.add_argument("--dialect", choices=("2026", "2024"), default="2026",
+                        help="2024: a mirror that only knows the 2024 paths (2026 ones answer 404)")
     args = parser.parse_args(argv)
 
     emulator = Emulator(quiet=not args.verbose)
@@ -32,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     emulator.switches.pow_difficulty = args.pow_difficulty
     emulator.switches.chunking = not args.no_chunking
     emulator.switches.pings = not args.no_pings
+    emulator.switches.dialect = args.dialect
     if args.easy:
         emulator.switches.pow_required = False
         emulator.switches.require_requirements_token = False

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from flask import Blueprint, Response, abort, current_app, request
 
-from . import sentinel, streams, tokens, turns
+from . import files, sentinel, streams, tokens, turns
 from .failures import FAILURES, detail_error, json_response
 
 blueprint = Blueprint("backend", __name__)
@@ -151,6 +151,9 @@ def _answer(owner: str, chat, *, model_slug: str | None = None, handoff: bool = 
                      else Path(switches.replay_file).read_bytes())
         return _stream(streams.replay_events(recording), rng, pings=False)
 
+    files.check_message_files(emulator.files, owner, chat.messages)
+    users = [m for m in chat.messages if m["author"]["role"] == "user"]
+    chat.files_note = files.describe(emulator.files, users[-1] if users else None)
     turn = turns.apply(emulator.conversations, owner, chat, switches)
     if model_slug is not None:
         turn.model_slug = model_slug
@@ -356,9 +359,14 @@ def models():
     _account()
     switches = _emulator().switches
     listed = MODELS + [(slug, slug, "", 32767) for slug in switches.extra_models]
+    accepted = _emulator().files.accepted_types
+    features = {} if accepted is None else {"attachments": {
+        "type": "retrieval", "accepted_mime_types": [t for t in accepted
+                                                     if not t.startswith("image/")],
+        "image_mime_types": [t for t in accepted if t.startswith("image/")]}}
     answer = {"models": [{"slug": slug, "max_tokens": max_tokens, "title": title,
                           "description": description, "tags": ["history_off_approved"],
-                          "capabilities": {}, "product_features": {}}
+                          "capabilities": {}, "product_features": features}
                          for slug, title, description, max_tokens in listed]}
     if switches.dialect == "2024":
         answer["categories"] = [{"category": "gpt_4o", "human_category_name": "GPT-4o",

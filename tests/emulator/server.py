@@ -19,6 +19,7 @@ from .app import create_emulator_app
 from .auth_pages import AuthPages
 from .conduit import ConduitLedger
 from .conversations import ConversationStore
+from .files import FileStore
 from .sentinel import SentinelLedger, TwoPhaseLedger
 from .switches import Switches
 
@@ -57,6 +58,8 @@ class Emulator:
         self.conduits = ConduitLedger()
         # Handed-off turns waiting for /f/conversation/resume, by conversation id.
         self.handoffs: dict = {}
+        # Uploaded (and made) files: files.py.
+        self.files = FileStore()
         # The login pages (docs/protocol-auth.md): accounts, sessions, refresh tokens, auth
         # switches.
         self.auth = AuthPages(mint=self.mint_access_token)
@@ -102,6 +105,7 @@ class Emulator:
         self.two_phase.clear()
         self.conduits.clear()
         self.handoffs.clear()
+        self.files.clear()
         self.auth.reset()
         with self._lock:
             self.requests.clear()

@@ -49,6 +49,8 @@ class ChatRequest:
     supported_encodings: list
     history_disabled: bool
     body: dict
+    # What the model says it received with the last user message's files (files.describe).
+    files_note: str = ""
 
 
 def _bad(detail: str):
@@ -128,7 +130,7 @@ def answer_text(switches, request: ChatRequest) -> str:
     if scripted is not None:
         return scripted
     users = [m for m in request.messages if m["author"]["role"] == "user"]
-    return f"Echo: {message_text(users[-1]) if users else ''}"
+    return f"Echo: {message_text(users[-1]) if users else ''}{request.files_note}"
 
 
 def _title(text: str) -> str:

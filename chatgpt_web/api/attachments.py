@@ -1,0 +1,279 @@
+"""The files a caller sends with a message: read, fetched, checked (docs/files.md).
+
+Three faces bring files: `/v1/chat/completions` content parts (`image_url` with a `data:` or an
+https URL, `file` with base64 `file_data` and a `filename`), `/v1/responses` items
+(`input_image`, `input_file`, mapped to those parts), and `/send_message` multipart `file` fields.
+
+A part is first only *named* (`FileRef`): chat UIs resend the whole history every turn, and only
+the messages that go upstream need their files. `resolve()` turns the refs of those messages into
+`uploads.Attachment`s (bytes and their sniffed type), which the conversation client uploads to
+the account:
+
+* a `data:` URL or base64 `file_data` is decoded;
+* an https URL is fetched by this service through the SSRF guard reverse_proxy uses
+  (upstream/endpoints.py: https, every address public, the connection pinned to the checked
+  addresses; a prefix listed in IMAGE_URL_ALLOW skips the address check), redirects followed
+  through the same guard (at most MAX_REDIRECTS), the answer bounded by MAX_UPLOAD_BYTES and
+  FETCH_TIMEOUT, its Content-Type required to be an image type;
+* every file must be at most MAX_UPLOAD_BYTES (413 `file_too_large`) and one of the accepted
+  types, judged from its bytes (415 `unsupported_file_type`); at most MAX_FILES files per request.
+
+A ref's `identity` (a hash of its data URL, or its https URL) is what a remembered history is
+keyed by (chat_memory.py), so the same history finds the same web conversation without any file
+being decoded or fetched.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from urllib.parse import unquote_to_bytes, urljoin
+
+from ..config import Config
+from ..errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, UpstreamError
+from ..media_types import ACCEPTED_TYPES, EXTENSIONS, IMAGE_TYPES, clean_label, sniff, type_of_name
+from ..transport import plain_session, upstream_errors
+from ..upstream.conversation import ChatMessage
+from ..upstream.endpoints import Resolver, guard_destination, system_resolver
+from ..upstream.uploads import Attachment
+
+MAX_FILES = 10  # files sent upstream with one request
+MAX_REDIRECTS = 3
+FETCH_TIMEOUT = 20.0  # seconds for one remote image, redirects included
+MAX_NAME = 200
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A file named by a request, not yet read: `source` is a data URL, bare base64, or an
+    https URL (`remote`)."""
+
+    source: str
+    name: str | None = None  # the caller's file name, if it gave one
+    param: str = ""  # where it was in the request, for errors
+    remote: bool = False
+    image_only: bool = False  # an image_url part: only images are accepted
+
+    @property
+    def identity(self) -> str:
+        if self.remote:
+            return "url:" + self.source
+        return "data:" + hashlib.sha256(self.source.encode()).hexdigest()
+
+
+def image_ref(value, param: str) -> FileRef:
+    """The FileRef of an `image_url` part's value (`{"url": ...}` or the URL itself)."""
+    url = value.get("url") if isinstance(value, dict) else value
+    if not isinstance(url, str) or not url.strip():
+        raise BadRequest("an image_url part needs image_url.url: a data: URL or an https URL",
+                         "invalid_field", param=f"{param}.image_url.url")
+    url = url.strip()
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "data":
+        return FileRef(url, param=param, image_only=True)
+    if scheme in ("http", "https"):
+        return FileRef(url, param=param, remote=True, image_only=True)
+    raise BadRequest("image_url.url must be a data: URL or an https URL", "invalid_image_url",
+                     param=f"{param}.image_url.url")
+
+
+def file_ref(value, param: str) -> FileRef:
+    """The FileRef of a `file` part's value (`{"file_data": ..., "filename": ...}`)."""
+    if not isinstance(value, dict):
+        raise BadRequest("a file part needs a file object with file_data and filename",
+                         "invalid_field", param=f"{param}.file")
+    if value.get("file_id") is not None and value.get("file_data") is None:
+        raise BadRequest("file_id is not supported: this service has no file store of its own; "
+                         "send the file itself as file_data (base64) with a filename",
+                         "unsupported_content", param=f"{param}.file.file_id")
+    data, name = value.get("file_data"), value.get("filename")
+    if not isinstance(data, str) or not data:
+        raise BadRequest("a file part needs file.file_data: the file in base64 (or a data: URL)",
+                         "invalid_field", param=f"{param}.file.file_data")
+    if name is not None and not isinstance(name, str):
+        raise BadRequest("file.filename must be a string", "invalid_field",
+                         param=f"{param}.file.filename")
+    return FileRef(data, name=_clean_name(name), param=param)
+
+
+def _clean_name(name: str | None) -> str | None:
+    if not name:
+        return None
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable()).strip()
+    return name[:MAX_NAME] or None
+
+
+@dataclass(frozen=True)
+class FileRules:
+    """What resolve() accepts, from the settings."""
+
+    max_bytes: int
+    allowed_prefixes: tuple[str, ...] = ()
+    ca_file: str | None = None
+    accepted_types: tuple[str, ...] = ACCEPTED_TYPES
+
+    @classmethod
+    def from_config(cls, config: Config) -> FileRules:
+        return cls(config.max_upload_bytes, config.image_url_allow, config.image_url_ca_file)
+
+
+def resolve(messages: Sequence[ChatMessage], rules: FileRules,
+            resolver: Resolver = system_resolver) -> tuple[ChatMessage, ...]:
+    """The messages with their FileRefs read into Attachments (see the module doc).
+
+    :raise BadRequest: a malformed file or image URL, too many files, a refused destination.
+    :raise PayloadTooLarge: a file over MAX_UPLOAD_BYTES. :raise UnsupportedMediaType.
+    :raise UpstreamError: the remote image could not be fetched.
+    """
+    count = sum(len(message.attachments) for message in messages)
+    if count > MAX_FILES:
+        raise BadRequest(f"{count} files were sent with this request; at most {MAX_FILES} are "
+                         "accepted", "too_many_files", param="messages")
+    return tuple(
+        replace(message, attachments=tuple(
+            read(ref, rules, resolver) if isinstance(ref, FileRef) else ref
+            for ref in message.attachments)) if message.attachments else message
+        for message in messages)
+
+
+def read(ref: FileRef, rules: FileRules, resolver: Resolver = system_resolver) -> Attachment:
+    """One FileRef as an Attachment, checked."""
+    if ref.remote:
+        data, label = fetch(ref, rules, resolver)
+    else:
+        data, label = _decode(ref, rules.max_bytes)
+    return checked(data, label, ref.name, rules, param=ref.param, image_only=ref.image_only)
+
+
+def checked(data: bytes, label: str | None, name: str | None, rules: FileRules, *,
+            param: str, image_only: bool = False) -> Attachment:
+    """`data` as an Attachment, if it is small enough and of an accepted type.
+
+    The type is what the bytes are (media_types.sniff); the label (or the name's extension)
+    only decides between types that look alike.
+    """
+    if len(data) > rules.max_bytes:
+        raise _too_large(rules.max_bytes, param)
+    if not data:
+        raise BadRequest("the file is empty", "invalid_field", param=param)
+    info = sniff(data, clean_label(label) if label not in (None, "application/octet-stream")
+                 else type_of_name(name or ""))
+    accepted = IMAGE_TYPES if image_only else rules.accepted_types
+    if info.mime_type not in accepted:
+        kinds = "images (PNG, JPEG, GIF, WebP)" if image_only else "images, PDF, text and " \
+            "office documents"
+        raise UnsupportedMediaType(f"this file type is not accepted: send {kinds}",
+                                   "unsupported_file_type", param=param)
+    if not name or type_of_name(name) != info.mime_type:
+        stem = (name.rsplit(".", 1)[0] if name else "") or ("image" if info.is_image else "file")
+        name = stem + EXTENSIONS[info.mime_type]
+    return Attachment(name, info.mime_type, data, info.width, info.height)
+
+
+def _too_large(limit: int, param: str) -> PayloadTooLarge:
+    return PayloadTooLarge(f"a file is larger than {limit} bytes (MAX_UPLOAD_BYTES)",
+                           "file_too_large", param=param)
+
+
+def _decode(ref: FileRef, max_bytes: int) -> tuple[bytes, str | None]:
+    """A data URL's (or bare base64's) bytes and declared type."""
+    source, label = ref.source, None
+    if source[:5].lower() == "data:":
+        header, comma, payload = source[5:].partition(",")
+        if not comma:
+            raise BadRequest("a data: URL needs a comma before its data", "invalid_field",
+                             param=ref.param)
+        fields = header.split(";")
+        label = fields[0] or None
+        if "base64" not in (field.strip().lower() for field in fields[1:]):
+            raw = unquote_to_bytes(payload)
+            if len(raw) > max_bytes:
+                raise _too_large(max_bytes, ref.param)
+            return raw, label
+        source = payload
+    # Checked before decoding: base64 is 4 characters for every 3 bytes.
+    if (len(source) // 4) * 3 > max_bytes + 3:
+        raise _too_large(max_bytes, ref.param)
+    try:
+        data = base64.b64decode("".join(source.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("the file data is not valid base64", "invalid_field",
+                         param=ref.param) from None
+    return data, label
+
+
+def fetch(ref: FileRef, rules: FileRules,
+          resolver: Resolver = system_resolver) -> tuple[bytes, str | None]:
+    """Download a remote image through the SSRF guard (see the module doc)."""
+    url = ref.source
+    deadline = time.monotonic() + FETCH_TIMEOUT
+    for _ in range(MAX_REDIRECTS + 1):
+        destination = guard_destination(url, rules.allowed_prefixes, resolver,
+                                        name="image_url", setting="IMAGE_URL_ALLOW",
+                                        codes=("invalid_image_url", "image_url_not_allowed"),
+                                        query_allowed=True)
+        # The CA file is for the operator's own servers, the ones IMAGE_URL_ALLOW lists.
+        verify = rules.ca_file if rules.ca_file and not destination.resolve else True
+        with plain_session(destination.resolve) as session:
+            with upstream_errors("image_url"):
+                response = session.get(url, headers={"Accept": "image/*"}, stream=True,
+                                       timeout=_remaining(deadline), verify=verify)
+            try:
+                location = response.headers.get("Location")
+                if response.status_code in (301, 302, 303, 307, 308) and location:
+                    url = urljoin(url, location)
+                    continue
+                if response.status_code != 200:
+                    raise BadRequest(f"image_url answered HTTP {response.status_code}",
+                                     "image_url_unreachable", param=ref.param)
+                label = clean_label(response.headers.get("Content-Type"))
+                if not label or not label.startswith("image/"):
+                    raise UnsupportedMediaType("image_url did not answer with an image "
+                                               "(Content-Type)", "unsupported_file_type",
+                                               param=ref.param)
+                length = response.headers.get("Content-Length")
+                if length and length.isdigit() and int(length) > rules.max_bytes:
+                    raise _too_large(rules.max_bytes, ref.param)
+                return _read_capped(response, rules.max_bytes, deadline, ref.param), label
+            finally:
+                response.close()
+    raise BadRequest(f"image_url redirected more than {MAX_REDIRECTS} times",
+                     "image_url_not_allowed", param=ref.param)
+
+
+def _read_capped(response, max_bytes: int, deadline: float, param: str) -> bytes:
+    body = bytearray()
+    with upstream_errors("image_url"):
+        for chunk in response.iter_content():
+            _remaining(deadline)
+            body += chunk
+            if len(body) > max_bytes:
+                raise _too_large(max_bytes, param)
+    return bytes(body)
+
+
+def _remaining(deadline: float) -> float:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise UpstreamError("image_url: the image did not arrive within "
+                            f"{FETCH_TIMEOUT:.0f} seconds", "image_url_unreachable")
+    return remaining
+
+
+def form_files(storages: Sequence, rules: FileRules) -> tuple[Attachment, ...]:
+    """The multipart `file` fields of a /send_message call (werkzeug FileStorage objects) as
+    checked Attachments. :raise BadRequest, PayloadTooLarge, UnsupportedMediaType."""
+    if len(storages) > MAX_FILES:
+        raise BadRequest(f"{len(storages)} files were sent; at most {MAX_FILES} are accepted",
+                         "too_many_files", param="file")
+    found = []
+    for index, storage in enumerate(storages):
+        param = f"file[{index}]"
+        data = storage.stream.read(rules.max_bytes + 1)
+        found.append(checked(data, storage.mimetype, _clean_name(storage.filename), rules,
+                             param=param))
+    return tuple(found)
