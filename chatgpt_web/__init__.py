@@ -59,6 +59,7 @@ def create_app(config: Config | Mapping[str, str] | None = None) -> Flask:
     from .api import (
         admin,
         conversations,
+        images,
         openai_compat,
         openai_responses,
         ops,
@@ -81,6 +82,7 @@ def create_app(config: Config | Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(openai_compat.blueprint)  # /v1/...: errors in the OpenAI envelope
     app.register_blueprint(openai_compat.aliases)  # /chat/completions, /models: the same views
     app.register_blueprint(openai_responses.blueprint)  # /v1/responses
+    app.register_blueprint(images.blueprint)  # /v1/images/generations, /v1/files/<id>/content
     app.register_blueprint(relay_api.blueprint)  # /v1 endpoints served by relay upstreams
     app.register_blueprint(relay_api.admin_blueprint)
     install_error_handlers(app, ApiError.to_dict)

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import re
 from urllib.parse import urlsplit
 
 from flask import Flask, g, request
@@ -35,6 +36,9 @@ OPEN_PREFIXES = ("/static/",)
 # Need a key but are not rate limited: a Prometheus scrape every 15 s would exhaust 120/hour.
 UNLIMITED_PATHS = frozenset({"/metrics"})
 ADMIN_PREFIX = "/admin"
+# A generated image's signed link (image_links.py): its signature is the credential, because chat
+# UIs load it as a plain <img> source that carries no key. The per-IP limit still applies.
+SIGNED_LINK = re.compile(r"/v1/files/[^/]+/content")
 # POSTed here, a request is answered by a backend: a scoped key's model and backend scopes,
 # concurrency cap and quotas apply (ledger.py). The relay's paths count when it is configured.
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
@@ -292,7 +296,8 @@ def init_app(app: Flask) -> None:
             _counting_refusals(services, lambda: _require_admin(services.config))
             return
         client = None
-        if services.keys.enabled:
+        signed_link = request.method == "GET" and SIGNED_LINK.fullmatch(path) is not None
+        if services.keys.enabled and not signed_link:
             client = _counting_refusals(services, lambda: _require_client_key(services.keys))
         g.client_key = client
         ip = client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"),

@@ -362,6 +362,15 @@ class Config:
     # caller may point reverse_proxy at a server it controls.
     max_upstream_event_bytes: int = setting("MAX_UPSTREAM_EVENT_BYTES", positive_int, 1 << 20)
     max_upstream_answer_bytes: int = setting("MAX_UPSTREAM_ANSWER_BYTES", positive_int, 32 << 20)
+    # --- generated images (api/images.py, image_links.py, upstream/downloads.py) ---
+    # Key of the HMAC that signs image links; unset: a random one kept in the Store.
+    image_link_secret: str | None = setting("IMAGE_LINK_SECRET", optional_text, secret=True)
+    # Seconds an image link (/v1/files/<id>/content?expires=&sig=) stays valid.
+    image_link_ttl: int = setting("IMAGE_LINK_TTL", positive_int, 3600)
+    # Seconds one image turn may take, the wait for the drawn image included.
+    image_timeout: float = setting("IMAGE_TIMEOUT", positive_float, 300.0)
+    # Largest generated file the service downloads from an account, in bytes (502 beyond).
+    max_image_bytes: int = setting("MAX_IMAGE_BYTES", positive_int, 20 << 20)
     # --- slow clients (buffered_worker.py, the gunicorn worker) ---
     # Seconds a request's headers may take to arrive, and then its body (408 and closed beyond).
     request_header_timeout: float = setting("REQUEST_HEADER_TIMEOUT", positive_float, 10.0)

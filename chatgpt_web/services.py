@@ -8,6 +8,7 @@ from typing import TypeVar
 
 from .alerts import AlertWatcher, WebhookSender
 from .config import Config
+from .image_links import ImageLinks
 from .keys import KeyRing
 from .ledger import Ledger
 from .limits import RateLimiter
@@ -20,6 +21,7 @@ from .store import Store, open_store
 from .tokens import TokenProvider
 from .transport import plain_session
 from .upstream.conversation import ConversationClient
+from .upstream.downloads import DownloadClient
 from .upstream.history import HistoryClient
 from .upstream.pow import ProofOfWorkSolver
 
@@ -141,6 +143,17 @@ class Services:
     def history(self) -> HistoryClient:
         """The upstream conversation-history client (list, read, rename, delete, title)."""
         return self._once("history", lambda: HistoryClient(self.config))
+
+    @property
+    def image_links(self) -> ImageLinks:
+        """Signed, expiring links to generated images (image_links.py)."""
+        return self._once("image_links", lambda: ImageLinks(
+            self.store, self.config.image_link_secret, self.config.image_link_ttl))
+
+    @property
+    def downloads(self) -> DownloadClient:
+        """Reads generated files (images) from the accounts (upstream/downloads.py)."""
+        return self._once("downloads", lambda: DownloadClient(self.config))
 
     @property
     def model_catalog(self) -> ModelCatalog:

@@ -2,12 +2,17 @@
 (GET /admin), against the emulator through a live service."""
 from __future__ import annotations
 
+import base64
 import csv
 import fnmatch
+import hashlib
 import io
 import json
+import random
 import re
+import struct
 import tomllib
+import zlib
 from pathlib import Path
 
 import httpx
@@ -176,6 +181,118 @@ def test_a_hostile_answer_is_shown_as_text_and_runs_nothing(web_page, live_servi
     links = body.locator("a")
     assert links.count() == 1 and links.first.get_attribute("href") == "https://example.com/"
     assert "<iframe" in body.locator(".code-block code").inner_text()
+
+
+def png(rgb: tuple[int, int, int] | None, width: int = 3, height: int = 2) -> bytes:
+    """A valid PNG of one colour, or of seeded noise (which does not compress) for None."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+    noise = random.Random(7)
+    rows = b"".join(b"\x00" + (bytes(rgb) * width if rgb else noise.randbytes(3 * width))
+                    for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def data_url(picture: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(picture).decode()
+
+
+PASTE = """(encoded) => {
+  const bytes = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([bytes], "", {type: "image/png"}));
+  document.querySelector("[data-testid=prompt]").dispatchEvent(
+    new ClipboardEvent("paste", {clipboardData: transfer, bubbles: true, cancelable: true}));
+}"""
+
+
+def test_playground_attaches_images_by_picker_and_paste(web_page, make_app, emulator, token,
+                                                         artifacts, request):
+    red, blue = png((200, 30, 30)), png((30, 30, 200))
+    # A deployment that takes files of up to 1000 bytes (the page itself allows 20 MB).
+    server = LiveServer(make_app(MAX_UPLOAD_BYTES="1000"))
+    request.addfinalizer(server.stop)
+    page = web_page
+    page.goto(server.url + "/")
+    _sign_in(page, "access", token)
+    picker = "[data-testid=attach-input]"
+    error = page.locator("[data-testid=error]")
+
+    # Refused before anything is read or sent: not an image, or over the 20 MB limit.
+    page.set_input_files(picker, files=[{"name": "notes.txt", "mimeType": "text/plain",
+                                         "buffer": b"hello"}])
+    error.wait_for(state="visible")
+    assert "unsupported_file" in error.inner_text() and "notes.txt" in error.inner_text()
+    # (the large file is made in the page: sending 20 MB through Playwright is slow)
+    page.evaluate("""(size) => {
+      const input = document.querySelector("[data-testid=attach-input]");
+      const transfer = new DataTransfer();
+      transfer.items.add(new File([new Uint8Array(size)], "huge.png", {type: "image/png"}));
+      input.files = transfer.files;
+      input.dispatchEvent(new Event("change"));
+    }""", 20 * 1024 * 1024 + 1)
+    page.wait_for_function("document.querySelector('[data-testid=error]').textContent"
+                           ".includes('image_too_large')")
+    assert "huge.png is 20.0 MB" in error.inner_text()
+    assert page.locator("[data-testid=attachments]").is_hidden()
+
+    # One image from the file picker, one pasted, one removed again: previews of each.
+    page.set_input_files(picker, files=[{"name": "red.png", "mimeType": "image/png",
+                                         "buffer": red}])
+    page.locator(".attachment img").wait_for()
+    assert error.is_hidden()
+    page.evaluate(PASTE, base64.b64encode(blue).decode())
+    page.wait_for_function("document.querySelectorAll('.attachment img').length === 2")
+    previews = page.locator(".attachment img")
+    assert [previews.nth(i).get_attribute("src") for i in range(2)] == [data_url(red),
+                                                                      data_url(blue)]
+    assert page.locator(".attachment figcaption").all_inner_texts() == [
+        f"red.png · {len(red)} B", f"pasted image · {len(blue)} B"]
+    page.set_input_files(picker, files=[{"name": "red-again.png", "mimeType": "image/png",
+                                         "buffer": red}])
+    page.wait_for_function("document.querySelectorAll('.attachment img').length === 3")
+    page.locator(".attachment", has_text="red-again.png").locator(".remove").click()
+    page.wait_for_function("document.querySelectorAll('.attachment img').length === 2")
+
+    # Sent as the OpenAI API takes images: text, then image_url parts holding data: URLs.
+    with page.expect_request(lambda r: r.url.endswith("/v1/chat/completions")) as sent:
+        _ask(page, "What is in these pictures?")
+    assert sent.value.post_data_json["messages"][-1] == {"role": "user", "content": [
+        {"type": "text", "text": "What is in these pictures?"},
+        {"type": "image_url", "image_url": {"url": data_url(red)}},
+        {"type": "image_url", "image_url": {"url": data_url(blue)}}]}
+    # The emulated model says which files reached the account: both images, byte for byte.
+    page.wait_for_selector("article.message.assistant:not(.streaming)")
+    answer = _answers(page).first.locator(".message-body").inner_text()
+    for picture in (red, blue):
+        assert f"image/png {len(picture)} bytes sha256={hashlib.sha256(picture).hexdigest()}" \
+            in answer
+    assert page.locator("article.message.user .message-images img").count() == 2
+    assert page.locator("[data-testid=attachments]").is_hidden()
+    page.screenshot(path=str(artifacts / "playground-attach.png"))
+
+    # The next turn resends the history with its images; the service uploads nothing again.
+    _ask(page, "And now?")
+    page.wait_for_function("document.querySelectorAll('article.message.assistant').length == 2 &&"
+                           " !document.querySelector('article.streaming')")
+    assert _answers(page).nth(1).locator(".message-body").inner_text() == "Echo: And now?"
+    assert len([r for r in emulator.requests_to("/files") if r.method == "POST"]) == 2
+
+    # A refusal of the service (an image over a deployment's lower MAX_UPLOAD_BYTES) is shown
+    # with its code, and the image is offered again.
+    page.set_input_files(picker, files=[{"name": "big.png", "mimeType": "image/png",
+                                         "buffer": png(None, width=40, height=30)}])
+    page.locator(".attachment img").wait_for()
+    _ask(page, "Too big for this deployment?")
+    error.wait_for(state="visible")
+    assert "file_too_large" in error.inner_text() and "HTTP 413" in error.inner_text()
+    assert page.locator("article.message.user.failed .message-images img").count() == 1
+    assert page.locator(".attachment figcaption").all_inner_texts()[0].startswith("big.png")
+    page.screenshot(path=str(artifacts / "playground-attach-error.png"))
+    assert page.script_errors == []
 
 
 def test_the_pool_serves_a_visitor_who_brings_nothing(web_page, make_app, tmp_path, emulator):

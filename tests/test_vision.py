@@ -192,3 +192,168 @@ def test_responses_input_image_and_input_file_are_uploaded_too(sdk, emulator):
         {"type": "input_file", "file_data": data_url(PDF, "application/pdf"),
          "filename": "b.pdf"}]}])
     assert received(image) in response.output_text and received(PDF) in response.output_text
+
+
+# --- image URLs: fetched through the SSRF guard ----------------------------------------------
+
+CAT = png(5, 3, shade=77)
+
+
+@pytest.fixture(scope="module")
+def image_server(tmp_path_factory):
+    from tests.tls_images import ImageServer
+    server = ImageServer(tmp_path_factory.mktemp("tls"), {
+        "/cat.png": ("image/png", CAT),
+        "/page": ("text/html", b"<html>not an image</html>"),
+        "/big.png": ("image/png", CAT + b"\0" * 5000),
+    })
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def allowed_sdk(live_service_factory, token, image_server):
+    """A service that may fetch from the local TLS image server (and trusts its certificate)."""
+    service = live_service_factory(IMAGE_URL_ALLOW=image_server.url + "/",
+                                   IMAGE_URL_CA_FILE=str(image_server.cert_file),
+                                   MAX_UPLOAD_BYTES="4096")
+    with openai.OpenAI(base_url=service.url + "/v1", api_key=token, max_retries=0,
+                       timeout=30) as client:
+        yield client
+
+
+def test_an_https_image_url_is_fetched_by_the_service_and_uploaded(allowed_sdk, emulator,
+                                                                   image_server):
+    answer = allowed_sdk.chat.completions.create(model="gpt-4o", messages=[
+        image_message("And this?", image_server.url + "/cat.png")])
+    assert received(CAT) in answer.choices[0].message.content
+    pointer = writes(emulator)[-1]["messages"][-1]["content"]["parts"][0]
+    assert (pointer["width"], pointer["height"]) == (5, 3)
+
+
+def test_a_redirect_on_an_allowed_server_is_followed(allowed_sdk, emulator, image_server):
+    answer = allowed_sdk.chat.completions.create(model="gpt-4o", messages=[
+        image_message("Moved", image_server.url + "/to-cat")])
+    assert received(CAT) in answer.choices[0].message.content
+
+
+@pytest.mark.parametrize("path, status, code", [
+    # localhost resolves to a loopback address and is not under IMAGE_URL_ALLOW
+    ("/to-private", 400, "image_url_not_allowed"),
+    ("/page", 415, "unsupported_file_type"),
+    ("/big.png", 413, "file_too_large"),
+    ("/missing.png", 400, "image_url_unreachable"),
+])
+def test_image_urls_that_cannot_be_used_are_refused(allowed_sdk, emulator, image_server, path,
+                                                    status, code):
+    with pytest.raises(openai.APIStatusError) as caught:
+        allowed_sdk.chat.completions.create(model="gpt-4o", messages=[
+            image_message("?", image_server.url + path)])
+    assert (caught.value.status_code, caught.value.body["code"]) == (status, code)
+    assert caught.value.body["param"] == "messages[0].content[1]"
+    assert writes(emulator) == [] and emulator.requests_to("/files") == []
+
+
+@pytest.mark.parametrize("url", [
+    "http://example.com/cat.png",  # not https
+    "https://127.0.0.1:1/cat.png",  # loopback
+    "https://10.1.2.3/cat.png",  # private
+    "https://[::ffff:192.168.0.1]/cat.png",  # private, IPv6-mapped
+    "https://169.254.169.254/latest/meta-data",  # link-local (cloud metadata)
+])
+def test_without_an_allow_list_only_public_https_image_urls_are_fetched(sdk, emulator, url):
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.chat.completions.create(model="gpt-4o", messages=[image_message("?", url)])
+    assert caught.value.body["code"] == "image_url_not_allowed"
+    assert writes(emulator) == []
+
+
+def test_the_allowed_servers_certificate_must_verify(live_service_factory, token, emulator,
+                                                     image_server):
+    """IMAGE_URL_ALLOW skips the address check, not TLS verification."""
+    service = live_service_factory(IMAGE_URL_ALLOW=image_server.url + "/")
+    with openai.OpenAI(base_url=service.url + "/v1", api_key=token, max_retries=0) as client:
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.chat.completions.create(model="gpt-4o", messages=[
+                image_message("?", image_server.url + "/cat.png")])
+    assert caught.value.status_code == 502
+    assert writes(emulator) == []
+
+
+def test_an_earlier_image_url_in_a_continued_chat_is_not_fetched_again(allowed_sdk, emulator,
+                                                                       image_server):
+    history = [image_message("One", image_server.url + "/cat.png")]
+    first = allowed_sdk.chat.completions.create(model="gpt-4o", messages=history)
+    fetched = image_server.requests.count("/cat.png")
+    history += [{"role": "assistant", "content": first.choices[0].message.content},
+                {"role": "user", "content": "Two"}]
+    allowed_sdk.chat.completions.create(model="gpt-4o", messages=history)
+    assert image_server.requests.count("/cat.png") == fetched
+
+
+# --- the upload's failures ----------------------------------------------------------------------
+
+def test_a_file_the_account_could_not_process_is_502_upload_failed(sdk, emulator, dialect):
+    if dialect == "2024":
+        pytest.skip("the 2024 dialect has no processing stream")
+    emulator.files.fail_processing = True
+    with pytest.raises(openai.APIStatusError) as caught:
+        sdk.chat.completions.create(model="gpt-4o", messages=[
+            image_message("?", data_url(png(1, 1)))])
+    assert (caught.value.status_code, caught.value.body["code"]) == (502, "upload_failed")
+    assert writes(emulator) == []
+
+
+def test_an_upload_url_off_the_upstreams_origin_must_pass_the_ssrf_guard(sdk, emulator):
+    emulator.files.upload_origin = "http://127.0.0.1:9"  # another origin, and a private one
+    with pytest.raises(openai.APIStatusError) as caught:
+        sdk.chat.completions.create(model="gpt-4o", messages=[
+            image_message("?", data_url(png(1, 1)))])
+    assert (caught.value.status_code, caught.value.body["code"]) == (502, "upstream_bad_answer")
+    assert [r for r in emulator.requests if r.method == "PUT"] == []
+
+
+# --- the account pool ------------------------------------------------------------------------
+
+def test_with_the_pool_files_go_to_the_account_that_holds_the_conversation(make_app, tmp_path,
+                                                                           emulator):
+    import io
+    import json
+    import random
+    tokens = {name: emulator.mint_access_token(email=f"{name}@example.com") for name in "abc"}
+    accounts = tmp_path / "accounts.json"
+    accounts.write_text(json.dumps([{"name": n, "access_token": t} for n, t in tokens.items()]))
+    app = make_app(ACCOUNTS_FILE=str(accounts))
+    app.extensions["chatgpt_web"].pool._rng = random.Random(3)
+    client = app.test_client()
+
+    def send(image: bytes, **fields):
+        response = client.post("/send_message", content_type="multipart/form-data", data={
+            "prompt": "See", "file": (io.BytesIO(image), "p.png", "image/png"), **fields})
+        assert response.status_code == 200, response.json
+        return response.json
+
+    first = send(png(1, 1, shade=1))
+    answer = first
+    for shade in (2, 3, 4):
+        answer = send(png(1, 1, shade=shade), conversation_id=first["conversation_id"],
+                      parent_message_id=answer["parent_message_id"])
+        assert received(png(1, 1, shade=shade)) in answer["text"]
+    bearers = {r.headers["authorization"] for r in emulator.requests
+               if r.path.endswith(("/files", "/uploaded", "/conversation"))}
+    assert len(bearers) == 1  # every upload and every write on one account
+    owners = {f.owner for f in emulator.files.uploaded()}
+    assert len(owners) == 1 and len(emulator.files.uploaded()) == 4
+
+
+def test_the_upload_cache_is_per_account(live_service, emulator):
+    image = png(2, 2, shade=5)
+    alice, bob = (emulator.mint_access_token(email=e) for e in ("alice@x.org", "bob@x.org"))
+    for token in (alice, bob, alice, bob):
+        with openai.OpenAI(base_url=live_service.url + "/v1", api_key=token,
+                           max_retries=0) as client:
+            answer = client.chat.completions.create(model="gpt-4o", messages=[
+                image_message("Mine?", data_url(image))])
+            assert received(image) in answer.choices[0].message.content
+    assert uploads_started(emulator) == 2
+    assert len({f.owner for f in emulator.files.uploaded()}) == 2

@@ -212,10 +212,13 @@ def fetch(ref: FileRef, rules: FileRules,
     url = ref.source
     deadline = time.monotonic() + FETCH_TIMEOUT
     for _ in range(MAX_REDIRECTS + 1):
-        destination = guard_destination(url, rules.allowed_prefixes, resolver,
-                                        name="image_url", setting="IMAGE_URL_ALLOW",
-                                        codes=("invalid_image_url", "image_url_not_allowed"),
-                                        query_allowed=True)
+        try:
+            destination = guard_destination(url, rules.allowed_prefixes, resolver,
+                                            name="image_url", setting="IMAGE_URL_ALLOW",
+                                            codes=("invalid_image_url", "image_url_not_allowed"),
+                                            query_allowed=True)
+        except BadRequest as refused:  # the guard does not know which part it checked
+            raise BadRequest(refused.message, refused.code, param=ref.param) from None
         # The CA file is for the operator's own servers, the ones IMAGE_URL_ALLOW lists.
         verify = rules.ca_file if rules.ca_file and not destination.resolve else True
         with plain_session(destination.resolve) as session:

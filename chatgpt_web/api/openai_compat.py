@@ -46,6 +46,7 @@ from .chat_turns import (
 )
 from .credentials import Grant, authenticate, check_caller
 from .error_boundary import install_error_handlers, streamed_error
+from .image_turns import image_markdown, with_images
 from .openai_messages import messages_to_send, to_web_messages
 from .structured_output import OutputFormat
 from .tool_calls import Tools
@@ -283,19 +284,26 @@ def chat_completions():
         memory.remember(model.web_slug, (*messages, assistant_message(result)),
                         Place(completion.conversation_id, completion.message_id))
 
+    base = request.host_url.rstrip("/")
+
+    def drawn(completion: Completion) -> str:  # the images the model drew, as markdown links
+        return image_markdown(services, grant, completion, base)
+
     if stream:
-        return sse.response(_stream_chunks(grant, client, spec, n, first, reply, remember),
-                            first)
+        return sse.response(_stream_chunks(grant, client, spec, n, first, reply, remember,
+                                           drawn), first)
     results = [finish_turn(grant, client, spec, first)]
     for _ in range(n - 1):
         results.append(finish_turn(grant, client, spec, start_turn(grant, client, spec)))
     for result in results:
+        if not result.tool_calls:
+            result.text = with_images(result.text or "", drawn(result.completion))
         remember(result)
     return jsonify(reply.completion_object(results))
 
 
 def _stream_chunks(grant: Grant, client, spec: TurnSpec, n: int, first: Answer,
-                   reply: _Reply, remember) -> Iterator[bytes]:
+                   reply: _Reply, remember, drawn=lambda completion: "") -> Iterator[bytes]:
     """Role chunk, content chunks, the finish chunk (per choice), the usage chunk if asked, then
     [DONE]; a failure after the start ends the stream with one error envelope, which the SDK
     raises."""
@@ -308,7 +316,7 @@ def _stream_chunks(grant: Grant, client, spec: TurnSpec, n: int, first: Answer,
                 answer = start_turn(grant, client, spec)
             with answer:
                 yield sse.event(reply.chunk({"role": "assistant", "content": ""}, index=index))
-                streamed = _StreamedChoice(reply, index)
+                streamed = _StreamedChoice(reply, index, drawn)
                 head = _read_head(answer) if spec.streams_text_unless_json else ""
                 if spec.shaped and (not spec.streams_text_unless_json
                                     or head.lstrip().startswith(JSON_STARTS)):
@@ -352,9 +360,10 @@ def _pieces(head: str, answer: Answer) -> Iterator[str]:
 class _StreamedChoice:
     """The chunks of one choice of a stream, and what it gave (`output_text`, `result`)."""
 
-    def __init__(self, reply: _Reply, index: int):
+    def __init__(self, reply: _Reply, index: int, drawn=lambda completion: ""):
         self.reply = reply
         self.index = index
+        self.drawn = drawn  # the markdown of the images an answer drew
         self.output_text = ""
         self.result: TurnResult | None = None
 
@@ -380,6 +389,10 @@ class _StreamedChoice:
             self.output_text += rest
             yield self._chunk({"content": rest})
         completion = answer.completion
+        images = with_images(self.output_text, self.drawn(completion))[len(self.output_text):]
+        if images:
+            self.output_text += images
+            yield self._chunk({"content": images})
         self.result = TurnResult(self.output_text, None, finish_reason_of(completion), completion)
         reasoning = self.reply.reasoning(completion)
         if reasoning:

@@ -20,6 +20,7 @@ from . import attachments, sse
 from . import fields as f
 from .credentials import Grant
 from .error_boundary import streamed_error
+from .image_turns import image_markdown, with_images
 from .intake import client_gone
 
 blueprint = Blueprint("primary", __name__)
@@ -114,10 +115,12 @@ def get_access_token():
     return jsonify(answer)
 
 
-def _answer_object(completion: Completion) -> dict:
+def _answer_object(completion: Completion, drawn: str = "") -> dict:
     # `title`: what the upstream named a new conversation; `model`: the model that answered,
-    # which may differ from the one asked for (a downgraded account, "auto").
-    return {"text": completion.text, "conversation_id": completion.conversation_id,
+    # which may differ from the one asked for (a downgraded account, "auto"). `drawn`: the
+    # markdown links of the images the answer drew (image_turns.py).
+    return {"text": with_images(completion.text, drawn),
+            "conversation_id": completion.conversation_id,
             "parent_message_id": completion.message_id, "title": completion.title,
             "model": completion.model_slug}
 
@@ -153,19 +156,30 @@ def send_message():
         timeout=timeout_ms / 1000 if timeout_ms else config.request_timeout,
     )
     answer = grant.start_answer(services.conversations, turn)
+    base = request.host_url.rstrip("/")
+
+    def drawn(completion: Completion) -> str:
+        return image_markdown(services, grant, completion, base)
+
     if stream:
-        return sse.response(_stream_events(answer), answer)
-    return jsonify(_answer_object(answer.read(abandoned=client_gone)))
+        return sse.response(_stream_events(answer, drawn), answer)
+    completion = answer.read(abandoned=client_gone)
+    return jsonify(_answer_object(completion, drawn(completion)))
 
 
-def _stream_events(answer: Answer):
+def _stream_events(answer: Answer, drawn=lambda completion: ""):
     """Our SSE format: `{"delta": text}` events, then the answer object, then [DONE]; a failure
     after the start ends the stream with an `error` event (the error body plus its status)."""
     with answer:
         try:
             for delta in answer:
                 yield sse.event({"delta": delta.text})
-            yield sse.event(_answer_object(answer.completion))
+            completion = answer.completion
+            images = drawn(completion)
+            if images:
+                shown = with_images(completion.text, images)
+                yield sse.event({"delta": shown[len(completion.text):]})
+            yield sse.event(_answer_object(answer.completion, images))
             yield sse.DONE
         except Exception as error:  # the stream has begun: the status line can no longer say it
             yield sse.event(streamed_error(error, _error_event), "error")

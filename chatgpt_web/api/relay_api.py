@@ -1,8 +1,9 @@
 """The relay faces: /v1 endpoints served by OpenAI-compatible upstreams, and /admin/upstreams.
 
-POST /v1/completions, /v1/embeddings, /v1/moderations, /v1/images/generations and
-/v1/audio/speech take JSON; /v1/audio/transcriptions takes multipart form data, passed on as
-received. /v1/chat/completions is the OpenAI face's; it asks `route_chat()` first, which hands
+POST /v1/completions, /v1/embeddings, /v1/moderations and /v1/audio/speech take JSON;
+/v1/audio/transcriptions takes multipart form data, passed on as received.
+/v1/images/generations is api/images.py's, which asks `route_images()` first.
+/v1/chat/completions is the OpenAI face's; it asks `route_chat()` first, which hands
 the request to the relay when the model's route says so (web pool resting, a relay-only model,
 tools the web backend lacks). `/v1/models` adds `listed_models()` to the web list.
 
@@ -59,13 +60,6 @@ def moderations():
     services = current()
     return run(services, json_request(services, "/moderations",
                                        default_model=DEFAULT_MODERATION_MODEL))
-
-
-@blueprint.post("/images/generations")
-def image_generations():
-    services = current()
-    return run(services, json_request(services, "/images/generations",
-                                       default_model="dall-e-2"))
 
 
 @blueprint.post("/audio/speech")

@@ -167,6 +167,12 @@ def _web_can_serve(services: Services, body: dict) -> bool:
     """Whether the web path could take this chat request now (same checks it makes)."""
     if body.get("tools") or body.get("functions") or body.get("n") not in (None, 1):
         return False
+    return _web_account_ready(services)
+
+
+def _web_account_ready(services: Services) -> bool:
+    """Whether a web account could take a request now: the pool (with client keys on), else a
+    bearer that is a ChatGPT access token rather than an `sk-` key."""
     if services.keys.enabled:
         pool = services.pool
         if pool is None:
@@ -214,6 +220,37 @@ def route_chat(services: Services):
     if ordered[0].is_web and web_ok:
         return None
     relay_request = json_request(services, "/chat/completions", decoded=body)
+    try:
+        return run(services, relay_request)
+    except ApiError as error:
+        if web_ok and error.code != "content_blocked":
+            return None
+        raise
+
+
+def route_images(services: Services, web_models: tuple[str, ...] = ()):
+    """The relay's answer to POST /v1/images/generations, or None to leave it to the web
+    accounts (api/images.py), decided as `route_chat()` decides: a model the relay does not
+    route stays on the web; a routed one goes to the relay unless a web target comes first and
+    a web account can serve now, and back to the web when every relay target failed."""
+    relay = services.relay
+    if relay is None:
+        return None
+    body = request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        return None
+    model = body.get("model") or "dall-e-2"
+    if not isinstance(model, str):
+        return None
+    targets = relay.router.targets(model, web_knows=model in web_models)
+    if targets is None or all(t.is_web for t in targets):
+        return None
+    ordered = relay.router.ordered(targets)
+    web_ok = any(t.is_web for t in ordered) and _web_account_ready(services)
+    if ordered[0].is_web and web_ok:
+        return None
+    relay_request = json_request(services, "/images/generations", default_model="dall-e-2",
+                                 decoded=body)
     try:
         return run(services, relay_request)
     except ApiError as error:

@@ -12,6 +12,7 @@ const chat = {
   messageId: null,       // its last assistant message
   controller: null,      // aborts the answer in flight
   accessToken: null,     // exchanged from a session token, kept in memory only
+  attachments: [],       // images for the next message: {name, size, url (a data: URL)}
 };
 
 // --- the credential ----------------------------------------------------------------------------
@@ -113,6 +114,92 @@ async function loadModels() {
   }
 }
 
+// --- image attachments (sent as `image_url` parts holding data: URLs) --------------------------
+
+// The service's default MAX_UPLOAD_BYTES: a larger image is refused here, before it is read and
+// sent (a deployment with a lower limit answers 413, shown like any error).
+const MAX_IMAGE_BYTES = 20 * 1024 * 1024;
+const MAX_IMAGES = 4;
+const IMAGE_TYPES = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+
+function sizeText(bytes) {
+  if (bytes < 1024) return bytes + " B";
+  if (bytes < 1024 * 1024) return Math.round(bytes / 1024) + " KB";
+  return (bytes / 1024 / 1024).toFixed(1) + " MB";
+}
+
+function readAsDataUrl(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
+async function attach(files) {
+  clearError();
+  for (const file of files) {
+    const name = file.name || "pasted image";
+    let refusal = null;
+    if (!IMAGE_TYPES.includes(file.type)) {
+      refusal = new ApiError(0, "unsupported_file",
+                             name + " is not a PNG, JPEG, GIF or WebP image");
+    } else if (file.size > MAX_IMAGE_BYTES) {
+      refusal = new ApiError(0, "image_too_large", name + " is " + sizeText(file.size)
+                             + ": images of up to " + sizeText(MAX_IMAGE_BYTES) + " can be sent");
+    } else if (chat.attachments.length >= MAX_IMAGES) {
+      refusal = new ApiError(0, "too_many_images",
+                             "at most " + MAX_IMAGES + " images can go with one message");
+    }
+    if (refusal) {
+      showError(refusal);
+      continue;
+    }
+    chat.attachments.push({ name, size: file.size, url: await readAsDataUrl(file) });
+  }
+  renderAttachments();
+}
+
+function thumbnail(image) {
+  const picture = document.createElement("img");
+  picture.src = image.url; // a data: URL the page made from the chosen file
+  picture.alt = image.name;
+  picture.title = image.name + " (" + sizeText(image.size) + ")";
+  return picture;
+}
+
+function renderAttachments() {
+  const strip = $("attachments");
+  strip.replaceChildren(...chat.attachments.map((image, index) => {
+    const item = document.createElement("figure");
+    item.className = "attachment";
+    const caption = document.createElement("figcaption");
+    caption.textContent = image.name + " · " + sizeText(image.size);
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "small remove";
+    remove.textContent = "×";
+    remove.title = "Remove " + image.name;
+    remove.addEventListener("click", () => {
+      chat.attachments.splice(index, 1);
+      renderAttachments();
+    });
+    item.append(thumbnail(image), caption, remove);
+    return item;
+  }));
+  strip.hidden = !chat.attachments.length;
+  // A message may be an image alone.
+  $("prompt").required = !chat.attachments.length;
+}
+
+// The content of a user message: its text, then one `image_url` part per image.
+function userContent(prompt, images) {
+  if (!images.length) return prompt;
+  const parts = prompt ? [{ type: "text", text: prompt }] : [];
+  return parts.concat(images.map((image) => ({ type: "image_url", image_url: { url: image.url } })));
+}
+
 // --- the conversation --------------------------------------------------------------------------
 
 function bubble(role) {
@@ -168,9 +255,18 @@ async function* events(response) {
 
 async function send(prompt) {
   clearError();
+  const images = chat.attachments;
+  chat.attachments = [];
+  renderAttachments();
   const user = bubble("user");
   user.body.textContent = prompt;
-  chat.messages.push({ role: "user", content: prompt });
+  if (images.length) {
+    const pictures = document.createElement("div");
+    pictures.className = "message-images";
+    pictures.append(...images.map(thumbnail));
+    user.body.appendChild(pictures);
+  }
+  chat.messages.push({ role: "user", content: userContent(prompt, images) });
   const answer = bubble("assistant");
   answer.item.classList.add("streaming");
   let text = "";
@@ -221,6 +317,10 @@ async function send(prompt) {
     chat.messages.pop(); // the turn failed: it is not part of the conversation
     if (!text) answer.item.remove();
     if (!text) user.item.classList.add("failed");
+    if (!text && images.length) { // offered again for the next try
+      chat.attachments = images.concat(chat.attachments).slice(0, MAX_IMAGES);
+      renderAttachments();
+    }
     if (error.name !== "AbortError") showError(error);
   } finally {
     answer.item.classList.remove("streaming");
@@ -383,9 +483,25 @@ document.addEventListener("DOMContentLoaded", () => {
   $("composer").addEventListener("submit", (event) => {
     event.preventDefault();
     const prompt = $("prompt").value.trim();
-    if (!prompt || $("send").disabled) return;
+    if ((!prompt && !chat.attachments.length) || $("send").disabled) return;
     $("prompt").value = "";
     send(prompt);
+  });
+  $("attach").addEventListener("click", () => $("attach-input").click());
+  $("attach-input").addEventListener("change", () => {
+    attach([...$("attach-input").files]);
+    $("attach-input").value = ""; // choosing the same file again is a change too
+  });
+  $("prompt").addEventListener("paste", (event) => {
+    const files = [...(event.clipboardData ? event.clipboardData.files : [])];
+    if (!files.length) return; // pasted text goes in as usual
+    event.preventDefault();
+    attach(files);
+  });
+  $("composer").addEventListener("dragover", (event) => event.preventDefault());
+  $("composer").addEventListener("drop", (event) => {
+    event.preventDefault();
+    attach([...event.dataTransfer.files]);
   });
   $("prompt").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey) {

@@ -23,7 +23,7 @@ from ..metrics import timed_upstream
 from ..transport import stream_post, upstream_errors
 from .endpoints import Upstream
 from .errors import from_upstream
-from .stream import Completion, StreamReducer, TextDelta, iter_sse
+from .stream import Completion, StreamReducer, TextDelta, image_pointers, iter_sse
 
 MAX_CONVERSATION_BYTES = 8 * 1024 * 1024
 MAX_POLL_FAILURES = 3
@@ -112,7 +112,7 @@ def _poll(session, upstream: Upstream, headers: dict, conversation_id: str, sent
             failures = 0
             finished = _finished_answer(response.content)
             if finished is not None:
-                text, message = finished
+                text, message, images = finished
                 if text.startswith(sent) and len(text) > len(sent):
                     yield TextDelta(text[len(sent):])
                 metadata = message.get("metadata") or {}
@@ -120,28 +120,45 @@ def _poll(session, upstream: Upstream, headers: dict, conversation_id: str, sent
                 return Completion(text=text if text.startswith(sent) else sent,
                                   conversation_id=conversation_id, message_id=message.get("id"),
                                   finish_type=finish.get("type") if isinstance(finish, dict)
-                                  else None, model_slug=metadata.get("model_slug"))
+                                  else None, model_slug=metadata.get("model_slug"),
+                                  images=images)
         wait = min(poll_interval, max(0.0, deadline - time.monotonic()))
         time.sleep(wait)
         _remaining(deadline)
 
 
-def _finished_answer(content: bytes) -> tuple[str, dict] | None:
-    """(text, message) of the conversation's current assistant message once it is finished."""
+def _finished_answer(content: bytes) -> tuple[str, dict, tuple[str, ...]] | None:
+    """(text, message, image pointers) of the conversation's current answer once it is
+    finished: an assistant message, or the image tool's message when the turn only drew."""
     if len(content) > MAX_CONVERSATION_BYTES:
         raise UpstreamError("the conversation is too large to read", "upstream_bad_answer")
     try:
         conversation = json.loads(content)
-        node = conversation["mapping"][conversation["current_node"]]
-        message = node["message"]
+        mapping = conversation["mapping"]
+        message = mapping[conversation["current_node"]]["message"]
     except (ValueError, KeyError, TypeError):
         return None
-    if not isinstance(message, dict) or (message.get("author") or {}).get("role") != "assistant":
+    if not isinstance(message, dict) or message.get("status") not in _FINISHED:
         return None
-    if message.get("status") not in _FINISHED:
+    images = _turn_images(mapping, conversation["current_node"])
+    role = (message.get("author") or {}).get("role")
+    if role != "assistant" and not (role == "tool" and image_pointers(message)):
         return None
     parts = (message.get("content") or {}).get("parts") or []
-    return "".join(p for p in parts if isinstance(p, str)), message
+    return "".join(p for p in parts if isinstance(p, str)), message, images
+
+
+def _turn_images(mapping: dict, node_id: str) -> tuple[str, ...]:
+    """The images drawn in the turn that ends at `node_id`: its messages back to the user's."""
+    found: list[str] = []
+    for _ in range(len(mapping)):  # bounded: a cycle in a hostile tree ends here
+        node = mapping.get(node_id) if isinstance(node_id, str) else None
+        message = node.get("message") if isinstance(node, dict) else None
+        if not isinstance(message, dict) or (message.get("author") or {}).get("role") == "user":
+            break
+        found[:0] = image_pointers(message)
+        node_id = node.get("parent")
+    return tuple(dict.fromkeys(found))
 
 
 def _remaining(deadline: float) -> float:

@@ -58,6 +58,8 @@ class Completion:
     title: str | None = None        # the title the upstream gave a new conversation
     banner: Banner | None = None    # e.g. account_sharing_degrade: answers from a lesser model
     reasoning: str | None = None    # the reasoning shown (thoughts, analysis); never in `text`
+    # Asset pointers of the images the turn drew (`sediment://...`), in order (image_pointers).
+    images: tuple[str, ...] = ()
 
     def continuing(self, earlier: Completion | None) -> Completion:
         """This leg's completion with what the earlier legs of the same answer said about the
@@ -67,7 +69,8 @@ class Completion:
         reasoning = "\n\n".join(r for r in (earlier.reasoning, self.reasoning) if r) or None
         return replace(self, title=self.title or earlier.title,
                        banner=self.banner or earlier.banner,
-                       model_slug=self.model_slug or earlier.model_slug, reasoning=reasoning)
+                       model_slug=self.model_slug or earlier.model_slug, reasoning=reasoning,
+                       images=earlier.images + self.images)
 
 
 def _split_lines(text: str) -> list[str]:
@@ -319,6 +322,24 @@ def _visible_text(message: dict) -> str | None:
     if not isinstance(parts, list):
         return None
     return "".join(_str(part) for part in parts if isinstance(part, (str, _Text)))
+
+
+def image_pointers(message: dict) -> list[str]:
+    """The asset pointers of the images a message of the answer carries: the image tool's
+    `multimodal_text` parts of type `image_asset_pointer` (never the user's own uploads)."""
+    if _role(message) in ("user", "system"):
+        return []
+    content = message.get("content")
+    if not isinstance(content, dict) or _str(content.get("content_type")) != "multimodal_text":
+        return []
+    parts = content.get("parts")
+    pointers = []
+    for part in parts if isinstance(parts, list) else []:
+        if isinstance(part, dict) and _str(part.get("content_type")) == "image_asset_pointer":
+            pointer = _str(part.get("asset_pointer"))
+            if isinstance(pointer, str) and pointer:
+                pointers.append(pointer)
+    return pointers
 
 
 def _reasoning_text(message: dict) -> str:
@@ -775,6 +796,14 @@ class StreamReducer:
         joined = "\n\n".join(text for text in texts if text)
         return joined or None
 
+    @property
+    def images(self) -> tuple[str, ...]:
+        """The asset pointers of the images drawn in this turn, each once, in order."""
+        found: dict[str, None] = {}
+        for entry in self._entries.values():
+            found.update(dict.fromkeys(image_pointers(entry.message)))
+        return tuple(found)
+
     def _turn_text(self, visible: list[str]) -> str:
         joined = _SEPARATOR.join(text for text in visible if text)
         if self._cumulative is None:
@@ -801,7 +830,7 @@ class StreamReducer:
             raise UpstreamError("the upstream stream ended before the answer was complete",
                                 "upstream_stream_broken")
         if last is None:
-            raise UpstreamError("the upstream stream carried no answer", "upstream_stream_broken")
+            return self._image_result()
         finish = last.get("metadata", {}).get("finish_details") \
             if isinstance(last.get("metadata"), dict) else None
         return Completion(
@@ -813,4 +842,18 @@ class StreamReducer:
             title=self.title,
             banner=self.banner,
             reasoning=self.reasoning,
+            images=self.images,
         )
+
+    def _image_result(self) -> Completion:
+        """A turn whose only answer is the image tool's output (no text).
+        :raise UpstreamError: no image either."""
+        images = self.images
+        if not images:
+            raise UpstreamError("the upstream stream carried no answer", "upstream_stream_broken")
+        drawn = [entry.message for entry in self._entries.values()
+                 if image_pointers(entry.message)]
+        return Completion(text=self._turn_text([]), conversation_id=self.conversation_id,
+                          message_id=_text_or_none(_str(drawn[-1].get("id"))),
+                          finish_type="stop", model_slug=self.model_slug, title=self.title,
+                          banner=self.banner, reasoning=self.reasoning, images=images)

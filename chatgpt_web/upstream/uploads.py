@@ -14,9 +14,10 @@ belongs to its account):
    ready at an event with progress 100, broken at `file.processing.error`. A 404 (an upstream
    without it) is taken as ready.
 
-`Uploader.upload()` remembers, per account, the SHA-256 of the bytes -> the uploaded file's id
-(never the bytes), so a chat UI that resends the same image every turn uploads it once. The store
-key is a hash of the account identity, the upstream and the digest.
+`Uploader.upload()` remembers, per account, the SHA-256 of the bytes -> the uploaded file's id,
+type and sizes (never the bytes or the file's name), so a chat UI that resends the same image
+every turn uploads it once. The store key is a hash of the account identity, the upstream and the
+digest.
 
 In a message (`message_content`, `attachments_metadata`): images are `image_asset_pointer` parts
 before the text, with content type `multimodal_text` (`sediment://file_...` for the 2026 ids,
@@ -116,8 +117,9 @@ class UploadedFile:
         return entry
 
     def to_cache(self) -> dict:
-        return {"file_id": self.file_id, "name": self.name, "mime_type": self.mime_type,
-                "size": self.size, "width": self.width, "height": self.height}
+        """What the upload cache keeps: ids and sizes; not the bytes, not the file's name."""
+        return {"file_id": self.file_id, "mime_type": self.mime_type, "size": self.size,
+                "width": self.width, "height": self.height}
 
 
 def message_content(text: str, files: tuple[UploadedFile, ...]) -> dict:
@@ -171,7 +173,7 @@ class Uploader:
         key = CACHE_PREFIX + _hashed(account, upstream.api_root, attachment.digest)
         cached = self.store.get(key) if self.store is not None else None
         if isinstance(cached, dict) and cached.get("file_id"):
-            return UploadedFile(**{**cached, "name": attachment.name}, digest=attachment.digest)
+            return UploadedFile(**cached, name=attachment.name, digest=attachment.digest)
         self._check_type(session, upstream, headers, account, attachment, deadline)
         calls = _Calls(session, upstream, headers, deadline)
         use_case = "multimodal" if attachment.is_image else "my_files"

@@ -12,7 +12,7 @@ import uuid
 from flask import Blueprint, Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from . import account_check, backend, files, titles
+from . import account_check, backend, files, images, titles
 from .failures import json_response
 
 # Both conventions: the real path and the fakeopen-style `/api` proxies.
@@ -81,6 +81,9 @@ def create_emulator_app(emulator) -> Flask:
         # Title generation lives beside backend.py (titles.py).
         app.register_blueprint(titles.blueprint, url_prefix=prefix,
                                name="titles" + prefix.replace("/", "_").replace("-", "_"))
+        # Generated images' downloads live beside the image turns (images.py).
+        app.register_blueprint(images.blueprint, url_prefix=prefix,
+                               name="images" + prefix.replace("/", "_").replace("-", "_"))
         # File uploads (files.py); the blob sink their upload URLs point at is below.
         app.register_blueprint(files.api, url_prefix=prefix,
                                name="files" + prefix.replace("/", "_").replace("-", "_"))

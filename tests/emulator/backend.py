@@ -18,7 +18,7 @@ from pathlib import Path
 
 from flask import Blueprint, Response, abort, current_app, request
 
-from . import files, sentinel, streams, tokens, turns
+from . import files, images, sentinel, streams, tokens, turns
 from .failures import FAILURES, detail_error, json_response
 
 blueprint = Blueprint("backend", __name__)
@@ -138,7 +138,8 @@ def conversation():
     return _answer(owner, turns.parse(request.get_json(force=True, silent=True)))
 
 
-def _answer(owner: str, chat, *, model_slug: str | None = None, handoff: bool = False):
+def _answer(owner: str, chat, *, model_slug: str | None = None, handoff: bool = False,
+            image: bool = False):
     """Apply a parsed write to the store and stream the answer (or its hand-off first leg)."""
     emulator = _emulator()
     switches = emulator.switches
@@ -154,7 +155,8 @@ def _answer(owner: str, chat, *, model_slug: str | None = None, handoff: bool = 
     files.check_message_files(emulator.files, owner, chat.messages)
     users = [m for m in chat.messages if m["author"]["role"] == "user"]
     chat.files_note = files.describe(emulator.files, users[-1] if users else None)
-    turn = turns.apply(emulator.conversations, owner, chat, switches)
+    turn = (images.image_turn(emulator, owner, chat) if image
+            else turns.apply(emulator.conversations, owner, chat, switches))
     if model_slug is not None:
         turn.model_slug = model_slug
         if turn.assistant is not None:
@@ -163,7 +165,7 @@ def _answer(owner: str, chat, *, model_slug: str | None = None, handoff: bool = 
           else "v1" in chat.supported_encodings)
     if v1:
         resume_token = tokens.mint_resume_token(emulator.secret, turn.conversation_id)
-        if handoff and turn.assistant is not None:
+        if (handoff or images.is_image(turn)) and turn.assistant is not None:
             emulator.handoffs[turn.conversation_id] = turn
             return _stream(streams.handoff_leg(turn, resume_token), rng, pings=False)
         events = streams.v1_events(turn, resume_token, switches.words_per_delta,
@@ -297,7 +299,7 @@ def f_conversation():
     chat = turns.parse(body)
     mini = body.get("client_prepare_state") != "success"
     return _answer(owner, chat, model_slug=MINI_MODEL if mini else None,
-                   handoff=switches.handoff != "off")
+                   handoff=switches.handoff != "off", image=images.wants_image(body))
 
 
 @blueprint.post("/f/conversation/resume")
@@ -313,8 +315,12 @@ def conversation_resume():
         abort(json_response(404, {"detail": "No resumable stream for this conversation"}))
     resume_token = tokens.mint_resume_token(emulator.secret, turn.conversation_id)
     rng = random.Random(f"{emulator.switches.chunk_seed}:{emulator.next_stream_number()}")
-    events = streams.resumed_leg(turn, resume_token, body.get("offset", 0),
-                                 emulator.switches.words_per_delta, emulator.switches.stream_error)
+    if images.is_image(turn):
+        events = images.resumed_leg(turn, resume_token)
+    else:
+        events = streams.resumed_leg(turn, resume_token, body.get("offset", 0),
+                                     emulator.switches.words_per_delta,
+                                     emulator.switches.stream_error)
     return _stream(events, rng, pings=emulator.switches.pings)
 
 

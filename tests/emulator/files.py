@@ -66,13 +66,20 @@ class FileStore:
         self._files: dict[str, StoredFile] = {}
         self._lock = threading.Lock()
         self._numbers = itertools.count()
+        self.restore_defaults()
+
+    def restore_defaults(self) -> None:
         # Types `GET /models` lists in product_features (None: the list has none).
         self.accepted_types: tuple[str, ...] | None = None
+        # The processing stream reports file.processing.error.
+        self.fail_processing = False
+        # Upload URLs point at this origin instead of the emulator's own (an off-site blob store).
+        self.upload_origin: str | None = None
 
     def clear(self) -> None:
         with self._lock:
             self._files.clear()
-        self.accepted_types = None
+        self.restore_defaults()
 
     def new_id(self, dialect: str) -> str:
         number = next(self._numbers)
@@ -149,7 +156,8 @@ def create_file():
     emulator = _emulator()
     stored = emulator.files.create(owner, name, size, str(body.get("mime_type") or ""),
                                    use_case, emulator.switches.dialect)
-    upload_url = (f"{request.host_url}blob/{stored.file_id}?sv=2020-04-08&sr=b&sp=cw"
+    origin = emulator.files.upload_origin or request.host_url.rstrip("/")
+    upload_url = (f"{origin}/blob/{stored.file_id}?sv=2020-04-08&sr=b&sp=cw"
                   f"&sig={stored.signature}")
     return json_response(200, {"status": "success", "upload_url": upload_url,
                                "file_id": stored.file_id})
@@ -191,9 +199,10 @@ def process_upload_stream():
     body = request.get_json(force=True, silent=True)
     file_id = body.get("file_id") if isinstance(body, dict) else None
     stored = _owned(file_id if isinstance(file_id, str) else "", owner)
-    if stored.data is None:
-        events = [{"file_id": file_id, "event": "file.processing.error", "progress": 0,
-                   "message": "File upload has not completed"}]
+    if stored.data is None or emulator.files.fail_processing:
+        events = [{"file_id": file_id, "event": "file.processing.started", "progress": 10},
+                  {"file_id": file_id, "event": "file.processing.error", "progress": 0,
+                   "message": "The file could not be processed"}]
     else:
         extra = {"mime_type": stored.mime_type, "size_bytes": len(stored.data)}
         events = [{"file_id": file_id, "event": "file.processing.started", "progress": 10},

@@ -20,6 +20,7 @@ from .auth_pages import AuthPages
 from .conduit import ConduitLedger
 from .conversations import ConversationStore
 from .files import FileStore
+from .images import ImageStore
 from .sentinel import SentinelLedger, TwoPhaseLedger
 from .switches import Switches
 
@@ -60,6 +61,8 @@ class Emulator:
         self.handoffs: dict = {}
         # Uploaded (and made) files: files.py.
         self.files = FileStore()
+        # Generated images by file id, for the download endpoints (images.py).
+        self.images = ImageStore()
         # The login pages (docs/protocol-auth.md): accounts, sessions, refresh tokens, auth
         # switches.
         self.auth = AuthPages(mint=self.mint_access_token)
@@ -106,6 +109,7 @@ class Emulator:
         self.conduits.clear()
         self.handoffs.clear()
         self.files.clear()
+        self.images.clear()
         self.auth.reset()
         with self._lock:
             self.requests.clear()
