@@ -42,8 +42,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -64,6 +62,7 @@ from chatgpt_web.upstream.conversation import (  # noqa: E402
     build_body,
     build_body_2026,
 )
+from tests.servers import ServerProcess  # noqa: E402
 
 # The emulator answers "Echo: <prompt>", so this marks the first word of the answer's text.
 FIRST_TEXT = b"Echo:"
@@ -306,48 +305,6 @@ def start_emulator(chunk_delay: float, dialect: str) -> tuple[subprocess.Popen, 
     return process, found["CHATGPT_BASE_URL"], found["ACCESS_TOKEN"]
 
 
-class Service:
-    """The service exactly as deployed (`gunicorn -c gunicorn.conf.py wsgi:app`) on 127.0.0.1."""
-
-    def __init__(self, env: dict[str, str]):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        self._log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=REPO,
-            env={**os.environ, **env, "GUNICORN_BIND": f"127.0.0.1:{port}"},
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-    def wait_until_serving(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the service exited with {self.process.returncode}")
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=2) as answer:
-                    if answer.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"the service did not answer within {timeout}s")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def log_tail(self, size: int = 2000) -> str:
-        self._log.seek(0)
-        return self._log.read()[-size:].decode("utf-8", "replace")
-
-
 def service_env(emulator_url: str, dialect: str, workdir: str, timeout: float) -> dict[str, str]:
     return {
         "CHATGPT_BASE_URL": emulator_url, "CHATGPT_PROTOCOL": dialect,
@@ -378,7 +335,7 @@ def run_dialect(dialect: str, args, levels: list[int], faces: list[str]) -> None
     prompt = " ".join(f"word{i}" for i in range(args.words - 1))  # answer: "Echo: " + prompt
     emulator, emulator_url, token = start_emulator(args.chunk_delay, dialect)
     workdir = tempfile.mkdtemp(prefix="chatgpt_web-bench-")
-    service = Service(service_env(emulator_url, dialect, workdir, args.timeout))
+    service = ServerProcess.gunicorn(service_env(emulator_url, dialect, workdir, args.timeout))
     # The body the service sends in this dialect, so the emulator streams the same events.
     turn = ConversationRequest((ChatMessage("user", prompt),), "auto")
     body = (build_body_2026(turn, history_disabled=False, now=time.time())
@@ -391,7 +348,7 @@ def run_dialect(dialect: str, args, levels: list[int], faces: list[str]) -> None
           f"  {'ratio':>9}  {'late':>6}  {'CPU/ans':>7}  {'RSS':>5} {'PSS':>5}  {'cs/ans':>6}"
           f"  {'wall':>4}  {'load':>4}", flush=True)
     try:
-        service.wait_until_serving()
+        service.wait_until_serving(timeout=30)
         for face in faces:
             for count in levels:
                 whole = face == "whole"
@@ -422,7 +379,7 @@ def run_dialect(dialect: str, args, levels: list[int], faces: list[str]) -> None
                 if direct_ok < 1:
                     print(f"       direct failures: {direct_errors}")
     except BaseException:
-        print(service.log_tail(), file=sys.stderr)
+        print(service.output()[-2000:], file=sys.stderr)
         raise
     finally:
         service.stop()

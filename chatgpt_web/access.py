@@ -45,8 +45,11 @@ CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 ANSWER_PATHS = CHAT_PATHS | {"/send_message", "/v1/responses"}
 # Served by relay upstreams only, with the model they assume when the body names none.
 RELAY_PATHS = {"/v1/completions": None, "/v1/embeddings": None,
-               "/v1/moderations": "omni-moderation-latest", "/v1/images/generations": "dall-e-2",
-               "/v1/audio/speech": None, "/v1/audio/transcriptions": None}
+               "/v1/moderations": "omni-moderation-latest", "/v1/audio/speech": None,
+               "/v1/audio/transcriptions": None}
+# Served by the web accounts, or by the relay for a model it routes (api/images.py).
+IMAGE_PATH = "/v1/images/generations"
+DEFAULT_MODELS = {**RELAY_PATHS, IMAGE_PATH: models.DEFAULT_IMAGE_MODEL}
 BACKEND_NAMES = {"web": "the web accounts", "relay": "the relay upstreams"}
 NO_RETRY = {"x-should-retry": "false"}
 
@@ -176,6 +179,11 @@ def answering_backends(services: Services, path: str, model: str | None) -> set[
     if path in RELAY_PATHS:
         return {"relay"}
     relay = services.relay
+    if path == IMAGE_PATH:
+        targets = relay.router.targets(model, web_knows=model in models.IMAGE_MODELS) \
+            if relay is not None and model else None
+        return {"web" if target.is_web else "relay" for target in targets} if targets \
+            else {"web"}
     if path in CHAT_PATHS and relay is not None and model:
         targets = relay.router.targets(
             model, web_knows=web_knows(model, services.config.default_model))
@@ -206,7 +214,7 @@ def check_scopes(services: Services, policy: KeyPolicy, ip: str, path: str | Non
                         headers=NO_RETRY)
     if path is None:
         return
-    model = requested_model(RELAY_PATHS.get(path) or services.config.default_model)
+    model = requested_model(DEFAULT_MODELS.get(path) or services.config.default_model)
     # Refused here, before the request is counted, when no backend that could serve it is
     # allowed; on a route that mixes both, the relay skips the targets the key may not use.
     backends = answering_backends(services, path, model)
@@ -304,7 +312,8 @@ def init_app(app: Flask) -> None:
                        services.config.trusted_proxies)
         policy = client.policy if client else None
         answering = request.method == "POST" and (
-            path in ANSWER_PATHS or path in RELAY_PATHS and services.relay is not None)
+            path in ANSWER_PATHS or path == IMAGE_PATH
+            or path in RELAY_PATHS and services.relay is not None)
         if policy is not None:
             check_scopes(services, policy, ip, path if answering else None)
         if path not in UNLIMITED_PATHS:
@@ -323,7 +332,31 @@ def init_app(app: Flask) -> None:
             _look_for_alerts()
         lease = g.pop("key_lease", None)
         if lease is not None:
-            ledger, key_id, lease_id = lease
-            # On close: a stream holds its slot until its last byte is sent.
-            response.call_on_close(lambda: ledger.release(key_id, lease_id))
+            _release_when_answered(response, *lease)
         return response
+
+
+def _release_when_answered(response, ledger, key_id: str, lease_id: str) -> None:
+    """Give a key's slot back once `response` is answered: a whole answer now; a stream when its
+    last chunk has gone to the server, before the server ends the body, so that a client that has
+    read the end may ask again at once (on close it would race with that next request). A stream
+    closed early (the client left) gives it back on close."""
+    released = []
+
+    def release() -> None:
+        if not released:
+            released.append(True)
+            ledger.release(key_id, lease_id)
+
+    if not response.is_streamed:
+        release()
+        return
+
+    def chunks_then_release(chunks):
+        try:
+            yield from chunks
+        finally:
+            release()
+
+    response.response = chunks_then_release(response.response)
+    response.call_on_close(release)

@@ -77,6 +77,12 @@ THINKING_EFFORTS: dict[str, str | None] = {
 # `-2024-08-06` or `-0125` style snapshot suffixes of the official API.
 _SNAPSHOT = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{4})$")
 
+# The official image models: on the web backend all are its one image tool (api/images.py).
+# Without a `model`, the official API draws with dall-e-2, and so does the service.
+IMAGE_MODELS = ("gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "gpt-image-2", "dall-e-3",
+                "dall-e-2", "chatgpt-image-latest")
+DEFAULT_IMAGE_MODEL = "dall-e-2"
+
 # `created` of every listed model: a fixed date (2024-01-01) rather than per-model release dates,
 # which the web backend does not publish. The field only has to be a stable integer.
 LISTED_CREATED = 1704067200

@@ -147,6 +147,18 @@ class StreamedResponse:
         elif not self._chunks:
             _check_multi(lib.curl_multi_poll(self._multi, ffi.NULL, 0, _POLL_MS, ffi.NULL))
 
+    def _next_chunks(self) -> None:
+        """Wait for the socket (or a curl timer), then move the transfer on.
+
+        Between two events the transfer has nothing to do until the socket is readable: waiting
+        first saves the curl_multi_perform that `_step` would make before it (each call into curl
+        releases the GIL, a chance for a thread switch, at every event of hundreds of streams).
+        """
+        _check_multi(lib.curl_multi_poll(self._multi, ffi.NULL, 0, _POLL_MS, ffi.NULL))
+        _check_multi(lib.curl_multi_perform(self._multi, self._running))
+        if not self._running[0]:
+            self._error = self._failure()
+
     def _failure(self) -> Exception | None:
         """The curl_cffi exception session.post() would raise for the finished transfer, if any."""
         pending = ffi.new("int *")
@@ -168,7 +180,7 @@ class StreamedResponse:
                 raise self._error
             if not self._running[0]:
                 return
-            self._step()
+            self._next_chunks()
 
     @property
     def closed(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,9 +27,9 @@ def chromium_path() -> str:
     pytest.skip("chromium is not installed")
 
 
-@pytest.fixture(scope="session")
-def web_browser():
-    """One headless chromium for the session."""
+@contextmanager
+def launched_chromium():
+    """A headless chromium through Playwright, closed on leaving."""
     executable = chromium_path()
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
@@ -36,6 +37,13 @@ def web_browser():
                                              args=["--no-sandbox", "--disable-gpu"])
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="session")
+def web_browser():
+    """One headless chromium for the session."""
+    with launched_chromium() as browser:
+        yield browser
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import openai
 import pytest
 from werkzeug.serving import make_server
 
@@ -63,7 +64,10 @@ class LiveServer:
     def __init__(self, app):
         self._server = make_server("127.0.0.1", 0, app, threaded=True)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # shutdown() waits for the serving loop to look at its flag, once per poll interval:
+        # the default half second was most of the time of a test that starts a server.
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.02}, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -77,3 +81,12 @@ def live_service(app):
     server = LiveServer(app)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def sdk(live_service, token):
+    """The official sync OpenAI SDK with the live service as its base URL and no retries (errors
+    show at once)."""
+    with openai.OpenAI(base_url=live_service.url + "/v1", api_key=token, max_retries=0,
+                       timeout=30) as client:
+        yield client

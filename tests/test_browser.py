@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
-from tests.browser_fixtures import chromium_path
+from tests.browser_fixtures import launched_chromium
 from tests.service_fixtures import LiveServer
 
 PAGE = """<!doctype html><title>chat</title><script>
@@ -64,13 +64,8 @@ def browser():
     """A headless Chromium of this module's own (one launch for its tests): Playwright's sync API
     keeps an event loop running while it is open, and the session's browser (web_browser) would
     then break asyncio.run() in the async SDK tests that run after this module."""
-    executable = chromium_path()
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable,
-                                             args=["--no-sandbox", "--disable-gpu"])
+    with launched_chromium() as browser:
         yield browser
-        browser.close()
 
 
 def test_a_page_from_an_allowed_origin_streams_a_completion(browser, page_origin,

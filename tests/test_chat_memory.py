@@ -7,26 +7,11 @@ conversation, sending only the new messages. The store holds hashes and ids, nev
 from __future__ import annotations
 
 import openai
-import pytest
 
 from chatgpt_web.api.chat_memory import ChatMemory, Place, history_key
 from chatgpt_web.store import MemoryStore
 from chatgpt_web.upstream.conversation import ChatMessage
-
-
-@pytest.fixture
-def sdk(live_service, token):
-    with openai.OpenAI(base_url=live_service.url + "/v1", api_key=token, max_retries=0,
-                       timeout=30) as client:
-        yield client
-
-
-def posts(emulator):
-    return [r.json for r in emulator.requests_to("/conversation") if r.method == "POST"]
-
-
-def sent_texts(body):
-    return ["\n".join(m["content"]["parts"]) for m in body["messages"]]
+from tests.sent_turns import conversation_posts, message_texts
 
 
 def chat(sdk, history, **kwargs):
@@ -39,13 +24,13 @@ def test_a_resent_history_continues_the_same_web_conversation(sdk, emulator):
                                 {"role": "user", "content": "one"}])
     second, history = chat(sdk, [*history, {"role": "user", "content": "two"}])
     third, _ = chat(sdk, [*history, {"role": "user", "content": "three"}])
-    bodies = posts(emulator)
+    bodies = conversation_posts(emulator)
     assert "conversation_id" not in bodies[0]
     assert bodies[1]["conversation_id"] == bodies[2]["conversation_id"] == \
         first.model_extra["conversation_id"]
     assert bodies[1]["parent_message_id"] == first.model_extra["message_id"]
     assert bodies[2]["parent_message_id"] == second.model_extra["message_id"]
-    assert sent_texts(bodies[1]) == ["two"] and sent_texts(bodies[2]) == ["three"]
+    assert message_texts(bodies[1]) == ["two"] and message_texts(bodies[2]) == ["three"]
     assert third.model_extra["conversation_id"] == first.model_extra["conversation_id"]
 
 
@@ -53,8 +38,8 @@ def test_an_edited_history_starts_a_new_conversation(sdk, emulator):
     _, history = chat(sdk, [{"role": "user", "content": "one"}])
     history[-1]["content"] += " (edited)"
     chat(sdk, [*history, {"role": "user", "content": "two"}])
-    assert "conversation_id" not in posts(emulator)[1]
-    assert sent_texts(posts(emulator)[1]) == ["one", "Echo: one (edited)", "two"]
+    assert "conversation_id" not in conversation_posts(emulator)[1]
+    assert message_texts(conversation_posts(emulator)[1]) == ["one", "Echo: one (edited)", "two"]
 
 
 def test_another_caller_or_model_never_continues_it(live_service, sdk, emulator):
@@ -65,7 +50,7 @@ def test_another_caller_or_model_never_continues_it(live_service, sdk, emulator)
                        max_retries=0) as other:
         other.chat.completions.create(model="gpt-4o", messages=history)
     sdk.chat.completions.create(model="gpt-4o-mini", messages=history)
-    assert all("conversation_id" not in body for body in posts(emulator)[1:])
+    assert all("conversation_id" not in body for body in conversation_posts(emulator)[1:])
 
 
 def test_tool_call_turns_continue_too(sdk, emulator):
@@ -78,9 +63,9 @@ def test_tool_call_turns_continue_too(sdk, emulator):
                 {"role": "tool", "tool_call_id": message.tool_calls[0].id, "content": "cold"}]
     done = sdk.chat.completions.create(model="gpt-4o", messages=history, tools=[tool])
     assert done.choices[0].message.content == "Result: cold"
-    second = posts(emulator)[-1]
+    second = conversation_posts(emulator)[-1]
     assert second["conversation_id"] == call.model_extra["conversation_id"]
-    assert sent_texts(second)[-1].startswith("Tool result")
+    assert message_texts(second)[-1].startswith("Tool result")
 
 
 def test_a_streamed_answer_is_remembered_as_well(sdk, emulator):
@@ -89,7 +74,8 @@ def test_a_streamed_answer_is_remembered_as_well(sdk, emulator):
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     chat(sdk, [{"role": "user", "content": "one"}, {"role": "assistant", "content": text},
                {"role": "user", "content": "two"}])
-    assert posts(emulator)[1]["conversation_id"] == chunks[-1].model_extra["conversation_id"]
+    assert conversation_posts(emulator)[1]["conversation_id"] == \
+        chunks[-1].model_extra["conversation_id"]
 
 
 def test_the_store_holds_only_hashes_and_ids():

@@ -14,6 +14,7 @@ import jwt
 import pytest
 
 from tests.emulator.auth_pages import totp
+from tests.sent_turns import conversation_posts
 from tests.servers import REPO, free_port
 
 EMAIL, PASSWORD = "cli@example.com", "a long and secret passphrase"
@@ -28,10 +29,6 @@ def cli_env(service_env):
 def run(env, *args, stdin="", timeout=60):
     return subprocess.run([sys.executable, "-m", "chatgpt_web", *args], cwd=REPO, env=env,
                           input=stdin, capture_output=True, text=True, timeout=timeout)
-
-
-def conversation_posts(emulator):
-    return [r.json for r in emulator.requests_to("/conversation") if r.method == "POST"]
 
 
 # --- ask -----------------------------------------------------------------------------------------

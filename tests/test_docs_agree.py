@@ -5,6 +5,7 @@ a new code or variable fails here until README (and .env.example) name it.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -17,19 +18,24 @@ README = (REPO / "README.md").read_text(encoding="utf-8")
 PLATFORM_VARIABLES = {"TMPDIR", "TEMP", "TMP", "HOME", "PATH"}
 
 
+@functools.cache
+def package_nodes() -> tuple[ast.AST, ...]:
+    """Every node of every module of the package, parsed and walked once for all the scans."""
+    return tuple(node for path in PACKAGE.rglob("*.py")
+                 for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))))
+
+
 def error_classes() -> set[str]:
     """Names of every ApiError subclass defined in the package (not only in errors.py)."""
     names = {"ApiError"}
     changed = True
-    trees = [ast.parse(path.read_text(encoding="utf-8")) for path in PACKAGE.rglob("*.py")]
+    classes = [node for node in package_nodes() if isinstance(node, ast.ClassDef)]
     while changed:
         changed = False
-        for tree in trees:
-            for node in ast.walk(tree):
-                if (isinstance(node, ast.ClassDef) and node.name not in names
-                        and any(_name(base) in names for base in node.bases)):
-                    names.add(node.name)
-                    changed = True
+        for node in classes:
+            if node.name not in names and any(_name(base) in names for base in node.bases):
+                names.add(node.name)
+                changed = True
     return names
 
 
@@ -57,31 +63,28 @@ def emitted_codes() -> set[str]:
     defaults = class_default_codes(classes)
     _HELPERS.update(code_positions())
     codes: set[str] = {value for key, value in _HELPERS.items() if key.endswith(":default")}
-    for path in PACKAGE.rglob("*.py"):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Call):
-                codes.update(_call_codes(node, classes, defaults))
-            elif (isinstance(node, ast.Tuple) and len(node.elts) >= 2
-                  and _name(node.elts[0]) in classes and _text(node.elts[1])):
-                codes.add(_text(node.elts[1]))  # a table row: (Class, "code", ...)
-            elif (isinstance(node, ast.Dict) and node.values
-                  and all(_is_class_and_message(value, classes) for value in node.values)):
-                # {"our_code": (Class, "message")}: the login table, keyed by our codes.
-                codes.update(filter(None, (_text(key) for key in node.keys)))
+    for node in package_nodes():
+        if isinstance(node, ast.Call):
+            codes.update(_call_codes(node, classes, defaults))
+        elif (isinstance(node, ast.Tuple) and len(node.elts) >= 2
+              and _name(node.elts[0]) in classes and _text(node.elts[1])):
+            codes.add(_text(node.elts[1]))  # a table row: (Class, "code", ...)
+        elif (isinstance(node, ast.Dict) and node.values
+              and all(_is_class_and_message(value, classes) for value in node.values)):
+            # {"our_code": (Class, "message")}: the login table, keyed by our codes.
+            codes.update(filter(None, (_text(key) for key in node.keys)))
     return {code for code in codes if _CODE.match(code)}
 
 
 def class_default_codes(classes: set[str]) -> dict[str, str]:
     """Each error class's default code (`code = "..."` or `status, code = 400, "..."`)."""
     defaults = {}
-    for path in PACKAGE.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ClassDef) and node.name in classes:
-                for statement in node.body:
-                    if isinstance(statement, ast.Assign):
-                        for code in _class_codes(statement):
-                            defaults[node.name] = code
+    for node in package_nodes():
+        if isinstance(node, ast.ClassDef) and node.name in classes:
+            for statement in node.body:
+                if isinstance(statement, ast.Assign):
+                    for code in _class_codes(statement):
+                        defaults[node.name] = code
     return defaults
 
 
@@ -92,15 +95,14 @@ def code_positions() -> dict[str, int]:
     """Functions of the package with a `code` parameter, and its position: helpers such as
     `_invalid(message, param, code="invalid_field")` pass codes on to an error class."""
     positions = {}
-    for path in PACKAGE.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                names = [arg.arg for arg in node.args.posonlyargs + node.args.args]
-                if "code" in names and node.name != "__init__":
-                    positions[node.name] = names.index("code") - (names[:1] == ["self"])
-                    defaults = dict(zip(names[::-1], node.args.defaults[::-1], strict=False))
-                    if default := _text(defaults.get("code")):
-                        positions[f"{node.name}:default"] = default
+    for node in package_nodes():
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            names = [arg.arg for arg in node.args.posonlyargs + node.args.args]
+            if "code" in names and node.name != "__init__":
+                positions[node.name] = names.index("code") - (names[:1] == ["self"])
+                defaults = dict(zip(names[::-1], node.args.defaults[::-1], strict=False))
+                if default := _text(defaults.get("code")):
+                    positions[f"{node.name}:default"] = default
     return positions
 
 
@@ -225,3 +227,14 @@ def test_every_cited_docs_page_exists():
              for name in re.findall(r"docs/([\w.-]+\.md)", path.read_text(encoding="utf-8"))}
     missing = {name for name in cited if not (REPO / "docs" / name).exists()}
     assert not missing, f"cited but not in docs/: {sorted(missing)}"
+
+
+# --- the test command -------------------------------------------------------------------------
+def test_ci_runs_the_test_command_readme_gives():
+    """README's set-up line `pip install -r requirements-dev.txt && <command>` and the last line
+    of .ci/run are the same command, so a fresh clone tests what CI tests."""
+    given = re.search(r"^ {4}pip install -r requirements-dev\.txt && (.+)$", README, re.M)
+    assert given, "README gives no test command"
+    ci_lines = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    assert ci_lines[-1] == given.group(1)

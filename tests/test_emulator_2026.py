@@ -1,5 +1,7 @@
 """The emulator's 2026 dialect, checked with a mini-client written here from the protocol notes
 (docs/protocol-requests.md): plain `requests`, its own FNV proof search, nothing from chatgpt_web.
+The hash is the emulator's plain one, which tests/test_pow_2026.py checks against the published
+values.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import uuid
 import pytest
 import requests
 
-from tests.emulator.sentinel import UNUSUAL_ACTIVITY
+from tests.emulator.sentinel import UNUSUAL_ACTIVITY, fnv_fmix_hex
 from tests.emulator.turnstile import encrypt
 
 UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -21,17 +23,6 @@ CONFIG = [3000, "Mon Jun 01 2026 12:00:00 GMT-0700 (Pacific Daylight Time)", 429
           "https://chatgpt.com/backend-api/sentinel/sdk.js", "prod-" + "0" * 40, "en-US",
           "en-US,en", 0, "webdriver\u2212false", "location", "onfocus", 1234.5, str(uuid.uuid4()),
           "", 8, 1780340000000.5, 0, 0, 0, 0, 0, 0, 0]
-
-
-def fnv(text: str) -> str:
-    h = 2166136261
-    for char in text:
-        h = ((h ^ ord(char)) * 16777619) % 2**32
-    h ^= h >> 16
-    h = (h * 2246822507) % 2**32
-    h ^= h >> 13
-    h = (h * 3266489909) % 2**32
-    return format(h ^ (h >> 16), "08x")
 
 
 def encode(config: list) -> str:
@@ -49,7 +40,7 @@ def fnv_proof(seed: str, difficulty: str, *, clearing_sha3: bool | None = None) 
         config = list(CONFIG)
         config[3], config[9] = nonce, 3
         encoded = encode(config)
-        if fnv(seed + encoded)[:len(difficulty)] <= difficulty and (
+        if fnv_fmix_hex(seed + encoded)[:len(difficulty)] <= difficulty and (
                 clearing_sha3 is None or clears_sha3(seed, encoded, difficulty) == clearing_sha3):
             return "gAAAAAB" + encoded + "~S"
     raise AssertionError("unsolved")
@@ -200,7 +191,8 @@ def test_the_prepare_answer_has_every_challenge(emulator):
 
 
 @pytest.mark.parametrize("p", ["gAAAAAB" + encode(CONFIG), "gAAAAACnot base64",
-                               "gAAAAAC" + encode(CONFIG[:10])])
+                               "gAAAAAC" + encode(CONFIG[:10])],
+                         ids=["not-a-requirements-prefix", "not-base64", "a-short-config"])
 def test_prepare_wants_a_requirements_token_with_a_config(emulator, p):
     browser = Browser(emulator)
     assert browser.post("/sentinel/chat-requirements/prepare", {"p": p}).status_code == 400

@@ -6,7 +6,6 @@ import json
 import pytest
 from curl_cffi import requests as curl_requests
 
-from tests.emulator.auth_openai import fnv_hex
 from tests.emulator.auth_pages import (
     COOKIE_CHUNK,
     IOS_CLIENT_ID,
@@ -54,10 +53,6 @@ def continue_with_email(emulator, session, header):
 def test_totp_matches_the_rfc_6238_test_vector():
     secret = base64.b32encode(b"12345678901234567890").decode()
     assert totp(secret, at=59) == "287082" and totp(secret, at=1111111109) == "081804"
-
-
-def test_fnv_hash_matches_the_worked_examples():
-    assert fnv_hex("") == "ab3e7c0b" and fnv_hex("hello") == "888d766e"
 
 
 def test_accounts_calls_need_a_sentinel_token_of_their_flow(emulator, browser):

@@ -198,6 +198,66 @@ def test_links_need_no_api_key_where_everything_else_does(live_service_factory, 
     assert get(service.url + "/v1/models").status_code == 401
 
 
+def test_scoped_keys_apply_to_web_images(live_service_factory, emulator, tmp_path):
+    from chatgpt_web.keys import key_digest
+    accounts = tmp_path / "accounts.json"
+    accounts.write_text(json.dumps([{"id": "a1", "access_token":
+                                     emulator.mint_access_token()}]))
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"keys": [
+        {"hash": "sha256:" + key_digest("sk-web-images"), "id": "web",
+         "backends": ["web"], "models": ["gpt-image-1"]},
+        {"hash": "sha256:" + key_digest("sk-relay-only"), "id": "relay",
+         "backends": ["relay"]}]}))
+    service = live_service_factory(KEYS_FILE=str(keys), ACCOUNTS_FILE=str(accounts),
+                                   RATE_LIMIT_IP="off")
+
+    def generate(key, model):
+        with openai.OpenAI(base_url=service.url + "/v1", api_key=key, max_retries=0,
+                           timeout=60) as client:
+            return client.images.generate(model=model, prompt="a scoped picture")
+
+    assert generate("sk-web-images", "gpt-image-1").data[0].b64_json
+    for key, model, code in (("sk-web-images", "dall-e-3", "model_not_allowed"),
+                             ("sk-relay-only", "gpt-image-1", "backend_not_allowed")):
+        with pytest.raises(openai.PermissionDeniedError) as refused:
+            generate(key, model)
+        assert refused.value.code == code
+    assert len(writes(emulator)) == 1
+
+
+def test_an_answer_without_an_image_is_502_with_the_models_words(sdk, emulator):
+    emulator.images.refusal = "I can't draw that."
+    with pytest.raises(openai.APIStatusError) as failed:
+        sdk.images.generate(model="gpt-image-1", prompt="something forbidden")
+    assert failed.value.status_code == 502
+    assert failed.value.code == "image_not_generated"
+    assert "I can't draw that." in failed.value.message
+    assert failed.value.response.headers["x-should-retry"] == "false"
+
+
+def test_an_image_over_max_image_bytes_is_refused(live_service_factory, emulator, token):
+    service = live_service_factory(MAX_IMAGE_BYTES="50")
+    with openai.OpenAI(base_url=service.url + "/v1", api_key=token, max_retries=0,
+                       timeout=60) as client:
+        with pytest.raises(openai.APIStatusError) as failed:
+            client.images.generate(model="gpt-image-1", prompt="too big")
+    assert failed.value.status_code == 502 and failed.value.code == "upstream_bad_answer"
+
+
+@pytest.mark.parametrize("download_url", [
+    "http://169.254.169.254/latest/meta-data/",
+    "https://files.example.net/image.png",
+    "http://evil.oaiusercontent.com/x.png",
+])
+def test_a_download_url_off_the_upstream_is_never_fetched(sdk, emulator, download_url):
+    emulator.images.download_url = download_url
+    with pytest.raises(openai.APIStatusError) as failed:
+        sdk.images.generate(model="gpt-image-1", prompt="p")
+    assert failed.value.status_code == 502 and failed.value.code == "upstream_bad_answer"
+    assert not emulator.requests_to("/estuary/content")
+
+
 # --- chat: the model draws -------------------------------------------------------------------
 
 def test_chat_answer_carries_the_image_as_a_markdown_link(sdk, emulator):
@@ -232,6 +292,25 @@ def test_plain_chat_has_no_image(sdk, emulator):
         model="gpt-4o", messages=[{"role": "user", "content": "Hello"}])
     assert completion.choices[0].message.content == "Echo: Hello"
     assert not drawn(emulator)
+
+
+def test_an_image_after_text_follows_it(sdk, emulator):
+    emulator.images.caption = "Here is your frog."
+    completion = sdk.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "Draw a frog"}])
+    content = completion.choices[0].message.content
+    (url,) = LINK.findall(content)
+    assert content == f"Here is your frog.\n\n![image]({url})"
+
+
+def test_a_captioned_image_is_found_by_polling_too(sdk, emulator):
+    emulator.switches.handoff = "poll"
+    emulator.images.caption = "Done."
+    completion = sdk.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "Draw a frog"}])
+    (url,) = LINK.findall(completion.choices[0].message.content)
+    assert completion.choices[0].message.content == f"Done.\n\n![image]({url})"
+    assert [get(url).content] == drawn(emulator)
 
 
 # --- pieces without a server ------------------------------------------------------------------

@@ -12,28 +12,13 @@ import openai
 import pytest
 from curl_cffi import requests as curl_requests
 
+from tests.sent_turns import conversation_posts, sent_messages
+
 # The tests that use the emulator run against the site as it is now and against a mirror
 # that only knows the 2024 paths (tests/conftest.py).
 BOTH_DIALECTS = True
 
 CONTINUES = 3  # upstream/conversation.py MAX_CONTINUES
-
-
-@pytest.fixture
-def sdk(live_service, token):
-    """A sync SDK client with our service as its base URL and no retries (errors show at once)."""
-    with openai.OpenAI(base_url=live_service.url + "/v1", api_key=token, max_retries=0,
-                       timeout=30) as client:
-        yield client
-
-
-def conversation_bodies(emulator):
-    return [r.json for r in emulator.requests_to("/conversation") if r.method == "POST"]
-
-
-def sent_messages(body):
-    """(role, text) of each message of a recorded conversation body."""
-    return [(m["author"]["role"], "\n".join(m["content"]["parts"])) for m in body["messages"]]
 
 
 def raw_post(live_service, path, *, token=None, body=None, stream=False):
@@ -66,7 +51,7 @@ def test_sync_completion_has_the_official_shape(sdk, emulator):
                                              + completion.usage.completion_tokens)
     extra = completion.model_extra
     assert extra["conversation_id"] and extra["message_id"]
-    assert conversation_bodies(emulator)[0]["model"] == "gpt-4o"
+    assert conversation_posts(emulator)[0]["model"] == "gpt-4o"
 
 
 def test_async_client_gets_the_same_answer(live_service, token):
@@ -160,7 +145,7 @@ def test_answer_cut_and_not_continuable_finishes_with_length(sdk, emulator):
     completion = sdk.chat.completions.create(
         model="gpt-4o", messages=[{"role": "user", "content": "long"}])
     assert completion.choices[0].finish_reason == "length"
-    actions = [body["action"] for body in conversation_bodies(emulator)]
+    actions = [body["action"] for body in conversation_posts(emulator)]
     assert actions == ["next"] + ["continue"] * CONTINUES
 
 
@@ -184,7 +169,7 @@ def test_history_reaches_the_backend_with_roles_intact(sdk, emulator):
         {"role": "user", "content": [{"type": "text", "text": "And 3+3?"},
                                      {"type": "text", "text": "Explain."}]},
     ])
-    body = conversation_bodies(emulator)[0]
+    body = conversation_posts(emulator)[0]
     assert sent_messages(body) == [("system", "You are terse."), ("user", "What is 2+2?"),
                                    ("assistant", "4"), ("user", "And 3+3?\nExplain.")]
     assert "conversation_id" not in body
@@ -201,7 +186,7 @@ def test_continuation_sends_only_the_new_message(sdk, emulator):
     assert second.choices[0].message.content == "Echo: two"
     assert second.model_extra["conversation_id"] == ids["conversation_id"]
     assert second.model_extra["message_id"] != ids["parent_message_id"]
-    body = conversation_bodies(emulator)[1]
+    body = conversation_posts(emulator)[1]
     assert sent_messages(body) == [("user", "two")]
     assert body["conversation_id"] == ids["conversation_id"]
     assert body["parent_message_id"] == ids["parent_message_id"]
@@ -215,7 +200,7 @@ def test_stream_chunks_carry_the_ids_for_continuation(sdk, emulator):
     again = sdk.chat.completions.create(
         model="gpt-4o", messages=[{"role": "user", "content": "two"}], extra_body=ids)
     assert again.model_extra["conversation_id"] == ids["conversation_id"]
-    assert conversation_bodies(emulator)[1]["parent_message_id"] == ids["parent_message_id"]
+    assert conversation_posts(emulator)[1]["parent_message_id"] == ids["parent_message_id"]
 
 
 @pytest.mark.parametrize("extra, param, code", [
@@ -228,7 +213,7 @@ def test_bad_continuation_fields_are_400(sdk, emulator, extra, param, code):
         sdk.chat.completions.create(model="gpt-4o", extra_body=extra,
                                     messages=[{"role": "user", "content": "Hi"}])
     assert caught.value.body["param"] == param and caught.value.body["code"] == code
-    assert conversation_bodies(emulator) == []
+    assert conversation_posts(emulator) == []
 
 
 def test_continuation_without_a_new_message_is_400(sdk, emulator):
@@ -238,7 +223,7 @@ def test_continuation_without_a_new_message_is_400(sdk, emulator):
                                       {"role": "assistant", "content": "Echo: one"}],
             extra_body={"conversation_id": "c1", "parent_message_id": "m1"})
     assert caught.value.body["code"] == "no_new_message"
-    assert conversation_bodies(emulator) == []
+    assert conversation_posts(emulator) == []
 
 
 @pytest.mark.parametrize("kwargs, param, code", [
@@ -268,7 +253,7 @@ def test_what_the_web_backend_cannot_do_is_a_clear_400(sdk, emulator, kwargs, pa
     assert error.status_code == 400
     assert error.body["type"] == "invalid_request_error"
     assert error.body["param"] == param and error.body["code"] == code
-    assert conversation_bodies(emulator) == []
+    assert conversation_posts(emulator) == []
 
 
 def test_sampling_options_are_accepted_and_ignored(sdk):
@@ -286,7 +271,7 @@ def test_messages_over_the_limit_are_413(live_service_factory, token, emulator):
                 model="gpt-4o", messages=[{"role": "user", "content": "x" * 11}])
     assert caught.value.status_code == 413
     assert caught.value.body["code"] == "prompt_too_long"
-    assert conversation_bodies(emulator) == []
+    assert conversation_posts(emulator) == []
 
 
 # --- models ------------------------------------------------------------------------------------
@@ -314,7 +299,7 @@ def test_official_names_are_sent_as_web_slugs(sdk, emulator, name, slug):
     completion = sdk.chat.completions.create(model=name,
                                              messages=[{"role": "user", "content": "Hi"}])
     assert completion.model == name
-    assert conversation_bodies(emulator)[0]["model"] == slug
+    assert conversation_posts(emulator)[0]["model"] == slug
 
 
 def test_unknown_model_in_a_chat_is_404_without_a_conversation_call(sdk, emulator):

@@ -14,6 +14,8 @@ import openai
 import pytest
 from pydantic import BaseModel
 
+from tests.sent_turns import conversation_posts, message_texts
+
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather of a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"},
@@ -23,21 +25,6 @@ TIME = {"type": "function", "function": {
     "name": "get_time", "description": "Local time of a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                    "required": ["city"]}}}
-
-
-@pytest.fixture
-def sdk(live_service, token):
-    with openai.OpenAI(base_url=live_service.url + "/v1", api_key=token, max_retries=0,
-                       timeout=30) as client:
-        yield client
-
-
-def posts(emulator):
-    return [r.json for r in emulator.requests_to("/conversation") if r.method == "POST"]
-
-
-def texts(body):
-    return ["\n".join(m["content"]["parts"]) for m in body["messages"]]
 
 
 # --- function calling -------------------------------------------------------------------------
@@ -54,9 +41,9 @@ def test_a_tool_call_comes_back_as_tool_calls_with_arguments_checked(sdk, emulat
     assert call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"city": "Paris", "unit": "C"}
     # The model was told about the functions in a system message before the user's.
-    [body] = posts(emulator)
+    [body] = conversation_posts(emulator)
     assert body["messages"][0]["author"]["role"] == "system"
-    assert '"get_weather"' in texts(body)[0]
+    assert '"get_weather"' in message_texts(body)[0]
 
 
 def test_without_a_reason_to_call_the_answer_is_text(sdk):
@@ -83,7 +70,7 @@ def test_tool_choice_required_named_and_none(sdk, emulator):
         model="gpt-4o", tools=[WEATHER], tool_choice="none",
         messages=[{"role": "user", "content": "get_weather please"}])
     assert none.choices[0].message.content == "Echo: get_weather please"
-    assert '"get_weather"' not in "".join(texts(posts(emulator)[-1]))
+    assert '"get_weather"' not in "".join(message_texts(conversation_posts(emulator)[-1]))
 
 
 def test_parallel_calls_unless_parallel_tool_calls_is_false(sdk):
@@ -107,7 +94,7 @@ def test_tool_results_go_back_as_context_and_the_model_answers(sdk, emulator):
         {"role": "tool", "tool_call_id": call.id, "content": "18 C and sunny"}])
     assert second.choices[0].message.content == "Result: 18 C and sunny"
     assert second.choices[0].finish_reason == "stop"
-    sent = texts(posts(emulator)[-1])
+    sent = message_texts(conversation_posts(emulator)[-1])
     assert any('"tool_calls"' in text for text in sent)  # the earlier call, as the model wrote it
     assert sent[-1] == f"Tool result ({call.id}):\n18 C and sunny"
 
@@ -131,9 +118,9 @@ def test_a_wrong_call_gets_one_second_chance_then_is_text(sdk, emulator):
         model="gpt-4o", tools=[WEATHER], messages=[{"role": "user", "content": "weather?"}])
     assert json.loads(fixed.choices[0].message.tool_calls[0].function.arguments) == {
         "city": "Bern"}
-    first, retry = posts(emulator)
+    first, retry = conversation_posts(emulator)
     assert "conversation_id" not in first and retry["conversation_id"]  # the same conversation
-    assert "could not be used" in texts(retry)[0] and "city" in texts(retry)[0]
+    assert "could not be used" in message_texts(retry)[0] and "city" in message_texts(retry)[0]
 
     emulator.switches.answer_fn = lambda body: '{"tool_calls": [{"name": "nope"}]}'
     wrong = sdk.chat.completions.create(
@@ -154,7 +141,7 @@ def test_parse_with_a_pydantic_model_gives_the_object(sdk, emulator):
         model="gpt-4o", response_format=City,
         messages=[{"role": "user", "content": "Largest city: name=Tokyo population=37000000"}])
     assert completion.choices[0].message.parsed == City(name="Tokyo", population=37000000)
-    assert "<json_schema>" in texts(posts(emulator)[0])[0]
+    assert "<json_schema>" in message_texts(conversation_posts(emulator)[0])[0]
 
 
 def test_json_object_answers_the_json_alone(sdk):
@@ -171,7 +158,7 @@ def test_invalid_json_is_retried_once_then_a_clear_error(sdk, emulator):
     fixed = sdk.chat.completions.parse(model="gpt-4o", response_format=City,
                                        messages=[{"role": "user", "content": "Oslo?"}])
     assert fixed.choices[0].message.parsed.population == 700000
-    assert len(posts(emulator)) == 2
+    assert len(conversation_posts(emulator)) == 2
 
     emulator.switches.answer_fn = lambda body: "I cannot do JSON today."
     with pytest.raises(openai.APIStatusError) as caught:
@@ -231,7 +218,8 @@ def test_a_streamed_answer_cut_at_max_tokens_stops_reading_the_upstream(sdk, emu
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     assert text == "w0 w1"  # "w0", " w", "1" ... four tokens
     assert chunks[-1].choices[0].finish_reason == "length"
-    assert [b["action"] for b in posts(emulator)] == ["next"]  # no continuation was fetched
+    # No continuation was fetched.
+    assert [b["action"] for b in conversation_posts(emulator)] == ["next"]
 
 
 def test_n_runs_n_answers(sdk, emulator):
@@ -239,7 +227,7 @@ def test_n_runs_n_answers(sdk, emulator):
                                               messages=[{"role": "user", "content": "Hi"}])
     assert [c.index for c in completion.choices] == [0, 1]
     assert [c.message.content for c in completion.choices] == ["Echo: Hi", "Echo: Hi"]
-    assert len(posts(emulator)) == 2
+    assert len(conversation_posts(emulator)) == 2
 
 
 def test_async_client_calls_tools_too(live_service, token):
@@ -330,7 +318,7 @@ def test_a_deadline_answer_tells_the_sdk_not_to_retry(live_service_factory, toke
                                         messages=[{"role": "user", "content": "Hi"}])
     assert caught.value.status_code == 504
     assert caught.value.response.headers["x-should-retry"] == "false"
-    assert len(posts(emulator)) == 1  # one upstream turn, not three
+    assert len(conversation_posts(emulator)) == 1  # one upstream turn, not three
 
 
 # --- reasoning --------------------------------------------------------------------------------

@@ -9,24 +9,11 @@ import openai
 import pytest
 from pydantic import BaseModel
 
+from tests.sent_turns import conversation_posts, sent_messages
+
 WEATHER = {"type": "function", "name": "get_weather", "description": "Weather of a city",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                           "required": ["city"]}}
-
-
-@pytest.fixture
-def sdk(live_service, token):
-    with openai.OpenAI(base_url=live_service.url + "/v1", api_key=token, max_retries=0,
-                       timeout=30) as client:
-        yield client
-
-
-def posts(emulator):
-    return [r.json for r in emulator.requests_to("/conversation") if r.method == "POST"]
-
-
-def texts(body):
-    return [(m["author"]["role"], "\n".join(m["content"]["parts"])) for m in body["messages"]]
 
 
 def test_a_plain_response_has_the_official_shape(sdk, emulator):
@@ -39,7 +26,8 @@ def test_a_plain_response_has_the_official_shape(sdk, emulator):
     assert item.type == "message" and item.role == "assistant"
     assert item.content[0].type == "output_text"
     assert response.usage.input_tokens > 0 and response.usage.output_tokens > 0
-    assert texts(posts(emulator)[0]) == [("system", "Be brief."), ("user", "Hello there")]
+    assert sent_messages(conversation_posts(emulator)[0]) == [("system", "Be brief."),
+                                                              ("user", "Hello there")]
 
 
 def test_input_items_and_previous_response_id_continue_the_web_conversation(sdk, emulator):
@@ -48,10 +36,10 @@ def test_input_items_and_previous_response_id_continue_the_web_conversation(sdk,
     second = sdk.responses.create(model="gpt-4o", input="two", previous_response_id=first.id)
     assert second.output_text == "Echo: two"
     assert second.previous_response_id == first.id
-    one, two = posts(emulator)
+    one, two = conversation_posts(emulator)
     assert two["conversation_id"] == first.model_extra["conversation_id"]
     assert two["parent_message_id"] == first.model_extra["message_id"]
-    assert texts(two) == [("user", "two")]
+    assert sent_messages(two) == [("user", "two")]
 
 
 def test_streaming_sends_the_event_sequence_the_sdk_parses(sdk, emulator):
@@ -170,7 +158,7 @@ def test_bad_input_is_a_clear_400(sdk, emulator, body, param):
     with pytest.raises(openai.BadRequestError) as caught:
         sdk.responses.create(model="gpt-4o", **body)
     assert caught.value.body["param"] == param
-    assert posts(emulator) == []
+    assert conversation_posts(emulator) == []
 
 
 def test_reasoning_effort_reaches_the_web_as_thinking_effort(sdk, emulator):

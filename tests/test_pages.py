@@ -20,6 +20,7 @@ import pytest
 
 from tests.relay_fixtures import ADMIN_KEY as RELAY_ADMIN_KEY
 from tests.relay_fixtures import CLIENT_KEY, key_env, upstream
+from tests.sent_turns import conversation_posts
 from tests.servers import REPO
 from tests.service_fixtures import LiveServer
 
@@ -85,10 +86,6 @@ def _ask(page, prompt):
 
 def _answers(page):
     return page.locator("article.message.assistant")
-
-
-def conversation_posts(emulator):
-    return [r.json for r in emulator.requests_to("/conversation") if r.method == "POST"]
 
 
 def test_playground_streams_an_answer_and_continues_the_conversation(

@@ -1,7 +1,8 @@
 """The 2026 proof of work (FNV-1a-32 + fmix32, "~S") and the 25-item browser config.
 
-Answers are checked with the plain hash written out below, which shares nothing with the solver's
-batched search. The worked example's numbers are in docs/protocol-requests.md.
+Answers are checked with the emulator's plain hash (tests/emulator/sentinel.py), which shares
+nothing with the solver's batched search. The worked example's numbers are in
+docs/protocol-requests.md.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from chatgpt_web.errors import Forbidden
 from chatgpt_web.upstream import pow as pow_
 from chatgpt_web.upstream.browser import Chrome, js_date, sentinel_config, timezone_offset_min
+from tests.emulator.sentinel import fnv_fmix_hex
 
 WORKED_CONFIG = [
     3000, "Mon Jun 01 2026 12:00:00 GMT-0700 (Pacific Daylight Time)", 4294967296, 0,
@@ -27,18 +29,6 @@ WORKED_CONFIG = [
 ]
 
 
-def plain_fnv(text: str) -> str:
-    h = 0x811C9DC5
-    for char in text:
-        h = ((h ^ ord(char)) * 0x01000193) % 2**32
-    h ^= h >> 16
-    h = (h * 0x85EBCA6B) % 2**32
-    h ^= h >> 13
-    h = (h * 0xC2B2AE35) % 2**32
-    h ^= h >> 16
-    return format(h, "08x")
-
-
 def check_fnv_answer(token: str, seed: str, difficulty: str, config: list) -> list:
     """Verify a 2026 proof token from scratch; return the config it carries."""
     assert token.startswith("gAAAAAB") and token.endswith("~S")
@@ -47,21 +37,21 @@ def check_fnv_answer(token: str, seed: str, difficulty: str, config: list) -> li
     assert len(carried) == len(config)
     assert carried[:3] + carried[4:9] + carried[10:] == config[:3] + config[4:9] + config[10:]
     assert isinstance(carried[3], int) and isinstance(carried[9], int)
-    assert plain_fnv(seed + encoded)[:len(difficulty)] <= difficulty
+    assert fnv_fmix_hex(seed + encoded)[:len(difficulty)] <= difficulty
     return carried
 
 
 def test_the_hash_matches_the_published_values():
     for text, expected in [("", "ab3e7c0b"), ("a", "1a80b1b3"), ("hello", "888d766e"),
                            ("0.1234567890abcdefgAAAAAC", "a30381e5")]:
-        assert pow_.fnv_hex(text) == expected == plain_fnv(text)
+        assert pow_.fnv_hex(text) == expected == fnv_fmix_hex(text)
 
 
 def test_the_worked_example_is_found_at_nonce_3():
     token = pow_.solve_fnv("0.42", "0fffff", WORKED_CONFIG, elapsed_ms=lambda: 0)
     carried = check_fnv_answer(token, "0.42", "0fffff", WORKED_CONFIG)
     assert carried[3] == 3 and carried[9] == 0
-    assert plain_fnv("0.42" + token[7:-2]) == "06073333"
+    assert fnv_fmix_hex("0.42" + token[7:-2]) == "06073333"
     assert token.startswith("gAAAAABWzMwMDAsIk1vbiBKdW4gMDEg") and len(token) == 593
 
 
@@ -76,7 +66,7 @@ def test_the_first_answer_is_the_first_nonce_that_clears(start_digits):
         config = list(WORKED_CONFIG)
         config[3], config[9] = nonce, 7
         encoded = base64.b64encode(pow_.dumps_js(config)).decode()
-        assert plain_fnv(seed + encoded)[:1] > difficulty
+        assert fnv_fmix_hex(seed + encoded)[:1] > difficulty
     found = pow_._search_fnv(seed, "f", WORKED_CONFIG, first, first + 10, lambda: 0)
     assert json.loads(base64.b64decode(found))[3] == first
 

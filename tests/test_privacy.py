@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 
@@ -194,6 +195,12 @@ def test_no_secret_reaches_the_logs_through_the_threaded_server(live_service, em
     caplog.set_level(logging.DEBUG)
     run = ProbeRun(live_service.url, emulator)
     run.run_all()
+    # A stream's access line is written when the server closes its body, which may come just
+    # after the client has read the end: wait for every line, within a bound.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not all(
+            f"request_id={request_id} " in caplog.text for request_id in run.request_ids):
+        time.sleep(0.02)
     captured = capfd.readouterr()
     run.check("\n".join([caplog.text, captured.out, captured.err]))
 

@@ -212,7 +212,8 @@ def test_a_stream_holds_its_slot_until_it_is_closed(serve):
     client = sdk(server, ALICE)
     chunks = list(ask(client, stream=True))
     assert chunks
-    # The stream was read to its end: its slot is free again for the next request.
+    # The stream was read to its end: its slot is free again for the next request, at once (it
+    # is given back before the server ends the body), and a whole answer's before it is sent.
     assert ask(client).choices[0].message.content
     assert client.get("/key", cast_to=httpx.Response).json()["in_flight"] == 0
 

@@ -6,6 +6,7 @@ import time
 import pytest
 
 from chatgpt_web.transport import user_agent_for
+from tests.sent_turns import conversation_posts
 
 # The tests that use the emulator run against the site as it is now and against a mirror
 # that only knows the 2024 paths (tests/conftest.py).
@@ -30,10 +31,6 @@ def sse_events(body: bytes):
                 data.append(line[6:])
         events.append((name, "\n".join(data)))
     return events
-
-
-def conversation_bodies(emulator):
-    return [r.json for r in emulator.requests_to("/conversation") if r.method == "POST"]
 
 
 def test_send_message_answers_text_and_ids(client, token):
@@ -65,7 +62,7 @@ def test_send_message_continues_conversation(client, token, emulator):
                  parent_message_id=second["parent_message_id"]).json
     assert third["text"] == "Echo: three"
     assert first["conversation_id"] == second["conversation_id"] == third["conversation_id"]
-    bodies = conversation_bodies(emulator)
+    bodies = conversation_posts(emulator)
     assert len(bodies) == 3
     assert "conversation_id" not in bodies[0]
     assert bodies[1]["conversation_id"] == first["conversation_id"]
@@ -77,7 +74,7 @@ def test_send_message_continues_conversation(client, token, emulator):
 
 def test_request_body_follows_the_browser(client, token, emulator, dialect):
     send(client, access_token=token, prompt="Hi", model="gpt-4o")
-    body = conversation_bodies(emulator)[0]
+    body = conversation_posts(emulator)[0]
     assert body["action"] == "next"
     assert body["model"] == "gpt-4o"
     if dialect == "2026":
@@ -200,7 +197,7 @@ def test_answer_cut_by_max_tokens_is_continued(client, token, emulator):
     response = send(client, access_token=token, prompt="long")
     assert response.status_code == 200, response.json
     assert response.json["text"] == "alpha beta gamma delta epsilon zeta eta theta"
-    actions = [body["action"] for body in conversation_bodies(emulator)]
+    actions = [body["action"] for body in conversation_posts(emulator)]
     assert actions == ["next", "continue", "continue"]
 
 

@@ -328,7 +328,13 @@ def many_appends(n: int) -> bytes:
             + frame({"type": "message_marker", "marker": "last_token"}) * n + CLOSE + DONE)
 
 
-@pytest.mark.parametrize("stream_of", [many_messages, many_appends])
+def many_bare_appends(n: int) -> bytes:
+    """The common 2026 case: one path and op, then bare `{"v": "..."}` deltas."""
+    return (ASSISTANT + delta({"p": "/message/content/parts/0", "o": "append", "v": "A"})
+            + b"".join(delta({"v": " word"}) for _ in range(n)) + CLOSE + DONE)
+
+
+@pytest.mark.parametrize("stream_of", [many_messages, many_appends, many_bare_appends])
 def test_reducing_four_times_the_events_costs_four_times_the_work(stream_of):
     small, large = traced_lines(stream_of(300)), traced_lines(stream_of(1200))
     # Linear work gives a ratio of 4; re-walking every message (or the text) on every event,

@@ -64,4 +64,4 @@ def test_answers_flow_through_the_public_fallback(client, token, monkeypatch):
     assert answer.get_json()["text"] == "Echo: Hello there"
     streamed = client.post("/send_message", data={"access_token": token, "prompt": "Hi",
                                                   "stream": "true"}).get_data()
-    assert b'"text": "Echo: Hi"' in streamed and streamed.endswith(b"data: [DONE]\n\n")
+    assert b'"text":"Echo: Hi"' in streamed and streamed.endswith(b"data: [DONE]\n\n")

@@ -357,3 +357,34 @@ def test_the_upload_cache_is_per_account(live_service, emulator):
             assert received(image) in answer.choices[0].message.content
     assert uploads_started(emulator) == 2
     assert len({f.owner for f in emulator.files.uploaded()}) == 2
+
+
+def test_all_files_of_a_request_are_bounded_together(live_service_factory, token, emulator):
+    """Each file is under MAX_UPLOAD_BYTES, but five of them are more than four times it."""
+    service = live_service_factory(MAX_UPLOAD_BYTES="200")
+    images = [png(1, 1, shade=shade) + b"\0" * 100 for shade in range(5)]
+    with openai.OpenAI(base_url=service.url + "/v1", api_key=token, max_retries=0) as sdk:
+        with pytest.raises(openai.APIStatusError) as caught:
+            sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": data_url(image)}}
+                for image in images]}])
+    assert (caught.value.status_code, caught.value.body["code"]) == (413, "file_too_large")
+    assert caught.value.body["param"] == "messages[0].content[4]"
+    assert emulator.requests_to("/files") == []
+
+
+def test_base64_without_padding_is_read(sdk, emulator):
+    image = png(1, 2)
+    image += b"\0" * (len(image) % 3 == 0)  # a length whose base64 needs padding
+    encoded = base64.b64encode(image).decode()
+    assert encoded.endswith("=")
+    answer = sdk.chat.completions.create(model="gpt-4o", messages=[
+        image_message("Short", "data:image/png;base64," + encoded.rstrip("="))])
+    assert received(image) in answer.choices[0].message.content
+
+
+def test_malformed_base64_is_a_400_naming_the_part(sdk, emulator):
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.chat.completions.create(model="gpt-4o", messages=[
+            image_message("Bad", "data:image/png;base64,@@not base64@@")])
+    assert caught.value.body["param"] == "messages[0].content[1]"

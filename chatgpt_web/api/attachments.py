@@ -16,7 +16,8 @@ the account:
   through the same guard (at most MAX_REDIRECTS), the answer bounded by MAX_UPLOAD_BYTES and
   FETCH_TIMEOUT, its Content-Type required to be an image type;
 * every file must be at most MAX_UPLOAD_BYTES (413 `file_too_large`) and one of the accepted
-  types, judged from its bytes (415 `unsupported_file_type`); at most MAX_FILES files per request.
+  types, judged from its bytes (415 `unsupported_file_type`); at most MAX_FILES files per request,
+  holding at most TOTAL_FACTOR x MAX_UPLOAD_BYTES together (413).
 
 A ref's `identity` (a hash of its data URL, or its https URL) is what a remembered history is
 keyed by (chat_memory.py), so the same history finds the same web conversation without any file
@@ -41,6 +42,7 @@ from ..upstream.endpoints import Resolver, guard_destination, system_resolver
 from ..upstream.uploads import Attachment
 
 MAX_FILES = 10  # files sent upstream with one request
+TOTAL_FACTOR = 4  # all files of one request: at most this many times MAX_UPLOAD_BYTES
 MAX_REDIRECTS = 3
 FETCH_TIMEOUT = 20.0  # seconds for one remote image, redirects included
 MAX_NAME = 200
@@ -133,11 +135,27 @@ def resolve(messages: Sequence[ChatMessage], rules: FileRules,
     if count > MAX_FILES:
         raise BadRequest(f"{count} files were sent with this request; at most {MAX_FILES} are "
                          "accepted", "too_many_files", param="messages")
+    budget = _Budget(TOTAL_FACTOR * rules.max_bytes)
     return tuple(
         replace(message, attachments=tuple(
-            read(ref, rules, resolver) if isinstance(ref, FileRef) else ref
-            for ref in message.attachments)) if message.attachments else message
+            budget.spend(read(ref, rules, resolver), ref.param) if isinstance(ref, FileRef)
+            else ref for ref in message.attachments)) if message.attachments else message
         for message in messages)
+
+
+class _Budget:
+    """The bytes all files of one request may hold together (remote images are not bounded by
+    the request body, so ten of them could otherwise hold ten times MAX_UPLOAD_BYTES)."""
+
+    def __init__(self, limit: int):
+        self.left = limit
+
+    def spend(self, attachment: Attachment, param: str) -> Attachment:
+        self.left -= len(attachment.data)
+        if self.left < 0:
+            raise PayloadTooLarge(f"the files of this request total more than {TOTAL_FACTOR} x "
+                                  "MAX_UPLOAD_BYTES", "file_too_large", param=param)
+        return attachment
 
 
 def read(ref: FileRef, rules: FileRules, resolver: Resolver = system_resolver) -> Attachment:
@@ -198,8 +216,9 @@ def _decode(ref: FileRef, max_bytes: int) -> tuple[bytes, str | None]:
     # Checked before decoding: base64 is 4 characters for every 3 bytes.
     if (len(source) // 4) * 3 > max_bytes + 3:
         raise _too_large(max_bytes, ref.param)
-    try:
-        data = base64.b64decode("".join(source.split()), validate=True)
+    source = "".join(source.split())
+    try:  # some encoders leave the padding out
+        data = base64.b64decode(source + "=" * (-len(source) % 4), validate=True)
     except (binascii.Error, ValueError):
         raise BadRequest("the file data is not valid base64", "invalid_field",
                          param=ref.param) from None

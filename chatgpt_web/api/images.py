@@ -21,6 +21,7 @@ import time
 
 from flask import Blueprint, Response, jsonify, request
 
+from .. import models
 from ..config import Config
 from ..errors import BadRequest, NotFound
 from ..services import current
@@ -33,10 +34,6 @@ from .openai_compat import error_body
 blueprint = Blueprint("images", __name__, url_prefix="/v1")
 install_error_handlers(blueprint, error_body)
 
-# The OpenAI image models; each is served by the web's one image tool.
-IMAGE_MODELS = ("gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "gpt-image-2", "dall-e-3",
-                "dall-e-2", "chatgpt-image-latest")
-DEFAULT_MODEL = "gpt-image-1"
 SIZES = ("auto", "256x256", "512x512", "1024x1024", "1536x1024", "1024x1536", "1792x1024",
          "1024x1792")
 FORMATS = ("b64_json", "url")
@@ -82,10 +79,10 @@ def _prompt(body: dict, config: Config) -> str:
 
 
 def _model(body: dict) -> str:
-    model = body.get("model") or DEFAULT_MODEL
-    if model not in IMAGE_MODELS:
+    model = body.get("model") or models.DEFAULT_IMAGE_MODEL
+    if model not in models.IMAGE_MODELS:
         raise NotFound(f"The model `{str(model)[:100]}` does not exist or you do not have access "
-                       "to it (image models: " + ", ".join(IMAGE_MODELS) + ")",
+                       "to it (image models: " + ", ".join(models.IMAGE_MODELS) + ")",
                        "model_not_found", param="model")
     return model
 
@@ -94,7 +91,7 @@ def _model(body: dict) -> str:
 def generations():
     """Draw `n` images on the web account and answer in the official shape."""
     services = current()
-    relayed = relay_requests.route_images(services, IMAGE_MODELS)
+    relayed = relay_requests.route_images(services)
     if relayed is not None:
         return relayed
     grant = authenticate(services)

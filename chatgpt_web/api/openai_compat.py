@@ -364,8 +364,16 @@ class _StreamedChoice:
         self.reply = reply
         self.index = index
         self.drawn = drawn  # the markdown of the images an answer drew
-        self.output_text = ""
+        # The pieces given so far, joined when read: `self.text += piece` would copy all the text
+        # so far at every piece (no in-place growth for attributes), quadratic in a long answer.
+        self._given: list[str] = []
         self.result: TurnResult | None = None
+
+    @property
+    def output_text(self) -> str:
+        if len(self._given) > 1:
+            self._given = ["".join(self._given)]
+        return self._given[0] if self._given else ""
 
     def _chunk(self, delta: dict, finish_reason: str | None = None, **extra) -> bytes:
         return sse.event(self.reply.chunk(delta, finish_reason, index=self.index, **extra))
@@ -378,7 +386,7 @@ class _StreamedChoice:
         for piece in _pieces(head, answer):
             text = cutter.feed(piece) if cutter.active else piece
             if text:
-                self.output_text += text
+                self._given.append(text)
                 yield self._chunk({"content": text})
             if cutter.done:
                 answer.close()
@@ -386,12 +394,12 @@ class _StreamedChoice:
                 return
         rest = cutter.finish()
         if rest:
-            self.output_text += rest
+            self._given.append(rest)
             yield self._chunk({"content": rest})
         completion = answer.completion
         images = with_images(self.output_text, self.drawn(completion))[len(self.output_text):]
         if images:
-            self.output_text += images
+            self._given.append(images)
             yield self._chunk({"content": images})
         self.result = TurnResult(self.output_text, None, finish_reason_of(completion), completion)
         reasoning = self.reply.reasoning(completion)
@@ -401,7 +409,7 @@ class _StreamedChoice:
 
     def shaped(self, result: TurnResult) -> Iterator[bytes]:
         """An answer read whole (tools, JSON): its content or its tool calls at once."""
-        self.result, self.output_text = result, result.output_text
+        self.result, self._given = result, [result.output_text]
         if result.tool_calls:
             for position, call in enumerate(result.tool_calls):
                 yield self._chunk({"tool_calls": [{

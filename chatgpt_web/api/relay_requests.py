@@ -228,7 +228,7 @@ def route_chat(services: Services):
         raise
 
 
-def route_images(services: Services, web_models: tuple[str, ...] = ()):
+def route_images(services: Services):
     """The relay's answer to POST /v1/images/generations, or None to leave it to the web
     accounts (api/images.py), decided as `route_chat()` decides: a model the relay does not
     route stays on the web; a routed one goes to the relay unless a web target comes first and
@@ -239,18 +239,18 @@ def route_images(services: Services, web_models: tuple[str, ...] = ()):
     body = request.get_json(force=True, silent=True)
     if not isinstance(body, dict):
         return None
-    model = body.get("model") or "dall-e-2"
+    model = body.get("model") or models.DEFAULT_IMAGE_MODEL
     if not isinstance(model, str):
         return None
-    targets = relay.router.targets(model, web_knows=model in web_models)
+    targets = relay.router.targets(model, web_knows=model in models.IMAGE_MODELS)
     if targets is None or all(t.is_web for t in targets):
         return None
     ordered = relay.router.ordered(targets)
     web_ok = any(t.is_web for t in ordered) and _web_account_ready(services)
     if ordered[0].is_web and web_ok:
         return None
-    relay_request = json_request(services, "/images/generations", default_model="dall-e-2",
-                                 decoded=body)
+    relay_request = json_request(services, "/images/generations",
+                                 default_model=models.DEFAULT_IMAGE_MODEL, decoded=body)
     try:
         return run(services, relay_request)
     except ApiError as error:

@@ -1,20 +1,21 @@
 """Server-sent events out of the service: framing and the streaming Response."""
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Protocol
 
 from flask import Response
 
+from .. import json_codec
+
 DONE = b"data: [DONE]\n\n"
 
 
 def event(data, name: str | None = None) -> bytes:
-    """One SSE event carrying `data` (JSON-encoded unless already a string)."""
-    payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
-    head = f"event: {name}\n" if name else ""
-    return f"{head}data: {payload}\n\n".encode()
+    """One SSE event carrying `data` (compact JSON unless already a string)."""
+    payload = data.encode() if isinstance(data, str) else json_codec.dumps(data)
+    head = f"event: {name}\n".encode() if name else b""
+    return b"%sdata: %s\n\n" % (head, payload)
 
 
 class Closable(Protocol):

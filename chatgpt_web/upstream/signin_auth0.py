@@ -20,22 +20,7 @@ def login_auth0(config: Config, email: str, password: str, otp: str | None) -> L
     """The 2023 sign-in (CHATGPT_LOGIN_FLOW=auth0): NextAuth `auth0`, then Auth0's HTML forms."""
     flow = SignInFlow(config)
     with flow.session:
-        csrf = flow.json("login: csrf", flow.get("login: csrf", flow.base("/api/auth/csrf")))
-        csrf_token = csrf.get("csrfToken")
-        if not isinstance(csrf_token, str):
-            raise login_error("login_failed", "login: csrf", "the answer has no csrfToken")
-
-        step = "login: signin"
-        response = flow.post(step, flow.base("/api/auth/signin/auth0?prompt=login"),
-                             data={"callbackUrl": "/", "csrfToken": csrf_token, "json": "true"})
-        authorize_url = flow.json(step, response).get("url")
-        if not isinstance(authorize_url, str):
-            raise login_error("login_failed", step, "the answer has no url")
-        # NextAuth reports a refused sign-in (Auth0 rate limit) as a url to its error page.
-        if (query_value(authorize_url, "error")
-                or urlsplit(authorize_url).path.endswith("/api/auth/error")):
-            raise login_error("login_rate_limited", step)
-
+        authorize_url = flow.next_auth_signin("/api/auth/signin/auth0?prompt=login")
         state = _authorize(flow, "login: authorize", authorize_url)
 
         step = "login: identifier"

@@ -150,6 +150,29 @@ class SignInFlow:
             raise login_error("login_failed", step, "the answer is not the expected JSON")
         return data
 
+    def next_auth_signin(self, provider_path: str) -> str:
+        """NextAuth's sign-in, where both login flows begin: its CSRF token, then the POST to
+        `provider_path` (e.g. "/api/auth/signin/auth0?prompt=login"); the authorize URL it
+        answers.
+
+        :raise ApiError: login_failed without a token or a url; login_rate_limited when the url
+            is NextAuth's error page, how it reports a refused sign-in (a rate limit).
+        """
+        csrf = self.json("login: csrf", self.get("login: csrf", self.base("/api/auth/csrf")))
+        csrf_token = csrf.get("csrfToken")
+        if not isinstance(csrf_token, str):
+            raise login_error("login_failed", "login: csrf", "the answer has no csrfToken")
+        step = "login: signin"
+        response = self.post(step, self.base(provider_path),
+                             data={"callbackUrl": "/", "csrfToken": csrf_token, "json": "true"})
+        authorize_url = self.json(step, response).get("url")
+        if not isinstance(authorize_url, str):
+            raise login_error("login_failed", step, "the answer has no url")
+        if (query_value(authorize_url, "error")
+                or urlsplit(authorize_url).path.endswith("/api/auth/error")):
+            raise login_error("login_rate_limited", step)
+        return authorize_url
+
     def redirect(self, step: str, response: Response, path: str | None = None) -> str:
         """The absolute Location of a redirect at `step`, which must lead to one of our origins
         (and to `path`, if given)."""

@@ -23,7 +23,6 @@ from .signin_flow import (
     SignInFlow,
     error_code,
     origin,
-    query_value,
 )
 
 MAX_PAGES = 8
@@ -95,22 +94,10 @@ class OpenAISignIn:
 
     def _start(self, email: str) -> None:
         flow = self.flow
-        csrf = flow.json("login: csrf", flow.get("login: csrf", flow.base("/api/auth/csrf")))
-        csrf_token = csrf.get("csrfToken")
-        if not isinstance(csrf_token, str):
-            raise login_error("login_failed", "login: csrf", "the answer has no csrfToken")
-        step = "login: signin"
         query = urlencode({"prompt": "login", "ext-oai-did": self.device_id,
                            "screen_hint": "login_or_signup", "login_hint": email,
                            "auth_session_logging_id": str(uuid.uuid4())})
-        response = flow.post(step, flow.base("/api/auth/signin/openai?" + query),
-                             data={"callbackUrl": "/", "csrfToken": csrf_token, "json": "true"})
-        authorize_url = flow.json(step, response).get("url")
-        if not isinstance(authorize_url, str):
-            raise login_error("login_failed", step, "the answer has no url")
-        if (query_value(authorize_url, "error")
-                or urlsplit(authorize_url).path.endswith("/api/auth/error")):
-            raise login_error("login_rate_limited", step)
+        authorize_url = flow.next_auth_signin("/api/auth/signin/openai?" + query)
         step = "login: authorize"
         page = flow.open_page(step, authorize_url)
         # /authorize always sends the browser on to the sign-in page: an answer of its own is

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .. import json_codec
 from ..errors import ContentBlocked, RateLimited, UpstreamError
 
 _HEARTBEAT = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d+)?$")
@@ -112,7 +113,7 @@ def _is_payload(text: str) -> bool:
     if text == "[DONE]":
         return True
     try:
-        json.loads(text)
+        json_codec.loads(text)
     except ValueError:
         return False
     return True
@@ -545,7 +546,7 @@ class StreamReducer:
             return []
         self._received += len(data)
         try:
-            payload = json.loads(data)
+            payload = json_codec.loads(data)
         except ValueError:
             raise UpstreamError("the upstream sent an event that is not JSON",
                                 "upstream_bad_stream") from None

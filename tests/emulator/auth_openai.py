@@ -147,7 +147,8 @@ class OpenAIAccountPages:
         if not (header["id"] == challenge.device_id == login.device_id):
             return "the sentinel token belongs to another device"
         if challenge.pow_required:
-            return check_proof(header["p"], challenge.seed, challenge.difficulty)
+            # The chat sentinel's check: FNV for an answer ending in "~S", else SHA3.
+            return sentinel.check_proof(header["p"], challenge.seed, challenge.difficulty)
         return sentinel.check_requirements_token(header["p"])
 
     # -- the pages -----------------------------------------------------------------------------
@@ -265,33 +266,6 @@ class OpenAIAccountPages:
     def _send_code(self, login: _Transaction) -> None:
         login.email_code = f"{secrets.randbelow(1_000_000):06d}"
         self.auth.mailbox.setdefault(login.email.lower(), []).append(login.email_code)
-
-
-def fnv_hex(text: str) -> str:
-    """The 2026 proof hash: FNV-1a-32 over the UTF-16 code units, then the fmix32 finaliser."""
-    h = 2166136261
-    for char in text:
-        h = ((h ^ ord(char)) * 16777619) & 0xFFFFFFFF
-    h ^= h >> 16
-    h = (h * 2246822507) & 0xFFFFFFFF
-    h ^= h >> 13
-    h = (h * 3266489909) & 0xFFFFFFFF
-    return f"{h ^ (h >> 16):08x}"
-
-
-def check_proof(answer: str, seed: str, difficulty: str) -> str | None:
-    """Why `answer` does not prove work for (seed, difficulty), or None: an answer ending in "~S"
-    is hashed with FNV (2026), any other with the legacy SHA3 of the chat sentinel's check."""
-    if not answer.endswith("~S"):
-        return sentinel.check_proof(answer, seed, difficulty)
-    if not answer.startswith(sentinel.ANSWER_PREFIX):
-        return f"the proof token must start with {sentinel.ANSWER_PREFIX}"
-    encoded = answer[len(sentinel.ANSWER_PREFIX):-2]
-    if sentinel.decode_config(encoded) is None:
-        return "the proof token must carry base64 of a JSON list"
-    if fnv_hex(seed + encoded)[:len(difficulty)] > difficulty.lower():
-        return "the proof of work does not meet the difficulty"
-    return None
 
 
 def _page_answer(page_type: str, path: str, payload: dict | None = None):

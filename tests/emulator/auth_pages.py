@@ -262,8 +262,9 @@ class AuthPages:
                             httponly=True, samesite="Lax", path="/")
         return response
 
-    def _signin(self):
-        origin = request.host_url.rstrip("/")
+    def _signin_refused(self, origin: str):
+        """NextAuth's answer to a sign-in POST it refuses (a url to its error or sign-in page),
+        or None to go on."""
         if self.switches.signin_rate_limited:
             return jsonify({"url": f"{origin}/api/auth/error?error=OAuthSignin"})
         cookie = request.cookies.get(CSRF_COOKIE, "")
@@ -271,6 +272,12 @@ class AuthPages:
         # NextAuth checks the form's token against the cookie: a flow without one cookie jar fails.
         if not form_token or cookie.split("|", 1)[0] != form_token:
             return jsonify({"url": f"{origin}/api/auth/signin?csrf=true"})
+        return None
+
+    def _signin(self):
+        origin = request.host_url.rstrip("/")
+        if refused := self._signin_refused(origin):
+            return refused
         nextauth_state = secrets.token_urlsafe(32)
         query = urlencode({
             "client_id": "TdJIcbe16WoTHtN95nyywh5E4yOo6ItG",
@@ -288,12 +295,8 @@ class AuthPages:
 
     def _signin_openai(self):
         origin = request.host_url.rstrip("/")
-        if self.switches.signin_rate_limited:
-            return jsonify({"url": f"{origin}/api/auth/error?error=OAuthSignin"})
-        cookie = request.cookies.get(CSRF_COOKIE, "")
-        form_token = request.form.get("csrfToken", "")
-        if not form_token or cookie.split("|", 1)[0] != form_token:
-            return jsonify({"url": f"{origin}/api/auth/signin?csrf=true"})
+        if refused := self._signin_refused(origin):
+            return refused
         query = urlencode({
             "client_id": WEB_CLIENT_ID,
             "scope": "openid email profile offline_access model.request model.read "

@@ -316,7 +316,7 @@ def conversation_resume():
     resume_token = tokens.mint_resume_token(emulator.secret, turn.conversation_id)
     rng = random.Random(f"{emulator.switches.chunk_seed}:{emulator.next_stream_number()}")
     if images.is_image(turn):
-        events = images.resumed_leg(turn, resume_token)
+        events = images.resumed_leg(emulator.images, turn, resume_token)
     else:
         events = streams.resumed_leg(turn, resume_token, body.get("offset", 0),
                                      emulator.switches.words_per_delta,

@@ -62,7 +62,17 @@ class ImageStore:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.files: dict[str, StoredImage] = {}
+        self.captions: dict[str, dict] = {}  # conversation id -> the text after its image
+        self.defaults()
+
+    def defaults(self) -> None:
+        """The knobs tests turn: the pointer kind; a refusal the model answers instead of
+        drawing; a caption it writes after the image; a download URL to name instead of the
+        estuary's (e.g. a foreign host)."""
         self.scheme = "sediment"
+        self.refusal: str | None = None
+        self.caption: str | None = None
+        self.download_url: str | None = None
 
     def add(self, owner: str, conversation_id: str, data: bytes) -> str:
         """Keep `data`; return its asset pointer."""
@@ -81,7 +91,8 @@ class ImageStore:
     def clear(self) -> None:
         with self.lock:
             self.files.clear()
-            self.scheme = "sediment"
+            self.captions.clear()
+            self.defaults()
 
 
 def tiny_png(seed: bytes, side: int = PNG_SIDE) -> bytes:
@@ -116,7 +127,13 @@ def image_turn(emulator, owner: str, chat) -> streams.Turn:
     """Apply an image write: the tree gets the tool's finished message (the image) where the
     answer would be (nothing when a blocked moderation withholds the answer)."""
     turn = turns.apply(emulator.conversations, owner, chat, emulator.switches)
+    store = emulator.images
     if turn.assistant is None:
+        return turn
+    if store.refusal is not None:  # the model declines: a plain text answer, no tool call
+        with emulator.conversations.lock:
+            turn.assistant["content"]["parts"] = [store.refusal]
+            turn.new_text = store.refusal
         return turn
     prompt = message_text(turn.input_message) if turn.input_message else ""
     conversation = emulator.conversations.get(turn.conversation_id)
@@ -134,6 +151,14 @@ def image_turn(emulator, owner: str, chat) -> streams.Turn:
         tool["author"]["name"] = TOOL_NAME
         node.message = tool
         turn.assistant, turn.new_text = tool, ""
+        if store.caption is not None:
+            tool["end_turn"] = None
+            caption = make_message("assistant", [store.caption], end_turn=True,
+                                   create_time=time.time(), metadata={
+                                       **answer["metadata"], "is_complete": True,
+                                       "finish_details": dict(streams.STOP)})
+            conversation.current_node = conversation.add(caption, node.id).id
+            store.captions[turn.conversation_id] = caption
     return turn
 
 
@@ -153,8 +178,9 @@ def is_image(turn: streams.Turn) -> bool:
     return (turn.assistant or {}).get("author", {}).get("role") == "tool"
 
 
-def resumed_leg(turn: streams.Turn, resume_token: str):
-    """What `/f/conversation/resume` streams for an image turn (see the module docstring)."""
+def resumed_leg(store: ImageStore, turn: streams.Turn, resume_token: str):
+    """What `/f/conversation/resume` streams for an image turn (see the module docstring), with
+    the caption after the image when there is one."""
     cid = turn.conversation_id
     tool = turn.assistant
     pointer = tool["content"]["parts"][0]["asset_pointer"]
@@ -173,9 +199,13 @@ def resumed_leg(turn: streams.Turn, resume_token: str):
                             "v": pointer}, event="delta")
     yield streams.sse_json({"p": "", "o": "patch", "v": [
         {"p": "/message/status", "o": "replace", "v": "finished_successfully"},
-        {"p": "/message/end_turn", "o": "replace", "v": True},
+        {"p": "/message/end_turn", "o": "replace", "v": tool["end_turn"]},
         {"p": "/message/metadata", "o": "append",
          "v": {"is_complete": True, "finish_details": dict(streams.STOP)}}]}, event="delta")
+    caption = store.captions.get(cid)
+    if caption is not None:
+        yield streams.sse_json({"v": {"message": caption, "conversation_id": cid},
+                                "c": channel + 1}, event="delta")
     if turn.title:
         yield streams.sse_json({"type": "title_generation", "title": turn.title,
                                 "conversation_id": cid})
@@ -211,8 +241,9 @@ def _signature(file_id: str, stamp: str) -> str:
 
 def _download_answer(file_id: str) -> Response:
     stamp = str(int(time.time()))
-    url = (f"{request.host_url}backend-api/estuary/content?id={file_id}&ts={stamp}&p=fs&cid=1"
-           f"&sig={_signature(file_id, stamp)}")
+    url = _emulator().images.download_url or (
+        f"{request.host_url}backend-api/estuary/content?id={file_id}&ts={stamp}&p=fs&cid=1"
+        f"&sig={_signature(file_id, stamp)}")
     return json_response(200, {"status": "success", "download_url": url, "metadata": {},
                                "file_name": f"{file_id}.png", "creation_time": None})
 

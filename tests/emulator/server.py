@@ -81,7 +81,9 @@ class Emulator:
         self._server = make_server("127.0.0.1", port, self.app, threaded=True,
                                    request_handler=handler)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
+        # A short poll interval: stop() (shutdown) waits for one.
         self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.02},
                                         name="chatgpt-emulator", daemon=True)
         self._thread.start()
         return self

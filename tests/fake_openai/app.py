@@ -108,6 +108,20 @@ def create_fake_app(fake) -> Flask:
         data = request.get_json(silent=True)
         return data if isinstance(data, dict) else {}
 
+    def gated(make) -> Response:
+        """`make(body)` as JSON once the key and the body's model pass the gate."""
+        data = body()
+        refused, _ = gate(str(data.get("model")))
+        return refused or _json(200, make(data))
+
+    def stream_or_whole(data: dict, answer, fault: str | None) -> Response:
+        """`answer` (answers.ChatAnswer or TextAnswer) as SSE chunks when `data` asks for a
+        stream, else whole."""
+        if data.get("stream"):
+            options = data.get("stream_options") or {}
+            return _sse(answer.chunks(options.get("include_usage") is True), fault, fake)
+        return _json(200, answer.whole())
+
     def unknown_model(model: str) -> Response | None:
         if model not in fake.models_for(bearer()) and not model.startswith("ft:"):
             return _json(404, keys.error(f"The model `{model}` does not exist or you do not "
@@ -137,11 +151,7 @@ def create_fake_app(fake) -> Flask:
             return _json(400, keys.error("This model's maximum context length is 128000 tokens.",
                                          "invalid_request_error", "context_length_exceeded",
                                          "messages"))
-        answer = answers.ChatAnswer(data)
-        if data.get("stream"):
-            options = data.get("stream_options") or {}
-            return _sse(answer.chunks(options.get("include_usage") is True), fault, fake)
-        return _json(200, answer.whole())
+        return stream_or_whole(data, answers.ChatAnswer(data), fault)
 
     @app.post("/v1/completions")
     def completions():
@@ -149,29 +159,19 @@ def create_fake_app(fake) -> Flask:
         refused, fault = gate(str(data.get("model")))
         if refused:
             return refused
-        answer = answers.TextAnswer(data)
-        if data.get("stream"):
-            options = data.get("stream_options") or {}
-            return _sse(answer.chunks(options.get("include_usage") is True), fault, fake)
-        return _json(200, answer.whole())
+        return stream_or_whole(data, answers.TextAnswer(data), fault)
 
     @app.post("/v1/embeddings")
     def embeddings():
-        data = body()
-        refused, _ = gate(str(data.get("model")))
-        return refused or _json(200, answers.embeddings(data))
+        return gated(answers.embeddings)
 
     @app.post("/v1/moderations")
     def moderations():
-        data = body()
-        refused, _ = gate(str(data.get("model")))
-        return refused or _json(200, answers.moderation(data))
+        return gated(answers.moderation)
 
     @app.post("/v1/images/generations")
     def images():
-        data = body()
-        refused, _ = gate(str(data.get("model")))
-        return refused or _json(200, answers.image(data))
+        return gated(answers.image)
 
     @app.post("/v1/audio/speech")
     def speech():

@@ -78,7 +78,9 @@ class FakeOpenAI:
                                    request_handler=_QuietHandler)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         self.base_url = self.url + "/v1"
+        # A short poll interval: stop() (shutdown) waits for one.
         self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.02},
                                         name="fake-openai", daemon=True)
         self._thread.start()
         return self
