@@ -2,10 +2,14 @@
 
 Conditions, read from the pool's own records (pool.report()):
 
-    expiring     an account's access token expires within a day
-    dead         an account was refused for good (its sign-in failed, it was banned)
-    degraded     an account answers from another model than asked (downgrade banner)
-    few_healthy  fewer than ALERT_MIN_HEALTHY accounts are in service (pool-wide)
+    expiring         an account's access token expires within a day
+    dead             an account was refused for good (its sign-in failed, it was banned)
+    refresh_failing  REFRESH_FAILURES renewals of an account's token failed in a row
+    refused          the upstream refused an account REFUSALS times in a row (401/403/429)
+    degraded         the downgrade banner showed, or more than half of an account's answers in
+                     the last one to two hours (four at least) came from another model than
+                     asked (pool.py: DEGRADED_SHARE, DEGRADED_MIN_ANSWERS)
+    few_healthy      fewer than ALERT_MIN_HEALTHY accounts are in service (pool-wide)
 
 Each condition is sent once, then again only while it lasts, after a backoff that doubles from an
 hour up to a day; a condition that clears is forgotten, so its return is sent at once. The records
@@ -34,6 +38,8 @@ FIRST_BACKOFF = 3600
 MAX_BACKOFF = 86400
 EXPIRY_WARNING = 86400
 SEND_TIMEOUT = 5
+REFRESH_FAILURES = 2
+REFUSALS = 3
 
 
 class AlertWatcher:
@@ -62,9 +68,20 @@ class AlertWatcher:
             elif expires and now < expires <= now + EXPIRY_WARNING:
                 found[f"expiring:{account}"] = {"condition": "expiring", "account": account,
                                                 "token_expires_at": expires}
-            if row.get("downgraded"):
+            if row["status"] != "dead":
+                if row.get("refresh_failures", 0) >= REFRESH_FAILURES:
+                    found[f"refresh_failing:{account}"] = {
+                        "condition": "refresh_failing", "account": account,
+                        "refresh_failures": row["refresh_failures"],
+                        "refresh_error": row.get("refresh_error")}
+                if row.get("refusals", 0) >= REFUSALS:
+                    found[f"refused:{account}"] = {"condition": "refused", "account": account,
+                                                   "refusals": row["refusals"],
+                                                   "last_error": row.get("last_error")}
+            if row.get("degraded"):
                 found[f"degraded:{account}"] = {"condition": "degraded", "account": account,
-                                                "downgraded": row.get("downgraded")}
+                                                "downgraded": row.get("downgraded"),
+                                                "model_share": row.get("model_share")}
         healthy = sum(1 for row in rows if row["status"] in ("healthy", "resting"))
         if healthy < self.min_healthy:
             found["few_healthy"] = {"condition": "few_healthy", "healthy": healthy,

@@ -49,6 +49,7 @@ class Answer:
         self._exhausted = False
         self._closed = False
         self._on_complete: list[Callable[[Completion], None]] = []
+        self._on_close: list[Callable[[], None]] = []
         STREAMS_IN_FLIGHT.inc()
 
     @classmethod
@@ -76,6 +77,11 @@ class Answer:
     def on_complete(self, callback: Callable[[Completion], None]) -> None:
         """Call `callback(completion)` when the completion arrives (e.g. to pin a conversation)."""
         self._on_complete.append(callback)
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` when the answer is closed, complete or not (e.g. to give back what
+        was held for it)."""
+        self._on_close.append(callback)
 
     def __iter__(self) -> Iterator[TextDelta]:
         """The text pieces as the upstream sends them. :raise ApiError: the stream failed."""
@@ -144,9 +150,13 @@ class Answer:
             return
         self._closed = True
         STREAMS_IN_FLIGHT.dec()
-        close = getattr(self._events, "close", None)
-        if close is not None:
-            close()
+        try:
+            close = getattr(self._events, "close", None)
+            if close is not None:
+                close()
+        finally:
+            for callback in self._on_close:
+                callback()
 
     def __enter__(self) -> Answer:
         return self

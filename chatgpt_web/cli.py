@@ -231,13 +231,20 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m {seconds % 60:02d}s"
 
 
+def _share(share: dict | None) -> str:
+    """Answers from another model than asked, of those whose model could be told."""
+    if not share or not share.get("answers"):
+        return "-"
+    return f"{share['other_model']}/{share['answers']}"
+
+
 def accounts(_args: argparse.Namespace, terminal: Terminal) -> int:
     services = _services()
     if services.pool is None:
         return terminal.fail("no pooled accounts: ACCOUNTS_FILE is not set")
     now = time.time()
     columns = ("account", "kind", "weight", "status", "token expires", "resting", "last error",
-               "downgrade")
+               "downgrade", "refused", "renewals failed", "other model")
     rows = []
     for row in services.pool.report():
         downgraded = row.get("downgraded")
@@ -247,6 +254,8 @@ def accounts(_args: argparse.Namespace, terminal: Terminal) -> int:
             _duration(row["rest_until"] - now) if row.get("rest_until") else "-",
             row.get("last_error") or "-",
             f"{downgraded['requested']} -> {downgraded['served']}" if downgraded else "-",
+            str(row.get("refusals", 0)), str(row.get("refresh_failures", 0)),
+            _share(row.get("model_share")),
         ))
     if terminal.out.is_terminal:
         table = Table(*columns, title="Pooled accounts")

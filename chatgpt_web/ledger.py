@@ -9,11 +9,23 @@ two instances counting one key never lose an update:
         (so a quota of N lets exactly N through); its tokens when its answer is complete. The
         requests of a key without quotas are counted in `<totals key>:count` instead (the
         Store's atomic `hit`, no lock: nothing has to be checked first); readers add both.
+    holds:<key>
+        {hold id: [tokens, unix expiry]}: tokens held for answers in flight (token quotas only).
     ledger:<key>:<YYYY-MM-DD>
         {"<model>|<backend>": {"requests", "prompt_tokens", "completion_tokens"}} per answer,
         kept USAGE_RETENTION_DAYS; `days:<YYYY-MM-DD>` lists the keys with a ledger that day.
     lease:<key>
         {lease id: unix expiry}: the key's requests in flight, for its concurrency cap.
+
+Token quotas are kept by reservation: before an answer starts, `hold_tokens()` holds its prompt
+tokens plus a completion reserve (COMPLETION_RESERVE, or what the quota has left if that is less)
+against the day's and month's room (limit - used - held by other answers in flight), and refuses
+the answer whose prompt does not fit. When the answer is complete, `record()` replaces the hold by
+the tokens really used; an answer that never completes gives its hold back (`drop_hold()`), and a
+hold whose process died lapses after `hold_ttl`. So answers in flight together never take more
+than the quota between them; what can still pass it is the part of one answer's completion beyond
+its reserve (the web backend cannot be told to stop at a token count, and the service does not cut
+an answer it has begun to give).
 
 Days and months are UTC. No prompt, answer or address is ever recorded: only counts.
 """
@@ -40,6 +52,10 @@ LOCAL_LOCKS = 64  # in-process queues, shared by key ids of the same hash
 # The official SDK waits at most 60 s for a Retry-After; past that, retrying only spends requests.
 SDK_RETRY_WAIT = 60
 NO_RETRY = {"x-should-retry": "false"}
+# Completion tokens held for an answer in flight (fewer when the quota has fewer left).
+COMPLETION_RESERVE = 1024
+# Retry-After when the quota's room is held by answers still in flight (it frees as they end).
+HELD_RETRY = 2
 
 
 def period_name(moment: datetime, period: str) -> str:
@@ -58,11 +74,13 @@ class Ledger:
     """Quotas, concurrency leases and usage counters of client keys, in `store`."""
 
     def __init__(self, store: Store, retention_days: int = 90,
-                 clock: Callable[[], float] = time.time, metrics_per_key: bool = False):
+                 clock: Callable[[], float] = time.time, metrics_per_key: bool = False,
+                 hold_ttl: float = 360.0):
         self.store = store
         self.retention = retention_days * 86400
         self._clock = clock
         self.metrics_per_key = metrics_per_key
+        self.hold_ttl = hold_ttl
         self._local_locks = [threading.Lock() for _ in range(LOCAL_LOCKS)]
         self._days_listed: set[tuple[str, str]] = set()  # (day, key) in that day's key list
 
@@ -128,6 +146,57 @@ class Ledger:
                         raise _exhausted(kind, period, limit, now)
             self._add_totals(key_id, now, 1, 0)
 
+    def _live_holds(self, key_id: str) -> dict[str, list]:
+        now = self._clock()
+        return {hold: entry for hold, entry in (self.store.get(f"{PREFIX}holds:{key_id}")
+                                                or {}).items()
+                if isinstance(entry, list) and len(entry) == 2 and entry[1] > now}
+
+    def _keep_holds(self, key_id: str, holds: dict[str, list]) -> None:
+        longest = max((until for _, until in holds.values()), default=0) - self._clock()
+        self.store.set(f"{PREFIX}holds:{key_id}", holds, expire=longest if longest > 0 else 0)
+
+    def hold_tokens(self, key_id: str, policy: KeyPolicy | None, prompt_tokens: int) -> str | None:
+        """Hold the tokens of an answer about to start against the key's token quotas: its
+        `prompt_tokens` and a completion reserve. The hold's id (for `record`/`drop_hold`), or
+        None when the key has no token quota.
+
+        :raise RateLimited: quota_exhausted: the prompt does not fit in what is left (Retry-After
+            at the reset), or only in what answers in flight hold (Retry-After: HELD_RETRY).
+        """
+        quota = policy.quota if policy else {}
+        limits = {period: quota[("tokens", period)] for period in PERIODS
+                  if quota.get(("tokens", period)) is not None}
+        if not limits:
+            return None
+        now = self._now()
+        hold_id = secrets.token_hex(8)
+        with self._lock(key_id):
+            holds = self._live_holds(key_id)
+            held = sum(tokens for tokens, _ in holds.values())
+            rooms = {period: limit - (self.store.get(self._totals_key(key_id, now, period))
+                                      or {}).get("tokens", 0)
+                     for period, limit in limits.items()}
+            period = min(rooms, key=rooms.get)
+            room = rooms[period] - held
+            if prompt_tokens > room:
+                if prompt_tokens <= rooms[period]:
+                    raise RateLimited("this key's remaining token quota is held by its answers in "
+                                      "flight; retry when they end", "quota_exhausted",
+                                      retry_after=HELD_RETRY)
+                raise _exhausted("tokens", period, limits[period], now)
+            holds[hold_id] = [prompt_tokens + min(COMPLETION_RESERVE, room - prompt_tokens),
+                              self._clock() + self.hold_ttl]
+            self._keep_holds(key_id, holds)
+        return hold_id
+
+    def drop_hold(self, key_id: str, hold_id: str) -> None:
+        """Give back a hold whose answer never completed (nothing is counted for it)."""
+        with self._lock(key_id):
+            holds = self._live_holds(key_id)
+            if holds.pop(hold_id, None) is not None:
+                self._keep_holds(key_id, holds)
+
     def lease(self, policy: KeyPolicy, ttl: float) -> str | None:
         """Take one of the key's `concurrency` slots for up to `ttl` seconds; its id to release.
 
@@ -165,8 +234,11 @@ class Ledger:
 
     # --- settling ------------------------------------------------------------------------------
     def record(self, key_id: str, model: str, backend: str, prompt_tokens: int,
-               completion_tokens: int) -> None:
-        """Add one answered request to the key's ledger and its tokens to its quota totals."""
+               completion_tokens: int, *, requests: int = 1, hold: str | None = None) -> None:
+        """Add an answered request to the key's ledger and its tokens to its quota totals,
+        replacing its token `hold` if it had one. `requests=0` adds the tokens of a second
+        answer given for the same request (a structured-output retry) without counting it
+        again."""
         now = self._now()
         day = period_name(now, "day")
         name = f"{PREFIX}ledger:{key_id}:{day}"
@@ -174,26 +246,32 @@ class Ledger:
         with self._lock(key_id):
             ledger = self.store.get(name) or {}
             counts = ledger.get(row) or {}
-            ledger[row] = {"requests": counts.get("requests", 0) + 1,
+            ledger[row] = {"requests": counts.get("requests", 0) + requests,
                            "prompt_tokens": counts.get("prompt_tokens", 0) + prompt_tokens,
                            "completion_tokens": (counts.get("completion_tokens", 0)
                                                  + completion_tokens)}
             self.store.set(name, ledger, expire=self.retention)
             self._add_totals(key_id, now, 0, prompt_tokens + completion_tokens)
+            if hold is not None:
+                holds = self._live_holds(key_id)
+                if holds.pop(hold, None) is not None:
+                    self._keep_holds(key_id, holds)
         if (day, key_id) not in self._days_listed:  # once a day per process is enough
             self.store.merge(f"{PREFIX}days:{day}", {key_id: 1}, expire=self.retention)
             if len(self._days_listed) > 10000:
                 self._days_listed.clear()
             self._days_listed.add((day, key_id))
         if self.metrics_per_key:
-            KEY_REQUESTS.labels(key_id).inc()
+            KEY_REQUESTS.labels(key_id).inc(requests)
             KEY_TOKENS.labels(key_id, "prompt").inc(prompt_tokens)
             KEY_TOKENS.labels(key_id, "completion").inc(completion_tokens)
 
     # --- reading -------------------------------------------------------------------------------
     def status(self, policy: KeyPolicy | None, key_id: str) -> dict:
-        """Used and remaining quota of the current day and month, with their resets."""
+        """Used and remaining quota of the current day and month, with their resets, and the
+        tokens held for answers in flight."""
         now = self._now()
+        held = sum(tokens for tokens, _ in self._live_holds(key_id).values())
         report = {}
         for period in PERIODS:
             used = self._used(key_id, now, period)
@@ -204,6 +282,8 @@ class Ledger:
                 entry[kind] = {"used": used.get(kind, 0), "limit": limit,
                                "remaining": None if limit is None
                                else max(0, limit - used.get(kind, 0))}
+            # Tokens held for answers in flight (their real count replaces them at the end).
+            entry["tokens"]["held"] = held
             report[period] = entry
         return report
 

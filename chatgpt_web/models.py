@@ -130,6 +130,25 @@ def resolve(name: str, extra_slugs: tuple[str, ...] = ()) -> Model:
                    "model_not_found", param="model")
 
 
+def answered_as_asked(requested: str, served: str | None,
+                      extra_slugs: tuple[str, ...] = ()) -> bool | None:
+    """Whether an answer asked of the web slug `requested` came from that model.
+
+    None when it cannot be told: `auto` lets the backend choose; no slug was reported; or the
+    reported slug is not a public one (not in the table, not in `extra_slugs`: the account's own
+    list). The backend's internal names (a 2026 turn's `server_ste_metadata` says `i-mini` while
+    its answering message says `gpt-5-2`) name no model a caller could ask for, so they say
+    nothing about a downgrade. A dated snapshot of the requested model is the same model.
+    """
+    if not served or requested == "auto":
+        return None
+    if served == requested or _SNAPSHOT.sub("", served) == requested:
+        return True
+    if served not in _known(extra_slugs):
+        return None
+    return False
+
+
 def thinking_effort(reasoning_effort: object) -> str | None:
     """The web `thinking_effort` for an OpenAI `reasoning_effort` (None when not given).
 

@@ -12,19 +12,28 @@ the same picture:
     any --operator: disable--> disabled --operator: enable--> healthy (the console, api/admin.py)
 
 A request that fails on an account before its first byte moves on to the next account; the caller
-sees an error only when none can serve. A conversation stays on the account that created it.
+sees an error only when none can serve. A conversation stays on the account that created it. A new
+one goes to an account whose model list (account_models.py) offers the model asked for or is not
+read yet, when there is one; else to any (a list may lag behind the site).
+
+What the operator needs to hear about (alerts.py) is counted per account, in the Store:
+`refresh_failures` (token renewals failed in a row), `refusals` (401/403/429 answers in a row),
+and, per SHARE_WINDOW, how many answers came from another model than asked (`other_model`);
+`degraded` is the downgrade banner, or that share above DEGRADED_SHARE over at least
+DEGRADED_MIN_ANSWERS answers whose model could be told (models.answered_as_asked).
 """
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+import logging
 import random
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from .account_models import AccountModels
 from .answers import Answer
 from .errors import (
     ApiError,
@@ -36,11 +45,13 @@ from .errors import (
     ServiceUnavailable,
     Unauthorized,
 )
+from .models import answered_as_asked
 from .store import Store
 from .tokens import Credential, TokenProvider, jwt_expiry
 from .upstream.conversation import ConversationClient, ConversationRequest
 from .upstream.endpoints import Upstream
 
+log = logging.getLogger(__name__)
 STATE_PREFIX = "pool:v1:account:"
 PIN_PREFIX = "pool:v1:pin:"
 # Which client key started a pooled conversation, and each key's conversations (id -> account),
@@ -48,6 +59,16 @@ PIN_PREFIX = "pool:v1:pin:"
 OWNER_PREFIX = "pool:v1:owner:"
 OWNED_PREFIX = "pool:v1:owned:"
 STRIKES_PREFIX = "pool:v1:strikes:"
+REFUSALS_PREFIX = "pool:v1:refusals:"
+REFRESH_FAILURES_PREFIX = "pool:v1:refresh-failures:"
+# Answers whose model could be told, and those from another model, per SHARE_WINDOW bucket.
+JUDGED_PREFIX = "pool:v1:judged:"
+OTHER_MODEL_PREFIX = "pool:v1:other-model:"
+SHARE_WINDOW = 3600
+# Degraded: more than half of the answers of the last one to two hours came from another model,
+# counted over at least four answers (fewer say too little).
+DEGRADED_SHARE = 0.5
+DEGRADED_MIN_ANSWERS = 4
 # Refusals further apart than this do not add up.
 STRIKE_MEMORY = 24 * 3600
 PIN_TTL = 90 * 24 * 3600
@@ -153,10 +174,12 @@ class AccountPool:
     """Chooses accounts, keeps their health, and runs answers with failover."""
 
     def __init__(self, accounts: Sequence[Account], store: Store, tokens: TokenProvider, *,
-                 rng: random.Random | None = None, clock: Callable[[], float] = time.time):
+                 rng: random.Random | None = None, clock: Callable[[], float] = time.time,
+                 models: AccountModels | None = None):
         self.accounts = {account.id: account for account in accounts}
         self.store = store
         self.tokens = tokens
+        self.models = models
         self._rng = rng or random.Random()
         self._clock = clock
 
@@ -172,8 +195,11 @@ class AccountPool:
         self.store.merge(STATE_PREFIX + account.id, changes)
 
     def _fault(self, account: Account, error: ApiError) -> None:
-        """Record what `error` says about `account`: dead, resting, or one more strike."""
+        """Record what `error` says about `account`: dead, resting, or one more strike; and one
+        more refusal in a row."""
         now = self._clock()
+        refusals, _ = self.store.hit(REFUSALS_PREFIX + account.id, STRIKE_MEMORY)
+        self._update(account, refusals=refusals)
         if isinstance(error, Unauthorized):
             self._update(account, status="dead", last_error=error.code)
         elif isinstance(error, RateLimited):
@@ -204,8 +230,9 @@ class AccountPool:
 
     def enable(self, account: Account) -> None:
         """Put `account` back into rotation with a clean record (no rest, no strikes)."""
-        self.store.delete(STRIKES_PREFIX + account.id)
-        self._update(account, status="healthy", rest_until=0, strikes=0, last_error=None)
+        self._clear_refusals(account)
+        self._update(account, status="healthy", rest_until=0, strikes=0, refusals=0,
+                     last_error=None)
 
     def recheck(self, account: Account, probe: Callable[[str], None]) -> None:
         """Renew the account's token now and try it with `probe(access_token)` (an upstream call
@@ -221,20 +248,26 @@ class AccountPool:
             else:
                 self._update(account, last_error=error.code)
             raise
-        self.store.delete(STRIKES_PREFIX + account.id)
-        changes = {"rest_until": 0, "strikes": 0, "last_error": None}
+        self._clear_refusals(account)
+        changes = {"rest_until": 0, "strikes": 0, "refusals": 0, "last_error": None}
         if self.state(account).get("status") != "disabled":
             changes["status"] = "healthy"
         self._update(account, **changes)
 
-    def choose(self, exclude: set[str] = frozenset()) -> Account:
-        """A healthy, rested account by weighted random choice.
+    def choose(self, exclude: set[str] = frozenset(), model: str | None = None) -> Account:
+        """A healthy, rested account by weighted random choice; with `model` (a web slug), among
+        those whose model list offers it or is not read yet, if any, else among all.
 
         :raise ServiceUnavailable: no account can serve now (Retry-After: the earliest rest end).
         """
         now = self._clock()
         candidates = [a for a in self.accounts.values()
                       if a.id not in exclude and self._usable(a, now)]
+        if candidates and model and model != "auto" and self.models is not None:
+            # An account whose list is not read yet may offer it: it keeps its turn (and so
+            # gets its list read); only a list that lacks the model moves an account aside.
+            candidates = [a for a in candidates
+                          if self.models.offers(a.id, model) is not False] or candidates
         if not candidates:
             rests = [self.state(a).get("rest_until", 0) for a in self.accounts.values()
                      if self.state(a).get("status") not in _OUT_OF_SERVICE]
@@ -253,9 +286,21 @@ class AccountPool:
                 raise Unauthorized("the pooled access token has expired", "token_expired")
             self._update(account, token_expires_at=exp)
             return account.access_token
-        issued = self.tokens.access_token(account.credential, force=force)
-        if self.state(account).get("token_expires_at") != issued.expires_at:
-            self._update(account, token_expires_at=issued.expires_at)
+        try:
+            issued = self.tokens.access_token(account.credential, force=force)
+        except ApiError as error:
+            failures, _ = self.store.hit(REFRESH_FAILURES_PREFIX + account.id, STRIKE_MEMORY)
+            self._update(account, refresh_failures=failures, refresh_error=error.code)
+            raise
+        state = self.state(account)
+        changes = {}
+        if state.get("token_expires_at") != issued.expires_at:
+            changes["token_expires_at"] = issued.expires_at
+        if state.get("refresh_failures"):
+            self.store.delete(REFRESH_FAILURES_PREFIX + account.id)
+            changes.update(refresh_failures=0, refresh_error=None)
+        if changes:
+            self._update(account, **changes)
         return issued.access_token
 
     # --- conversations -----------------------------------------------------------------------
@@ -314,7 +359,7 @@ class AccountPool:
         tried: set[str] = set()
         while True:
             try:
-                account = self.choose(exclude=tried)
+                account = self.choose(exclude=tried, model=request.model)
             except ServiceUnavailable as unavailable:
                 if not tried:
                     raise
@@ -350,13 +395,30 @@ class AccountPool:
                     self._fault(account, error)
                 raise
             try:
-                if self.state(account).get("strikes"):
-                    self.store.delete(STRIKES_PREFIX + account.id)  # "in a row": success resets
-                    self._update(account, strikes=0)
+                state = self.state(account)
+                if state.get("strikes") or state.get("refusals"):
+                    self._clear_refusals(account)  # "in a row": a success starts again
+                    self._update(account, strikes=0, refusals=0)
             except BaseException:
                 answer.close()  # the store failed: the started answer must not stay open
                 raise
+            if self.models is not None:
+                answer.on_complete(lambda _completion, token=token: self._read_models(account,
+                                                                                      token))
             return answer
+
+    def _clear_refusals(self, account: Account) -> None:
+        self.store.delete(STRIKES_PREFIX + account.id)
+        self.store.delete(REFUSALS_PREFIX + account.id)
+
+    def _read_models(self, account: Account, token: str) -> None:
+        """Once an answer is given: read the account's model list if it is due (at most once
+        per account per TTL across every worker; account_models.py)."""
+        try:
+            self.models.refresh(account.id, lambda: token)
+        except ApiError as error:  # the Store is down: the answer itself must not fail for it
+            log.warning("model list of pooled account %s not refreshed (%s)", account.id,
+                        error.code)
 
     def _pinning(self, answer: Answer, account: Account, model: str,
                  owner: str | None = None) -> Answer:
@@ -365,30 +427,64 @@ class AccountPool:
                 self.pin(completion.conversation_id, account)
                 if owner:
                     self._own(completion.conversation_id, account, owner)
-            self._note_model(account, model, completion.model_slug,
+            self._note_model(account, model,
+                             completion.message_model_slug or completion.model_slug,
                              completion.banner.name if completion.banner else None)
         answer.on_complete(pin)
         return answer
 
     def _note_model(self, account: Account, requested: str, served: str | None,
                     banner: str | None = None) -> None:
-        """Flag a silent downgrade: the account answered with another model than the one asked
-        for ("auto" lets the upstream choose, so it is never one), or the upstream showed the
-        account_sharing_degrade banner. Cleared when it serves the requested model again."""
+        """Count the answer in the account's model share, and flag a silent downgrade: an answer
+        from another model than the one asked (models.answered_as_asked: "auto", internal and
+        unknown slugs say nothing), or the account_sharing_degrade banner."""
         degraded = banner == "account_sharing_degrade"
-        if not degraded and (not served or requested == "auto"):
-            return
-        # A dated snapshot of the requested model (gpt-4o-2024-08-06) is the same model.
-        downgraded = degraded or (requested != "auto" and served != requested and not re.fullmatch(
-            re.escape(requested) + r"-\d{4}-\d{2}-\d{2}", served or ""))
-        flagged = self.state(account).get("downgraded")
-        if downgraded:
+        extra = (self.models.known(account.id) or ()) if self.models is not None else ()
+        as_asked = answered_as_asked(requested, served, tuple(extra))
+        if as_asked is not None:
+            bucket = int(self._clock() // SHARE_WINDOW)
+            self.store.hit(f"{JUDGED_PREFIX}{account.id}:{bucket}", 2 * SHARE_WINDOW)
+            if not as_asked:
+                self.store.hit(f"{OTHER_MODEL_PREFIX}{account.id}:{bucket}", 2 * SHARE_WINDOW)
+        if degraded or as_asked is False:
             flag = {"requested": requested, "served": served, "at": self._clock()}
             if degraded:
                 flag["banner"] = banner
             self._update(account, downgraded=flag)
-        elif flagged:
-            self._update(account, downgraded=None)
+        elif as_asked is not False:
+            # Cleared by an answer from the model asked, or, for a banner flag, by an answer
+            # without the banner (an account asked only for "auto" would otherwise stay flagged).
+            flagged = self.state(account).get("downgraded")
+            if flagged and (as_asked or flagged.get("banner")):
+                self._update(account, downgraded=None)
+
+    def model_share(self, account: Account) -> dict:
+        """Answers whose model could be told, and those from another model, in this and the
+        previous SHARE_WINDOW; `share` is None before any."""
+        bucket = int(self._clock() // SHARE_WINDOW)
+        answers = other = 0
+        for moment in (bucket - 1, bucket):
+            answers += self.store.get(f"{JUDGED_PREFIX}{account.id}:{moment}") or 0
+            other += self.store.get(f"{OTHER_MODEL_PREFIX}{account.id}:{moment}") or 0
+        return {"answers": answers, "other_model": other,
+                "share": round(other / answers, 3) if answers else None,
+                "window_seconds": 2 * SHARE_WINDOW}
+
+    def offered_models(self) -> tuple[str, ...]:
+        """Every slug some pooled account lists, reading first the lists that are due of the
+        accounts in service (each at most once per TTL; account_models.py)."""
+        if self.models is None:
+            return ()
+        now = self._clock()
+        for account in self.accounts.values():
+            if self._usable(account, now) and self.models.stale(account.id):
+                try:
+                    self.models.refresh(account.id, lambda account=account: self.access_token(
+                        account))
+                except ApiError as error:
+                    log.warning("model list of pooled account %s not read (%s)", account.id,
+                                error.code)
+        return self.models.union(self.accounts)
 
     def report(self) -> list[dict]:
         """Each account's state for the admin view: never a token, a password or an email."""
@@ -400,9 +496,21 @@ class AccountPool:
             status = state.get("status", "healthy")
             if status not in _OUT_OF_SERVICE and rest_until > now:
                 status = "resting"
+            share = self.model_share(account)
+            downgraded = state.get("downgraded")
             rows.append({"id": account.id, "kind": account.kind, "weight": account.weight,
                          "status": status, "token_expires_at": state.get("token_expires_at"),
                          "rest_until": rest_until if rest_until > now else None,
                          "last_error": state.get("last_error"),
-                         "downgraded": state.get("downgraded")})
+                         "downgraded": downgraded,
+                         "refresh_failures": state.get("refresh_failures") or 0,
+                         "refresh_error": state.get("refresh_error"),
+                         "refusals": state.get("refusals") or 0,
+                         "model_share": share,
+                         "degraded": bool(
+                             (downgraded or {}).get("banner") == "account_sharing_degrade"
+                             or (share["answers"] >= DEGRADED_MIN_ANSWERS
+                                 and share["share"] > DEGRADED_SHARE)),
+                         "models": (self.models.known(account.id)
+                                    if self.models is not None else None)})
         return rows

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from .account_models import AccountModels
 from .alerts import AlertWatcher, WebhookSender
 from .config import Config
 from .image_links import ImageLinks
@@ -22,6 +23,7 @@ from .tokens import TokenProvider
 from .transport import plain_session
 from .upstream.conversation import ConversationClient
 from .upstream.downloads import DownloadClient
+from .upstream.endpoints import from_base_url
 from .upstream.history import HistoryClient
 from .upstream.pow import ProofOfWorkSolver
 
@@ -66,7 +68,16 @@ class Services:
         if not self.config.accounts_file:
             return None
         return self._once("pool", lambda: AccountPool(load_accounts(self.config.accounts_file),
-                                                      self.store, self.tokens))
+                                                      self.store, self.tokens,
+                                                      models=self.account_models))
+
+    @property
+    def account_models(self) -> AccountModels:
+        """The model lists of the pooled accounts (GET /backend-api/models on CHATGPT_BASE_URL,
+        never on a caller's reverse_proxy), kept in `store`."""
+        upstream = from_base_url(self.config.base_url)
+        return self._once("account_models", lambda: AccountModels(
+            self.store, lambda access_token: self.history.models(access_token, upstream)))
 
     @property
     def keys(self) -> KeyRing:
@@ -107,7 +118,9 @@ class Services:
         """Client keys' quotas, concurrency leases and usage counters, in `store`."""
         return self._once("ledger", lambda: Ledger(
             self.store, self.config.usage_retention_days,
-            metrics_per_key=self.config.metrics_per_key))
+            metrics_per_key=self.config.metrics_per_key,
+            # A token hold outlives a stuck answer by at most its deadline and a minute.
+            hold_ttl=self.config.request_timeout + 60))
 
     @property
     def limiter(self) -> RateLimiter:

@@ -42,6 +42,8 @@ class Store(Protocol):
 
     def get(self, key: str) -> Any: ...
     def set(self, key: str, value: Any, expire: float | None = None) -> None: ...
+    # Set only if no live value is there: True if this call stored it (atomic across writers).
+    def add(self, key: str, value: Any, expire: float | None = None) -> bool: ...
     def delete(self, key: str) -> None: ...
     def hit(self, key: str, window: float) -> tuple[int, float]: ...
     # After hit(), get(key) reads the window's count.
@@ -127,6 +129,14 @@ class DiskStore:
         """Store JSON-able `value`, forgotten after `expire` seconds if given (<= 0: at once)."""
         with self._guarded():
             self._cache.set(key, value, expire=expire)
+
+    def add(self, key: str, value: Any, expire: float | None = None) -> bool:
+        """Store `value` only if `key` holds no live value (diskcache's atomic add): True if
+        this call stored it. Two processes adding at once: exactly one wins."""
+        if expire is not None and expire <= 0:
+            return False
+        with self._guarded():
+            return bool(self._cache.add(key, value, expire=expire))
 
     def delete(self, key: str) -> None:
         """Forget `key`."""
@@ -223,6 +233,14 @@ class MemoryStore:
         """Store JSON-able `value`, forgotten after `expire` seconds if given (<= 0: at once)."""
         with self._lock:
             self._write(key, value, expire)
+
+    def add(self, key: str, value: Any, expire: float | None = None) -> bool:
+        """Store `value` only if `key` holds no live value: True if this call stored it."""
+        with self._lock:
+            if self._read(key) is not None or (expire is not None and expire <= 0):
+                return False
+            self._write(key, value, expire)
+            return True
 
     def delete(self, key: str) -> None:
         """Forget `key`."""
@@ -389,6 +407,18 @@ class RedisStore:
         else:
             self._run(self._client.set, self._key(key), encoded,
                       px=_milliseconds(expire) if expire is not None else None)
+
+    def add(self, key: str, value: Any, expire: float | None = None) -> bool:
+        """Store `value` only if `key` holds no live value (SET NX): True if this call stored
+        it; exactly one of several instances adding at once wins.
+
+        :raise TypeError: `value` is not JSON. :raise ServiceUnavailable: Redis unreachable.
+        """
+        encoded = json.dumps(value)
+        if expire is not None and expire <= 0:
+            return False
+        return bool(self._run(self._client.set, self._key(key), encoded, nx=True,
+                              px=_milliseconds(expire) if expire is not None else None))
 
     def delete(self, key: str) -> None:
         """Forget `key`. :raise ServiceUnavailable: Redis unreachable."""

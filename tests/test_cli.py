@@ -131,6 +131,8 @@ def test_accounts_prints_the_pool_as_plain_rows(cli_env, emulator, tmp_path):
     assert header[:4] == ["account", "kind", "weight", "status"]
     assert {row[0]: row[2:4] for row in rows} == {"alpha": ["1", "healthy"],
                                                   "beta": ["3", "healthy"]}
+    assert header[8:] == ["refused", "renewals failed", "other model"]
+    assert all(row[8:10] == ["0", "0"] for row in rows)
     assert "eyJ" not in listed.stdout  # never a token
     assert run(cli_env, "accounts").returncode == 1
 

@@ -163,7 +163,8 @@ def test_a_hostile_answer_is_shown_as_text_and_runs_nothing(web_page, live_servi
         '<img src=x onerror="window.pwned=1"> <script>window.pwned=2</script> '
         '[click](javascript:window.pwned=3) **<b onmouseover="window.pwned=4">x</b>**\n\n'
         '```html\n<iframe srcdoc="<script>parent.pwned=5</script>"></iframe>\n```\n'
-        '[ok](https://example.com/)')
+        '[ok](https://example.com/) ![pixel](https://tracker.example/p.png) '
+        '![x](javascript:window.pwned=6) ![y](data:image/svg+xml,<svg onload="pwned=7">)')
     page = web_page
     page.goto(live_service.url + "/")
     _sign_in(page, "access", token)
@@ -175,8 +176,10 @@ def test_a_hostile_answer_is_shown_as_text_and_runs_nothing(web_page, live_servi
         assert body.locator(tag).count() == 0, tag
     text = body.inner_text()
     assert '<img src=x onerror="window.pwned=1">' in text and "<script>" in text
-    links = body.locator("a")
-    assert links.count() == 1 and links.first.get_attribute("href") == "https://example.com/"
+    # An image from elsewhere is only a link (no request leaves for it); others are text.
+    assert [(a.get_attribute("href"), a.inner_text()) for a in body.locator("a").all()] == [
+        ("https://example.com/", "ok"), ("https://tracker.example/p.png", "image: pixel")]
+    assert "![x](javascript:window.pwned=6)" in text
     assert "<iframe" in body.locator(".code-block code").inner_text()
 
 
@@ -292,6 +295,25 @@ def test_playground_attaches_images_by_picker_and_paste(web_page, make_app, emul
     assert page.script_errors == []
 
 
+def test_playground_shows_an_image_the_model_drew(web_page, live_service, emulator, token,
+                                                   artifacts):
+    page = web_page
+    page.goto(live_service.url + "/")
+    _sign_in(page, "access", token)
+    _ask(page, "Draw a small green frog")
+    page.wait_for_selector("article.message.assistant:not(.streaming)")
+    picture = _answers(page).first.locator("img.answer-image")
+    assert picture.get_attribute("src").startswith(live_service.url + "/v1/files/")
+    # The browser loaded it from the service's signed link: the very PNG the emulator drew.
+    page.wait_for_function("document.querySelector('img.answer-image').complete && "
+                           "document.querySelector('img.answer-image').naturalWidth > 0")
+    with emulator.images.lock:
+        drawn = [stored.data for stored in emulator.images.files.values()]
+    assert [httpx.get(picture.get_attribute("src"), timeout=30).content] == drawn
+    page.screenshot(path=str(artifacts / "playground-drawn.png"))
+    assert page.script_errors == []
+
+
 def test_the_pool_serves_a_visitor_who_brings_nothing(web_page, make_app, tmp_path, emulator):
     accounts = tmp_path / "accounts.json"
     accounts.write_text(json.dumps([{"name": "main",
@@ -327,7 +349,8 @@ def _row(page, account):
     return page.locator(f"tr[data-account={account}]")
 
 
-def test_console_shows_accounts_and_runs_the_actions(web_page, console_service, artifacts):
+def test_console_shows_accounts_and_runs_the_actions(web_page, console_service, artifacts,
+                                                     emulator):
     page = web_page
     page.goto(console_service.url + "/admin")
     page.fill("[data-testid=admin-key]", "wrong key")
@@ -345,12 +368,20 @@ def test_console_shows_accounts_and_runs_the_actions(web_page, console_service, 
     page.wait_for_function("() => /^1h \\d\\dm$/.test(document.querySelector("
                            "'tr[data-account=beta] [data-testid=expires]').textContent)")
 
+    # A refused check shows in the row's "in a row" cell; enabling clears it.
+    emulator.switches.fail_with, emulator.switches.fail_at = "cloudflare", "any"
+    _row(page, "alpha").locator("button[data-action=check]").click()
+    page.wait_for_function("() => document.querySelector('tr[data-account=alpha] "
+                           "[data-testid=troubles]').textContent === '1 refused'")
+    emulator.switches.fail_with = None
+
     _row(page, "alpha").locator("button[data-action=disable]").click()
     page.wait_for_function("() => document.querySelector('tr[data-account=alpha] "
                            "[data-testid=status]').textContent === 'disabled'")
     _row(page, "alpha").locator("button[data-action=enable]").click()
     page.wait_for_function("() => document.querySelector('tr[data-account=alpha] "
                            "[data-testid=status]').textContent === 'healthy'")
+    assert _row(page, "alpha").locator("[data-testid=troubles]").inner_text() == "none"
     # No client keys are asked of callers here, and there is no relay: both sections say so.
     assert "No client keys yet." in page.locator("[data-testid=keys-note]").inner_text()
     assert "nobody has to present one" in page.locator("[data-testid=keys-note]").inner_text()

@@ -5,10 +5,16 @@ The service runs against the emulator over real HTTP, configured as a user would
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 
 import pytest
 
+from chatgpt_web.config import Config
+from chatgpt_web.store import DiskStore, RedisStore
+from chatgpt_web.transport import new_session
+from chatgpt_web.upstream.bootstrap import DEVICE_PREFIX, Bootstrap, account_key
+from chatgpt_web.upstream.endpoints import from_base_url
 from tests.emulator.app import BUILD_ID, BUILD_NUMBER
 
 
@@ -140,7 +146,6 @@ def test_a_session_observer_demand_is_skipped(client, token, emulator):
 def test_a_body_field_the_upstream_refuses_is_named_in_a_502(app, token, emulator):
     from chatgpt_web.errors import ApiError
     from chatgpt_web.upstream.conversation import ChatMessage, ConversationRequest
-    from chatgpt_web.upstream.endpoints import from_base_url
 
     request = ConversationRequest((ChatMessage("user", "Hi"),), "auto",
                                   extra={"thinking_effort": "high"})  # past our own check
@@ -250,3 +255,48 @@ def test_reasoning_effort_reaches_the_write_as_thinking_effort(client, token, em
     assert response.status_code == 200, response.json
     for request in [*writes(emulator), *posts(emulator, "/f/conversation/prepare")]:
         assert request.json.get("thinking_effort") == sent
+
+
+@pytest.mark.parametrize("kind", ["disk", "redis"])
+def test_two_instances_visiting_a_new_account_at_once_agree_on_its_device(kind, emulator,
+                                                                           tmp_path, request):
+    """Both instances read "no device yet" before either stores one (a barrier holds each read
+    until the other has read too); each home page offers its own oai-did; the first to store
+    wins and the other adopts it, so the account never shows the site two devices."""
+    from chatgpt_web.upstream.endpoints import from_base_url
+
+    both_read = threading.Barrier(2, timeout=30)
+    base = DiskStore if kind == "disk" else RedisStore
+
+    class ReadTogether(base):
+        def get(self, key):
+            value = super().get(key)
+            if key.startswith(DEVICE_PREFIX) and value is None:
+                both_read.wait()
+            return value
+
+    def open_store():
+        if kind == "disk":
+            return ReadTogether(str(tmp_path / "cache"))
+        return ReadTogether(request.getfixturevalue("redis_url"), "race:")
+
+    config = Config.from_env({"CHATGPT_BASE_URL": emulator.url, "CACHE_DIR": str(tmp_path)})
+    upstream = from_base_url(emulator.url)
+    access_token = emulator.mint_access_token(email="new@example.com")
+    devices = [None, None]
+
+    def visit(n):
+        with new_session(config) as session:
+            devices[n] = Bootstrap(open_store()).visit(session, upstream, access_token,
+                                                      30).device_id
+
+    threads = [threading.Thread(target=visit, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    offered = [r for r in emulator.requests_to("/") if r.method == "GET"]
+    assert len(offered) == 2  # both visited the home page, each offered a fresh oai-did
+    assert devices[0] is not None and devices[0] == devices[1]
+    assert open_store().get(DEVICE_PREFIX + account_key(access_token)) == {
+        "id": devices[0]}

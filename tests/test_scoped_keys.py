@@ -7,12 +7,14 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import openai
 import pytest
 
+from chatgpt_web.errors import RateLimited
 from chatgpt_web.key_policy import KeyPolicy
 from chatgpt_web.keys import key_digest
 from chatgpt_web.ledger import Ledger
@@ -134,6 +136,12 @@ def counting_client(server, key, responses):
 
 
 def test_an_exhausted_request_quota_is_429_until_the_reset_and_the_sdk_does_not_retry(serve):
+    # A day's quota resets at midnight UTC: a test begun just before it would see the reset.
+    start = datetime.now(UTC)
+    to_midnight = (datetime(start.year, start.month, start.day, tzinfo=UTC) + timedelta(days=1)
+                   - start).total_seconds()
+    if to_midnight < 20:
+        time.sleep(to_midnight + 0.5)
     server = serve([entry(ALICE, id="alice", quota={"requests": "2/day"})])
     statuses = []
     client = counting_client(server, ALICE, statuses)
@@ -154,20 +162,99 @@ def test_an_exhausted_request_quota_is_429_until_the_reset_and_the_sdk_does_not_
     assert ask(sdk(server, PLAIN)).choices[0].message.content
 
 
-def test_a_token_quota_refuses_once_used_up(serve):
-    server = serve([entry(ALICE, id="alice", quota={"tokens": ["30/day", "1000/month"]})])
+def test_a_token_quota_refuses_the_answer_that_no_longer_fits(serve):
+    server = serve([entry(ALICE, id="alice", quota={"tokens": ["60/day", "1000/month"]})])
     client = sdk(server, ALICE)
     first = ask(client)
     assert first.usage.total_tokens > 0
-    while True:  # each answer adds its tokens; the one that crosses the quota still completes
+    prompt = first.usage.prompt_tokens
+    used = first.usage.total_tokens
+    while True:  # each answer's prompt and a completion reserve are held before it starts
         try:
-            ask(client)
+            used += ask(client).usage.total_tokens
         except openai.RateLimitError as refused:
             assert refused.code == "quota_exhausted"
+            assert int(refused.response.headers["retry-after"]) > 60  # the day's reset
             break
-    status = client.get("/key", cast_to=httpx.Response).json()
-    assert status["usage"]["day"]["tokens"]["used"] >= 30
-    assert status["usage"]["day"]["tokens"]["remaining"] == 0
+    status = client.get("/key", cast_to=httpx.Response).json()["usage"]["day"]["tokens"]
+    # Never past the quota: the refused prompt did not fit in what was left.
+    assert status["used"] == used <= 60 and status["remaining"] < prompt
+    assert status["held"] == 0  # nothing in flight
+
+
+def test_answers_in_flight_hold_their_tokens_so_together_they_never_pass_the_quota(serve,
+                                                                                     emulator):
+    server = serve([entry(ALICE, id="alice", quota={"tokens": "200/day"})])
+    client = sdk(server, ALICE)
+    release = threading.Event()
+    emulator.switches.answer_fn = lambda body: "Fine." if release.wait(60) else "late"
+    first: list = []
+    worker = threading.Thread(target=lambda: first.append(ask(client)))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30  # until the first answer is upstream (its hold taken)
+        while not [r for r in emulator.requests_to("/conversation") if r.method == "POST"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        held = client.get("/key", cast_to=httpx.Response).json()["usage"]["day"]["tokens"]
+        assert held["used"] == 0 and held["held"] == 200  # prompt + all that is left (< 1024)
+        with pytest.raises(openai.RateLimitError) as refused:
+            ask(client)
+        assert refused.value.code == "quota_exhausted"
+        assert refused.value.response.headers["retry-after"] == "2"  # frees when it ends
+    finally:
+        release.set()
+        worker.join(60)
+    [answer] = first
+    after = client.get("/key", cast_to=httpx.Response).json()["usage"]["day"]["tokens"]
+    assert after["held"] == 0 and after["used"] == answer.usage.total_tokens
+    assert ask(client).choices[0].message.content == "Fine."  # room again
+
+
+def test_a_hold_is_given_back_when_the_answer_fails_and_lapses_if_never_settled(tmp_path):
+    now = [time.time()]
+    ledger = Ledger(DiskStore(str(tmp_path / "store")), clock=lambda: now[0], hold_ttl=300)
+    policy = KeyPolicy.from_record({"hash": "sha256:" + "0" * 64, "id": "k",
+                                   "quota": {"tokens": "5000/day"}}, "test")
+    first = ledger.hold_tokens("k", policy, 100)
+    assert ledger.status(policy, "k")["day"]["tokens"]["held"] == 1124  # prompt + reserve
+    ledger.drop_hold("k", first)  # the answer failed: nothing counted
+    assert ledger.status(policy, "k")["day"]["tokens"] == {
+        "used": 0, "limit": 5000, "remaining": 5000, "held": 0}
+    second = ledger.hold_tokens("k", policy, 100)
+    ledger.record("k", "gpt-4o", "web", 100, 30, hold=second)  # replaced by what was used
+    assert ledger.status(policy, "k")["day"]["tokens"]["used"] == 130
+    assert ledger.status(policy, "k")["day"]["tokens"]["held"] == 0
+    ledger.hold_tokens("k", policy, 4000)  # its process dies: never settled
+    with pytest.raises(RateLimited):
+        ledger.hold_tokens("k", policy, 100)
+    now[0] += 301
+    assert ledger.hold_tokens("k", policy, 100)  # the dead hold lapsed
+    assert ledger.hold_tokens("k", None, 10**9) is None  # no token quota: nothing held
+
+
+def test_a_structured_output_retry_is_one_request_with_the_tokens_of_both(serve, emulator):
+    server = serve([entry(ALICE, id="alice", quota={"requests": "10/day"})])
+    replies = iter(["Sure: name Oslo", '{"name": "Oslo"}'])
+    emulator.switches.answer_fn = lambda body: next(replies)
+    schema = {"type": "object", "properties": {"name": {"type": "string"}},
+              "required": ["name"]}
+    answer = sdk(server, ALICE).chat.completions.create(
+        model="gpt-4o", messages=HELLO,
+        response_format={"type": "json_schema", "json_schema": {"name": "c", "schema": schema}})
+    assert json.loads(answer.choices[0].message.content) == {"name": "Oslo"}
+    writes = [r for r in emulator.requests_to("/conversation") if r.method == "POST"]
+    assert len(writes) == 2  # the model had its second chance
+    [row] = admin(server, "GET", "/admin/usage").json()["usage"]
+    assert row["requests"] == 1
+    slug = row["model"]
+    assert row["completion_tokens"] == (count_text("Sure: name Oslo", slug)
+                                        + count_text('{"name": "Oslo"}', slug))
+    assert row["prompt_tokens"] > count_messages([("user", "Hello")], slug)  # both prompts
+    shown = sdk(server, ALICE).get("/key", cast_to=httpx.Response).json()
+    assert shown["usage"]["day"]["requests"]["used"] == 1
+    assert shown["usage"]["day"]["tokens"]["used"] == row["prompt_tokens"] + row[
+        "completion_tokens"]
 
 
 def test_quota_resets_with_the_utc_day(tmp_path):

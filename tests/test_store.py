@@ -200,6 +200,39 @@ def test_merge_is_atomic_across_processes(shared_spec):
     assert len(open_spec(shared_spec).get("record")) == 4 * 25
 
 
+def test_add_stores_only_when_nothing_live_is_there(store):
+    assert store.add("once", {"id": "first"}, expire=600) is True
+    assert store.add("once", {"id": "second"}, expire=600) is False
+    assert store.get("once") == {"id": "first"}
+    assert store.add("brief", 1, expire=0.05) is True
+    assert wait_until(lambda: store.get("brief") is None)
+    assert store.add("brief", 2) is True  # an expired value is no value
+    assert store.get("brief") == 2
+    assert store.add("never", 1, expire=0) is False and store.get("never") is None
+
+
+def test_add_has_one_winner_across_threads(store):
+    wins = []
+
+    def work(n):
+        if store.add("device", {"id": n}, expire=600):
+            wins.append(n)
+
+    in_threads(8, work)
+    assert len(wins) == 1 and store.get("device") == {"id": wins[0]}
+
+
+def _add_worker(spec, key, n, queue):
+    queue.put((n, open_spec(spec).add(key, {"id": n}, expire=600)))
+
+
+def test_add_has_one_winner_across_processes(shared_spec):
+    results = in_processes(4, _add_worker, shared_spec, "device")
+    winners = [n for n, won in results if won]
+    assert len(winners) == 1
+    assert open_spec(shared_spec).get("device") == {"id": winners[0]}
+
+
 def test_writable(store):
     assert store.writable() is True
 

@@ -143,7 +143,8 @@ def finish_turn(grant: Grant, client: ConversationClient, spec: TurnSpec,
                 messages=(ChatMessage("user", _correction(problem)),), model=spec.model,
                 conversation_id=completion.conversation_id,
                 parent_message_id=completion.message_id, timeout=spec.timeout,
-                extra=dict(spec.extra), thinking_effort=spec.thinking_effort))
+                extra=dict(spec.extra), thinking_effort=spec.thinking_effort),
+                follow_up=True)  # one caller request: its tokens count, not a second request
             completion = second.read(abandoned=client_gone)
             try:
                 return _shape(spec, completion, last_chance=True)

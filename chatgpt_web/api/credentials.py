@@ -14,6 +14,7 @@ from .. import usage
 from ..access import bearer, client_key, limit_pooled_request, require_same_origin
 from ..answers import Answer
 from ..errors import ApiError, ServiceUnavailable, Unauthorized
+from ..key_policy import KeyPolicy
 from ..ledger import Ledger
 from ..moderation import Moderator
 from ..pool import AccountPool
@@ -40,35 +41,69 @@ class Grant:
     ledger: Ledger | None = None
     # Screens the prompt before any account sees it (MODERATION), when on.
     moderator: Moderator | None = None
+    # The owner's scopes: its token quotas are held before an answer starts (ledger.py).
+    policy: KeyPolicy | None = None
 
-    def start_answer(self, client: ConversationClient, request: ConversationRequest) -> Answer:
+    def start_answer(self, client: ConversationClient, request: ConversationRequest, *,
+                     follow_up: bool = False) -> Answer:
         """Start the answer on the caller's token, or on a pooled account with failover.
+
+        `follow_up`: a second answer for the same caller request (a structured-output retry):
+        its tokens are counted, the request not again.
 
         :raise ApiError: the answer failed before its first item (see answers.Answer.start).
         :raise ContentBlocked: MODERATION=block and the prompt matched.
+        :raise RateLimited: quota_exhausted, the prompt does not fit the owner's token quota.
         """
         if self.moderator is not None:
             self.moderator.check(message.content for message in request.messages)
-        if self.pool is not None:
-            answer = self.pool.run(client, request, self.upstream, owner=self.owner)
-        else:
-            answer = Answer.start(client, self.access_token, request, self.upstream)
+        tally = None
         if self.ledger is not None and self.owner is not None:
-            answer.on_complete(_recorder(self.ledger, self.owner, request))
+            tally = _Tally(self.ledger, self.owner, request, requests=0 if follow_up else 1)
+            tally.hold = self.ledger.hold_tokens(self.owner, self.policy, tally.prompt)
+        try:
+            if self.pool is not None:
+                answer = self.pool.run(client, request, self.upstream, owner=self.owner)
+            else:
+                answer = Answer.start(client, self.access_token, request, self.upstream)
+        except BaseException:
+            if tally is not None:
+                tally.give_back()
+            raise
+        if tally is not None:
+            answer.on_complete(tally.record)
+            answer.on_close(tally.give_back)
         return answer
 
 
-def _recorder(ledger: Ledger, owner: str, request: ConversationRequest):
-    """The callback that adds a complete answer to its key's ledger (counts only, no text)."""
-    def record(completion) -> None:
-        prompt = usage.count_messages(((m.role, m.content) for m in request.messages),
-                                      request.model)
+class _Tally:
+    """One answer's entry in its key's ledger (counts only, no text): the tokens held for it
+    before it starts, replaced by those it used once complete, or given back if it never is."""
+
+    def __init__(self, ledger: Ledger, owner: str, request: ConversationRequest, requests: int):
+        self.ledger, self.owner, self.model, self.requests = ledger, owner, request.model, requests
+        self.prompt = usage.count_messages(((m.role, m.content) for m in request.messages),
+                                           request.model)
+        self.hold: str | None = None
+        self.settled = False
+
+    def record(self, completion) -> None:
+        self.settled = True
         try:
-            ledger.record(owner, request.model, "web", prompt,
-                          usage.count_text(completion.text or "", request.model))
+            self.ledger.record(self.owner, self.model, "web", self.prompt,
+                               usage.count_text(completion.text or "", self.model),
+                               requests=self.requests, hold=self.hold)
         except ApiError as error:  # the answer is already given: a ledger outage must not fail it
-            log.warning("usage of key %s not recorded (%s)", owner, error.code)
-    return record
+            log.warning("usage of key %s not recorded (%s)", self.owner, error.code)
+
+    def give_back(self) -> None:
+        if self.settled or self.hold is None:
+            return
+        self.settled = True
+        try:
+            self.ledger.drop_hold(self.owner, self.hold)
+        except ApiError as error:  # the hold lapses by itself (ledger.hold_ttl)
+            log.warning("token hold of key %s not given back (%s)", self.owner, error.code)
 
 
 def bearer_token() -> str:
@@ -118,7 +153,8 @@ def authenticate(services: Services) -> Grant:
                                      "serve them", "no_account_available")
         limit_pooled_request()
         return Grant(None, upstream, services.pool, owner=client_key().id,
-                     ledger=services.ledger, moderator=services.moderator)
+                     ledger=services.ledger, moderator=services.moderator,
+                     policy=client_key().policy)
     if _pool_serves_anyone(services):
         # No keys: a cross-site page must not drive the pool (a text/plain form can carry JSON).
         require_same_origin(services.config.cors_origins)

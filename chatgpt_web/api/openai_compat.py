@@ -429,7 +429,8 @@ class _StreamedChoice:
 @aliases.get("/models")
 def list_models():
     """Every model name the service accepts, in the official list shape (with the slugs the
-    caller's own account lists, when the caller brings an access token)."""
+    caller's own account lists, when the caller brings an access token, or those the pooled
+    accounts list, when the pool serves the caller)."""
     services = current()
     if relay_requests.own_key(services) is not None:  # RELAY_BYOK: an upstream key, no account
         return jsonify({"object": "list",
@@ -476,7 +477,8 @@ def _resolve(services, name: str, access_token: str | None) -> models.Model:
 
 def _account_slugs(services, access_token: str | None) -> tuple[str, ...]:
     if not access_token:
-        return ()
+        # No token of the caller's own: the pool serves it (or nothing does).
+        return services.pool.offered_models() if services.pool is not None else ()
     upstream = from_base_url(services.config.base_url)
     return services.model_catalog.slugs(access_token, lambda: models.slugs_of(
         services.history.models(access_token, upstream)))

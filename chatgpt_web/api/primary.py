@@ -80,7 +80,8 @@ def _grant(fields: dict, reverse_proxy: str | None) -> Grant:
         limit_pooled_request()
         key = client_key()
         return Grant(None, upstream, services.pool, owner=key.id if key else None,
-                     ledger=services.ledger if key else None, moderator=services.moderator)
+                     ledger=services.ledger if key else None, moderator=services.moderator,
+                     policy=key.policy if key else None)
     source = _one_source({name: bool(value) for name, value in given.items()},
                          "access_token, session_token or refresh_token")
     if source == "access_token":

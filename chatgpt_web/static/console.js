@@ -74,6 +74,18 @@ function countdownCell(row, epochSeconds) {
   return td;
 }
 
+// What /admin/accounts counts in a row, and the share of answers from another model.
+function troubles(account) {
+  const found = [];
+  if (account.refusals) found.push(account.refusals + " refused");
+  if (account.refresh_failures) found.push(account.refresh_failures + " renewals failed");
+  const share = account.model_share;
+  if (share && share.other_model) {
+    found.push(share.other_model + "/" + share.answers + " from another model");
+  }
+  return found;
+}
+
 function renderAccounts() {
   const body = $("accounts").querySelector("tbody");
   body.replaceChildren();
@@ -91,6 +103,8 @@ function renderAccounts() {
     const downgrade = account.downgraded;
     cell(row, downgrade ? downgrade.requested + " → " + downgrade.served : "no",
          downgrade ? "flag" : "");
+    cell(row, troubles(account).join("; ") || "none",
+         account.degraded ? "flag" : "").dataset.testid = "troubles";
     const actions = document.createElement("td");
     actions.className = "actions";
     for (const [label, action] of [["Re-check", "check"],

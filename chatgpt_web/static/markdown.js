@@ -5,13 +5,24 @@
 // or textContent, so markup in an answer is shown as text. Links keep only http(s) and mailto
 // targets. Supported: fenced code blocks (an unterminated fence, as while an answer streams, runs
 // to the end), headings, bullet and numbered lists, block quotes, rules, paragraphs; inline code,
-// bold, italic and links.
+// bold, italic, links, and images: an image is shown only from this page's own origin (the
+// service's signed links to images the model drew); any other image is a link, so an answer
+// cannot make the browser fetch from elsewhere (the page's CSP would refuse it too).
 "use strict";
 
 const Markdown = (() => {
   const SAFE_LINK = /^(https?:\/\/|mailto:)/i;
-  // One inline token: `code`, **bold**, *italic* or _italic_, [text](url).
-  const INLINE = /(`+)([\s\S]*?[^`])\1(?!`)|\*\*(?=\S)([\s\S]*?\S)\*\*|\*(?=\S)([^*]*?\S)\*|\b_(?=\S)([^_]*?\S)_\b|\[([^\]]+)\]\(([^)\s]+)\)/g;
+  // One inline token: `code`, **bold**, *italic* or _italic_, [text](url) or ![alt](url).
+  const INLINE = /(`+)([\s\S]*?[^`])\1(?!`)|\*\*(?=\S)([\s\S]*?\S)\*\*|\*(?=\S)([^*]*?\S)\*|\b_(?=\S)([^_]*?\S)_\b|(!?)\[([^\]]*)\]\(([^)\s]+)\)/g;
+
+  function ownImage(target) {
+    try {
+      const url = new URL(target, location.href);
+      return url.origin === location.origin && /^https?:$/.test(url.protocol);
+    } catch (_) {
+      return false;
+    }
+  }
 
   function el(tag, className) {
     const node = document.createElement(tag);
@@ -35,14 +46,26 @@ const Markdown = (() => {
         appendInline(parent.appendChild(el("strong")), match[3]);
       } else if (match[4] !== undefined || match[5] !== undefined) {
         appendInline(parent.appendChild(el("em")), match[4] !== undefined ? match[4] : match[5]);
-      } else if (match[6] !== undefined) {
-        const target = match[7];
-        if (SAFE_LINK.test(target)) {
+      } else if (match[7] !== undefined) {
+        const target = match[8];
+        const image = match[6] === "!";
+        if (image && ownImage(target)) {
+          const picture = el("img", "answer-image");
+          picture.src = target;
+          picture.alt = match[7];
+          const link = el("a");
+          link.href = target;
+          link.target = "_blank";
+          link.rel = "noopener noreferrer";
+          link.appendChild(picture);
+          parent.appendChild(link);
+        } else if (SAFE_LINK.test(target) && (match[7] || image)) {
           const link = el("a");
           link.href = target;
           link.rel = "noopener noreferrer nofollow";
           link.target = "_blank";
-          appendInline(link, match[6]);
+          if (image) link.textContent = "image: " + (match[7] || target);
+          else appendInline(link, match[7]);
           parent.appendChild(link);
         } else {
           parent.appendChild(document.createTextNode(match[0]));

@@ -127,7 +127,7 @@ class Bootstrap:
         page, offered = self._read_page(session, upstream, stored, timeout)
         device = stored or offered or device_id(access_token)
         if not stored:
-            self._remember_device(account, device)
+            device = self._remember_device(account, device)
         with self._lock:
             self._pages.pop(key, None)
             self._pages[key] = (now + self.ttl, page)
@@ -174,11 +174,16 @@ class Bootstrap:
         found = value.get("id") if isinstance(value, dict) else None
         return found if isinstance(found, str) else None
 
-    def _remember_device(self, account: str, device: str) -> None:
+    def _remember_device(self, account: str, device: str) -> str:
+        """Keep `device` as the account's id unless another visit stored one first; the id to
+        use. (Two instances visiting a new account at once: the first write wins for both, so
+        the account never shows the site two devices.)"""
         if self.store is None:
             with self._lock:
-                self._local_devices[account] = device
+                device = self._local_devices.setdefault(account, device)
                 while len(self._local_devices) > MAX_PAGES:
                     del self._local_devices[next(iter(self._local_devices))]
-            return
-        self.store.set(DEVICE_PREFIX + account, {"id": device}, expire=DEVICE_TTL)
+            return device
+        if self.store.add(DEVICE_PREFIX + account, {"id": device}, expire=DEVICE_TTL):
+            return device
+        return self._device(account) or device

@@ -121,6 +121,7 @@ def _poll(session, upstream: Upstream, headers: dict, conversation_id: str, sent
                                   conversation_id=conversation_id, message_id=message.get("id"),
                                   finish_type=finish.get("type") if isinstance(finish, dict)
                                   else None, model_slug=metadata.get("model_slug"),
+                                  message_model_slug=metadata.get("model_slug"),
                                   images=images)
         wait = min(poll_interval, max(0.0, deadline - time.monotonic()))
         time.sleep(wait)

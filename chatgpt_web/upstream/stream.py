@@ -59,6 +59,9 @@ class Completion:
     title: str | None = None        # the title the upstream gave a new conversation
     banner: Banner | None = None    # e.g. account_sharing_degrade: answers from a lesser model
     reasoning: str | None = None    # the reasoning shown (thoughts, analysis); never in `text`
+    # The slug the answering message's own metadata names: a public slug (`gpt-5-2`) where
+    # model_slug may be server_ste_metadata's internal name (`i-mini`).
+    message_model_slug: str | None = None
     # Asset pointers of the images the turn drew (`sediment://...`), in order (image_pointers).
     images: tuple[str, ...] = ()
 
@@ -71,6 +74,7 @@ class Completion:
         return replace(self, title=self.title or earlier.title,
                        banner=self.banner or earlier.banner,
                        model_slug=self.model_slug or earlier.model_slug, reasoning=reasoning,
+                       message_model_slug=self.message_model_slug or earlier.message_model_slug,
                        images=earlier.images + self.images)
 
 
@@ -775,9 +779,11 @@ class StreamReducer:
     @property
     def model_slug(self) -> str | None:
         """The model that answered: `server_ste_metadata.model_slug`, else the message's own."""
-        slug = _text_or_none(self.server_metadata.get("model_slug"))
-        if slug:
-            return slug
+        return _text_or_none(self.server_metadata.get("model_slug")) or self.message_model_slug
+
+    @property
+    def message_model_slug(self) -> str | None:
+        """The model slug the last visible (answering) message's metadata names, if any."""
         for entry in reversed(self._entries.values()):
             if entry.visible:
                 return _text_or_none(_field(entry.message, "metadata", "model_slug"))
@@ -840,6 +846,7 @@ class StreamReducer:
             message_id=_text_or_none(_str(last.get("id"))),
             finish_type=_str(finish.get("type")) if isinstance(finish, dict) else None,
             model_slug=self.model_slug,
+            message_model_slug=self.message_model_slug,
             title=self.title,
             banner=self.banner,
             reasoning=self.reasoning,
@@ -857,4 +864,5 @@ class StreamReducer:
         return Completion(text=self._turn_text([]), conversation_id=self.conversation_id,
                           message_id=_text_or_none(_str(drawn[-1].get("id"))),
                           finish_type="stop", model_slug=self.model_slug, title=self.title,
-                          banner=self.banner, reasoning=self.reasoning, images=images)
+                          banner=self.banner, reasoning=self.reasoning, images=images,
+                          message_model_slug=self.message_model_slug)

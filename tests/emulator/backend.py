@@ -362,9 +362,12 @@ def _cut_connection(environ) -> None:
 def models():
     """The account's model list: 2026 clients read `default_model_slug` and `models[].slug`; the
     2024 dialect answers the older shape with `categories`."""
-    _account()
+    account = _account()
     switches = _emulator().switches
     listed = MODELS + [(slug, slug, "", 32767) for slug in switches.extra_models]
+    for email, slugs in switches.models_of:
+        if tokens.user_id_of(email) == account:
+            listed = [(slug, slug, "", 32767) for slug in slugs]
     accepted = _emulator().files.accepted_types
     features = {} if accepted is None else {"attachments": {
         "type": "retrieval", "accepted_mime_types": [t for t in accepted

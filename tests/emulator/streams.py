@@ -54,7 +54,8 @@ class Turn:
     request_id: str = field(default_factory=lambda: secrets.token_hex(16))
     dialect: str = "2026"
     reasoning: str | None = None   # thoughts streamed before the answer (a reasoning turn)
-    served_model: str | None = None  # the slug server_ste_metadata names, when not model_slug
+    served_model: str | None = None  # the model that answered, when not the one asked
+    internal_model: str | None = None  # server_ste_metadata's internal name for it (`i-mini`)
     degraded: bool = False         # conversation_detail_metadata carries the downgrade banner
 
 
@@ -342,7 +343,7 @@ def _server_metadata(turn: Turn) -> dict:
         "user_agent": "web_desktop", "tool_name": None, "tool_invoked": False,
         "fast_convo": turn.reasoning is None, "warmup_state": "warm",
         "is_first_turn": turn.is_new, "cluster_region": "emulator",
-        "model_slug": turn.served_model or turn.model_slug,
+        "model_slug": turn.internal_model or turn.served_model or turn.model_slug,
         "did_auto_switch_to_reasoning": False, "is_autoswitcher_enabled": True,
         "is_search": None, "message_id": answer.get("id"), "request_id": turn.request_id,
         "turn_exchange_id": answer.get("metadata", {}).get("turn_exchange_id"),

@@ -63,12 +63,19 @@ class Switches:
     max_tokens_cuts: int = 0
     # A reasoning turn (2026 stream): these thoughts stream in the analysis channel first.
     reasoning: str | None = None
-    # The slug server_ste_metadata names as the model that answered (None: the one asked).
+    # The model that answered (None: the one asked): the answering message's metadata and
+    # server_ste_metadata name it.
     served_model: str | None = None
+    # server_ste_metadata names this internal slug instead (the Jan-2026 capture: `i-mini` while
+    # the message says `gpt-5-2`).
+    internal_model: str | None = None
     # conversation_detail_metadata carries the account_sharing_degrade banner.
     degraded: bool = False
     # Slugs GET /models lists beyond the usual ones (a model newer than the service's table).
     extra_models: tuple = ()
+    # (email, slugs) pairs: that account's GET /models lists only those slugs (a free account
+    # next to a paid one); the others list the usual ones.
+    models_of: tuple = ()
 
     # --- how the bytes travel ---------------------------------------------------------------
     # Split the byte stream at arbitrary points (seeded); False writes one event per chunk.

@@ -32,7 +32,7 @@ def mint(secret: bytes, *, exp_in: float = 3600, email: str = "user@example.com"
     """A signed token for `email`, valid `exp_in` seconds; `claims` override top-level claims."""
     now = int(time.time())
     account = hashlib.sha256(email.encode()).hexdigest()
-    user_id = f"user-{account[:24]}"
+    user_id = user_id_of(email)
     payload = {
         PROFILE_CLAIM: {"email": email, "email_verified": True},
         AUTH_CLAIM: {
@@ -67,6 +67,11 @@ def verify(secret: bytes, token: str) -> dict:
     if not all(isinstance(claims.get(name), dict) for name in (AUTH_CLAIM, PROFILE_CLAIM)):
         raise TokenRejected("invalid_token", "the access token lacks the OpenAI claims")
     return claims
+
+
+def user_id_of(email: str) -> str:
+    """The user id of the tokens minted for `email`."""
+    return f"user-{hashlib.sha256(email.encode()).hexdigest()[:24]}"
 
 
 def user_id(claims: dict) -> str:

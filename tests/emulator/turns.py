@@ -224,7 +224,9 @@ def apply(store: ConversationStore, owner: str, request: ChatRequest, switches) 
         first, *rest = _cut(answer_text(switches, request), switches.max_tokens_cuts)
         assistant = make_message("assistant", [first], create_time=time.time(), metadata={
             "citations": [], "content_references": [], "message_type": "next",
-            "model_slug": turn.model_slug, "default_model_slug": request.model,
+            # A downgraded answer's own metadata names the model that wrote it.
+            "model_slug": switches.served_model or turn.model_slug,
+            "default_model_slug": request.model,
             "parent_id": parent, "request_id": request_id,
             "turn_exchange_id": turn_exchange_id, "timestamp_": "absolute"})
         _finish(assistant, first, more_to_come=bool(rest))
@@ -258,4 +260,5 @@ def _continue(conversation: Conversation, parent: str, request: ChatRequest,
 def _stream_options(switches) -> dict:
     """What the switches say about how the turn streams (see streams.Turn)."""
     return {"dialect": switches.dialect, "reasoning": switches.reasoning,
-            "served_model": switches.served_model, "degraded": switches.degraded}
+            "served_model": switches.served_model, "internal_model": switches.internal_model,
+            "degraded": switches.degraded}
