@@ -202,7 +202,7 @@ def test_links_need_no_api_key_where_everything_else_does(live_service_factory, 
 def test_scoped_keys_apply_to_web_images(live_service_factory, emulator, tmp_path):
     from chatgpt_web.keys import key_digest
     accounts = tmp_path / "accounts.json"
-    accounts.write_text(json.dumps([{"id": "pooled-account-id", "access_token":
+    accounts.write_text(json.dumps([{"id": "a1", "access_token":
                                      emulator.mint_access_token()}]))
     keys = tmp_path / "keys.json"
     keys.write_text(json.dumps({"keys": [
