@@ -15,10 +15,11 @@ import openai
 import pytest
 from curl_cffi import requests as curl_requests
 
-from chatgpt_web.errors import Forbidden
+from chatgpt_web.errors import Forbidden, UpstreamError
 from chatgpt_web.image_links import ImageLinks, ImageSource
 from chatgpt_web.store import MemoryStore
 from chatgpt_web.upstream.downloads import AssetPointer, content_type_of
+from chatgpt_web.upstream.stream import StreamReducer, iter_sse
 from tests.emulator.images import tiny_png
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -186,14 +187,14 @@ def test_expired_and_unknown_links(live_service_factory, emulator):
 def test_links_need_no_api_key_where_everything_else_does(live_service_factory, emulator,
                                                           tmp_path):
     accounts = tmp_path / "accounts.json"
-    accounts.write_text(json.dumps([{"id": "a1", "access_token":
+    accounts.write_text(json.dumps([{"id": "pooled-account", "access_token":
                                      emulator.mint_access_token()}]))
     service = live_service_factory(API_KEYS="client-key", ACCOUNTS_FILE=str(accounts),
                                    RATE_LIMIT="off", RATE_LIMIT_IP="off")
     with openai.OpenAI(base_url=service.url + "/v1", api_key="client-key",
                        max_retries=0, timeout=60) as client:
         url = client.images.generate(model="dall-e-3", prompt="a pooled picture").data[0].url
-    assert "client-key" not in url and "a1" not in urlsplit(url).path
+    assert "client-key" not in url and "pooled-account" not in url
     assert [get(url).content] == drawn(emulator)
     assert get(service.url + "/v1/models").status_code == 401
 
@@ -287,6 +288,17 @@ def test_send_message_gives_the_link_too(live_service, emulator, token):
     assert [get(url).content] == drawn(emulator)
 
 
+def test_responses_api_gives_the_link_plain_and_streamed(sdk, emulator):
+    response = sdk.responses.create(model="gpt-4o", input="Draw a paper boat")
+    (url,) = LINK.findall(response.output_text)
+    assert response.output_text == f"![image]({url})"
+    stream = sdk.responses.create(model="gpt-4o", input="Draw a paper plane", stream=True)
+    deltas = "".join(event.delta for event in stream
+                     if event.type == "response.output_text.delta")
+    (streamed,) = LINK.findall(deltas)
+    assert [get(url).content, get(streamed).content] == drawn(emulator)
+
+
 def test_plain_chat_has_no_image(sdk, emulator):
     completion = sdk.chat.completions.create(
         model="gpt-4o", messages=[{"role": "user", "content": "Hello"}])
@@ -342,3 +354,53 @@ def test_a_link_opens_only_with_the_secret_that_signed_it():
     # The Store holds neither the token nor the pointer in clear.
     stored = json.dumps(store._data)
     assert "secret-token" not in stored and "file_1" not in stored and link_id not in stored
+
+
+# --- the stream reducer, without a server -----------------------------------------------------
+
+def _sse(*payloads) -> list[bytes]:
+    return [f"data: {json.dumps(payload)}\n\n".encode() for payload in payloads] + [
+        b"data: [DONE]\n\n"]
+
+
+def _reduce(chunks):
+    reducer = StreamReducer()
+    text = "".join(delta.text for event in iter_sse(chunks) for delta in reducer.feed(event))
+    return text, reducer.result()
+
+
+def _tool_message(pointer, status="in_progress"):
+    return {"id": "tool-1", "author": {"role": "tool", "name": "t2uay3k.sj1i4kz"},
+            "content": {"content_type": "multimodal_text", "parts": [
+                {"content_type": "image_asset_pointer", "asset_pointer": pointer,
+                 "width": 8, "height": 8}]},
+            "status": status, "recipient": "all", "channel": None}
+
+
+def test_the_reducer_collects_a_pointer_that_arrives_by_replace():
+    text, completion = _reduce(_sse(
+        {"v": {"message": _tool_message(None), "conversation_id": "c1"}, "c": 0},
+        {"p": "/message/content/parts/0/asset_pointer", "o": "replace",
+         "v": "sediment://file_abc"},
+        {"p": "", "o": "patch", "v": [
+            {"p": "/message/status", "o": "replace", "v": "finished_successfully"}]}))
+    assert text == "" and completion.text == ""
+    assert completion.images == ("sediment://file_abc",)
+    assert completion.message_id == "tool-1" and completion.conversation_id == "c1"
+
+
+def test_the_users_own_images_are_not_the_answers():
+    user = {**_tool_message("sediment://file_mine"), "id": "u1", "author": {"role": "user"}}
+    answer = {"id": "a1", "author": {"role": "assistant"}, "status": "finished_successfully",
+              "end_turn": True, "content": {"content_type": "text", "parts": ["A cat."]},
+              "recipient": "all"}
+    text, completion = _reduce(_sse(
+        {"message": user, "conversation_id": "c1"},
+        {"type": "input_message", "input_message": user, "conversation_id": "c1"},
+        {"message": answer, "conversation_id": "c1"}))
+    assert text == "A cat." and completion.images == ()
+
+
+def test_a_turn_with_neither_text_nor_image_is_still_broken():
+    with pytest.raises(UpstreamError):
+        _reduce(_sse({"type": "title_generation", "title": "t", "conversation_id": "c1"}))

@@ -136,6 +136,12 @@ def counting_client(server, key, responses):
 
 
 def test_an_exhausted_request_quota_is_429_until_the_reset_and_the_sdk_does_not_retry(serve):
+    # A day's quota resets at midnight UTC: a test begun just before it would see the reset.
+    start = datetime.now(UTC)
+    to_midnight = (datetime(start.year, start.month, start.day, tzinfo=UTC) + timedelta(days=1)
+                   - start).total_seconds()
+    if to_midnight < 20:
+        time.sleep(to_midnight + 0.5)
     server = serve([entry(ALICE, id="alice", quota={"requests": "2/day"})])
     statuses = []
     client = counting_client(server, ALICE, statuses)

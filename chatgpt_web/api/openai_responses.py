@@ -41,6 +41,7 @@ from .chat_memory import caller_scope
 from .chat_turns import TurnResult, TurnSpec, finish_reason_of, finish_turn, start_turn
 from .credentials import Grant, authenticate, check_caller
 from .error_boundary import as_api_error, install_error_handlers
+from .image_turns import image_markdown, with_images
 from .openai_compat import error_body, no_retry_after_deadline
 from .openai_messages import to_web_messages
 from .structured_output import OutputFormat
@@ -275,11 +276,19 @@ def create_response():
                 "created_at": response.created_at, "status": response.status_of(result),
                 "previous_response_id": previous_id}, expire=KEEP_SECONDS)
 
+    base = request.host_url.rstrip("/")
+
+    def drawn(completion) -> str:  # the images the model drew, as markdown links
+        return image_markdown(services, grant, completion, base)
+
     client = services.conversations
     answer = start_turn(grant, client, spec)
     if f.flag(body, "stream"):
-        return sse.response(_events(grant, client, spec, answer, response, save), answer)
+        return sse.response(_events(grant, client, spec, answer, response, save, drawn),
+                            answer)
     result = finish_turn(grant, client, spec, answer)
+    if not result.tool_calls:
+        result.text = with_images(result.text or "", drawn(result.completion))
     save(result)
     return jsonify(response.object(response.status_of(result),
                                    response.items(result, _new_id("msg_")), result))
@@ -305,7 +314,7 @@ def _load(store, scope: str | None, response_id: str) -> dict:
 
 
 def _events(grant: Grant, client, spec: TurnSpec, answer: Answer, response: _Response,
-            save) -> Iterator[bytes]:
+            save, drawn=lambda completion: "") -> Iterator[bytes]:
     """The official event sequence (see the module doc)."""
     with answer:
         try:
@@ -317,7 +326,7 @@ def _events(grant: Grant, client, spec: TurnSpec, answer: Answer, response: _Res
                 result = finish_turn(grant, client, spec, answer)
                 yield from _shaped_events(response, result)
             else:
-                result = yield from _text_events(response, spec, answer)
+                result = yield from _text_events(response, spec, answer, drawn)
             if result is None:  # cut at max_output_tokens before the ids came
                 return
             save(result)
@@ -330,7 +339,8 @@ def _events(grant: Grant, client, spec: TurnSpec, answer: Answer, response: _Res
                                  param=api_error.param, **error_body(api_error))
 
 
-def _text_events(response: _Response, spec: TurnSpec, answer: Answer):
+def _text_events(response: _Response, spec: TurnSpec, answer: Answer,
+                 drawn=lambda completion: ""):
     item_id = response.message_id
     part = {"item_id": item_id, "output_index": 0, "content_index": 0}
     yield response.event("response.output_item.added", output_index=0,
@@ -350,9 +360,11 @@ def _text_events(response: _Response, spec: TurnSpec, answer: Answer):
             break
     else:
         rest = cutter.finish()
-        if rest:
-            text += rest
-            yield response.event("response.output_text.delta", **part, delta=rest, logprobs=[])
+        # The rest of the text, then the images the answer drew (image_turns.py).
+        tail = with_images(text + rest, drawn(answer.completion))[len(text):]
+        if tail:
+            text += tail
+            yield response.event("response.output_text.delta", **part, delta=tail, logprobs=[])
     done_part = {"type": "output_text", "text": text, "annotations": []}
     yield response.event("response.output_text.done", **part, text=text, logprobs=[])
     yield response.event("response.content_part.done", **part, part=done_part)

@@ -51,14 +51,9 @@ def join_session_token(text: str) -> str:
     text = text.strip()
     if SESSION_COOKIE not in text:
         return text
-    whole, pieces = None, {}
-    for pair in re.split(r"[;\n]", text):
-        name, _, value = pair.strip().partition("=")
-        name, value = name.strip(), value.strip()
-        if name == SESSION_COOKIE:
-            whole = value
-        elif name.startswith(SESSION_COOKIE + ".") and name.rsplit(".", 1)[1].isdigit():
-            pieces[int(name.rsplit(".", 1)[1])] = value
+    fields = (pair.partition("=") for pair in re.split(r"[;\n]", text))
+    whole, pieces = _session_cookie_parts((name.strip(), value.strip())
+                                          for name, _, value in fields)
     if whole:
         return whole
     if pieces and sorted(pieces) == list(range(len(pieces))):
@@ -236,20 +231,24 @@ def error_code(response: Response) -> str | None:
     return error if isinstance(error, str) else None
 
 
-def _session_cookie_in(response: Response) -> str | None:
-    """The session cookie set by `response`'s Set-Cookie headers. NextAuth splits cookies over
-    4 KB into `name.0`, `name.1`, ...; the pieces are joined in order."""
+def _session_cookie_parts(pairs) -> tuple[str | None, dict[int, str]]:
+    """The whole session cookie and its numbered pieces among (name, value) `pairs`: NextAuth
+    splits a cookie over 4 KB into `name.0`, `name.1`, ..."""
     whole, pieces = None, {}
-    for header in _set_cookie_headers(response):
-        name, _, rest = header.partition("=")
-        value = rest.split(";", 1)[0].strip()
-        name = name.strip()
-        if not value:
-            continue  # a deletion (NextAuth clears the cookie of a dead session)
+    for name, value in pairs:
         if name == SESSION_COOKIE:
             whole = value
         elif name.startswith(SESSION_COOKIE + ".") and name.rsplit(".", 1)[1].isdigit():
             pieces[int(name.rsplit(".", 1)[1])] = value
+    return whole, pieces
+
+
+def _session_cookie_in(response: Response) -> str | None:
+    """The session cookie set by `response`'s Set-Cookie headers, its pieces joined in order."""
+    fields = (header.partition("=") for header in _set_cookie_headers(response))
+    set_cookies = ((name.strip(), rest.split(";", 1)[0].strip()) for name, _, rest in fields)
+    # An empty value is a deletion (NextAuth clears the cookie of a dead session).
+    whole, pieces = _session_cookie_parts((name, value) for name, value in set_cookies if value)
     if whole:
         return whole
     if pieces:
