@@ -472,6 +472,22 @@ def test_console_makes_a_key_that_works_then_disables_and_revokes_it(
     assert page.locator("[data-testid=new-key]").is_hidden()
     assert key not in page.content()
 
+    # Edit: the form comes back filled in (the label as typed); a cleared field removes its scope.
+    row.locator("button[data-action=edit]").click()
+    assert form.locator("[name=label]").input_value() == HOSTILE_LABEL
+    assert form.locator("[name=requests_day]").input_value() == "10"
+    form.locator("[name=requests_day]").fill("20")
+    form.locator("[name=models]").fill("")
+    page.click("[data-testid=create-key]")  # now "Save changes"
+    page.wait_for_function("document.querySelector(\"tr[data-key='bot-1']\").textContent"
+                           ".includes('20/day requests')")
+    changed = httpx.get(keys_service.url + "/admin/keys/bot-1", timeout=30,
+                        headers={"Authorization": f"Bearer {ADMIN}"}).json()
+    assert changed["label"] == HOSTILE_LABEL and "models" not in changed
+    assert changed["quota"] == {"requests": ["20/day"], "tokens": ["100000/month"]}
+    assert changed["concurrency"] == 2
+    assert page.locator("[data-testid=create-key]").inner_text() == "Create key"
+
     # Disable, enable, revoke: each takes effect on /v1 at once.
     row.locator("button[data-action=disable]").click()
     page.wait_for_function("document.querySelector(\"tr[data-key='bot-1'] [data-testid=state]\")"

@@ -225,6 +225,7 @@ function renderKeys(keys) {
     actions.append(
       button(key.disabled ? "Enable" : "Disable", key.disabled ? "enable" : "disable",
              (node) => changeKey(key.id, { disabled: !key.disabled }, node), readOnly),
+      button("Edit", "edit", () => editKey(key), readOnly),
       button("Revoke", "revoke", (node) => revokeKey(key.id, node), readOnly),
       button("Usage", "usage", () => {
         $("usage-key").value = key.id;
@@ -299,24 +300,79 @@ function keyFields(form) {
   return fields;
 }
 
+// The form makes a key, or (after Edit) changes one: then every scope is sent, an empty field as
+// null, which removes that scope.
 async function createKey(event) {
   event.preventDefault();
   const form = event.target;
   const submit = form.querySelector("button[type=submit]");
+  const editing = form.dataset.editing;
   submit.disabled = true;
   try {
-    const made = await admin("/admin/keys", "POST", keyFields(form));
-    form.reset();
+    if (editing) {
+      const changes = { label: null, expires_at: null, models: null, backends: null, ips: null,
+                        rate: null, concurrency: null, quota: null, ...keyFields(form) };
+      delete changes.id;
+      await admin("/admin/keys/" + encodeURIComponent(editing), "PATCH", changes);
+      stopEditing();
+    } else {
+      const made = await admin("/admin/keys", "POST", keyFields(form));
+      form.reset();
+      $("new-key-id").textContent = made.id;
+      $("new-key-value").textContent = made.key;
+      $("new-key").hidden = false;
+    }
     $("error").hidden = true;
-    $("new-key-id").textContent = made.id;
-    $("new-key-value").textContent = made.key;
-    $("new-key").hidden = false;
     await loadKeys();
   } catch (error) {
     showError(error);
   } finally {
     submit.disabled = false;
   }
+}
+
+// "2027-01-01T00:00:00Z" as a datetime-local value in the browser's time zone.
+function localTime(iso) {
+  const moment = new Date(iso);
+  return new Date(moment.getTime() - moment.getTimezoneOffset() * 60000).toISOString()
+    .slice(0, 16);
+}
+
+function editKey(key) {
+  const form = $("key-form");
+  const field = (name) => form.elements[name];
+  form.reset();
+  form.dataset.editing = key.id;
+  field("id").value = key.id;
+  field("id").readOnly = true;
+  field("label").value = key.label || "";
+  field("expires_at").value = key.expires_at ? localTime(key.expires_at) : "";
+  field("models").value = (key.models || []).join(", ");
+  field("backends").value = key.backends && key.backends.length === 1 ? key.backends[0] : "";
+  field("ips").value = (key.ips || []).join(", ");
+  field("rate").value = key.rate || "";
+  field("concurrency").value = key.concurrency || "";
+  for (const [kind, limits] of Object.entries(key.quota || {})) {
+    for (const limit of [].concat(limits)) {
+      const [amount, period] = limit.split("/");
+      if (field(kind + "_" + period)) field(kind + "_" + period).value = amount;
+    }
+  }
+  $("key-form-title").textContent = "Change key " + key.id;
+  form.querySelector("button[type=submit]").textContent = "Save changes";
+  $("key-edit-cancel").hidden = false;
+  $("key-create").open = true;
+  $("key-create").scrollIntoView();
+}
+
+function stopEditing() {
+  const form = $("key-form");
+  form.reset();
+  delete form.dataset.editing;
+  form.elements.id.readOnly = false;
+  $("key-form-title").textContent = "New client key";
+  form.querySelector("button[type=submit]").textContent = "Create key";
+  $("key-edit-cancel").hidden = true;
 }
 
 async function copyNewKey() {
@@ -573,6 +629,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("refresh").addEventListener("click", load);
   $("key-form").addEventListener("submit", createKey);
+  $("key-edit-cancel").addEventListener("click", stopEditing);
   $("new-key-copy").addEventListener("click", copyNewKey);
   $("new-key-done").addEventListener("click", hideNewKey);
   $("usage-form").addEventListener("submit", (event) => { event.preventDefault(); loadUsage(); });
