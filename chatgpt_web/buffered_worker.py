@@ -16,7 +16,11 @@ submits it to the thread pool only when its headers and body are complete. Meanw
 
 A complete request meets a free thread or is refused: when every thread of the worker is serving
 a request (an open stream holds its thread to the end), the request is answered 503 `busy` with
-Retry-After at once, rather than queued inside the worker behind answers that may last minutes.
+Retry-After, rather than queued inside the worker behind answers that may last minutes. "At once"
+allows BUSY_GRACE: a thread that has sent its answer counts as serving until it has returned, and
+on a loaded machine it may wait for the CPU in between; a client that sends its next request as
+soon as it has read the answer must not be refused for that, so a request that finds every thread
+taken waits up to BUSY_GRACE for one (at most one waiting request per thread) before the 503.
 
 TLS sockets (gunicorn's own certfile) are left to gthread: their bytes cannot be read before the
 handshake. `PendingRequest` is the pure part: it is told the bytes as they come and says when a
@@ -29,7 +33,7 @@ import json
 import selectors
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from functools import partial
 
 from gunicorn import http
@@ -46,6 +50,7 @@ _SCAN_INTERVAL = 0.5  # seconds between looks for connections past their deadlin
 # Seconds a client refused as `busy` is asked to wait: any of the worker's streams that ends frees
 # a thread, and with hundreds of them open one ends every few hundred milliseconds.
 BUSY_RETRY_AFTER = 1
+BUSY_GRACE = 0.5  # seconds a complete request may wait for a thread before 503 busy
 
 INCOMPLETE, COMPLETE, TOO_LARGE, HEADERS_TOO_LARGE = "incomplete", "complete", "too_large", "431"
 
@@ -170,6 +175,7 @@ class BufferedThreadWorker(ThreadWorker):
         self.buffering: set[_Conn] = set()
         self.per_ip: Counter[str] = Counter()
         self.serving = 0  # requests handed to a thread whose thread has not returned yet
+        self.waiting: deque[_Conn] = deque()  # complete requests given BUSY_GRACE for a thread
         self._serving_lock = threading.Lock()
         self._next_scan = 0.0
         super().init_process()
@@ -268,11 +274,18 @@ class BufferedThreadWorker(ThreadWorker):
 
     # --- threads ----------------------------------------------------------------------------
     def enqueue_req(self, conn):
-        """Hand a complete request to a free thread, or refuse it 503 busy when there is none."""
+        """Hand a complete request to a free thread; when there is none, give it BUSY_GRACE to
+        become free (see the module's docstring), and refuse it 503 busy after that."""
         if self.serving >= self.cfg.threads and isinstance(conn, _Conn) and not self.cfg.is_ssl:
-            self.nr_conns -= 1  # counted when its request was complete
-            self._drop(conn, BUSY)
+            if len(self.waiting) < self.cfg.threads:
+                conn.deadline = time.monotonic() + BUSY_GRACE
+                self.waiting.append(conn)
+            else:
+                self._refuse_busy(conn)
             return
+        self._start(conn)
+
+    def _start(self, conn):
         with self._serving_lock:
             self.serving += 1
         super().enqueue_req(conn)
@@ -285,6 +298,17 @@ class BufferedThreadWorker(ThreadWorker):
         finally:
             with self._serving_lock:
                 self.serving -= 1
+            if self.waiting:
+                # In the event loop, which owns the waiting requests (this is a pool thread).
+                self.method_queue.defer(self._start_waiting)
+
+    def _start_waiting(self) -> None:
+        while self.waiting and self.serving < self.cfg.threads:
+            self._start(self.waiting.popleft())
+
+    def _refuse_busy(self, conn: _Conn) -> None:
+        self.nr_conns -= 1  # counted when its request was complete
+        self._drop(conn, BUSY)
 
     def _drop(self, conn: _Conn, answer: bytes | None = None) -> None:
         try:
@@ -305,6 +329,9 @@ class BufferedThreadWorker(ThreadWorker):
         if not force and now < self._next_scan:
             return
         self._next_scan = now + _SCAN_INTERVAL
+        self._start_waiting()  # in case a thread returned between its notice and our reading
+        while self.waiting and (force or self.waiting[0].deadline <= now):
+            self._refuse_busy(self.waiting.popleft())
         for conn in [c for c in self.buffering if force or c.deadline <= now]:
             self._drop(conn, None if force else _answer(
                 "408 Request Timeout", "request_timeout",

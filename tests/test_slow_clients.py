@@ -203,3 +203,21 @@ def test_a_request_that_finds_every_thread_streaming_is_refused_busy_not_queued(
             time.sleep(0.1)
     finally:
         process.stop()
+
+
+def test_a_client_that_waits_for_each_answer_is_never_refused_busy(tmp_path):
+    # Regression: a thread that has sent its answer still counted as serving until it returned,
+    # and on a loaded machine the client's next request could arrive first and be refused 503
+    # busy by a server with nothing left to do. One thread, requests one after another on fresh
+    # connections: every one is answered.
+    process = ServerProcess.gunicorn({
+        "CACHE_DIR": str(tmp_path / "cache"), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "1", "MAX_CONNECTIONS_PER_IP": "0",
+        "RATE_LIMIT_IP": "off"})
+    try:
+        process.wait_until_serving()
+        statuses = [http_request(process.url, path="/healthz", timeout=10)[0]
+                    for _ in range(300)]
+        assert statuses.count(200) == len(statuses), sorted(set(statuses))
+    finally:
+        process.stop()
