@@ -432,6 +432,9 @@ def list_models():
     caller's own account lists, when the caller brings an access token, or those the pooled
     accounts list, when the pool serves the caller)."""
     services = current()
+    if relay_requests.own_key(services) is not None:  # RELAY_BYOK: an upstream key, no account
+        return jsonify({"object": "list",
+                        "data": relay_requests.listed_models(services, set())})
     check_caller(services)  # an expired JWT, locally
     verify_bearer(services)  # any other token, with the backend (cached)
     extra = (services.config.default_model, *_account_slugs(services, _own_token(services)))
@@ -444,9 +447,14 @@ def list_models():
 def get_model(model_id: str):
     """One model object; 404 model_not_found for names the service does not accept."""
     services = current()
-    check_caller(services)
+    byok = relay_requests.own_key(services) is not None  # RELAY_BYOK: relay models only
+    if not byok:
+        check_caller(services)
     if relayed := relay_requests.find_model(services, model_id):
         return jsonify(relayed)
+    if byok:
+        raise NotFound(f"The model `{model_id}` does not exist or you do not have access to it.",
+                       "model_not_found", param="model")
     return jsonify(_resolve(services, model_id, _own_token(services)).to_dict())
 
 
