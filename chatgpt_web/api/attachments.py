@@ -106,7 +106,11 @@ def _clean_name(name: str | None) -> str | None:
         return None
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch for ch in name if ch.isprintable()).strip()
-    return name[:MAX_NAME] or None
+    if len(name) > MAX_NAME:  # shortened from the middle: the extension tells the type
+        stem, dot, extension = name.rpartition(".")
+        extension = dot + extension[:16] if dot else ""
+        name = name[:MAX_NAME - len(extension)] + extension
+    return name or None
 
 
 @dataclass(frozen=True)
