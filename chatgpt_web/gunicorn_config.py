@@ -12,7 +12,7 @@ Worker model: gthread, reading each request whole before a thread takes it
 (chatgpt_web/buffered_worker.py). curl_cffi blocks its thread while it reads the upstream, and
 gevent or eventlet cannot make that cooperative, so each open stream holds one thread for its
 whole life. Capacity is therefore WEB_CONCURRENCY x GUNICORN_THREADS simultaneous requests
-(768 by default, whatever the worker count); threads are started on demand, so a high ceiling
+(1024 by default, whatever the worker count); threads are started on demand, so a high ceiling
 costs nothing while idle, and a request beyond it is refused 503 `busy` rather than queued.
 """
 import glob
@@ -34,8 +34,9 @@ worker_class = "chatgpt_web.buffered_worker.BufferedThreadWorker"
 # WEB_CONCURRENCY: worker processes. One per core: the GIL lets a process use about one core.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # Simultaneous streams the default thread count is sized for, over all workers: 500 with room for
-# the kernel splitting a burst unevenly between workers. Threads start on demand.
-DEFAULT_CAPACITY = 768
+# the kernel splitting a burst unevenly between workers (at 2 x 384, a burst of 500 non-streamed
+# answers once put more than 384 on one worker). Threads start on demand.
+DEFAULT_CAPACITY = 1024
 # GUNICORN_THREADS: simultaneous requests (open streams) per worker; by default the capacity
 # above shared by the workers. A request that finds every thread of its worker busy is answered
 # 503 busy with Retry-After instead of waiting for a stream to end (buffered_worker.py).
