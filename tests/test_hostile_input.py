@@ -194,6 +194,57 @@ def test_the_official_sdk_sees_the_same_errors(service):
         assert caught.value.body["code"] == "invalid_field"
 
 
+# --- https image URLs on a server the operator allowed (IMAGE_URL_ALLOW) ------------------------
+
+@pytest.fixture(scope="module")
+def allowed_images(_emulator_server, tmp_path_factory):
+    """(url of a service that may fetch from a local TLS server, that server's origin, a
+    ChatGPT access token); the server's redirects lead where a hostile page would send them."""
+    from chatgpt_web import create_app
+    from tests.test_vision import png
+    from tests.tls_images import ImageServer
+    emulator = _emulator_server
+    folder = tmp_path_factory.mktemp("hostile-images")
+    images = ImageServer(folder, {
+        "/cat.png": ("image/png", png(2, 2)),
+        "/vector.svg": ("image/svg+xml", b'<svg xmlns="http://www.w3.org/2000/svg">'
+                                         b"<script>alert(1)</script></svg>"),
+        "/page": ("text/html", b"<html></html>"),
+    }, redirects={"/loop": "/loop", "/to-metadata": "https://169.254.169.254/latest",
+                  "/to-http": "http://example.com/cat.png", "/to-file": "file:///etc/passwd",
+                  "/to-nowhere": "", "/to-bad-ipv6": "https://[zz/cat.png"})
+    app = create_app({
+        "CHATGPT_BASE_URL": emulator.url, "CHATGPT_AUTH_URL": emulator.url,
+        "CHATGPT_ALLOWED_PROXIES": emulator.url + "/", "CACHE_DIR": str(folder / "cache"),
+        "REQUEST_TIMEOUT": "30", "RATE_LIMIT_IP": "off",
+        "IMAGE_URL_ALLOW": images.url + "/", "IMAGE_URL_CA_FILE": str(images.cert_file),
+        "MAX_UPLOAD_BYTES": "4096"})
+    server = LiveServer(app)
+    yield server.url, images.url, emulator.mint_access_token()
+    server.stop()
+    images.stop()
+
+
+@pytest.mark.parametrize("path, status, code", [
+    ("/loop", 400, "image_url_not_allowed"),  # at most MAX_REDIRECTS
+    ("/to-metadata", 400, "image_url_not_allowed"),  # every hop passes the SSRF guard
+    ("/to-http", 400, "image_url_not_allowed"),
+    ("/to-file", 400, "invalid_image_url"),
+    ("/to-nowhere", 400, "image_url_unreachable"),  # a redirect without a Location
+    # regression: urljoin raised ValueError on the unbalanced bracket: a 500
+    ("/to-bad-ipv6", 400, "invalid_image_url"),
+    ("/vector.svg", 415, "unsupported_file_type"),  # SVG can carry script: not accepted
+    ("/page", 415, "unsupported_file_type"),
+])
+def test_hostile_image_servers_get_a_4xx(allowed_images, path, status, code):
+    service_url, images_url, token = allowed_images
+    response = requests.post(service_url + "/v1/chat/completions", timeout=TIMEOUT, headers={
+        "Authorization": f"Bearer {token}"}, json={"model": "gpt-4o", "messages": [
+            {"role": "user", "content": image_part({"url": images_url + path})}]})
+    assert openai_error(response, status, code)["param"] == "messages[0].content[1]"
+    assert token not in response.text
+
+
 # --- /v1/responses: input_image and input_file --------------------------------------------------
 
 @pytest.mark.parametrize("part, code", [
@@ -325,7 +376,9 @@ def test_key_edits_are_checked_as_new_keys_are(call):
         form_error(call("PATCH", "/admin/keys/edit-me", key=ADMIN_KEY, json=fields), 400, code)
     form_error(call("PATCH", "/admin/keys/nope", key=ADMIN_KEY, json={"label": "x"}), 404,
                "key_not_found")
-    form_error(call("DELETE", "/admin/keys/" + "x" * 5000, key=ADMIN_KEY), 404, "key_not_found")
+    gone = call("DELETE", "/admin/keys/" + "x" * 5000, key=ADMIN_KEY)
+    form_error(gone, 404, "key_not_found")
+    assert len(gone.json()["message"]) < 200  # regression: the whole path was echoed back
     assert call("DELETE", "/admin/keys/edit-me", key=ADMIN_KEY).status_code == 200
 
 
