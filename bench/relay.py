@@ -13,7 +13,12 @@ and it prints:
   the difference at N=1 (repeated --repeat times one after the other) and the ratio at other N;
 * CPU milliseconds per streamed answer: the service's processes (gunicorn master and workers)
   during the relay run, and the fake's process in the direct run (the work of producing it);
-* the share of answers that completed (status 200 and `data: [DONE]`).
+* the share of answers that completed (status 200 and `data: [DONE]`);
+* the p50 of the service's `x-chatgpt-web-overhead-ms` (its own time before the answer starts,
+  time waiting on the upstream excluded).
+
+`--keys off` runs the service without client keys: no admission or usage ledger in the store,
+which shows what the ledger's per-key lock costs.
 
 Targets (issue 16): under 2 ms added at N=1, TTFB ratio under 1.1 at N=200. The client is asyncio
 over raw sockets, so it costs little CPU next to what it measures.
@@ -50,14 +55,20 @@ def request_bytes(port: int, words: int, key: str) -> bytes:
     return head.encode() + body
 
 
-async def one(port: int, request: bytes) -> tuple[bool, float | None, str]:
-    """(completed, seconds to the first body byte, what went wrong) of one streamed answer."""
+async def one(port: int, request: bytes) -> tuple[bool, float | None, str, float | None]:
+    """(completed, seconds to the first body byte, what went wrong, the service's own
+    x-chatgpt-web-overhead-ms or None) of one streamed answer."""
     started = time.perf_counter()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(request)
         head = await reader.readuntil(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1])
+        overhead = None
+        for line in head.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"x-chatgpt-web-overhead-ms":
+                overhead = float(value)
         first, tail = None, b""
         while True:
             size = int((await reader.readline()).split(b";")[0], 16)
@@ -69,7 +80,8 @@ async def one(port: int, request: bytes) -> tuple[bool, float | None, str]:
                 first = time.perf_counter() - started
             tail = (tail + data)[-64:]
         ok = status == 200 and DONE in tail
-        return ok, first, "" if ok else f"HTTP {status}" if status != 200 else "no [DONE]"
+        return (ok, first, "" if ok else f"HTTP {status}" if status != 200 else "no [DONE]",
+                overhead)
     finally:
         writer.close()
 
@@ -79,7 +91,7 @@ async def burst(port: int, request: bytes, count: int, timeout: float):
         try:
             return await asyncio.wait_for(one(port, request), timeout)
         except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
-            return False, None, type(exc).__name__
+            return False, None, type(exc).__name__, None
     return await asyncio.gather(*(bounded() for _ in range(count)))
 
 
@@ -109,9 +121,11 @@ def measure(port: int, request: bytes, count: int, repeat: int, pids) -> dict:
     else:
         outcomes = asyncio.run(burst(port, request, count, 120))
     cpu = cpu_seconds(pids) - before
-    firsts = [first for ok, first, _ in outcomes if ok and first is not None]
-    errors = Counter(error for ok, _, error in outcomes if not ok)
-    return {"done": sum(ok for ok, _, _ in outcomes) / len(outcomes),
+    firsts = [first for ok, first, _, _ in outcomes if ok and first is not None]
+    overheads = [overhead for ok, _, _, overhead in outcomes if ok and overhead is not None]
+    errors = Counter(error for ok, _, error, _ in outcomes if not ok)
+    return {"done": sum(ok for ok, _, _, _ in outcomes) / len(outcomes),
+            "overhead": statistics.median(overheads) if overheads else None,
             "errors": ", ".join(f"{count}x {error}" for error, count in errors.most_common()),
             "p50": statistics.median(firsts) if firsts else float("nan"),
             "p99": percentile(firsts, 0.99) if firsts else float("nan"),
@@ -139,6 +153,8 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=30)
     parser.add_argument("--chunk-delay", type=float, default=0.02)
     parser.add_argument("--repeat", type=int, default=30, help="sequential answers at N=1")
+    parser.add_argument("--keys", choices=("on", "off"), default="on",
+                        help="client keys (and so the usage ledger) on or off")
     args = parser.parse_args()
 
     fake_port = free_port()
@@ -152,7 +168,8 @@ def main() -> None:
         "models": {"gpt-4o": {"routes": [{"to": "fake"}]}}}))
     service = ServerProcess.gunicorn({
         "UPSTREAMS_FILE": str(plan), "BENCH_UPSTREAM_KEY": UPSTREAM_KEY,
-        "API_KEYS": CLIENT_KEY, "RATE_LIMIT": "off", "RATE_LIMIT_IP": "off",
+        **({"API_KEYS": CLIENT_KEY} if args.keys == "on" else {}),
+        "RATE_LIMIT": "off", "RATE_LIMIT_IP": "off",
         "CACHE_DIR": str(Path(workdir, "cache")), "LOG_LEVEL": "warning",
         "RELAY_MODEL_DISCOVERY": "0",
         # Every bench client comes from 127.0.0.1: no per-address connection cap.
@@ -169,7 +186,8 @@ def main() -> None:
         asyncio.run(burst(service_port, relay_request, 4, 60))
         asyncio.run(burst(fake_port, direct_request, 4, 60))
         print(f"{args.words + 3} events per answer, {args.chunk_delay * 1000:.0f} ms apart; "
-              f"TTFB = first byte of the answer body; CPU = ms per answer")
+              f"TTFB = first byte of the answer body; CPU = ms per answer; client keys "
+              f"{args.keys}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
         print(f"{'N':>5} {'path':>7} {'done':>6} {'TTFB p50':>10} {'TTFB p99':>10} "
               f"{'service CPU':>12} {'fake CPU':>9}")
         for level in (int(value) for value in args.levels.split(",")):
@@ -186,7 +204,8 @@ def main() -> None:
             added = (relayed["p50"] - direct["p50"]) * 1000
             ratio = relayed["p50"] / direct["p50"]
             print(f"{level:>5} {'':>7} added TTFB p50 {added:+.2f} ms, ratio p50 {ratio:.2f}, "
-                  f"p99 {relayed['p99'] / direct['p99']:.2f}")
+                  f"p99 {relayed['p99'] / direct['p99']:.2f}; the service's own time before the "
+                  f"answer (x-chatgpt-web-overhead-ms) p50 {relayed['overhead'] or 0:.2f} ms")
             for path, result in (("direct", direct), ("relay", relayed)):
                 if result["errors"]:
                     print(f"{level:>5} {path:>7} failures: {result['errors']}")

@@ -306,6 +306,15 @@ class Config:
     # block (400 content_blocked), against MODERATION_WORDS_FILE (moderation.py).
     moderation: str = setting("MODERATION", one_of("off", "flag", "block"), "off")
     moderation_words_file: str | None = setting("MODERATION_WORDS_FILE", optional_text)
+    # Who judges: "words" (MODERATION_WORDS_FILE) or "relay" (/v1/moderations of the relay
+    # target of MODERATION_MODEL); unset: words when MODERATION_WORDS_FILE is set, else relay.
+    moderation_engine: str | None = setting("MODERATION_ENGINE", one_of("words", "relay"))
+    moderation_model: str = setting("MODERATION_MODEL", text, "omni-moderation-latest")
+    # When the relay's check itself fails: let the prompt through (allow) or refuse it (block).
+    moderation_on_error: str = setting("MODERATION_ON_ERROR", one_of("allow", "block"), "allow")
+    # Seconds a relay verdict is kept, under a keyed hash of the text (0: not kept).
+    moderation_cache_seconds: int = setting("MODERATION_CACHE_SECONDS", non_negative_int, 600)
+    moderation_timeout: float = setting("MODERATION_TIMEOUT", positive_float, 10.0)
     # Account health alerts (alerts.py): where to POST them, private URL prefixes allowed past
     # the SSRF guard, the fewest accounts in service before "few_healthy", seconds between looks.
     alert_webhook_url: str | None = setting("ALERT_WEBHOOK_URL", http_url, secret=True)
@@ -360,6 +369,9 @@ class Config:
     image_link_ttl: int = setting("IMAGE_LINK_TTL", positive_int, 3600)
     # Seconds one image turn may take, the wait for the drawn image included.
     image_timeout: float = setting("IMAGE_TIMEOUT", positive_float, 300.0)
+    # Origin the image links name (e.g. https://chat.example.com behind a TLS proxy); unset:
+    # the origin the request came to.
+    public_url: str | None = setting("PUBLIC_URL", http_url)
     # Largest generated file the service downloads from an account, in bytes (502 beyond).
     max_image_bytes: int = setting("MAX_IMAGE_BYTES", positive_int, 20 << 20)
     # --- slow clients (buffered_worker.py, the gunicorn worker) ---
@@ -445,9 +457,21 @@ class Config:
                                              or self.keys_file):
             found.append("CORS_ORIGINS=* needs API_KEYS or API_KEYS_FILE: without keys any web "
                          "page could use this service")
-        if self.moderation != "off" and not self.moderation_words_file:
+        if self.moderation != "off" and self.moderation_engine_name == "words" \
+                and not self.moderation_words_file:
             found.append(f"MODERATION={self.moderation} needs MODERATION_WORDS_FILE")
+        if self.moderation != "off" and self.moderation_engine_name == "relay" \
+                and not self.upstreams_file:
+            found.append(f"MODERATION={self.moderation} needs MODERATION_WORDS_FILE, or "
+                         "UPSTREAMS_FILE for MODERATION_ENGINE=relay")
         return found
+
+    @property
+    def moderation_engine_name(self) -> str:
+        """MODERATION_ENGINE, or its default: the word list when one is given, else the relay."""
+        if self.moderation_engine:
+            return self.moderation_engine
+        return "words" if self.moderation_words_file else "relay"
 
     def checked(self) -> Config:
         """This Config, if it has no problems. :raise ConfigError: all of them, one message."""

@@ -6,7 +6,9 @@ two instances counting one key never lose an update:
 
     totals:<key>:day:<YYYY-MM-DD>, totals:<key>:month:<YYYY-MM>
         {"requests": n, "tokens": n}: what the quotas read. A request counts when it is admitted
-        (so a quota of N lets exactly N through); its tokens when its answer is complete.
+        (so a quota of N lets exactly N through); its tokens when its answer is complete. The
+        requests of a key without quotas are counted in `<totals key>:count` instead (the
+        Store's atomic `hit`, no lock: nothing has to be checked first); readers add both.
     holds:<key>
         {hold id: [tokens, unix expiry]}: tokens held for answers in flight (token quotas only).
     ledger:<key>:<YYYY-MM-DD>
@@ -29,13 +31,16 @@ Days and months are UTC. No prompt, answer or address is ever recorded: only cou
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import secrets
+import threading
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 
-from .errors import RateLimited
+from .errors import RateLimited, ServiceUnavailable
 from .key_policy import PERIODS, QUOTA_KINDS, KeyPolicy
 from .metrics import KEY_REQUESTS, KEY_TOKENS
 from .store import Store
@@ -43,6 +48,7 @@ from .store import Store
 PREFIX = "usage:v1:"
 LOCK_TTL = 10.0  # seconds: a holder only reads and writes a few small records
 LOCK_WAIT = 15.0
+LOCAL_LOCKS = 64  # in-process queues, shared by key ids of the same hash
 # The official SDK waits at most 60 s for a Retry-After; past that, retrying only spends requests.
 SDK_RETRY_WAIT = 60
 NO_RETRY = {"x-should-retry": "false"}
@@ -75,15 +81,37 @@ class Ledger:
         self._clock = clock
         self.metrics_per_key = metrics_per_key
         self.hold_ttl = hold_ttl
+        self._local_locks = [threading.Lock() for _ in range(LOCAL_LOCKS)]
+        self._days_listed: set[tuple[str, str]] = set()  # (day, key) in that day's key list
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
 
-    def _lock(self, key_id: str):
-        return self.store.lock(f"{PREFIX}{key_id}", LOCK_TTL, LOCK_WAIT)
+    @contextlib.contextmanager
+    def _lock(self, key_id: str) -> Iterator[None]:
+        """The key's Store lock. The threads of this process queue for it here first: left to
+        the Store, each would poll it with growing pauses (up to 50 ms), so a burst of one key's
+        requests would sleep far past their turns."""
+        local = self._local_locks[zlib.crc32(key_id.encode()) % len(self._local_locks)]
+        if not local.acquire(timeout=LOCK_WAIT):
+            raise ServiceUnavailable("the usage ledger of this key is busy; try again shortly",
+                                     "store_lock_timeout")
+        try:
+            with self.store.lock(f"{PREFIX}{key_id}", LOCK_TTL, LOCK_WAIT):
+                yield
+        finally:
+            local.release()
 
     def _totals_key(self, key_id: str, moment: datetime, period: str) -> str:
         return f"{PREFIX}totals:{key_id}:{period}:{period_name(moment, period)}"
+
+    def _used(self, key_id: str, moment: datetime, period: str) -> dict:
+        """{"requests", "tokens"} of the key in the period holding `moment`: the totals plus
+        the requests counted without the lock (keys without quotas, see `admit`)."""
+        used = dict(self.store.get(self._totals_key(key_id, moment, period)) or {})
+        counted = self.store.get(self._totals_key(key_id, moment, period) + ":count")
+        used["requests"] = used.get("requests", 0) + (counted or 0)
+        return used
 
     def _add_totals(self, key_id: str, moment: datetime, requests: int, tokens: int) -> None:
         for period in PERIODS:
@@ -102,9 +130,16 @@ class Ledger:
         """
         now = self._now()
         quota = policy.quota if policy else {}
+        if not quota:
+            # Nothing to check: counted with the Store's atomic counter, without the key's lock,
+            # which a burst of one key's requests would otherwise queue on before their answers.
+            for period in PERIODS:
+                window = (period_reset(now, period) - now).total_seconds() + 86400
+                self.store.hit(self._totals_key(key_id, now, period) + ":count", window)
+            return
         with self._lock(key_id):
-            for period in PERIODS if quota else ():
-                used = self.store.get(self._totals_key(key_id, now, period)) or {}
+            for period in PERIODS:
+                used = self._used(key_id, now, period)
                 for kind in QUOTA_KINDS:
                     limit = quota.get((kind, period))
                     if limit is not None and used.get(kind, 0) >= limit:
@@ -221,7 +256,11 @@ class Ledger:
                 holds = self._live_holds(key_id)
                 if holds.pop(hold, None) is not None:
                     self._keep_holds(key_id, holds)
-        self.store.merge(f"{PREFIX}days:{day}", {key_id: 1}, expire=self.retention)
+        if (day, key_id) not in self._days_listed:  # once a day per process is enough
+            self.store.merge(f"{PREFIX}days:{day}", {key_id: 1}, expire=self.retention)
+            if len(self._days_listed) > 10000:
+                self._days_listed.clear()
+            self._days_listed.add((day, key_id))
         if self.metrics_per_key:
             KEY_REQUESTS.labels(key_id).inc(requests)
             KEY_TOKENS.labels(key_id, "prompt").inc(prompt_tokens)
@@ -235,7 +274,7 @@ class Ledger:
         held = sum(tokens for tokens, _ in self._live_holds(key_id).values())
         report = {}
         for period in PERIODS:
-            used = self.store.get(self._totals_key(key_id, now, period)) or {}
+            used = self._used(key_id, now, period)
             entry: dict = {"period": period_name(now, period),
                            "resets_at": period_reset(now, period).strftime("%Y-%m-%dT%H:%M:%SZ")}
             for kind in QUOTA_KINDS:

@@ -451,7 +451,7 @@ class AccountPool:
             if degraded:
                 flag["banner"] = banner
             self._update(account, downgraded=flag)
-        elif as_asked is not False:
+        else:
             # Cleared by an answer from the model asked, or, for a banner flag, by an answer
             # without the banner (an account asked only for "auto" would otherwise stay flagged).
             flagged = self.state(account).get("downgraded")

@@ -1,6 +1,7 @@
 """The long-lived objects one app shares between requests, built once from the Config."""
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -86,8 +87,20 @@ class Services:
 
     @property
     def moderator(self) -> Moderator | None:
-        """The prompt screen of MODERATION (None when off); reads MODERATION_WORDS_FILE."""
-        return self._once("moderator", lambda: Moderator.from_config(self.config))
+        """The prompt screen of MODERATION (None when off): reads MODERATION_WORDS_FILE, or asks
+        the relay's /v1/moderations (its verdicts kept in `store`)."""
+        return self._once("moderator", self._build_moderator)
+
+    def _build_moderator(self) -> Moderator | None:
+        if self.relay_plan is None:
+            return Moderator.from_config(self.config)
+        timeout = self.config.moderation_timeout
+        # Verdict cache keys are keyed with the relay's secrets: unguessable to a Store reader,
+        # the same on every worker and instance that shares the UPSTREAMS_FILE.
+        salt = hashlib.sha256("\0".join(self.relay_plan.secrets()).encode()).digest()
+        return Moderator.from_config(
+            self.config, ask=lambda body: self.relay.call("/moderations", body, timeout),
+            store=lambda: self.store, salt=salt)
 
     @property
     def alerts(self) -> AlertWatcher | None:

@@ -356,6 +356,30 @@ def test_byok_passes_the_callers_key_and_keeps_no_trace(fake_openai, tmp_path, c
         server.stop()
 
 
+def test_byok_callers_list_the_relay_models_without_a_chatgpt_token(fake_openai, tmp_path):
+    from chatgpt_web import create_app
+    from tests.service_fixtures import LiveServer
+    plan = tmp_path / "u.json"
+    plan.write_text(json.dumps({"upstreams": [upstream(fake_openai.base_url, "x")],
+                                "models": {"fast": {"routes": [{"to": "openai",
+                                                                "model": "gpt-4o-mini"}]}}}))
+    server = LiveServer(create_app({"UPSTREAMS_FILE": str(plan), "K_openai_0": "sk-fake-good-1",
+                                    "RELAY_BYOK": "on", "CACHE_DIR": str(tmp_path / "cache"),
+                                    "RELAY_MODEL_DISCOVERY": "0"}))
+    try:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="sk-fake-good-mine",
+                               max_retries=0)
+        listed = {model.id: model.owned_by for model in client.models.list()}
+        assert "fast" in listed and "gpt-4o-mini" in listed
+        assert set(listed.values()) == {"relay"}  # no web model: this caller has no account
+        assert client.models.retrieve("fast").id == "fast"
+        with pytest.raises(openai.NotFoundError):
+            client.models.retrieve("gpt-5")
+        assert fake_openai.requests == []  # listing asks no upstream
+    finally:
+        server.stop()
+
+
 # --- one model across the web pool and a relay upstream -----------------------------------------
 
 def test_web_accounts_first_and_the_relay_when_the_pool_rests(emulator, fake_openai, tmp_path,

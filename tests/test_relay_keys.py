@@ -201,3 +201,28 @@ def test_relay_answers_carry_their_overhead_and_are_counted_per_upstream(mixed, 
     assert attempts_counted(server, BOTH, "openai", "soft") == before_soft + 1
     metrics = httpx.get(server.url + "/metrics", headers={"Authorization": f"Bearer {BOTH}"}).text
     assert "sk-fake-good-1" not in metrics and fake_openai.url not in metrics
+
+
+def key_usage(server, key):
+    report = httpx.get(server.url + "/v1/key", headers={"Authorization": f"Bearer {key}"},
+                       timeout=30).json()
+    return report["usage"]["day"]["tokens"]
+
+
+def test_a_token_quota_holds_the_prompt_before_the_upstream_sees_it(mixed, fake_openai):
+    server = mixed([entry(BOTH, id="both", quota={"tokens": "60/day"})])
+    client = sdk(server, BOTH)
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(model="gpt-4o-mini", messages=[
+            {"role": "user", "content": "word " * 200}])
+    assert refused.value.code == "quota_exhausted"
+    assert fake_openai.requests == []
+    whole = client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+    tokens = key_usage(server, BOTH)
+    assert tokens["used"] == whole.usage.total_tokens and tokens["held"] == 0
+    # A stream that breaks never completes: its hold is given back, nothing is counted.
+    fake_openai.fault("sk-fake-good-1", "cut_after:2", times=1)
+    with pytest.raises(openai.APIError):
+        list(client.chat.completions.create(model="gpt-4o-mini", messages=HELLO, stream=True))
+    tokens = key_usage(server, BOTH)
+    assert tokens["used"] == whole.usage.total_tokens and tokens["held"] == 0

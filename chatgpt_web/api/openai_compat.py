@@ -46,7 +46,7 @@ from .chat_turns import (
 )
 from .credentials import Grant, authenticate, check_caller
 from .error_boundary import install_error_handlers, streamed_error
-from .image_turns import image_markdown, with_images
+from .image_turns import image_markdown, link_base, with_images
 from .openai_messages import messages_to_send, to_web_messages
 from .structured_output import OutputFormat
 from .tool_calls import Tools
@@ -284,7 +284,7 @@ def chat_completions():
         memory.remember(model.web_slug, (*messages, assistant_message(result)),
                         Place(completion.conversation_id, completion.message_id))
 
-    base = request.host_url.rstrip("/")
+    base = link_base(services)
 
     def drawn(completion: Completion) -> str:  # the images the model drew, as markdown links
         return image_markdown(services, grant, completion, base)
@@ -432,6 +432,9 @@ def list_models():
     caller's own account lists, when the caller brings an access token, or those the pooled
     accounts list, when the pool serves the caller)."""
     services = current()
+    if relay_requests.own_key(services) is not None:  # RELAY_BYOK: an upstream key, no account
+        return jsonify({"object": "list",
+                        "data": relay_requests.listed_models(services, set())})
     check_caller(services)  # an expired JWT, locally
     verify_bearer(services)  # any other token, with the backend (cached)
     extra = (services.config.default_model, *_account_slugs(services, _own_token(services)))
@@ -444,9 +447,14 @@ def list_models():
 def get_model(model_id: str):
     """One model object; 404 model_not_found for names the service does not accept."""
     services = current()
-    check_caller(services)
+    byok = relay_requests.own_key(services) is not None  # RELAY_BYOK: relay models only
+    if not byok:
+        check_caller(services)
     if relayed := relay_requests.find_model(services, model_id):
         return jsonify(relayed)
+    if byok:
+        raise NotFound(f"The model `{model_id}` does not exist or you do not have access to it.",
+                       "model_not_found", param="model")
     return jsonify(_resolve(services, model_id, _own_token(services)).to_dict())
 
 

@@ -21,7 +21,7 @@ import time
 
 from flask import request
 
-from .. import models
+from .. import models, usage
 from ..access import backend_refused, bearer, client_key, web_knows
 from ..errors import ApiError, BadRequest, NotFound, PayloadTooLarge, ServiceUnavailable
 from ..ledger import Ledger
@@ -106,18 +106,42 @@ def _texts(value, *, parts: bool) -> list[str]:
     return [item for item in value if isinstance(item, str)]  # token arrays carry no text
 
 
-def _recorder(ledger: Ledger, key_id: str, relay_request: RelayRequest):
-    """The callback that adds a complete relayed answer to its key's ledger and token quotas,
-    from the upstream's `usage` (counts only, no text)."""
-    def record(usage: dict | None) -> None:
-        usage = usage or {}
-        prompt = _count(usage, "prompt_tokens", "input_tokens")
-        completion = _count(usage, "completion_tokens", "output_tokens")
+class _Tally:
+    """One relayed answer's entry in its key's ledger (counts only, no text): with a token
+    quota, its prompt's tokens (counted here) and a completion reserve are held before it starts
+    (ledger.hold_tokens); once complete, the upstream's `usage` replaces the hold; an answer that
+    never completes gives the hold back."""
+
+    def __init__(self, ledger: Ledger, key_id: str, relay_request: RelayRequest):
+        self.ledger, self.key_id, self.model = ledger, key_id, relay_request.model
+        self.hold: str | None = None
+        self.settled = False
+
+    def take_hold(self, policy, texts: list[str]) -> None:
+        """:raise RateLimited: quota_exhausted, the prompt does not fit the token quota."""
+        if policy is not None and any(kind == "tokens" for kind, _ in policy.quota):
+            prompt = usage.count_text("\n".join(texts), self.model) if texts else 0
+            self.hold = self.ledger.hold_tokens(self.key_id, policy, prompt)
+
+    def record(self, answer_usage: dict | None) -> None:
+        self.settled = True
+        answer_usage = answer_usage or {}
+        prompt = _count(answer_usage, "prompt_tokens", "input_tokens")
+        completion = _count(answer_usage, "completion_tokens", "output_tokens")
         try:
-            ledger.record(key_id, relay_request.model, "relay", prompt, completion)
+            self.ledger.record(self.key_id, self.model, "relay", prompt, completion,
+                               hold=self.hold)
         except ApiError as error:  # the answer is already given: a ledger outage must not fail it
-            log.warning("usage of key %s not recorded (%s)", key_id, error.code)
-    return record
+            log.warning("usage of key %s not recorded (%s)", self.key_id, error.code)
+
+    def give_back(self) -> None:
+        if self.settled or self.hold is None:
+            return
+        self.settled = True
+        try:
+            self.ledger.drop_hold(self.key_id, self.hold)
+        except ApiError as error:  # the hold lapses by itself (ledger.hold_ttl)
+            log.warning("token hold of key %s not given back (%s)", self.key_id, error.code)
 
 
 def _count(usage: dict, *names: str) -> int:
@@ -137,11 +161,10 @@ def run(services: Services, relay_request: RelayRequest):
     key = client_key()
     if key is not None and key.policy is not None and not key.policy.allows_backend("relay"):
         raise backend_refused({"relay"})
+    texts = prompt_texts(relay_request.path, relay_request.json)
     moderator = services.moderator
     if moderator is not None and relay_request.path != "/moderations":
-        moderator.check(prompt_texts(relay_request.path, relay_request.json))
-    if key is not None:
-        relay_request.on_complete = _recorder(services.ledger, key.id, relay_request)
+        moderator.check(texts)
     relay_request.started = request.environ.get(ENVIRON_STARTED, time.monotonic())
     targets = relay.router.targets(relay_request.model)
     if targets is None or not any(not t.is_web for t in targets):
@@ -154,7 +177,18 @@ def run(services: Services, relay_request: RelayRequest):
     attempts = relay.router.attempts(relay_request.model, ordered)
     if relay_request.own_key is not None:
         attempts = _first_key_only(attempts)
-    return relay.relay.forward(relay_request, attempts, ordered)
+    if key is None:
+        return relay.relay.forward(relay_request, attempts, ordered)
+    tally = _Tally(services.ledger, key.id, relay_request)
+    tally.take_hold(key.policy, texts)
+    relay_request.on_complete, relay_request.on_broken = tally.record, tally.give_back
+    try:
+        response = relay.relay.forward(relay_request, attempts, ordered)
+    except BaseException:
+        tally.give_back()
+        raise
+    response.call_on_close(tally.give_back)  # a stream that broke or lost its caller
+    return response
 
 
 def _first_key_only(attempts):

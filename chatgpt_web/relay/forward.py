@@ -55,6 +55,8 @@ class RelayRequest:
     # Called once with the answer's `usage` object (None when the upstream gave none) when the
     # answer is complete, before its last bytes reach the caller (the usage ledger).
     on_complete: Callable[[dict | None], None] | None = None
+    # Called when a committed stream ends broken, before its error event goes out.
+    on_broken: Callable[[], None] | None = None
     # time.monotonic() when the service received the request (x-chatgpt-web-overhead-ms).
     started: float | None = None
 
@@ -115,10 +117,11 @@ class Relay:
                         total_timeout=max(0.001, deadline - time.monotonic()))
 
     # --- the loop ------------------------------------------------------------------------------
-    def forward(self, request: RelayRequest, attempts: Iterator[Attempt],
-                targets: list) -> Response:
-        """The caller's answer from the first key that serves. :raise ApiError: none did."""
-        deadline = time.monotonic() + self.timeouts.total
+    def forward(self, request: RelayRequest, attempts: Iterator[Attempt], targets: list,
+                timeout: float | None = None) -> Response:
+        """The caller's answer from the first key that serves, within RELAY_TOTAL_TIMEOUT (or
+        `timeout`, when shorter). :raise ApiError: none did."""
+        deadline = time.monotonic() + min(self.timeouts.total, timeout or self.timeouts.total)
         scrub = self._scrub_for(request)
         last: outcomes.Outcome | None = None
         tried = 0
@@ -271,6 +274,8 @@ class Relay:
         def broken(message: str, code: str) -> bytes:
             # The strike is recorded before the event goes out: the caller may act on it at once.
             RELAY_BROKEN_STREAMS.labels(attempt.upstream.name).inc()
+            if request.on_broken is not None:
+                request.on_broken()
             if request.own_key is None:
                 self.health.record(attempt.upstream.name, attempt.key.id,
                                    outcomes.Outcome(outcomes.SOFT, False, ApiError(message, code)))

@@ -11,9 +11,14 @@
 Records are changed with the Store's atomic `merge` (only the fields that change), strikes are
 counted with its atomic `hit`, and the single half-open trial is claimed with `hit` too, so two
 processes cannot both take it. A record holds an error code, never an upstream message.
+
+Each process keeps what it read for STATE_CACHE_SECONDS (one Store read saved per request): a
+change this process records is seen at once, another process's within that time (meanwhile a key
+another process just disabled may be tried once more, and fail over).
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -28,6 +33,7 @@ MAX_SOFT_COOLDOWN = 600.0
 MODEL_DENIAL = 3600.0
 DEFAULT_RATE_REST = 10.0
 HEALTHY = {"status": "healthy", "until": 0, "reason": None}
+STATE_CACHE_SECONDS = 1.0
 
 
 def _id(upstream: str, key: str) -> str:
@@ -37,14 +43,37 @@ def _id(upstream: str, key: str) -> str:
 class KeyHealth:
     """Reads and records the health of (upstream, key) pairs."""
 
-    def __init__(self, store: Store, recheck: float, clock: Callable[[], float] = time.time):
+    def __init__(self, store: Store, recheck: float, clock: Callable[[], float] = time.time,
+                 cache_seconds: float = STATE_CACHE_SECONDS):
         self.store = store
         self.recheck = recheck
         self._clock = clock
+        self.cache_seconds = cache_seconds
+        self._cached: dict[str, tuple[float, dict]] = {}  # ident -> (good until, state)
+        self._changes = 0  # bumped by every change this process makes
+        self._lock = threading.Lock()
 
-    def state(self, upstream: str, key: str) -> dict:
-        stored = self.store.get(PREFIX + "key:" + _id(upstream, key))
-        return {**HEALTHY, **(stored if isinstance(stored, dict) else {})}
+    def state(self, upstream: str, key: str, *, fresh: bool = False) -> dict:
+        """The key's record (read from the Store at most once per cache_seconds, unless
+        `fresh`: for a change made from it)."""
+        ident = _id(upstream, key)
+        now = time.monotonic()
+        cached = self._cached.get(ident)
+        if cached is not None and cached[0] > now and not fresh:
+            return cached[1]
+        changes = self._changes
+        stored = self.store.get(PREFIX + "key:" + ident)
+        state = {**HEALTHY, **(stored if isinstance(stored, dict) else {})}
+        with self._lock:
+            if changes == self._changes:  # no change of ours raced with this read
+                self._cached[ident] = (now + self.cache_seconds, state)
+        return state
+
+    def _changed(self, ident: str) -> None:
+        """Forget what was read of `ident` (after this process changed its record)."""
+        with self._lock:
+            self._changes += 1
+            self._cached.pop(ident, None)
 
     def usable(self, upstream: str, key: str, model: str | None) -> tuple[bool, dict]:
         """(may this key be tried now for `model`, its state). Takes the half-open trial of a
@@ -67,6 +96,13 @@ class KeyHealth:
     def record(self, upstream: str, key: str, outcome: outcomes.Outcome,
                model: str | None = None, state: dict | None = None) -> None:
         """Apply what an attempt's outcome says about the key."""
+        try:
+            self._record(upstream, key, outcome, model, state)
+        finally:
+            self._changed(_id(upstream, key))
+
+    def _record(self, upstream: str, key: str, outcome: outcomes.Outcome,
+                model: str | None, state: dict | None) -> None:
         ident = _id(upstream, key)
         now = self._clock()
         record_key = PREFIX + "key:" + ident
@@ -84,7 +120,8 @@ class KeyHealth:
             self.store.merge(record_key, {"status": "disabled", "until": now + self.recheck,
                                           "reason": outcome.reason or "refused"})
         elif outcome.kind == outcomes.MODEL and model:
-            denied = {m: t for m, t in self.state(upstream, key).get("denied", {}).items()
+            denied = {m: t for m, t in self.state(upstream, key, fresh=True).get("denied",
+                                                                                  {}).items()
                       if t > now}
             denied[model] = now + MODEL_DENIAL
             self.store.merge(record_key, {"denied": denied})
@@ -97,7 +134,7 @@ class KeyHealth:
             # Enough strikes: cool down, longer for each cool-down in a row; the strike window
             # starts over.
             self.store.delete(PREFIX + "strikes:" + ident)
-            cooldowns = int(self.state(upstream, key).get("cooldowns", 0))
+            cooldowns = int(self.state(upstream, key, fresh=True).get("cooldowns", 0))
             rest = min(SOFT_COOLDOWN * 2 ** cooldowns, MAX_SOFT_COOLDOWN)
             self.store.merge(record_key, {"status": "cooling", "until": now + rest,
                                           "reason": reason, "strikes": strikes,

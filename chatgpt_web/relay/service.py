@@ -1,12 +1,14 @@
 """The relay's long-lived parts for one app, built once from the Config and the Store."""
 from __future__ import annotations
 
+import json
 import threading
 
 from ..config import Config
+from ..errors import NotFound
 from ..store import Store
 from .discovery import Discovery
-from .forward import Relay, Timeouts
+from .forward import Relay, RelayRequest, Timeouts
 from .health import KeyHealth
 from .plan import RelayPlan
 from .routing import Router
@@ -41,6 +43,19 @@ class RelayService:
                 self._discovery = Discovery(self.plan, self._store,
                                             self.config.relay_model_discovery,
                                             self.config.relay_connect_timeout).start()
+
+    def call(self, path: str, body: dict, timeout: float) -> bytes:
+        """POST `body` to `path` of the relay targets of its model, for the service itself (the
+        moderation check): the answer's bytes. :raise ApiError: no target served in time."""
+        model = body["model"]
+        targets = self.router.targets(model)
+        if targets is None or all(target.is_web for target in targets):
+            raise NotFound(f"no relay upstream serves the model {model!r}", "model_not_found")
+        ordered = self.router.ordered(targets)
+        request = RelayRequest(path, json.dumps(body).encode(), "application/json", model,
+                               json=body)
+        return self.relay.forward(request, self.router.attempts(model, ordered), ordered,
+                                  timeout=timeout).get_data()
 
     def report(self) -> list[dict]:
         """/admin/upstreams: one row per upstream key (by id) with its health; never a key."""
