@@ -326,6 +326,62 @@ def test_in_poll_mode_the_answer_is_read_from_the_conversation(emulator):
     assert message["content"]["parts"] == ["Echo: poll me"]
 
 
+# --- the optional requests around a turn --------------------------------------------------------
+
+def conversation_id_of(response: requests.Response) -> str:
+    return next(e["conversation_id"] for e in events(response.content)
+                if isinstance(e, dict) and e.get("conversation_id"))
+
+
+def test_conversation_init_answers_the_detail_metadata_with_the_banner_when_degraded(emulator):
+    browser = Browser(emulator)
+    body = {"requested_default_model": None, "conversation_id": None,
+            "timezone_offset_min": -480, "conversation_origin": None}
+    plain = browser.post("/conversation/init", body)
+    assert plain.status_code == 200, plain.text
+    assert plain.json()["type"] == "conversation_detail_metadata"
+    assert plain.json()["banner_info"] is None and plain.json()["default_model_slug"] == "auto"
+    emulator.switches.degraded = True
+    banner = browser.post("/conversation/init", body).json()["banner_info"]
+    assert banner["name"] == "account_sharing_degrade"
+    anonymous = requests.post(emulator.url + "/backend-api/conversation/init", json=body)
+    assert anonymous.status_code == 401
+
+
+def test_stream_status_is_complete_after_a_turn_and_private_to_its_account(emulator):
+    browser = Browser(emulator)
+    conversation_id = conversation_id_of(browser.write(new_chat("status please")))
+    path = f"/backend-api/conversation/{conversation_id}/stream_status"
+    status = browser.session.get(emulator.url + path, headers=browser.headers())
+    assert status.status_code == 200 and status.json() == {"status": "COMPLETE"}
+    stranger = emulator.mint_access_token(email="someone-else@example.com")
+    other = requests.get(emulator.url + path, headers={"Authorization": f"Bearer {stranger}"})
+    assert other.status_code == 404
+
+
+def test_sentinel_ping_heartbeat_and_req_answer_like_the_site(emulator):
+    browser = Browser(emulator)
+    extra = base64.b64encode(json.dumps({"v": 1, "sequence_number": 0, "signals": {
+        "ping_source": "session_observer_background_submit"}}).encode()).decode()
+    ping = browser.post("/sentinel/ping", None, **{"OpenAI-Sentinel-Extra-Data": extra})
+    assert ping.status_code == 200 and ping.json() == {"status": "ok"}
+    garbled = browser.post("/sentinel/ping", None, **{"OpenAI-Sentinel-Extra-Data": "%%%"})
+    assert garbled.status_code == 400
+    assert browser.post("/sentinel/heartbeat", None).json() == {"status": "ok"}
+    req = browser.post("/sentinel/req", {"p": browser.p, "id": browser.device_id,
+                                         "flow": "chat"}).json()
+    assert req["flow"] == "chat" and req["token"].startswith("gAAAAAB")
+    assert req["expires_at"] > time.time()
+    assert browser.post("/sentinel/req", {"id": "no p"}).status_code == 422
+
+
+def test_the_cloudflare_trace_is_key_value_text(emulator):
+    trace = requests.get(emulator.url + "/cdn-cgi/trace", headers={"User-Agent": UA})
+    assert trace.status_code == 200 and trace.headers["content-type"].startswith("text/plain")
+    fields = dict(line.split("=", 1) for line in trace.text.splitlines())
+    assert fields["uag"] == UA and fields["visit_scheme"] == "http" and "ts" in fields
+
+
 # --- the 2024-only mirror ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("path", ["/sentinel/chat-requirements/prepare",

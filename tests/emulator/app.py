@@ -12,7 +12,7 @@ import uuid
 from flask import Blueprint, Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from . import account_check, backend, files, images, titles
+from . import account_check, backend, files, images, titles, turn_companions
 from .failures import json_response
 
 # Both conventions: the real path and the fakeopen-style `/api` proxies.
@@ -87,6 +87,10 @@ def create_emulator_app(emulator) -> Flask:
         # File uploads (files.py); the blob sink their upload URLs point at is below.
         app.register_blueprint(files.api, url_prefix=prefix,
                                name="files" + prefix.replace("/", "_").replace("-", "_"))
+        # The optional requests around a turn (turn_companions.py).
+        app.register_blueprint(turn_companions.api, url_prefix=prefix,
+                               name="turn_companions" + prefix.replace("/", "_").replace("-", "_"))
+    app.register_blueprint(turn_companions.site)
     app.register_blueprint(files.blobs)
     app.register_blueprint(home)
     app.register_blueprint(emulator.auth.blueprint())

@@ -353,17 +353,23 @@ def _server_metadata(turn: Turn) -> dict:
 
 
 def _conversation_detail(turn: Turn) -> dict:
+    return conversation_detail(turn.conversation_id, turn.degraded)
+
+
+def conversation_detail(conversation_id: str | None, degraded: bool) -> dict:
+    """The conversation_detail_metadata object: the stream's event, and conversation/init's
+    answer."""
     tomorrow = datetime.fromtimestamp(time.time() + 86400, UTC).isoformat()
     banner = {"name": "account_sharing_degrade",
               "title": "Your account is limited to a lighter model for now",
-              "resets_after": tomorrow} if turn.degraded else None
+              "resets_after": tomorrow} if degraded else None
     return {"type": "conversation_detail_metadata", "banner_info": banner,
             "blocked_features": [], "model_limits": [],
             "limits_progress": [{"feature_name": "file_upload", "remaining": 10,
                                  "reset_after": tomorrow}],
             "default_model_slug": "auto", "intended_default_model_slug": "auto",
             "atlas_mode_enabled": False, "file_attachment_limits": {"max_size_mb": 512},
-            "conversation_id": turn.conversation_id}
+            "conversation_id": conversation_id}
 
 
 def events_2026(turn: Turn, resume_token: str, words_per_delta: int = 1,
