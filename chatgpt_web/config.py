@@ -369,6 +369,9 @@ class Config:
     image_link_ttl: int = setting("IMAGE_LINK_TTL", positive_int, 3600)
     # Seconds one image turn may take, the wait for the drawn image included.
     image_timeout: float = setting("IMAGE_TIMEOUT", positive_float, 300.0)
+    # Origin the image links name (e.g. https://chat.example.com behind a TLS proxy); unset:
+    # the origin the request came to.
+    public_url: str | None = setting("PUBLIC_URL", http_url)
     # Largest generated file the service downloads from an account, in bytes (502 beyond).
     max_image_bytes: int = setting("MAX_IMAGE_BYTES", positive_int, 20 << 20)
     # --- slow clients (buffered_worker.py, the gunicorn worker) ---

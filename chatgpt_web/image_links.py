@@ -92,7 +92,8 @@ class ImageLinks:
         :raise Forbidden: invalid_signature (forged, altered or incomplete), link_expired.
         :raise NotFound: file_not_found (a well-formed link whose record is gone).
         """
-        if (not _ID.fullmatch(link_id) or not expires or not expires.isdigit()
+        if (not _ID.fullmatch(link_id) or not expires or not expires.isascii()
+                or not expires.isdigit()
                 or len(expires) > 12 or not isinstance(signature, str)
                 or not hmac.compare_digest(signature.encode(),
                                            self._signature(link_id, int(expires)).encode())):

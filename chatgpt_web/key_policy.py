@@ -27,8 +27,8 @@ PERIODS = ("day", "month")
 QUOTA_KINDS = ("requests", "tokens")
 FIELDS = ("id", "hash", "label", "expires_at", "disabled", "models", "backends", "ips", "rate",
           "concurrency", "quota", "created_at")
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_QUOTA = re.compile(r"^\s*(\d+)\s*/\s*(day|month)\s*$", re.IGNORECASE)
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # \Z: "$" takes a final newline
+_QUOTA = re.compile(r"^\s*(\d{1,15})\s*/\s*(day|month)\s*$", re.IGNORECASE)
 MAX_LIST = 200
 
 
@@ -164,12 +164,14 @@ def _expiry(value: object) -> datetime | None:
     if value is None:
         return None
     try:
-        moment = datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        moment = None
-    if moment is None:
-        raise PolicyError("'expires_at' must be an ISO 8601 time such as 2027-01-01T00:00:00Z")
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        if not isinstance(value, str):
+            raise ValueError
+        moment = datetime.fromisoformat(value)
+        # astimezone overflows for an offset that moves year 1 or 9999 out of range
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise PolicyError("'expires_at' must be an ISO 8601 time such as "
+                          "2027-01-01T00:00:00Z") from None
 
 
 def _flag(value: object, name: str) -> bool:

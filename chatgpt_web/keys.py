@@ -93,7 +93,8 @@ class KeyBook:
             if key_id in self.file_policies:
                 raise Conflict(f"key {key_id!r} comes from KEYS_FILE: change it there",
                                "key_read_only")
-            raise NotFound(f"no client key has the id {key_id!r}", "key_not_found")
+            shown = key_id if len(key_id) <= 64 else key_id[:64] + "..."  # ids are at most 64
+            raise NotFound(f"no client key has the id {shown!r}", "key_not_found")
         return policy
 
     def get(self, key_id: str) -> KeyPolicy:

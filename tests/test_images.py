@@ -86,6 +86,15 @@ def emulator_owner(emulator, token: str) -> str:
     return tokens.user_id(tokens.verify(emulator.secret, token))
 
 
+def test_links_name_public_url_when_it_is_set(live_service_factory, emulator, token):
+    service = live_service_factory(PUBLIC_URL="https://chat.example.com/")
+    with openai.OpenAI(base_url=service.url + "/v1", api_key=token, max_retries=0,
+                       timeout=60) as client:
+        url = client.images.generate(model="dall-e-3", prompt="p").data[0].url
+    assert url.startswith("https://chat.example.com/v1/files/img-")
+    assert [get(service.url + url[len("https://chat.example.com"):]).content] == drawn(emulator)
+
+
 def test_dall_e_answers_links_and_gpt_image_base64_by_default(sdk, emulator):
     assert sdk.images.generate(model="dall-e-3", prompt="p").data[0].url
     assert sdk.images.generate(model="gpt-image-1", prompt="p").data[0].b64_json

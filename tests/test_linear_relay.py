@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from chatgpt_web import models
 from chatgpt_web.answers import Answer
+from chatgpt_web.api.answer_limits import AnswerCutter
 from chatgpt_web.api.chat_turns import TurnSpec
 from chatgpt_web.api.openai_compat import _Reply, _StreamedChoice
 from chatgpt_web.upstream.stream import Completion, TextDelta
@@ -37,3 +38,14 @@ def test_a_long_streamed_chat_completion_does_not_rebuild_its_text_at_every_piec
     assert choice.output_text == text and len(chunks) == len(pieces) + 1
     # Appending piece by piece would have copied about 4000^2 / 2 x 6 = 48 million characters.
     assert CopyCount.characters <= len(text)
+
+
+def test_cutting_a_long_answer_at_a_stop_sequence_searches_only_what_is_new():
+    pieces = [Piece(f" w{i}") for i in range(4000)] + [Piece(" END and more")]
+    cutter = AnswerCutter(stops=("END",))
+    CopyCount.characters = 0
+    given = "".join(cutter.feed(piece) for piece in pieces)
+    assert given == "".join(pieces).split(" END")[0] + " " and cutter.finish_reason == "stop"
+    # Only the held-back tail (shorter than the longest stop) is ever added to: about 2 x 4000.
+    # Growing the whole text piece by piece would have copied about 4000^2 / 2 x 6 characters.
+    assert CopyCount.characters <= len(pieces) * len("END")

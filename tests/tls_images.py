@@ -47,9 +47,11 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 class ImageServer:
     """Serves `images` ({path: (content type, body)}) over TLS on 127.0.0.1."""
 
-    def __init__(self, directory: Path, images: dict[str, tuple[str, bytes]]):
+    def __init__(self, directory: Path, images: dict[str, tuple[str, bytes]],
+                 redirects: dict[str, str] | None = None):
         self.cert_file, key_file = self_signed(directory)
         self.images = images
+        self.redirects = redirects or {}  # {path: Location sent as is}
         self.requests: list[str] = []
         server = self
 
@@ -63,6 +65,8 @@ class ImageServer:
                     return self._redirect(f"https://localhost:{server.port}/cat.png")
                 if self.path == "/to-cat":
                     return self._redirect("/cat.png")
+                if self.path in server.redirects:
+                    return self._redirect(server.redirects[self.path])
                 found = server.images.get(self.path)
                 if found is None:
                     self.send_response(404)

@@ -44,17 +44,31 @@ def token_limit(body: dict, names=("max_completion_tokens", "max_tokens")) -> in
 
 
 class AnswerCutter:
-    """Cuts a streamed answer at a stop sequence or a token count (see the module doc)."""
+    """Cuts a streamed answer at a stop sequence or a token count (see the module doc).
+
+    Each piece costs work in proportion to its length for stop sequences: the text received is
+    kept as pieces (joined only to count tokens), and a stop sequence not found before must end in
+    the new piece, so only the held-back text and the new piece are searched.
+    """
 
     def __init__(self, stops: tuple[str, ...] = (), max_tokens: int | None = None,
                  count_tokens: Callable[[str], int] = len):
         self.stops = stops
         self.max_tokens = max_tokens
         self.count_tokens = count_tokens
-        self.text = ""          # everything received
-        self.sent = 0           # characters of `text` given out
+        self._pieces: list[str] = []  # everything received
+        self._length = 0
+        self._unsent = ""       # text[sent:], the part not given out yet
+        self.sent = 0           # characters of the text given out
         self.finish_reason: str | None = None  # "stop" or "length" once cut
         self._hold = max((len(stop) for stop in stops), default=1) - 1
+
+    @property
+    def text(self) -> str:
+        """Everything received."""
+        if len(self._pieces) > 1:
+            self._pieces = ["".join(self._pieces)]
+        return self._pieces[0] if self._pieces else ""
 
     @property
     def active(self) -> bool:
@@ -68,8 +82,12 @@ class AnswerCutter:
         """Take the next piece; return the text that may be sent now ("" once done)."""
         if self.done:
             return ""
-        self.text += piece
-        end = len(self.text)
+        self._pieces.append(piece)
+        self._length += len(piece)
+        # What is unsent is at most the held-back tail, where a stop may begin: search only
+        # there and in the new piece (nothing earlier held one).
+        self._unsent += piece
+        end = self._length
         cut = self._stop_at()
         if cut is not None:
             end, self.finish_reason = cut, "stop"
@@ -83,24 +101,26 @@ class AnswerCutter:
 
     def finish(self) -> str:
         """The answer ended: the text still held back."""
-        return "" if self.done else self._give(len(self.text))
+        return "" if self.done else self._give(self._length)
 
     def _give(self, end: int) -> str:
-        out = self.text[self.sent:end]
-        self.sent = max(self.sent, end)
+        count = max(0, end - self.sent)
+        out, self._unsent = self._unsent[:count], self._unsent[count:]
+        self.sent += count
         return out
 
     def _stop_at(self) -> int | None:
-        found = [self.text.find(stop) for stop in self.stops]
+        found = [self._unsent.find(stop) for stop in self.stops]
         found = [index for index in found if index >= 0]
-        return min(found) if found else None
+        return self.sent + min(found) if found else None
 
     def _token_cut(self, end: int) -> int:
         """The longest prefix of text[:end] within max_tokens tokens (binary search)."""
+        text = self.text
         low, high = 0, end
         while low < high:
             middle = (low + high + 1) // 2
-            if self.count_tokens(self.text[:middle]) <= self.max_tokens:
+            if self.count_tokens(text[:middle]) <= self.max_tokens:
                 low = middle
             else:
                 high = middle - 1

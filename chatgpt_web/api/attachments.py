@@ -106,7 +106,11 @@ def _clean_name(name: str | None) -> str | None:
         return None
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch for ch in name if ch.isprintable()).strip()
-    return name[:MAX_NAME] or None
+    if len(name) > MAX_NAME:  # shortened from the middle: the extension tells the type
+        stem, dot, extension = name.rpartition(".")
+        extension = dot + extension[:16] if dot else ""
+        name = name[:MAX_NAME - len(extension)] + extension
+    return name or None
 
 
 @dataclass(frozen=True)
@@ -247,7 +251,7 @@ def fetch(ref: FileRef, rules: FileRules,
             try:
                 location = response.headers.get("Location")
                 if response.status_code in (301, 302, 303, 307, 308) and location:
-                    url = urljoin(url, location)
+                    url = _redirect_target(url, location, ref.param)
                     continue
                 if response.status_code != 200:
                     raise BadRequest(f"image_url answered HTTP {response.status_code}",
@@ -265,6 +269,15 @@ def fetch(ref: FileRef, rules: FileRules,
                 response.close()
     raise BadRequest(f"image_url redirected more than {MAX_REDIRECTS} times",
                      "image_url_not_allowed", param=ref.param)
+
+
+def _redirect_target(url: str, location: str, param: str) -> str:
+    """The absolute URL a Location header names (the guard checks it before it is fetched)."""
+    try:
+        return urljoin(url, location)
+    except ValueError:  # unbalanced IPv6 brackets
+        raise BadRequest("image_url redirected to a malformed URL", "invalid_image_url",
+                         param=param) from None
 
 
 def _read_capped(response, max_bytes: int, deadline: float, param: str) -> bytes:

@@ -8,6 +8,8 @@ chat UIs show what the model drew.
 """
 from __future__ import annotations
 
+from flask import request
+
 from ..errors import NotFound, UpstreamError
 from ..image_links import ImageSource
 from ..services import Services
@@ -75,6 +77,11 @@ def image_markdown(services: Services, grant: Grant, completion: Completion, bas
     links = [f"![image]({base}{services.image_links.issue(source_of(grant, completion, p))})"
              for p in completion.images]
     return "\n\n".join(links)
+
+
+def link_base(services: Services) -> str:
+    """The origin image links name: PUBLIC_URL, else the one the current request came to."""
+    return services.config.public_url or request.host_url.rstrip("/")
 
 
 def with_images(text: str, drawn: str) -> str:

@@ -28,7 +28,7 @@ from ..services import current
 from . import relay_requests
 from .credentials import authenticate
 from .error_boundary import install_error_handlers
-from .image_turns import draw, fetch, source_of
+from .image_turns import draw, fetch, link_base, source_of
 from .openai_compat import error_body
 
 blueprint = Blueprint("images", __name__, url_prefix="/v1")
@@ -116,7 +116,7 @@ def generations():
         if response_format == "b64_json":
             item["b64_json"] = base64.b64encode(fetch(services, source).data).decode()
         else:
-            item["url"] = request.host_url.rstrip("/") + services.image_links.issue(source)
+            item["url"] = link_base(services) + services.image_links.issue(source)
         data.append(item)
     return jsonify({"created": created, "data": data})
 

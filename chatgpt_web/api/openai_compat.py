@@ -46,7 +46,7 @@ from .chat_turns import (
 )
 from .credentials import Grant, authenticate, check_caller
 from .error_boundary import install_error_handlers, streamed_error
-from .image_turns import image_markdown, with_images
+from .image_turns import image_markdown, link_base, with_images
 from .openai_messages import messages_to_send, to_web_messages
 from .structured_output import OutputFormat
 from .tool_calls import Tools
@@ -284,7 +284,7 @@ def chat_completions():
         memory.remember(model.web_slug, (*messages, assistant_message(result)),
                         Place(completion.conversation_id, completion.message_id))
 
-    base = request.host_url.rstrip("/")
+    base = link_base(services)
 
     def drawn(completion: Completion) -> str:  # the images the model drew, as markdown links
         return image_markdown(services, grant, completion, base)

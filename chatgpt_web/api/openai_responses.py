@@ -41,7 +41,7 @@ from .chat_memory import caller_scope
 from .chat_turns import TurnResult, TurnSpec, finish_reason_of, finish_turn, start_turn
 from .credentials import Grant, authenticate, check_caller
 from .error_boundary import as_api_error, install_error_handlers
-from .image_turns import image_markdown, with_images
+from .image_turns import image_markdown, link_base, with_images
 from .openai_compat import error_body, no_retry_after_deadline
 from .openai_messages import to_web_messages
 from .structured_output import OutputFormat
@@ -276,7 +276,7 @@ def create_response():
                 "created_at": response.created_at, "status": response.status_of(result),
                 "previous_response_id": previous_id}, expire=KEEP_SECONDS)
 
-    base = request.host_url.rstrip("/")
+    base = link_base(services)
 
     def drawn(completion) -> str:  # the images the model drew, as markdown links
         return image_markdown(services, grant, completion, base)

@@ -20,7 +20,7 @@ from . import attachments, sse
 from . import fields as f
 from .credentials import Grant
 from .error_boundary import streamed_error
-from .image_turns import image_markdown, with_images
+from .image_turns import image_markdown, link_base, with_images
 from .intake import client_gone
 
 blueprint = Blueprint("primary", __name__)
@@ -157,7 +157,7 @@ def send_message():
         timeout=timeout_ms / 1000 if timeout_ms else config.request_timeout,
     )
     answer = grant.start_answer(services.conversations, turn)
-    base = request.host_url.rstrip("/")
+    base = link_base(services)
 
     def drawn(completion: Completion) -> str:
         return image_markdown(services, grant, completion, base)
