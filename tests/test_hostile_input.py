@@ -440,3 +440,22 @@ def test_a_form_file_with_a_huge_name_keeps_its_extension(call):
         ("file", ("f" * 100_000 + ".txt", b"form text, its own bytes\n", "text/plain"))])
     assert response.status_code == 200, response.text
     assert "f" * 196 + ".txt text/plain" in response.json()["text"]
+
+
+# --- what the account's blob store answers is bounded too ----------------------------------------
+
+@pytest.mark.parametrize("error_bytes, code", [
+    (100, "upstream_error"),
+    # regression: the whole answer was read into memory before the first 256 kB were kept
+    (2_000_000, "upstream_bad_answer"),
+])
+def test_a_blob_store_refusal_is_read_only_up_to_its_bound(live_service, token, emulator,
+                                                           error_bytes, code):
+    emulator.files.blob_error_bytes = error_bytes
+    response = requests.post(live_service.url + "/v1/chat/completions", timeout=TIMEOUT,
+                             headers={"Authorization": f"Bearer {token}"}, json={
+                                 "model": "gpt-4o", "messages": [{"role": "user", "content": [
+                                     {"type": "file", "file": {"file_data": b64(TEXT),
+                                                               "filename": "a.txt"}}]}]})
+    assert openai_error(response, 502, code)
+    assert token not in response.text and emulator.url not in response.text

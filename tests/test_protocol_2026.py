@@ -288,11 +288,13 @@ def test_two_instances_visiting_a_new_account_at_once_agree_on_its_device(kind, 
     upstream = from_base_url(emulator.url)
     access_token = emulator.mint_access_token(email="new@example.com")
     devices = [None, None]
+    # Both stores opened here: fixtures are not for other threads to request.
+    stores = [open_store(), open_store()]
 
     def visit(n):
         with new_session(config) as session:
-            devices[n] = Bootstrap(open_store()).visit(session, upstream, access_token,
-                                                      30).device_id
+            devices[n] = Bootstrap(stores[n]).visit(session, upstream, access_token,
+                                                    30).device_id
 
     threads = [threading.Thread(target=visit, args=(n,)) for n in range(2)]
     for thread in threads:

@@ -223,10 +223,13 @@ class Uploader:
     def _put(session, url: str, headers: dict, attachment: Attachment, deadline: float) -> None:
         with upstream_errors("file upload: blob"), timed_upstream("file_upload"):
             response = session.put(url, data=attachment.data, headers=headers,
-                                   timeout=_remaining(deadline))
-        if not 200 <= response.status_code < 300:
-            raise from_upstream(response.status_code, response.content[:MAX_ANSWER_BYTES],
-                                response.headers)
+                                   timeout=_remaining(deadline), stream=True)
+        try:  # streamed: the blob store's answer is read only up to MAX_ANSWER_BYTES
+            if not 200 <= response.status_code < 300:
+                raise from_upstream(response.status_code,
+                                    _bounded(response, "file upload: blob"), response.headers)
+        finally:
+            response.close()
 
     # --- the account's accepted types ------------------------------------------------------
     def _check_type(self, session, upstream: Upstream, headers: dict, account: str,

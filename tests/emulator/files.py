@@ -75,6 +75,8 @@ class FileStore:
         self.fail_processing = False
         # Upload URLs point at this origin instead of the emulator's own (an off-site blob store).
         self.upload_origin: str | None = None
+        # The blob sink refuses every PUT with 500 and a body of this many bytes.
+        self.blob_error_bytes: int | None = None
 
     def clear(self) -> None:
         with self._lock:
@@ -165,7 +167,11 @@ def create_file():
 
 @blobs.put("/blob/<file_id>")
 def put_blob(file_id: str):
-    stored = _emulator().files.get(file_id)
+    files = _emulator().files
+    if files.blob_error_bytes is not None:
+        return Response(b"<Error>" + b"x" * files.blob_error_bytes, 500,
+                        content_type="application/xml")
+    stored = files.get(file_id)
     if stored is None or request.args.get("sig") != stored.signature:
         return Response("<Error><Code>AuthenticationFailed</Code></Error>", 403,
                         content_type="application/xml")
