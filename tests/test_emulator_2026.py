@@ -359,7 +359,7 @@ def test_stream_status_is_complete_after_a_turn_and_private_to_its_account(emula
     assert other.status_code == 404
 
 
-def test_sentinel_ping_heartbeat_and_req_answer_like_the_site(emulator):
+def test_sentinel_ping_and_heartbeat_answer_like_the_site(emulator):
     browser = Browser(emulator)
     extra = base64.b64encode(json.dumps({"v": 1, "sequence_number": 0, "signals": {
         "ping_source": "session_observer_background_submit"}}).encode()).decode()
@@ -368,11 +368,6 @@ def test_sentinel_ping_heartbeat_and_req_answer_like_the_site(emulator):
     garbled = browser.post("/sentinel/ping", None, **{"OpenAI-Sentinel-Extra-Data": "%%%"})
     assert garbled.status_code == 400
     assert browser.post("/sentinel/heartbeat", None).json() == {"status": "ok"}
-    req = browser.post("/sentinel/req", {"p": browser.p, "id": browser.device_id,
-                                         "flow": "chat"}).json()
-    assert req["flow"] == "chat" and req["token"].startswith("gAAAAAB")
-    assert req["expires_at"] > time.time()
-    assert browser.post("/sentinel/req", {"id": "no p"}).status_code == 422
 
 
 def test_the_cloudflare_trace_is_key_value_text(emulator):

@@ -6,18 +6,16 @@
       -> {"status": "COMPLETE"} once the assistant's last message is finished, else IN_PROGRESS
     POST /sentinel/ping, /sentinel/heartbeat -> {"status": "ok"} (telemetry; ping's
       OpenAI-Sentinel-Extra-Data header, when sent, must be base64 of a JSON object, else 400)
-    POST /sentinel/req {p, id, flow} -> {token, flow, expires_at} (the browser calls it; its
-      token is not one of the write's sentinel headers)
     GET  /cdn-cgi/trace (site root) -> Cloudflare's key=value text
 
-All but the trace need the bearer token, as the real backend does.
+All but the trace need the bearer token, as the real backend does. (`/sentinel/req` is the
+sign-in's, served by the auth emulator.)
 """
 from __future__ import annotations
 
 import base64
 import binascii
 import json
-import secrets
 import time
 
 from flask import Blueprint, Response, abort, current_app, request
@@ -73,17 +71,6 @@ def sentinel_ping():
 def sentinel_heartbeat():
     backend._account()
     return json_response(200, {"status": "ok"})
-
-
-@api.post("/sentinel/req")
-def sentinel_req():
-    backend._account()
-    body = request.get_json(force=True, silent=True)
-    if not isinstance(body, dict) or not isinstance(body.get("p"), str):
-        abort(json_response(422, {"detail": "p is required"}))
-    flow = body.get("flow") if isinstance(body.get("flow"), str) else "chat"
-    return json_response(200, {"token": "gAAAAAB" + secrets.token_urlsafe(48), "flow": flow,
-                               "expires_at": int(time.time()) + 540})
 
 
 @site.get("/cdn-cgi/trace")
