@@ -89,6 +89,19 @@ def device_id(access_token: str) -> str:
     return str(uuid.uuid5(_DEVICE_NAMESPACE, account_key(access_token)))
 
 
+def api_headers(access_token: str, upstream: Upstream) -> dict[str, str]:
+    """The headers of a plain JSON call to the backend API outside a turn (history, downloads):
+    the account's bearer and derived device id, and the site as origin."""
+    return {
+        "Accept": "application/json",
+        "Authorization": f"Bearer {access_token}",
+        "Oai-Device-Id": device_id(access_token),
+        "Oai-Language": "en-US",
+        "Origin": upstream.origin,
+        "Referer": upstream.origin + "/",
+    }
+
+
 def account_key(access_token: str) -> str:
     """A store key for the account behind a token: a hash of its user id (which stays the same
     across token renewals), or of the token itself when it carries none."""

@@ -24,7 +24,7 @@ from ..config import Config
 from ..errors import UpstreamError, UpstreamTimeout
 from ..metrics import timed_upstream
 from ..transport import new_session, upstream_errors
-from .bootstrap import device_id
+from .bootstrap import api_headers
 from .endpoints import Upstream
 from .errors import from_upstream
 
@@ -85,14 +85,7 @@ class DownloadClient:
         """The file's bytes. :raise ApiError: the upstream refused (its status, translated), the
         file is larger than `max_bytes` (502 upstream_bad_answer), or time ran out (504)."""
         deadline = time.monotonic() + timeout
-        headers = {
-            "Accept": "application/json",
-            "Authorization": f"Bearer {access_token}",
-            "Oai-Device-Id": device_id(access_token),
-            "Oai-Language": "en-US",
-            "Origin": upstream.origin,
-            "Referer": upstream.origin + "/",
-        }
+        headers = api_headers(access_token, upstream)
         if pointer.scheme == "sediment":
             path = (f"/files/download/{pointer.file_id}?conversation_id="
                     f"{quote(conversation_id or '', safe='')}&inline=false")

@@ -20,7 +20,7 @@ from ..config import Config
 from ..errors import UpstreamError
 from ..metrics import timed_upstream
 from ..transport import new_session, upstream_errors
-from .bootstrap import device_id
+from .bootstrap import api_headers
 from .endpoints import Upstream
 from .errors import from_upstream
 
@@ -76,14 +76,7 @@ class HistoryClient:
 
     def _call(self, method: str, access_token: str, upstream: Upstream, path: str,
               body: dict | None = None) -> dict:
-        headers = {
-            "Accept": "application/json",
-            "Authorization": f"Bearer {access_token}",
-            "Oai-Device-Id": device_id(access_token),
-            "Oai-Language": "en-US",
-            "Origin": upstream.origin,
-            "Referer": upstream.origin + "/",
-        }
+        headers = api_headers(access_token, upstream)
         with new_session(self.config, resolve=upstream.resolve) as session:
             with upstream_errors("conversation history"), timed_upstream("history"):
                 response = session.request(method, upstream.url(path), json=body,

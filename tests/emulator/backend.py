@@ -18,7 +18,7 @@ from pathlib import Path
 
 from flask import Blueprint, Response, abort, current_app, request
 
-from . import files, images, sentinel, streams, tokens, turns
+from . import bearer, files, images, sentinel, streams, tokens, turns
 from .failures import FAILURES, detail_error, json_response
 
 blueprint = Blueprint("backend", __name__)
@@ -59,17 +59,7 @@ def _injected_failure():
     return None
 
 
-def _account() -> str:
-    """The user id of the bearer token, or abort 401 as the real backend does."""
-    emulator = _emulator()
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    try:
-        if scheme.lower() != "bearer" or not token.strip():
-            raise tokens.TokenRejected("invalid_token", "no bearer token")
-        claims = tokens.verify(emulator.secret, token.strip())
-    except tokens.TokenRejected as rejected:
-        abort(FAILURES[rejected.code](emulator.switches))
-    return tokens.user_id(claims)
+_account = bearer.account  # the views below and beside this module (titles.py...) use this name
 
 
 def _sentinel_refusal(code: str, message: str):

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 from flask import Blueprint, Response, abort, current_app, request
 
-from . import tokens
-from .failures import FAILURES, json_response
+from . import bearer
+from .failures import json_response
 
 MAX_FILE_BYTES = 64 << 20
 USE_CASES = ("multimodal", "my_files", "ace_upload", "profile_picture")
@@ -123,18 +123,6 @@ def _emulator():
     return current_app.extensions["emulator"]
 
 
-def _account() -> str:
-    """The user id of the bearer token, or abort 401 as the rest of the API does."""
-    emulator = _emulator()
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    try:
-        if scheme.lower() != "bearer" or not token.strip():
-            raise tokens.TokenRejected("invalid_token", "no bearer token")
-        return tokens.user_id(tokens.verify(emulator.secret, token.strip()))
-    except tokens.TokenRejected as rejected:
-        abort(FAILURES[rejected.code](emulator.switches))
-
-
 def _owned(file_id: str, owner: str) -> StoredFile:
     stored = _emulator().files.get(file_id)
     if stored is None or stored.owner != owner:
@@ -144,7 +132,7 @@ def _owned(file_id: str, owner: str) -> StoredFile:
 
 @api.post("/files")
 def create_file():
-    owner = _account()
+    owner = bearer.account()
     body = request.get_json(force=True, silent=True)
     if not isinstance(body, dict):
         abort(json_response(400, {"detail": "the body must be a JSON object"}))
@@ -189,7 +177,7 @@ def put_blob(file_id: str):
 
 @api.post("/files/<file_id>/uploaded")
 def confirm_upload(file_id: str):
-    stored = _owned(file_id, _account())
+    stored = _owned(file_id, bearer.account())
     if stored.data is None:
         abort(json_response(400, {"detail": "File upload has not completed"}))
     stored.confirmed = True
@@ -201,7 +189,7 @@ def process_upload_stream():
     emulator = _emulator()
     if emulator.switches.dialect != "2026":
         abort(json_response(404, {"detail": "Not Found"}))
-    owner = _account()
+    owner = bearer.account()
     body = request.get_json(force=True, silent=True)
     file_id = body.get("file_id") if isinstance(body, dict) else None
     stored = _owned(file_id if isinstance(file_id, str) else "", owner)

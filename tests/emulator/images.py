@@ -35,9 +35,9 @@ from dataclasses import dataclass
 
 from flask import Blueprint, Response, current_app, request
 
-from . import streams, tokens, turns
+from . import bearer, streams, turns
 from .conversations import make_message, message_text
-from .failures import FAILURES, json_response
+from .failures import json_response
 
 blueprint = Blueprint("images", __name__)
 
@@ -223,17 +223,6 @@ def _emulator():
     return current_app.extensions["emulator"]
 
 
-def _owner() -> str:
-    emulator = _emulator()
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    try:
-        if scheme.lower() != "bearer" or not token.strip():
-            raise tokens.TokenRejected("invalid_token", "no bearer token")
-        return tokens.user_id(tokens.verify(emulator.secret, token.strip()))
-    except tokens.TokenRejected as rejected:
-        return FAILURES[rejected.code](emulator.switches)
-
-
 def _signature(file_id: str, stamp: str) -> str:
     return hmac.new(_emulator().secret, f"estuary:{file_id}:{stamp}".encode(),
                     hashlib.sha256).hexdigest()
@@ -253,9 +242,7 @@ def _not_found() -> Response:
 
 
 def _owned(file_id: str, scheme: str):
-    owner = _owner()
-    if isinstance(owner, Response):
-        return owner
+    owner = bearer.account()
     found = _emulator().images.get(file_id)
     if found is None or found.owner != owner or found.scheme != scheme:
         return _not_found()
@@ -283,9 +270,7 @@ def legacy_download(file_id: str):
 
 @blueprint.get("/estuary/content")
 def estuary_content():
-    owner = _owner()
-    if isinstance(owner, Response):
-        return owner
+    owner = bearer.account()
     file_id, stamp = request.args.get("id", ""), request.args.get("ts", "")
     found = _emulator().images.get(file_id)
     if (found is None or found.owner != owner or not stamp.isdigit()
