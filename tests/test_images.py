@@ -137,6 +137,8 @@ def test_the_image_is_found_by_polling_when_the_resume_fails(sdk, emulator):
     ({"model": "gpt-image-1", "prompt": "p", "size": "3x3"}, "size"),
     ({"model": "gpt-image-1", "prompt": "p", "response_format": "png"}, "response_format"),
     ({"model": "gpt-image-1", "prompt": "p", "stream": True}, "stream"),
+    # A string is not a boolean: "true" was taken as "not streamed".
+    ({"model": "gpt-image-1", "prompt": "p", "stream": "true"}, "stream"),
 ])
 def test_bad_parameters_are_400_before_any_turn(sdk, emulator, body, param):
     with pytest.raises(openai.BadRequestError) as raised:

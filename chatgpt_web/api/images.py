@@ -104,7 +104,10 @@ def generations():
     # dall-e answers links by default, the gpt-image models base64 (as the official API does).
     response_format = _choice(body, "response_format", FORMATS,
                               "url" if model.startswith("dall-e") else "b64_json")
-    if body.get("stream") is True:
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise BadRequest("stream must be true or false", "invalid_field", param="stream")
+    if stream:
         raise BadRequest("streamed image generation is not available on the web backend",
                          "unsupported_parameter", param="stream")
     created = int(time.time())
