@@ -1,10 +1,7 @@
 """Account health alerts reach ALERT_WEBHOOK_URL: a local test server receives them, once per
 condition; the SSRF guard keeps a private webhook out unless it is allow-listed."""
 import json
-import queue
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import openai
@@ -12,46 +9,10 @@ import pytest
 
 from chatgpt_web.alerts import WebhookSender
 from tests.service_fixtures import LiveServer
+from tests.webhook_receiver import Receiver
 
 KEY = "sk-cw-alerts-key"
 ADMIN = "alerts-admin"
-
-
-class Receiver:
-    """A webhook collector on a loopback port: every JSON body POSTed to it lands in `.bodies`."""
-
-    def __init__(self):
-        self.bodies: queue.Queue = queue.Queue()
-        bodies = self.bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - the stdlib's name
-                length = int(self.headers.get("Content-Length", 0))
-                bodies.put(json.loads(self.rfile.read(min(length, 1 << 20))))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
-                         daemon=True).start()
-
-    def received(self, wait: float = 5.0) -> list[dict]:
-        """The bodies received until `wait` seconds pass without a new one."""
-        found = []
-        while True:
-            try:
-                found.append(self.bodies.get(timeout=wait))
-            except queue.Empty:
-                return found
-            wait = 0.5
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

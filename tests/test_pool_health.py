@@ -5,9 +5,6 @@ pooled accounts (which account offers what, and the union /v1/models shows)."""
 from __future__ import annotations
 
 import json
-import queue
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -17,6 +14,7 @@ from chatgpt_web.errors import UpstreamError
 from chatgpt_web.pool import DEGRADED_MIN_ANSWERS
 from chatgpt_web.store import MemoryStore
 from chatgpt_web.upstream.stream import StreamReducer, iter_sse
+from tests.webhook_receiver import Receiver
 
 ADMIN = "admin-secret-for-health"
 ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN}"}
@@ -56,39 +54,6 @@ def send(client, model="gpt-4o", prompt="Hi"):
     answer = client.post("/send_message", data={"prompt": prompt, "model": model})
     assert answer.status_code == 200, answer.json
     return answer.json
-
-
-class Receiver:
-    """A webhook collector on a loopback port."""
-
-    def __init__(self):
-        self.bodies: queue.Queue = queue.Queue()
-        bodies = self.bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - the stdlib's name
-                length = int(self.headers.get("Content-Length", 0))
-                bodies.put(json.loads(self.rfile.read(min(length, 1 << 20))))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def wait_for(self, condition: str, timeout: float = 20.0) -> dict:
-        """The first alert of `condition` received within `timeout` seconds."""
-        while True:
-            body = self.bodies.get(timeout=timeout)  # queue.Empty fails the test
-            if body.get("condition") == condition:
-                return body
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
