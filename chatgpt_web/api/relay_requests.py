@@ -253,13 +253,8 @@ def route_chat(services: Services):
     web_ok = any(t.is_web for t in ordered) and knows and _web_can_serve(services, body)
     if ordered[0].is_web and web_ok:
         return None
-    relay_request = json_request(services, "/chat/completions", decoded=body)
-    try:
-        return run(services, relay_request)
-    except ApiError as error:
-        if web_ok and error.code != "content_blocked":
-            return None
-        raise
+    return _run_or_hand_back(services, json_request(services, "/chat/completions", decoded=body),
+                             web_ok)
 
 
 def route_images(services: Services):
@@ -283,8 +278,14 @@ def route_images(services: Services):
     web_ok = any(t.is_web for t in ordered) and _web_account_ready(services)
     if ordered[0].is_web and web_ok:
         return None
-    relay_request = json_request(services, "/images/generations",
-                                 default_model=models.DEFAULT_IMAGE_MODEL, decoded=body)
+    return _run_or_hand_back(services, json_request(services, "/images/generations",
+                                                    default_model=models.DEFAULT_IMAGE_MODEL,
+                                                    decoded=body), web_ok)
+
+
+def _run_or_hand_back(services: Services, relay_request, web_ok: bool):
+    """The relay's answer, or None when every relay target failed and the web path can take the
+    request after all (`web_ok`); a prompt moderation blocked stays refused on both."""
     try:
         return run(services, relay_request)
     except ApiError as error:
