@@ -22,6 +22,7 @@ sets for its workers).
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import tempfile
@@ -58,6 +59,21 @@ class Rate:
     requests: int
     window: int
     pooled_only: bool = False
+
+
+def read_json_file(path: str, setting: str) -> Any:
+    """The JSON document of the file a setting names (ACCOUNTS_FILE, KEYS_FILE, UPSTREAMS_FILE).
+
+    :raise ConfigError: naming the setting, when the file cannot be read or is not JSON (never
+        quoting its content, which holds secrets).
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"{setting} cannot be read ({type(exc).__name__})") from None
+    except ValueError:
+        raise ConfigError(f"{setting} is not valid JSON") from None
 
 
 # --- parsers: the raw text of one variable -> its value. :raise ConfigError: "must ..." --------

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .config import Config
+from .config import Config, read_json_file
 from .errors import BadRequest, ConfigError, Conflict, NotFound
 from .key_policy import KeyPolicy, PolicyError
 from .store import Store
@@ -232,13 +232,7 @@ def read_scoped_keys_file(path: str) -> tuple[KeyPolicy, ...]:
     :raise ConfigError: unreadable file, not JSON, a bad entry (named by its place) or two
         entries with one id or one hash.
     """
-    try:
-        with open(path, encoding="utf-8") as handle:
-            document = json.load(handle)
-    except OSError as exc:
-        raise ConfigError(f"KEYS_FILE cannot be read ({type(exc).__name__})") from None
-    except ValueError:
-        raise ConfigError("KEYS_FILE is not JSON") from None
+    document = read_json_file(path, "KEYS_FILE")
     entries = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(entries, list):
         raise ConfigError('KEYS_FILE must be {"keys": [...]}')

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import logging
 import random
 import time
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 
 from .account_models import AccountModels
 from .answers import Answer
+from .config import read_json_file
 from .errors import (
     ApiError,
     ConfigError,
@@ -149,13 +149,7 @@ def load_accounts(path: str) -> list[Account]:
 
     :raise ConfigError: unreadable file or a malformed entry (the message never quotes a secret).
     """
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except OSError as exc:
-        raise ConfigError(f"ACCOUNTS_FILE cannot be read ({type(exc).__name__})") from None
-    except ValueError:
-        raise ConfigError("ACCOUNTS_FILE is not valid JSON") from None
+    data = read_json_file(path, "ACCOUNTS_FILE")
     entries = data.get("accounts") if isinstance(data, dict) else data
     if not isinstance(entries, list) or not entries:
         raise ConfigError("ACCOUNTS_FILE must hold a non-empty list of accounts")

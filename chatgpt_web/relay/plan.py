@@ -12,11 +12,11 @@ Public model names are exact names, aliases (`{"alias_of": "gpt-4o-mini"}`), or 
 from __future__ import annotations
 
 import fnmatch
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from ..config import read_json_file
 from ..errors import ConfigError
 
 WEB = "web"
@@ -266,11 +266,4 @@ def parse_plan(data, environ: Mapping[str, str]) -> RelayPlan:
 
 def load_plan(path: str, environ: Mapping[str, str]) -> RelayPlan:
     """Read and check UPSTREAMS_FILE. :raise ConfigError: unreadable, not JSON, or invalid."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except OSError as exc:
-        raise ConfigError(f"UPSTREAMS_FILE cannot be read ({type(exc).__name__})") from None
-    except ValueError:
-        raise ConfigError("UPSTREAMS_FILE is not valid JSON") from None
-    return parse_plan(data, environ)
+    return parse_plan(read_json_file(path, "UPSTREAMS_FILE"), environ)
