@@ -9,8 +9,9 @@ from tests.emulator import Emulator
 # (skipped without one, unless CI / REQUIRE_REDIS=1).
 # A real browser (Debian's chromium through Playwright) for the page tests.
 # The fake OpenAI API and services relaying to it (tests/relay_fixtures.py).
+# A webhook collector for the alert tests (tests/webhook_receiver.py).
 pytest_plugins = ["tests.service_fixtures", "tests.redis_fixtures", "tests.browser_fixtures",
-                  "tests.relay_fixtures"]
+                  "tests.relay_fixtures", "tests.webhook_receiver"]
 
 # --- the ChatGPT backend emulator ------------------------------------------------------------
 # One server for the whole session; `emulator` hands each test a clean one (default switches,

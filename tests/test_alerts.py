@@ -9,17 +9,9 @@ import pytest
 
 from chatgpt_web.alerts import WebhookSender
 from tests.service_fixtures import LiveServer
-from tests.webhook_receiver import Receiver
 
 KEY = "sk-cw-alerts-key"
 ADMIN = "alerts-admin"
-
-
-@pytest.fixture
-def receiver():
-    server = Receiver()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from chatgpt_web.errors import UpstreamError
 from chatgpt_web.pool import DEGRADED_MIN_ANSWERS
 from chatgpt_web.store import MemoryStore
 from chatgpt_web.upstream.stream import StreamReducer, iter_sse
-from tests.webhook_receiver import Receiver
 
 ADMIN = "admin-secret-for-health"
 ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN}"}
@@ -54,13 +53,6 @@ def send(client, model="gpt-4o", prompt="Hi"):
     answer = client.post("/send_message", data={"prompt": prompt, "model": model})
     assert answer.status_code == 200, answer.json
     return answer.json
-
-
-@pytest.fixture
-def receiver():
-    server = Receiver()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -7,9 +7,6 @@ SSRF guard, which do not depend on the dialect, are in test_vision_limits.py.
 """
 from __future__ import annotations
 
-import openai
-import pytest
-
 from tests.vision_helpers import (
     PDF,
     data_url,
@@ -21,13 +18,6 @@ from tests.vision_helpers import (
 )
 
 BOTH_DIALECTS = True
-
-
-@pytest.fixture
-def sdk(live_service, token):
-    with openai.OpenAI(base_url=live_service.url + "/v1", api_key=token, max_retries=0,
-                       timeout=30) as client:
-        yield client
 
 
 def test_a_data_url_image_is_uploaded_and_sent_as_multimodal_text(sdk, emulator, dialect):

@@ -18,14 +18,6 @@ from tests.vision_helpers import (
     writes,
 )
 
-
-@pytest.fixture
-def sdk(live_service, token):
-    with openai.OpenAI(base_url=live_service.url + "/v1", api_key=token, max_retries=0,
-                       timeout=30) as client:
-        yield client
-
-
 # --- sizes and types -------------------------------------------------------------------------
 
 def test_a_file_over_max_upload_bytes_is_413_before_any_upload(live_service_factory, token,

@@ -1,11 +1,13 @@
 """A webhook collector on a loopback port, for the alert tests: every JSON body POSTed to it
-lands in `.bodies`."""
+lands in `.bodies`. The `receiver` fixture gives each test one (a plugin of tests/conftest.py)."""
 from __future__ import annotations
 
 import json
 import queue
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
 
 
 class Receiver:
@@ -48,3 +50,10 @@ class Receiver:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver()
+    yield server
+    server.stop()
