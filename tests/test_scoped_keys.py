@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from chatgpt_web.errors import RateLimited
+from chatgpt_web.errors import ConfigError, RateLimited
 from chatgpt_web.key_policy import KeyPolicy
 from chatgpt_web.keys import key_digest
 from chatgpt_web.ledger import Ledger
@@ -124,6 +124,22 @@ def test_a_bad_keys_file_stops_the_start_without_quoting_the_hash(make_app, tmp_
     with pytest.raises(Exception) as failed:
         make_app(KEYS_FILE=str(path))
     assert "KEYS_FILE key 1" in str(failed.value) and ALICE not in str(failed.value)
+
+
+@pytest.mark.parametrize("quota, field", [
+    ({"requests": "0/day"}, "'quota.requests' is 0/day"),
+    ({"tokens": ["5000/day", "0/month"]}, "'quota.tokens' is 0/month"),
+])
+def test_a_zero_quota_stops_the_start_naming_the_key_and_field(make_app, tmp_path, quota, field):
+    """0 is ambiguous (no requests? no limit?): it is refused, with what to write instead."""
+    path = tmp_path / "keys.json"
+    path.write_text(json.dumps({"keys": [entry(PLAIN, id="bob"),
+                                         entry(ALICE, id="alice", quota=quota)]}))
+    with pytest.raises(ConfigError) as failed:
+        make_app(KEYS_FILE=str(path))
+    message = str(failed.value)
+    assert message.startswith('KEYS_FILE key 2 (id "alice"): ' + field)
+    assert '"disabled": true' in message and "leave the quota out" in message
 
 
 # --- quotas ------------------------------------------------------------------------------------
