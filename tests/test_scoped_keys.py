@@ -102,6 +102,31 @@ def test_a_request_outside_a_scope_names_the_scope(serve, scopes, status, code):
     assert refused.value.status_code == status and refused.value.code == code
 
 
+@pytest.mark.parametrize("path, content_type", [
+    ("/v1/chat/completions", "application/json"),
+    ("/v1/chat/completions", None),  # read as JSON without the header, as its route does
+    ("/v1/responses", "application/json"),
+    ("/v1/images/generations", "application/json"),
+    ("/send_message", "application/json"),
+])
+def test_a_malformed_body_is_400_before_a_scope_refuses_the_key(serve, path, content_type):
+    """As the OpenAI API does: the key is checked (401), then the body (400), then what the key
+    may use (403). This key may use neither the web accounts nor the model asked for."""
+    server = serve([entry(ALICE, id="alice", backends=["relay"], models=["o1"])])
+    headers = {"Authorization": f"Bearer {ALICE}"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    response = httpx.post(server.url + path, content=b'{"model": "gpt-4o", "messages": [',
+                          headers=headers, timeout=30)
+    assert response.status_code == 400, response.text
+    error = response.json().get("error", response.json())
+    assert error["code"] == "invalid_json"
+    # A readable body is then refused for the scope.
+    response = httpx.post(server.url + path, json={"model": "gpt-4o", "prompt": "Hi"},
+                          headers={"Authorization": f"Bearer {ALICE}"}, timeout=30)
+    assert response.status_code == 403, response.text
+
+
 def test_an_ip_inside_the_allow_list_is_served(serve):
     server = serve([entry(ALICE, id="alice", ips=["127.0.0.0/8", "::1"])])
     assert ask(sdk(server, ALICE)).choices[0].message.content
