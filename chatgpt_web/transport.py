@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator, Sequence
 
 import curl_cffi
-from curl_cffi import Curl, CurlOpt, ffi, lib
+from curl_cffi import Curl, CurlECode, CurlOpt, ffi, lib
 from curl_cffi import requests as curl_requests
 from curl_cffi.requests import exceptions as curl_errors
 
@@ -336,6 +336,10 @@ def upstream_errors(step: str) -> Iterator[None]:
     except curl_errors.ProxyError as exc:
         raise UpstreamError(f"{step}: the outbound proxy failed", "proxy_error") from exc
     except curl_errors.ConnectionError as exc:
+        if exc.code == CurlECode.WEIRD_SERVER_REPLY:  # connected, but it did not speak HTTP
+            raise UpstreamError(f"{step}: the server's answer was not valid HTTP (a malformed "
+                                "status line or header, such as Content-Length)",
+                                "upstream_bad_answer") from exc
         raise UpstreamError(f"{step}: could not connect to the upstream",
                             "upstream_unreachable") from exc
     except curl_errors.RequestException as exc:

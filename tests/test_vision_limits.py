@@ -119,6 +119,19 @@ def test_image_urls_that_cannot_be_used_are_refused(allowed_sdk, emulator, image
     assert writes(emulator) == [] and emulator.requests_to("/files") == []
 
 
+def test_an_image_server_answering_invalid_http_is_a_502_that_says_so(allowed_sdk, emulator,
+                                                                     image_server):
+    """Content-Length: -5 is not HTTP: curl refuses the answer, after connecting."""
+    with pytest.raises(openai.APIStatusError) as caught:
+        allowed_sdk.chat.completions.create(model="gpt-4o", messages=[
+            image_message("?", image_server.url + "/bad-length.png")])
+    assert (caught.value.status_code, caught.value.body["code"]) == (502, "upstream_bad_answer")
+    assert caught.value.body["param"] == "messages[0].content[1]"
+    assert "answer was not valid HTTP" in caught.value.body["message"]
+    assert "connect" not in caught.value.body["message"]
+    assert writes(emulator) == []
+
+
 @pytest.mark.parametrize("url", [
     "http://example.com/cat.png",  # not https
     "https://127.0.0.1:1/cat.png",  # loopback

@@ -6,6 +6,7 @@
     /to-private     302 to https://localhost:<port>/cat.png (a name that resolves to loopback)
     /to-cat         302 to /cat.png on this server
     /big.png        a PNG with padding, larger than the tests' MAX_UPLOAD_BYTES
+    /bad-length.png a PNG sent with `Content-Length: -5`, which is not HTTP
 """
 from __future__ import annotations
 
@@ -67,6 +68,13 @@ class ImageServer:
                     return self._redirect("/cat.png")
                 if self.path in server.redirects:
                     return self._redirect(server.redirects[self.path])
+                if self.path == "/bad-length.png":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/png")
+                    self.send_header("Content-Length", "-5")
+                    self.end_headers()
+                    self.wfile.write(b"\x89PNG\r\n\x1a\n")
+                    return
                 found = server.images.get(self.path)
                 if found is None:
                     self.send_response(404)

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from urllib.parse import unquote_to_bytes, urljoin
 
@@ -245,7 +246,7 @@ def fetch(ref: FileRef, rules: FileRules,
         # The CA file is for the operator's own servers, the ones IMAGE_URL_ALLOW lists.
         verify = rules.ca_file if rules.ca_file and not destination.resolve else True
         with plain_session(destination.resolve) as session:
-            with upstream_errors("image_url"):
+            with _image_server_errors(ref.param):
                 response = session.get(url, headers={"Accept": "image/*"}, stream=True,
                                        timeout=_remaining(deadline), verify=verify)
             try:
@@ -282,13 +283,24 @@ def _redirect_target(url: str, location: str, param: str) -> str:
 
 def _read_capped(response, max_bytes: int, deadline: float, param: str) -> bytes:
     body = bytearray()
-    with upstream_errors("image_url"):
+    with _image_server_errors(param):
         for chunk in response.iter_content():
             _remaining(deadline)
             body += chunk
             if len(body) > max_bytes:
                 raise _too_large(max_bytes, param)
     return bytes(body)
+
+
+@contextlib.contextmanager
+def _image_server_errors(param: str) -> Iterator[None]:
+    """curl's failures while talking to the image server (transport.upstream_errors words
+    them), naming the part whose URL it was."""
+    try:
+        with upstream_errors("image_url"):
+            yield
+    except UpstreamError as failed:
+        raise UpstreamError(failed.message, failed.code, param=param) from failed.__cause__
 
 
 def _remaining(deadline: float) -> float:
