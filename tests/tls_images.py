@@ -7,8 +7,8 @@
     /to-cat         302 to /cat.png on this server
     /big.png        a PNG with padding, larger than the tests' MAX_UPLOAD_BYTES
     /bad-length.png a PNG sent with `Content-Length: -5`, which is not HTTP
-    /slow.png       a PNG whose headers and first bytes come at once, the rest only when
-                    `release` is set (or after a minute)
+    /slow.png       a PNG whose headers and first bytes come at once, the rest only after
+                    SLOW_HOLD seconds (or when `release` is set); `slow_sent` is set then
 """
 from __future__ import annotations
 
@@ -47,6 +47,9 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+SLOW_HOLD = 5.0
+
+
 class ImageServer:
     """Serves `images` ({path: (content type, body)}) over TLS on 127.0.0.1."""
 
@@ -57,6 +60,7 @@ class ImageServer:
         self.redirects = redirects or {}  # {path: Location sent as is}
         self.requests: list[str] = []
         self.release = threading.Event()
+        self.slow_sent = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -86,7 +90,8 @@ class ImageServer:
                     self.end_headers()
                     self.wfile.write(body[:8])
                     self.wfile.flush()
-                    server.release.wait(60)
+                    server.release.wait(SLOW_HOLD)
+                    server.slow_sent.set()
                     self.wfile.write(body[8:])
                     return
                 found = server.images.get(self.path)

@@ -252,10 +252,11 @@ def fetch(ref: FileRef, rules: FileRules,
             raise BadRequest(refused.message, refused.code, param=ref.param) from None
         # The CA file is for the operator's own servers, the ones IMAGE_URL_ALLOW lists.
         verify = rules.ca_file if rules.ca_file and not destination.resolve else True
-        with plain_session(destination.resolve) as session:
+        left = deadline.remaining()
+        with plain_session(destination.resolve, total_timeout=left) as session:
             with _image_server_errors(deadline):
                 response = session.get(url, headers={"Accept": "image/*"}, stream=True,
-                                       timeout=deadline.remaining(), verify=verify)
+                                       timeout=left, verify=verify)
             try:
                 location = response.headers.get("Location")
                 if response.status_code in (301, 302, 303, 307, 308) and location:
