@@ -26,13 +26,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 LINK = re.compile(r"!\[image\]\((http://[^)]+)\)")
 
 
-@pytest.fixture
-def sdk(live_service, token):
-    with openai.OpenAI(base_url=live_service.url + "/v1", api_key=token, max_retries=0,
-                       timeout=60) as client:
-        yield client
-
-
 def drawn(emulator) -> list[bytes]:
     """The PNGs the emulator drew, in order."""
     with emulator.images.lock:
