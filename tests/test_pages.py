@@ -322,8 +322,7 @@ def test_playground_shows_an_image_the_model_drew(web_page, live_service, emulat
     # The browser loaded it from the service's signed link: the very PNG the emulator drew.
     page.wait_for_function("document.querySelector('img.answer-image').complete && "
                            "document.querySelector('img.answer-image').naturalWidth > 0")
-    with emulator.images.lock:
-        drawn = [stored.data for stored in emulator.images.files.values()]
+    drawn = [stored.data for stored in emulator.files.generated()]
     assert [httpx.get(picture.get_attribute("src"), timeout=30).content] == drawn
     page.screenshot(path=str(artifacts / "playground-drawn.png"))
     assert page.script_errors == []
