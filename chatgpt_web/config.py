@@ -125,6 +125,18 @@ def non_negative_float(raw: str) -> float:
     return _number(raw, float, 0, "a number of at least 0")
 
 
+def seconds_between(low: float, high: float) -> Callable[[str], float]:
+    """A parser of a number of seconds from `low` to `high` (not NaN, not infinite)."""
+    what = f"a number of seconds from {low:g} to {high:g}"
+
+    def parse(raw: str) -> float:
+        number = _number(raw, float, low, what)
+        if not low <= number <= high:  # also false for NaN
+            raise ConfigError(f"must be {what}, not {raw.strip()!r}")
+        return number
+    return parse
+
+
 def hex_digits(raw: str) -> str:
     value = raw.strip()
     try:
@@ -373,6 +385,9 @@ class Config:
     # server; tests), and a CA bundle to verify those servers' certificates with.
     image_url_allow: tuple[str, ...] = setting("IMAGE_URL_ALLOW", http_url_list, ())
     image_url_ca_file: str | None = setting("IMAGE_URL_CA_FILE", optional_text)
+    # Seconds to fetch one remote image, redirects included (a slow server must not hold a
+    # request for its whole REQUEST_TIMEOUT).
+    image_url_timeout: float = setting("IMAGE_URL_TIMEOUT", seconds_between(0.1, 300), 20.0)
     # Most messages one /v1/chat/completions request may carry (400 beyond).
     max_messages: int = setting("MAX_MESSAGES", positive_int, 500)
     # Longest upstream SSE line or event, and most bytes of one upstream answer (502 beyond): a

@@ -56,11 +56,18 @@ def new_session(config: Config, *, resolve: Sequence[str] = ()) -> Session:
     )
 
 
-def plain_session(resolve: Sequence[str] = ()) -> Session:
+def plain_session(resolve: Sequence[str] = (), *, total_timeout: float | None = None) -> Session:
     """A plain curl_cffi session (no impersonation, no CHATGPT_PROXY) for the operator's own
-    endpoints (the alert webhook), pinned to the addresses in `resolve` as new_session is."""
-    curl_options = {CurlOpt.RESOLVE: list(resolve)} if resolve else None
-    return Session(curl_options=curl_options, allow_redirects=False, trust_env=False)
+    endpoints (the alert webhook), pinned to the addresses in `resolve` as new_session is.
+
+    `total_timeout` bounds each transfer, body included, in seconds: curl_cffi bounds a
+    `stream=True` transfer only by a low-speed check, which lets a stalled body run on for
+    several seconds past its `timeout`.
+    """
+    curl_options: dict = {CurlOpt.RESOLVE: list(resolve)} if resolve else {}
+    if total_timeout is not None:
+        curl_options[CurlOpt.TIMEOUT_MS] = max(1, int(total_timeout * 1000))
+    return Session(curl_options=curl_options or None, allow_redirects=False, trust_env=False)
 
 
 # curl_multi_poll() returns earlier when curl has a timer due (e.g. CURLOPT_TIMEOUT_MS), so this
