@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import os
 import re
 import tempfile
@@ -104,7 +105,7 @@ def _number(raw: str, kind: type, minimum: float, what: str):
         number = kind(raw.strip())
     except ValueError:
         raise ConfigError(f"must be {what}, not {raw.strip()!r}") from None
-    if number < minimum:
+    if not number >= minimum or not math.isfinite(number):  # "nan" and "inf" parse as floats
         raise ConfigError(f"must be {what}, not {raw.strip()!r}")
     return number
 
@@ -308,9 +309,10 @@ class Config:
     # Hardest proof-of-work difficulty we try to solve; a lower hex prefix is harder.
     pow_max_difficulty: str = setting("POW_MAX_DIFFICULTY", hex_digits, "000032")
     pow_workers: int = setting("POW_WORKERS", positive_int, 1)
-    # "preload": the gunicorn master loads the usage tokenizer before it forks the workers, which
-    # then share one copy; "lazy": each process loads its own on its first count (usage.py).
-    usage_tokenizer: str = setting("USAGE_TOKENIZER", one_of("preload", "lazy"), "preload")
+    # "lazy": a process loads the usage tokenizer at its first count, so one never asked for
+    # usage holds none; "preload": the gunicorn master loads it before it forks the workers,
+    # which then share one copy (usage.py; the measurements behind the default: README "Server").
+    usage_tokenizer: str = setting("USAGE_TOKENIZER", one_of("preload", "lazy"), "lazy")
     history_disabled: bool = setting("HISTORY_DISABLED", boolean, False)
     # Seconds before a JWT's exp at which a cached token stops being served (0: until exp).
     token_expiry_margin: int = setting("TOKEN_EXPIRY_MARGIN", non_negative_int, 300)
