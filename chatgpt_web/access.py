@@ -21,7 +21,7 @@ from flask import Flask, g, request
 
 from . import models
 from .config import Config
-from .errors import ApiError, Forbidden, NotFound, RateLimited, Unauthorized
+from .errors import ApiError, BadRequest, Forbidden, NotFound, RateLimited, Unauthorized
 from .key_policy import KeyPolicy
 from .keys import ClientKey, KeyRing
 from .limits import headers_for
@@ -47,6 +47,8 @@ ANSWER_PATHS = CHAT_PATHS | {"/send_message", "/v1/responses"}
 RELAY_PATHS = {"/v1/completions": None, "/v1/embeddings": None,
                "/v1/moderations": "omni-moderation-latest", "/v1/audio/speech": None,
                "/v1/audio/transcriptions": None}
+# Answer paths whose body may be a form rather than JSON (see _read_as_json).
+FORM_PATHS = frozenset({"/send_message", "/v1/audio/transcriptions"})
 # Served by the web accounts, or by the relay for a model it routes (api/images.py).
 IMAGE_PATH = "/v1/images/generations"
 DEFAULT_MODELS = {**RELAY_PATHS, IMAGE_PATH: models.DEFAULT_IMAGE_MODEL}
@@ -149,11 +151,18 @@ def _require_client_key(keys: KeyRing) -> ClientKey:
     return client
 
 
-def requested_model(default: str) -> str | None:
-    """The `model` the request body asks for (`default` when it names none), None if not text."""
-    if request.is_json:
-        body = request.get_json(silent=True)
-        value = body.get("model") if isinstance(body, dict) else None
+def requested_model(path: str, default: str) -> str | None:
+    """The `model` the body of a POST to `path` asks for (`default` when it names none), None if
+    not text.
+
+    :raise BadRequest: invalid_json, a body read as JSON (as `path`'s route reads it) that is not
+        a JSON object: the caller's malformed request is told so before a scope refuses it.
+    """
+    if _read_as_json(path):
+        body = request.get_json(force=True, silent=True)
+        if not isinstance(body, dict):
+            raise BadRequest("the request body must be a JSON object", "invalid_json")
+        value = body.get("model")
     else:
         if request.mimetype == "multipart/form-data":
             # Keep the body: the relay passes a multipart upload on as it came (get_data after
@@ -163,6 +172,14 @@ def requested_model(default: str) -> str | None:
     if value is None or value == "":
         return default
     return value if isinstance(value, str) else None
+
+
+def _read_as_json(path: str) -> bool:
+    """Whether `path`'s route reads its body as JSON: always, but for /send_message (JSON when
+    its Content-Type says so, else a form) and /v1/audio/transcriptions (multipart)."""
+    if path in FORM_PATHS:
+        return path == "/send_message" and request.is_json
+    return True
 
 
 def web_knows(model: str, default_model: str) -> bool:
@@ -202,8 +219,11 @@ def check_scopes(services: Services, policy: KeyPolicy, ip: str, path: str | Non
     """Refuse a request outside the scoped key's scopes (`path`: the answer path POSTed to,
     None for other requests).
 
-    :raise Unauthorized: key_disabled, key_expired. :raise Forbidden: ip_not_allowed,
-        backend_not_allowed, model_not_allowed.
+    The order is the OpenAI API's: the key itself (disabled, expired, its networks), then the
+    body (malformed: 400), then what the key may use (403).
+
+    :raise Unauthorized: key_disabled, key_expired. :raise BadRequest: invalid_json.
+    :raise Forbidden: ip_not_allowed, backend_not_allowed, model_not_allowed.
     """
     if policy.disabled:
         raise Unauthorized("this API key is disabled", "key_disabled", headers=NO_RETRY)
@@ -214,7 +234,7 @@ def check_scopes(services: Services, policy: KeyPolicy, ip: str, path: str | Non
                         headers=NO_RETRY)
     if path is None:
         return
-    model = requested_model(DEFAULT_MODELS.get(path) or services.config.default_model)
+    model = requested_model(path, DEFAULT_MODELS.get(path) or services.config.default_model)
     # Refused here, before the request is counted, when no backend that could serve it is
     # allowed; on a route that mixes both, the relay skips the targets the key may not use.
     backends = answering_backends(services, path, model)
@@ -233,7 +253,9 @@ def _admit(services: Services, client: ClientKey) -> None:
     lease = (ledger.lease(client.policy, services.config.request_timeout + 60)
              if client.policy else None)
     try:
-        ledger.admit(client.id, client.policy)
+        # A key without quotas is counted while the request runs; the count is awaited before
+        # the answer goes out (after_request), so that the next reader of the usage sees it.
+        g.key_counting = ledger.admit(client.id, client.policy, wait=False)
     except Exception:
         if lease:
             ledger.release(client.id, lease)
@@ -330,6 +352,12 @@ def init_app(app: Flask) -> None:
             response.headers.update(headers_for(decision))
         if request.path in ANSWER_PATHS or request.path == ADMIN_PREFIX + "/accounts":
             _look_for_alerts()
+        counting = g.pop("key_counting", None)
+        if counting is not None:
+            try:
+                counting.wait()
+            except ApiError as error:  # the answer is ready: a lost count must not fail it
+                log.warning("request of key %s not counted (%s)", client_key().id, error.code)
         lease = g.pop("key_lease", None)
         if lease is not None:
             _release_when_answered(response, *lease)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import os
 import re
 import tempfile
@@ -104,7 +105,7 @@ def _number(raw: str, kind: type, minimum: float, what: str):
         number = kind(raw.strip())
     except ValueError:
         raise ConfigError(f"must be {what}, not {raw.strip()!r}") from None
-    if number < minimum:
+    if not number >= minimum or not math.isfinite(number):  # "nan" and "inf" parse as floats
         raise ConfigError(f"must be {what}, not {raw.strip()!r}")
     return number
 
@@ -123,6 +124,18 @@ def positive_float(raw: str) -> float:
 
 def non_negative_float(raw: str) -> float:
     return _number(raw, float, 0, "a number of at least 0")
+
+
+def seconds_between(low: float, high: float) -> Callable[[str], float]:
+    """A parser of a number of seconds from `low` to `high` (not NaN, not infinite)."""
+    what = f"a number of seconds from {low:g} to {high:g}"
+
+    def parse(raw: str) -> float:
+        number = _number(raw, float, low, what)
+        if not low <= number <= high:  # also false for NaN
+            raise ConfigError(f"must be {what}, not {raw.strip()!r}")
+        return number
+    return parse
 
 
 def hex_digits(raw: str) -> str:
@@ -296,9 +309,10 @@ class Config:
     # Hardest proof-of-work difficulty we try to solve; a lower hex prefix is harder.
     pow_max_difficulty: str = setting("POW_MAX_DIFFICULTY", hex_digits, "000032")
     pow_workers: int = setting("POW_WORKERS", positive_int, 1)
-    # "preload": the gunicorn master loads the usage tokenizer before it forks the workers, which
-    # then share one copy; "lazy": each process loads its own on its first count (usage.py).
-    usage_tokenizer: str = setting("USAGE_TOKENIZER", one_of("preload", "lazy"), "preload")
+    # "lazy": a process loads the usage tokenizer at its first count, so one never asked for
+    # usage holds none; "preload": the gunicorn master loads it before it forks the workers,
+    # which then share one copy (usage.py; the measurements behind the default: README "Server").
+    usage_tokenizer: str = setting("USAGE_TOKENIZER", one_of("preload", "lazy"), "lazy")
     history_disabled: bool = setting("HISTORY_DISABLED", boolean, False)
     # Seconds before a JWT's exp at which a cached token stops being served (0: until exp).
     token_expiry_margin: int = setting("TOKEN_EXPIRY_MARGIN", non_negative_int, 300)
@@ -372,6 +386,9 @@ class Config:
     # server; tests), and a CA bundle to verify those servers' certificates with.
     image_url_allow: tuple[str, ...] = setting("IMAGE_URL_ALLOW", http_url_list, ())
     image_url_ca_file: str | None = setting("IMAGE_URL_CA_FILE", optional_text)
+    # Seconds to fetch one remote image, redirects included (a slow server must not hold a
+    # request for its whole REQUEST_TIMEOUT).
+    image_url_timeout: float = setting("IMAGE_URL_TIMEOUT", seconds_between(0.1, 300), 20.0)
     # Most messages one /v1/chat/completions request may carry (400 beyond).
     max_messages: int = setting("MAX_MESSAGES", positive_int, 500)
     # Longest upstream SSE line or event, and most bytes of one upstream answer (502 beyond): a

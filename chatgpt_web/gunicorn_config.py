@@ -76,7 +76,7 @@ def on_starting(server):
     """Start from empty metrics: files left by an earlier run would be added to this run's.
 
     With USAGE_TOKENIZER=preload, load the usage tokenizer here, before any worker is forked: the
-    workers then share its ~135 MB (copy-on-write, never written) instead of loading one each.
+    workers then share its ~45 MB (copy-on-write, never written) instead of loading one each.
     """
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(directory, exist_ok=True)

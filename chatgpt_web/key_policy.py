@@ -32,6 +32,10 @@ _QUOTA = re.compile(r"^\s*(\d{1,15})\s*/\s*(day|month)\s*$", re.IGNORECASE)
 MAX_LIST = 200
 
 
+def valid_id(key_id: str) -> bool:
+    return bool(_ID.match(key_id))
+
+
 class PolicyError(ValueError):
     """A record that is not a valid key policy; the message names the field (never the hash)."""
 
@@ -121,7 +125,7 @@ class KeyPolicy:
         if unknown:
             raise PolicyError(f"unknown field {unknown[0]!r}")
         key_id = record.get("id")
-        if not isinstance(key_id, str) or not _ID.match(key_id):
+        if not isinstance(key_id, str) or not valid_id(key_id):
             raise PolicyError("'id' must be 1-64 letters, digits, '_', '.' or '-'")
         return cls(
             id=key_id, digest=_digest(record.get("hash")), label=_label(record.get("label")),
@@ -238,5 +242,11 @@ def _quota(value: object) -> dict[tuple[str, str], int]:
             if not match:
                 raise PolicyError(f"'quota.{kind}' must look like 2000/day or 100000/month "
                                   "(or a list of both)")
-            limits[(kind, match.group(2).lower())] = int(match.group(1))
+            limit, period = int(match.group(1)), match.group(2).lower()
+            if limit == 0:
+                # Refused rather than guessed: elsewhere 0 often means "no limit".
+                raise PolicyError(f"'quota.{kind}' is 0/{period}: a quota must be at least 1 "
+                                  "(to stop a key set \"disabled\": true; for no limit leave "
+                                  "the quota out)")
+            limits[(kind, period)] = limit
     return limits

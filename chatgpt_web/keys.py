@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 
 from .config import Config, read_json_file
 from .errors import BadRequest, ConfigError, Conflict, NotFound
-from .key_policy import KeyPolicy, PolicyError
+from .key_policy import KeyPolicy, PolicyError, valid_id
 from .store import Store
 
 KEY_PREFIX = "sk-cw-"
@@ -241,12 +241,18 @@ def read_scoped_keys_file(path: str) -> tuple[KeyPolicy, ...]:
         try:
             policies.append(KeyPolicy.from_record(entry, source="file"))
         except PolicyError as problem:
-            raise ConfigError(f"KEYS_FILE key {place}: {problem}") from None
+            raise ConfigError(f"KEYS_FILE key {place}{_named(entry)}: {problem}") from None
     if len({p.id for p in policies}) != len(policies):
         raise ConfigError("KEYS_FILE has two keys with one id")
     if len({p.digest for p in policies}) != len(policies):
         raise ConfigError("KEYS_FILE has two keys with one hash")
     return tuple(policies)
+
+
+def _named(entry: object) -> str:
+    """' (id "alice")' for an entry whose id is well-formed, so the operator finds it."""
+    key_id = entry.get("id") if isinstance(entry, dict) else None
+    return f' (id "{key_id}")' if isinstance(key_id, str) and valid_id(key_id) else ""
 
 
 def read_keys_file(path: str) -> dict[str, str | None]:

@@ -27,6 +27,13 @@ than the quota between them; what can still pass it is the part of one answer's 
 its reserve (the web backend cannot be told to stop at a token count, and the service does not cut
 an answer it has begun to give).
 
+Writes many threads make at once are made together (`_GroupCommit`): a burst of admissions of
+keys without quotas is counted with one `hit` per period, and a burst of settled answers with one
+lock and one write of each record per key. Each caller still waits until its own change is in
+the Store, so every worker and instance reads it at once, and quotas stay exact. (The service
+counts a request of a key without quotas while the request runs and waits for the count before
+the answer goes out: nothing is checked, so counting need not delay the upstream request.)
+
 Days and months are UTC. No prompt, answer or address is ever recorded: only counts.
 """
 from __future__ import annotations
@@ -39,6 +46,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
+from typing import NamedTuple
 
 from .errors import RateLimited, ServiceUnavailable
 from .key_policy import PERIODS, QUOTA_KINDS, KeyPolicy
@@ -56,6 +64,106 @@ NO_RETRY = {"x-should-retry": "false"}
 COMPLETION_RESERVE = 1024
 # Retry-After when the quota's room is held by answers still in flight (it frees as they end).
 HELD_RETRY = 2
+
+
+class _Queued:
+    """One caller's change waiting in a `_GroupCommit`; `error` is what writing it raised."""
+
+    __slots__ = ("item", "error", "written")
+
+    def __init__(self, item):
+        self.item, self.error, self.written = item, None, threading.Event()
+
+    def wait(self, timeout: float = 2 * LOCK_WAIT) -> None:
+        """Return once the change is in the Store. :raise: what writing it raised, or
+        ServiceUnavailable store_lock_timeout when it took longer than `timeout`."""
+        if not self.written.wait(timeout):
+            raise ServiceUnavailable("the usage ledger is busy; try again shortly",
+                                     "store_lock_timeout")
+        if self.error is not None:
+            raise self.error
+
+
+class _Answer(NamedTuple):
+    """A settled answer waiting to be added to its key's ledger (`Ledger.record`)."""
+
+    key_id: str
+    moment: datetime
+    row: str  # "<model>|<backend>"
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    hold: str | None
+
+
+class _GroupCommit:
+    """Store writes queued by many threads and made together (a group commit).
+
+    A thread that finds no write running makes every queued one in one call of `write(queued)`:
+    its own and those queued while the previous call ran. The others wait for that call. Each
+    caller returns once its own change is written (or raises the `error` writing it set, or what
+    the call raised), as if it had written alone; a burst of N callers costs a few writes
+    instead of N, and one caller alone pays no wait at all.
+    """
+
+    def __init__(self, write: Callable[[list[_Queued]], None]):
+        self._write = write
+        self._queue: list[_Queued] = []
+        self._queue_lock = threading.Condition()
+        self._writing = threading.Lock()
+        self._writer: threading.Thread | None = None  # for submit_later, started on first use
+
+    def submit(self, item) -> None:
+        """Write `item` (with whatever else is queued). :raise: what the write raised."""
+        queued = self._enqueue(item)
+        if not self._writing.acquire(timeout=LOCK_WAIT):
+            raise ServiceUnavailable("the usage ledger is busy; try again shortly",
+                                     "store_lock_timeout")
+        try:
+            if not queued.written.is_set():  # else the previous writer took it
+                self._write_queue()
+        finally:
+            self._writing.release()
+        queued.wait(0)
+
+    def submit_later(self, item) -> _Queued:
+        """Queue `item` for this process's writer thread and return at once; `wait()` on the
+        answer for it to be written."""
+        queued = self._enqueue(item)
+        with self._queue_lock:
+            if self._writer is None or not self._writer.is_alive():  # (a forked child has none)
+                self._writer = threading.Thread(target=self._write_in_background, daemon=True,
+                                                name="ledger-writer")
+                self._writer.start()
+            self._queue_lock.notify()
+        return queued
+
+    def _enqueue(self, item) -> _Queued:
+        queued = _Queued(item)
+        with self._queue_lock:
+            self._queue.append(queued)
+        return queued
+
+    def _write_queue(self) -> None:
+        """Write everything queued (the caller holds `_writing`)."""
+        with self._queue_lock:
+            batch, self._queue = self._queue, []
+        try:
+            if batch:
+                self._write(batch)
+        except BaseException as exc:  # the rest of the batch shares its fate
+            for entry in batch:
+                entry.error = entry.error or exc
+        for entry in batch:
+            entry.written.set()
+
+    def _write_in_background(self) -> None:
+        while True:
+            with self._queue_lock:
+                while not self._queue:
+                    self._queue_lock.wait()
+            with self._writing:
+                self._write_queue()
 
 
 def period_name(moment: datetime, period: str) -> str:
@@ -83,6 +191,8 @@ class Ledger:
         self.hold_ttl = hold_ttl
         self._local_locks = [threading.Lock() for _ in range(LOCAL_LOCKS)]
         self._days_listed: set[tuple[str, str]] = set()  # (day, key) in that day's key list
+        self._counts = _GroupCommit(self._write_counts)  # admissions of keys without quotas
+        self._records = _GroupCommit(self._write_records)  # settled answers
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -122,8 +232,13 @@ class Ledger:
                                   "tokens": current.get("tokens", 0) + tokens}, expire=expire)
 
     # --- admission -----------------------------------------------------------------------------
-    def admit(self, key_id: str, policy: KeyPolicy | None) -> None:
+    def admit(self, key_id: str, policy: KeyPolicy | None, *,
+              wait: bool = True) -> _Queued | None:
         """Count one request of the key `key_id`, if its quotas (`policy`'s) have room.
+
+        A key without quotas has nothing to check: with `wait=False` its request is counted by
+        this process's writer thread while the caller goes on, and the pending count is returned
+        (`wait()` on it before the answer ends, so that whoever reads the usage next sees it).
 
         :raise RateLimited: 429 quota_exhausted with Retry-After at the period's reset (and
             x-should-retry: false when that is further away than the SDK would wait).
@@ -131,12 +246,13 @@ class Ledger:
         now = self._now()
         quota = policy.quota if policy else {}
         if not quota:
-            # Nothing to check: counted with the Store's atomic counter, without the key's lock,
-            # which a burst of one key's requests would otherwise queue on before their answers.
-            for period in PERIODS:
-                window = (period_reset(now, period) - now).total_seconds() + 86400
-                self.store.hit(self._totals_key(key_id, now, period) + ":count", window)
-            return
+            # Counted with the Store's atomic counter, without the key's lock, which a burst of
+            # one key's requests would otherwise queue on before their answers; the admissions
+            # of a burst are counted together.
+            if not wait:
+                return self._counts.submit_later((key_id, now))
+            self._counts.submit((key_id, now))
+            return None
         with self._lock(key_id):
             for period in PERIODS:
                 used = self._used(key_id, now, period)
@@ -145,6 +261,18 @@ class Ledger:
                     if limit is not None and used.get(kind, 0) >= limit:
                         raise _exhausted(kind, period, limit, now)
             self._add_totals(key_id, now, 1, 0)
+        return None
+
+    def _write_counts(self, admitted: list[_Queued]) -> None:
+        """Count admissions (key id, moment) of keys without quotas: one `hit` per counter."""
+        counters: dict[str, list] = {}  # counter -> [admissions, window]
+        for key_id, now in (entry.item for entry in admitted):
+            for period in PERIODS:
+                name = self._totals_key(key_id, now, period) + ":count"
+                window = (period_reset(now, period) - now).total_seconds() + 86400
+                counters.setdefault(name, [0, window])[0] += 1
+        for name, (count, window) in counters.items():
+            self.store.hit(name, window, amount=count)
 
     def _live_holds(self, key_id: str) -> dict[str, list]:
         now = self._clock()
@@ -241,21 +369,8 @@ class Ledger:
         again."""
         now = self._now()
         day = period_name(now, "day")
-        name = f"{PREFIX}ledger:{key_id}:{day}"
-        row = f"{model}|{backend}"
-        with self._lock(key_id):
-            ledger = self.store.get(name) or {}
-            counts = ledger.get(row) or {}
-            ledger[row] = {"requests": counts.get("requests", 0) + requests,
-                           "prompt_tokens": counts.get("prompt_tokens", 0) + prompt_tokens,
-                           "completion_tokens": (counts.get("completion_tokens", 0)
-                                                 + completion_tokens)}
-            self.store.set(name, ledger, expire=self.retention)
-            self._add_totals(key_id, now, 0, prompt_tokens + completion_tokens)
-            if hold is not None:
-                holds = self._live_holds(key_id)
-                if holds.pop(hold, None) is not None:
-                    self._keep_holds(key_id, holds)
+        self._records.submit(_Answer(key_id, now, f"{model}|{backend}", requests, prompt_tokens,
+                                     completion_tokens, hold))
         if (day, key_id) not in self._days_listed:  # once a day per process is enough
             self.store.merge(f"{PREFIX}days:{day}", {key_id: 1}, expire=self.retention)
             if len(self._days_listed) > 10000:
@@ -265,6 +380,42 @@ class Ledger:
             KEY_REQUESTS.labels(key_id).inc(requests)
             KEY_TOKENS.labels(key_id, "prompt").inc(prompt_tokens)
             KEY_TOKENS.labels(key_id, "completion").inc(completion_tokens)
+
+    def _write_records(self, settled: list[_Queued]) -> None:
+        """Add settled answers to their keys' ledgers and totals: per key and day, one hold of
+        the key's lock and one write of each record (a failure fails that group only)."""
+        groups: dict[tuple[str, str], list[_Queued]] = {}
+        for entry in settled:
+            answer = entry.item
+            groups.setdefault((answer.key_id, period_name(answer.moment, "day")),
+                              []).append(entry)
+        for (key_id, day), group in groups.items():
+            answers = [entry.item for entry in group]
+            try:
+                self._add_answers(key_id, day, answers)
+            except Exception as exc:
+                for entry in group:
+                    entry.error = exc
+
+    def _add_answers(self, key_id: str, day: str, answers: list[_Answer]) -> None:
+        name = f"{PREFIX}ledger:{key_id}:{day}"
+        with self._lock(key_id):
+            ledger = self.store.get(name) or {}
+            for answer in answers:
+                counts = ledger.get(answer.row) or {}
+                ledger[answer.row] = {
+                    "requests": counts.get("requests", 0) + answer.requests,
+                    "prompt_tokens": counts.get("prompt_tokens", 0) + answer.prompt_tokens,
+                    "completion_tokens": (counts.get("completion_tokens", 0)
+                                          + answer.completion_tokens)}
+            self.store.set(name, ledger, expire=self.retention)
+            self._add_totals(key_id, answers[0].moment, 0,
+                             sum(a.prompt_tokens + a.completion_tokens for a in answers))
+            holds_settled = [answer.hold for answer in answers if answer.hold is not None]
+            if holds_settled:
+                holds = self._live_holds(key_id)
+                if sum(holds.pop(hold, None) is not None for hold in holds_settled):
+                    self._keep_holds(key_id, holds)
 
     # --- reading -------------------------------------------------------------------------------
     def status(self, policy: KeyPolicy | None, key_id: str) -> dict:

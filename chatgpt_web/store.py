@@ -45,8 +45,8 @@ class Store(Protocol):
     # Set only if no live value is there: True if this call stored it (atomic across writers).
     def add(self, key: str, value: Any, expire: float | None = None) -> bool: ...
     def delete(self, key: str) -> None: ...
-    def hit(self, key: str, window: float) -> tuple[int, float]: ...
-    # After hit(), get(key) reads the window's count.
+    def hit(self, key: str, window: float, amount: int = 1) -> tuple[int, float]: ...
+    # After hit(), get(key) reads the window's count (`amount` hits counted at once).
     def merge(self, key: str, changes: dict, expire: float | None = None) -> dict: ...
     # Exclusive across threads, processes and (Redis) instances; see hold_lock().
     def lock(self, key: str, ttl: float, wait: float) -> contextlib.AbstractContextManager: ...
@@ -143,9 +143,9 @@ class DiskStore:
         with self._guarded():
             self._cache.delete(key)
 
-    def hit(self, key: str, window: float) -> tuple[int, float]:
-        """Count one hit in the fixed window at `key`: (hits so far, unix time the window
-        resets)."""
+    def hit(self, key: str, window: float, amount: int = 1) -> tuple[int, float]:
+        """Count one hit (or `amount`) in the fixed window at `key`: (hits so far, unix time
+        the window resets)."""
         # One transaction: concurrent hits from other processes wait for it. (Cache.incr cannot
         # be used: JSONDisk stores the number as JSON bytes, which incr cannot add to.)
         # The threads of this process queue on a lock first: left to SQLite, a burst of them
@@ -159,7 +159,7 @@ class DiskStore:
                 self._cache.set(key + ":reset", reset_at, expire=window)
             else:
                 count = self._cache.get(key) or 0
-            count += 1
+            count += amount
             self._cache.set(key, count, expire=max(0.001, reset_at - now))
         return count, reset_at
 
@@ -247,17 +247,17 @@ class MemoryStore:
         with self._lock:
             self._data.pop(key, None)
 
-    def hit(self, key: str, window: float) -> tuple[int, float]:
-        """Count one hit in the fixed window at `key`: (hits so far, unix time the window
-        resets)."""
+    def hit(self, key: str, window: float, amount: int = 1) -> tuple[int, float]:
+        """Count one hit (or `amount`) in the fixed window at `key`: (hits so far, unix time
+        the window resets)."""
         with self._lock:
             count, reset_at = self._read(key), self._read(key + ":reset")
             if count is None or reset_at is None:
                 count, reset_at = 0, time.time() + window
                 self._write(key + ":reset", reset_at, window)
             # The counter keeps the window's end as its expiry, as diskcache's incr() does.
-            self._data[key] = (json.dumps(count + 1), self._data[key + ":reset"][1])
-            return count + 1, reset_at
+            self._data[key] = (json.dumps(count + amount), self._data[key + ":reset"][1])
+            return count + amount, reset_at
 
     def merge(self, key: str, changes: dict, expire: float | None = None) -> dict:
         """Atomically update the dict at `key` (or {}) with `changes`; the new dict."""
@@ -290,11 +290,12 @@ class MemoryStore:
 
 
 # KEYS[1] the counter, KEYS[2] the window's end; ARGV[1] the window in ms, ARGV[2] the window's
-# end (unix seconds, JSON) should this hit open it. One script runs atomically in Redis, so hits
-# from every process and instance are counted exactly once and all see the same window.
+# end (unix seconds, JSON) should this hit open it, ARGV[3] the hits to count. One script runs
+# atomically in Redis, so hits from every process and instance are counted exactly once and all
+# see the same window.
 _HIT_SCRIPT = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 or redis.call('PTTL', KEYS[1]) < 0 then
+local count = redis.call('INCRBY', KEYS[1], ARGV[3])
+if count == tonumber(ARGV[3]) or redis.call('PTTL', KEYS[1]) < 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
   redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[1])
 end
@@ -424,15 +425,16 @@ class RedisStore:
         """Forget `key`. :raise ServiceUnavailable: Redis unreachable."""
         self._run(self._client.delete, self._key(key))
 
-    def hit(self, key: str, window: float) -> tuple[int, float]:
-        """Count one hit in the fixed window at `key`: (hits so far, unix time the window resets).
+    def hit(self, key: str, window: float, amount: int = 1) -> tuple[int, float]:
+        """Count one hit (or `amount`) in the fixed window at `key`: (hits so far, unix time the
+        window resets).
 
         :raise ServiceUnavailable: Redis unreachable.
         """
         reset_if_new = time.time() + window
         count, reset_at = self._run(
             self._hit, keys=[self._key(key), self._key(key + ":reset")],
-            args=[_milliseconds(window), json.dumps(reset_if_new)])
+            args=[_milliseconds(window), json.dumps(reset_if_new), amount])
         reset_at = self._decode(reset_at)
         return int(count), float(reset_at) if reset_at is not None else reset_if_new
 

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Iterator, Sequence
 
 import curl_cffi
-from curl_cffi import Curl, CurlOpt, ffi, lib
+from curl_cffi import Curl, CurlECode, CurlOpt, ffi, lib
 from curl_cffi import requests as curl_requests
 from curl_cffi.requests import exceptions as curl_errors
 
@@ -127,12 +127,19 @@ def new_session(config: Config, *, resolve: Sequence[str] = ()) -> Session:
     )
 
 
-def plain_session(resolve: Sequence[str] = ()) -> Session:
+def plain_session(resolve: Sequence[str] = (), *, total_timeout: float | None = None) -> Session:
     """A plain curl_cffi session (no impersonation, no CHATGPT_PROXY) for the operator's own
-    endpoints (the alert webhook), pinned to the addresses in `resolve` as new_session is."""
-    curl_options = {CurlOpt.RESOLVE: list(resolve)} if resolve else None
-    return _PooledSession(tuple(resolve), curl_options=curl_options, allow_redirects=False,
-                          trust_env=False)
+    endpoints (the alert webhook), pinned to the addresses in `resolve` as new_session is.
+
+    `total_timeout` bounds each transfer, body included, in seconds: curl_cffi bounds a
+    `stream=True` transfer only by a low-speed check, which lets a stalled body run on for
+    several seconds past its `timeout`.
+    """
+    curl_options: dict = {CurlOpt.RESOLVE: list(resolve)} if resolve else {}
+    if total_timeout is not None:
+        curl_options[CurlOpt.TIMEOUT_MS] = max(1, int(total_timeout * 1000))
+    return _PooledSession(tuple(resolve), curl_options=curl_options or None,
+                          allow_redirects=False, trust_env=False)
 
 
 # curl_multi_poll() returns earlier when curl has a timer due (e.g. CURLOPT_TIMEOUT_MS), so this
@@ -147,9 +154,9 @@ class StreamedResponse:
     `session.post(..., stream=True)` runs the transfer on a pool thread and hands every chunk to
     the reader through a queue: two thread wake-ups and GIL hand-overs per chunk, which at a few
     hundred concurrent answers doubled the CPU spent per answer. Here a curl multi handle (lent
-    by the thread's HandlePool, with its easy handle) is driven by the reader itself: curl_multi_poll() waits for the socket with the GIL
-    released, curl_multi_perform() moves the transfer on, and the chunks it delivered to the write
-    callback are yielded.
+    with its easy handle by the thread's HandlePool) is driven by the reader itself:
+    curl_multi_poll() waits for the socket with the GIL released, curl_multi_perform() moves the
+    transfer on, and the chunks it delivered to the write callback are yielded.
 
     `status_code` and `headers` are known when the object is returned (before the body is read),
     as with a curl_cffi stream. Always `close()` it (or use it as a context manager): that removes
@@ -432,6 +439,10 @@ def upstream_errors(step: str) -> Iterator[None]:
     except curl_errors.ProxyError as exc:
         raise UpstreamError(f"{step}: the outbound proxy failed", "proxy_error") from exc
     except curl_errors.ConnectionError as exc:
+        if exc.code == CurlECode.WEIRD_SERVER_REPLY:  # connected, but it did not speak HTTP
+            raise UpstreamError(f"{step}: the server's answer was not valid HTTP (a malformed "
+                                "status line or header, such as Content-Length)",
+                                "upstream_bad_answer") from exc
         raise UpstreamError(f"{step}: could not connect to the upstream",
                             "upstream_unreachable") from exc
     except curl_errors.RequestException as exc:

@@ -31,6 +31,11 @@ def test_environment_overrides_are_parsed():
     {"PORT": "many"}, {"PORT": "0"}, {"HISTORY_DISABLED": "maybe"},
     {"CHATGPT_BASE_URL": "chatgpt.com"}, {"POW_MAX_DIFFICULTY": "zz"},
     {"TOKEN_EXPIRY_MARGIN": "-1"}, {"RATE_LIMIT_STRATEGY": "leaky"}, {"LOG_LEVEL": "loud"},
+    {"IMAGE_URL_TIMEOUT": "0"}, {"IMAGE_URL_TIMEOUT": "301"}, {"IMAGE_URL_TIMEOUT": "nan"},
+    {"IMAGE_URL_TIMEOUT": "inf"}, {"IMAGE_URL_TIMEOUT": "soon"},
+    # regression: "nan" and "inf" parse as floats, and NaN is not below any minimum
+    {"REQUEST_TIMEOUT": "nan"}, {"REQUEST_TIMEOUT": "inf"}, {"RELAY_PING_INTERVAL": "nan"},
+    {"MODERATION_TIMEOUT": "1e999"},
 ])
 def test_bad_values_are_refused_at_start(env):
     with pytest.raises(ConfigError) as refused:
@@ -63,6 +68,13 @@ def test_every_problem_is_named_at_once():
 def test_a_config_built_in_code_is_held_to_the_same_rules():
     with pytest.raises(ConfigError, match="CHATGPT_IMPERSONATE"):
         create_app(Config(impersonate="netscape4"))
+
+
+def test_the_image_url_timeout_is_a_bounded_number_of_seconds():
+    assert Config.from_env({}).image_url_timeout == 20
+    assert Config.from_env({"IMAGE_URL_TIMEOUT": "2.5"}).image_url_timeout == 2.5
+    with pytest.raises(ConfigError, match="from 0.1 to 300"):
+        Config.from_env({"IMAGE_URL_TIMEOUT": "3600"})
 
 
 def test_a_token_expiry_margin_of_zero_is_allowed():

@@ -1,8 +1,11 @@
 """The emulator's image downloads (tests/emulator/images.py): each file to its owner only, each
 pointer kind through its own endpoint, and the estuary URL only with a valid signature."""
+import pytest
 from curl_cffi import requests as curl_requests
+from werkzeug.exceptions import HTTPException
 
 from tests.emulator import tokens
+from tests.emulator.files import check_message_files, describe
 from tests.emulator.images import tiny_png
 
 PNG = tiny_png(b"emulator test")
@@ -60,4 +63,19 @@ def test_reset_forgets_images_and_knobs(emulator, token):
     emulator.images.add(owner_of(emulator, token), "conv-1", PNG)
     emulator.images.scheme = "file-service"
     emulator.reset()
-    assert emulator.images.files == {} and emulator.images.scheme == "sediment"
+    assert emulator.files.generated() == [] and emulator.images.scheme == "sediment"
+
+
+def test_a_drawn_image_is_a_file_of_its_account_as_an_upload_is(emulator, token):
+    """The site has one file service: a drawn image's pointer may come back in a message of its
+    owner (as the web app sends it to edit the image), not of another account; it is no upload."""
+    owner = owner_of(emulator, token)
+    pointer = emulator.images.add(owner, "conv-1", PNG)
+    message = {"content": {"content_type": "multimodal_text", "parts": [
+        {"content_type": "image_asset_pointer", "asset_pointer": pointer}]}}
+    check_message_files(emulator.files, owner, [message])
+    assert f"image/png {len(PNG)} bytes" in describe(emulator.files, message)
+    with pytest.raises(HTTPException) as refused:
+        check_message_files(emulator.files, "user-other", [message])
+    assert refused.value.response.status_code == 404
+    assert emulator.files.uploaded() == []

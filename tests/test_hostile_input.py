@@ -338,6 +338,7 @@ def test_a_path_trick_is_not_a_file_link(call):
     {"id": "k", "backends": ["nope"]}, {"id": "k", "backends": "web"},
     {"id": "k", "quota": "100/day"}, {"id": "k", "quota": {"requests": "x/day"}},
     {"id": "k", "quota": {"requests": "-1/day"}}, {"id": "k", "quota": {"coins": "1/day"}},
+    {"id": "k", "quota": {"requests": "0/day"}}, {"id": "k", "quota": {"tokens": "00/month"}},
     {"id": "k", "quota": {"requests": [["1/day"]]}},
     # regression: a 5000-digit number made int() raise ValueError: a 500
     {"id": "k", "quota": {"requests": "9" * 5000 + "/day"}},

@@ -26,17 +26,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 LINK = re.compile(r"!\[image\]\((http://[^)]+)\)")
 
 
-@pytest.fixture
-def sdk(live_service, token):
-    with openai.OpenAI(base_url=live_service.url + "/v1", api_key=token, max_retries=0,
-                       timeout=60) as client:
-        yield client
-
-
 def drawn(emulator) -> list[bytes]:
     """The PNGs the emulator drew, in order."""
-    with emulator.images.lock:
-        return [stored.data for stored in emulator.images.files.values()]
+    return [stored.data for stored in emulator.files.generated()]
 
 
 def get(url: str, **headers):
@@ -75,7 +67,7 @@ def test_url_serves_the_same_bytes_and_names_nothing_upstream(sdk, emulator, liv
     assert [response.content] == drawn(emulator)
     (write,) = writes(emulator)
     conversation_id = emulator.conversations.listed(emulator_owner(emulator, token))[0].id
-    file_id = next(iter(emulator.images.files))
+    file_id = emulator.files.generated()[0].file_id
     for secret in (token, emulator.url, "127.0.0.1:" + emulator.url.rsplit(":", 1)[1],
                    conversation_id, file_id, "sediment", "estuary", "chatgpt"):
         assert secret not in url
@@ -119,7 +111,7 @@ def test_older_file_service_pointers_use_the_legacy_download(sdk, emulator):
     answer = sdk.images.generate(model="gpt-image-1", prompt="an old map")
     assert [base64.b64decode(answer.data[0].b64_json)] == drawn(emulator)
     assert [r.path for r in emulator.requests if "/download" in r.path][0].endswith("/download")
-    assert not emulator.requests_to("/files/download/" + next(iter(emulator.images.files)))
+    assert not emulator.requests_to("/files/download/" + emulator.files.generated()[0].file_id)
 
 
 def test_the_image_is_found_by_polling_when_the_resume_fails(sdk, emulator):

@@ -1,11 +1,14 @@
-"""The ledger counts every admitted request exactly, with and without quotas, across threads and
-across processes' stores (a key without quotas is counted without its lock)."""
+"""The ledger counts every admitted request and settled answer exactly, with and without quotas,
+across threads and across processes' stores (a key without quotas is counted without its lock),
+and writes what a burst of threads brings at once together."""
 import threading
+from datetime import UTC, datetime
 
 from chatgpt_web.key_policy import KeyPolicy
 from chatgpt_web.keys import key_digest
 from chatgpt_web.ledger import Ledger
-from chatgpt_web.store import DiskStore, RedisStore
+from chatgpt_web.store import DiskStore, MemoryStore, RedisStore
+from tests.test_store import wait_until
 
 
 def policy(**scopes):
@@ -62,3 +65,106 @@ def test_two_instances_on_one_redis_count_a_key_without_quota_exactly(redis_url)
     ledgers = [Ledger(RedisStore(redis_url, prefix="ledger-count:")) for _ in range(2)]
     assert admit_from_threads(ledgers * 3, None, each=10) == []
     assert used(ledgers[0]) == used(ledgers[1]) == (60, 60)
+
+
+# --- bursts are written together (a group commit), and still exactly ---------------------------
+
+def settle_from_threads(ledgers, each=20, hold_for=None):
+    errors = []
+
+    def settle(ledger):
+        try:
+            for _ in range(each):
+                hold = hold_for(ledger) if hold_for else None
+                ledger.record("k", "gpt-4o", "relay", 3, 5, hold=hold)
+        except Exception as error:  # collected: an assert in a thread would be lost
+            errors.append(error)
+
+    threads = [threading.Thread(target=settle, args=(ledger,)) for ledger in ledgers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+def test_answers_settled_at_once_are_all_in_the_ledger_and_their_holds_given_back(tmp_path):
+    ledgers = [Ledger(DiskStore(str(tmp_path / "store"))) for _ in range(2)]
+    quota = policy(quota={"tokens": "100000/day"})
+    errors = settle_from_threads(ledgers * 4, hold_for=lambda ledger:
+                                 ledger.hold_tokens("k", quota, 3))
+    assert errors == []
+    day = datetime.now(UTC).date()
+    assert ledgers[0].rows(day, day, "k") == [{
+        "day": day.isoformat(), "key": "k", "model": "gpt-4o", "backend": "relay",
+        "requests": 160, "prompt_tokens": 480, "completion_tokens": 800}]
+    tokens = ledgers[1].status(quota, "k")["day"]["tokens"]
+    assert tokens["used"] == 1280 and tokens["held"] == 0
+
+
+class GatedStore(MemoryStore):
+    """A MemoryStore whose first write of `watched` records waits for `gate` (a slow disk),
+    counting those writes."""
+
+    def __init__(self, watched: str):
+        super().__init__()
+        self.watched, self.writes = watched, 0
+        self.writing, self.gate = threading.Event(), threading.Event()
+
+    def _slow(self, key):
+        if self.watched in key:
+            self.writes += 1
+            self.writing.set()
+            assert self.gate.wait(30)
+
+    def set(self, key, value, expire=None):
+        self._slow(key)
+        super().set(key, value, expire)
+
+    def hit(self, key, window, amount=1):
+        self._slow(key)
+        return super().hit(key, window, amount)
+
+
+def burst_behind_a_slow_write(store, ledger, call, count=10):
+    """`call(ledger)` from `count` threads, all but the first queued while its write waits."""
+    threads = [threading.Thread(target=call, args=(ledger,)) for _ in range(count)]
+    threads[0].start()
+    assert store.writing.wait(30)
+    for thread in threads[1:]:
+        thread.start()
+    assert wait_until(lambda: len(ledger._records._queue) + len(ledger._counts._queue)
+                      == count - 1)
+    store.gate.set()
+    for thread in threads:
+        thread.join(30)
+
+
+def test_a_burst_of_settled_answers_costs_two_writes_of_the_ledger(tmp_path):
+    store = GatedStore(":ledger:")
+    ledger = Ledger(store)
+    burst_behind_a_slow_write(store, ledger,
+                              lambda ledger: ledger.record("k", "gpt-4o", "relay", 3, 5))
+    assert store.writes == 2  # the first answer's, then the nine queued behind it together
+    day = datetime.now(UTC).date()
+    assert ledger.rows(day, day, "k")[0]["requests"] == 10
+
+
+def test_a_burst_of_admissions_without_quota_costs_two_counts_per_period(tmp_path):
+    store = GatedStore(":count")
+    ledger = Ledger(store)
+    burst_behind_a_slow_write(store, ledger, lambda ledger: ledger.admit("k", None))
+    assert store.writes == 2 * 2  # day and month: the first admission's, then the nine others
+    assert used(ledger) == (10, 10)
+
+
+def test_a_request_without_quota_is_counted_while_it_runs_and_awaited_before_its_answer():
+    store = GatedStore(":count")
+    ledger = Ledger(store)
+    pending = ledger.admit("k", None, wait=False)  # returns while the count is being written
+    assert store.writing.wait(30) and not pending.written.is_set()
+    store.gate.set()
+    pending.wait()
+    assert used(ledger) == (1, 1)
+    assert ledger.admit("k", policy(quota={"requests": "5/day"}), wait=False) is None  # checked
+    assert used(ledger) == (2, 2)

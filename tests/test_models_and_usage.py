@@ -1,4 +1,5 @@
 """Model name mapping (models.py) and token counting (usage.py)."""
+import gzip
 import json
 import os
 import subprocess
@@ -10,7 +11,7 @@ import pytest
 from chatgpt_web import models, usage
 from chatgpt_web.errors import BadRequest, NotFound
 
-# bpe-openai 0.1.x loads its vocabularies with a deprecated importlib call (usage.py hides it too).
+# bpe-openai 0.1.x loads its vocabularies with a deprecated importlib call.
 QUIET_BPE = pytest.mark.filterwarnings("ignore:open_binary is deprecated:DeprecationWarning")
 
 
@@ -52,17 +53,76 @@ def test_list_has_official_names_and_web_slugs_once_each():
     assert {"gpt-4o", "gpt-3.5-turbo", "text-davinci-002-render-sha", "o1"} <= set(ids)
 
 
+# Text that exercises both encodings' split patterns: contractions, case changes, digits in
+# threes, punctuation runs, newlines, tabs, non-Latin scripts, emoji, a special-token look-alike.
+SAMPLES = [
+    "Tokenizers split text like this: 日本語 too.",
+    "I've said THEY'LL can't; won't! 3.14159265 1234567 x\r\n\n\t  trailing   ",
+    "Здравствуй, мир! مرحبا بالعالم 🤖🎉👍🏽 naïve café «quotes» — dashes…",
+    "def f(x):\n    return {'a': [1, 2, 3]}  # comment\n\n\n<|endoftext|>",
+    Path(__file__).read_text(),
+]
+
+
 @QUIET_BPE
-def test_counts_use_a_real_tokenizer_when_installed():
+@pytest.mark.parametrize("slug, encoding", [("gpt-4o", "o200k_base"), ("gpt-4", "cl100k_base")])
+def test_counts_are_exact_token_counts(slug, encoding):
+    # bpe-openai's own tokenizer is an independent implementation of the same encodings.
     bpe_openai = pytest.importorskip("bpe_openai")
-    assert usage.METHOD == "bpe-openai"
-    o200k = bpe_openai.get_encoding("o200k_base")
-    text = "Tokenizers split text like this: 日本語 too."
-    assert usage.count_text(text, "gpt-4o") == len(o200k.encode(text))
-    cl100k = bpe_openai.get_encoding("cl100k_base")
-    assert usage.count_text(text, "gpt-4") == len(cl100k.encode(text))
+    assert usage.METHOD == "tiktoken"
+    reference = bpe_openai.get_encoding(encoding)
+    for text in SAMPLES:
+        assert usage.count_text(text, slug) == len(reference.encode_ordinary(text)), text[:40]
     # A special-token look-alike in a prompt is ordinary text, not an error.
-    assert usage.count_text("<|endoftext|>", "gpt-4o") > 1
+    assert usage.count_text("<|endoftext|>", slug) > 1
+
+
+def test_a_vocabulary_file_that_is_not_the_published_one_is_refused(tmp_path, monkeypatch):
+    pytest.importorskip("bpe_openai")
+    original = usage.VOCABULARY_DIRECTORY / "o200k_base.tiktoken.gz"
+    with gzip.open(original) as file:
+        lines = file.read().splitlines()
+    lines[1000], lines[1001] = lines[1001], lines[1000]  # two ranks swapped
+    with gzip.open(tmp_path / "o200k_base.tiktoken.gz", "wb") as file:
+        file.write(b"\n".join(lines) + b"\n")
+    monkeypatch.setattr(usage, "VOCABULARY_DIRECTORY", tmp_path)
+    with pytest.raises(RuntimeError, match="not the published one"):
+        usage.read_ranks("o200k_base")
+
+
+# A fresh interpreter: what counting costs a process (peak RSS, from getrusage), when 8 threads
+# ask for their first count at once (a burst of usage requests reaching a new worker).
+_FIRST_COUNTS = """
+import json, resource, sys, threading
+from chatgpt_web import usage
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = threading.Barrier(8)
+counts = []
+def count():
+    start.wait()
+    counts.append(usage.count_text("Hello there, how are you?", "gpt-4o"))
+threads = [threading.Thread(target=count) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(json.dumps({"counts": sorted(set(counts)), "grown_mb": grown // 1024,
+                  "loaded": usage.loaded_encodings(), "bpe_openai": "bpe_openai" in sys.modules}))
+"""
+
+
+def test_a_burst_of_first_counts_loads_one_compact_tokenizer():
+    pytest.importorskip("bpe_openai")
+    result = subprocess.run([sys.executable, "-c", _FIRST_COUNTS],
+                            cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                            text=True, timeout=120, check=True)
+    outcome = json.loads(result.stdout.splitlines()[-1])
+    assert outcome["counts"] == [7] and outcome["loaded"] == ["o200k_base"]
+    assert not outcome["bpe_openai"]  # its vocabulary file is read; its tokenizer is not loaded
+    # One o200k tokenizer holds ~45 MB, plus ~30 MB while its ranks are parsed (bpe-openai's held
+    # ~135 MB; eight loads at once would peak far above this).
+    assert outcome["grown_mb"] < 110, outcome
 
 
 def test_chat_prompt_count_adds_framing_per_message():
@@ -155,7 +215,7 @@ before = "bpe_openai" in sys.modules
 if sys.argv[1] == "start":
     gunicorn_config.on_starting(None)  # what the gunicorn master runs before it forks
 print(json.dumps({"imported_with_the_app": before,
-                  "loaded": usage._encoding.cache_info().currsize}))
+                  "loaded": len(usage.loaded_encodings())}))
 """
 
 
@@ -163,12 +223,15 @@ print(json.dumps({"imported_with_the_app": before,
     ("preload", "start", 1),  # the master loads it once; forked workers inherit it
     ("lazy", "start", 0),
     ("preload", "no-start", 0),  # flask run, Vercel: only at the first count
+    (None, "start", 0),  # the default: lazy
 ])
 def test_the_tokenizer_is_loaded_by_the_master_before_the_fork_or_not_at_all(
         tmp_path, setting, start, loaded):
     pytest.importorskip("bpe_openai")
-    env = {**os.environ, "USAGE_TOKENIZER": setting, "CACHE_DIR": str(tmp_path),
-           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    env = {**os.environ, "CACHE_DIR": str(tmp_path), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    env.pop("USAGE_TOKENIZER", None)
+    if setting is not None:
+        env["USAGE_TOKENIZER"] = setting
     result = subprocess.run([sys.executable, "-c", _LOADED_AFTER, start], env=env,
                             cwd=Path(__file__).resolve().parents[1], capture_output=True,
                             text=True, timeout=60, check=True)

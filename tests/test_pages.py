@@ -58,9 +58,24 @@ def test_the_package_ships_every_page_file():
     patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
         "package-data"]["chatgpt_web"]
     package = REPO / "chatgpt_web"
-    for path in (package / "static").iterdir():
+    for path in [*(package / "static").iterdir(), *(package / "templates").iterdir()]:
         relative = path.relative_to(package).as_posix()
         assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), relative
+
+
+@pytest.mark.parametrize("path, title, scripts", [
+    ("/", "chatgpt_web playground", ["/static/markdown.js", "/static/playground.js"]),
+    ("/admin", "chatgpt_web console", ["/static/console.js"]),
+])
+def test_both_pages_are_whole_documents_with_the_shared_head(client, path, title, scripts):
+    html = client.get(path, headers={"Accept": BROWSER_ACCEPT}).get_data(as_text=True)
+    head, _, rest = html.partition("</head>")
+    assert html.startswith('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">')
+    assert '<meta name="viewport"' in head and '<link rel="stylesheet" href="/static/pages.css">' \
+        in head and f"<title>{title}</title>" in head
+    assert re.findall(r'<script src="([^"]+)" defer></script>', head) == scripts
+    assert rest.lstrip().startswith("<body") and rest.rstrip().endswith("</body>\n</html>")
+    assert "{%" not in html and "{{" not in html and html.count("<head>") == 1
 
 
 def test_no_page_script_writes_html(client):
@@ -307,8 +322,7 @@ def test_playground_shows_an_image_the_model_drew(web_page, live_service, emulat
     # The browser loaded it from the service's signed link: the very PNG the emulator drew.
     page.wait_for_function("document.querySelector('img.answer-image').complete && "
                            "document.querySelector('img.answer-image').naturalWidth > 0")
-    with emulator.images.lock:
-        drawn = [stored.data for stored in emulator.images.files.values()]
+    drawn = [stored.data for stored in emulator.files.generated()]
     assert [httpx.get(picture.get_attribute("src"), timeout=30).content] == drawn
     page.screenshot(path=str(artifacts / "playground-drawn.png"))
     assert page.script_errors == []

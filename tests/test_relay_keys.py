@@ -21,8 +21,13 @@ RELAY_ONLY = "sk-cw-relay-only-key"
 BOTH = "sk-cw-both-backends-key"
 HELLO = [{"role": "user", "content": "hello relay"}]
 # gpt-4o: the web pool first, the relay after it; gpt-4o-mini and the others: the relay only.
+# Images: gpt-image-1 on the web pool first, gpt-image-1-mini on the relay (as dall-e-3) first.
 ROUTES = {"gpt-4o": {"routes": [{"to": "web", "priority": 0}, {"to": "openai", "priority": 1}]},
-          "gpt-4o-mini": {"routes": [{"to": "openai"}]}}
+          "gpt-4o-mini": {"routes": [{"to": "openai"}]},
+          "gpt-image-1": {"routes": [{"to": "web", "priority": 0},
+                                     {"to": "openai", "model": "dall-e-3", "priority": 1}]},
+          "gpt-image-1-mini": {"routes": [{"to": "openai", "model": "dall-e-3", "priority": 0},
+                                          {"to": "web", "priority": 1}]}}
 
 
 def entry(key, **scopes):
@@ -108,6 +113,22 @@ def test_a_web_only_key_never_reaches_the_relay(mixed, emulator, fake_openai):
     status = httpx.get(server.url + "/v1/key", headers={"Authorization": f"Bearer {WEB_ONLY}"})
     # refused before they were counted: two answered requests only
     assert status.json()["usage"]["day"]["requests"]["used"] == 2
+
+
+def test_image_routes_skip_the_targets_a_key_may_not_use(mixed, emulator, fake_openai):
+    server = mixed([entry(RELAY_ONLY, id="relay-only", backends=["relay"]),
+                    entry(WEB_ONLY, id="web-only", backends=["web"])])
+    # a web-first route: the relay-only key is drawn by the relay, never by a web account
+    drawn = sdk(server, RELAY_ONLY).images.generate(model="gpt-image-1", prompt="a fox")
+    assert drawn.data
+    assert web_turns(emulator) == []
+    assert len(fake_openai.requests_to("/images/generations")) == 1
+    # a relay-first route: the web-only key is drawn by a web account, never by the relay
+    drawn = sdk(server, WEB_ONLY).images.generate(model="gpt-image-1-mini", prompt="an owl",
+                                                  response_format="b64_json")
+    assert drawn.data[0].b64_json
+    assert len(web_turns(emulator)) == 1
+    assert len(fake_openai.requests_to("/images/generations")) == 1
 
 
 # --- the ledger and token quotas -----------------------------------------------------------------

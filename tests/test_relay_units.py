@@ -146,6 +146,31 @@ def test_priorities_and_weights():
     assert all(router.ordered(router.targets("m"))[-1].to == "c" for _ in range(50))
 
 
+class ReadCountingStore(MemoryStore):
+    """A MemoryStore that counts its reads."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads = 0
+
+    def get(self, key):
+        self.reads += 1
+        return super().get(key)
+
+
+def test_a_healthy_key_that_serves_again_is_not_read_again_from_the_store():
+    store = ReadCountingStore()
+    health = KeyHealth(store, recheck=60, cache_seconds=3600)
+    for _ in range(5):  # five requests answered by the same healthy key
+        usable, state = health.usable("u", "k", "m")
+        assert usable
+        health.record("u", "k", outcomes.Outcome(outcomes.OK, False), "m", state)
+    assert store.reads == 1
+    # a change this process makes is still seen at once
+    health.record("u", "k", outcomes.Outcome(outcomes.RATE, True, None, 5), "m", state)
+    assert not health.usable("u", "k", "m")[0]
+
+
 def test_health_states_and_the_single_half_open_trial():
     now = [1000.0]
     health = KeyHealth(MemoryStore(), recheck=60, clock=lambda: now[0])

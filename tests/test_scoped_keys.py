@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from chatgpt_web.errors import RateLimited
+from chatgpt_web.errors import ConfigError, RateLimited
 from chatgpt_web.key_policy import KeyPolicy
 from chatgpt_web.keys import key_digest
 from chatgpt_web.ledger import Ledger
@@ -102,6 +102,31 @@ def test_a_request_outside_a_scope_names_the_scope(serve, scopes, status, code):
     assert refused.value.status_code == status and refused.value.code == code
 
 
+@pytest.mark.parametrize("path, content_type", [
+    ("/v1/chat/completions", "application/json"),
+    ("/v1/chat/completions", None),  # read as JSON without the header, as its route does
+    ("/v1/responses", "application/json"),
+    ("/v1/images/generations", "application/json"),
+    ("/send_message", "application/json"),
+])
+def test_a_malformed_body_is_400_before_a_scope_refuses_the_key(serve, path, content_type):
+    """As the OpenAI API does: the key is checked (401), then the body (400), then what the key
+    may use (403). This key may use neither the web accounts nor the model asked for."""
+    server = serve([entry(ALICE, id="alice", backends=["relay"], models=["o1"])])
+    headers = {"Authorization": f"Bearer {ALICE}"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    response = httpx.post(server.url + path, content=b'{"model": "gpt-4o", "messages": [',
+                          headers=headers, timeout=30)
+    assert response.status_code == 400, response.text
+    error = response.json().get("error", response.json())
+    assert error["code"] == "invalid_json"
+    # A readable body is then refused for the scope.
+    response = httpx.post(server.url + path, json={"model": "gpt-4o", "prompt": "Hi"},
+                          headers={"Authorization": f"Bearer {ALICE}"}, timeout=30)
+    assert response.status_code == 403, response.text
+
+
 def test_an_ip_inside_the_allow_list_is_served(serve):
     server = serve([entry(ALICE, id="alice", ips=["127.0.0.0/8", "::1"])])
     assert ask(sdk(server, ALICE)).choices[0].message.content
@@ -124,6 +149,22 @@ def test_a_bad_keys_file_stops_the_start_without_quoting_the_hash(make_app, tmp_
     with pytest.raises(Exception) as failed:
         make_app(KEYS_FILE=str(path))
     assert "KEYS_FILE key 1" in str(failed.value) and ALICE not in str(failed.value)
+
+
+@pytest.mark.parametrize("quota, field", [
+    ({"requests": "0/day"}, "'quota.requests' is 0/day"),
+    ({"tokens": ["5000/day", "0/month"]}, "'quota.tokens' is 0/month"),
+])
+def test_a_zero_quota_stops_the_start_naming_the_key_and_field(make_app, tmp_path, quota, field):
+    """0 is ambiguous (no requests? no limit?): it is refused, with what to write instead."""
+    path = tmp_path / "keys.json"
+    path.write_text(json.dumps({"keys": [entry(PLAIN, id="bob"),
+                                         entry(ALICE, id="alice", quota=quota)]}))
+    with pytest.raises(ConfigError) as failed:
+        make_app(KEYS_FILE=str(path))
+    message = str(failed.value)
+    assert message.startswith('KEYS_FILE key 2 (id "alice"): ' + field)
+    assert '"disabled": true' in message and "leave the quota out" in message
 
 
 # --- quotas ------------------------------------------------------------------------------------

@@ -133,6 +133,13 @@ def test_hit_counts_in_a_fixed_window_that_starts_at_the_first_hit(store):
     assert store.get("rl:a") == 4
 
 
+def test_hit_counts_several_hits_at_once(store):
+    count, reset_at = store.hit("rl:many", 600, amount=5)  # the first opens the window
+    assert count == 5 and store.get("rl:many") == 5
+    assert store.hit("rl:many", 600, amount=3) == (8, reset_at)
+    assert store.hit("rl:many", 600) == (9, reset_at)
+
+
 def test_hit_window_resets_after_it_ends(store):
     first = [store.hit("rl", 0.2) for _ in range(3)]
     assert [count for count, _ in first] == [1, 2, 3]

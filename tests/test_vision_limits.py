@@ -119,6 +119,39 @@ def test_image_urls_that_cannot_be_used_are_refused(allowed_sdk, emulator, image
     assert writes(emulator) == [] and emulator.requests_to("/files") == []
 
 
+def test_an_image_server_answering_invalid_http_is_a_502_that_says_so(allowed_sdk, emulator,
+                                                                     image_server):
+    """Content-Length: -5 is not HTTP: curl refuses the answer, after connecting."""
+    with pytest.raises(openai.APIStatusError) as caught:
+        allowed_sdk.chat.completions.create(model="gpt-4o", messages=[
+            image_message("?", image_server.url + "/bad-length.png")])
+    assert (caught.value.status_code, caught.value.body["code"]) == (502, "upstream_bad_answer")
+    assert caught.value.body["param"] == "messages[0].content[1]"
+    assert "answer was not valid HTTP" in caught.value.body["message"]
+    assert "connect" not in caught.value.body["message"]
+    assert writes(emulator) == []
+
+
+def test_a_slow_image_server_gets_a_timeout_after_image_url_timeout(live_service_factory, token,
+                                                                     emulator, image_server):
+    """The server sends the headers and 8 bytes, then holds the rest back for 5 seconds: the
+    fetch gives up after IMAGE_URL_TIMEOUT, not when the body finally comes (nor after curl's
+    low-speed check, about 7 seconds for a stalled stream)."""
+    service = live_service_factory(IMAGE_URL_ALLOW=image_server.url + "/",
+                                   IMAGE_URL_CA_FILE=str(image_server.cert_file),
+                                   IMAGE_URL_TIMEOUT="0.5")
+    with openai.OpenAI(base_url=service.url + "/v1", api_key=token, max_retries=0,
+                       timeout=15) as client:
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.chat.completions.create(model="gpt-4o", messages=[
+                image_message("?", image_server.url + "/slow.png")])
+    assert not image_server.slow_sent.is_set()  # refused while the server still held it
+    assert (caught.value.status_code, caught.value.body["code"]) == (504, "image_url_timeout")
+    assert caught.value.body["param"] == "messages[0].content[1]"
+    assert "IMAGE_URL_TIMEOUT (0.5 s)" in caught.value.body["message"]
+    assert writes(emulator) == []
+
+
 @pytest.mark.parametrize("url", [
     "http://example.com/cat.png",  # not https
     "https://127.0.0.1:1/cat.png",  # loopback

@@ -6,6 +6,9 @@
     /to-private     302 to https://localhost:<port>/cat.png (a name that resolves to loopback)
     /to-cat         302 to /cat.png on this server
     /big.png        a PNG with padding, larger than the tests' MAX_UPLOAD_BYTES
+    /bad-length.png a PNG sent with `Content-Length: -5`, which is not HTTP
+    /slow.png       a PNG whose headers and first bytes come at once, the rest only after
+                    SLOW_HOLD seconds (or when `release` is set); `slow_sent` is set then
 """
 from __future__ import annotations
 
@@ -44,6 +47,9 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+SLOW_HOLD = 5.0
+
+
 class ImageServer:
     """Serves `images` ({path: (content type, body)}) over TLS on 127.0.0.1."""
 
@@ -53,6 +59,8 @@ class ImageServer:
         self.images = images
         self.redirects = redirects or {}  # {path: Location sent as is}
         self.requests: list[str] = []
+        self.release = threading.Event()
+        self.slow_sent = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -67,6 +75,25 @@ class ImageServer:
                     return self._redirect("/cat.png")
                 if self.path in server.redirects:
                     return self._redirect(server.redirects[self.path])
+                if self.path == "/bad-length.png":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/png")
+                    self.send_header("Content-Length", "-5")
+                    self.end_headers()
+                    self.wfile.write(b"\x89PNG\r\n\x1a\n")
+                    return
+                if self.path == "/slow.png":
+                    kind, body = server.images["/cat.png"]
+                    self.send_response(200)
+                    self.send_header("Content-Type", kind)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body[:8])
+                    self.wfile.flush()
+                    server.release.wait(SLOW_HOLD)
+                    server.slow_sent.set()
+                    self.wfile.write(body[8:])
+                    return
                 found = server.images.get(self.path)
                 if found is None:
                     self.send_response(404)
@@ -97,5 +124,6 @@ class ImageServer:
         self._thread.start()
 
     def stop(self) -> None:
+        self.release.set()
         self._server.shutdown()
         self._server.server_close()

@@ -14,7 +14,7 @@ the account:
   (upstream/endpoints.py: https, every address public, the connection pinned to the checked
   addresses; a prefix listed in IMAGE_URL_ALLOW skips the address check), redirects followed
   through the same guard (at most MAX_REDIRECTS), the answer bounded by MAX_UPLOAD_BYTES and
-  FETCH_TIMEOUT, its Content-Type required to be an image type;
+  IMAGE_URL_TIMEOUT (504 `image_url_timeout`), its Content-Type required to be an image type;
 * every file must be at most MAX_UPLOAD_BYTES (413 `file_too_large`) and one of the accepted
   types, judged from its bytes (415 `unsupported_file_type`); at most MAX_FILES files per request,
   holding at most TOTAL_FACTOR x MAX_UPLOAD_BYTES together (413).
@@ -27,14 +27,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from urllib.parse import unquote_to_bytes, urljoin
 
 from ..config import Config
-from ..errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, UpstreamError
+from ..errors import (
+    BadRequest,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from ..media_types import ACCEPTED_TYPES, EXTENSIONS, IMAGE_TYPES, clean_label, sniff, type_of_name
 from ..transport import plain_session, upstream_errors
 from ..upstream.conversation import ChatMessage
@@ -44,7 +51,6 @@ from ..upstream.uploads import Attachment
 MAX_FILES = 10  # files sent upstream with one request
 TOTAL_FACTOR = 4  # all files of one request: at most this many times MAX_UPLOAD_BYTES
 MAX_REDIRECTS = 3
-FETCH_TIMEOUT = 20.0  # seconds for one remote image, redirects included
 MAX_NAME = 200
 
 
@@ -121,10 +127,12 @@ class FileRules:
     allowed_prefixes: tuple[str, ...] = ()
     ca_file: str | None = None
     accepted_types: tuple[str, ...] = ACCEPTED_TYPES
+    fetch_timeout: float = 20.0  # seconds for one remote image, redirects included
 
     @classmethod
     def from_config(cls, config: Config) -> FileRules:
-        return cls(config.max_upload_bytes, config.image_url_allow, config.image_url_ca_file)
+        return cls(config.max_upload_bytes, config.image_url_allow, config.image_url_ca_file,
+                   fetch_timeout=config.image_url_timeout)
 
 
 def resolve(messages: Sequence[ChatMessage], rules: FileRules,
@@ -233,7 +241,7 @@ def fetch(ref: FileRef, rules: FileRules,
           resolver: Resolver = system_resolver) -> tuple[bytes, str | None]:
     """Download a remote image through the SSRF guard (see the module doc)."""
     url = ref.source
-    deadline = time.monotonic() + FETCH_TIMEOUT
+    deadline = _Deadline(rules.fetch_timeout, ref.param)
     for _ in range(MAX_REDIRECTS + 1):
         try:
             destination = guard_destination(url, rules.allowed_prefixes, resolver,
@@ -244,10 +252,11 @@ def fetch(ref: FileRef, rules: FileRules,
             raise BadRequest(refused.message, refused.code, param=ref.param) from None
         # The CA file is for the operator's own servers, the ones IMAGE_URL_ALLOW lists.
         verify = rules.ca_file if rules.ca_file and not destination.resolve else True
-        with plain_session(destination.resolve) as session:
-            with upstream_errors("image_url"):
+        left = deadline.remaining()
+        with plain_session(destination.resolve, total_timeout=left) as session:
+            with _image_server_errors(deadline):
                 response = session.get(url, headers={"Accept": "image/*"}, stream=True,
-                                       timeout=_remaining(deadline), verify=verify)
+                                       timeout=left, verify=verify)
             try:
                 location = response.headers.get("Location")
                 if response.status_code in (301, 302, 303, 307, 308) and location:
@@ -264,7 +273,7 @@ def fetch(ref: FileRef, rules: FileRules,
                 length = response.headers.get("Content-Length")
                 if length and length.isdigit() and int(length) > rules.max_bytes:
                     raise _too_large(rules.max_bytes, ref.param)
-                return _read_capped(response, rules.max_bytes, deadline, ref.param), label
+                return _read_capped(response, rules.max_bytes, deadline), label
             finally:
                 response.close()
     raise BadRequest(f"image_url redirected more than {MAX_REDIRECTS} times",
@@ -280,23 +289,49 @@ def _redirect_target(url: str, location: str, param: str) -> str:
                          param=param) from None
 
 
-def _read_capped(response, max_bytes: int, deadline: float, param: str) -> bytes:
+def _read_capped(response, max_bytes: int, deadline: _Deadline) -> bytes:
     body = bytearray()
-    with upstream_errors("image_url"):
+    with _image_server_errors(deadline):
         for chunk in response.iter_content():
-            _remaining(deadline)
+            deadline.remaining()
             body += chunk
             if len(body) > max_bytes:
-                raise _too_large(max_bytes, param)
+                raise _too_large(max_bytes, deadline.param)
     return bytes(body)
 
 
-def _remaining(deadline: float) -> float:
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise UpstreamError("image_url: the image did not arrive within "
-                            f"{FETCH_TIMEOUT:.0f} seconds", "image_url_unreachable")
-    return remaining
+class _Deadline:
+    """The time left to fetch one image (IMAGE_URL_TIMEOUT, redirects included)."""
+
+    def __init__(self, seconds: float, param: str):
+        self.seconds, self.param = seconds, param
+        self.end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        """:raise UpstreamTimeout: image_url_timeout, once the time is up."""
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise self.passed()
+        return left
+
+    def passed(self) -> UpstreamTimeout:
+        return UpstreamTimeout("image_url: the image server did not send the image within "
+                               f"IMAGE_URL_TIMEOUT ({self.seconds:g} s)", "image_url_timeout",
+                               param=self.param)
+
+
+@contextlib.contextmanager
+def _image_server_errors(deadline: _Deadline) -> Iterator[None]:
+    """curl's failures while talking to the image server (transport.upstream_errors words
+    them), naming the part whose URL it was; curl's timeout is the fetch's deadline."""
+    try:
+        with upstream_errors("image_url"):
+            yield
+    except UpstreamTimeout as late:
+        raise deadline.passed() from late.__cause__
+    except UpstreamError as failed:
+        raise UpstreamError(failed.message, failed.code, param=deadline.param) \
+            from failed.__cause__
 
 
 def form_files(storages: Sequence, rules: FileRules) -> tuple[Attachment, ...]:

@@ -1,6 +1,6 @@
 """The two pages for people: the chat playground (GET / for browsers) and the operator console
-(GET /admin). Plain HTML, CSS and JavaScript from chatgpt_web/static/, no build step, nothing
-fetched from elsewhere.
+(GET /admin). Plain HTML (chatgpt_web/templates/: both pages extend page.html, their shared
+head), CSS and JavaScript (chatgpt_web/static/), no build step, nothing fetched from elsewhere.
 
 The pages hold no data and no secret: the playground keeps the caller's credential in the
 browser and calls /v1 with it; the console asks for ADMIN_KEY and calls /admin/* with it. The
@@ -9,11 +9,7 @@ could not run a script that an answer smuggled in (the renderer builds DOM nodes
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-from flask import Blueprint, Response, request, send_from_directory
-
-STATIC = Path(__file__).resolve().parent.parent / "static"
+from flask import Blueprint, Response, render_template, request
 
 blueprint = Blueprint("pages", __name__)
 
@@ -34,8 +30,8 @@ def wants_html() -> bool:
 
 
 def page(name: str) -> Response:
-    """A page of chatgpt_web/static/ with the pages' security headers."""
-    response = send_from_directory(STATIC, name, mimetype="text/html")
+    """A page of chatgpt_web/templates/ with the pages' security headers."""
+    response = Response(render_template(name), mimetype="text/html")
     response.headers.update(SECURITY_HEADERS)
     return response
 

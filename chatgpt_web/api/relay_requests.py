@@ -236,18 +236,8 @@ def route_chat(services: Services):
     if not isinstance(model, str) or not model:
         return None
     knows = web_knows(model, services.config.default_model)
-    targets = relay.router.targets(model, web_knows=knows)
-    key = client_key()
-    policy = key.policy if key is not None else None
-    if targets is not None and policy is not None:
-        allowed = tuple(t for t in targets
-                        if policy.allows_backend("web" if t.is_web else "relay"))
-        if not allowed:
-            raise backend_refused({"web" if t.is_web else "relay" for t in targets})
-        targets = allowed
-    if targets is None or all(t.is_web for t in targets):
-        if policy is not None and not policy.allows_backend("web"):
-            raise backend_refused({"web"})
+    targets = _targets_of_key(relay.router.targets(model, web_knows=knows))
+    if targets is None:
         return None
     ordered = relay.router.ordered(targets)
     web_ok = any(t.is_web for t in ordered) and knows and _web_can_serve(services, body)
@@ -261,7 +251,8 @@ def route_images(services: Services):
     """The relay's answer to POST /v1/images/generations, or None to leave it to the web
     accounts (api/images.py), decided as `route_chat()` decides: a model the relay does not
     route stays on the web; a routed one goes to the relay unless a web target comes first and
-    a web account can serve now, and back to the web when every relay target failed."""
+    a web account can serve now, and back to the web when every relay target failed. Targets
+    outside the client key's `backends` scope are skipped, as for chats."""
     relay = services.relay
     if relay is None:
         return None
@@ -271,8 +262,9 @@ def route_images(services: Services):
     model = body.get("model") or models.DEFAULT_IMAGE_MODEL
     if not isinstance(model, str):
         return None
-    targets = relay.router.targets(model, web_knows=model in models.IMAGE_MODELS)
-    if targets is None or all(t.is_web for t in targets):
+    targets = _targets_of_key(relay.router.targets(model,
+                                                   web_knows=model in models.IMAGE_MODELS))
+    if targets is None:
         return None
     ordered = relay.router.ordered(targets)
     web_ok = any(t.is_web for t in ordered) and _web_account_ready(services)
@@ -281,6 +273,28 @@ def route_images(services: Services):
     return _run_or_hand_back(services, json_request(services, "/images/generations",
                                                     default_model=models.DEFAULT_IMAGE_MODEL,
                                                     decoded=body), web_ok)
+
+
+def _targets_of_key(targets):
+    """The route's `targets` the request's client key may use (its `backends` scope), or None
+    when the web path is to take the request: the relay does not route the model, or only web
+    targets are left.
+
+    :raise Forbidden: backend_not_allowed, the key may use none of the targets (or, with none,
+        not the web path)."""
+    key = client_key()
+    policy = key.policy if key is not None else None
+    if targets is not None and policy is not None:
+        allowed = tuple(t for t in targets
+                        if policy.allows_backend("web" if t.is_web else "relay"))
+        if not allowed:
+            raise backend_refused({"web" if t.is_web else "relay" for t in targets})
+        targets = allowed
+    if targets is None or all(t.is_web for t in targets):
+        if policy is not None and not policy.allows_backend("web"):
+            raise backend_refused({"web"})
+        return None
+    return targets
 
 
 def _run_or_hand_back(services: Services, relay_request, web_ok: bool):

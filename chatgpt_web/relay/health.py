@@ -40,6 +40,12 @@ def _id(upstream: str, key: str) -> str:
     return f"{upstream}:{key}"
 
 
+def _is_clean(state: dict | None) -> bool:
+    """True for the record of a healthy key with no strike or cool-down to forget."""
+    return state is not None and state.get("status") == "healthy" \
+        and not state.get("strikes") and not state.get("cooldowns")
+
+
 class KeyHealth:
     """Reads and records the health of (upstream, key) pairs."""
 
@@ -96,6 +102,10 @@ class KeyHealth:
     def record(self, upstream: str, key: str, outcome: outcomes.Outcome,
                model: str | None = None, state: dict | None = None) -> None:
         """Apply what an attempt's outcome says about the key."""
+        if outcome.kind in (outcomes.OK, outcomes.CLIENT) and _is_clean(state):
+            # A healthy key that served again: nothing changes, so what this process read of it
+            # stays good (forgetting it here made every request after an answer read the Store).
+            return
         try:
             self._record(upstream, key, outcome, model, state)
         finally:
@@ -107,8 +117,7 @@ class KeyHealth:
         now = self._clock()
         record_key = PREFIX + "key:" + ident
         if outcome.kind in (outcomes.OK, outcomes.CLIENT):  # the key was accepted
-            if state is None or state.get("status") != "healthy" or state.get("strikes") \
-                    or state.get("cooldowns"):
+            if not _is_clean(state):
                 self.store.delete(PREFIX + "strikes:" + ident)
                 self.store.merge(record_key, {"status": "healthy", "until": 0, "reason": None,
                                               "strikes": 0, "cooldowns": 0})

@@ -17,8 +17,10 @@ have its bytes, else 404 `{"detail": "File not found"}`; an image part outside a
 `multimodal_text` message is a 400. `describe()` is what the emulated model says it received (name,
 type, size and SHA-256 of the bytes), so tests can see that the real bytes travelled.
 
-`FileStore` is also the store for files the emulator makes itself (generated images):
-`put(data, name, mime_type, owner) -> file_id`, `get(file_id)`.
+`FileStore` holds every file of the emulated site, as the site has one file service: the
+uploads above and the files the emulator makes itself (the images the model draws, images.py):
+`put(data, name, mime_type, owner, ...) -> file_id`, `get(file_id)`, `generated()`. A file's
+id tells its pointer kind: `file_0000…` is `sediment://`, `file-…` is `file-service://`.
 """
 from __future__ import annotations
 
@@ -53,10 +55,21 @@ class StoredFile:
     signature: str
     data: bytes | None = None  # None until the PUT arrived
     confirmed: bool = False  # POST /files/{id}/uploaded
+    generated: bool = False  # made by the emulator (put), not uploaded
+    conversation_id: str | None = None  # the conversation a generated image was drawn in
 
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.data or b"").hexdigest()
+
+    @property
+    def scheme(self) -> str:
+        """The asset pointer kind of this file's id."""
+        return "file-service" if self.file_id.startswith("file-") else "sediment"
+
+    @property
+    def pointer(self) -> str:
+        return f"{self.scheme}://{self.file_id}"
 
 
 class FileStore:
@@ -97,11 +110,12 @@ class FileStore:
             self._files[stored.file_id] = stored
         return stored
 
-    def put(self, data: bytes, name: str, mime_type: str, owner: str,
-            dialect: str = "2026") -> str:
+    def put(self, data: bytes, name: str, mime_type: str, owner: str, dialect: str = "2026",
+            conversation_id: str | None = None) -> str:
         """Store a complete file (one the emulator made) and return its id."""
         stored = self.create(owner, name, len(data), mime_type, "multimodal", dialect)
-        stored.data, stored.confirmed = data, True
+        stored.data, stored.confirmed, stored.generated = data, True, True
+        stored.conversation_id = conversation_id
         return stored.file_id
 
     def get(self, file_id: str) -> StoredFile | None:
@@ -110,13 +124,19 @@ class FileStore:
 
     @property
     def created(self) -> int:
-        """How many files were created (uploads started)."""
+        """How many uploads were started."""
         with self._lock:
-            return len(self._files)
+            return sum(not f.generated for f in self._files.values())
 
     def uploaded(self) -> list[StoredFile]:
+        """The uploads whose bytes arrived, in order."""
         with self._lock:
-            return [f for f in self._files.values() if f.data is not None]
+            return [f for f in self._files.values() if f.data is not None and not f.generated]
+
+    def generated(self) -> list[StoredFile]:
+        """The files the emulator made (drawn images), in order."""
+        with self._lock:
+            return [f for f in self._files.values() if f.generated]
 
 
 def _emulator():

@@ -9,9 +9,10 @@ message (author role "tool", an obfuscated tool name, `multimodal_text` content 
 `/message/content/parts/0/asset_pointer`, then the closing patch. With `switches.handoff = "poll"`
 the resume answers 404 and the finished tool message is in `GET /conversation/{id}`.
 
-Pointers are `sediment://file_<hex>` (2026); `images.scheme = "file-service"` makes them the older
-`file-service://file-<id>`. Each pointer is downloadable by its owner only, through the endpoint
-of its kind:
+The drawn image is kept in the emulator's one file store (files.py, beside the uploads), as a
+file of the account and its conversation. Pointers are `sediment://file_<hex>` (2026);
+`images.scheme = "file-service"` makes them the older `file-service://file-<id>`. Each pointer is
+downloadable by its owner only, through the endpoint of its kind:
 
     GET /files/download/{file_id}?conversation_id=...&inline=false  (sediment, conversation needed)
     GET /files/{file_id}/download                                     (file-service)
@@ -27,17 +28,16 @@ import hashlib
 import hmac
 import re
 import struct
-import threading
 import time
 import uuid
 import zlib
-from dataclasses import dataclass
 
 from flask import Blueprint, Response, current_app, request
 
 from . import bearer, streams, turns
 from .conversations import make_message, message_text
 from .failures import json_response
+from .files import FileStore, StoredFile
 
 blueprint = Blueprint("images", __name__)
 
@@ -48,20 +48,11 @@ _ASKS_FOR_IMAGE = re.compile(r"^\s*(draw|paint|generate an image|create an image
                              r"\b", re.I)
 
 
-@dataclass
-class StoredImage:
-    owner: str
-    conversation_id: str
-    data: bytes
-    scheme: str
+class ImageTool:
+    """The image tool's knobs and captions; what it draws goes to `store` (the one file store)."""
 
-
-class ImageStore:
-    """Generated images by file id; `scheme` picks the pointer kind of new ones."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.files: dict[str, StoredImage] = {}
+    def __init__(self, files: FileStore) -> None:
+        self.store = files
         self.captions: dict[str, dict] = {}  # conversation id -> the text after its image
         self.defaults()
 
@@ -75,24 +66,16 @@ class ImageStore:
         self.download_url: str | None = None
 
     def add(self, owner: str, conversation_id: str, data: bytes) -> str:
-        """Keep `data`; return its asset pointer."""
-        with self.lock:
-            if self.scheme == "file-service":
-                file_id = "file-" + uuid.uuid4().hex[:22]
-            else:
-                file_id = "file_" + uuid.uuid4().hex + "0000"
-            self.files[file_id] = StoredImage(owner, conversation_id, data, self.scheme)
-            return f"{self.scheme}://{file_id}"
-
-    def get(self, file_id: str) -> StoredImage | None:
-        with self.lock:
-            return self.files.get(file_id)
+        """Keep the drawn PNG `data` as a file of `owner`; return its asset pointer."""
+        file_id = self.store.put(data, "image.png", "image/png", owner,
+                                 dialect="2024" if self.scheme == "file-service" else "2026",
+                                 conversation_id=conversation_id)
+        return self.store.get(file_id).pointer
 
     def clear(self) -> None:
-        with self.lock:
-            self.files.clear()
-            self.captions.clear()
-            self.defaults()
+        """The knobs' defaults and no captions (the files are the file store's to forget)."""
+        self.captions.clear()
+        self.defaults()
 
 
 def tiny_png(seed: bytes, side: int = PNG_SIDE) -> bytes:
@@ -178,7 +161,7 @@ def is_image(turn: streams.Turn) -> bool:
     return (turn.assistant or {}).get("author", {}).get("role") == "tool"
 
 
-def resumed_leg(store: ImageStore, turn: streams.Turn, resume_token: str):
+def resumed_leg(store: ImageTool, turn: streams.Turn, resume_token: str):
     """What `/f/conversation/resume` streams for an image turn (see the module docstring), with
     the caption after the image when there is one."""
     cid = turn.conversation_id
@@ -241,10 +224,10 @@ def _not_found() -> Response:
     return json_response(404, {"detail": "File not found"})
 
 
-def _owned(file_id: str, scheme: str):
+def _owned(file_id: str, scheme: str) -> StoredFile | Response:
     owner = bearer.account()
-    found = _emulator().images.get(file_id)
-    if found is None or found.owner != owner or found.scheme != scheme:
+    found = _emulator().files.get(file_id)
+    if found is None or found.owner != owner or found.scheme != scheme or found.data is None:
         return _not_found()
     return found
 
@@ -272,8 +255,8 @@ def legacy_download(file_id: str):
 def estuary_content():
     owner = bearer.account()
     file_id, stamp = request.args.get("id", ""), request.args.get("ts", "")
-    found = _emulator().images.get(file_id)
-    if (found is None or found.owner != owner or not stamp.isdigit()
+    found = _emulator().files.get(file_id)
+    if (found is None or found.owner != owner or found.data is None or not stamp.isdigit()
             or int(stamp) + LINK_LIFETIME < time.time()
             or not hmac.compare_digest(request.args.get("sig", ""),
                                        _signature(file_id, stamp))):

@@ -20,7 +20,7 @@ from .auth_pages import AuthPages
 from .conduit import ConduitLedger
 from .conversations import ConversationStore
 from .files import FileStore
-from .images import ImageStore
+from .images import ImageTool
 from .sentinel import SentinelLedger, TwoPhaseLedger
 from .switches import Switches
 
@@ -59,10 +59,10 @@ class Emulator:
         self.conduits = ConduitLedger()
         # Handed-off turns waiting for /f/conversation/resume, by conversation id.
         self.handoffs: dict = {}
-        # Uploaded (and made) files: files.py.
+        # Every file: the uploads and the images the model drew (files.py).
         self.files = FileStore()
-        # Generated images by file id, for the download endpoints (images.py).
-        self.images = ImageStore()
+        # The image tool's knobs and captions (images.py); it keeps its images in self.files.
+        self.images = ImageTool(self.files)
         # The login pages (docs/protocol-auth.md): accounts, sessions, refresh tokens, auth
         # switches.
         self.auth = AuthPages(mint=self.mint_access_token)
