@@ -11,14 +11,20 @@ and it prints:
 
 * time to first byte (the first byte of the answer body) p50 / p99, direct and through the relay,
   the difference at N=1 (repeated --repeat times one after the other) and the ratio at other N;
-* CPU milliseconds per streamed answer: the service's processes (gunicorn master and workers)
-  during the relay run, and the fake's process in the direct run (the work of producing it);
+* CPU milliseconds per streamed answer: the relaying server's processes (gunicorn master and
+  workers: the service, or the bare passthrough), and the fake's process in each run (the work of
+  producing it);
 * the share of answers that completed (status 200 and `data: [DONE]`);
 * the p50 of the service's `x-chatgpt-web-overhead-ms` (its own time before the answer starts,
   time waiting on the upstream excluded).
 
 `--keys off` runs the service without client keys: no admission or usage ledger in the store,
 which shows what the ledger's per-key lock costs.
+
+`--bare on` (the default) also measures a bare WSGI passthrough (bench/passthrough.py) under the
+same gunicorn settings: the fake's answer relayed by curl and passed back, nothing else. Its row
+is the floor of any relay on this stack (an extra HTTP hop on the same 2 cores); the relay's row
+minus the bare row is what the service's own code adds.
 
 Targets (issue 16): under 2 ms added at N=1, TTFB ratio under 1.1 at N=200. The client is asyncio
 over raw sockets, so it costs little CPU next to what it measures.
@@ -155,6 +161,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=30, help="sequential answers at N=1")
     parser.add_argument("--keys", choices=("on", "off"), default="on",
                         help="client keys (and so the usage ledger) on or off")
+    parser.add_argument("--bare", choices=("on", "off"), default="on",
+                        help="also measure the bare passthrough (bench/passthrough.py)")
     args = parser.parse_args()
 
     fake_port = free_port()
@@ -174,6 +182,14 @@ def main() -> None:
         "RELAY_MODEL_DISCOVERY": "0",
         # Every bench client comes from 127.0.0.1: no per-address connection cap.
         "MAX_CONNECTIONS_PER_IP": "0"})
+    bare = None
+    if args.bare == "on":
+        port = free_port()
+        bare = ServerProcess([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                              "bench.passthrough:app"], {
+            "GUNICORN_BIND": f"127.0.0.1:{port}", "LOG_LEVEL": "warning",
+            "MAX_CONNECTIONS_PER_IP": "0", "CACHE_DIR": str(Path(workdir, "bare-cache")),
+            "BENCH_UPSTREAM_URL": f"http://127.0.0.1:{fake_port}/v1"}, port)
     try:
         wait_for(fake.url, "/v1/models", {"Authorization": f"Bearer {UPSTREAM_KEY}"}, fake)
         service.wait_until_serving(30)
@@ -182,35 +198,49 @@ def main() -> None:
         relay_request = request_bytes(service_port, args.words, CLIENT_KEY)
         service_pids = [service.process.pid, *service.worker_pids()]
         fake_pids = [fake.process.pid]
-        # Warm-up: connections, imports and first-request work out of the way on both paths.
-        asyncio.run(burst(service_port, relay_request, 4, 60))
-        asyncio.run(burst(fake_port, direct_request, 4, 60))
+        paths = [("direct", fake_port, direct_request, fake_pids),
+                 ("relay", service_port, relay_request, service_pids)]
+        if bare is not None:
+            wait_for(bare.url, "/v1/models", {"Authorization": f"Bearer {UPSTREAM_KEY}"}, bare)
+            bare_port = int(bare.url.rsplit(":", 1)[1])
+            paths.insert(1, ("bare", bare_port, request_bytes(bare_port, args.words, UPSTREAM_KEY),
+                             [bare.process.pid, *bare.worker_pids()]))
+        # Warm-up: connections, imports and first-request work out of the way on every path.
+        for _, port, request, _ in paths:
+            asyncio.run(burst(port, request, 4, 60))
         print(f"{args.words + 3} events per answer, {args.chunk_delay * 1000:.0f} ms apart; "
               f"TTFB = first byte of the answer body; CPU = ms per answer; client keys "
               f"{args.keys}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
         print(f"{'N':>5} {'path':>7} {'done':>6} {'TTFB p50':>10} {'TTFB p99':>10} "
-              f"{'service CPU':>12} {'fake CPU':>9}")
+              f"{'server CPU':>12} {'fake CPU':>9}")
         for level in (int(value) for value in args.levels.split(",")):
-            direct = measure(fake_port, direct_request, level, args.repeat, fake_pids)
-            relay_fake_before = cpu_seconds(fake_pids)
-            relayed = measure(service_port, relay_request, level, args.repeat, service_pids)
             answers = args.repeat if level == 1 else level
-            relay_fake_cpu = 1000 * (cpu_seconds(fake_pids) - relay_fake_before) / answers
-            print(f"{level:>5} {'direct':>7} {direct['done']:>6.0%} {direct['p50'] * 1000:>8.2f}ms"
-                  f" {direct['p99'] * 1000:>8.2f}ms {'-':>12} {direct['cpu_ms']:>7.2f}ms")
-            print(f"{level:>5} {'relay':>7} {relayed['done']:>6.0%} "
-                  f"{relayed['p50'] * 1000:>8.2f}ms {relayed['p99'] * 1000:>8.2f}ms "
-                  f"{relayed['cpu_ms']:>10.2f}ms {relay_fake_cpu:>7.2f}ms")
-            added = (relayed["p50"] - direct["p50"]) * 1000
-            ratio = relayed["p50"] / direct["p50"]
-            print(f"{level:>5} {'':>7} added TTFB p50 {added:+.2f} ms, ratio p50 {ratio:.2f}, "
-                  f"p99 {relayed['p99'] / direct['p99']:.2f}; the service's own time before the "
-                  f"answer (x-chatgpt-web-overhead-ms) p50 {relayed['overhead'] or 0:.2f} ms")
-            for path, result in (("direct", direct), ("relay", relayed)):
+            results = {}
+            for path, port, request, pids in paths:
+                fake_before = cpu_seconds(fake_pids)
+                results[path] = measure(port, request, level, args.repeat, pids)
+                results[path]["fake_cpu"] = 1000 * (cpu_seconds(fake_pids) - fake_before) / answers
+            direct = results["direct"]
+            for path, result in results.items():
+                server_cpu = "-" if path == "direct" else f"{result['cpu_ms']:.2f}ms"
+                print(f"{level:>5} {path:>7} {result['done']:>6.0%} "
+                      f"{result['p50'] * 1000:>8.2f}ms {result['p99'] * 1000:>8.2f}ms "
+                      f"{server_cpu:>12} {result['fake_cpu']:>7.2f}ms")
+            for path in [p for p in results if p != "direct"]:
+                relayed = results[path]
+                added = (relayed["p50"] - direct["p50"]) * 1000
+                ratio = relayed["p50"] / direct["p50"]
+                own = ("" if path != "relay" else "; the service's own time before the answer "
+                       f"(x-chatgpt-web-overhead-ms) p50 {relayed['overhead'] or 0:.2f} ms")
+                print(f"{level:>5} {path:>7} added TTFB p50 {added:+.2f} ms, ratio p50 "
+                      f"{ratio:.2f}, p99 {relayed['p99'] / direct['p99']:.2f}{own}")
+            for path, result in results.items():
                 if result["errors"]:
                     print(f"{level:>5} {path:>7} failures: {result['errors']}")
     finally:
         log = service.stop()
+        if bare is not None:
+            bare.stop()
         fake.stop()
         if os.environ.get("BENCH_SHOW_LOG"):
             print(log[-4000:])

@@ -253,7 +253,9 @@ def _admit(services: Services, client: ClientKey) -> None:
     lease = (ledger.lease(client.policy, services.config.request_timeout + 60)
              if client.policy else None)
     try:
-        ledger.admit(client.id, client.policy)
+        # A key without quotas is counted while the request runs; the count is awaited before
+        # the answer goes out (after_request), so that the next reader of the usage sees it.
+        g.key_counting = ledger.admit(client.id, client.policy, wait=False)
     except Exception:
         if lease:
             ledger.release(client.id, lease)
@@ -350,6 +352,12 @@ def init_app(app: Flask) -> None:
             response.headers.update(headers_for(decision))
         if request.path in ANSWER_PATHS or request.path == ADMIN_PREFIX + "/accounts":
             _look_for_alerts()
+        counting = g.pop("key_counting", None)
+        if counting is not None:
+            try:
+                counting.wait()
+            except ApiError as error:  # the answer is ready: a lost count must not fail it
+                log.warning("request of key %s not counted (%s)", client_key().id, error.code)
         lease = g.pop("key_lease", None)
         if lease is not None:
             _release_when_answered(response, *lease)

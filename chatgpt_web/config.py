@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import os
 import re
 import tempfile
@@ -104,7 +105,7 @@ def _number(raw: str, kind: type, minimum: float, what: str):
         number = kind(raw.strip())
     except ValueError:
         raise ConfigError(f"must be {what}, not {raw.strip()!r}") from None
-    if number < minimum:
+    if not number >= minimum or not math.isfinite(number):  # "nan" and "inf" parse as floats
         raise ConfigError(f"must be {what}, not {raw.strip()!r}")
     return number
 

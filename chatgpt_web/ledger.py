@@ -29,8 +29,10 @@ an answer it has begun to give).
 
 Writes many threads make at once are made together (`_GroupCommit`): a burst of admissions of
 keys without quotas is counted with one `hit` per period, and a burst of settled answers with one
-lock and one write of each record per key. Each caller still returns only once its own change is
-in the Store, so every worker and instance reads it at once, and quotas stay exact.
+lock and one write of each record per key. Each caller still waits until its own change is in
+the Store, so every worker and instance reads it at once, and quotas stay exact. (The service
+counts a request of a key without quotas while the request runs and waits for the count before
+the answer goes out: nothing is checked, so counting need not delay the upstream request.)
 
 Days and months are UTC. No prompt, answer or address is ever recorded: only counts.
 """
@@ -67,10 +69,19 @@ HELD_RETRY = 2
 class _Queued:
     """One caller's change waiting in a `_GroupCommit`; `error` is what writing it raised."""
 
-    __slots__ = ("item", "done", "error")
+    __slots__ = ("item", "error", "written")
 
     def __init__(self, item):
-        self.item, self.done, self.error = item, False, None
+        self.item, self.error, self.written = item, None, threading.Event()
+
+    def wait(self, timeout: float = 2 * LOCK_WAIT) -> None:
+        """Return once the change is in the Store. :raise: what writing it raised, or
+        ServiceUnavailable store_lock_timeout when it took longer than `timeout`."""
+        if not self.written.wait(timeout):
+            raise ServiceUnavailable("the usage ledger is busy; try again shortly",
+                                     "store_lock_timeout")
+        if self.error is not None:
+            raise self.error
 
 
 class _Answer(NamedTuple):
@@ -98,32 +109,61 @@ class _GroupCommit:
     def __init__(self, write: Callable[[list[_Queued]], None]):
         self._write = write
         self._queue: list[_Queued] = []
-        self._queue_lock = threading.Lock()
+        self._queue_lock = threading.Condition()
         self._writing = threading.Lock()
+        self._writer: threading.Thread | None = None  # for submit_later, started on first use
 
     def submit(self, item) -> None:
         """Write `item` (with whatever else is queued). :raise: what the write raised."""
-        queued = _Queued(item)
-        with self._queue_lock:
-            self._queue.append(queued)
+        queued = self._enqueue(item)
         if not self._writing.acquire(timeout=LOCK_WAIT):
             raise ServiceUnavailable("the usage ledger is busy; try again shortly",
                                      "store_lock_timeout")
         try:
-            if not queued.done:  # else the previous writer took it
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                try:
-                    self._write(batch)
-                except BaseException as exc:  # the rest of the batch shares its fate
-                    for entry in batch:
-                        entry.error = entry.error or exc
-                for entry in batch:
-                    entry.done = True
+            if not queued.written.is_set():  # else the previous writer took it
+                self._write_queue()
         finally:
             self._writing.release()
-        if queued.error is not None:
-            raise queued.error
+        queued.wait(0)
+
+    def submit_later(self, item) -> _Queued:
+        """Queue `item` for this process's writer thread and return at once; `wait()` on the
+        answer for it to be written."""
+        queued = self._enqueue(item)
+        with self._queue_lock:
+            if self._writer is None or not self._writer.is_alive():  # (a forked child has none)
+                self._writer = threading.Thread(target=self._write_in_background, daemon=True,
+                                                name="ledger-writer")
+                self._writer.start()
+            self._queue_lock.notify()
+        return queued
+
+    def _enqueue(self, item) -> _Queued:
+        queued = _Queued(item)
+        with self._queue_lock:
+            self._queue.append(queued)
+        return queued
+
+    def _write_queue(self) -> None:
+        """Write everything queued (the caller holds `_writing`)."""
+        with self._queue_lock:
+            batch, self._queue = self._queue, []
+        try:
+            if batch:
+                self._write(batch)
+        except BaseException as exc:  # the rest of the batch shares its fate
+            for entry in batch:
+                entry.error = entry.error or exc
+        for entry in batch:
+            entry.written.set()
+
+    def _write_in_background(self) -> None:
+        while True:
+            with self._queue_lock:
+                while not self._queue:
+                    self._queue_lock.wait()
+            with self._writing:
+                self._write_queue()
 
 
 def period_name(moment: datetime, period: str) -> str:
@@ -192,8 +232,13 @@ class Ledger:
                                   "tokens": current.get("tokens", 0) + tokens}, expire=expire)
 
     # --- admission -----------------------------------------------------------------------------
-    def admit(self, key_id: str, policy: KeyPolicy | None) -> None:
+    def admit(self, key_id: str, policy: KeyPolicy | None, *,
+              wait: bool = True) -> _Queued | None:
         """Count one request of the key `key_id`, if its quotas (`policy`'s) have room.
+
+        A key without quotas has nothing to check: with `wait=False` its request is counted by
+        this process's writer thread while the caller goes on, and the pending count is returned
+        (`wait()` on it before the answer ends, so that whoever reads the usage next sees it).
 
         :raise RateLimited: 429 quota_exhausted with Retry-After at the period's reset (and
             x-should-retry: false when that is further away than the SDK would wait).
@@ -201,11 +246,13 @@ class Ledger:
         now = self._now()
         quota = policy.quota if policy else {}
         if not quota:
-            # Nothing to check: counted with the Store's atomic counter, without the key's lock,
-            # which a burst of one key's requests would otherwise queue on before their answers;
-            # the admissions of a burst are counted together.
+            # Counted with the Store's atomic counter, without the key's lock, which a burst of
+            # one key's requests would otherwise queue on before their answers; the admissions
+            # of a burst are counted together.
+            if not wait:
+                return self._counts.submit_later((key_id, now))
             self._counts.submit((key_id, now))
-            return
+            return None
         with self._lock(key_id):
             for period in PERIODS:
                 used = self._used(key_id, now, period)
@@ -214,6 +261,7 @@ class Ledger:
                     if limit is not None and used.get(kind, 0) >= limit:
                         raise _exhausted(kind, period, limit, now)
             self._add_totals(key_id, now, 1, 0)
+        return None
 
     def _write_counts(self, admitted: list[_Queued]) -> None:
         """Count admissions (key id, moment) of keys without quotas: one `hit` per counter."""

@@ -5,6 +5,14 @@ impersonation, the outbound proxy and DNS pinning (see upstream/endpoints.py) ar
 The conversation answer is read with `stream_post()`, which takes all its settings from such a
 session but reads the body in the calling thread (see StreamedResponse why).
 
+Curl handles are reused (HandlePool): each thread keeps the handles its finished sessions and
+answers gave back, so the next answer on that thread rides the same kept-alive connections (on the
+real site: no new TLS handshake per answer) and skips making handles. A handle is lent to one
+session or answer at a time; every request sets all its options again (curl_cffi resets a handle
+after each request, and clears curl's cookie list before adding the session's own cookies), so
+nothing of one account's request reaches the next. Handles are pooled per CURLOPT_RESOLVE pinning,
+so a pin made for one upstream never answers another request's name lookup.
+
 StreamedResponse relies on curl_cffi internals (`set_curl_options`, Session attributes, two
 private Curl methods, the raw curl_multi_* binding). They are probed once, at import
 (`probe_multi_handle_reader`); if any is missing, a warning is logged, /readyz shows
@@ -39,14 +47,77 @@ Response = curl_requests.Response
 log = logging.getLogger(__name__)
 
 
+# Idle handles a thread keeps (per kind): more than the two an answer uses at once, few enough
+# that the idle threads of a worker do not hold many connections.
+MAX_IDLE_PER_THREAD = 4
+
+
+class HandlePool(threading.local):
+    """The idle curl handles of this thread, by pinning (CURLOPT_RESOLVE entries), newest last.
+
+    `take()` lends a handle for the caller's sole use; `give_back()` keeps it for the next
+    caller on this thread, or closes it when given back on another thread (the pool of each
+    thread is only ever touched by that thread, so no lock) or when the thread keeps enough.
+    A handle keeps its live connections, DNS cache and TLS session cache between loans.
+    """
+
+    def __init__(self, make, close):
+        self._make, self._close = make, close
+        self._idle: list[tuple[tuple[str, ...], object]] = []
+        self._thread = threading.get_ident()
+
+    def take(self, pinning: tuple[str, ...]):
+        for index in range(len(self._idle) - 1, -1, -1):
+            if self._idle[index][0] == pinning:
+                return self._idle.pop(index)[1]
+        return self._make()
+
+    def give_back(self, pinning: tuple[str, ...], handle, thread: int) -> None:
+        if thread != self._thread:  # lent on another thread: its pool is not ours to touch
+            self._close(handle)
+            return
+        self._idle.append((pinning, handle))
+        while len(self._idle) > MAX_IDLE_PER_THREAD:
+            self._close(self._idle.pop(0)[1])
+
+
+class _PooledSession(Session):
+    """A Session on a curl handle lent by this thread's pool; closing it gives the handle back
+    (with its kept-alive connection) instead of closing it."""
+
+    def __init__(self, pinning: tuple[str, ...], **settings):
+        self._pinning = pinning
+        self._lender = threading.get_ident()
+        super().__init__(curl=_SESSION_HANDLES.take(pinning), use_thread_local_curl=False,
+                         **settings)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        # curl_cffi resets the handle after every request; a stream request (which duplicates
+        # it) never used it. What is left is the connection, DNS and TLS session caches.
+        _SESSION_HANDLES.give_back(self._pinning, self._curl, self._lender)
+
+
+def _close_curl(curl: Curl) -> None:
+    curl.close()
+
+
+def _pinning(curl_options: dict | None) -> tuple[str, ...]:
+    return tuple((curl_options or {}).get(CurlOpt.RESOLVE, ()))
+
+
 def new_session(config: Config, *, resolve: Sequence[str] = ()) -> Session:
     """A curl_cffi session impersonating the configured browser, through the configured proxy.
 
     `resolve` holds curl RESOLVE entries ("host:port:address") that pin a host to the addresses
     the SSRF guard checked, so that DNS cannot be changed between the check and the connection.
+    Its curl handle comes from this thread's pool and goes back to it on `close()`.
     """
     curl_options = {CurlOpt.RESOLVE: list(resolve)} if resolve else None
-    return Session(
+    return _PooledSession(
+        tuple(resolve),
         impersonate=config.impersonate,
         proxy=config.proxy,
         curl_options=curl_options,
@@ -67,7 +138,8 @@ def plain_session(resolve: Sequence[str] = (), *, total_timeout: float | None = 
     curl_options: dict = {CurlOpt.RESOLVE: list(resolve)} if resolve else {}
     if total_timeout is not None:
         curl_options[CurlOpt.TIMEOUT_MS] = max(1, int(total_timeout * 1000))
-    return Session(curl_options=curl_options or None, allow_redirects=False, trust_env=False)
+    return _PooledSession(tuple(resolve), curl_options=curl_options or None,
+                          allow_redirects=False, trust_env=False)
 
 
 # curl_multi_poll() returns earlier when curl has a timer due (e.g. CURLOPT_TIMEOUT_MS), so this
@@ -81,20 +153,26 @@ class StreamedResponse:
 
     `session.post(..., stream=True)` runs the transfer on a pool thread and hands every chunk to
     the reader through a queue: two thread wake-ups and GIL hand-overs per chunk, which at a few
-    hundred concurrent answers doubled the CPU spent per answer. Here one curl multi handle per
-    response is driven by the reader itself: curl_multi_poll() waits for the socket with the GIL
-    released, curl_multi_perform() moves the transfer on, and the chunks it delivered to the write
-    callback are yielded.
+    hundred concurrent answers doubled the CPU spent per answer. Here a curl multi handle (lent
+    with its easy handle by the thread's HandlePool) is driven by the reader itself:
+    curl_multi_poll() waits for the socket with the GIL released, curl_multi_perform() moves the
+    transfer on, and the chunks it delivered to the write callback are yielded.
 
     `status_code` and `headers` are known when the object is returned (before the body is read),
     as with a curl_cffi stream. Always `close()` it (or use it as a context manager): that removes
-    the transfer, which closes its connection if the body was not read to the end.
+    the transfer, which closes its connection if the body was not read to the end, and gives the
+    handles back to the pool.
     """
 
     def __init__(self, session: Session, url: str, *, json: object, headers: dict,
                  timeout: float):
-        self._curl: Curl | None = Curl()
-        self._multi = ffi.NULL
+        # A handle and its multi handle lent by this thread's pool: the multi handle's
+        # connection cache keeps the connection for this thread's next answer.
+        self._pinning = _pinning(session.curl_options)
+        self._lender = threading.get_ident()
+        self._curl: Curl | None
+        self._curl, self._multi = _STREAM_HANDLES.take(self._pinning)
+        self._added = False
         self._chunks: list[bytes] = []
         self._running = ffi.new("int *", 1)
         # A failure found while chunks received before it are still unread; raised after them,
@@ -124,8 +202,8 @@ class StreamedResponse:
             )
             # Curl.perform() sets the CA bundle just before curl_easy_perform; we never call it.
             self._curl._ensure_cacert()
-            self._multi = lib.curl_multi_init()
             _check_multi(lib.curl_multi_add_handle(self._multi, self._curl._curl))
+            self._added = True
             # The headers are complete once the first body byte arrives (or the transfer ends),
             # which is also when curl_cffi's own streams return from session.post().
             while not self._chunks and self._running[0]:
@@ -194,15 +272,19 @@ class StreamedResponse:
         return self._curl is None
 
     def close(self) -> None:
-        """Stop the transfer if still running and free the handles (idempotent)."""
-        if self._multi != ffi.NULL:
-            if self._curl is not None:
-                lib.curl_multi_remove_handle(self._multi, self._curl._curl)
-            lib.curl_multi_cleanup(self._multi)
-            self._multi = ffi.NULL
-        if self._curl is not None:
-            self._curl.close()
-            self._curl = None
+        """Stop the transfer if still running and give the handles back (idempotent).
+
+        Removing an unfinished transfer closes its connection; a finished one's stays in the
+        multi handle's cache for the next answer. The handle is reset (all options, headers,
+        callbacks) before anyone else may use it."""
+        if self._curl is None:
+            return
+        curl, self._curl = self._curl, None
+        if self._added:
+            lib.curl_multi_remove_handle(self._multi, curl._curl)
+        curl.clean_handles_and_buffers()
+        curl.reset()
+        _STREAM_HANDLES.give_back(self._pinning, (curl, self._multi), self._lender)
         self._chunks.clear()
 
     def __enter__(self) -> StreamedResponse:
@@ -210,6 +292,20 @@ class StreamedResponse:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def _new_transfer() -> tuple[Curl, object]:
+    return Curl(), lib.curl_multi_init()
+
+
+def _close_transfer(transfer: tuple[Curl, object]) -> None:
+    curl, multi = transfer
+    curl.close()
+    lib.curl_multi_cleanup(multi)
+
+
+_SESSION_HANDLES = HandlePool(Curl, _close_curl)
+_STREAM_HANDLES = HandlePool(_new_transfer, _close_transfer)
 
 
 class PublicStreamReader:

@@ -33,6 +33,9 @@ def test_environment_overrides_are_parsed():
     {"TOKEN_EXPIRY_MARGIN": "-1"}, {"RATE_LIMIT_STRATEGY": "leaky"}, {"LOG_LEVEL": "loud"},
     {"IMAGE_URL_TIMEOUT": "0"}, {"IMAGE_URL_TIMEOUT": "301"}, {"IMAGE_URL_TIMEOUT": "nan"},
     {"IMAGE_URL_TIMEOUT": "inf"}, {"IMAGE_URL_TIMEOUT": "soon"},
+    # regression: "nan" and "inf" parse as floats, and NaN is not below any minimum
+    {"REQUEST_TIMEOUT": "nan"}, {"REQUEST_TIMEOUT": "inf"}, {"RELAY_PING_INTERVAL": "nan"},
+    {"MODERATION_TIMEOUT": "1e999"},
 ])
 def test_bad_values_are_refused_at_start(env):
     with pytest.raises(ConfigError) as refused:

@@ -156,3 +156,15 @@ def test_a_burst_of_admissions_without_quota_costs_two_counts_per_period(tmp_pat
     burst_behind_a_slow_write(store, ledger, lambda ledger: ledger.admit("k", None))
     assert store.writes == 2 * 2  # day and month: the first admission's, then the nine others
     assert used(ledger) == (10, 10)
+
+
+def test_a_request_without_quota_is_counted_while_it_runs_and_awaited_before_its_answer():
+    store = GatedStore(":count")
+    ledger = Ledger(store)
+    pending = ledger.admit("k", None, wait=False)  # returns while the count is being written
+    assert store.writing.wait(30) and not pending.written.is_set()
+    store.gate.set()
+    pending.wait()
+    assert used(ledger) == (1, 1)
+    assert ledger.admit("k", policy(quota={"requests": "5/day"}), wait=False) is None  # checked
+    assert used(ledger) == (2, 2)

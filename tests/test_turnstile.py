@@ -140,3 +140,13 @@ def test_javascript_string_forms():
     assert [js(None), js(True), js(3), js(3.0), js(0.25), js(float("nan")), js([1, "a", None])] \
         == ["undefined", "true", "3", "3", "0.25", "NaN", "1,a,"]
     assert json.loads(turnstile.js_json({"a": [1, "é"]})) == {"a": [1, "é"]}
+
+
+@pytest.mark.parametrize("text, key", [
+    ("", "k"), ("abc", ""), ("\x00\x00ab", "ab"), ("a" * 50, "xyz"), ("\xff\x80é", "\x7f"),
+    ("wide \u3042 text", "key"), ("text", "wide \u3042 key"),
+])
+def test_xor_text_is_a_cyclic_xor_of_the_characters(text, key):
+    expected = "".join(chr(ord(c) ^ ord(key[i % len(key)])) for i, c in enumerate(text)) \
+        if key else text
+    assert turnstile.xor_text(text, key) == expected

@@ -67,6 +67,7 @@ class Exchange:
         self._header_bytes = 0
         self._chunks: list[bytes] = []
         self._done = False
+        self._performed = False
         self._error: TransportFailure | None = None
         self._running = ffi.new("int *", 1)
         self._pending = ffi.new("int *")
@@ -118,13 +119,15 @@ class Exchange:
 
     # --- driving ------------------------------------------------------------------------------
     def _step(self, wait: float) -> None:
+        # Each step ends with a perform, so the next one waits first: a perform straight after
+        # another finds nothing new (bytes that came meanwhile end the wait at once). Only the
+        # first step starts the transfer without waiting.
+        if self._performed:
+            lib.curl_multi_poll(self._multi, ffi.NULL, 0, int(wait * 1000) + 1 if wait > 0 else 0,
+                                ffi.NULL)
+        self._performed = True
         lib.curl_multi_perform(self._multi, self._running)
-        if self._finished():
-            return
-        if not self._chunks and wait > 0:
-            lib.curl_multi_poll(self._multi, ffi.NULL, 0, int(wait * 1000) + 1, ffi.NULL)
-            lib.curl_multi_perform(self._multi, self._running)
-            self._finished()
+        self._finished()
 
     def _finished(self) -> bool:
         """Read curl's message for this transfer, if it ended; True when it has.

@@ -12,6 +12,8 @@ defaults and a device id all the same.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import re
 import threading
@@ -20,8 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
-import jwt
-
+from .. import json_codec
 from ..errors import ApiError
 from ..store import Store
 from ..transport import Session, upstream_errors
@@ -105,15 +106,27 @@ def api_headers(access_token: str, upstream: Upstream) -> dict[str, str]:
 def account_key(access_token: str) -> str:
     """A store key for the account behind a token: a hash of its user id (which stays the same
     across token renewals), or of the token itself when it carries none."""
+    claims = _unverified_claims(access_token)
     try:
-        claims = jwt.decode(access_token, options={"verify_signature": False,
-                                                   "verify_exp": False})
         auth = claims.get("https://api.openai.com/auth") or {}
         user = auth.get("user_id") or auth.get("chatgpt_user_id") or claims.get("sub")
-    except (jwt.PyJWTError, AttributeError):
+    except AttributeError:
         user = None
     basis = f"user:{user}" if isinstance(user, str) and user else f"token:{access_token}"
     return hashlib.sha256(basis.encode()).hexdigest()
+
+
+def _unverified_claims(token: str) -> dict | None:
+    """The payload of a JWT-shaped token, read without verification (only to name the account:
+    every answer asks, and PyJWT's decode costs tens of times more than this)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json_codec.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+    return claims if isinstance(claims, dict) else None
 
 
 class Bootstrap:
@@ -122,7 +135,7 @@ class Bootstrap:
     def __init__(self, store: Store | None = None, *, ttl: float = PAGE_TTL):
         self.store = store
         self.ttl = ttl
-        self._pages: dict[tuple[str, str], tuple[float, Page]] = {}
+        self._pages: dict[tuple[str, str], tuple[float, Page, str]] = {}
         self._local_devices: dict[str, str] = {}  # when there is no store (tests, scripts)
         self._lock = threading.Lock()
 
@@ -130,20 +143,22 @@ class Bootstrap:
               timeout: float) -> Visit:
         """The page and device id for this account on this upstream, from cache or a fresh GET."""
         account = account_key(access_token)
-        stored = self._device(account)
         key = (upstream.api_root, account)
         now = time.monotonic()
         with self._lock:
             cached = self._pages.get(key)
-        if cached and cached[0] > now and stored:
-            return Visit(cached[1], stored)
+        if cached and cached[0] > now:
+            # The device id read or stored with the page: an account's id never changes once
+            # stored (the first write wins), so the store is not asked again at every answer.
+            return Visit(cached[1], cached[2])
+        stored = self._device(account)
         page, offered = self._read_page(session, upstream, stored, timeout)
         device = stored or offered or device_id(access_token)
         if not stored:
             device = self._remember_device(account, device)
         with self._lock:
             self._pages.pop(key, None)
-            self._pages[key] = (now + self.ttl, page)
+            self._pages[key] = (now + self.ttl, page, device)
             while len(self._pages) > MAX_PAGES:
                 del self._pages[next(iter(self._pages))]
         return Visit(page, device)

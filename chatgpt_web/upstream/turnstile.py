@@ -117,7 +117,15 @@ def xor_text(text: str, key: str) -> str:
     """Cyclic XOR of the characters of `text` with those of `key` (empty key: unchanged)."""
     if not key:
         return text
-    return "".join(chr(ord(c) ^ ord(key[i % len(key)])) for i, c in enumerate(text))
+    size = len(text)
+    try:
+        # Latin-1 text and key (what atob gives and the usual keys are): one XOR of two big
+        # integers instead of a Python step per character; the same characters.
+        data, pad = text.encode("latin-1"), (key * (size // len(key) + 1))[:size].encode("latin-1")
+    except UnicodeEncodeError:
+        return "".join(chr(ord(c) ^ ord(key[i % len(key)])) for i, c in enumerate(text))
+    mixed = int.from_bytes(data, "big") ^ int.from_bytes(pad, "big")
+    return mixed.to_bytes(size, "big").decode("latin-1")
 
 
 def btoa(text: str) -> str:

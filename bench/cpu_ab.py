@@ -1,0 +1,144 @@
+"""CPU per streamed answer of this checkout against another git revision, alternating, in one run.
+
+    python bench/cpu_ab.py                          # this tree vs main, N=200, 3 rounds
+    python bench/cpu_ab.py --base HEAD~1 --n 500 --rounds 2 --words 60
+
+The machine may be shared, so wall-clock figures swing with other work; CPU time per answer
+(user + system of every service process, from /proc) is what this compares. Each round starts
+the production server (`gunicorn -c gunicorn.conf.py wsgi:app`, bench/concurrency.py's settings)
+from the base revision (exported with `git archive` into a temporary directory) and from this
+working tree, in turn, against one emulator, warms it with 10 answers, then opens N streamed
+/send_message requests at once. Printed per run: user and system ms per answer, the slowest first
+token minus the emulator's direct p99 (`late`), the load average; at the end the median of each
+side and the ratio this/base. Loopback only; N at most 1000; every request within --timeout.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.concurrency import (  # noqa: E402
+    _TICK,
+    _read,
+    at_once,
+    direct,
+    requests_of,
+    service_env,
+    service_pids,
+    start_emulator,
+    summary,
+    through_service,
+)
+from chatgpt_web.upstream.conversation import (  # noqa: E402
+    ChatMessage,
+    ConversationRequest,
+    build_body_2026,
+)
+from tests.servers import ServerProcess, free_port  # noqa: E402
+
+
+def user_system(pids: list[int]) -> tuple[float, float]:
+    """(user, system) CPU seconds of `pids`, their threads and reaped children."""
+    user = system = 0
+    for pid in pids:
+        fields = _read(f"/proc/{pid}/stat").rsplit(")", 1)[-1].split()
+        if len(fields) > 14:
+            user += int(fields[11]) + int(fields[13])
+            system += int(fields[12]) + int(fields[14])
+    return user / _TICK, system / _TICK
+
+
+def export(revision: str, into: str) -> Path:
+    tree = Path(into) / "base"
+    tree.mkdir()
+    archive = subprocess.run(["git", "archive", revision], cwd=REPO, check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
+def one_run(tree: Path, env: dict, count: int, token: str, prompt: str, direct_p99: float,
+            timeout: float) -> tuple[float, float, float, float]:
+    """(user ms, system ms per answer, late s, share ok) of N streams served from `tree`."""
+    port = free_port()
+    service = ServerProcess([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                             "wsgi:app"], {**env, "GUNICORN_BIND": f"127.0.0.1:{port}"}, port,
+                            cwd=tree)
+    try:
+        service.wait_until_serving(timeout=30)
+        request = requests_of("stream", token, prompt)
+        asyncio.run(at_once(10, lambda: through_service(port, "stream", *request), timeout))
+        pids = service_pids(service.process.pid)
+        user0, system0 = user_system(pids)
+        runs = asyncio.run(at_once(count, lambda: through_service(port, "stream", *request),
+                                   timeout))
+        user1, system1 = user_system(service_pids(service.process.pid))
+    finally:
+        service.stop()
+    ok, _, _, slowest, _ = summary(runs)
+    return ((user1 - user0) / count * 1000, (system1 - system0) / count * 1000,
+            slowest - direct_p99, ok)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", default="main", help="git revision to compare against")
+    parser.add_argument("--n", type=int, default=200, help="simultaneous streams")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--words", type=int, default=60, help="words in the answer")
+    parser.add_argument("--chunk-delay", type=float, default=0.25)
+    parser.add_argument("--timeout", type=float, default=120)
+    args = parser.parse_args()
+    if not 0 < args.n <= 1000:
+        parser.error("--n must be between 1 and 1000")
+    prompt = " ".join(f"word{i}" for i in range(args.words - 1))
+    emulator, emulator_url, token = start_emulator(args.chunk_delay, "2026")
+    workdir = tempfile.mkdtemp(prefix="chatgpt_web-cpu-ab-")
+    trees = {"base": export(args.base, workdir), "this": REPO}
+    emulator_port = urllib.parse.urlsplit(emulator_url).port
+    turn = ConversationRequest((ChatMessage("user", prompt),), "auto")
+    conversation = __import__("json").dumps(
+        build_body_2026(turn, history_disabled=False, now=time.time())).encode()
+    print(f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; base={args.base} "
+          f"this={REPO}; N={args.n}, {args.words} words, CHATGPT_PROTOCOL=2026", flush=True)
+    print(f"{'round':>5} {'side':>4}  {'user':>7} {'sys':>6} {'total':>7}  {'late':>6}  "
+          f"{'ok':>6}  {'load':>4}", flush=True)
+    totals: dict[str, list[float]] = {"base": [], "this": []}
+    try:
+        for round_ in range(args.rounds):
+            order = ("base", "this") if round_ % 2 == 0 else ("this", "base")
+            for side in order:
+                directs = asyncio.run(at_once(
+                    args.n, lambda: direct(emulator_port, token, conversation, False),
+                    args.timeout))
+                direct_p99 = summary(directs)[2]
+                env = service_env(emulator_url, "2026",
+                                  os.path.join(workdir, f"{side}{round_}"), args.timeout)
+                user, system, late, ok = one_run(trees[side], env, args.n, token, prompt,
+                                                 direct_p99, args.timeout)
+                totals[side].append(user + system)
+                print(f"{round_:>5} {side:>4}  {user:>5.1f}ms {system:>4.1f}ms "
+                      f"{user + system:>5.1f}ms  {late:>+5.2f}s  {ok:>6.1%}  "
+                      f"{os.getloadavg()[0]:>4.1f}", flush=True)
+    finally:
+        emulator.terminate()
+        emulator.wait(10)
+    base, this = statistics.median(totals["base"]), statistics.median(totals["this"])
+    print(f"median CPU per answer: base {base:.1f} ms, this {this:.1f} ms, "
+          f"this/base {this / base:.2f}; load {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
