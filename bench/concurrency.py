@@ -21,7 +21,8 @@ N requests at once and prints:
 * `RSS`, `PSS`: the service's peak memory, summed over the gunicorn master, its workers and their
   children, sampled from /proc while the N answers run. RSS counts a page shared by several
   processes once in each; PSS splits it between them (/proc/<pid>/smaps_rollup), so PSS is what
-  the machine really spends;
+  the machine really spends; `idle` is the summed RSS again 1.5 s after the level's last answer,
+  once the workers have had a moment with nothing to serve (what a server keeps after a burst);
 * `cs/ans`: context switches (voluntary + involuntary, every thread of every service process,
   from /proc/<pid>/task/*/status) per answer: how often the service's threads wake up;
 * `load`: the machine's 1-minute load average when the run ended (the machine may be shared).
@@ -345,7 +346,8 @@ def run_dialect(dialect: str, args, levels: list[int], faces: list[str]) -> None
     service_port = urllib.parse.urlsplit(service.url).port
     print(f"\nCHATGPT_PROTOCOL={dialect} (emulator --dialect {dialect})")
     print(f"{'face':>6} {'N':>4} {'ok':>6}  {'TTFT p50/p99/max':>17}  {'direct p50/p99':>14}"
-          f"  {'ratio':>9}  {'late':>6}  {'CPU/ans':>7}  {'RSS':>5} {'PSS':>5}  {'cs/ans':>6}"
+          f"  {'ratio':>9}  {'late':>6}  {'CPU/ans':>7}  {'RSS':>5} {'PSS':>5} {'idle':>5}"
+          f"  {'cs/ans':>6}"
           f"  {'wall':>4}  {'load':>4}", flush=True)
     try:
         service.wait_until_serving(timeout=30)
@@ -366,12 +368,15 @@ def run_dialect(dialect: str, args, levels: list[int], faces: list[str]) -> None
                 pids = service_pids(service.process.pid)
                 cpu = cpu_seconds(pids) - cpu_before
                 switches = switches_between(switches_before, context_switches(pids))
+                time.sleep(1.5)
+                idle_rss, _ = memory(service_pids(service.process.pid), with_pss=False)
                 ok, s50, s99, smax, errors = summary(service_runs)
                 direct_ok, d50, d99, _, direct_errors = summary(direct_runs)
                 print(f"{face:>6} {count:>4} {ok:>6.1%}  {s50:>5.2f}/{s99:<5.2f}/{smax:<5.2f}"
                       f"  {d50:>6.2f}/{d99:<6.2f}  {s50 / d50:>4.2f}/{s99 / d99:<4.2f}"
                       f"  {smax - d99:>+5.2f}s  {cpu / count * 1000:>5.1f}ms"
                       f"  {peak.rss / 2**20:>4.0f}M {peak.pss / 2**20:>4.0f}M"
+                      f" {idle_rss / 2**20:>4.0f}M"
                       f"  {switches / count:>6.0f}  {wall:>3.0f}s  {os.getloadavg()[0]:>4.1f}",
                       flush=True)
                 if errors:

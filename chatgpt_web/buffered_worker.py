@@ -22,14 +22,21 @@ on a loaded machine it may wait for the CPU in between; a client that sends its 
 soon as it has read the answer must not be refused for that, so a request that finds every thread
 taken waits up to BUSY_GRACE for one (at most one waiting request per thread) before the 503.
 
+After a burst, once the worker serves nothing, it gives the C allocator's free memory back to the
+system (glibc's malloc_trim): the curl transfers, SQLite connections and parsed events of
+hundreds of streams leave freed memory that glibc otherwise keeps for reuse, so a server that
+had one burst would hold its peak for good (README "Memory").
+
 TLS sockets (gunicorn's own certfile) are left to gthread: their bytes cannot be read before the
 handshake. `PendingRequest` is the pure part: it is told the bytes as they come and says when a
 request is complete.
 """
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import json
+import os
 import selectors
 import threading
 import time
@@ -51,6 +58,31 @@ _SCAN_INTERVAL = 0.5  # seconds between looks for connections past their deadlin
 # a thread, and with hundreds of them open one ends every few hundred milliseconds.
 BUSY_RETRY_AFTER = 1
 BUSY_GRACE = 0.5  # seconds a complete request may wait for a thread before 503 busy
+# Requests served at once that make the worker's next idle moment give free memory back. Below
+# it there is little to give back; a trim walks the allocator's heaps (about 10 ms after 300).
+TRIM_AFTER = 32
+
+
+def _find_malloc_trim():
+    """glibc's malloc_trim(pad), or None where the C library has none (musl, macOS)."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+MALLOC_TRIM = _find_malloc_trim()
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def resident_mb() -> float:
+    """This process's resident memory in MB (Linux), or 0 where /proc is not there."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * _PAGE_SIZE / 2**20
+    except OSError:
+        return 0.0
+
 
 INCOMPLETE, COMPLETE, TOO_LARGE, HEADERS_TOO_LARGE = "incomplete", "complete", "too_large", "431"
 
@@ -176,6 +208,7 @@ class BufferedThreadWorker(ThreadWorker):
         self.per_ip: Counter[str] = Counter()
         self.serving = 0  # requests handed to a thread whose thread has not returned yet
         self.waiting: deque[_Conn] = deque()  # complete requests given BUSY_GRACE for a thread
+        self.busiest = 0  # most requests served at once since free memory was last given back
         self._serving_lock = threading.Lock()
         self._next_scan = 0.0
         super().init_process()
@@ -288,6 +321,7 @@ class BufferedThreadWorker(ThreadWorker):
     def _start(self, conn):
         with self._serving_lock:
             self.serving += 1
+        self.busiest = max(self.busiest, self.serving)
         super().enqueue_req(conn)
 
     def handle(self, conn):
@@ -329,6 +363,7 @@ class BufferedThreadWorker(ThreadWorker):
         if not force and now < self._next_scan:
             return
         self._next_scan = now + _SCAN_INTERVAL
+        self._give_back_memory()
         self._start_waiting()  # in case a thread returned between its notice and our reading
         while self.waiting and (force or self.waiting[0].deadline <= now):
             self._refuse_busy(self.waiting.popleft())
@@ -337,3 +372,15 @@ class BufferedThreadWorker(ThreadWorker):
                 "408 Request Timeout", "request_timeout",
                 "the request did not arrive in time (REQUEST_HEADER_TIMEOUT, "
                 "REQUEST_BODY_TIMEOUT)"))
+
+    # --- memory -----------------------------------------------------------------------------
+    def _give_back_memory(self) -> None:
+        """Once a burst of at least TRIM_AFTER requests is over (nothing served), return the C
+        allocator's free memory to the system; at most once per burst."""
+        if self.serving or self.busiest < TRIM_AFTER or MALLOC_TRIM is None:
+            return
+        busiest, self.busiest = self.busiest, 0
+        before = resident_mb()
+        MALLOC_TRIM(0)
+        self.log.debug("idle after %d requests at once: resident memory %.0f MB -> %.0f MB",
+                       busiest, before, resident_mb())

@@ -11,7 +11,9 @@ from chatgpt_web.buffered_worker import (
     COMPLETE,
     HEADERS_TOO_LARGE,
     INCOMPLETE,
+    MALLOC_TRIM,
     TOO_LARGE,
+    TRIM_AFTER,
     PendingRequest,
 )
 from tests.servers import ServerProcess, http_request
@@ -221,3 +223,53 @@ def test_a_client_that_waits_for_each_answer_is_never_refused_busy(tmp_path):
         assert statuses.count(200) == len(statuses), sorted(set(statuses))
     finally:
         process.stop()
+
+
+def test_after_a_burst_an_idle_worker_gives_free_memory_back(tmp_path, emulator, token):
+    # TRIM_AFTER streams at once; once all have ended and the worker serves nothing, it returns
+    # the allocator's free memory (glibc's malloc_trim) and says so at debug level. Not before.
+    if MALLOC_TRIM is None:
+        pytest.skip("the C library has no malloc_trim")
+    switches = emulator.switches  # 200 events 0.1 s apart: every stream outlasts the opening
+    switches.chunking, switches.words_per_delta, switches.chunk_delay = False, 1, 0.1
+    process = ServerProcess.gunicorn({
+        "CACHE_DIR": str(tmp_path / "cache"), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "WEB_CONCURRENCY": "1", "GUNICORN_THREADS": str(2 * TRIM_AFTER),
+        "MAX_CONNECTIONS_PER_IP": "0", "RATE_LIMIT_IP": "off", "LOG_LEVEL": "debug",
+        "CHATGPT_BASE_URL": emulator.url, "CHATGPT_AUTH_URL": emulator.url})
+    given_back = "requests at once: resident memory"
+    streams = []
+    try:
+        process.wait_until_serving()
+        for _ in range(3):  # requests one at a time are no burst
+            assert http_request(process.url, path="/healthz", timeout=10)[0] == 200
+        time.sleep(1.5)  # three idle scans of the worker
+        assert given_back not in process.output()
+
+        prompt = "+".join(f"w{i}" for i in range(200))
+        body = f"access_token={token}&prompt={prompt}&stream=true".encode()
+        for _ in range(TRIM_AFTER):  # all sent at once, then each read until it streams
+            streams.append(slow_socket(process.url, b"POST /send_message HTTP/1.1\r\nHost: x\r\n"
+                                       b"Content-Type: application/x-www-form-urlencoded\r\n"
+                                       + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                                       + body))
+        for stream in streams:
+            stream.settimeout(30)
+            received = b""
+            while b"data:" not in received:
+                piece = stream.recv(4096)
+                assert piece, received
+                received += piece
+            assert received.startswith(b"HTTP/1.1 200"), received
+        for stream in streams:  # each ends at its next write; then the worker is idle
+            stream.close()
+        deadline = time.monotonic() + 30
+        while given_back not in process.output():
+            assert time.monotonic() < deadline, process.output()[-2000:]
+            time.sleep(0.2)
+    finally:
+        for stream in streams:
+            stream.close()
+        log = process.stop()
+    [line] = [line for line in log.splitlines() if given_back in line]
+    assert f"idle after {TRIM_AFTER} requests at once" in line
