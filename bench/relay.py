@@ -26,6 +26,16 @@ same gunicorn settings: the fake's answer relayed by curl and passed back, nothi
 is the floor of any relay on this stack (an extra HTTP hop on the same 2 cores); the relay's row
 minus the bare row is what the service's own code adds.
 
+`--pin` places the processes on the machine's two CPUs (os.sched_setaffinity on every thread of
+each process, in every run): the fake on the first CPU alone; the service, the bare passthrough
+and this client on the second. The fake then has the same single core in the direct and the
+relayed runs, as an upstream on its own machine would. The client goes with the relay rather than
+floating, so that it never takes the fake's core: what it costs is charged to the relay's side
+(in the direct run it has the second CPU to itself). Without `--pin` (the default) every process
+shares both CPUs, the same machine serving the upstream, the relay and the client. The first line
+of the output says which placement ran. Other developers' processes are not pinned: the load
+average is printed beside the numbers.
+
 Targets (issue 16): under 2 ms added at N=1, TTFB ratio under 1.1 at N=200. The client is asyncio
 over raw sockets, so it costs little CPU next to what it measures.
 """
@@ -113,6 +123,16 @@ def cpu_seconds(pids) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def pin(pids, cpu: int) -> None:
+    """Put every thread of the processes `pids` on `cpu` (threads they start later inherit it)."""
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("[0-9]*"):
+            try:
+                os.sched_setaffinity(int(task.name), {cpu})
+            except (ProcessLookupError, PermissionError):
+                pass  # a thread that ended meanwhile
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
@@ -163,7 +183,12 @@ def main() -> None:
                         help="client keys (and so the usage ledger) on or off")
     parser.add_argument("--bare", choices=("on", "off"), default="on",
                         help="also measure the bare passthrough (bench/passthrough.py)")
+    parser.add_argument("--pin", action="store_true",
+                        help="fake on one CPU, relay and client on the other (see above)")
     args = parser.parse_args()
+    cpus = sorted(os.sched_getaffinity(0))
+    if args.pin and len(cpus) < 2:
+        parser.error(f"--pin needs two CPUs; this process may use {cpus}")
 
     fake_port = free_port()
     fake = ServerProcess([sys.executable, "-m", "tests.fake_openai", "--port", str(fake_port),
@@ -205,9 +230,21 @@ def main() -> None:
             bare_port = int(bare.url.rsplit(":", 1)[1])
             paths.insert(1, ("bare", bare_port, request_bytes(bare_port, args.words, UPSTREAM_KEY),
                              [bare.process.pid, *bare.worker_pids()]))
+        relay_pids = [pid for path, _, _, pids in paths if path != "direct" for pid in pids]
+
+        def place() -> str:
+            if not args.pin:
+                return f"shared: every process on CPUs {','.join(map(str, cpus))}"
+            pin(fake_pids, cpus[0])
+            pin([*relay_pids, os.getpid()], cpus[1])
+            return (f"pinned: the fake on CPU {cpus[0]}; the service, the bare passthrough and "
+                    f"this client on CPU {cpus[1]}")
+
+        place()
         # Warm-up: connections, imports and first-request work out of the way on every path.
         for _, port, request, _ in paths:
             asyncio.run(burst(port, request, 4, 60))
+        print(f"CPU placement: {place()}")  # again: threads the warm-up started
         print(f"{args.words + 3} events per answer, {args.chunk_delay * 1000:.0f} ms apart; "
               f"TTFB = first byte of the answer body; CPU = ms per answer; client keys "
               f"{args.keys}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")

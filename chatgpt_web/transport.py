@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import os
 import threading
 from collections.abc import Iterator, Sequence
 
@@ -71,6 +72,11 @@ class HandlePool(threading.local):
             if self._idle[index][0] == pinning:
                 return self._idle.pop(index)[1]
         return self._make()
+
+    def forget(self) -> None:
+        """Drop the idle handles without closing them: in a forked child, their connections
+        are the parent's too (closing one would end the parent's TLS session on it)."""
+        self._idle = []
 
     def give_back(self, pinning: tuple[str, ...], handle, thread: int) -> None:
         if thread != self._thread:  # lent on another thread: its pool is not ours to touch
@@ -306,6 +312,16 @@ def _close_transfer(transfer: tuple[Curl, object]) -> None:
 
 _SESSION_HANDLES = HandlePool(Curl, _close_curl)
 _STREAM_HANDLES = HandlePool(_new_transfer, _close_transfer)
+
+
+def _forget_inherited_handles() -> None:
+    # Runs in the child's only thread, whose pools are the forking thread's (gunicorn forks
+    # workers from a master that may have made upstream requests, e.g. with preload_app).
+    _SESSION_HANDLES.forget()
+    _STREAM_HANDLES.forget()
+
+
+os.register_at_fork(after_in_child=_forget_inherited_handles)
 
 
 class PublicStreamReader:

@@ -6,6 +6,7 @@ from (one port = one connection) and its header lines.
 """
 from __future__ import annotations
 
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -125,3 +126,15 @@ def test_a_handle_given_back_on_another_thread_is_closed_not_pooled(server):
     curl = session.curl
     session.close()  # on this thread, not the one whose pool lent it
     assert curl._curl is None  # closed: no pool but the lender's may ever hand it out
+
+
+def test_a_forked_child_does_not_reuse_the_parents_idle_handles(server):
+    with new_session(Config.from_env({})) as session:  # leaves a handle idle on this thread
+        session.post(_url(server, "/prepare"), json={}, timeout=30)
+    assert transport._SESSION_HANDLES._idle
+    pid = os.fork()
+    if pid == 0:  # the child: its connection must not be the parent's socket
+        os._exit(0 if not transport._SESSION_HANDLES._idle else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert transport._SESSION_HANDLES._idle  # the parent keeps its own

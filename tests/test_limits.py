@@ -1,10 +1,13 @@
 """Rate limits per client key and per client IP: counting, headers, strategies, shared state."""
+import threading
+
 import pytest
 
 from chatgpt_web.config import Config, Rate, rate
 from chatgpt_web.errors import ConfigError, RateLimited
 from chatgpt_web.limits import RateLimiter
 from chatgpt_web.store import DiskStore, MemoryStore
+from tests.test_store import wait_until
 
 KEY = "sk-cw-limits"
 
@@ -228,3 +231,46 @@ def test_default_limits_count_only_pooled_requests(store):
     assert limits.check(None, "ip", pooled=True).remaining == 0
     with pytest.raises(RateLimited):
         limits.check(None, "ip", pooled=True)
+
+
+# --- a burst is counted together (a group commit), and still exactly ----------------------------
+
+class GatedHits(MemoryStore):
+    """A MemoryStore whose first hit waits for `gate` (a slow shared store), counting hits."""
+
+    def __init__(self):
+        super().__init__()
+        self.hits, self.counting, self.gate = [], threading.Event(), threading.Event()
+
+    def hit(self, key, window, amount=1):
+        self.hits.append(amount)
+        self.counting.set()
+        assert self.gate.wait(30)
+        return super().hit(key, window, amount)
+
+
+@pytest.mark.parametrize("strategy", ["fixed", "sliding"])
+def test_a_burst_is_counted_in_two_store_hits_each_request_with_its_own_count(strategy):
+    store, clock = GatedHits(), Clock()
+    limits = limiter(store, clock, strategy, per_ip=Rate(6, 60))
+    clock.now += 30  # mid-window: the sliding estimate also reads the previous window
+    outcomes = []
+
+    def request():
+        try:
+            outcomes.append(limits.check(None, "10.0.0.1").remaining)
+        except RateLimited:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=request) for _ in range(10)]
+    threads[0].start()
+    assert store.counting.wait(30)
+    for thread in threads[1:]:
+        thread.start()
+    assert wait_until(lambda: len(limits._hits._queue) == 9)
+    store.gate.set()
+    for thread in threads:
+        thread.join(30)
+    assert store.hits == [1, 9]  # the first request's hit, then the nine queued behind it
+    # Exactly what ten requests counted one by one get: 5, 4, ... 0 left, then four refusals.
+    assert sorted(outcomes, key=str) == [0, 1, 2, 3, 4, 5] + ["refused"] * 4

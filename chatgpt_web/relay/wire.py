@@ -7,7 +7,11 @@ sends a keep-alive comment or gives up), or b"" at the end. curl_multi_poll wait
 with the GIL released, so a silent upstream costs no CPU.
 
 Each thread keeps one curl multi handle: finished transfers leave their connection in its cache,
-so the next request of that thread to the same upstream skips the TCP and TLS handshakes.
+so the next request of that thread to the same upstream skips the TCP and TLS handshakes. Easy
+handles are lent by the thread's HandlePool (transport.py) rather than made per request; a handle
+goes back reset (curl_easy_reset: every option, header list, body and callback of its request
+gone), so nothing of one request (its headers, the upstream or the caller's own key) reaches the
+next, which sets all its options again.
 
 Upstream base URLs come from the operator's UPSTREAMS_FILE and are trusted configuration: no
 SSRF check applies to them (docs/relay.md). No browser impersonation: these are APIs.
@@ -19,6 +23,8 @@ import time
 
 from curl_cffi import Curl, CurlOpt
 from curl_cffi._wrapper import ffi, lib
+
+from ..transport import HandlePool
 
 _CURLMSG_DONE = 1
 # curl error codes (curl/curl.h) that mean "no answer in time" rather than a refused connection.
@@ -56,6 +62,15 @@ def _multi():
     return holder.handle
 
 
+def _close_curl(curl: Curl) -> None:
+    curl.close()
+
+
+# The relay sets no CURLOPT_RESOLVE pinning: every handle is lent under the same one.
+_NO_PINNING: tuple[str, ...] = ()
+_HANDLES = HandlePool(Curl, _close_curl)
+
+
 class Exchange:
     """One request; always `close()` it (or use `with`): that ends the transfer if still running."""
 
@@ -72,7 +87,8 @@ class Exchange:
         self._running = ffi.new("int *", 1)
         self._pending = ffi.new("int *")
         self._body = body  # curl reads POSTFIELDS from this buffer: it must outlive the transfer
-        curl = self._curl = Curl()
+        self._lender = threading.get_ident()
+        curl = self._curl = _HANDLES.take(_NO_PINNING)
         curl.setopt(CurlOpt.URL, url.encode())
         if method == "GET":
             curl.setopt(CurlOpt.HTTPGET, 1)
@@ -198,14 +214,18 @@ class Exchange:
             parts.append(chunk)
 
     def close(self) -> None:
-        """End the transfer if still running and free the handle (idempotent)."""
+        """End the transfer if still running and give the handle back, reset (idempotent)."""
         if self._curl is None:
             return
+        curl, self._curl = self._curl, None
         if self._added:
-            lib.curl_multi_remove_handle(self._multi, self._curl._curl)
+            lib.curl_multi_remove_handle(self._multi, curl._curl)
             self._added = False
-        self._curl.close()
-        self._curl = None
+        # Free this request's header list and callbacks, then reset every option, so that the
+        # next loan starts from a blank handle (setopt(HTTPHEADER) appends to a kept list).
+        curl.clean_handles_and_buffers()
+        curl.reset()
+        _HANDLES.give_back(_NO_PINNING, curl, self._lender)
         self._chunks = []
 
     def __enter__(self) -> Exchange:
