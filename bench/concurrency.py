@@ -21,10 +21,12 @@ N requests at once and prints:
 * `RSS`, `PSS`: the service's peak memory, summed over the gunicorn master, its workers and their
   children, sampled from /proc while the N answers run. RSS counts a page shared by several
   processes once in each; PSS splits it between them (/proc/<pid>/smaps_rollup), so PSS is what
-  the machine really spends; `idle` is the summed RSS again 1.5 s after the level's last answer,
-  once the workers have had a moment with nothing to serve (what a server keeps after a burst);
+  the machine really spends; `idle` is the summed RSS again 5 s after the level's last answer,
+  once the workers' idle threads have ended and their free memory has been given back
+  (buffered_worker.py): what a server keeps after a burst;
 * `cs/ans`: context switches (voluntary + involuntary, every thread of every service process,
-  from /proc/<pid>/task/*/status) per answer: how often the service's threads wake up;
+  from /proc/<pid>/task/*/status, read every 200 ms so that threads ending meanwhile still
+  count up to their last reading) per answer: how often the service's threads wake up;
 * `load`: the machine's 1-minute load average when the run ended (the machine may be shared).
 
 Faces: `stream` = POST /send_message streamed; `whole` = the same, not streamed; `usage` =
@@ -249,6 +251,9 @@ class PeakMemory:
 
     def __init__(self, root: int):
         self.root, self.rss, self.pss = root, 0, 0
+        # Context switches by thread, read with PSS: the workers' idle threads end (2 s without
+        # a request), and a thread's count is lost with it unless read before.
+        self.switches: dict[tuple[int, int], int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -263,8 +268,11 @@ class PeakMemory:
     def _sample(self) -> None:
         round_ = 0
         while True:
-            rss, pss = memory(service_pids(self.root), with_pss=round_ % 4 == 0)
+            pids = service_pids(self.root)
+            rss, pss = memory(pids, with_pss=round_ % 4 == 0)
             self.rss, self.pss = max(self.rss, rss), max(self.pss, pss)
+            if round_ % 4 == 0:
+                self.switches.update(context_switches(pids))
             round_ += 1
             if self._stop.wait(0.05):
                 return
@@ -367,8 +375,9 @@ def run_dialect(dialect: str, args, levels: list[int], faces: list[str]) -> None
                 wall = time.monotonic() - began
                 pids = service_pids(service.process.pid)
                 cpu = cpu_seconds(pids) - cpu_before
-                switches = switches_between(switches_before, context_switches(pids))
-                time.sleep(1.5)
+                switches = switches_between(switches_before,
+                                            {**peak.switches, **context_switches(pids)})
+                time.sleep(5)
                 idle_rss, _ = memory(service_pids(service.process.pid), with_pss=False)
                 ok, s50, s99, smax, errors = summary(service_runs)
                 direct_ok, d50, d99, _, direct_errors = summary(direct_runs)

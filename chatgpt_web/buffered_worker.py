@@ -22,10 +22,14 @@ on a loaded machine it may wait for the CPU in between; a client that sends its 
 soon as it has read the answer must not be refused for that, so a request that finds every thread
 taken waits up to BUSY_GRACE for one (at most one waiting request per thread) before the 503.
 
-After a burst, once the worker serves nothing, it gives the C allocator's free memory back to the
-system (glibc's malloc_trim): the curl transfers, SQLite connections and parsed events of
-hundreds of streams leave freed memory that glibc otherwise keeps for reuse, so a server that
-had one burst would hold its peak for good (README "Memory").
+After a burst the worker gives memory back. Its threads end after IDLE_THREAD_SECONDS without
+a request (`ShrinkingThreadPool`; concurrent.futures' pool keeps every thread it ever started,
+and an idle thread keeps about 0.35 MB: glibc's per-thread cache of freed blocks, the SQLite
+connection diskcache opens per thread, its stack). Then, once the worker serves nothing, it
+returns the C allocator's free memory to the system (glibc's malloc_trim): the curl transfers,
+SQLite connections and parsed events of hundreds of streams leave freed memory that glibc
+otherwise keeps for reuse, so a server that had one burst would hold its peak for good
+(README "Memory").
 
 TLS sockets (gunicorn's own certfile) are left to gthread: their bytes cannot be read before the
 handshake. `PendingRequest` is the pure part: it is told the bytes as they come and says when a
@@ -34,13 +38,16 @@ request is complete.
 from __future__ import annotations
 
 import ctypes
+import gc
 import ipaddress
 import json
 import os
+import queue
 import selectors
 import threading
 import time
 from collections import Counter, deque
+from concurrent import futures
 from functools import partial
 
 from gunicorn import http
@@ -61,6 +68,9 @@ BUSY_GRACE = 0.5  # seconds a complete request may wait for a thread before 503 
 # Requests served at once that make the worker's next idle moment give free memory back. Below
 # it there is little to give back; a trim walks the allocator's heaps (about 10 ms after 300).
 TRIM_AFTER = 32
+# Seconds a pool thread waits for a request before it ends; a burst starts threads again on demand
+# (about 0.1 ms each, and a new SQLite connection at its first store operation).
+IDLE_THREAD_SECONDS = 2.0
 
 
 def _find_malloc_trim():
@@ -82,6 +92,80 @@ def resident_mb() -> float:
             return int(statm.read().split()[1]) * _PAGE_SIZE / 2**20
     except OSError:
         return 0.0
+
+
+class ShrinkingThreadPool:
+    """The executor gthread submits requests to, with threads that end when idle.
+
+    Like concurrent.futures.ThreadPoolExecutor, it starts a thread only when no idle one is
+    there to take the work, up to `max_threads`; unlike it, a thread that has waited
+    `idle_seconds` for work ends. `_idle` is the number of waiting threads minus the queued
+    tasks (negative: tasks wait for a thread), so a thread whose wait ends while a task is
+    queued takes it instead of ending.
+    """
+
+    def __init__(self, max_threads: int, idle_seconds: float = IDLE_THREAD_SECONDS):
+        self.max_threads, self.idle_seconds = max_threads, idle_seconds
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0
+        self._shut_down = False
+
+    @property
+    def threads(self) -> int:
+        """Threads alive now (idle ones included)."""
+        return self._threads
+
+    def submit(self, fn, *args) -> futures.Future:
+        future: futures.Future = futures.Future()
+        with self._lock:
+            if self._shut_down:
+                raise RuntimeError("cannot schedule new work after shutdown")
+            self._tasks.put((future, fn, args))
+            self._idle -= 1  # a waiting thread is promised this task...
+            if self._idle < 0 and self._threads < self.max_threads:
+                self._threads += 1  # ...or, with none, a new one waits for it
+                self._idle += 1
+                threading.Thread(target=self._work, name="request", daemon=False).start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            try:
+                future, fn, args = self._tasks.get(timeout=self.idle_seconds)
+            except queue.Empty:
+                with self._lock:
+                    if not self._tasks.empty():
+                        continue  # promised a task while the wait ended: take it
+                    self._idle -= 1
+                    self._threads -= 1
+                    return
+            if future is None:  # shutdown
+                with self._lock:
+                    self._threads -= 1
+                return
+            result = error = None
+            running = future.set_running_or_notify_cancel()
+            if running:
+                try:
+                    result = fn(*args)
+                except BaseException as exc:
+                    error = exc
+            with self._lock:
+                self._idle += 1  # waiting again before the caller hears: it may submit at once
+            if running and error is not None:
+                future.set_exception(error)
+            elif running:
+                future.set_result(result)
+            del future, fn, args, result, error  # nothing of the request stays with the thread
+
+    def shutdown(self, wait: bool = True) -> None:
+        """No new work; idle threads end now, busy ones after their request."""
+        with self._lock:
+            self._shut_down = True
+            for _ in range(self._threads):
+                self._tasks.put((None, None, None))
 
 
 INCOMPLETE, COMPLETE, TOO_LARGE, HEADERS_TOO_LARGE = "incomplete", "complete", "too_large", "431"
@@ -209,6 +293,7 @@ class BufferedThreadWorker(ThreadWorker):
         self.serving = 0  # requests handed to a thread whose thread has not returned yet
         self.waiting: deque[_Conn] = deque()  # complete requests given BUSY_GRACE for a thread
         self.busiest = 0  # most requests served at once since free memory was last given back
+        self.idle_since: float | None = None  # when the worker last became idle
         self._serving_lock = threading.Lock()
         self._next_scan = 0.0
         super().init_process()
@@ -306,6 +391,9 @@ class BufferedThreadWorker(ThreadWorker):
         self.enqueue_req(conn)
 
     # --- threads ----------------------------------------------------------------------------
+    def get_thread_pool(self):
+        return ShrinkingThreadPool(self.cfg.threads)
+
     def enqueue_req(self, conn):
         """Hand a complete request to a free thread; when there is none, give it BUSY_GRACE to
         become free (see the module's docstring), and refuse it 503 busy after that."""
@@ -363,7 +451,7 @@ class BufferedThreadWorker(ThreadWorker):
         if not force and now < self._next_scan:
             return
         self._next_scan = now + _SCAN_INTERVAL
-        self._give_back_memory()
+        self._give_back_memory(now)
         self._start_waiting()  # in case a thread returned between its notice and our reading
         while self.waiting and (force or self.waiting[0].deadline <= now):
             self._refuse_busy(self.waiting.popleft())
@@ -374,13 +462,22 @@ class BufferedThreadWorker(ThreadWorker):
                 "REQUEST_BODY_TIMEOUT)"))
 
     # --- memory -----------------------------------------------------------------------------
-    def _give_back_memory(self) -> None:
-        """Once a burst of at least TRIM_AFTER requests is over (nothing served), return the C
-        allocator's free memory to the system; at most once per burst."""
-        if self.serving or self.busiest < TRIM_AFTER or MALLOC_TRIM is None:
+    def _give_back_memory(self, now: float) -> None:
+        """Once a burst of at least TRIM_AFTER requests is over (nothing served) and its threads
+        have ended, return the C allocator's free memory to the system; once per burst."""
+        if self.serving:
+            self.idle_since = None
+            return
+        if self.idle_since is None:
+            self.idle_since = now
+        if (self.busiest < TRIM_AFTER or MALLOC_TRIM is None
+                or now - self.idle_since < IDLE_THREAD_SECONDS + _SCAN_INTERVAL):
             return
         busiest, self.busiest = self.busiest, 0
         before = resident_mb()
+        # What ended threads left in reference cycles (their SQLite connections among them)
+        # would wait for a collection that an idle process never triggers.
+        gc.collect()
         MALLOC_TRIM(0)
         self.log.debug("idle after %d requests at once: resident memory %.0f MB -> %.0f MB",
                        busiest, before, resident_mb())

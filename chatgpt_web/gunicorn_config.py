@@ -12,8 +12,9 @@ Worker model: gthread, reading each request whole before a thread takes it
 (chatgpt_web/buffered_worker.py). curl_cffi blocks its thread while it reads the upstream, and
 gevent or eventlet cannot make that cooperative, so each open stream holds one thread for its
 whole life. Capacity is therefore WEB_CONCURRENCY x GUNICORN_THREADS simultaneous requests
-(1024 by default, whatever the worker count); threads are started on demand, so a high ceiling
-costs nothing while idle, and a request beyond it is refused 503 `busy` rather than queued.
+(1024 by default, whatever the worker count); threads are started on demand and end after 2 s
+idle, so a high ceiling costs nothing while idle, and a request beyond it is refused 503 `busy`
+rather than queued.
 """
 import glob
 import os

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 
 import pytest
@@ -15,6 +16,7 @@ from chatgpt_web.buffered_worker import (
     TOO_LARGE,
     TRIM_AFTER,
     PendingRequest,
+    ShrinkingThreadPool,
 )
 from tests.servers import ServerProcess, http_request
 
@@ -273,3 +275,46 @@ def test_after_a_burst_an_idle_worker_gives_free_memory_back(tmp_path, emulator,
         log = process.stop()
     [line] = [line for line in log.splitlines() if given_back in line]
     assert f"idle after {TRIM_AFTER} requests at once" in line
+
+
+# --- the worker's thread pool -------------------------------------------------------------------
+
+def test_the_pool_runs_work_at_once_and_its_idle_threads_end():
+    pool = ShrinkingThreadPool(max_threads=8, idle_seconds=0.3)
+    release, started = threading.Event(), threading.Semaphore(0)
+
+    def hold(n):
+        started.release()
+        assert release.wait(30)
+        return n
+
+    running = [pool.submit(hold, n) for n in range(8)]
+    for _ in range(8):  # all eight run together: none waits for another to finish
+        assert started.acquire(timeout=30)
+    assert pool.threads == 8
+    release.set()
+    assert [future.result(30) for future in running] == list(range(8))
+    deadline = time.monotonic() + 30
+    while pool.threads:  # idle for 0.3 s: every thread ends
+        assert time.monotonic() < deadline, pool.threads
+        time.sleep(0.05)
+    assert pool.submit(lambda: "again").result(30) == "again"  # a new thread on demand
+    pool.shutdown(wait=False)
+    with pytest.raises(RuntimeError):
+        pool.submit(lambda: None)
+
+
+def test_an_idle_thread_takes_new_work_instead_of_a_new_thread():
+    pool = ShrinkingThreadPool(max_threads=8, idle_seconds=30)
+    for _ in range(5):  # one after another: the one idle thread serves them all
+        assert pool.submit(threading.get_ident).result(30)
+    assert pool.threads == 1
+    failing = pool.submit(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        failing.result(30)
+    assert pool.threads == 1
+    pool.shutdown(wait=False)
+    deadline = time.monotonic() + 30
+    while pool.threads:  # shutdown wakes the idle thread, which ends
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
