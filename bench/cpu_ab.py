@@ -2,6 +2,7 @@
 
     python bench/cpu_ab.py                          # this tree vs main, N=200, 3 rounds
     python bench/cpu_ab.py --base HEAD~1 --n 500 --rounds 2 --words 60
+    python bench/cpu_ab.py --sequential --n 200 --rounds 4   # one process, answers one by one
 
 The machine may be shared, so wall-clock figures swing with other work; CPU time per answer
 (user + system of every service process, from /proc) is what this compares. Each round starts
@@ -11,6 +12,11 @@ working tree, in turn, against one emulator, warms it with 10 answers, then open
 /send_message requests at once. Printed per run: user and system ms per answer, the slowest first
 token minus the emulator's direct p99 (`late`), the load average; at the end the median of each
 side and the ratio this/base. Loopback only; N at most 1000; every request within --timeout.
+
+`--sequential` measures instead the CPU of N answers made one after the other by one thread of
+one process (Flask's test client, the emulator sending each answer at once): the service's own
+work per answer, without the waits, GIL hand-overs and thread switches of concurrent streams,
+so it is much less sensitive to what else runs on the machine.
 """
 from __future__ import annotations
 
@@ -91,6 +97,37 @@ def one_run(tree: Path, env: dict, count: int, token: str, prompt: str, direct_p
             slowest - direct_p99, ok)
 
 
+# One process, one thread, answers one after the other (the emulator sends each answer at once):
+# the service's own work per answer without waits, GIL hand-overs or thread switches.
+_SEQUENTIAL = """
+import os, sys, time
+sys.path.insert(0, os.getcwd())
+from chatgpt_web import create_app
+client = create_app().test_client()
+form = {"access_token": sys.argv[1], "prompt": sys.argv[2], "stream": "true"}
+def answer():
+    response = client.post("/send_message", data=form, buffered=False)
+    for _ in response.response:
+        pass
+    response.close()
+for _ in range(10):
+    answer()
+started = time.process_time()
+for _ in range(int(sys.argv[3])):
+    answer()
+print((time.process_time() - started) / int(sys.argv[3]) * 1000)
+"""
+
+
+def sequential_run(tree: Path, env: dict, count: int, token: str, prompt: str) -> float:
+    """CPU ms per answer of `count` answers made one by one in one process from `tree`."""
+    os.makedirs(env["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+    done = subprocess.run([sys.executable, "-c", _SEQUENTIAL, token, prompt, str(count)],
+                          cwd=tree, env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=600, check=True)
+    return float(done.stdout.split()[-1])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", default="main", help="git revision to compare against")
@@ -99,11 +136,15 @@ def main() -> int:
     parser.add_argument("--words", type=int, default=60, help="words in the answer")
     parser.add_argument("--chunk-delay", type=float, default=0.25)
     parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument("--sequential", action="store_true",
+                        help="instead: N answers one by one in one process (no concurrency), "
+                             "against an emulator that sends each answer at once")
     args = parser.parse_args()
     if not 0 < args.n <= 1000:
         parser.error("--n must be between 1 and 1000")
     prompt = " ".join(f"word{i}" for i in range(args.words - 1))
-    emulator, emulator_url, token = start_emulator(args.chunk_delay, "2026")
+    emulator, emulator_url, token = start_emulator(
+        0.0 if args.sequential else args.chunk_delay, "2026")
     workdir = tempfile.mkdtemp(prefix="chatgpt_web-cpu-ab-")
     trees = {"base": export(args.base, workdir), "this": REPO}
     emulator_port = urllib.parse.urlsplit(emulator_url).port
@@ -119,12 +160,18 @@ def main() -> int:
         for round_ in range(args.rounds):
             order = ("base", "this") if round_ % 2 == 0 else ("this", "base")
             for side in order:
+                env = service_env(emulator_url, "2026",
+                                  os.path.join(workdir, f"{side}{round_}"), args.timeout)
+                if args.sequential:
+                    total = sequential_run(trees[side], env, args.n, token, prompt)
+                    totals[side].append(total)
+                    print(f"{round_:>5} {side:>4}  {'':>7} {'':>6} {total:>5.2f}ms  "
+                          f"{'':>6}  {'':>6}  {os.getloadavg()[0]:>4.1f}", flush=True)
+                    continue
                 directs = asyncio.run(at_once(
                     args.n, lambda: direct(emulator_port, token, conversation, False),
                     args.timeout))
                 direct_p99 = summary(directs)[2]
-                env = service_env(emulator_url, "2026",
-                                  os.path.join(workdir, f"{side}{round_}"), args.timeout)
                 user, system, late, ok = one_run(trees[side], env, args.n, token, prompt,
                                                  direct_p99, args.timeout)
                 totals[side].append(user + system)

@@ -48,9 +48,10 @@ Response = curl_requests.Response
 log = logging.getLogger(__name__)
 
 
-# Idle handles a thread keeps (per kind): more than the two an answer uses at once, few enough
-# that the idle threads of a worker do not hold many connections.
-MAX_IDLE_PER_THREAD = 4
+# Idle handles a thread keeps per kind (session, stream): its usual upstream and one other. Each
+# keeps a connection (on the real site with its TLS state) while the thread waits, so a worker's
+# hundreds of threads must not keep many.
+MAX_IDLE_PER_THREAD = 2
 
 
 class HandlePool(threading.local):

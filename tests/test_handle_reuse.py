@@ -138,3 +138,15 @@ def test_a_forked_child_does_not_reuse_the_parents_idle_handles(server):
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert transport._SESSION_HANDLES._idle  # the parent keeps its own
+
+
+def test_a_thread_keeps_few_idle_handles_and_lends_them_by_pinning():
+    closed = []
+    pool = transport.HandlePool(make=object, close=closed.append)
+    me = threading.get_ident()
+    handles = [pool.take(("a:1:1.2.3.4",)) for _ in range(transport.MAX_IDLE_PER_THREAD + 1)]
+    for handle in handles:
+        pool.give_back(("a:1:1.2.3.4",), handle, me)
+    assert closed == handles[:1]  # the oldest beyond the bound is closed
+    assert pool.take(()) not in handles  # another pinning never gets these
+    assert pool.take(("a:1:1.2.3.4",)) is handles[-1]  # the newest first
