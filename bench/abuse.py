@@ -38,9 +38,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from concurrency import PeakMemory, start_emulator, tree_rss  # noqa: E402
+from concurrency import PeakMemory, memory, service_pids, start_emulator  # noqa: E402
 
 from tests.servers import ServerProcess, free_port  # noqa: E402
+
+
+def tree_rss(root: int) -> int:
+    """Summed RSS in bytes of process `root` and its descendants (the gunicorn master and
+    workers)."""
+    return memory(service_pids(root), with_pss=False)[0]
 
 MB = 2**20
 
@@ -90,7 +96,7 @@ def large_bodies(server: ServerProcess, port: int) -> None:
             for thread in threads:
                 thread.join(120)
         kind = "chunked" if chunked else "Content-Length"
-        print(f"1. 4 x 100 MB bodies ({kind}): peak growth {(memory.peak - baseline) / MB:.1f} MB;"
+        print(f"1. 4 x 100 MB bodies ({kind}): peak growth {(memory.rss - baseline) / MB:.1f} MB;"
               f" answers {sorted(set(answers))}", flush=True)
 
 
@@ -251,7 +257,7 @@ def endless_line(server: ServerProcess, port: int, hostile_port: int, token: str
             status, body = error.code, error.read()
     code = json.loads(body).get("code") if body.startswith(b"{") else "?"
     print(f"4. endless upstream line (up to 256 MB offered): HTTP {status} {code} after "
-          f"{time.monotonic() - began:.1f}s; peak growth {(memory.peak - baseline) / MB:.1f} MB",
+          f"{time.monotonic() - began:.1f}s; peak growth {(memory.rss - baseline) / MB:.1f} MB",
           flush=True)
 
 
@@ -265,7 +271,7 @@ def main() -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, args.slow_sockets + 512)),
                                                 hard))
 
-    emulator, emulator_url, token = start_emulator(0.05)
+    emulator, emulator_url, token = start_emulator(0.05, "2026")
     hostile = hostile_upstream(emulator_url, 256 * MB)
     workdir = tempfile.mkdtemp(prefix="chatgpt_web-abuse-")
     service = ServerProcess.gunicorn({
