@@ -15,22 +15,27 @@ def policy(**scopes):
     return KeyPolicy.from_record({"id": "k", "hash": "sha256:" + key_digest("sk-k"), **scopes})
 
 
-def admit_from_threads(ledgers, key_policy, each=20):
+def from_threads(ledgers, work, each):
+    """Run `work(ledger)` `each` times in one thread per ledger; the errors the threads met."""
     errors = []
 
-    def admit(ledger):
+    def run(ledger):
         try:
             for _ in range(each):
-                ledger.admit("k", key_policy)
+                work(ledger)
         except Exception as error:  # collected: an assert in a thread would be lost
             errors.append(error)
 
-    threads = [threading.Thread(target=admit, args=(ledger,)) for ledger in ledgers]
+    threads = [threading.Thread(target=run, args=(ledger,)) for ledger in ledgers]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     return errors
+
+
+def admit_from_threads(ledgers, key_policy, each=20):
+    return from_threads(ledgers, lambda ledger: ledger.admit("k", key_policy), each)
 
 
 def used(ledger, key_policy=None):
@@ -70,22 +75,11 @@ def test_two_instances_on_one_redis_count_a_key_without_quota_exactly(redis_url)
 # --- bursts are written together (a group commit), and still exactly ---------------------------
 
 def settle_from_threads(ledgers, each=20, hold_for=None):
-    errors = []
-
     def settle(ledger):
-        try:
-            for _ in range(each):
-                hold = hold_for(ledger) if hold_for else None
-                ledger.record("k", "gpt-4o", "relay", 3, 5, hold=hold)
-        except Exception as error:  # collected: an assert in a thread would be lost
-            errors.append(error)
+        hold = hold_for(ledger) if hold_for else None
+        ledger.record("k", "gpt-4o", "relay", 3, 5, hold=hold)
 
-    threads = [threading.Thread(target=settle, args=(ledger,)) for ledger in ledgers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return errors
+    return from_threads(ledgers, settle, each)
 
 
 def test_answers_settled_at_once_are_all_in_the_ledger_and_their_holds_given_back(tmp_path):
