@@ -292,22 +292,41 @@ def header_lines(base, headers, *, json_body: bool) -> list[bytes]:
     """The header lines set_curl_options gives curl for `base` (the session's) and `headers`
     (the request's), in the same order: `name: value`, `name;` for an empty value, `name:` to
     drop a header, Content-Type for a JSON body if the caller gave none, and no `Expect`."""
-    if not base and isinstance(headers, dict) and all(
-            isinstance(name, str) and isinstance(value, str | None) and name.isascii()
-            and (value is None or value.isascii()) for name, value in headers.items()):
-        # ASCII text throughout: curl_cffi's Headers round trip leaves every byte as it is.
-        items = headers.items()
-    else:
-        merged = Headers(base, encoding=headers.encoding if isinstance(headers, Headers)
-                         else None)
-        merged.update(headers)
-        items = merged.multi_items()
-    lines = [f"{name}:" if value is None else f"{name};" if value == "" else f"{name}: {value}"
-             for name, value in items]
+    fast = _ascii_lines(headers, json_body) if not base and type(headers) is dict else None
+    if fast is not None:
+        return fast
+    merged = Headers(base, encoding=headers.encoding if isinstance(headers, Headers) else None)
+    merged.update(headers)
+    lines = [_line(name, value) for name, value in merged.multi_items()]
     if json_body:
         update_header_line(lines, "Content-Type", "application/json")
     update_header_line(lines, "Expect", "", replace=True)
     return [line.encode() for line in lines]
+
+
+def _line(name: str, value: str | None) -> str:
+    return f"{name}:" if value is None else f"{name};" if value == "" else f"{name}: {value}"
+
+
+def _ascii_lines(headers: dict, json_body: bool) -> list[bytes] | None:
+    """header_lines() for the common case, with no Headers round trip: a dict of ASCII text
+    (which that round trip leaves byte for byte as it is) and no Expect; None otherwise."""
+    values = headers.values()
+    try:
+        if not ("".join(headers) + "".join(values)).isascii():
+            return None
+    except TypeError:  # a name or value that is not text (None, bytes, a number)
+        return None
+    # update_header_line() finds a header by its `name:` line, so not by an empty value's.
+    named = {name.lower() for name, value in headers.items() if value}
+    if "expect" in named:
+        return None
+    lines = [(f"{name}: {value}" if value else f"{name};").encode()
+             for name, value in headers.items()]
+    if json_body and "content-type" not in named:
+        lines.append(b"Content-Type: application/json")
+    lines.append(b"Expect: ")
+    return lines
 
 
 def json_body(value) -> bytes:

@@ -230,3 +230,43 @@ def test_other_requests_take_curl_cffis_own_path_on_a_reset_handle(recorder, mon
     assert b"Content-Type: application/x-www-form-urlencoded" in form_request
     assert form_request.endswith(b"\r\n\r\nuser=x")
     assert lean_after == lean_first  # the form request left nothing on the handle
+
+
+def _curl_cffi_lines(headers, with_json: bool) -> list[bytes]:
+    """The header list curl_cffi's set_curl_options hands curl for these request headers."""
+    from curl_cffi import Curl, ffi
+    from curl_cffi.requests.headers import Headers
+    from curl_cffi.requests.utils import set_curl_options
+
+    curl = Curl()
+    try:
+        set_curl_options(curl, "POST", "http://127.0.0.1/", json={} if with_json else None,
+                         headers_list=[Headers(), headers], params_list=[None, None],
+                         cookies_list=[None, None], proxies_list=[None, None],
+                         verify_list=[True, None])
+        lines, node = [], curl._headers
+        while node != ffi.NULL:
+            lines.append(ffi.string(node.data))
+            node = node.next
+        return lines
+    finally:
+        curl.close()
+
+
+@pytest.mark.parametrize("headers", [
+    {"Accept": "*/*", "Authorization": "Bearer t"},
+    {"Accept": "*/*", "X-Conduit-Token": "", "content-type": "text/plain"},
+    {"X-Drop": None, "Accept": "a", "accept": "b"},  # None drops a header; both spellings kept
+    {"Expect": "100-continue", "A": "1"},
+    {"Content-Type": "", "B": "2"},  # an empty Content-Type line does not count as one
+    {"X-Count": 3, "Y": b"bytes"},
+    {},
+])
+@pytest.mark.parametrize("with_json", [True, False])
+def test_header_lines_are_set_curl_options_lines(headers, with_json):
+    from curl_cffi.requests.headers import Headers
+
+    from chatgpt_web.curl_transfer import header_lines
+
+    assert header_lines(Headers(), headers, json_body=with_json) == _curl_cffi_lines(
+        headers, with_json)
