@@ -65,7 +65,7 @@ def jwt_expiry(token: str) -> float | None:
 def unverified_claims(token: str) -> dict | None:
     """A JWT's claims, read without verifying it (as PyJWT's decode with verify_signature off
     reads them), or None if `token` is no JWT: three base64url parts, the first two JSON
-    objects. Every answer asks, and PyJWT's decode costs about 50 us to this one's 5."""
+    objects. Every answer asks, and PyJWT's decode costs about 50 us to this one's 12."""
     parts = token.split(".") if isinstance(token, str) else ()
     if len(parts) != 3:
         return None
