@@ -218,6 +218,10 @@ class StreamedResponse:
             )
             # Curl.perform() sets the CA bundle just before curl_easy_perform; we never call it.
             self._curl._ensure_cacert()
+            # Without it, every curl_multi_perform saves, sets and restores the SIGPIPE handler
+            # (three system calls at each upstream event). Python already ignores SIGPIPE, and
+            # curl sends with MSG_NOSIGNAL.
+            self._curl.setopt(CurlOpt.NOSIGNAL, 1)
             _check_multi(lib.curl_multi_add_handle(self._multi, self._curl._curl))
             self._added = True
             # The headers are complete once the first body byte arrives (or the transfer ends),
