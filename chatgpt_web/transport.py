@@ -22,6 +22,7 @@ curl_cffi's public `session.post(..., stream=True)`: more CPU per answer, the sa
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import inspect
 import logging
 import os
@@ -164,6 +165,19 @@ _POLL_MS = 1000
 _CURLMSG_DONE = 1  # CURLMSG_DONE in curl/multi.h
 
 
+def _holding_the_gil(name: str, *argtypes):
+    """A ctypes caller of curl's `name` that keeps the GIL: cffi releases it around every call,
+    and curl_multi_perform's write callback then takes it again, so a perform that only moves a
+    few bytes made two GIL hand-overs (each a chance for a thread switch) at every event."""
+    address = int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))
+    return ctypes.PYFUNCTYPE(ctypes.c_int, *argtypes)(address)
+
+
+# curl_multi_perform never waits (the multi interface is non-blocking): it reads what the socket
+# already holds and calls the write callback, which needs the GIL anyway.
+_multi_perform = _holding_the_gil("curl_multi_perform", ctypes.c_void_p, ctypes.c_void_p)
+
+
 class StreamedResponse:
     """A response whose body is read, chunk by chunk, by the thread that iterates it.
 
@@ -191,6 +205,8 @@ class StreamedResponse:
         self._added = False
         self._chunks: list[bytes] = []
         self._running = ffi.new("int *", 1)
+        self._perform_args = (int(ffi.cast("uintptr_t", self._multi)),
+                              int(ffi.cast("uintptr_t", self._running)))
         # A failure found while chunks received before it are still unread; raised after them,
         # as curl_cffi queues the exception behind the chunks.
         self._error: Exception | None = None
@@ -246,7 +262,7 @@ class StreamedResponse:
 
     def _step(self) -> None:
         """Move the transfer on: wait for the socket (or a curl timer) if there is nothing to do."""
-        _check_multi(lib.curl_multi_perform(self._multi, self._running))
+        _check_multi(_multi_perform(*self._perform_args))
         if not self._running[0]:
             self._error = self._failure()
         elif not self._chunks:
@@ -260,7 +276,7 @@ class StreamedResponse:
         releases the GIL, a chance for a thread switch, at every event of hundreds of streams).
         """
         _check_multi(lib.curl_multi_poll(self._multi, ffi.NULL, 0, _POLL_MS, ffi.NULL))
-        _check_multi(lib.curl_multi_perform(self._multi, self._running))
+        _check_multi(_multi_perform(*self._perform_args))
         if not self._running[0]:
             self._error = self._failure()
 
