@@ -24,11 +24,11 @@ taken waits up to BUSY_GRACE for one (at most one waiting request per thread) be
 
 After a burst the worker gives memory back. Its threads end after IDLE_THREAD_SECONDS without
 a request (`ShrinkingThreadPool`; concurrent.futures' pool keeps every thread it ever started,
-and an idle thread keeps about 0.35 MB: glibc's per-thread cache of freed blocks, the SQLite
-connection diskcache opens per thread, its stack). Then, once the worker serves nothing, it
-returns the C allocator's free memory to the system (glibc's malloc_trim): the curl transfers,
-SQLite connections and parsed events of hundreds of streams leave freed memory that glibc
-otherwise keeps for reuse, so a server that had one burst would hold its peak for good
+and an idle thread keeps memory: glibc's per-thread cache of freed blocks, its stack; the
+store's SQLite connections are shared by the threads, chatgpt_web/store.py). Then, once the
+worker serves nothing, it returns the C allocator's free memory to the system (glibc's
+malloc_trim): the curl transfers and parsed events of hundreds of streams leave freed memory
+that glibc otherwise keeps for reuse, so a server that had one burst would hold its peak for good
 (README "Memory").
 
 TLS sockets (gunicorn's own certfile) are left to gthread: their bytes cannot be read before the
@@ -69,7 +69,7 @@ BUSY_GRACE = 0.5  # seconds a complete request may wait for a thread before 503 
 # it there is little to give back; a trim walks the allocator's heaps (about 10 ms after 300).
 TRIM_AFTER = 32
 # Seconds a pool thread waits for a request before it ends; a burst starts threads again on demand
-# (about 0.1 ms each, and a new SQLite connection at its first store operation).
+# (about 0.1 ms each).
 IDLE_THREAD_SECONDS = 2.0
 
 
@@ -475,8 +475,8 @@ class BufferedThreadWorker(ThreadWorker):
             return
         busiest, self.busiest = self.busiest, 0
         before = resident_mb()
-        # What ended threads left in reference cycles (their SQLite connections among them)
-        # would wait for a collection that an idle process never triggers.
+        # What ended threads left in reference cycles would wait for a collection that an idle
+        # process never triggers.
         gc.collect()
         MALLOC_TRIM(0)
         self.log.debug("idle after %d requests at once: resident memory %.0f MB -> %.0f MB",

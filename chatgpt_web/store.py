@@ -87,6 +87,98 @@ def _merged(current: Any, changes: dict) -> dict:
     return {**current, **changes} if isinstance(current, dict) else dict(changes)
 
 
+class SharedConnections:
+    """The SQLite connections of one diskcache.Cache, lent to one operation at a time.
+
+    diskcache opens a connection for each thread that uses the cache and keeps it for the
+    thread's life: about 200 KB each (SQLite's page cache and lookaside memory, the statement
+    cache, its maps of the database and its WAL index), so a worker with 500 open streams held
+    500 of them (README "Memory"). Here a thread borrows one of at most LIMIT connections for
+    the length of a store operation, and waits for one when all are lent: SQLite lets one
+    writer at a time anyway, and a read takes a fraction of a millisecond.
+
+    diskcache reads the calling thread's connection from `cache._local.con` (checking
+    `cache._local.pid` against fork), so lending one is setting those two for the operation
+    (diskcache 5.x; tests/test_store.py checks that operations really use the lent ones).
+    """
+
+    LIMIT = 8  # connections per process
+
+    def __init__(self, cache: diskcache.Cache):
+        self._cache = cache
+        self._lock = threading.Lock()
+        self._idle: list[sqlite3.Connection] = []
+        self._reset()
+        cache.close()  # the connection diskcache opened for its set-up in this thread
+
+    def _reset(self) -> None:
+        """Start with no connection (in a forked child: close the parent's first, before this
+        process takes SQLite locks of its own, as diskcache does)."""
+        for connection in self._idle:
+            connection.close()
+        self._pid = os.getpid()
+        self._idle = []
+        self._free = threading.BoundedSemaphore(self.LIMIT)
+        self.opened = 0  # connections opened in this process (tests)
+
+    @contextlib.contextmanager
+    def lent(self) -> Iterator[None]:
+        """Lend the calling thread a connection for what runs inside (nested: the same one).
+
+        :raise sqlite3.OperationalError: none came free within the cache's timeout."""
+        local = self._cache._local
+        if getattr(local, "con", None) is not None:
+            yield  # an outer operation of this thread holds one
+            return
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's connections are not ours
+                self._reset()
+            free = self._free
+        if not free.acquire(timeout=self._cache.timeout):
+            raise sqlite3.OperationalError("every SQLite connection stayed busy")
+        try:
+            connection, fresh = self._take()
+            local.pid, local.con = os.getpid(), connection
+            reusable = False
+            try:
+                if fresh:
+                    self._apply_settings()
+                reusable = True
+                yield
+            finally:
+                del local.con
+                self._give_back(connection, reusable)
+        finally:
+            free.release()
+
+    def _take(self) -> tuple[sqlite3.Connection, bool]:
+        """An idle connection, or a new one (True)."""
+        with self._lock:
+            if self._idle:
+                return self._idle.pop(), False
+            self.opened += 1
+        return sqlite3.connect(
+            os.path.join(self._cache.directory, diskcache.core.DBNAME),
+            timeout=self._cache.timeout, isolation_level=None, check_same_thread=False), True
+
+    def _apply_settings(self) -> None:
+        """The per-connection pragmas (WAL, cache and mmap sizes) from the cache's Settings
+        table, on the connection lent to this thread, as diskcache sets them on its own."""
+        settings = self._cache._local.con.execute("SELECT key, value FROM Settings").fetchall()
+        for key, value in settings:
+            if key.startswith("sqlite_"):
+                self._cache.reset(key, value, update=False)
+
+    def _give_back(self, connection: sqlite3.Connection, reusable: bool) -> None:
+        """Keep it for the next operation, unless it is not set up or was left inside a
+        transaction by a failure: the next one starts clean."""
+        with self._lock:
+            if reusable and not connection.in_transaction and self._pid == os.getpid():
+                self._idle.append(connection)
+                return
+        connection.close()
+
+
 class DiskStore:
     """diskcache-backed store; safe across threads and processes on one host."""
 
@@ -97,6 +189,7 @@ class DiskStore:
         os.chmod(directory, 0o700)
         self.directory = directory
         self._cache = diskcache.Cache(directory, disk=diskcache.JSONDisk, eviction_policy="none")
+        self.connections = SharedConnections(self._cache)
         # Serializes this process's hit() transactions (see hit()).
         self._hit_lock = threading.Lock()
         self._failing = False
@@ -105,9 +198,12 @@ class DiskStore:
     def _guarded(self) -> Iterator[None]:
         """A full or read-only CACHE_DIR (after start, or in one worker only) is the same fault
         as an unreachable Redis: 503 store_unavailable for whatever needs state, never a 500.
-        Failing open instead would lift rate limits and forget account health and pins unseen."""
+        Failing open instead would lift rate limits and forget account health and pins unseen.
+
+        Every operation runs on a connection lent by SharedConnections."""
         try:
-            yield
+            with self.connections.lent():
+                yield
         except (OSError, sqlite3.Error) as exc:
             if not self._failing:
                 self._failing = True
@@ -151,7 +247,7 @@ class DiskStore:
         # The threads of this process queue on a lock first: left to SQLite, a burst of them
         # would each poll the database lock with SQLite's busy handler, sleeping up to 100 ms
         # between tries, so one request's counting could take seconds.
-        with self._guarded(), self._hit_lock, self._cache.transact():
+        with self._hit_lock, self._guarded(), self._cache.transact():
             now = time.time()
             reset_at = self._cache.get(key + ":reset")
             if reset_at is None or reset_at <= now:
@@ -192,8 +288,9 @@ class DiskStore:
     def writable(self) -> bool:
         """True if a value can be written and read back now."""
         try:
-            self._cache.set("__probe__", 1, expire=5)
-            return self._cache.get("__probe__") == 1
+            with self.connections.lent():
+                self._cache.set("__probe__", 1, expire=5)
+                return self._cache.get("__probe__") == 1
         except (OSError, sqlite3.Error):
             return False
 

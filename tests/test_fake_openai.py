@@ -1,8 +1,12 @@
 """The fake OpenAI API itself, driven directly by the official SDK (no service in between)."""
+import shutil
+import subprocess
+
 import openai
 import pytest
 
 from tests.fake_openai import keys
+from tests.fake_openai.server import LISTEN_BACKLOG
 
 
 def client(fake, key="sk-fake-good-1"):
@@ -42,3 +46,14 @@ def test_faults_are_served_as_many_times_as_scripted(fake_openai):
     chunks = list(sdk.chat.completions.create(model="gpt-4o", stream=True,
                                               messages=[{"role": "user", "content": "a b c"}]))
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Echo: a b c"
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2) to read the backlog")
+def test_the_listen_queue_takes_a_burst_of_connections(fake_openai):
+    # werkzeug's own 128 overflowed under bench/relay.py's 200 simultaneous connects (a refused
+    # connect waits out the client's one-second SYN retry). For a listening socket, ss's Send-Q
+    # column is the backlog it was given.
+    port = fake_openai.url.rsplit(":", 1)[1]
+    line = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True,
+                          check=True, timeout=10).stdout.split()
+    assert line[0] == "LISTEN" and int(line[2]) == LISTEN_BACKLOG >= 1024

@@ -1,8 +1,10 @@
 """The state stores: one suite run over MemoryStore, DiskStore and RedisStore (a real redis-server),
 then what only Redis has (prefixes, outages), open_store's choice, and the app on a Redis store."""
+import contextlib
 import json
 import logging
 import multiprocessing
+import os
 import threading
 import time
 
@@ -11,7 +13,13 @@ import redis
 
 from chatgpt_web.config import Config
 from chatgpt_web.errors import ServiceUnavailable
-from chatgpt_web.store import DiskStore, MemoryStore, RedisStore, open_store
+from chatgpt_web.store import (
+    DiskStore,
+    MemoryStore,
+    RedisStore,
+    SharedConnections,
+    open_store,
+)
 
 # Fork, not spawn: the children only need the store's description, and fork starts in
 # milliseconds on this 2-core machine. Each child opens its own store, as a worker process would.
@@ -242,6 +250,86 @@ def test_add_has_one_winner_across_processes(shared_spec):
 
 def test_writable(store):
     assert store.writable() is True
+
+
+# --- DiskStore only -----------------------------------------------------------------------------
+
+def open_sqlite_connections(directory) -> int:
+    """SQLite connections this process holds on the cache in `directory` (each opens the
+    database file once)."""
+    database = os.path.realpath(os.path.join(directory, "cache.db"))
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}") == database
+    return count
+
+
+def test_disk_store_threads_share_a_few_sqlite_connections(tmp_path):
+    """A thread keeps no connection after its operation: 64 threads that each used the store
+    and are still alive hold at most SharedConnections.LIMIT (diskcache alone: one each)."""
+    store = DiskStore(str(tmp_path / "cache"))
+    used, release = threading.Barrier(65), threading.Event()
+
+    def work(n):
+        store.hit("rl:shared", 600)
+        store.merge("pins", {str(n): n})
+        assert store.get("pins")[str(n)] == n
+        used.wait(60)
+        release.wait(60)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(64)]
+    for thread in threads:
+        thread.start()
+    try:
+        used.wait(60)  # every thread has done its operations and is alive
+        assert 1 <= open_sqlite_connections(tmp_path / "cache") <= SharedConnections.LIMIT
+        assert store.connections.opened <= SharedConnections.LIMIT
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(60)
+    assert store.get("rl:shared") == 64
+    assert len(store.get("pins")) == 64
+
+
+def test_disk_store_waits_for_a_lent_connection(tmp_path, monkeypatch):
+    """With every connection lent, an operation waits for one instead of opening another."""
+    monkeypatch.setattr(SharedConnections, "LIMIT", 1)
+    store = DiskStore(str(tmp_path / "cache"))
+    store.set("k", "v")
+    holding, release, results = threading.Event(), threading.Event(), []
+
+    def holder():
+        with store.connections.lent():
+            holding.set()
+            release.wait(60)
+
+    first = threading.Thread(target=holder)
+    first.start()
+    assert holding.wait(60)
+    second = threading.Thread(target=lambda: results.append(store.get("k")))
+    second.start()
+    second.join(0.2)
+    assert second.is_alive() and not results  # waiting: the only connection is lent
+    release.set()
+    first.join(60)
+    second.join(60)
+    assert results == ["v"]
+    assert store.connections.opened == 1
+
+
+def _forked_hits(store, _n, queue):
+    queue.put(store.hit("rl:forked", 600)[0])
+
+
+def test_disk_store_used_before_a_fork_works_in_the_children(tmp_path):
+    """gunicorn forks workers from a master that may have used the store: each child opens
+    its own connections instead of using the parent's."""
+    store = DiskStore(str(tmp_path / "cache"))
+    store.hit("rl:forked", 600)
+    assert sorted(in_processes(3, _forked_hits, store)) == [2, 3, 4]
+    assert store.get("rl:forked") == 4
 
 
 # --- Redis only ---------------------------------------------------------------------------------

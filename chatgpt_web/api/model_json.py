@@ -5,13 +5,18 @@ with JSON (tool_calls.py, structured_output.py), and what it writes is prose tha
 that JSON, often inside a ```json fence. `find_json()` finds the first JSON value in such a text;
 `schema_problem()` says in one line what is wrong with a value against a schema (jsonschema), or
 None. Both are pure: their tests need no server.
+
+jsonschema (with referencing, rpds and attrs: about 3 MB in each worker) is imported by
+`_jsonschema()` when the first schema arrives, not with the app: most requests bring none, and a
+service that is never asked for tools or structured output never holds it (README "Memory").
 """
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
+if TYPE_CHECKING:
+    import jsonschema
 
 MAX_PROBLEM_LENGTH = 300
 
@@ -22,6 +27,13 @@ class InvalidReply(ValueError):
 
 
 _decoder = json.JSONDecoder()
+
+
+def _jsonschema():
+    """The jsonschema module, imported here at the first schema this process checks."""
+    import jsonschema
+
+    return jsonschema
 
 
 def find_json(text: str, *, want=(dict,), accept=lambda value: True) -> Any:
@@ -45,6 +57,7 @@ def check_schema(schema: Any) -> str | None:
     """What is wrong with `schema` as a JSON Schema, or None."""
     if not isinstance(schema, dict):
         return "a JSON Schema must be an object"
+    jsonschema = _jsonschema()
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as error:
@@ -54,12 +67,13 @@ def check_schema(schema: Any) -> str | None:
 
 def schema_problem(value: Any, schema: dict) -> str | None:
     """What is wrong with `value` against `schema` (the most relevant error), or None."""
+    jsonschema = _jsonschema()
     validator = jsonschema.validators.validator_for(schema)(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(value))
     return None if error is None else _short(error)
 
 
-def _short(error: jsonschema.exceptions.ValidationError | jsonschema.SchemaError) -> str:
+def _short(error: jsonschema.ValidationError | jsonschema.SchemaError) -> str:
     where = "/".join(str(part) for part in error.absolute_path)
     text = f"at /{where}: {error.message}" if where else error.message
     return text[:MAX_PROBLEM_LENGTH]

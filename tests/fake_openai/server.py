@@ -16,6 +16,11 @@ from .app import create_fake_app
 
 DEFAULT_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-3.5-turbo-instruct", "text-embedding-3-small",
                   "omni-moderation-latest", "dall-e-3", "tts-1", "whisper-1")
+# Connections the kernel holds for the accept loop. werkzeug listens with 128: a burst of more
+# simultaneous connects (bench/relay.py sends 200 at once) overflowed it, and each refused SYN
+# waited out the client's one-second retry, which made the fake look randomly slow. A real API
+# takes such a burst; so does the service (gunicorn listens with 2048).
+LISTEN_BACKLOG = 1024
 
 
 @dataclass
@@ -76,6 +81,7 @@ class FakeOpenAI:
         """Serve on 127.0.0.1:`port` (0: a free one) from a daemon thread."""
         self._server = make_server("127.0.0.1", port, self.app, threaded=True,
                                    request_handler=_QuietHandler)
+        self._server.socket.listen(LISTEN_BACKLOG)  # listening again only changes the backlog
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         self.base_url = self.url + "/v1"
         # A short poll interval: stop() (shutdown) waits for one.
