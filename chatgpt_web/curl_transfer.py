@@ -107,6 +107,10 @@ class Transfer:
             cert=session.cert, curl_options=session.curl_options, stream=False,
         )
         self.curl.setopt(CurlOpt.HEADERFUNCTION, self._on_header)
+        # Without it, every curl_multi_perform saves, sets and restores the SIGPIPE handler:
+        # three system calls at each upstream event of a stream. Python already ignores SIGPIPE,
+        # and curl sends with MSG_NOSIGNAL.
+        self.curl.setopt(CurlOpt.NOSIGNAL, 1)
         # Curl.perform() sets the CA bundle just before curl_easy_perform; we never call it.
         self.curl._ensure_cacert()
         self.settings = settings

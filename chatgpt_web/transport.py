@@ -25,6 +25,7 @@ more CPU per answer, the same behaviour.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import inspect
 import logging
 import os
@@ -195,6 +196,21 @@ def plain_session(resolve: Sequence[str] = (), *, total_timeout: float | None = 
 _POLL_MS = curl_transfer.POLL_MS
 
 
+def _holding_the_gil(name: str, *argtypes):
+    """A ctypes caller of curl's `name` that keeps the GIL: cffi releases it around every call,
+    and curl_multi_perform's write callback then takes it again, so a perform that only moves a
+    few bytes made two GIL hand-overs (each a chance for a thread switch) at every event."""
+    address = int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))
+    return ctypes.PYFUNCTYPE(ctypes.c_int, *argtypes)(address)
+
+
+# curl_multi_perform never waits (the multi interface is non-blocking, names are resolved by
+# c-ares): it reads what the socket already holds and calls the write callback, which needs the
+# GIL anyway. Used where a stream reads its events; requests before it keep cffi's call, which
+# lets other threads run during a TLS handshake's computation.
+_multi_perform = _holding_the_gil("curl_multi_perform", ctypes.c_void_p, ctypes.c_void_p)
+
+
 class StreamedResponse:
     """A response whose body is read, chunk by chunk, by the thread that iterates it.
 
@@ -223,6 +239,8 @@ class StreamedResponse:
         self._curl: Curl | None = self._transfer.curl
         self._multi = self._transfer.multi
         self._running = self._transfer.running
+        self._perform_args = (int(ffi.cast("uintptr_t", self._multi)),
+                              int(ffi.cast("uintptr_t", self._running)))
         self._chunks: list[bytes] = []
         # A failure found while chunks received before it are still unread; raised after them,
         # as curl_cffi queues the exception behind the chunks.
@@ -269,7 +287,7 @@ class StreamedResponse:
         releases the GIL, a chance for a thread switch, at every event of hundreds of streams).
         """
         _check_multi(lib.curl_multi_poll(self._multi, ffi.NULL, 0, _POLL_MS, ffi.NULL))
-        _check_multi(lib.curl_multi_perform(self._multi, self._running))
+        _check_multi(_multi_perform(*self._perform_args))
         if not self._running[0]:
             self._error = self._failure()
 
