@@ -13,6 +13,7 @@ for its result. Nothing in the store is a readable secret; keys are hashes that 
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import hashlib
 import hmac
@@ -25,10 +26,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
-import jwt
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from . import json_codec
 from .config import Config
 from .errors import ApiError, Unauthorized
 from .store import Store
@@ -56,21 +57,35 @@ SECOND_FACTOR_TTL = 30 * 24 * 3600
 
 def jwt_expiry(token: str) -> float | None:
     """The `exp` claim of a JWT as unix seconds, or None if `token` is not a JWT with an exp."""
-    try:
-        claims = jwt.decode(token, options={"verify_signature": False, "verify_exp": False})
-    except jwt.PyJWTError:
-        return None
-    exp = claims.get("exp")
+    claims = unverified_claims(token)
+    exp = claims.get("exp") if claims is not None else None
     return float(exp) if isinstance(exp, (int, float)) else None
+
+
+def unverified_claims(token: str) -> dict | None:
+    """A JWT's claims, read without verifying it (as PyJWT's decode with verify_signature off
+    reads them), or None if `token` is no JWT: three base64url parts, the first two JSON
+    objects. Every answer asks, and PyJWT's decode costs about 50 us to this one's 12."""
+    parts = token.split(".") if isinstance(token, str) else ()
+    if len(parts) != 3:
+        return None
+    try:
+        header, claims = (json_codec.loads(_base64url(part)) for part in parts[:2])
+        _base64url(parts[2])
+    except (binascii.Error, ValueError):
+        return None
+    return claims if isinstance(header, dict) and isinstance(claims, dict) else None
+
+
+def _base64url(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part.encode("ascii") + b"=" * (-len(part) % 4))
 
 
 def _account_of(access_token: str) -> str:
     """A stable name for the account behind an access token: its chatgpt_account_id claim, else
     the token itself (hashed by the caller)."""
-    try:
-        claims = jwt.decode(access_token, options={"verify_signature": False,
-                                                   "verify_exp": False})
-    except jwt.PyJWTError:
+    claims = unverified_claims(access_token)
+    if claims is None:
         return access_token
     auth_claim = claims.get("https://api.openai.com/auth")
     account = auth_claim.get("chatgpt_account_id") if isinstance(auth_claim, dict) else None

@@ -5,23 +5,27 @@ impersonation, the outbound proxy and DNS pinning (see upstream/endpoints.py) ar
 The conversation answer is read with `stream_post()`, which takes all its settings from such a
 session but reads the body in the calling thread (see StreamedResponse why).
 
-Curl handles are reused (HandlePool): each thread keeps the handles its finished sessions and
-answers gave back, so the next answer on that thread rides the same kept-alive connections (on the
-real site: no new TLS handshake per answer) and skips making handles. A handle is lent to one
-session or answer at a time; every request sets all its options again (curl_cffi resets a handle
-after each request, and clears curl's cookie list before adding the session's own cookies), so
-nothing of one account's request reaches the next. Handles are pooled per CURLOPT_RESOLVE pinning,
-so a pin made for one upstream never answers another request's name lookup.
+Curl handles are reused (HandlePool): each thread keeps the Transfers (curl_transfer.py: an easy
+handle and its multi handle) its finished sessions gave back, so the next answer on that thread
+rides the same kept-alive connection (on the real site: no new TLS handshake per answer) and skips
+making handles. A session and the answer it streams share one Transfer, so an answer's requests
+use one connection and an open stream holds one handle. A Transfer is lent to one session at a
+time; every request sets all of its own options again (URL, method, body, the whole header list,
+timeout; curl's cookie list is cleared before the session's own cookies are added), so nothing
+of one account's request reaches the next. Transfers are pooled per CURLOPT_RESOLVE pinning, so a
+pin made for one upstream never answers another request's name lookup.
 
-StreamedResponse relies on curl_cffi internals (`set_curl_options`, Session attributes, two
-private Curl methods, the raw curl_multi_* binding). They are probed once, at import
-(`probe_multi_handle_reader`); if any is missing, a warning is logged, /readyz shows
-`"stream_reader": "public-fallback"`, and answers are read with `PublicStreamReader`, over
-curl_cffi's public `session.post(..., stream=True)`: more CPU per answer, the same behaviour.
+StreamedResponse and the lean request path rely on curl_cffi internals (`set_curl_options` and
+its neighbours, Session attributes, private Curl methods, the raw curl_* binding). They are
+probed once, at import (`probe_multi_handle_reader`); if any is missing, a warning is logged,
+/readyz shows `"stream_reader": "public-fallback"`, every request is curl_cffi's own, and answers
+are read with `PublicStreamReader`, over curl_cffi's public `session.post(..., stream=True)`:
+more CPU per answer, the same behaviour.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import inspect
 import logging
 import os
@@ -29,18 +33,14 @@ import threading
 from collections.abc import Iterator, Sequence
 
 import curl_cffi
-from curl_cffi import Curl, CurlECode, CurlOpt, ffi, lib
+from curl_cffi import Curl, CurlECode, CurlInfo, CurlOpt, ffi, lib
 from curl_cffi import requests as curl_requests
 from curl_cffi.requests import exceptions as curl_errors
+from curl_cffi.requests.cookies import Cookies
 
-try:
-    # The function Session uses to turn its settings into curl options: calling it (rather than
-    # repeating its work) makes a stream_post() request the same bytes as session.post().
-    from curl_cffi.requests.utils import set_curl_options
-except ImportError:  # a curl_cffi that moved it: the public reader is used (see the probe)
-    set_curl_options = None
-
+from . import curl_transfer
 from .config import Config
+from .curl_transfer import Transfer, lean_request_allowed
 from .errors import UpstreamError, UpstreamTimeout
 
 Session = curl_requests.Session
@@ -89,26 +89,61 @@ class HandlePool(threading.local):
 
 
 class _PooledSession(Session):
-    """A Session on a curl handle lent by this thread's pool; closing it gives the handle back
-    (with its kept-alive connection) instead of closing it."""
+    """A Session on a Transfer (curl handle + multi handle) lent by this thread's pool; closing
+    it gives the Transfer back (with its kept-alive connection) instead of closing it.
+
+    Its GET requests and JSON POSTs take the lean path (curl_transfer.py: the same request bytes,
+    a fraction of the work); any other request is curl_cffi's own, on a reset handle. A
+    StreamedResponse made from it runs on the same Transfer (one connection, one handle per
+    answer), so while one is open the session's requests borrow another Transfer.
+    """
 
     def __init__(self, pinning: tuple[str, ...], **settings):
         self._pinning = pinning
         self._lender = threading.get_ident()
-        super().__init__(curl=_SESSION_HANDLES.take(pinning), use_thread_local_curl=False,
-                         **settings)
+        self._transfer: Transfer = _HANDLES.take(pinning)
+        self._streaming = False  # a StreamedResponse is using self._transfer
+        super().__init__(curl=self._transfer.curl, use_thread_local_curl=False, **settings)
+
+    def request(self, method: str, url: str, **options):
+        method = method.upper()
+        lean = LEAN and not self._closed and lean_request_allowed(self, method, options)
+        transfer = _HANDLES.take(self._pinning) if self._streaming else self._transfer
+        try:
+            if lean:
+                return transfer.request(self, method, url, json=options.get("json"),
+                                        headers=options.get("headers"),
+                                        timeout=options.get("timeout", self.timeout))
+            # curl_cffi sets every option of a reset handle, and resets it afterwards.
+            transfer.reset()
+            own, self._curl = self._curl, transfer.curl
+            try:
+                return super().request(method, url, **options)
+            finally:
+                self._curl = own
+        finally:
+            if transfer is not self._transfer:
+                _HANDLES.give_back(self._pinning, transfer, threading.get_ident())
+
+    def _lend_for_stream(self) -> Transfer | None:
+        """The session's Transfer for a stream, if it is free."""
+        if self._streaming or self._closed:
+            return None
+        self._streaming = True
+        return self._transfer
+
+    def _stream_ended(self) -> None:
+        self._streaming = False
+        if self._closed:
+            _HANDLES.give_back(self._pinning, self._transfer, self._lender)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        # curl_cffi resets the handle after every request; a stream request (which duplicates
-        # it) never used it. What is left is the connection, DNS and TLS session caches.
-        _SESSION_HANDLES.give_back(self._pinning, self._curl, self._lender)
-
-
-def _close_curl(curl: Curl) -> None:
-    curl.close()
+        # A stream still open on the Transfer gives it back when it ends.
+        if not self._streaming:
+            _HANDLES.give_back(self._pinning, self._transfer, self._lender)
 
 
 def _pinning(curl_options: dict | None) -> tuple[str, ...]:
@@ -158,10 +193,22 @@ def plain_session(resolve: Sequence[str] = (), *, total_timeout: float | None = 
                           allow_redirects=False, trust_env=False)
 
 
-# curl_multi_poll() returns earlier when curl has a timer due (e.g. CURLOPT_TIMEOUT_MS), so this
-# only bounds how long a wait can last when nothing at all happens.
-_POLL_MS = 1000
-_CURLMSG_DONE = 1  # CURLMSG_DONE in curl/multi.h
+_POLL_MS = curl_transfer.POLL_MS
+
+
+def _holding_the_gil(name: str, *argtypes):
+    """A ctypes caller of curl's `name` that keeps the GIL: cffi releases it around every call,
+    and curl_multi_perform's write callback then takes it again, so a perform that only moves a
+    few bytes made two GIL hand-overs (each a chance for a thread switch) at every event."""
+    address = int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))
+    return ctypes.PYFUNCTYPE(ctypes.c_int, *argtypes)(address)
+
+
+# curl_multi_perform never waits (the multi interface is non-blocking, names are resolved by
+# c-ares): it reads what the socket already holds and calls the write callback, which needs the
+# GIL anyway. Used where a stream reads its events; requests before it keep cffi's call, which
+# lets other threads run during a TLS handshake's computation.
+_multi_perform = _holding_the_gil("curl_multi_perform", ctypes.c_void_p, ctypes.c_void_p)
 
 
 class StreamedResponse:
@@ -169,67 +216,51 @@ class StreamedResponse:
 
     `session.post(..., stream=True)` runs the transfer on a pool thread and hands every chunk to
     the reader through a queue: two thread wake-ups and GIL hand-overs per chunk, which at a few
-    hundred concurrent answers doubled the CPU spent per answer. Here a curl multi handle (lent
-    with its easy handle by the thread's HandlePool) is driven by the reader itself:
-    curl_multi_poll() waits for the socket with the GIL released, curl_multi_perform() moves the
-    transfer on, and the chunks it delivered to the write callback are yielded.
+    hundred concurrent answers doubled the CPU spent per answer. Here the request runs on a
+    Transfer (curl_transfer.py: the session's own, so the answer's earlier requests and the
+    stream share one handle and one connection; another one lent by the thread's pool when the
+    session's is busy) whose multi handle is driven by the reader itself: curl_multi_poll() waits
+    for the socket with the GIL released, curl_multi_perform() moves the transfer on, and the
+    chunks it delivered to the write callback are yielded.
 
     `status_code` and `headers` are known when the object is returned (before the body is read),
     as with a curl_cffi stream. Always `close()` it (or use it as a context manager): that removes
     the transfer, which closes its connection if the body was not read to the end, and gives the
-    handles back to the pool.
+    handle back.
     """
 
     def __init__(self, session: Session, url: str, *, json: object, headers: dict,
                  timeout: float):
-        # A handle and its multi handle lent by this thread's pool: the multi handle's
-        # connection cache keeps the connection for this thread's next answer.
+        lent = session._lend_for_stream() if isinstance(session, _PooledSession) else None
+        self._session = session if lent is not None else None
         self._pinning = _pinning(session.curl_options)
         self._lender = threading.get_ident()
-        self._curl: Curl | None
-        self._curl, self._multi = _STREAM_HANDLES.take(self._pinning)
-        self._added = False
+        self._transfer: Transfer = lent or _HANDLES.take(self._pinning)
+        self._curl: Curl | None = self._transfer.curl
+        self._multi = self._transfer.multi
+        self._running = self._transfer.running
+        self._perform_args = (int(ffi.cast("uintptr_t", self._multi)),
+                              int(ffi.cast("uintptr_t", self._running)))
         self._chunks: list[bytes] = []
-        self._running = ffi.new("int *", 1)
         # A failure found while chunks received before it are still unread; raised after them,
         # as curl_cffi queues the exception behind the chunks.
         self._error: Exception | None = None
         try:
-            # Exactly the arguments Session._request_once passes for session.post(url, json=...,
-            # headers=..., timeout=...), so impersonation (TLS and the browser's default headers),
-            # the proxy and trust_env, CURLOPT_RESOLVE, CA settings and the session's cookies are
-            # the same. One deliberate difference: stream=False, so `timeout` becomes curl's total
+            # The same request bytes as session.post(url, json=..., headers=..., timeout=...),
+            # impersonation, proxy, CURLOPT_RESOLVE, CA settings and cookies included. One
+            # deliberate difference from curl_cffi's streams: `timeout` is curl's total
             # CURLOPT_TIMEOUT_MS (the answer must be complete by then) instead of the low-speed
             # limit curl_cffi uses for streams read on another thread.
-            _, _, header_buffer, _, _, _ = set_curl_options(
-                self._curl, "POST", url,
-                params_list=[session.params, None], base_url=session.base_url,
-                json=json, headers_list=[session.headers, headers],
-                cookies_list=[session.cookies, None], auth=session.auth, timeout=timeout,
-                allow_redirects=session.allow_redirects, max_redirects=session.max_redirects,
-                proxies_list=[session.proxies, None], proxy_auth=session.proxy_auth,
-                trust_env=session.trust_env, verify_list=[session.verify, None],
-                accept_encoding="gzip, deflate, br", content_callback=self._collect,
-                impersonate=session.impersonate, ja3=session.ja3, akamai=session.akamai,
-                perk=session.perk, extra_fp=session.extra_fp,
-                default_headers=session.default_headers, http_version=session.http_version,
-                interface=session.interface, dns=session.dns, doh_url=session.doh_url,
-                cert=session.cert, curl_options=session.curl_options, stream=False,
-            )
-            # Curl.perform() sets the CA bundle just before curl_easy_perform; we never call it.
-            self._curl._ensure_cacert()
-            _check_multi(lib.curl_multi_add_handle(self._multi, self._curl._curl))
-            self._added = True
+            self._transfer.start(session, "POST", url, json=json, headers=headers,
+                                 timeout=timeout, sink=self._collect)
             # The headers are complete once the first body byte arrives (or the transfer ends),
             # which is also when curl_cffi's own streams return from session.post().
             while not self._chunks and self._running[0]:
                 self._step()
             if self._error is not None and not self._chunks:
                 raise self._error
-            # Session's own parser: the same status/headers/cookies as session.post() would give,
-            # and Set-Cookie answers land in the session like on the session path.
-            self._meta = session._parse_response(self._curl, None, header_buffer,
-                                                 session.default_encoding, False)
+            # Status, headers, and Set-Cookie answers landing in the session's jar.
+            self._meta = self._transfer.response(session)
         except BaseException:
             self.close()
             raise
@@ -256,21 +287,13 @@ class StreamedResponse:
         releases the GIL, a chance for a thread switch, at every event of hundreds of streams).
         """
         _check_multi(lib.curl_multi_poll(self._multi, ffi.NULL, 0, _POLL_MS, ffi.NULL))
-        _check_multi(lib.curl_multi_perform(self._multi, self._running))
+        _check_multi(_multi_perform(*self._perform_args))
         if not self._running[0]:
             self._error = self._failure()
 
     def _failure(self) -> Exception | None:
         """The curl_cffi exception session.post() would raise for the finished transfer, if any."""
-        pending = ffi.new("int *")
-        while (message := lib.curl_multi_info_read(self._multi, pending)) != ffi.NULL:
-            if message.msg == _CURLMSG_DONE and message.data.result != 0:
-                code = message.data.result
-                # Curl._get_error reads the handle's error buffer, as Curl.perform() does; the
-                # text matters: code2error() recognises a failed proxy CONNECT by it.
-                text = str(self._curl._get_error(code, "perform"))
-                return curl_errors.code2error(code, text)(text, code)
-        return None
+        return self._transfer.failure()
 
     def iter_content(self) -> Iterator[bytes]:
         """Yield the body's chunks as they arrive; raise curl_cffi's exception if it breaks."""
@@ -288,20 +311,20 @@ class StreamedResponse:
         return self._curl is None
 
     def close(self) -> None:
-        """Stop the transfer if still running and give the handles back (idempotent).
+        """Stop the transfer if still running and give the handle back (idempotent).
 
         Removing an unfinished transfer closes its connection; a finished one's stays in the
-        multi handle's cache for the next answer. The handle is reset (all options, headers,
-        callbacks) before anyone else may use it."""
+        multi handle's cache for the next request. The next request sets every option of its own
+        (curl_transfer.py), so nothing of this one reaches it."""
         if self._curl is None:
             return
-        curl, self._curl = self._curl, None
-        if self._added:
-            lib.curl_multi_remove_handle(self._multi, curl._curl)
-        curl.clean_handles_and_buffers()
-        curl.reset()
-        _STREAM_HANDLES.give_back(self._pinning, (curl, self._multi), self._lender)
+        self._curl = None
+        self._transfer.end()
         self._chunks.clear()
+        if self._session is not None:
+            self._session._stream_ended()
+        else:
+            _HANDLES.give_back(self._pinning, self._transfer, self._lender)
 
     def __enter__(self) -> StreamedResponse:
         return self
@@ -310,25 +333,13 @@ class StreamedResponse:
         self.close()
 
 
-def _new_transfer() -> tuple[Curl, object]:
-    return Curl(), lib.curl_multi_init()
-
-
-def _close_transfer(transfer: tuple[Curl, object]) -> None:
-    curl, multi = transfer
-    curl.close()
-    lib.curl_multi_cleanup(multi)
-
-
-_SESSION_HANDLES = HandlePool(Curl, _close_curl)
-_STREAM_HANDLES = HandlePool(_new_transfer, _close_transfer)
+_HANDLES = HandlePool(Transfer, Transfer.close)
 
 
 def _forget_inherited_handles() -> None:
-    # Runs in the child's only thread, whose pools are the forking thread's (gunicorn forks
+    # Runs in the child's only thread, whose pool is the forking thread's (gunicorn forks
     # workers from a master that may have made upstream requests, e.g. with preload_app).
-    _SESSION_HANDLES.forget()
-    _STREAM_HANDLES.forget()
+    _HANDLES.forget()
 
 
 os.register_at_fork(after_in_child=_forget_inherited_handles)
@@ -373,7 +384,8 @@ class PublicStreamReader:
         self.close()
 
 
-# Everything StreamedResponse takes from curl_cffi beyond its public API.
+# Everything StreamedResponse and the lean request path (curl_transfer.py) take from curl_cffi
+# beyond its public API.
 _SET_CURL_OPTIONS_KEYWORDS = (
     "params_list", "base_url", "json", "headers_list", "cookies_list", "auth", "timeout",
     "allow_redirects", "max_redirects", "proxies_list", "proxy_auth", "trust_env", "verify_list",
@@ -385,19 +397,23 @@ _SESSION_ATTRIBUTES = (
     "params", "base_url", "headers", "cookies", "auth", "allow_redirects", "max_redirects",
     "proxies", "proxy_auth", "trust_env", "verify", "impersonate", "ja3", "akamai", "perk",
     "extra_fp", "default_headers", "http_version", "interface", "dns", "doh_url", "cert",
-    "curl_options", "default_encoding", "_parse_response",
+    "curl_options", "timeout", "retry", "cache_backend", "raise_for_status", "discard_cookies",
 )
-_CURL_METHODS = ("_ensure_cacert", "_get_error")
+_CURL_METHODS = ("_ensure_cacert", "_get_error", "clean_handles_and_buffers", "reset",
+                 "get_reason_phrase", "getinfo")
 _MULTI_FUNCTIONS = ("curl_multi_init", "curl_multi_add_handle", "curl_multi_perform",
                     "curl_multi_poll", "curl_multi_info_read", "curl_multi_remove_handle",
-                    "curl_multi_cleanup", "curl_multi_strerror")
+                    "curl_multi_cleanup", "curl_multi_strerror", "_curl_easy_setopt",
+                    "curl_easy_getinfo")
+_COOKIES_METHODS = ("get_cookies_for_curl", "update_cookies_from_curl_changes")
 
 
 def probe_multi_handle_reader(session_class=Session, curl_class=Curl, set_options=None,
                               binding=lib) -> list[str]:
-    """What StreamedResponse needs and this curl_cffi lacks (empty: it can be used)."""
-    set_options = set_curl_options if set_options is None else set_options
-    if set_options is None:
+    """What StreamedResponse and the lean path need and this curl_cffi lacks (empty: they can
+    be used)."""
+    set_options = curl_transfer.set_curl_options if set_options is None else set_options
+    if set_options is None:  # curl_transfer could not import it, or one of its neighbours
         return ["curl_cffi.requests.utils.set_curl_options"]
     missing = []
     keywords = inspect.signature(set_options).parameters
@@ -415,6 +431,13 @@ def probe_multi_handle_reader(session_class=Session, curl_class=Curl, set_option
             session.close()
     missing += [f"Curl.{name}" for name in _CURL_METHODS if not hasattr(curl_class, name)]
     missing += [f"lib.{name}" for name in _MULTI_FUNCTIONS if not hasattr(binding, name)]
+    missing += [f"Cookies.{name}" for name in _COOKIES_METHODS if not hasattr(Cookies, name)]
+    if not hasattr(CurlInfo, "COOKIECHANGES"):
+        missing.append("CurlInfo.COOKIECHANGES")
+    try:
+        ffi.typeof("struct curl_slist")
+    except ffi.error:
+        missing.append("ffi struct curl_slist")
     return missing
 
 
@@ -430,6 +453,8 @@ def _choose_reader() -> tuple[type, str, list[str]]:
 
 # Chosen once, at import; /readyz reports STREAM_READER and what was missing.
 READER, STREAM_READER, READER_MISSING = _choose_reader()
+# Whether _PooledSession's requests take the lean path (curl_transfer.py): with the same probe.
+LEAN = READER is StreamedResponse
 
 
 def stream_post(session: Session, url: str, *, json: object, headers: dict,
@@ -442,10 +467,7 @@ def stream_post(session: Session, url: str, *, json: object, headers: dict,
     return READER(session, url, json=json, headers=headers, timeout=timeout)
 
 
-def _check_multi(code: int) -> None:
-    if code != 0:
-        text = ffi.string(lib.curl_multi_strerror(code)).decode(errors="replace")
-        raise curl_errors.RequestException(f"curl multi: ({code}) {text}")
+_check_multi = curl_transfer._check_multi
 
 
 @contextlib.contextmanager

@@ -152,6 +152,43 @@ def test_channel_is_carried_over_between_deltas():
     assert reduce(raw)[0].text == "xy"
 
 
+def test_a_bare_piece_follows_the_channel_it_was_moved_to():
+    # `{"c": 1}` moves to message 1 without text: the next bare piece belongs there, not to the
+    # message the previous piece grew.
+    raw = sse({"p": "", "o": "add", "v": message("", mid="a0"), "c": 0},
+              {"p": "/message/content/parts/0", "o": "append", "v": "x"},
+              {"v": "y"},
+              {"p": "", "o": "add", "v": message("", mid="a1", role="tool"), "c": 1},
+              {"c": 0}, {"v": "z"}, {"c": 1}, {"v": "tool output"}, "[DONE]")
+    completion, deltas = reduce(raw)
+    assert completion.text == "xyz" and deltas == ["x", "y", "z"]
+
+
+def test_a_bare_piece_after_a_patch_repeats_the_patch_not_its_last_append():
+    # The carried-over op of a patch is the patch: a bare string patches nothing, even when the
+    # patch's own last operation appended answer text.
+    raw = sse({"p": "", "o": "add", "v": message("", mid="a0"), "c": 0},
+              {"p": "/message/content/parts/0", "o": "append", "v": "x"},
+              {"p": "/message/metadata", "o": "patch",
+               "v": [{"p": "/message/content/parts/0", "o": "append", "v": "y"}]},
+              {"v": "ignored"},
+              {"p": "/message/content/parts/0", "o": "append", "v": "z"}, {"v": "!"}, "[DONE]")
+    completion, deltas = reduce(raw)
+    assert completion.text == "xyz!" and deltas == ["x", "y", "z", "!"]
+
+
+def test_bare_pieces_after_a_rewrite_of_the_answer_are_read_again():
+    # A truncate in between: the text is re-read (slow path), and the next bare pieces grow the
+    # truncated text, whichever event grew it before.
+    raw = sse({"p": "", "o": "add", "v": message("", mid="a"), "c": 0},
+              {"p": "/message/content/parts/0", "o": "append", "v": "abc"}, {"v": "def"},
+              {"p": "/message/content/parts/0", "o": "truncate", "v": 2},
+              {"p": "/message/content/parts/0", "o": "append", "v": "cdefgh"}, {"v": "ij"},
+              {"p": "/message/status", "o": "replace", "v": "finished_successfully"}, "[DONE]")
+    completion, deltas = reduce(raw)
+    assert completion.text == "abcdefghij" and deltas == ["abc", "def", "gh", "ij"]
+
+
 @pytest.mark.parametrize("path, op, value, expected", [
     ("/a/b", "add", 1, {"a": {"b": 1}, "s": "hello", "l": [1, 2, 3]}),
     ("/s", "append", "!", {"s": "hello!", "l": [1, 2, 3]}),

@@ -6,7 +6,9 @@ exactly when bytes are sent and can see when our side closes its connection.
 from __future__ import annotations
 
 import json
+import signal
 import socket
+import sys
 import threading
 import time
 
@@ -340,3 +342,39 @@ def test_resolve_pinning_is_honoured(raw_server):
             with upstream_errors("conversation"):
                 post(session, f"http://pinned.invalid:{server.port}/c")
     assert caught.value.code == "upstream_unreachable"
+
+
+def _sigpipe_handler_address() -> int:
+    """The process's SIGPIPE handler as the kernel has it (not Python's cached view)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    old = ctypes.create_string_buffer(256)  # struct sigaction; the handler comes first
+    assert libc.sigaction(signal.SIGPIPE, None, old) == 0
+    return ctypes.c_void_p.from_buffer(old).value or 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads sigaction via glibc")
+def test_reading_the_stream_leaves_the_sigpipe_handler_alone(raw_server, reader, monkeypatch):
+    """curl saves, sets and restores SIGPIPE around each multi_perform unless told NOSIGNAL:
+    three system calls at every upstream event, for nothing (Python ignores SIGPIPE and curl
+    sends with MSG_NOSIGNAL). Seen from inside the write callback, the handler stays ours."""
+    if reader != "multi-handle":
+        pytest.skip("the public reader's transfer is curl_cffi's own")
+    seen = []
+
+    class Watched(transport.StreamedResponse):
+        def _collect(self, chunk):
+            seen.append(_sigpipe_handler_address())
+            return super()._collect(chunk)
+
+    monkeypatch.setattr(transport, "READER", Watched)
+    previous = signal.signal(signal.SIGPIPE, lambda *_: None)
+    try:
+        ours = _sigpipe_handler_address()
+        server = raw_server(sse_complete)
+        with new_session(config()) as session, post(session, server.url + "/c") as response:
+            assert b"".join(response.iter_content()) == b"data: one\n\ndata: two\n\n"
+    finally:
+        signal.signal(signal.SIGPIPE, previous)
+    assert ours not in (0, 1)  # neither SIG_DFL nor SIG_IGN: Python's handler
+    assert seen and all(handler == ours for handler in seen)

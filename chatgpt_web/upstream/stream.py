@@ -103,9 +103,12 @@ def _lines(chunks: Iterable[bytes], max_line: int = DEFAULT_MAX_EVENT) -> Iterat
         pending += text
         # A trailing "\r" may be the first half of "\r\n" split across chunks: keep it back.
         held = "\r" if pending.endswith("\r") else ""
-        *complete, pending = _split_lines(pending[: len(pending) - len(held)])
+        text = pending[: len(pending) - len(held)]
+        *complete, pending = _split_lines(text)
         pending += held
-        if len(pending) > max_line or any(len(line) > max_line for line in complete):
+        # No line can be longer than the text it was split from (the usual case: a short chunk).
+        if len(text) >= max_line and (len(pending) > max_line
+                                     or any(len(line) > max_line for line in complete)):
             raise _too_long(max_line)
         yield from complete
     pending += decoder.decode(b"", final=True)
@@ -144,7 +147,9 @@ def iter_sse(chunks: Iterable[bytes], max_event: int = DEFAULT_MAX_EVENT) -> Ite
     size = 0
     for line in _lines(chunks, max_event):
         if not line:
-            if data:
+            if len(data) == 1:  # the usual event: one data line
+                yield SseEvent(name, data[0])
+            elif data:
                 yield from _dispatch(name, data)
             name, data, size = None, [], 0
             continue
@@ -500,6 +505,10 @@ class StreamReducer:
         self._last = {"p": "", "o": "add", "c": 0}
         self._current: _Entry | None = None     # the message whose text is being emitted
         self._steady = True                      # the current message's text == what was sent
+        # The part of the answer the last event appended to with the carried-over path and op, and
+        # its entry; else None. A bare `{"v": "..."}` right after it appends there (most events
+        # of an answer are such), so it is applied directly instead of walking the path again.
+        self._appending: tuple[_Text, _Entry] | None = None
         self._sent_any = False
         self._received = 0
         self._reworked = 0
@@ -534,6 +543,7 @@ class StreamReducer:
         self._awaiting_resume = False
         self._done = False
         self._complete = False
+        self._appending = None
 
     def feed(self, event: SseEvent) -> list[TextDelta]:
         """Apply one event; return the new visible text it produced (possibly nothing).
@@ -555,6 +565,16 @@ class StreamReducer:
             raise UpstreamError("the upstream sent an event that is not JSON",
                                 "upstream_bad_stream") from None
         out: list[TextDelta] = []
+        appending, self._appending = self._appending, None
+        if (appending is not None and type(payload) is dict and len(payload) == 1
+                and type(payload.get("v")) is str):
+            # More text at the end of the part the last event grew: what `_delta` would do
+            # (path, op and channel carry over), without re-walking the path.
+            part, entry = appending
+            part.append(payload["v"])
+            self._grow(entry, payload["v"], out)
+            self._appending = appending
+            return out
         if isinstance(payload, dict):
             self._read(payload, out)
         elif event.event == "delta_encoding" and isinstance(payload, str):
@@ -651,6 +671,12 @@ class StreamReducer:
             index = path[len(_PARTS):]
             if isinstance(parts, list) and index == str(len(parts) - 1) and entry.visible:
                 self._grow(entry, value, out)  # the answer's text grew at its end
+                last = parts[-1]
+                if isinstance(last, str):
+                    parts[-1] = last = _Text(last)
+                if isinstance(last, _Text) and (path, op, channel) == (
+                        self._last["p"], self._last["o"], self._last["c"]):
+                    self._appending = (last, entry)
                 return
         if path in ("", "/message") or path.startswith(_TEXT_PATHS):
             self._changed(entry, out)

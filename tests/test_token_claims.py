@@ -1,0 +1,48 @@
+"""tokens.unverified_claims: a JWT's claims read without verification, as PyJWT reads them."""
+from __future__ import annotations
+
+import base64
+import json
+
+import jwt
+import pytest
+
+from chatgpt_web.tokens import jwt_expiry, unverified_claims
+
+
+def _part(value) -> str:
+    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+GOOD = jwt.encode({"exp": 1900000000, "https://api.openai.com/auth": {"user_id": "u"}}, "k",
+                  algorithm="HS256")
+SHAPES = [
+    GOOD,
+    jwt.encode({"sub": "no exp"}, "k", algorithm="HS256"),
+    jwt.encode({"exp": "soon"}, "k", algorithm="HS256"),
+    f"{_part({'alg': 'none'})}.{_part({'exp': 12.5})}.",  # unsigned: an empty signature
+    f"{_part({'alg': 'HS256'})}.{_part([1, 2])}.sig",  # claims that are no object
+    f"{_part([1])}.{_part({'exp': 1})}.sig",  # a header that is no object
+    f"{_part({'alg': 'HS256'})}.{_part(b'not json')}.sig",
+    f"{_part({'alg': 'HS256'})}.{_part({'exp': 1})}.s!g",  # a signature that is no base64url
+    "a.b", "a.b.c.d", "", "not-a-jwt", "ünïcode.ünïcode.ünïcode", "e30.e30.e30",
+]
+
+
+def _pyjwt(token: str):
+    try:
+        return jwt.decode(token, options={"verify_signature": False, "verify_exp": False})
+    except jwt.PyJWTError:
+        return None
+
+
+@pytest.mark.parametrize("token", SHAPES)
+def test_the_claims_are_pyjwts(token):
+    assert unverified_claims(token) == _pyjwt(token)
+
+
+def test_expiry_of_a_token():
+    assert jwt_expiry(GOOD) == 1900000000.0
+    assert jwt_expiry(SHAPES[1]) is None and jwt_expiry(SHAPES[2]) is None
+    assert jwt_expiry("not-a-jwt") is None
