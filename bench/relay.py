@@ -7,9 +7,10 @@ It starts the fake OpenAI API (`python -m tests.fake_openai`, its own process) p
 events --chunk-delay apart, and the service exactly as deployed (`gunicorn -c gunicorn.conf.py
 wsgi:app`) with an UPSTREAMS_FILE pointing at the fake, both on 127.0.0.1. For each N, streamed
 /v1/chat/completions requests go to the fake directly, through the bare passthrough (below) and
-through the service, interleaved: at N=1 --repeat rounds of one answer per path, at N>1 --rounds
-bursts of N simultaneous requests per path; each round takes the paths in a rotated order, so
-that a change in the machine's load falls on every path alike. It prints:
+through the service, interleaved in --rounds rounds: in each, every path in turn gets a block of
+--repeat/--rounds answers one after the other at N=1, or one burst of N simultaneous requests
+at N>1; each round takes the paths in a rotated order, so that a change in the machine's load
+falls on every path alike. It prints:
 
 * time to first byte (the first byte of the answer body) p50 / p99 (at N>1 the median over the
   bursts of each burst's p50 / p99), the difference to direct at N=1, and the ratio to direct:
@@ -222,16 +223,22 @@ class PathRun:
 def measure(paths, level: int, repeat: int, rounds: int, fake_pids) -> tuple[dict, list]:
     """Run every path at `level`, interleaved: (path -> result, per-round ratios to direct).
 
-    N=1: `repeat` rounds of one answer per path. N>1: `rounds` bursts of N per path. Each round
-    runs the paths in a rotated order, so that a change in the machine's load during the run
-    falls on every path alike rather than on whichever always ran last.
+    `rounds` rounds; in each, every path in turn runs a burst of N (N>1), or at N=1 a block of
+    `repeat / rounds` answers one after the other: a block, because the relaying servers' idle
+    threads end after two seconds (chatgpt_web/buffered_worker.py) and with them their kept
+    upstream connection, so answers spread one per path would each start cold, which a client
+    asking one question after another does not see. Each round runs the paths in a rotated
+    order, so that a change in the machine's load during the run falls on every path alike
+    rather than on whichever always ran last.
     """
     runs = {path: PathRun(pids, fake_pids) for path, _, _, pids in paths}
     ratios = []
-    for round_index in range(repeat if level == 1 else rounds):
+    block = max(1, -(-repeat // rounds)) if level == 1 else 1
+    for round_index in range(rounds):
         shift = round_index % len(paths)
         for path, port, request, _ in paths[shift:] + paths[:shift]:
-            runs[path].run(port, request, level)
+            for _ in range(block):
+                runs[path].run(port, request, level)
             if level > 1:
                 time.sleep(0.5)  # the last burst's sockets and threads wound down first
         if level > 1 and all(run.round_p50 and len(run.round_p50) == round_index + 1
@@ -261,9 +268,10 @@ def main() -> None:
     parser.add_argument("--levels", default="1,200")
     parser.add_argument("--words", type=int, default=30)
     parser.add_argument("--chunk-delay", type=float, default=0.02)
-    parser.add_argument("--repeat", type=int, default=30, help="sequential answers at N=1")
+    parser.add_argument("--repeat", type=int, default=30,
+                        help="answers per path at N=1, one after the other in --rounds blocks")
     parser.add_argument("--rounds", type=int, default=5,
-                        help="bursts per path at N > 1 (the median burst is reported)")
+                        help="rounds: bursts per path at N > 1 (the median burst is reported)")
     parser.add_argument("--keys", choices=("on", "off"), default="on",
                         help="client keys (and so the usage ledger) on or off")
     parser.add_argument("--bare", choices=("on", "off"), default="on",

@@ -1,8 +1,10 @@
 """What each client key used, counted in the shared Store: the usage ledger, quotas, leases.
 
-Three kinds of records, all under `usage:v1:` and all changed only while holding the key's Store
-lock (`Store.lock`: exclusive across threads, worker processes and, with Redis, instances), so
-two instances counting one key never lose an update:
+Three kinds of records, all under `usage:v1:`. Every change to one is atomic across threads,
+worker processes and, with Redis, instances, so two instances counting one key never lose an
+update: totals and ledger records are read and written in one `Store.update`; holds and leases,
+and the checks that must see a key's records unchanged until they are written (quota admission,
+token holds), run while holding the key's Store lock (`Store.lock`):
 
     totals:<key>:day:<YYYY-MM-DD>, totals:<key>:month:<YYYY-MM>
         {"requests": n, "tokens": n}: what the quotas read. A request counts when it is admitted
@@ -224,12 +226,11 @@ class Ledger:
         return used
 
     def _add_totals(self, key_id: str, moment: datetime, requests: int, tokens: int) -> None:
-        for period in PERIODS:
-            name = self._totals_key(key_id, moment, period)
-            current = self.store.get(name) or {}
-            expire = (period_reset(moment, period) - moment).total_seconds() + 86400
-            self.store.set(name, {"requests": current.get("requests", 0) + requests,
-                                  "tokens": current.get("tokens", 0) + tokens}, expire=expire)
+        """Add to the day's and the month's totals, in one atomic update (records settled
+        without the key's lock write them too)."""
+        self.store.update([self._totals_key(key_id, moment, period) for period in PERIODS],
+                          lambda values: [_totals_added(value, moment, period, requests, tokens)
+                                          for value, period in zip(values, PERIODS, strict=True)])
 
     # --- admission -----------------------------------------------------------------------------
     def admit(self, key_id: str, policy: KeyPolicy | None, *,
@@ -398,9 +399,26 @@ class Ledger:
                     entry.error = exc
 
     def _add_answers(self, key_id: str, day: str, answers: list[_Answer]) -> None:
-        name = f"{PREFIX}ledger:{key_id}:{day}"
+        """Add settled answers to the key's ledger and totals: one atomic update of the three
+        records. Answers without token holds need no lock (the records are only ever changed
+        by atomic updates); answers that held tokens also give their holds back, under the
+        key's lock, as every change of holds is made."""
+        holds_settled = [answer.hold for answer in answers if answer.hold is not None]
+        if not holds_settled:
+            self._write_answers(key_id, day, answers)
+            return
         with self._lock(key_id):
-            ledger = self.store.get(name) or {}
+            self._write_answers(key_id, day, answers)
+            holds = self._live_holds(key_id)
+            if sum(holds.pop(hold, None) is not None for hold in holds_settled):
+                self._keep_holds(key_id, holds)
+
+    def _write_answers(self, key_id: str, day: str, answers: list[_Answer]) -> None:
+        moment = answers[0].moment
+        tokens = sum(answer.prompt_tokens + answer.completion_tokens for answer in answers)
+
+        def change(values: list) -> list:
+            ledger = dict(values[0] or {})
             for answer in answers:
                 counts = ledger.get(answer.row) or {}
                 ledger[answer.row] = {
@@ -408,14 +426,13 @@ class Ledger:
                     "prompt_tokens": counts.get("prompt_tokens", 0) + answer.prompt_tokens,
                     "completion_tokens": (counts.get("completion_tokens", 0)
                                           + answer.completion_tokens)}
-            self.store.set(name, ledger, expire=self.retention)
-            self._add_totals(key_id, answers[0].moment, 0,
-                             sum(a.prompt_tokens + a.completion_tokens for a in answers))
-            holds_settled = [answer.hold for answer in answers if answer.hold is not None]
-            if holds_settled:
-                holds = self._live_holds(key_id)
-                if sum(holds.pop(hold, None) is not None for hold in holds_settled):
-                    self._keep_holds(key_id, holds)
+            return [(ledger, self.retention),
+                    *(_totals_added(value, moment, period, 0, tokens)
+                      for value, period in zip(values[1:], PERIODS, strict=True))]
+
+        self.store.update([f"{PREFIX}ledger:{key_id}:{day}",
+                           *(self._totals_key(key_id, moment, period) for period in PERIODS)],
+                          change)
 
     # --- reading -------------------------------------------------------------------------------
     def status(self, policy: KeyPolicy | None, key_id: str) -> dict:
@@ -454,6 +471,16 @@ class Ledger:
                                     ("requests", "prompt_tokens", "completion_tokens")}})
             day += timedelta(days=1)
         return rows
+
+
+def _totals_added(current, moment: datetime, period: str, requests: int,
+                  tokens: int) -> tuple[dict, float]:
+    """The totals record `current` (or none) with `requests` and `tokens` added, and its expiry:
+    a day after the period's end."""
+    current = current if isinstance(current, dict) else {}
+    expire = (period_reset(moment, period) - moment).total_seconds() + 86400
+    return ({"requests": current.get("requests", 0) + requests,
+             "tokens": current.get("tokens", 0) + tokens}, expire)
 
 
 def _exhausted(kind: str, period: str, limit: int, now: datetime) -> RateLimited:

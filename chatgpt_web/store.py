@@ -48,10 +48,19 @@ class Store(Protocol):
     def hit(self, key: str, window: float, amount: int = 1) -> tuple[int, float]: ...
     # After hit(), get(key) reads the window's count (`amount` hits counted at once).
     def merge(self, key: str, changes: dict, expire: float | None = None) -> dict: ...
+    # Read several keys and write what change(values) returns, as one atomic step; see Update.
+    def update(self, keys: list[str], change: Update) -> None: ...
     # Exclusive across threads, processes and (Redis) instances; see hold_lock().
     def lock(self, key: str, ttl: float, wait: float) -> contextlib.AbstractContextManager: ...
     def writable(self) -> bool: ...
 
+
+# `Store.update(keys, change)`: change(values) gets the live values of `keys` (None where there is
+# none) and returns, for each key, (new value, expire seconds or None) or None to leave it as it
+# is. Nothing another writer does can fall between the read and the write, in any process or
+# instance. `change` may be called more than once (Redis retries it when another writer got in
+# between), so it must only compute; an exception it raises aborts the update, nothing written.
+Update = Callable[[list[Any]], list[tuple[Any, float | None] | None]]
 
 LOCK_PREFIX = "lock:"
 
@@ -190,7 +199,7 @@ class DiskStore:
         self.directory = directory
         self._cache = diskcache.Cache(directory, disk=diskcache.JSONDisk, eviction_policy="none")
         self.connections = SharedConnections(self._cache)
-        # Serializes this process's hit() transactions (see hit()).
+        # Serializes this process's hit() and update() transactions (see hit()).
         self._hit_lock = threading.Lock()
         self._failing = False
 
@@ -266,6 +275,16 @@ class DiskStore:
             value = _merged(self._cache.get(key), changes)
             self._cache.set(key, value, expire=expire)
         return value
+
+    def update(self, keys: list[str], change: Update) -> None:
+        """Read `keys` and write what `change` returns in one SQLite transaction (module
+        comment above `Update`)."""
+        # The process's threads queue on the same lock as hit()'s, for the same reason.
+        with self._hit_lock, self._guarded(), self._cache.transact():
+            writes = change([self._cache.get(key) for key in keys])
+            for key, write in zip(keys, writes, strict=True):
+                if write is not None:
+                    self._cache.set(key, write[0], expire=write[1])
 
     def lock(self, key: str, ttl: float, wait: float) -> contextlib.AbstractContextManager:
         """Exclusive hold of `key` for up to `ttl` seconds among every process using this
@@ -362,6 +381,20 @@ class MemoryStore:
             value = _merged(self._read(key), changes)
             self._write(key, value, expire)
             return value
+
+    def update(self, keys: list[str], change: Update) -> None:
+        """Read `keys` and write what `change` returns, atomically (module comment above
+        `Update`)."""
+        with self._lock:
+            writes = change([self._read(key) for key in keys])
+            encoded = [None if write is None else (json.dumps(write[0]), write[1])
+                       for write in writes]  # every value checked before any is written
+            if len(encoded) != len(keys):
+                raise ValueError("update: one write (or None) per key")
+            for key, write in zip(keys, encoded, strict=True):
+                if write is not None:
+                    self._data[key] = (write[0], None if write[1] is None
+                                       else time.time() + write[1])
 
     def lock(self, key: str, ttl: float, wait: float) -> contextlib.AbstractContextManager:
         """Exclusive hold of `key` for up to `ttl` seconds among this process's threads."""
@@ -559,6 +592,39 @@ class RedisStore:
                     return value
             except self._watch_error:
                 # Someone else's write won this round; back off a little so writers spread out.
+                time.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))
+            except self._errors as exc:
+                raise self._unavailable(exc) from None
+        raise ServiceUnavailable("the shared state store is too busy to update this record",
+                                 "store_unavailable")
+
+    def update(self, keys: list[str], change: Update) -> None:
+        """Read `keys` and write what `change` returns (module comment above `Update`): an
+        optimistic WATCH/MULTI transaction over every key, retried as merge()'s is.
+
+        :raise ServiceUnavailable: Redis unreachable, or too busy to get the update in.
+        """
+        full_keys = [self._key(key) for key in keys]
+        for attempt in range(_MERGE_ATTEMPTS):
+            try:
+                with self._client.pipeline() as pipe:
+                    pipe.watch(*full_keys)
+                    writes = change([self._decode(raw) for raw in pipe.mget(full_keys)])
+                    encoded = [None if write is None else (json.dumps(write[0]), write[1])
+                               for write in writes]
+                    pipe.multi()
+                    for full_key, write in zip(full_keys, encoded, strict=True):
+                        if write is None:
+                            continue
+                        value, expire = write
+                        if expire is not None and expire <= 0:
+                            pipe.delete(full_key)
+                        else:
+                            pipe.set(full_key, value,
+                                     px=_milliseconds(expire) if expire is not None else None)
+                    pipe.execute()
+                    return
+            except self._watch_error:
                 time.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))
             except self._errors as exc:
                 raise self._unavailable(exc) from None

@@ -119,6 +119,12 @@ class GatedStore(MemoryStore):
         self._slow(key)
         return super().hit(key, window, amount)
 
+    def update(self, keys, change):
+        watched = [key for key in keys if self.watched in key]
+        if watched:
+            self._slow(watched[0])  # one write, however many records it changes
+        super().update(keys, change)
+
 
 def burst_behind_a_slow_write(store, ledger, call, count=10):
     """`call(ledger)` from `count` threads, all but the first queued while its write waits."""
@@ -162,3 +168,42 @@ def test_a_request_without_quota_is_counted_while_it_runs_and_awaited_before_its
     assert used(ledger) == (1, 1)
     assert ledger.admit("k", policy(quota={"requests": "5/day"}), wait=False) is None  # checked
     assert used(ledger) == (2, 2)
+
+
+# --- settled answers without token holds take no lock -------------------------------------------
+
+def test_an_answer_without_a_hold_settles_while_the_keys_lock_is_held_elsewhere(tmp_path):
+    store = DiskStore(str(tmp_path / "store"))
+    ledger = Ledger(store)
+    quota = policy(quota={"tokens": "100000/day"})
+    hold = ledger.hold_tokens("k", quota, 3)
+    day = datetime.now(UTC).date()
+    with store.lock("usage:v1:k", 30, 5):  # another worker holds the key's lock meanwhile
+        ledger.record("k", "gpt-4o", "relay", 3, 5)  # returns: it needs no lock
+        assert ledger.rows(day, day, "k")[0]["requests"] == 1
+        with_hold = threading.Thread(
+            target=ledger.record, args=("k", "gpt-4o", "relay", 3, 5), kwargs={"hold": hold})
+        with_hold.start()
+        with_hold.join(0.5)
+        assert with_hold.is_alive()  # giving a hold back waits for the lock
+    with_hold.join(30)
+    assert ledger.rows(day, day, "k")[0]["requests"] == 2
+    tokens = ledger.status(quota, "k")["day"]["tokens"]
+    assert tokens["used"] == 16 and tokens["held"] == 0
+
+
+def test_settling_without_the_lock_loses_no_count_beside_admissions_under_it(tmp_path):
+    # Two workers' ledgers on one directory; admissions of a request quota (under the key's lock)
+    # and answers settled without it both add to the same totals records.
+    ledgers = [Ledger(DiskStore(str(tmp_path / "store"))) for _ in range(2)]
+    limited = policy(quota={"requests": "100000/day"})
+
+    def admit_and_settle(ledger):
+        ledger.admit("k", limited)
+        ledger.record("k", "gpt-4o", "relay", 3, 5)
+
+    assert from_threads(ledgers * 3, admit_and_settle, 25) == []
+    report = ledgers[1].status(limited, "k")["day"]
+    assert report["requests"]["used"] == 150 and report["tokens"]["used"] == 8 * 150
+    day = datetime.now(UTC).date()
+    assert ledgers[0].rows(day, day, "k")[0]["requests"] == 150

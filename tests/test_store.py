@@ -215,6 +215,58 @@ def test_merge_is_atomic_across_processes(shared_spec):
     assert len(open_spec(shared_spec).get("record")) == 4 * 25
 
 
+def test_update_reads_several_keys_and_writes_what_the_change_returns(store):
+    store.set("ledger", {"rows": 1})
+    seen = []
+
+    def change(values):
+        seen.append(values)
+        ledger, totals, untouched = values
+        return [({"rows": ledger["rows"] + 1}, None), ({"tokens": 7}, 600), None]
+
+    store.update(["ledger", "totals", "untouched"], change)
+    assert seen == [[{"rows": 1}, None, None]]
+    assert store.get("ledger") == {"rows": 2} and store.get("totals") == {"tokens": 7}
+    assert store.get("untouched") is None
+    store.update(["brief"], lambda values: [(1, 0.05)])
+    assert wait_until(lambda: store.get("brief") is None)
+
+
+def test_update_writes_nothing_when_the_change_raises(store):
+    store.set("a", 1)
+
+    def refuse(values):
+        raise LookupError("no room")
+
+    with pytest.raises(LookupError):
+        store.update(["a", "b"], refuse)
+    with pytest.raises(TypeError):  # a value that is not JSON: checked before any write
+        store.update(["a", "b"], lambda values: [(2, None), ({1, 2}, None)])
+    assert store.get("a") == 1 and store.get("b") is None
+
+
+def _add_to_both(store, times):
+    for _ in range(times):
+        store.update(["left", "right"], lambda values: [((value or 0) + 1, None)
+                                                        for value in values])
+
+
+def test_update_is_atomic_across_threads(store):
+    in_threads(8, lambda _: _add_to_both(store, 25))
+    assert store.get("left") == store.get("right") == 8 * 25  # no increment lost
+
+
+def _update_worker(spec, times, n, queue):
+    _add_to_both(open_spec(spec), times)
+    queue.put(n)
+
+
+def test_update_is_atomic_across_processes(shared_spec):
+    in_processes(4, _update_worker, shared_spec, 25)
+    store = open_spec(shared_spec)
+    assert store.get("left") == store.get("right") == 4 * 25
+
+
 def test_add_stores_only_when_nothing_live_is_there(store):
     assert store.add("once", {"id": "first"}, expire=600) is True
     assert store.add("once", {"id": "second"}, expire=600) is False
