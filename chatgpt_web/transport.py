@@ -299,7 +299,12 @@ class StreamedResponse:
         """Yield the body's chunks as they arrive; raise curl_cffi's exception if it breaks."""
         while self._curl is not None:
             chunks, self._chunks = self._chunks, []
-            yield from chunks
+            # What one wait brought arrived together: one piece (curl calls its write callback
+            # once per HTTP chunk, and the site sends one per event).
+            if len(chunks) > 1:
+                yield b"".join(chunks)
+            elif chunks:
+                yield chunks[0]
             if self._error is not None:
                 raise self._error
             if not self._running[0]:

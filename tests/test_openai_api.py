@@ -71,6 +71,8 @@ def test_async_client_gets_the_same_answer(live_service, token):
 def test_stream_gives_role_then_deltas_then_finish(sdk, emulator):
     emulator.switches.answer = "one two three four five six"
     emulator.switches.words_per_delta = 1
+    emulator.switches.chunking = False  # one event per write, each after a pause: pieces
+    emulator.switches.chunk_delay = 0.05  # that arrive apart are relayed apart
     chunks = list(sdk.chat.completions.create(
         model="gpt-4o", messages=[{"role": "user", "content": "Hi"}], stream=True))
     assert all(c.object == "chat.completion.chunk" for c in chunks)

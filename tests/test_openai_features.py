@@ -343,6 +343,8 @@ def test_reasoning_content_only_when_asked(sdk, emulator):
 def test_with_tools_offered_a_text_answer_still_streams_as_it_comes(sdk, emulator):
     emulator.switches.answer = "no call needed here at all"
     emulator.switches.words_per_delta = 1
+    emulator.switches.chunking = False  # one event per write, each after a pause: pieces
+    emulator.switches.chunk_delay = 0.05  # that arrive apart are relayed apart
     chunks = list(sdk.chat.completions.create(
         model="gpt-4o", tools=[WEATHER], stream=True,
         messages=[{"role": "user", "content": "Hello"}]))

@@ -45,6 +45,8 @@ def test_input_items_and_previous_response_id_continue_the_web_conversation(sdk,
 def test_streaming_sends_the_event_sequence_the_sdk_parses(sdk, emulator):
     emulator.switches.answer = "one two three four"
     emulator.switches.words_per_delta = 1
+    emulator.switches.chunking = False  # one event per write, each after a pause: pieces
+    emulator.switches.chunk_delay = 0.05  # that arrive apart are relayed apart
     events = list(sdk.responses.create(model="gpt-4o", input="Hi", stream=True))
     kinds = [event.type for event in events]
     assert kinds[:4] == ["response.created", "response.in_progress",
@@ -55,6 +57,7 @@ def test_streaming_sends_the_event_sequence_the_sdk_parses(sdk, emulator):
     assert len(deltas) > 1 and "".join(deltas) == "one two three four"
     assert [e.sequence_number for e in events] == list(range(len(events)))
     assert events[-1].response.output_text == "one two three four"
+    emulator.switches.chunk_delay = 0
     with sdk.responses.stream(model="gpt-4o", input="Hi") as stream:
         final = stream.get_final_response()
     assert final.output_text == "one two three four"

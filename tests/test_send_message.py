@@ -150,6 +150,8 @@ def test_non_jwt_token_is_passed_through_to_the_upstream(client, emulator):
 def test_stream_sends_deltas_then_answer_then_done(client, token, emulator):
     emulator.switches.answer = "one two three four five six seven"
     emulator.switches.words_per_delta = 1
+    emulator.switches.chunking = False  # one event per write, each after a pause: pieces
+    emulator.switches.chunk_delay = 0.05  # that arrive apart are relayed apart
     response = send(client, access_token=token, prompt="Hi", stream="true")
     assert response.status_code == 200
     assert response.mimetype == "text/event-stream"

@@ -40,6 +40,10 @@ def test_the_image_copies_the_app_and_runs_the_tested_server_command():
     assert dict(instructions)["USER"] not in ("root", "0")
     assert json.loads(dict(instructions)["CMD"]) == [
         "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+    # The package's bytecode is compiled after the package is copied, before the service runs.
+    compile_at = instructions.index(("RUN", "python -m compileall -q wsgi.py gunicorn.conf.py "
+                                            "chatgpt_web"))
+    assert compile_at > instructions.index(("COPY", "chatgpt_web ./chatgpt_web"))
 
 
 def test_gunicorn_config_loads_and_follows_the_environment(tmp_path):

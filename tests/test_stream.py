@@ -5,7 +5,14 @@ import random
 import pytest
 
 from chatgpt_web.errors import ContentBlocked, UpstreamError
-from chatgpt_web.upstream.stream import SseEvent, StreamReducer, apply_operation, iter_sse
+from chatgpt_web.upstream.stream import (
+    SseEvent,
+    SseParser,
+    StreamReducer,
+    apply_operation,
+    iter_sse,
+    relay,
+)
 
 
 def strip_annotations(text: str) -> bytes:
@@ -339,3 +346,60 @@ def test_an_endless_line_or_event_is_cut_at_the_cap(chunks):
 def test_events_within_the_cap_pass():
     events = list(iter_sse([b"data: " + b"y" * 2000 + b"\n\n"] * 3, max_event=2048))
     assert [len(event.data) for event in events] == [2000] * 3
+
+
+def answer_events(*words) -> list[bytes]:
+    """A v1 answer as network chunks, one event each: the opening snapshot, then one word each."""
+    return [sse({"p": "", "o": "add", "v": message("", mid="a"), "c": 0}),
+            sse({"p": "/message/content/parts/0", "o": "append", "v": words[0]}),
+            *(sse({"v": word}) for word in words[1:])]
+
+
+def test_events_that_arrive_together_are_relayed_as_one_piece():
+    chunks = answer_events("a", "b", "c", "d", "e")
+    together = [chunks[0] + chunks[1], chunks[2] + chunks[3] + chunks[4], chunks[5],
+                sse("[DONE]")]
+    reducer = StreamReducer()
+    assert [delta.text for delta in relay(together, reducer)] == ["a", "bcd", "e"]
+    assert reducer.result().text == "abcde"
+
+
+def test_a_piece_is_relayed_before_the_next_chunk_is_read():
+    read = []
+
+    def network():
+        for index, chunk in enumerate([*answer_events("a", "b"), sse("[DONE]")]):
+            read.append(index)
+            yield chunk
+
+    pieces = relay(network(), StreamReducer())
+    assert next(pieces).text == "a" and read == [0, 1]
+    assert next(pieces).text == "b" and read == [0, 1, 2]
+
+
+def test_text_that_came_with_a_failing_event_is_relayed_before_the_failure():
+    chunks = answer_events("a", "b")
+    broken = chunks[2] + sse({"type": "error", "message": "the model broke down"})
+    relayed = []
+    with pytest.raises(UpstreamError, match="broke down"):
+        for delta in relay([chunks[0] + chunks[1], broken], StreamReducer()):
+            relayed.append(delta.text)
+    assert relayed == ["a", "b"]
+
+
+def test_relay_stops_reading_at_done():
+    def network():
+        yield from answer_events("a")
+        yield sse("[DONE]") + sse({"v": "after"})
+        raise AssertionError("read past [DONE]")
+
+    assert [delta.text for delta in relay(network(), StreamReducer())] == ["a"]
+
+
+def test_the_parser_returns_each_event_with_the_chunk_that_completes_it():
+    parser = SseParser()
+    assert parser.feed(b"event: delta\ndata: {\"v\": 1}\n") == []
+    assert parser.feed(b"\ndata: two\n\ndata: th") == [SseEvent("delta", '{"v": 1}'),
+                                                       SseEvent(None, "two")]
+    assert parser.feed(b"ree") == []
+    assert parser.close() == [SseEvent(None, "three")]

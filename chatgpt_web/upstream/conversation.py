@@ -37,7 +37,7 @@ from .endpoints import Upstream
 from .errors import from_upstream
 from .pow import ProofOfWorkSolver
 from .sentinel import PageAssets, requirement_headers, sentinel_bundle
-from .stream import Completion, StreamReducer, TextDelta, iter_sse
+from .stream import Completion, StreamReducer, TextDelta, relay
 from .uploads import Uploader, attachments_metadata, message_content
 
 MAX_CONTINUES = 3
@@ -447,10 +447,7 @@ class ConversationClient:
             with response:
                 _check_stream_response(response, retryable=retryable)
                 chunks = _chunks(response, deadline, self.config.max_upstream_answer_bytes)
-                for event in iter_sse(chunks, self.config.max_upstream_event_bytes):
-                    yield from reducer.feed(event)
-                    if reducer.done:
-                        break
+                yield from relay(chunks, reducer, self.config.max_upstream_event_bytes)
 
 
 def _target(path: str) -> dict:

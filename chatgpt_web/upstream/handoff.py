@@ -23,7 +23,7 @@ from ..metrics import timed_upstream
 from ..transport import stream_post, upstream_errors
 from .endpoints import Upstream
 from .errors import from_upstream
-from .stream import Completion, StreamReducer, TextDelta, image_pointers, iter_sse
+from .stream import Completion, StreamReducer, TextDelta, image_pointers, relay
 
 MAX_CONVERSATION_BYTES = 8 * 1024 * 1024
 MAX_POLL_FAILURES = 3
@@ -87,10 +87,7 @@ def _resume(session, upstream: Upstream, headers: dict, conversation_id: str,
                 raise UpstreamError(f"resume answered HTTP {response.status_code}",
                                     "upstream_stream_broken")
             chunks = _chunks(response, deadline, limits.answer_bytes)
-            for event in iter_sse(chunks, limits.event_bytes):
-                yield from reducer.feed(event)
-                if reducer.done:
-                    break
+            yield from relay(chunks, reducer, limits.event_bytes)
 
 
 def _poll(session, upstream: Upstream, headers: dict, conversation_id: str, sent: str,

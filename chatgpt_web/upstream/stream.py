@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .. import json_codec
-from ..errors import ContentBlocked, RateLimited, UpstreamError
+from ..errors import ApiError, ContentBlocked, RateLimited, UpstreamError
 
 _HEARTBEAT = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d+)?$")
 _LINE_BREAK = re.compile(r"\r\n|\n|\r")
@@ -88,34 +88,6 @@ def _too_long(max_event: int) -> UpstreamError:
                          "upstream_bad_answer")
 
 
-def _lines(chunks: Iterable[bytes], max_line: int = DEFAULT_MAX_EVENT) -> Iterator[str]:
-    decoder = codecs.getincrementaldecoder("utf-8")("replace")
-    pending = ""
-    for chunk in chunks:
-        text = decoder.decode(chunk)
-        if "\n" not in text and "\r" not in text and not pending.endswith("\r"):
-            # No line ends in this chunk (a long event arriving in pieces): re-splitting the
-            # whole pending line for every piece would cost quadratic time in its length.
-            pending += text
-            if len(pending) > max_line:
-                raise _too_long(max_line)
-            continue
-        pending += text
-        # A trailing "\r" may be the first half of "\r\n" split across chunks: keep it back.
-        held = "\r" if pending.endswith("\r") else ""
-        text = pending[: len(pending) - len(held)]
-        *complete, pending = _split_lines(text)
-        pending += held
-        # No line can be longer than the text it was split from (the usual case: a short chunk).
-        if len(text) >= max_line and (len(pending) > max_line
-                                     or any(len(line) > max_line for line in complete)):
-            raise _too_long(max_line)
-        yield from complete
-    pending += decoder.decode(b"", final=True)
-    if pending:
-        yield from _split_lines(pending.rstrip("\r"))
-
-
 def _is_payload(text: str) -> bool:
     if text == "[DONE]":
         return True
@@ -137,35 +109,127 @@ def _dispatch(name: str | None, data: list[str]) -> Iterator[SseEvent]:
         yield SseEvent(name, joined)
 
 
-def iter_sse(chunks: Iterable[bytes], max_event: int = DEFAULT_MAX_EVENT) -> Iterator[SseEvent]:
-    """Decode server-sent events from network chunks split at arbitrary byte positions.
+class SseParser:
+    """Server-sent events from network chunks split at arbitrary byte positions, one chunk at a
+    time: `feed(chunk)` returns the events that chunk completed, `close()` the last one.
 
     :raise UpstreamError: upstream_bad_answer for a line or an event over `max_event` characters.
     """
-    name: str | None = None
-    data: list[str] = []
-    size = 0
-    for line in _lines(chunks, max_event):
-        if not line:
-            if len(data) == 1:  # the usual event: one data line
-                yield SseEvent(name, data[0])
-            elif data:
-                yield from _dispatch(name, data)
-            name, data, size = None, [], 0
-            continue
-        size += len(line)
-        if size > max_event:  # many short data: lines that add up to one endless event
-            raise _too_long(max_event)
-        if line.startswith(":"):
-            continue
-        field, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if field == "data":
-            data.append(value)
-        elif field == "event":
-            name = value
-    if data:
-        yield from _dispatch(name, data)
+
+    def __init__(self, max_event: int = DEFAULT_MAX_EVENT):
+        self.max_event = max_event
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._pending = ""  # the start of a line whose end has not arrived yet
+        self._name: str | None = None
+        self._data: list[str] = []
+        self._size = 0  # characters of the event so far
+
+    def feed(self, chunk: bytes) -> list[SseEvent]:
+        text = self._decoder.decode(chunk)
+        pending = self._pending + text
+        if "\n" not in text and "\r" not in text and not self._pending.endswith("\r"):
+            # No line ends in this chunk (a long event arriving in pieces): re-splitting the
+            # whole pending line for every piece would cost quadratic time in its length.
+            if len(pending) > self.max_event:
+                raise _too_long(self.max_event)
+            self._pending = pending
+            return []
+        # A trailing "\r" may be the first half of "\r\n" split across chunks: keep it back.
+        held = "\r" if pending.endswith("\r") else ""
+        text = pending[: len(pending) - len(held)]
+        *complete, pending = _split_lines(text)
+        self._pending = pending + held
+        # No line can be longer than the text it was split from (the usual case: a short chunk).
+        if len(text) >= self.max_event and (
+                len(self._pending) > self.max_event
+                or any(len(line) > self.max_event for line in complete)):
+            raise _too_long(self.max_event)
+        return self._events(complete)
+
+    def close(self) -> list[SseEvent]:
+        """The events the end of the stream completes (a last line or event left unended)."""
+        tail = self._pending + self._decoder.decode(b"", final=True)
+        self._pending = ""
+        events = self._events(_split_lines(tail.rstrip("\r"))) if tail else []
+        if self._data:
+            events += _dispatch(self._name, self._data)
+        self._name, self._data, self._size = None, [], 0
+        return events
+
+    def _events(self, lines: list[str]) -> list[SseEvent]:
+        events: list[SseEvent] = []
+        name, data, size = self._name, self._data, self._size
+        for line in lines:
+            if not line:
+                if len(data) == 1:  # the usual event: one data line
+                    events.append(SseEvent(name, data[0]))
+                elif data:
+                    events += _dispatch(name, data)
+                name, data, size = None, [], 0
+                continue
+            size += len(line)
+            if size > self.max_event:  # many short data: lines that add up to one endless event
+                raise _too_long(self.max_event)
+            if line.startswith(":"):
+                continue
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "data":
+                data.append(value)
+            elif field == "event":
+                name = value
+        self._name, self._data, self._size = name, data, size
+        return events
+
+
+def iter_sse(chunks: Iterable[bytes], max_event: int = DEFAULT_MAX_EVENT) -> Iterator[SseEvent]:
+    """Decode server-sent events from network chunks split at arbitrary byte positions; each
+    event as soon as the chunk that completes it is read.
+
+    :raise UpstreamError: upstream_bad_answer for a line or an event over `max_event` characters.
+    """
+    parser = SseParser(max_event)
+    for chunk in chunks:
+        yield from parser.feed(chunk)
+    yield from parser.close()
+
+
+def relay(chunks: Iterable[bytes], reducer: StreamReducer,
+          max_event: int = DEFAULT_MAX_EVENT) -> Iterator[TextDelta]:
+    """The text an upstream stream adds, fed to `reducer` chunk by chunk, until it is done.
+
+    What the events of one chunk add is one TextDelta: they arrived together, so joining them
+    delays none of them, and a face makes one write for them rather than one per event (a busy
+    reader finds several of the site's small events in one network read).
+    :raise ApiError: what `reducer` or the parser raise, after the text that came before it.
+    """
+    parser = SseParser(max_event)
+    for chunk in chunks:
+        pieces: list[TextDelta] = []
+        try:
+            for event in parser.feed(chunk):
+                pieces += reducer.feed(event)
+                if reducer.done:
+                    break
+        except ApiError:
+            if pieces:
+                yield _joined(pieces)
+            raise
+        if pieces:
+            yield _joined(pieces)
+        if reducer.done:
+            return
+    pieces = []
+    for event in parser.close():
+        pieces += reducer.feed(event)
+        if reducer.done:
+            break
+    if pieces:
+        yield _joined(pieces)
+
+
+def _joined(pieces: list[TextDelta]) -> TextDelta:
+    return pieces[0] if len(pieces) == 1 else TextDelta("".join(piece.text for piece in pieces))
 
 
 # --- delta encoding v1: JSON pointer operations -------------------------------------------------
