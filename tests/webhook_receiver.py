@@ -40,6 +40,11 @@ class Receiver:
                 return found
             wait = 0.5
 
+    def take(self, count: int, timeout: float = 20.0) -> list[dict]:
+        """The next `count` bodies, each within `timeout` seconds (queue.Empty fails the test):
+        for a known number of alerts, which a loaded machine may send far apart."""
+        return [self.bodies.get(timeout=timeout) for _ in range(count)]
+
     def wait_for(self, condition: str, timeout: float = 20.0) -> dict:
         """The first alert of `condition` received within `timeout` seconds."""
         while True:
