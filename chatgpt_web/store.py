@@ -454,6 +454,14 @@ def _milliseconds(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
 
+def _queue_write(pipe, full_key: str, encoded: str, expire: float | None) -> None:
+    """Queue on a MULTI pipeline the write of one record (its deletion when already expired)."""
+    if expire is not None and expire <= 0:
+        pipe.delete(full_key)
+    else:
+        pipe.set(full_key, encoded, px=_milliseconds(expire) if expire is not None else None)
+
+
 class RedisStore:
     """Redis-backed store: state shared by every process of every instance using one Redis.
 
@@ -577,26 +585,15 @@ class RedisStore:
         """
         full_key = self._key(key)
         json.dumps(changes)  # a TypeError now, before any round trip
-        for attempt in range(_MERGE_ATTEMPTS):
-            try:
-                with self._client.pipeline() as pipe:
-                    pipe.watch(full_key)
-                    value = _merged(self._decode(pipe.get(full_key)), changes)
-                    pipe.multi()
-                    if expire is not None and expire <= 0:
-                        pipe.delete(full_key)
-                    else:
-                        pipe.set(full_key, json.dumps(value),
-                                 px=_milliseconds(expire) if expire is not None else None)
-                    pipe.execute()
-                    return value
-            except self._watch_error:
-                # Someone else's write won this round; back off a little so writers spread out.
-                time.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))
-            except self._errors as exc:
-                raise self._unavailable(exc) from None
-        raise ServiceUnavailable("the shared state store is too busy to update this record",
-                                 "store_unavailable")
+
+        def attempt(pipe) -> dict:
+            pipe.watch(full_key)
+            value = _merged(self._decode(pipe.get(full_key)), changes)
+            pipe.multi()
+            _queue_write(pipe, full_key, json.dumps(value), expire)
+            pipe.execute()
+            return value
+        return self._optimistic(attempt)
 
     def update(self, keys: list[str], change: Update) -> None:
         """Read `keys` and write what `change` returns (module comment above `Update`): an
@@ -605,27 +602,32 @@ class RedisStore:
         :raise ServiceUnavailable: Redis unreachable, or too busy to get the update in.
         """
         full_keys = [self._key(key) for key in keys]
-        for attempt in range(_MERGE_ATTEMPTS):
+
+        def attempt(pipe) -> None:
+            pipe.watch(*full_keys)
+            writes = change([self._decode(raw) for raw in pipe.mget(full_keys)])
+            encoded = [None if write is None else (json.dumps(write[0]), write[1])
+                       for write in writes]
+            pipe.multi()
+            for full_key, write in zip(full_keys, encoded, strict=True):
+                if write is not None:
+                    _queue_write(pipe, full_key, *write)
+            pipe.execute()
+        self._optimistic(attempt)
+
+    def _optimistic(self, attempt):
+        """`attempt(pipe)`'s result, run as a WATCH/MULTI transaction on a fresh pipeline and
+        retried when another writer got in between.
+
+        :raise ServiceUnavailable: Redis unreachable, or too busy to get the write in.
+        """
+        for tries in range(_MERGE_ATTEMPTS):
             try:
                 with self._client.pipeline() as pipe:
-                    pipe.watch(*full_keys)
-                    writes = change([self._decode(raw) for raw in pipe.mget(full_keys)])
-                    encoded = [None if write is None else (json.dumps(write[0]), write[1])
-                               for write in writes]
-                    pipe.multi()
-                    for full_key, write in zip(full_keys, encoded, strict=True):
-                        if write is None:
-                            continue
-                        value, expire = write
-                        if expire is not None and expire <= 0:
-                            pipe.delete(full_key)
-                        else:
-                            pipe.set(full_key, value,
-                                     px=_milliseconds(expire) if expire is not None else None)
-                    pipe.execute()
-                    return
+                    return attempt(pipe)
             except self._watch_error:
-                time.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))
+                # Someone else's write won this round; back off a little so writers spread out.
+                time.sleep(random.uniform(0, 0.001 * min(tries + 1, 20)))
             except self._errors as exc:
                 raise self._unavailable(exc) from None
         raise ServiceUnavailable("the shared state store is too busy to update this record",

@@ -35,6 +35,28 @@ def http_request(url: str, method: str = "GET", path: str = "/", body: bytes | N
         connection.close()
 
 
+
+def read_http_request(conn: socket.socket,
+                      buffered: bytes = b"") -> tuple[bytes, bytes, bytes] | None:
+    """One HTTP/1.1 request from `conn` (after the bytes already `buffered`), for raw test servers:
+    (head without the blank line, body of its Content-Length, bytes read past it), or None when
+    the client closes before a whole head."""
+    data = buffered
+    while b"\r\n\r\n" not in data:
+        more = conn.recv(65536)
+        if not more:
+            return None
+        data += more
+    head, _, data = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(data) < length:
+        data += conn.recv(65536)
+    return head, data[:length], data[length:]
+
 class ServerProcess:
     """A server command started in the repository with extra environment; logs go to a file."""
 

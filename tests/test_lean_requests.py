@@ -15,6 +15,7 @@ import pytest
 from chatgpt_web import errors, transport
 from chatgpt_web.config import Config
 from chatgpt_web.transport import new_session, stream_post, upstream_errors
+from tests.servers import read_http_request
 
 SSE = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
        b"\r\n" + b"%x\r\ndata: one\n\n\r\n0\r\n\r\n" % len(b"data: one\n\n"))
@@ -58,21 +59,8 @@ class Recorder:
     def _handle(self, conn, port):
         data = b""
         with conn:
-            while True:
-                while b"\r\n\r\n" not in data:
-                    more = conn.recv(65536)
-                    if not more:
-                        return
-                    data += more
-                head, _, data = data.partition(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                while len(data) < length:
-                    data += conn.recv(65536)
-                body, data = data[:length], data[length:]
+            while (request := read_http_request(conn, data)) is not None:
+                head, body, data = request
                 self.seen.append((port, head + b"\r\n\r\n" + body))
                 target = head.split(b" ")[1]
                 path = target.split(b"://", 1)[-1].partition(b"/")[2] if b"://" in target \

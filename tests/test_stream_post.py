@@ -19,6 +19,7 @@ from chatgpt_web import errors, transport
 from chatgpt_web.config import Config
 from chatgpt_web.transport import new_session, stream_post, upstream_errors
 from chatgpt_web.upstream import conversation
+from tests.servers import read_http_request
 
 SSE_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n")
@@ -57,20 +58,10 @@ class RawServer:
 
     def _handle(self, conn):
         with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                more = conn.recv(65536)
-                if not more:
-                    return
-                data += more
-            head, _, body = data.partition(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            while len(body) < length:
-                body += conn.recv(65536)
+            request = read_http_request(conn)
+            if request is None:
+                return
+            head, _, _ = request
             self.requests.append(head)
             self.answer(self, conn)
 
