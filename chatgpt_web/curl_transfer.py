@@ -24,6 +24,7 @@ open stream holds one handle and one connection.
 """
 from __future__ import annotations
 
+import ctypes
 import http.cookies
 import json
 from collections.abc import Callable
@@ -60,6 +61,21 @@ PER_REQUEST_OPTIONS = frozenset({*_LONG, CurlOpt.URL, CurlOpt.POSTFIELDS, CurlOp
 ACCEPT_ENCODING = "gzip, deflate, br"
 
 
+def _holding_the_gil(name: str, *argtypes):
+    """A ctypes caller of curl's `name` that keeps the GIL: cffi releases it around every call,
+    and curl_multi_perform's write callback then takes it again, so a perform that only moves a
+    few bytes made two GIL hand-overs (each a chance for a thread switch) at every event."""
+    address = int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))
+    return ctypes.PYFUNCTYPE(ctypes.c_int, *argtypes)(address)
+
+
+# curl_multi_perform never waits (the multi interface is non-blocking, names are resolved by
+# c-ares): it reads what the socket already holds and calls the write callback, which needs the
+# GIL anyway. Used where a stream reads its events (Transfer.step_holding_gil); requests before
+# it keep cffi's call, which lets other threads run during a TLS handshake's computation.
+_multi_perform = _holding_the_gil("curl_multi_perform", ctypes.c_void_p, ctypes.c_void_p)
+
+
 class Transfer:
     """A curl easy handle, its multi handle, and the session settings the handle carries.
 
@@ -73,6 +89,8 @@ class Transfer:
         self.settings: tuple | None = None  # what set_up() last set on the handle
         self.added = False
         self.running = ffi.new("int *", 0)
+        self._perform_args = (int(ffi.cast("uintptr_t", self.multi)),
+                              int(ffi.cast("uintptr_t", self.running)))
         self.header_lines: list[bytes] = []
         self.url = ""  # the URL of the current (or last) request, as curl was given it
         self._sink: Callable[[bytes], object] = _discard
@@ -163,6 +181,10 @@ class Transfer:
     def step(self) -> None:
         """Let curl move the transfer on (sending, reading) without waiting."""
         _check_multi(lib.curl_multi_perform(self.multi, self.running))
+
+    def step_holding_gil(self) -> None:
+        """step() for a stream reading its events, without letting go of the GIL."""
+        _check_multi(_multi_perform(*self._perform_args))
 
     def wait(self) -> None:
         """Wait for the socket, or a curl timer, for at most POLL_MS."""

@@ -25,7 +25,6 @@ more CPU per answer, the same behaviour.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import inspect
 import logging
 import os
@@ -193,24 +192,6 @@ def plain_session(resolve: Sequence[str] = (), *, total_timeout: float | None = 
                           allow_redirects=False, trust_env=False)
 
 
-_POLL_MS = curl_transfer.POLL_MS
-
-
-def _holding_the_gil(name: str, *argtypes):
-    """A ctypes caller of curl's `name` that keeps the GIL: cffi releases it around every call,
-    and curl_multi_perform's write callback then takes it again, so a perform that only moves a
-    few bytes made two GIL hand-overs (each a chance for a thread switch) at every event."""
-    address = int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))
-    return ctypes.PYFUNCTYPE(ctypes.c_int, *argtypes)(address)
-
-
-# curl_multi_perform never waits (the multi interface is non-blocking, names are resolved by
-# c-ares): it reads what the socket already holds and calls the write callback, which needs the
-# GIL anyway. Used where a stream reads its events; requests before it keep cffi's call, which
-# lets other threads run during a TLS handshake's computation.
-_multi_perform = _holding_the_gil("curl_multi_perform", ctypes.c_void_p, ctypes.c_void_p)
-
-
 class StreamedResponse:
     """A response whose body is read, chunk by chunk, by the thread that iterates it.
 
@@ -237,10 +218,7 @@ class StreamedResponse:
         self._lender = threading.get_ident()
         self._transfer: Transfer = lent or _HANDLES.take(self._pinning)
         self._curl: Curl | None = self._transfer.curl
-        self._multi = self._transfer.multi
         self._running = self._transfer.running
-        self._perform_args = (int(ffi.cast("uintptr_t", self._multi)),
-                              int(ffi.cast("uintptr_t", self._running)))
         self._chunks: list[bytes] = []
         # A failure found while chunks received before it are still unread; raised after them,
         # as curl_cffi queues the exception behind the chunks.
@@ -273,11 +251,11 @@ class StreamedResponse:
 
     def _step(self) -> None:
         """Move the transfer on: wait for the socket (or a curl timer) if there is nothing to do."""
-        _check_multi(lib.curl_multi_perform(self._multi, self._running))
+        self._transfer.step()
         if not self._running[0]:
-            self._error = self._failure()
+            self._error = self._transfer.failure()
         elif not self._chunks:
-            _check_multi(lib.curl_multi_poll(self._multi, ffi.NULL, 0, _POLL_MS, ffi.NULL))
+            self._transfer.wait()
 
     def _next_chunks(self) -> None:
         """Wait for the socket (or a curl timer), then move the transfer on.
@@ -286,14 +264,10 @@ class StreamedResponse:
         first saves the curl_multi_perform that `_step` would make before it (each call into curl
         releases the GIL, a chance for a thread switch, at every event of hundreds of streams).
         """
-        _check_multi(lib.curl_multi_poll(self._multi, ffi.NULL, 0, _POLL_MS, ffi.NULL))
-        _check_multi(_multi_perform(*self._perform_args))
+        self._transfer.wait()
+        self._transfer.step_holding_gil()
         if not self._running[0]:
-            self._error = self._failure()
-
-    def _failure(self) -> Exception | None:
-        """The curl_cffi exception session.post() would raise for the finished transfer, if any."""
-        return self._transfer.failure()
+            self._error = self._transfer.failure()
 
     def iter_content(self) -> Iterator[bytes]:
         """Yield the body's chunks as they arrive; raise curl_cffi's exception if it breaks."""
@@ -472,7 +446,6 @@ def stream_post(session: Session, url: str, *, json: object, headers: dict,
     return READER(session, url, json=json, headers=headers, timeout=timeout)
 
 
-_check_multi = curl_transfer._check_multi
 
 
 @contextlib.contextmanager
