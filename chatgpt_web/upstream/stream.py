@@ -188,10 +188,8 @@ def iter_sse(chunks: Iterable[bytes], max_event: int = DEFAULT_MAX_EVENT) -> Ite
 
     :raise UpstreamError: upstream_bad_answer for a line or an event over `max_event` characters.
     """
-    parser = SseParser(max_event)
-    for chunk in chunks:
-        yield from parser.feed(chunk)
-    yield from parser.close()
+    for events in _event_batches(chunks, SseParser(max_event)):
+        yield from events
 
 
 def relay(chunks: Iterable[bytes], reducer: StreamReducer,
@@ -203,11 +201,10 @@ def relay(chunks: Iterable[bytes], reducer: StreamReducer,
     reader finds several of the site's small events in one network read).
     :raise ApiError: what `reducer` or the parser raise, after the text that came before it.
     """
-    parser = SseParser(max_event)
-    for chunk in chunks:
+    for events in _event_batches(chunks, SseParser(max_event)):
         pieces: list[TextDelta] = []
         try:
-            for event in parser.feed(chunk):
+            for event in events:
                 pieces += reducer.feed(event)
                 if reducer.done:
                     break
@@ -219,13 +216,13 @@ def relay(chunks: Iterable[bytes], reducer: StreamReducer,
             yield _joined(pieces)
         if reducer.done:
             return
-    pieces = []
-    for event in parser.close():
-        pieces += reducer.feed(event)
-        if reducer.done:
-            break
-    if pieces:
-        yield _joined(pieces)
+
+
+def _event_batches(chunks: Iterable[bytes], parser: SseParser) -> Iterator[list[SseEvent]]:
+    """The events each chunk completes, then those the end of the stream completes."""
+    for chunk in chunks:
+        yield parser.feed(chunk)
+    yield parser.close()
 
 
 def _joined(pieces: list[TextDelta]) -> TextDelta:
