@@ -1,4 +1,4 @@
-"""tokens.unverified_claims: a JWT's claims read without verification, as PyJWT reads them."""
+"""jwt_claims.unverified_claims: a JWT's claims read without verification, as PyJWT reads them."""
 from __future__ import annotations
 
 import base64
@@ -7,7 +7,8 @@ import json
 import jwt
 import pytest
 
-from chatgpt_web.tokens import jwt_expiry, unverified_claims
+from chatgpt_web.jwt_claims import payload, unverified_claims
+from chatgpt_web.tokens import jwt_expiry
 
 
 def _part(value) -> str:
@@ -47,3 +48,14 @@ def test_expiry_of_a_token():
     assert jwt_expiry(GOOD) == 1900000000.0
     assert jwt_expiry(SHAPES[1]) is None and jwt_expiry(SHAPES[2]) is None
     assert jwt_expiry("not-a-jwt") is None
+
+
+def test_the_payload_alone_is_read_whatever_the_header_and_signature():
+    """payload() (naming accounts: upstream/bootstrap.account_key) reads the middle part of any
+    three-part token; unverified_claims() also wants PyJWT's header and signature."""
+    no_header = f"{_part(b'not json')}.{_part({'sub': 'user-1'})}.s!g"
+    assert payload(no_header) == {"sub": "user-1"} and unverified_claims(no_header) is None
+    assert payload(GOOD) == unverified_claims(GOOD)
+    for not_three_parts in ("a.b", "a.b.c.d", "", "not-a-jwt"):
+        assert payload(not_three_parts) is None
+    assert payload(f"{_part({'alg': 'HS256'})}.{_part([1, 2])}.sig") is None  # no object

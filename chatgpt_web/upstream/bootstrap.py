@@ -12,8 +12,6 @@ defaults and a device id all the same.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import re
 import threading
@@ -22,8 +20,8 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
-from .. import json_codec
 from ..errors import ApiError
+from ..jwt_claims import payload
 from ..store import Store
 from ..transport import Session, upstream_errors
 from .endpoints import Upstream
@@ -106,7 +104,7 @@ def api_headers(access_token: str, upstream: Upstream) -> dict[str, str]:
 def account_key(access_token: str) -> str:
     """A store key for the account behind a token: a hash of its user id (which stays the same
     across token renewals), or of the token itself when it carries none."""
-    claims = _unverified_claims(access_token)
+    claims = payload(access_token)
     try:
         auth = claims.get("https://api.openai.com/auth") or {}
         user = auth.get("user_id") or auth.get("chatgpt_user_id") or claims.get("sub")
@@ -114,19 +112,6 @@ def account_key(access_token: str) -> str:
         user = None
     basis = f"user:{user}" if isinstance(user, str) and user else f"token:{access_token}"
     return hashlib.sha256(basis.encode()).hexdigest()
-
-
-def _unverified_claims(token: str) -> dict | None:
-    """The payload of a JWT-shaped token, read without verification (only to name the account:
-    every answer asks, and PyJWT's decode costs tens of times more than this)."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        claims = json_codec.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (binascii.Error, ValueError):
-        return None
-    return claims if isinstance(claims, dict) else None
 
 
 class Bootstrap:
