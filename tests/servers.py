@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -56,6 +57,33 @@ def read_http_request(conn: socket.socket,
     while len(data) < length:
         data += conn.recv(65536)
     return head, data[:length], data[length:]
+
+
+class LoopbackSocketServer:
+    """A listening socket on 127.0.0.1 for raw-bytes test servers: each accepted connection is
+    handed, with the client's port, to `handle(conn, client_port)` on a thread of its own."""
+
+    def __init__(self):
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self.port = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def handle(self, conn: socket.socket, client_port: int) -> None:
+        raise NotImplementedError
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, (_, client_port) = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.handle, args=(conn, client_port), daemon=True).start()
+
+    def stop(self) -> None:
+        self._sock.close()
 
 class ServerProcess:
     """A server command started in the repository with extra environment; logs go to a file."""

@@ -8,14 +8,13 @@ the lean path turned off (`transport.LEAN = False`), i.e. curl_cffi's `Session.r
 from __future__ import annotations
 
 import socket
-import threading
 
 import pytest
 
 from chatgpt_web import errors, transport
 from chatgpt_web.config import Config
 from chatgpt_web.transport import new_session, stream_post, upstream_errors
-from tests.servers import read_http_request
+from tests.servers import LoopbackSocketServer, read_http_request
 
 SSE = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
        b"\r\n" + b"%x\r\ndata: one\n\n\r\n0\r\n\r\n" % len(b"data: one\n\n"))
@@ -36,27 +35,14 @@ ANSWERS = {
 }
 
 
-class Recorder:
+class Recorder(LoopbackSocketServer):
     """Keep-alive HTTP/1.1 server: answers ANSWERS by path; records (port, request bytes)."""
 
     def __init__(self):
         self.seen: list[tuple[int, bytes]] = []
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(16)
-        self.port = self._sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self):
-        while True:
-            try:
-                conn, (_, port) = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._handle, args=(conn, port), daemon=True).start()
-
-    def _handle(self, conn, port):
+    def handle(self, conn, port):
         data = b""
         with conn:
             while (request := read_http_request(conn, data)) is not None:
@@ -66,9 +52,6 @@ class Recorder:
                 path = target.split(b"://", 1)[-1].partition(b"/")[2] if b"://" in target \
                     else target[1:]
                 conn.sendall(ANSWERS.get(b"/" + path, _json_answer(b"{}")))
-
-    def stop(self):
-        self._sock.close()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from chatgpt_web import errors, transport
 from chatgpt_web.config import Config
 from chatgpt_web.transport import new_session, stream_post, upstream_errors
 from chatgpt_web.upstream import conversation
-from tests.servers import read_http_request
+from tests.servers import LoopbackSocketServer, read_http_request
 
 SSE_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n")
@@ -29,7 +29,7 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-class RawServer:
+class RawServer(LoopbackSocketServer):
     """Accepts connections on 127.0.0.1; `answer(conn, request)` writes the reply for each one.
 
     Records every request's head (bytes up to the blank line) and sets `closed` when a handler
@@ -41,22 +41,9 @@ class RawServer:
         self.requests: list[bytes] = []
         self.closed = threading.Event()
         self.release = threading.Event()  # ends handlers that stall, at teardown
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(16)
-        self.port = self._sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _handle(self, conn):
+    def handle(self, conn, client_port):
         with conn:
             request = read_http_request(conn)
             if request is None:
@@ -81,7 +68,7 @@ class RawServer:
 
     def stop(self):
         self.release.set()
-        self._sock.close()
+        super().stop()
 
 
 @pytest.fixture(autouse=True, params=["multi-handle", "public-fallback"])
