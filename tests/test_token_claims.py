@@ -15,12 +15,13 @@ def _part(value) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-GOOD = jwt.encode({"exp": 1900000000, "https://api.openai.com/auth": {"user_id": "u"}}, "k",
+KEY = "test-signing-key-of-32-bytes-xxx"  # long enough for HS256 without a warning
+GOOD = jwt.encode({"exp": 1900000000, "https://api.openai.com/auth": {"user_id": "u"}}, KEY,
                   algorithm="HS256")
 SHAPES = [
     GOOD,
-    jwt.encode({"sub": "no exp"}, "k", algorithm="HS256"),
-    jwt.encode({"exp": "soon"}, "k", algorithm="HS256"),
+    jwt.encode({"sub": "no exp"}, KEY, algorithm="HS256"),
+    jwt.encode({"exp": "soon"}, KEY, algorithm="HS256"),
     f"{_part({'alg': 'none'})}.{_part({'exp': 12.5})}.",  # unsigned: an empty signature
     f"{_part({'alg': 'HS256'})}.{_part([1, 2])}.sig",  # claims that are no object
     f"{_part([1])}.{_part({'exp': 1})}.sig",  # a header that is no object
