@@ -15,7 +15,7 @@ def _part(value) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-KEY = "test-signing-key-of-32-bytes-xxx"  # long enough for HS256 without a warning
+KEY = "a signing key of at least 32 bytes, as RFC 7518 asks"
 GOOD = jwt.encode({"exp": 1900000000, "https://api.openai.com/auth": {"user_id": "u"}}, KEY,
                   algorithm="HS256")
 SHAPES = [
