@@ -26,16 +26,24 @@ class Queued:
     """One caller's change waiting in a `GroupCommit`: `item` as submitted, then `result` (what
     the write put there) or `error` (what writing it raised)."""
 
-    __slots__ = ("item", "result", "error", "written")
+    __slots__ = ("item", "result", "error", "done", "_written")
 
-    def __init__(self, item):
-        self.item, self.result, self.error = item, None, None
-        self.written = threading.Event()
+    def __init__(self, item, *, waited_on: bool = False):
+        self.item, self.result, self.error, self.done = item, None, None, False
+        # Only a change queued for the writer thread is waited on; one a caller writes itself
+        # (or sees written once it holds the writing lock) needs no Event, which is most of the
+        # cost of a rate-limit hit.
+        self._written = threading.Event() if waited_on else None
+
+    def mark_written(self) -> None:
+        self.done = True
+        if self._written is not None:
+            self._written.set()
 
     def wait(self, timeout: float = 2 * WRITE_WAIT) -> Queued:
         """Return once the change is in the Store. :raise: what writing it raised, or
         ServiceUnavailable store_lock_timeout when it took longer than `timeout`."""
-        if not self.written.wait(timeout):
+        if not self.done and not (self._written is not None and self._written.wait(timeout)):
             raise ServiceUnavailable("the store is busy; try again shortly", "store_lock_timeout")
         if self.error is not None:
             raise self.error
@@ -60,7 +68,7 @@ class GroupCommit:
         if not self._writing.acquire(timeout=WRITE_WAIT):
             raise ServiceUnavailable("the store is busy; try again shortly", "store_lock_timeout")
         try:
-            if not queued.written.is_set():  # else the previous writer took it
+            if not queued.done:  # else the previous writer took it
                 self._write_queue()
         finally:
             self._writing.release()
@@ -69,7 +77,7 @@ class GroupCommit:
     def submit_later(self, item) -> Queued:
         """Queue `item` for this process's writer thread and return at once; `wait()` on the
         entry for it to be written."""
-        queued = self._enqueue(item)
+        queued = self._enqueue(item, waited_on=True)
         with self._queue_lock:
             if self._writer is None or not self._writer.is_alive():  # (a forked child has none)
                 self._writer = threading.Thread(target=self._write_in_background, daemon=True,
@@ -78,8 +86,8 @@ class GroupCommit:
             self._queue_lock.notify()
         return queued
 
-    def _enqueue(self, item) -> Queued:
-        queued = Queued(item)
+    def _enqueue(self, item, waited_on: bool = False) -> Queued:
+        queued = Queued(item, waited_on=waited_on)
         with self._queue_lock:
             self._queue.append(queued)
         return queued
@@ -95,7 +103,7 @@ class GroupCommit:
             for entry in batch:
                 entry.error = entry.error or exc
         for entry in batch:
-            entry.written.set()
+            entry.mark_written()
 
     def _write_in_background(self) -> None:
         while True:
