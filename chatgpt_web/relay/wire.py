@@ -26,6 +26,10 @@ import time
 from curl_cffi import Curl, CurlOpt
 from curl_cffi._wrapper import ffi, lib
 
+# curl_multi_perform without letting go of the GIL (curl_transfer.py says why): used once the
+# answer's head is in, where a perform only moves the few bytes of an event.
+from ..curl_transfer import _multi_perform as _perform_holding_gil
+
 _CURLMSG_DONE = 1
 # Idle links (multi + easy handle, with the upstream connection curl keeps open) one process
 # keeps for the next requests, and for how long. A link with its connection costs some tens of
@@ -147,6 +151,8 @@ class Exchange:
         curl.setopt(CurlOpt.PROXY, (proxy or "").encode())
         curl._ensure_cacert()
         self._multi = self._link.multi
+        self._perform_args = (int(ffi.cast("uintptr_t", self._multi)),
+                              int(ffi.cast("uintptr_t", self._running)))
         self._added = lib.curl_multi_add_handle(self._multi, curl._curl) == 0
         if not self._added:
             self.close()
@@ -183,7 +189,10 @@ class Exchange:
             lib.curl_multi_poll(self._multi, ffi.NULL, 0, int(wait * 1000) + 1 if wait > 0 else 0,
                                 ffi.NULL)
         self._performed = True
-        lib.curl_multi_perform(self._multi, self._running)
+        if self._head_done:
+            _perform_holding_gil(*self._perform_args)
+        else:  # connecting: cffi's call lets other threads run meanwhile
+            lib.curl_multi_perform(self._multi, self._running)
         self._finished()
 
     def _finished(self) -> bool:
