@@ -356,14 +356,34 @@ def init_app(app: Flask) -> None:
             _look_for_alerts()
         counting = g.pop("key_counting", None)
         if counting is not None:
-            try:
-                counting.wait()
-            except ApiError as error:  # the answer is ready: a lost count must not fail it
-                log.warning("request of key %s not counted (%s)", client_key().id, error.code)
+            _counted_before_the_end(response, counting, client_key().id)
         lease = g.pop("key_lease", None)
         if lease is not None:
             _release_when_answered(response, *lease)
         return response
+
+
+def _counted_before_the_end(response, counting, key_id: str) -> None:
+    """Wait for the request's admission count (ledger.admit) before the answer ends, so that
+    whoever reads the key's usage after it sees the request: a whole answer before it goes out;
+    a stream before its end, not before its first byte (the count is written meanwhile)."""
+    def wait() -> None:
+        try:
+            counting.wait()
+        except ApiError as error:  # the answer is ready: a lost count must not fail it
+            log.warning("request of key %s not counted (%s)", key_id, error.code)
+
+    if not response.is_streamed:
+        wait()
+        return
+
+    def chunks_then_wait(chunks):
+        try:
+            yield from chunks
+        finally:
+            wait()
+
+    response.response = chunks_then_wait(response.response)
 
 
 def _release_when_answered(response, ledger, key_id: str, lease_id: str) -> None:
