@@ -239,3 +239,18 @@ def test_the_tokenizer_is_loaded_by_the_master_before_the_fork_or_not_at_all(
                             text=True, timeout=60, check=True)
     assert json.loads(result.stdout.splitlines()[-1]) == {
         "imported_with_the_app": False, "loaded": loaded}
+
+
+def test_usage_of_a_prompt_with_lone_surrogates_is_counted_not_a_500(live_service, token):
+    # JSON may escape a lone surrogate ("\ud800"), which Python keeps in the str; it is not UTF-8.
+    # It counts as tiktoken counts it: U+FFFD in its place (tiktoken's CoreBPE, called directly,
+    # raised UnicodeEncodeError: a 500).
+    from curl_cffi import requests as curl_requests
+    body = '{"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi \\ud800 there"}]}'
+    response = curl_requests.post(live_service.url + "/v1/chat/completions", data=body,
+                                  headers={"Authorization": f"Bearer {token}",
+                                           "Content-Type": "application/json"}, timeout=30)
+    assert response.status_code == 200, response.text[:300]
+    expected = usage.count_messages([("user", "Hi \ufffd there")], "gpt-4o")
+    # json.loads: the answer echoes the surrogate, which orjson (curl_cffi's .json()) refuses.
+    assert json.loads(response.text)["usage"]["prompt_tokens"] == expected
