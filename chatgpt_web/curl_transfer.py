@@ -32,10 +32,13 @@ from functools import lru_cache
 from urllib.parse import urlsplit
 
 from curl_cffi import Curl, CurlInfo, CurlOpt, ffi, lib
+from curl_cffi import _wrapper as curl_binary
 from curl_cffi.requests import Response
 from curl_cffi.requests import exceptions as curl_errors
 from curl_cffi.requests.cookies import Cookies
 from curl_cffi.requests.headers import Headers
+
+from . import stream_pump
 
 try:  # what the lean path borrows from curl_cffi to stay byte-for-byte the same
     from curl_cffi.requests.models import Request
@@ -74,6 +77,77 @@ def _holding_the_gil(name: str, *argtypes):
 # GIL anyway. Used where a stream reads its events (Transfer.step_holding_gil); requests before
 # it keep cffi's call, which lets other threads run during a TLS handshake's computation.
 _multi_perform = _holding_the_gil("curl_multi_perform", ctypes.c_void_p, ctypes.c_void_p)
+
+
+class _WaitFd(ctypes.Structure):
+    """struct curl_waitfd (curl/multi.h)."""
+
+    _fields_ = [("fd", ctypes.c_int), ("events", ctypes.c_short), ("revents", ctypes.c_short)]
+
+
+_CURL_WAIT_POLLIN, _CURL_WAIT_POLLOUT = 0x0001, 0x0004
+MAX_WAIT_FDS = 8  # sockets one multi handle of ours waits on at once (one transfer: one or two)
+
+
+def _find_multi_waitfds():
+    """curl_multi_waitfds (curl >= 8.8), which curl_cffi's binding does not expose: the sockets
+    and events curl_multi_poll would wait for, so that the stream pump can wait for them in its
+    own selector, beside every other stream's. None if this libcurl lacks it."""
+    try:
+        function = ctypes.PyDLL(curl_binary.__file__).curl_multi_waitfds
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_void_p, ctypes.POINTER(_WaitFd), ctypes.c_uint,
+                         ctypes.POINTER(ctypes.c_uint)]
+    function.restype = ctypes.c_int
+    return function
+
+
+_multi_waitfds = _find_multi_waitfds()
+
+
+def pump_problems() -> list[str]:
+    """What the stream pump needs from this libcurl and it lacks (empty: Transfers can wait in
+    the pump)."""
+    if _multi_waitfds is None:
+        return ["curl_multi_waitfds"]
+    if not hasattr(lib, "curl_multi_timeout"):
+        return ["curl_multi_timeout"]
+    multi = lib.curl_multi_init()
+    try:
+        fds, count = (_WaitFd * MAX_WAIT_FDS)(), ctypes.c_uint(0)
+        code = _multi_waitfds(int(ffi.cast("uintptr_t", multi)), fds, MAX_WAIT_FDS,
+                              ctypes.byref(count))
+        return [] if code == 0 else [f"curl_multi_waitfds ({code})"]
+    finally:
+        lib.curl_multi_cleanup(multi)
+
+
+def wait_multi(multi, multi_address: int, longest_ms: int) -> None:
+    """Wait, for at most `longest_ms`, until curl has something to do on `multi` (a cffi
+    CURLM*; `multi_address` the same pointer as an int): a socket is ready, or one of its timers
+    is due. curl_multi_poll in a thread of its own; in the stream pump, a wait in the pump's
+    selector that lets the other streams run meanwhile (stream_pump.py). The relay's readers
+    (relay/wire.py) can wait through this too, once each keeps its own multi handle."""
+    pump = stream_pump.current()
+    if pump is None:
+        _check_multi(lib.curl_multi_poll(multi, ffi.NULL, 0, longest_ms, ffi.NULL))
+        return
+    timeout = ffi.new("long *")
+    _check_multi(lib.curl_multi_timeout(multi, timeout))
+    wait_ms = longest_ms if timeout[0] < 0 else min(timeout[0], longest_ms)
+    if wait_ms == 0:
+        return
+    fds = (_WaitFd * MAX_WAIT_FDS)()
+    count = ctypes.c_uint(0)
+    _check_multi(_multi_waitfds(multi_address, fds, MAX_WAIT_FDS, ctypes.byref(count)))
+    watched = []
+    for index in range(min(count.value, MAX_WAIT_FDS)):
+        events = ((stream_pump.READ if fds[index].events & _CURL_WAIT_POLLIN else 0)
+                  | (stream_pump.WRITE if fds[index].events & _CURL_WAIT_POLLOUT else 0))
+        if events:
+            watched.append((fds[index].fd, events))
+    pump.wait(watched, wait_ms / 1000)
 
 
 class Transfer:
@@ -187,8 +261,12 @@ class Transfer:
         _check_multi(_multi_perform(*self._perform_args))
 
     def wait(self) -> None:
-        """Wait for the socket, or a curl timer, for at most POLL_MS."""
-        _check_multi(lib.curl_multi_poll(self.multi, ffi.NULL, 0, POLL_MS, ffi.NULL))
+        """Wait for the socket, or a curl timer, for at most POLL_MS (in the stream pump, the
+        other streams run meanwhile: wait_multi)."""
+        if stream_pump.current() is None:
+            _check_multi(lib.curl_multi_poll(self.multi, ffi.NULL, 0, POLL_MS, ffi.NULL))
+        else:
+            wait_multi(self.multi, self._perform_args[0], POLL_MS)
 
     def failure(self) -> Exception | None:
         """The curl_cffi exception session.post() would raise for the finished transfer, if any."""
