@@ -123,31 +123,54 @@ def pump_problems() -> list[str]:
         lib.curl_multi_cleanup(multi)
 
 
-def wait_multi(multi, multi_address: int, longest_ms: int) -> None:
+# curl_multi_timeout, keeping the GIL as _multi_perform does (it only reads curl's timer list).
+_multi_timeout = _holding_the_gil("curl_multi_timeout", ctypes.c_void_p,
+                                  ctypes.POINTER(ctypes.c_long))
+
+
+class MultiWait:
+    """What a wait in the stream pump asks curl about one multi handle, in memory kept between
+    waits: its sockets and their events (curl_multi_waitfds) and its next timer."""
+
+    __slots__ = ("address", "fds", "count", "timeout")
+
+    def __init__(self, multi) -> None:
+        self.address = int(ffi.cast("uintptr_t", multi))
+        self.fds = (_WaitFd * MAX_WAIT_FDS)()
+        self.count = ctypes.c_uint(0)
+        self.timeout = ctypes.c_long(0)
+
+    def wait(self, pump, longest_ms: int) -> None:
+        """Park the calling greenlet until curl has something to do: one of its sockets is
+        ready, or its next timer is due (at most `longest_ms`)."""
+        _check_multi(_multi_timeout(self.address, ctypes.byref(self.timeout)))
+        due = self.timeout.value
+        wait_ms = longest_ms if due < 0 else min(due, longest_ms)
+        if wait_ms == 0:
+            return
+        _check_multi(_multi_waitfds(self.address, self.fds, MAX_WAIT_FDS,
+                                    ctypes.byref(self.count)))
+        watched = []
+        for index in range(min(self.count.value, MAX_WAIT_FDS)):
+            wanted = self.fds[index].events
+            events = ((stream_pump.READ if wanted & _CURL_WAIT_POLLIN else 0)
+                      | (stream_pump.WRITE if wanted & _CURL_WAIT_POLLOUT else 0))
+            if events:
+                watched.append((self.fds[index].fd, events))
+        pump.wait(watched, wait_ms / 1000)
+
+
+def wait_multi(multi, longest_ms: int) -> None:
     """Wait, for at most `longest_ms`, until curl has something to do on `multi` (a cffi
-    CURLM*; `multi_address` the same pointer as an int): a socket is ready, or one of its timers
-    is due. curl_multi_poll in a thread of its own; in the stream pump, a wait in the pump's
-    selector that lets the other streams run meanwhile (stream_pump.py). The relay's readers
-    (relay/wire.py) can wait through this too, once each keeps its own multi handle."""
+    CURLM*): a socket is ready, or one of its timers is due. curl_multi_poll in a thread of its
+    own; in the stream pump, a wait in the pump's epoll that lets the other streams run
+    meanwhile (stream_pump.py). The relay's readers (relay/wire.py) can wait through this too,
+    once each of them has a multi handle of its own (the pump runs many on one thread)."""
     pump = stream_pump.current()
     if pump is None:
         _check_multi(lib.curl_multi_poll(multi, ffi.NULL, 0, longest_ms, ffi.NULL))
-        return
-    timeout = ffi.new("long *")
-    _check_multi(lib.curl_multi_timeout(multi, timeout))
-    wait_ms = longest_ms if timeout[0] < 0 else min(timeout[0], longest_ms)
-    if wait_ms == 0:
-        return
-    fds = (_WaitFd * MAX_WAIT_FDS)()
-    count = ctypes.c_uint(0)
-    _check_multi(_multi_waitfds(multi_address, fds, MAX_WAIT_FDS, ctypes.byref(count)))
-    watched = []
-    for index in range(min(count.value, MAX_WAIT_FDS)):
-        events = ((stream_pump.READ if fds[index].events & _CURL_WAIT_POLLIN else 0)
-                  | (stream_pump.WRITE if fds[index].events & _CURL_WAIT_POLLOUT else 0))
-        if events:
-            watched.append((fds[index].fd, events))
-    pump.wait(watched, wait_ms / 1000)
+    else:
+        MultiWait(multi).wait(pump, longest_ms)
 
 
 class Transfer:
@@ -169,6 +192,7 @@ class Transfer:
         self.url = ""  # the URL of the current (or last) request, as curl was given it
         self._sink: Callable[[bytes], object] = _discard
         self._pending = ffi.new("int *")
+        self._multi_wait: MultiWait | None = None  # made by the first wait in the stream pump
         self._status = ffi.new("long *")
         # What curl points into without copying: the last POST body and the header list.
         self._body = b""
@@ -263,10 +287,13 @@ class Transfer:
     def wait(self) -> None:
         """Wait for the socket, or a curl timer, for at most POLL_MS (in the stream pump, the
         other streams run meanwhile: wait_multi)."""
-        if stream_pump.current() is None:
+        pump = stream_pump.current()
+        if pump is None:
             _check_multi(lib.curl_multi_poll(self.multi, ffi.NULL, 0, POLL_MS, ffi.NULL))
-        else:
-            wait_multi(self.multi, self._perform_args[0], POLL_MS)
+            return
+        if self._multi_wait is None:
+            self._multi_wait = MultiWait(self.multi)
+        self._multi_wait.wait(pump, POLL_MS)
 
     def failure(self) -> Exception | None:
         """The curl_cffi exception session.post() would raise for the finished transfer, if any."""
