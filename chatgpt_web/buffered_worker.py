@@ -31,15 +31,15 @@ malloc_trim): the curl transfers and parsed events of hundreds of streams leave 
 that glibc otherwise keeps for reuse, so a server that had one burst would hold its peak for good
 (README "Memory").
 
-Streamed answers are sent by the worker's stream pump (stream_pump.py, STREAM_PUMP): the request
-thread that would iterate a streamed body hands it, with the client socket, to the pump thread
-and waits until the pump has sent it all, so gunicorn's accounting, keep-alive and close stay as
-they are, while one thread, not one per stream, wakes up for the upstream events of all streams.
-The socket writes become non-blocking (`_PumpedSocket`): a client that does not read parks only
-its own stream, whose upstream is then not read either (the kernel's socket buffers are the
-bound, as with a thread per stream). Only bodies that say they may run there (api/sse.py sets
-stream_pump.PUMPABLE) go to the pump; without greenlet, or a libcurl the pump cannot wait on,
-every body keeps its thread.
+With STREAM_PUMP=on, streamed answers are sent by the worker's stream pump (stream_pump.py,
+docs/stream-pump.md): the request thread that would iterate a streamed body hands it, with the
+client socket, to the pump thread and waits until the pump has sent it all, so gunicorn's
+accounting, keep-alive and close stay as they are, while one thread, not one per stream, wakes up
+for the upstream events of all streams. The socket writes become non-blocking (`_PumpedSocket`):
+a client that does not read parks only its own stream, whose upstream is then not read either
+(the kernel's socket buffers are the bound, as with a thread per stream). Only bodies that say
+they may run there (api/sse.py sets stream_pump.PUMPABLE) go to the pump; without greenlet, or a
+libcurl the pump cannot wait on, every body keeps its thread.
 
 TLS sockets (gunicorn's own certfile) are left to gthread: their bytes cannot be read before the
 handshake (and their streams keep their threads). `PendingRequest` is the pure part: it is told

@@ -284,7 +284,7 @@ def start_server(tmp_path, emulator, **env) -> ServerProcess:
         "CACHE_DIR": str(tmp_path / "cache"), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
         "WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "32", "MAX_CONNECTIONS_PER_IP": "0",
         "RATE_LIMIT_IP": "off", "USAGE_TOKENIZER": "lazy", "CHATGPT_BASE_URL": emulator.url,
-        "CHATGPT_AUTH_URL": emulator.url, **env})
+        "CHATGPT_AUTH_URL": emulator.url, "STREAM_PUMP": "on", **env})
     process.wait_until_serving()
     return process
 
