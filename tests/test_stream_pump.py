@@ -6,6 +6,7 @@ a loopback HTTP server, then the production server command with the emulator.
 from __future__ import annotations
 
 import contextvars
+import json
 import socket
 import threading
 import time
@@ -275,6 +276,60 @@ def test_a_stream_read_in_the_pump_gives_its_handle_back_to_its_request_thread(
     thread.start()
     join([thread])
     assert results == [b"data: one\n\ndata: two\n\n", True]
+
+
+# --- answers whose bodies run in the pump (the app in this process) ----------------------------
+
+def streamed_in_pump(pump: Pump, client, form: dict) -> tuple[str, set[int]]:
+    """POST /send_message with stream=true and send its body from the pump, as the worker does:
+    (the SSE text, the threads the body's generators ran in)."""
+    response = client.post("/send_message", data={**form, "stream": "true"}, buffered=False)
+    ran_in: set[int] = set()
+
+    def send():
+        pieces = []
+        for piece in response.response:
+            ran_in.add(threading.get_ident())
+            pieces.append(piece)
+        return b"".join(pieces).decode()
+
+    try:
+        return pump.serve(send, stream_pump.greenlet.getcurrent().gr_context), ran_in
+    finally:
+        response.close()
+
+
+def deltas_of(sse: str) -> str:
+    return "".join(json.loads(line[6:])["delta"] for line in sse.split("\n")
+                   if line.startswith('data: {"delta"'))
+
+
+@pytest.mark.parametrize("handoff", ["off", "resume", "poll"])
+def test_answers_and_their_hand_offs_stream_from_the_pump(make_app, token, emulator, pump,
+                                                          handoff):
+    # A hand-off makes more upstream requests inside the body (the resume stream, or reads of
+    # the conversation with pauses between them): all of them wait in the pump.
+    emulator.switches.handoff = handoff
+    emulator.switches.answer = "a long and careful answer"
+    app = make_app()
+    app.extensions["chatgpt_web"].conversations.poll_interval = 0.05
+    client = app.test_client()
+    outcomes = []
+
+    def request_thread():
+        outcomes.append(streamed_in_pump(pump, client, {"access_token": token, "prompt": "Hi"}))
+
+    threads = [threading.Thread(target=request_thread) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    join(threads)
+    assert [deltas_of(sse) for sse, _ in outcomes] == ["a long and careful answer"] * 3
+    assert all(sse.rstrip().endswith("data: [DONE]") for sse, _ in outcomes)
+    assert {ident for _, ran_in in outcomes for ident in ran_in} == {pump.thread.ident}
+    if handoff != "off":
+        assert len([r for r in emulator.requests if r.path.endswith("/resume")]) == 3
+    reads = [r for r in emulator.requests if r.method == "GET" and "/conversation/" in r.path]
+    assert bool(reads) == (handoff == "poll")
 
 
 # --- the production server ------------------------------------------------------------------------
