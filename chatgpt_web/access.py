@@ -152,11 +152,11 @@ def _require_client_key(keys: KeyRing) -> ClientKey:
 
 
 def requested_model(path: str, default: str) -> str | None:
-    """The `model` the body of a POST to `path` asks for (`default` when it names none), None if
-    not text.
+    """The `model` the body of a POST to `path` asks for (`default` when it names none).
 
     :raise BadRequest: invalid_json, a body read as JSON (as `path`'s route reads it) that is not
-        a JSON object: the caller's malformed request is told so before a scope refuses it.
+        a JSON object; invalid_field, a `model` that is not text. The caller's malformed request
+        is told so before a scope refuses it.
     """
     if _read_as_json(path):
         body = request.get_json(force=True, silent=True)
@@ -171,7 +171,9 @@ def requested_model(path: str, default: str) -> str | None:
         value = request.form.get("model")
     if value is None or value == "":
         return default
-    return value if isinstance(value, str) else None
+    if not isinstance(value, str):
+        raise BadRequest("the field 'model' must be a string", "invalid_field", param="model")
+    return value
 
 
 def _read_as_json(path: str) -> bool:

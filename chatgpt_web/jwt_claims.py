@@ -40,5 +40,12 @@ def unverified_claims(token: str) -> dict | None:
     return claims if isinstance(header, dict) else None
 
 
+def expiry(claims: dict | None) -> float | None:
+    """The `exp` claim of `claims` (what payload() or unverified_claims() read) as unix seconds,
+    or None when there is none."""
+    exp = claims.get("exp") if claims is not None else None
+    return float(exp) if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None
+
+
 def _base64url(part: str) -> bytes:
     return base64.urlsafe_b64decode(part.encode("ascii") + b"=" * (-len(part) % 4))

@@ -29,7 +29,7 @@ than the quota between them; what can still pass it is the part of one answer's 
 its reserve (the web backend cannot be told to stop at a token count, and the service does not cut
 an answer it has begun to give).
 
-Writes many threads make at once are made together (`_GroupCommit`): a burst of admissions of
+Writes many threads make at once are made together (group_commit.py): a burst of admissions of
 keys without quotas is counted with one `hit` per period, and a burst of settled answers with one
 lock and one write of each record per key. Each caller still waits until its own change is in
 the Store, so every worker and instance reads it at once, and quotas stay exact. (The service
@@ -51,6 +51,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import NamedTuple
 
 from .errors import RateLimited, ServiceUnavailable
+from .group_commit import GroupCommit, Queued
 from .key_policy import PERIODS, QUOTA_KINDS, KeyPolicy
 from .metrics import KEY_REQUESTS, KEY_TOKENS
 from .store import Store
@@ -68,24 +69,6 @@ COMPLETION_RESERVE = 1024
 HELD_RETRY = 2
 
 
-class _Queued:
-    """One caller's change waiting in a `_GroupCommit`; `error` is what writing it raised."""
-
-    __slots__ = ("item", "error", "written")
-
-    def __init__(self, item):
-        self.item, self.error, self.written = item, None, threading.Event()
-
-    def wait(self, timeout: float = 2 * LOCK_WAIT) -> None:
-        """Return once the change is in the Store. :raise: what writing it raised, or
-        ServiceUnavailable store_lock_timeout when it took longer than `timeout`."""
-        if not self.written.wait(timeout):
-            raise ServiceUnavailable("the usage ledger is busy; try again shortly",
-                                     "store_lock_timeout")
-        if self.error is not None:
-            raise self.error
-
-
 class _Answer(NamedTuple):
     """A settled answer waiting to be added to its key's ledger (`Ledger.record`)."""
 
@@ -96,76 +79,6 @@ class _Answer(NamedTuple):
     prompt_tokens: int
     completion_tokens: int
     hold: str | None
-
-
-class _GroupCommit:
-    """Store writes queued by many threads and made together (a group commit).
-
-    A thread that finds no write running makes every queued one in one call of `write(queued)`:
-    its own and those queued while the previous call ran. The others wait for that call. Each
-    caller returns once its own change is written (or raises the `error` writing it set, or what
-    the call raised), as if it had written alone; a burst of N callers costs a few writes
-    instead of N, and one caller alone pays no wait at all.
-    """
-
-    def __init__(self, write: Callable[[list[_Queued]], None]):
-        self._write = write
-        self._queue: list[_Queued] = []
-        self._queue_lock = threading.Condition()
-        self._writing = threading.Lock()
-        self._writer: threading.Thread | None = None  # for submit_later, started on first use
-
-    def submit(self, item) -> None:
-        """Write `item` (with whatever else is queued). :raise: what the write raised."""
-        queued = self._enqueue(item)
-        if not self._writing.acquire(timeout=LOCK_WAIT):
-            raise ServiceUnavailable("the usage ledger is busy; try again shortly",
-                                     "store_lock_timeout")
-        try:
-            if not queued.written.is_set():  # else the previous writer took it
-                self._write_queue()
-        finally:
-            self._writing.release()
-        queued.wait(0)
-
-    def submit_later(self, item) -> _Queued:
-        """Queue `item` for this process's writer thread and return at once; `wait()` on the
-        answer for it to be written."""
-        queued = self._enqueue(item)
-        with self._queue_lock:
-            if self._writer is None or not self._writer.is_alive():  # (a forked child has none)
-                self._writer = threading.Thread(target=self._write_in_background, daemon=True,
-                                                name="ledger-writer")
-                self._writer.start()
-            self._queue_lock.notify()
-        return queued
-
-    def _enqueue(self, item) -> _Queued:
-        queued = _Queued(item)
-        with self._queue_lock:
-            self._queue.append(queued)
-        return queued
-
-    def _write_queue(self) -> None:
-        """Write everything queued (the caller holds `_writing`)."""
-        with self._queue_lock:
-            batch, self._queue = self._queue, []
-        try:
-            if batch:
-                self._write(batch)
-        except BaseException as exc:  # the rest of the batch shares its fate
-            for entry in batch:
-                entry.error = entry.error or exc
-        for entry in batch:
-            entry.written.set()
-
-    def _write_in_background(self) -> None:
-        while True:
-            with self._queue_lock:
-                while not self._queue:
-                    self._queue_lock.wait()
-            with self._writing:
-                self._write_queue()
 
 
 def period_name(moment: datetime, period: str) -> str:
@@ -193,8 +106,9 @@ class Ledger:
         self.hold_ttl = hold_ttl
         self._local_locks = [threading.Lock() for _ in range(LOCAL_LOCKS)]
         self._days_listed: set[tuple[str, str]] = set()  # (day, key) in that day's key list
-        self._counts = _GroupCommit(self._write_counts)  # admissions of keys without quotas
-        self._records = _GroupCommit(self._write_records)  # settled answers
+        # Admissions of keys without quotas (written by a thread of their own: submit_later).
+        self._counts = GroupCommit(self._write_counts, "ledger-writer")
+        self._records = GroupCommit(self._write_records)  # settled answers
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -234,7 +148,7 @@ class Ledger:
 
     # --- admission -----------------------------------------------------------------------------
     def admit(self, key_id: str, policy: KeyPolicy | None, *,
-              wait: bool = True) -> _Queued | None:
+              wait: bool = True) -> Queued | None:
         """Count one request of the key `key_id`, if its quotas (`policy`'s) have room.
 
         A key without quotas has nothing to check: with `wait=False` its request is counted by
@@ -264,7 +178,7 @@ class Ledger:
             self._add_totals(key_id, now, 1, 0)
         return None
 
-    def _write_counts(self, admitted: list[_Queued]) -> None:
+    def _write_counts(self, admitted: list[Queued]) -> None:
         """Count admissions (key id, moment) of keys without quotas: one `hit` per counter."""
         counters: dict[str, list] = {}  # counter -> [admissions, window]
         for key_id, now in (entry.item for entry in admitted):
@@ -382,10 +296,10 @@ class Ledger:
             KEY_TOKENS.labels(key_id, "prompt").inc(prompt_tokens)
             KEY_TOKENS.labels(key_id, "completion").inc(completion_tokens)
 
-    def _write_records(self, settled: list[_Queued]) -> None:
+    def _write_records(self, settled: list[Queued]) -> None:
         """Add settled answers to their keys' ledgers and totals: per key and day, one hold of
         the key's lock and one write of each record (a failure fails that group only)."""
-        groups: dict[tuple[str, str], list[_Queued]] = {}
+        groups: dict[tuple[str, str], list[Queued]] = {}
         for entry in settled:
             answer = entry.item
             groups.setdefault((answer.key_id, period_name(answer.moment, "day")),

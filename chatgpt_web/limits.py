@@ -26,24 +26,25 @@ The limiter decides and knows nothing of the web: `check()` returns the tightest
 on the answer; a refused request raises 429 `rate_limited` with Retry-After. Refused requests
 count too, so a client that ignores Retry-After stays refused.
 
-Counting is a group commit (`_HitBatch`): the hits that the threads of a process bring while one
-Store transaction runs are counted together by the next, one Store.hit per counter, and each
+Counting is a group commit (group_commit.py): the hits that the threads of a process bring while
+one Store transaction runs are counted together by the next, one Store.hit per counter, and each
 request gets the count it would have got alone, in queue order; a burst of N requests costs a
-few transactions instead of N (each one the shared store's write lock, and each statement a
-release of the GIL), with the same decisions.
+few transactions instead of N, with the same decisions.
 """
 from __future__ import annotations
 
 import hashlib
 import ipaddress
 import math
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import NamedTuple
 
 from .config import UNITS, Rate
 from .errors import RateLimited
+from .group_commit import GroupCommit, Queued
 from .store import Store
 
 PREFIX = "limit:v1:"
@@ -63,72 +64,33 @@ class Decision:
         return self.retry_after is None
 
 
-class _Hit:
-    """One request's hit waiting in a `_HitBatch`, then its count (and the previous window's,
-    when asked) or the error counting it raised."""
+class _Hit(NamedTuple):
+    """One request's hit of counter `key`; with `previous_key`, that counter is read as well (the
+    previous window's, which the sliding estimate needs)."""
 
-    __slots__ = ("key", "window", "previous_key", "count", "previous", "error", "done")
-
-    def __init__(self, key: str, window: int, previous_key: str | None):
-        self.key, self.window, self.previous_key = key, window, previous_key
-        self.count, self.previous, self.error, self.done = 0, 0, None, False
+    key: str
+    window: int
+    previous_key: str | None
 
 
-class _HitBatch:
-    """Store.hit calls of many threads made together (a group commit).
-
-    A thread that gets the writing lock counts every queued hit: its own and those queued while
-    the previous writer counted. Hits of one counter become one `Store.hit(amount=n)`, whose
-    result n - 1, ..., 0 hits before the end is each one's count, exactly as if each had been
-    counted in its own transaction in queue order. A thread whose hit a previous writer took
-    only waits for the lock; one request alone pays no wait.
-    """
-
-    def __init__(self, store: Store):
-        self._store = store
-        self._queue: list[_Hit] = []
-        self._queue_lock = threading.Lock()
-        self._writing = threading.Lock()
-
-    def hit(self, key: str, window: int, previous_key: str | None = None) -> _Hit:
-        """Count one hit of `key`; with `previous_key`, also read that counter (the previous
-        window's, which the sliding estimate needs). :raise: what the Store raised."""
-        mine = _Hit(key, window, previous_key)
-        with self._queue_lock:
-            self._queue.append(mine)
-        with self._writing:
-            if not mine.done:  # else a previous writer counted it
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                try:
-                    self._count(batch)
-                finally:  # interrupted: no one of the batch waits for a count never made
-                    for entry in batch:
-                        if not entry.done:
-                            entry.error = entry.error or RuntimeError("counting interrupted")
-                            entry.done = True
-        if mine.error is not None:
-            raise mine.error
-        return mine
-
-    def _count(self, batch: list[_Hit]) -> None:
-        groups: dict[tuple[str, int], list[_Hit]] = {}
-        for entry in batch:
-            groups.setdefault((entry.key, entry.window), []).append(entry)
-        for (key, window), group in groups.items():
-            try:
-                total, _ = self._store.hit(key, 2 * window, amount=len(group))
-                previous_key = group[0].previous_key
-                previous = (self._store.get(previous_key) or 0) if previous_key else 0
-            except Exception as error:  # noqa: BLE001 - raised by each caller of the group
-                for entry in group:
-                    entry.error = error
-            else:
-                for position, entry in enumerate(group):
-                    entry.count = total - len(group) + 1 + position
-                    entry.previous = previous
+def _count_hits(store: Store, batch: list[Queued]) -> None:
+    """Count the queued hits: one Store.hit(amount=n) per counter, whose result n - 1, ..., 0
+    hits before the end is each one's count, exactly as if each had been counted in its own
+    transaction in queue order. Each entry's result: (count, previous window's count)."""
+    groups: dict[tuple[str, int], list[Queued]] = {}
+    for entry in batch:
+        groups.setdefault((entry.item.key, entry.item.window), []).append(entry)
+    for (key, window), group in groups.items():
+        try:
+            total, _ = store.hit(key, 2 * window, amount=len(group))
+            previous_key = group[0].item.previous_key
+            previous = (store.get(previous_key) or 0) if previous_key else 0
+        except Exception as error:  # noqa: BLE001 - raised by each caller of the group
             for entry in group:
-                entry.done = True
+                entry.error = error
+        else:
+            for position, entry in enumerate(group):
+                entry.result = (total - len(group) + 1 + position, previous)
 
 
 class RateLimiter:
@@ -144,7 +106,7 @@ class RateLimiter:
         self.ipv6_prefix = ipv6_prefix
         self.auth_failures = auth_failures
         self._clock = clock
-        self._hits = _HitBatch(store)
+        self._hits = GroupCommit(partial(_count_hits, store))
 
     def ip_subject(self, ip: str) -> str:
         """The counter name of a client address: normalised (an IPv4-mapped IPv6 address is its
@@ -203,15 +165,13 @@ class RateLimiter:
         base = f"{PREFIX}{subject}:{window}:"
         # Kept two windows: the sliding estimate reads the previous one.
         sliding = self.strategy != "fixed"
-        counted = self._hits.hit(f"{base}{index}", window,
-                                 f"{base}{index - 1}" if sliding else None)
-        current = counted.count
+        current, previous = self._hits.submit(
+            _Hit(f"{base}{index}", window, f"{base}{index - 1}" if sliding else None)).result
         to_window_end = window - elapsed
         if not sliding:
             used = current
             retry = math.ceil(to_window_end) if current > rate.requests else None
         else:
-            previous = counted.previous
             weight = 1 - elapsed / window
             # Rounded up: with 9.5 of 10 used, one more request would make 10.5 and be refused,
             # so none remains (rounding down promised one).

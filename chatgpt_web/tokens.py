@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .config import Config
 from .errors import ApiError, Unauthorized
-from .jwt_claims import unverified_claims
+from .jwt_claims import expiry, unverified_claims
 from .store import Store
 from .upstream import auth
 from .upstream.errors import login_error
@@ -56,9 +56,7 @@ SECOND_FACTOR_TTL = 30 * 24 * 3600
 
 def jwt_expiry(token: str) -> float | None:
     """The `exp` claim of a JWT as unix seconds, or None if `token` is not a JWT with an exp."""
-    claims = unverified_claims(token)
-    exp = claims.get("exp") if claims is not None else None
-    return float(exp) if isinstance(exp, (int, float)) else None
+    return expiry(unverified_claims(token))
 
 
 def _account_of(access_token: str) -> str:

@@ -47,9 +47,9 @@ Response = curl_requests.Response
 log = logging.getLogger(__name__)
 
 
-# Idle handles a thread keeps per pool (the upstream Transfers here, the relay's own in
-# relay/wire.py): its usual upstream and one other. Each keeps a connection (on the real site
-# with its TLS state) while the thread waits, so a worker's hundreds of threads must not keep many.
+# Idle handles a thread keeps per pool (the upstream Transfers here): its usual upstream and one
+# other. Each keeps a connection (on the real site with its TLS state) while the thread waits, so
+# a worker's hundreds of threads must not keep many.
 MAX_IDLE_PER_THREAD = 2
 
 

@@ -1,15 +1,16 @@
 """Token counts for the `usage` object of OpenAI-style answers.
 
-The web backend reports no token counts, so the service counts them itself, exactly, with
-tiktoken's BPE (the reference implementation of OpenAI's encodings) under the encoding the
-requested model family uses: `o200k_base` or `cl100k_base`. tiktoken downloads its vocabulary
-files on first use, which a server without internet access cannot do; the `bpe-openai` wheel
-ships the same two files (gzipped), so they are read from there, checked against the SHA-256
-tiktoken itself expects of them. bpe-openai's own tokenizer is not used: it maps ~60 MB as it is
-imported and ~135 MB per process with one vocabulary loaded, where tiktoken's holds ~45 MB
-(bench/concurrency.py, README "Server").
+The web backend reports no token counts, so the service counts them itself, exactly, under the
+encoding the requested model family uses: `o200k_base` or `cl100k_base`. The counter is
+chatgpt_web/bpe.py: tiktoken's encoder (the reference implementation of OpenAI's encodings) step
+by step, over a compact copy of the vocabulary, about 4 MB per encoding where tiktoken's own
+tokenizer holds about 46 MB per process (tests/test_bpe.py compares the two token by token).
+tiktoken would download the vocabulary files on first use, which a server without internet access
+cannot do; the `bpe-openai` wheel ships the same two files (gzipped), so they are read from there,
+checked against the SHA-256 tiktoken itself expects of them. Neither tiktoken nor bpe-openai's own
+tokenizer is loaded at run time.
 
-If either package is missing (e.g. a platform without a wheel), counting falls back to a
+If bpe-openai or `regex` is missing (e.g. a platform without a wheel), counting falls back to a
 documented estimate, `estimate_tokens()`. `METHOD` tells which one is in force.
 
 Memory: nothing is loaded until the first count (USAGE_TOKENIZER=lazy, the default), so a
@@ -23,19 +24,21 @@ more.
 """
 from __future__ import annotations
 
-import base64
 import gzip
 import hashlib
 import importlib.util
+import itertools
 import math
 import threading
+from array import array
+from binascii import a2b_base64
 from collections.abc import Iterable
 from pathlib import Path
 
 try:
-    from tiktoken._tiktoken import CoreBPE
-except ImportError:  # pragma: no cover - tiktoken is in requirements.txt
-    CoreBPE = None
+    from .bpe import CompactBPE
+except ImportError:  # pragma: no cover - `regex` is in requirements.txt
+    CompactBPE = None
 
 
 def _vocabulary_directory() -> Path | None:
@@ -48,7 +51,7 @@ def _vocabulary_directory() -> Path | None:
 
 VOCABULARY_DIRECTORY = _vocabulary_directory()
 # Optional at run time: without them usage numbers are estimates.
-METHOD = "tiktoken" if CoreBPE is not None and VOCABULARY_DIRECTORY is not None else "estimate"
+METHOD = "exact" if CompactBPE is not None and VOCABULARY_DIRECTORY is not None else "estimate"
 # The encoding nearly every model uses; preload() loads it, others load on first use.
 PRELOADED_ENCODING = "o200k_base"
 
@@ -88,35 +91,49 @@ def encoding_name(web_slug: str) -> str:
     return "cl100k_base" if web_slug in _CL100K_SLUGS else "o200k_base"
 
 
-def read_ranks(name: str) -> dict[bytes, int]:
-    """The vocabulary of encoding `name`: token bytes -> rank, from its verified file."""
+# Bytes of the vocabulary file parsed at once: a few hundred KB of short-lived objects at a time,
+# where splitting the whole file's 400,000 fields at once would briefly take about 20 MB.
+_PARSED_AT_ONCE = 1 << 16
+
+
+def read_vocabulary(name: str) -> tuple[bytes, array]:
+    """The vocabulary of encoding `name`, from its verified file: every token's bytes in rank
+    order as one string, and where each starts (token r is blob[offsets[r]:offsets[r + 1]])."""
     expected_hash, _ = _ENCODINGS[name]
-    digest, ranks = hashlib.sha256(), {}
-    with gzip.open(VOCABULARY_DIRECTORY / f"{name}.tiktoken.gz") as file:
-        for line in file:  # line by line: the parsed ranks are all this holds at its peak
-            digest.update(line)
-            token, rank = line.split()
-            ranks[base64.b64decode(token)] = int(rank)
-    if digest.hexdigest() != expected_hash:
+    text = gzip.decompress((VOCABULARY_DIRECTORY / f"{name}.tiktoken.gz").read_bytes())
+    if hashlib.sha256(text).hexdigest() != expected_hash:
         raise RuntimeError(f"the {name} vocabulary file in {VOCABULARY_DIRECTORY} is not the "
                            "published one (its SHA-256 differs)")
-    return ranks
+    tokens, lengths, position = [], array("H"), 0
+    while position < len(text):
+        end = text.find(b"\n", position + _PARSED_AT_ONCE) + 1 or len(text)
+        # Each line is "<token in base64> <rank>", ranks counting up from 0.
+        fields = text[position:end].split()
+        first = len(lengths)
+        if list(map(int, fields[1::2])) != list(range(first, first + len(fields) // 2)):
+            raise RuntimeError(f"the {name} vocabulary's ranks are not 0, 1, 2 ... in order")
+        decoded = list(map(a2b_base64, fields[0::2]))
+        lengths.extend(map(len, decoded))
+        tokens.append(b"".join(decoded))
+        position = end
+    return b"".join(tokens), array("I", itertools.accumulate(lengths, initial=0))
 
 
-_loaded: dict[str, CoreBPE] = {}
-# One load at a time: a burst of first counts must not build one ~45 MB tokenizer per thread.
+_loaded: dict[str, CompactBPE] = {}
+# One load at a time: a burst of first counts must not build one tokenizer per thread.
 _loading = threading.Lock()
 
 
-def _encoding(name: str):
-    # Loading takes ~0.3 s (the ranks are parsed from text), so each encoding is loaded once per
-    # process, on first use (or once in the gunicorn master, by preload()).
+def _encoding(name: str) -> CompactBPE:
+    # Loading takes ~0.2 s (the vocabulary is parsed from text and its table built), so each
+    # encoding is loaded once per process, on first use (or once in the gunicorn master, by
+    # preload()).
     encoding = _loaded.get(name)
     if encoding is None:
         with _loading:
             encoding = _loaded.get(name)
             if encoding is None:
-                encoding = _loaded[name] = CoreBPE(read_ranks(name), {}, _ENCODINGS[name][1])
+                encoding = _loaded[name] = CompactBPE(*read_vocabulary(name), _ENCODINGS[name][1])
     return encoding
 
 
@@ -127,7 +144,7 @@ def loaded_encodings() -> list[str]:
 
 def preload() -> None:
     """Load the tokenizer now: in a process about to fork workers, they then share its memory."""
-    if METHOD == "tiktoken":
+    if METHOD == "exact":
         _encoding(PRELOADED_ENCODING)
 
 
@@ -145,10 +162,10 @@ def count_text(text: str, web_slug: str) -> int:
     """Tokens in `text` under the encoding of `web_slug`."""
     if not text:
         return 0
-    if METHOD != "tiktoken":
+    if METHOD != "exact":
         return estimate_tokens(text)
-    # encode_ordinary: text that looks like a special token ("<|endoftext|>") is plain text here.
-    return len(_encoding(encoding_name(web_slug)).encode_ordinary(text))
+    # Text that looks like a special token ("<|endoftext|>") is plain text here.
+    return _encoding(encoding_name(web_slug)).count(text)
 
 
 def count_messages(messages: Iterable[tuple[str, str]], web_slug: str) -> int:

@@ -6,6 +6,8 @@ import hashlib
 import json
 import random
 import re
+import socket
+import time
 import uuid
 
 import pytest
@@ -246,6 +248,48 @@ def test_token_from_another_key_is_refused(emulator):
     forged = jwt.encode({"exp": 9999999999}, b"x" * 64, algorithm="HS256")
     answer = Chat(emulator, token=forged).requirements()
     assert answer.status_code == 401
+
+
+def test_an_accepted_token_is_checked_again_for_expiry_only():
+    from tests.emulator import tokens
+    now = [time.time()]
+    accepted = tokens.AcceptedTokens(clock=lambda: now[0])
+    secret = b"s" * 64
+    token = tokens.mint(secret, exp_in=100)
+    assert tokens.user_id(accepted.verify(secret, token)).startswith("user-")
+    assert accepted.verify(secret, token) == tokens.verify(secret, token)
+    now[0] += 200  # the remembered token has expired since
+    with pytest.raises(tokens.TokenRejected) as expired:
+        accepted.verify(secret, token)
+    assert expired.value.code == "token_expired"
+
+
+def test_a_token_accepted_under_one_secret_is_refused_under_another():
+    from tests.emulator import tokens
+    accepted = tokens.AcceptedTokens()
+    token = tokens.mint(b"a" * 64)
+    accepted.verify(b"a" * 64, token)
+    for _ in range(2):  # a refusal is not remembered as an acceptance either
+        with pytest.raises(tokens.TokenRejected):
+            accepted.verify(b"b" * 64, token)
+
+
+def test_the_emulator_takes_a_burst_of_connections_without_dropping_handshakes():
+    """bench/concurrency.py opens hundreds of connections at once: all of them must be queued
+    for accept(), none dropped to be retried a second later (a listen backlog of 128 did)."""
+    from tests.emulator.server import _Server
+
+    server = _Server("127.0.0.1", 0, lambda environ, start_response: [])  # nothing accepts
+    sockets = []
+    try:
+        for _ in range(300):
+            sockets.append(socket.create_connection(("127.0.0.1", server.server_port),
+                                                    timeout=10))
+    finally:
+        for connection in sockets:
+            connection.close()
+        server.server_close()
+    assert len(sockets) == 300
 
 
 def test_minted_token_has_the_real_claim_layout(emulator):

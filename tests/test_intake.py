@@ -1,6 +1,7 @@
 """What reading a request may cost: size limit, JSON nesting, broken bodies (api/intake.py)."""
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -102,3 +103,22 @@ def test_a_chunked_body_within_the_limit_is_read_whole(server):
     answer = raw_exchange(server.url, chunked_post("/send_message", chunks))
     assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
     assert b"invalid_reverse_proxy" in answer  # the field after the cut was read
+
+
+def test_client_gone_reads_a_connection_numbered_above_1024(make_app):
+    # A worker with hundreds of answers open holds more than 1024 descriptors (each answer has its
+    # client's socket and its upstream's). select() cannot watch those and raised ValueError,
+    # which client_gone() took for a caller gone: a non-streamed answer cut with 499.
+    from chatgpt_web.api.intake import client_gone
+    app = make_app()
+    ours, theirs = socket.socketpair()
+    high = os.dup2(ours.fileno(), 1500)
+    connection = socket.socket(fileno=high)
+    try:
+        with app.test_request_context(environ_base={"gunicorn.socket": connection}):
+            assert not client_gone()
+            theirs.close()
+            assert client_gone()
+    finally:
+        connection.close()
+        ours.close()

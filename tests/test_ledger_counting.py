@@ -162,7 +162,7 @@ def test_a_request_without_quota_is_counted_while_it_runs_and_awaited_before_its
     store = GatedStore(":count")
     ledger = Ledger(store)
     pending = ledger.admit("k", None, wait=False)  # returns while the count is being written
-    assert store.writing.wait(30) and not pending.written.is_set()
+    assert store.writing.wait(30) and not pending.done
     store.gate.set()
     pending.wait()
     assert used(ledger) == (1, 1)

@@ -2,12 +2,13 @@
 import json
 import random
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 
 from chatgpt_web import create_app
 from chatgpt_web.errors import ConfigError
-from chatgpt_web.relay import events, outcomes
+from chatgpt_web.relay import events, forward, outcomes
 from chatgpt_web.relay.health import KeyHealth
 from chatgpt_web.relay.plan import parse_plan
 from chatgpt_web.relay.routing import Router
@@ -90,6 +91,30 @@ def test_the_stream_changes():
     assert events.error_of(b'data: {"error":{"message":"m","code":"overloaded"}}\n\n') \
         == {"message": "m", "code": "overloaded"}
     assert events.error_of(b'data: {"choices":[{"delta":{"content":"error"}}]}\n\n') is None
+
+
+def test_usage_is_stripped_alike_whatever_the_reads_hold():
+    # The relay asked for usage on the caller's behalf: `"usage":null` members go, and so does
+    # the usage chunk, whether a read holds whole events (one replace over the read), part of
+    # one, or the usage chunk beside others (event by event).
+    content = [b'data: {"id":"x","choices":[{"delta":{"content":"%d"}}],"usage":null}\n\n' % n
+               for n in range(3)]
+    usage = b'data: {"id":"x","choices":[],"usage":{"total_tokens":3}}\n\n'
+    stream = b"".join(content) + usage + b"data: [DONE]\n\n"
+    expected = b"".join(c.replace(b',"usage":null', b"") for c in content) + b"data: [DONE]\n\n"
+    request = SimpleNamespace(model="gpt-4o")
+    cuts = [[len(content[0]), len(stream)],  # whole events, then the usage chunk with [DONE]
+            [len(stream)],  # everything at once
+            list(range(7, len(stream), 7)) + [len(stream)],  # cut anywhere
+            [len(b"".join(content)) - 20, len(stream)]]  # a marker cut between two reads
+    for ends in cuts:
+        transform = forward._Transform(request, SimpleNamespace(model="gpt-4o"), injected=True)
+        out, start = [], 0
+        for end in ends:
+            out.append(transform(stream[start:end]))
+            start = end
+        out.append(transform.flush())
+        assert b"".join(out) == expected, ends
 
 
 # --- outcomes and scrubbing -------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""relay/wire.py: a thread's relay requests share curl handles, and carry nothing of each other.
+"""relay/wire.py: relay requests share curl links (and their connections), and carry nothing of
+each other.
 
 Requests go to the fake OpenAI API over real HTTP; it records every request it received.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 
+from chatgpt_web.relay import wire
 from chatgpt_web.relay.wire import Exchange
 
 
@@ -78,3 +80,49 @@ def test_a_second_request_on_the_thread_reuses_the_handle_and_carries_none_of_th
     assert {"x-first-request", "openai-organization"}.isdisjoint(third.headers)
     assert third.json == json.loads(first_body)
 
+
+
+def _stream(fake_openai, key: str) -> bytes:
+    body = json.dumps({"model": "gpt-4o", "stream": True, "messages": [
+        {"role": "user", "content": "one two"}]}).encode()
+    with _exchange("POST", fake_openai.base_url + "/chat/completions",
+                   [("Content-Type", "application/json"),
+                    ("Authorization", f"Bearer {key}")], body) as exchange:
+        assert exchange.wait_head(30) and exchange.status == 200
+        return exchange.read_all(1 << 20, 30)
+
+
+def test_the_next_request_on_any_thread_goes_out_on_the_connection_the_last_one_left_open(
+        fake_openai):
+    # A worker serves each request on whichever of its threads is free: links kept per thread
+    # met their upstream again too rarely, and every relayed answer began with a new connection.
+    first = _in_a_fresh_thread(lambda: _stream(fake_openai, "sk-fake-good-1"))
+    second = _in_a_fresh_thread(lambda: _stream(fake_openai, "sk-fake-good-2"))
+
+    assert first.endswith(b"data: [DONE]\n\n") and second.endswith(b"data: [DONE]\n\n")
+    one, two = fake_openai.requests[-2:]
+    assert one.client_port == two.client_port  # one connection served both
+    assert (one.key, two.key) == ("sk-fake-good-1", "sk-fake-good-2")
+
+
+def test_idle_links_are_bounded_in_number_and_in_time(monkeypatch):
+    closed = []
+
+    class Link:
+        def __init__(self, name):
+            self.name, self.idle_since = name, 0.0
+
+        def close(self):
+            closed.append(self.name)
+
+    links = wire._IdleLinks()
+    monkeypatch.setattr(wire, "MAX_IDLE_LINKS", 2)
+    for name in ("a", "b", "c"):
+        links.give_back(Link(name))
+    assert closed == ["a"]  # the oldest goes past the bound
+    assert links.take().name == "c"  # the newest is lent first
+    links._idle[0].idle_since -= wire.LINK_IDLE_SECONDS + 1  # "b" has waited too long now
+    links.give_back(Link("d"))
+    assert closed == ["a", "b"]
+    assert links.take().name == "d"
+    assert isinstance(links.take(), wire._Link)  # none idle: a new link

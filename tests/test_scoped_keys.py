@@ -102,6 +102,22 @@ def test_a_request_outside_a_scope_names_the_scope(serve, scopes, status, code):
     assert refused.value.status_code == status and refused.value.code == code
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses",
+                                  "/v1/images/generations", "/send_message"])
+@pytest.mark.parametrize("model", [["gpt-4o"], 4, {"id": "gpt-4o"}])
+def test_a_model_that_is_not_text_is_400_before_a_scope_refuses_the_key(serve, path, model):
+    """A regression: a non-string `model` used to count as "no model" in the scope check, so a key
+    limited to the relay got 403 backend_not_allowed for what is a malformed body."""
+    server = serve([entry(ALICE, id="alice", backends=["relay"], models=["o1"])])
+    response = httpx.post(server.url + path, json={"model": model, "prompt": "Hi"},
+                          headers={"Authorization": f"Bearer {ALICE}"}, timeout=30)
+    assert response.status_code == 400, response.text
+    error = response.json().get("error", response.json())
+    assert error["code"] == "invalid_field"
+    if path.startswith("/v1/"):  # the original project's face has no `param`
+        assert error["param"] == "model"
+
+
 @pytest.mark.parametrize("path, content_type", [
     ("/v1/chat/completions", "application/json"),
     ("/v1/chat/completions", None),  # read as JSON without the header, as its route does

@@ -7,7 +7,7 @@ import json
 import jwt
 import pytest
 
-from chatgpt_web.jwt_claims import payload, unverified_claims
+from chatgpt_web.jwt_claims import expiry, payload, unverified_claims
 from chatgpt_web.tokens import jwt_expiry
 
 
@@ -48,6 +48,14 @@ def test_expiry_of_a_token():
     assert jwt_expiry(GOOD) == 1900000000.0
     assert jwt_expiry(SHAPES[1]) is None and jwt_expiry(SHAPES[2]) is None
     assert jwt_expiry("not-a-jwt") is None
+    assert jwt_expiry(f"{_part({'alg': 'none'})}.{_part({'exp': True})}.") is None  # no number
+
+
+def test_a_conduit_tokens_expiry_is_read_from_its_payload_alone():
+    """The conduit token (an ES256 JWT the service cannot verify) plans its reuse by its exp."""
+    conduit = f"{_part({'alg': 'ES256'})}.{_part({'conduit_uuid': 'c', 'exp': 1767132803})}.sig"
+    assert expiry(payload(conduit)) == 1767132803.0
+    assert expiry(payload("no-token")) is None and expiry(payload("a.b")) is None
 
 
 def test_the_payload_alone_is_read_whatever_the_header_and_signature():

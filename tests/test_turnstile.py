@@ -14,6 +14,7 @@ import pytest
 
 from chatgpt_web.upstream import turnstile
 from chatgpt_web.upstream.turnstile import BrowserEnvironment, solve
+from tests.emulator import turnstile as emulator_turnstile
 from tests.emulator.turnstile import encrypt, make_program
 
 UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -150,3 +151,12 @@ def test_xor_text_is_a_cyclic_xor_of_the_characters(text, key):
     expected = "".join(chr(ord(c) ^ ord(key[i % len(key)])) for i, c in enumerate(text)) \
         if key else text
     assert turnstile.xor_text(text, key) == expected
+
+
+@pytest.mark.parametrize("text, key", [
+    ("", "k"), ("\x00\x00ab", "ab"), ("a" * 50, "xyz"), ("\xff\x80é", "\x7f"),
+    ("wide \u3042 text", "key"), ("text", "wide \u3042 key"),
+])
+def test_the_emulators_own_xor_is_a_cyclic_xor_of_the_characters(text, key):
+    expected = "".join(chr(ord(c) ^ ord(key[i % len(key)])) for i, c in enumerate(text))
+    assert emulator_turnstile._xor(text, key) == expected

@@ -81,7 +81,10 @@ def client_gone() -> bool:
     if not isinstance(sock, socket.socket):
         return False
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
+        # poll, not select: a busy worker's descriptors go past select()'s limit of 1024.
+        watch = select.poll()
+        watch.register(sock, select.POLLIN)
+        readable = watch.poll(0)
         # Readable with nothing to read is the peer's FIN; bytes would be a pipelined request.
         return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
     except (OSError, ValueError):

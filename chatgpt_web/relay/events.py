@@ -85,9 +85,15 @@ def is_usage_only(event: bytes) -> bool:
     return b'"choices":[]' in event and b'"usage":{' in event
 
 
+def may_hold_usage_only(data: bytes) -> bool:
+    """False when none of the events in `data` can be the usage chunk (`is_usage_only`)."""
+    return b'"choices":[]' in data
+
+
 def strip_injected_usage(event: bytes) -> bytes | None:
     """An event as a client that did not ask for usage would get it: the usage-only chunk is
-    dropped (None) and the `"usage":null` member the upstream added to other chunks removed."""
+    dropped (None) and the `"usage":null` member the upstream added to other chunks removed.
+    Also right for several whole events at once when none is the usage chunk."""
     if is_usage_only(event):
         return None
     return event.replace(b',"usage":null', b"")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -282,28 +283,37 @@ class Relay:
             return events.error_event(message, code)
 
         seen_done = seen_finish = False
-        tail = b""
+        tail = b""  # the end of what came, for markers cut between two reads
         settle = request.on_complete  # called once, when the answer is known to be complete
-        usage_tail = b""
+        recent: deque[bytes] = deque()  # the last reads, USAGE_TAIL_BYTES at least
+        recent_size = 0
         try:
             data = held
             last_byte = time.monotonic()
             while True:
                 if data:
-                    last_byte = time.monotonic()
+                    # Per read, only what must be looked at: the changes (identity when none
+                    # apply), whether [DONE] or a finish_reason has come, and the tail the
+                    # usage is read from; the bytes go out in one write, as they came.
                     out = transform(data)
-                    scan = tail + data
-                    seen_done = seen_done or events.DONE in scan
-                    seen_finish = seen_finish or events.finishes(scan)
-                    tail = scan[-40:]
+                    if not seen_done:
+                        scan = tail + data
+                        seen_done = events.DONE in scan
+                        seen_finish = seen_finish or events.finishes(scan)
+                        tail = scan[-40:]
                     if settle is not None:
-                        usage_tail = (usage_tail + data)[-USAGE_TAIL_BYTES:]
+                        recent.append(data)
+                        recent_size += len(data)
+                        while recent_size - len(recent[0]) >= USAGE_TAIL_BYTES:
+                            recent_size -= len(recent.popleft())
                         if seen_done:  # settled before [DONE] goes out: the caller stops there
-                            settle(events.usage_in(usage_tail))
+                            settle(events.usage_in(_tail_of(recent)))
                             settle = None
                     if out:
                         yield out
                 now = time.monotonic()
+                if data:
+                    last_byte = now
                 if now >= deadline:
                     yield broken("the answer took longer than the relay allows",
                                  "upstream_timeout")
@@ -339,7 +349,7 @@ class Relay:
                                            outcomes.Outcome(outcomes.OK, False), attempt.model,
                                            attempt.state)
                     if settle is not None:
-                        settle(events.usage_in(usage_tail))
+                        settle(events.usage_in(_tail_of(recent)))
                     if not seen_done:
                         yield events.DONE + b"\n\n"  # complete, but the upstream omitted it
                     return
@@ -378,6 +388,11 @@ class _Transform:
     def __call__(self, data: bytes) -> bytes:
         if self.identity:
             return data
+        if (not self.rename and not self.splitter.pending and data.endswith(b"\n\n")
+                and not events.may_hold_usage_only(data)):
+            # Whole events, none of them the usage chunk: one replace over the read removes the
+            # `"usage":null` members exactly as event by event (no event is cut or dropped).
+            return events.strip_injected_usage(data)
         out = []
         for event in self.splitter.feed(data):
             if self.strip_usage:
@@ -391,6 +406,10 @@ class _Transform:
 
     def flush(self) -> bytes:
         return b"" if self.identity else self.splitter.pending
+
+
+def _tail_of(chunks: deque[bytes]) -> bytes:
+    return b"".join(chunks)[-USAGE_TAIL_BYTES:]
 
 
 def _is_json(body: bytes) -> bool:

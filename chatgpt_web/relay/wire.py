@@ -6,31 +6,39 @@ returns whatever body bytes arrived, or None when none came within `timeout` (th
 sends a keep-alive comment or gives up), or b"" at the end. curl_multi_poll waits for the socket
 with the GIL released, so a silent upstream costs no CPU.
 
-Each thread keeps one curl multi handle: finished transfers leave their connection in its cache,
-so the next request of that thread to the same upstream skips the TCP and TLS handshakes. Easy
-handles are lent by the thread's HandlePool (transport.py) rather than made per request; a handle
-goes back reset (curl_easy_reset: every option, header list, body and callback of its request
-gone), so nothing of one request (its headers, the upstream or the caller's own key) reaches the
-next, which sets all its options again.
+A request runs on a link (a curl multi handle and its easy handle) lent by the process's pool of
+idle links, the one given back last: finished transfers leave their connection in the multi
+handle's cache, so the next request to the same upstream, on whichever thread, goes out on an
+open connection without TCP and TLS handshakes. A link goes back with its easy handle reset
+(curl_easy_reset: every option, header list, body and callback of its request gone), so nothing
+of one request (its headers, the upstream or the caller's own key) reaches the next, which sets
+all its options again.
 
 Upstream base URLs come from the operator's UPSTREAMS_FILE and are trusted configuration: no
 SSRF check applies to them (docs/relay.md). No browser impersonation: these are APIs.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 
 from curl_cffi import Curl, CurlOpt
 from curl_cffi._wrapper import ffi, lib
 
-from ..transport import HandlePool
+# curl_multi_perform without letting go of the GIL (curl_transfer.py says why): used once the
+# answer's head is in, where a perform only moves the few bytes of an event.
+from ..curl_transfer import _multi_perform as _perform_holding_gil
 
 _CURLMSG_DONE = 1
+# Idle links (multi + easy handle, with the upstream connection curl keeps open) one process
+# keeps for the next requests, and for how long. A link with its connection costs some tens of
+# kB; a burst of streams leaves up to this many connections open for the next one.
+MAX_IDLE_LINKS = 256
+LINK_IDLE_SECONDS = 60.0
 # curl error codes (curl/curl.h) that mean "no answer in time" rather than a refused connection.
 _TIMEOUT_CODES = {28}
 _MAX_HEADER_BYTES = 64 * 1024
-_local = threading.local()
 
 
 class TransportFailure(Exception):
@@ -42,33 +50,70 @@ class TransportFailure(Exception):
         self.code = code
 
 
-class _ThreadMulti:
-    """A thread's multi handle, cleaned up (closing its cached connections) when the thread ends
-    and its thread-local storage is dropped (servers that start a thread per request)."""
+class _Link:
+    """A curl multi handle and the easy handle it drives: one upstream request at a time.
+
+    curl keeps the connections of finished transfers in the multi handle's cache, so the next
+    request on the same link to the same upstream (and proxy) goes out on the open connection,
+    with no TCP or TLS handshake, and the upstream skips accepting a new connection.
+    """
 
     def __init__(self) -> None:
-        self.handle = lib.curl_multi_init()
+        self.multi = lib.curl_multi_init()
+        self.curl = Curl()
+        self.idle_since = 0.0
 
-    def __del__(self) -> None:
-        if self.handle != ffi.NULL:
-            lib.curl_multi_cleanup(self.handle)
-            self.handle = ffi.NULL
-
-
-def _multi():
-    holder = getattr(_local, "multi", None)
-    if holder is None:
-        holder = _local.multi = _ThreadMulti()
-    return holder.handle
+    def close(self) -> None:
+        """Close the easy handle, then the multi handle with the connections it keeps."""
+        self.curl.close()
+        if self.multi != ffi.NULL:
+            lib.curl_multi_cleanup(self.multi)
+            self.multi = ffi.NULL
 
 
-def _close_curl(curl: Curl) -> None:
-    curl.close()
+class _IdleLinks:
+    """The process's idle links, newest last, shared by every thread.
+
+    A worker serves each request on whichever pool thread is free (threads also end when idle,
+    buffered_worker.py), so links kept per thread rarely met the same upstream again: every
+    relayed request opened a new connection. Here a request takes the link given back last, the
+    one whose connection is most likely still open. At most MAX_IDLE_LINKS are kept, none longer
+    than LINK_IDLE_SECONDS (an upstream closes an idle connection after a while anyway; curl
+    notices a closed one and connects again).
+    """
+
+    def __init__(self) -> None:
+        self._idle: list[_Link] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> _Link:
+        with self._lock:
+            link = self._idle.pop() if self._idle else None
+        return link if link is not None else _Link()
+
+    def give_back(self, link: _Link) -> None:
+        now = time.monotonic()
+        link.idle_since = now
+        with self._lock:
+            self._idle.append(link)
+            stale = 0
+            while stale < len(self._idle) and (
+                    len(self._idle) - stale > MAX_IDLE_LINKS
+                    or now - self._idle[stale].idle_since > LINK_IDLE_SECONDS):
+                stale += 1
+            closing, self._idle[:stale] = self._idle[:stale], []
+        for old in closing:
+            old.close()
+
+    def forget(self) -> None:
+        """Drop the idle links without closing them: in a forked child their connections are
+        the parent's too."""
+        self._idle = []
+        self._lock = threading.Lock()
 
 
-# The relay sets no CURLOPT_RESOLVE pinning: every handle is lent under the same one.
-_NO_PINNING: tuple[str, ...] = ()
-_HANDLES = HandlePool(Curl, _close_curl)
+_LINKS = _IdleLinks()
+os.register_at_fork(after_in_child=_LINKS.forget)
 
 
 class Exchange:
@@ -87,8 +132,8 @@ class Exchange:
         self._running = ffi.new("int *", 1)
         self._pending = ffi.new("int *")
         self._body = body  # curl reads POSTFIELDS from this buffer: it must outlive the transfer
-        self._lender = threading.get_ident()
-        curl = self._curl = _HANDLES.take(_NO_PINNING)
+        self._link = _LINKS.take()
+        curl = self._curl = self._link.curl
         curl.setopt(CurlOpt.URL, url.encode())
         if method == "GET":
             curl.setopt(CurlOpt.HTTPGET, 1)
@@ -105,7 +150,9 @@ class Exchange:
         curl.setopt(CurlOpt.NOSIGNAL, 1)
         curl.setopt(CurlOpt.PROXY, (proxy or "").encode())
         curl._ensure_cacert()
-        self._multi = _multi()
+        self._multi = self._link.multi
+        self._perform_args = (int(ffi.cast("uintptr_t", self._multi)),
+                              int(ffi.cast("uintptr_t", self._running)))
         self._added = lib.curl_multi_add_handle(self._multi, curl._curl) == 0
         if not self._added:
             self.close()
@@ -142,7 +189,10 @@ class Exchange:
             lib.curl_multi_poll(self._multi, ffi.NULL, 0, int(wait * 1000) + 1 if wait > 0 else 0,
                                 ffi.NULL)
         self._performed = True
-        lib.curl_multi_perform(self._multi, self._running)
+        if self._head_done:
+            _perform_holding_gil(*self._perform_args)
+        else:  # connecting: cffi's call lets other threads run meanwhile
+            lib.curl_multi_perform(self._multi, self._running)
         self._finished()
 
     def _finished(self) -> bool:
@@ -225,7 +275,7 @@ class Exchange:
         # next loan starts from a blank handle (setopt(HTTPHEADER) appends to a kept list).
         curl.clean_handles_and_buffers()
         curl.reset()
-        _HANDLES.give_back(_NO_PINNING, curl, self._lender)
+        _LINKS.give_back(self._link)
         self._chunks = []
 
     def __enter__(self) -> Exchange:

@@ -16,7 +16,6 @@ see one answer.
 """
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import threading
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 
 from ..config import Config
 from ..errors import ApiError, BadRequest, UpstreamError, UpstreamTimeout
+from ..jwt_claims import expiry, payload
 from ..metrics import timed_upstream
 from ..store import Store
 from ..transport import StreamedResponse, new_session, stream_post, upstream_errors
@@ -391,7 +391,7 @@ class ConversationClient:
                                     "upstream_bad_answer")
             token = answer.get("conduit_token")
             if isinstance(token, str) and token:
-                conduit = _Conduit(token, _jwt_expiry(token) or time.time() + CONDUIT_LIFETIME)
+                conduit = _Conduit(token, expiry(payload(token)) or time.time() + CONDUIT_LIFETIME)
                 if conduit.expires_at > time.time():
                     return conduit
                 previous = token
@@ -452,17 +452,6 @@ class ConversationClient:
 
 def _target(path: str) -> dict:
     return {"X-Openai-Target-Path": path, "X-Openai-Target-Route": path}
-
-
-def _jwt_expiry(token: str) -> float | None:
-    """The `exp` of a JWT-shaped token, read without verification (we only plan with it)."""
-    try:
-        payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        exp = claims.get("exp")
-    except (IndexError, ValueError, AttributeError):
-        return None
-    return float(exp) if isinstance(exp, (int, float)) else None
 
 
 def _remaining(deadline: float) -> float:

@@ -12,7 +12,7 @@ import secrets
 import threading
 from dataclasses import dataclass
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.serving import BaseWSGIServer, ThreadedWSGIServer, WSGIRequestHandler
 
 from . import tokens
 from .app import create_emulator_app
@@ -37,6 +37,15 @@ class RecordedRequest:
     args: dict[str, str]
     body: bytes
     time: float
+
+
+class _Server(ThreadedWSGIServer):
+    """werkzeug's threaded server with the listen backlog of a busy site, not its 128: with a
+    few hundred connections opened at once (bench/concurrency.py), the 129th and later
+    connections' handshakes were dropped and retried a whole second later (ListenOverflows in
+    /proc/net/netstat), which chatgpt.com's front does not do to its clients."""
+
+    request_queue_size = 4096
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -80,8 +89,7 @@ class Emulator:
     def start(self, port: int = 0) -> Emulator:
         """Serve on 127.0.0.1:`port` (0 = a free one) from a daemon thread."""
         handler = _QuietHandler if self._quiet else WSGIRequestHandler
-        self._server = make_server("127.0.0.1", port, self.app, threaded=True,
-                                   request_handler=handler)
+        self._server = _Server("127.0.0.1", port, self.app, handler=handler)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         # A short poll interval: stop() (shutdown) waits for one.
         self._thread = threading.Thread(target=self._server.serve_forever,

@@ -16,7 +16,16 @@ WINDOW, KEY = 10, 16
 
 
 def _xor(text: str, key: str) -> str:
-    return "".join(chr(ord(c) ^ ord(key[i % len(key)])) for i, c in enumerate(text))
+    """Each character of `text` XOR the key's character at its position (the key repeated)."""
+    try:
+        data, pad = text.encode("latin-1"), key.encode("latin-1")
+    except UnicodeEncodeError:  # a character above U+00FF: one by one
+        return "".join(chr(ord(c) ^ ord(key[i % len(key)])) for i, c in enumerate(text))
+    # The same XOR done on whole byte strings at once, as two big integers (every character
+    # fits a byte here), instead of a Python step per character of a kilobyte program.
+    pad = (pad * (len(data) // len(pad) + 1))[:len(data)]
+    mixed = int.from_bytes(data, "big") ^ int.from_bytes(pad, "big")
+    return mixed.to_bytes(len(data), "big").decode("latin-1")
 
 
 def _btoa(text: str) -> str:

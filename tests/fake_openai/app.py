@@ -83,7 +83,8 @@ def create_fake_app(fake) -> Flask:
     def answers_request(req, key, body, decoded):
         from .server import FakeRequest
         headers = {k.lower(): v for k, v in req.headers.items() if k.lower() != "authorization"}
-        return FakeRequest(req.method, req.path, key, headers, body, decoded)
+        return FakeRequest(req.method, req.path, key, headers, body, decoded,
+                           req.environ.get("REMOTE_PORT"))
 
     def gate(model: str):
         """The answer for a key or fault that refuses, else (None, the stream fault or None)."""

@@ -1,5 +1,9 @@
 """`FakeOpenAI`: the fake API served on 127.0.0.1 by a threaded werkzeug server.
 
+Connections are kept open between requests (HTTP/1.1 keep-alive), as the real APIs keep them:
+werkzeug's development server closes every connection after one answer, so a relay in front of
+it had to connect again for every request, which no real upstream makes it do.
+
     fake = FakeOpenAI().start()          # fake.base_url == "http://127.0.0.1:<port>/v1"
     fake.fault("sk-fake-good-1", "cut_after:3")
     fake.requests                        # every request received, newest last
@@ -7,6 +11,7 @@
 """
 from __future__ import annotations
 
+import io
 import threading
 from dataclasses import dataclass, field
 
@@ -21,6 +26,10 @@ DEFAULT_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-3.5-turbo-instruct", "text-embed
 # waited out the client's one-second retry, which made the fake look randomly slow. A real API
 # takes such a burst; so does the service (gunicorn listens with 2048).
 LISTEN_BACKLOG = 1024
+# Seconds a kept-alive connection may wait for its next request (then the fake closes it).
+KEEP_ALIVE_SECONDS = 60
+# Largest request body read whole before the app runs (keep-alive needs all of it read).
+MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -33,6 +42,7 @@ class FakeRequest:
     headers: dict[str, str]
     body: bytes
     json: object = None
+    client_port: int | None = None  # the client's end of the connection it came on
 
 
 @dataclass
@@ -55,6 +65,101 @@ class _QuietHandler(WSGIRequestHandler):
 
     def log_error(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
         pass
+
+
+class _KeepAliveHandler(_QuietHandler):
+    """HTTP/1.1 with keep-alive: after an answer the connection waits for the next request.
+
+    werkzeug's own `run_wsgi` closes every connection, because it cannot tell where an unread
+    request body ends. Here the body (Content-Length) is read whole before the app runs, so the
+    next request starts right after it; a chunked request body, which the real API's clients do
+    not send, goes to werkzeug's handler and closes the connection as before. Each chunk of a
+    streamed answer goes out in one write (size line, data and CRLF together), as a production
+    server sends it, rather than werkzeug's four.
+    """
+
+    protocol_version = "HTTP/1.1"
+    timeout = KEEP_ALIVE_SECONDS
+    # TCP_NODELAY, as production servers set it: the head and the first event are two writes,
+    # and on a kept-alive connection (past TCP's quick-ACK start) Nagle held the second until
+    # the client's delayed ACK of the first, up to 40 ms later.
+    disable_nagle_algorithm = True
+
+    def run_wsgi(self) -> None:
+        length = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding") or not (length or "0").isdigit() \
+                or int(length or 0) > MAX_BODY_BYTES:
+            self.close_connection = True
+            super().run_wsgi()
+            return
+        if self.headers.get("Expect", "").lower().strip() == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        body = self.rfile.read(int(length or 0))
+        self.environ = environ = self.make_environ()
+        environ["wsgi.input"] = io.BytesIO(body)
+        answer = _Answer(self, environ["REQUEST_METHOD"] == "HEAD")
+        try:
+            chunks = self.server.app(environ, answer.start)
+            try:
+                for data in chunks:
+                    answer.write(data)
+                answer.end()
+            finally:
+                if hasattr(chunks, "close"):
+                    chunks.close()
+        except (ConnectionError, TimeoutError, OSError):
+            self.close_connection = True  # the client left, or the app cut the connection
+        except Exception:
+            self.close_connection = True
+            if answer.head_sent:
+                raise
+            self.wfile.write(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n"
+                             b"Connection: close\r\n\r\n")
+            raise
+
+
+class _Answer:
+    """The status, headers and body of one answer on a kept-alive connection."""
+
+    def __init__(self, handler: _KeepAliveHandler, head_only: bool):
+        self.handler, self.head_only = handler, head_only
+        self.status: str | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.head_sent = self.chunked = False
+
+    def start(self, status: str, headers, exc_info=None):
+        if exc_info and self.head_sent:
+            raise exc_info[1].with_traceback(exc_info[2])
+        self.status, self.headers = status, list(headers)
+        return self.write
+
+    def _head(self) -> bytes:
+        code = int(self.status.split(None, 1)[0])
+        names = {name.lower() for name, _ in self.headers}
+        self.chunked = ("content-length" not in names and not self.head_only
+                        and code >= 200 and code not in (204, 304))
+        lines = [f"HTTP/1.1 {self.status}", *(f"{name}: {value}" for name, value in self.headers)]
+        if self.chunked:
+            lines.append("Transfer-Encoding: chunked")
+        if self.handler.close_connection:
+            lines.append("Connection: close")
+        self.head_sent = True
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def write(self, data: bytes) -> None:
+        out = self._head() if not self.head_sent else b""
+        if data and self.chunked:
+            out += b"%x\r\n%s\r\n" % (len(data), data)
+        elif data:
+            out += data
+        if out:
+            self.handler.wfile.write(out)
+
+    def end(self) -> None:
+        if not self.head_sent:
+            self.write(b"")
+        if self.chunked:
+            self.handler.wfile.write(b"0\r\n\r\n")
 
 
 class FakeOpenAI:
@@ -80,7 +185,7 @@ class FakeOpenAI:
     def start(self, port: int = 0) -> FakeOpenAI:
         """Serve on 127.0.0.1:`port` (0: a free one) from a daemon thread."""
         self._server = make_server("127.0.0.1", port, self.app, threaded=True,
-                                   request_handler=_QuietHandler)
+                                   request_handler=_KeepAliveHandler)
         self._server.socket.listen(LISTEN_BACKLOG)  # listening again only changes the backlog
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         self.base_url = self.url + "/v1"
