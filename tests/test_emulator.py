@@ -7,6 +7,7 @@ import json
 import random
 import re
 import socket
+import threading
 import time
 import uuid
 
@@ -290,6 +291,51 @@ def test_the_emulator_takes_a_burst_of_connections_without_dropping_handshakes()
             connection.close()
         server.server_close()
     assert len(sockets) == 300
+
+
+class _CountingSocket(socket.socket):
+    """An accepted connection that notes the size of every send."""
+
+    def __init__(self, sends: list, connection: socket.socket):
+        super().__init__(connection.family, connection.type, connection.proto,
+                         fileno=connection.detach())
+        self.sends = sends
+
+    def send(self, data, *flags):
+        self.sends.append(len(data))
+        return super().send(data, *flags)
+
+    def sendall(self, data, *flags):
+        self.sends.append(len(data))
+        return super().sendall(data, *flags)
+
+
+def test_each_piece_of_a_streamed_answer_leaves_in_one_send():
+    """The same chunked bytes, but one send per piece (not four: size, CRLF, data, CRLF)."""
+    from tests.emulator.server import _QuietHandler, _Server
+
+    sends: list[int] = []
+
+    class Counting(_Server):
+        def get_request(self):
+            connection, address = super().get_request()
+            return _CountingSocket(sends, connection), address
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/event-stream")])
+        return (f"data: {i}\n\n".encode() for i in range(20))
+
+    server = Counting("127.0.0.1", 0, app, handler=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02})
+    thread.start()
+    try:
+        answer = curl_requests.get(f"http://127.0.0.1:{server.server_port}/")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    assert answer.content == b"".join(f"data: {i}\n\n".encode() for i in range(20))
+    assert 20 <= len(sends) <= 22  # the head rides with the first piece; the last chunk alone
 
 
 def test_minted_token_has_the_real_claim_layout(emulator):
