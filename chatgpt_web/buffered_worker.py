@@ -31,9 +31,19 @@ malloc_trim): the curl transfers and parsed events of hundreds of streams leave 
 that glibc otherwise keeps for reuse, so a server that had one burst would hold its peak for good
 (README "Memory").
 
+With STREAM_PUMP=on, streamed answers are sent by the worker's stream pump (stream_pump.py,
+docs/stream-pump.md): the request thread that would iterate a streamed body hands it, with the
+client socket, to the pump thread and waits until the pump has sent it all, so gunicorn's
+accounting, keep-alive and close stay as they are, while one thread, not one per stream, wakes up
+for the upstream events of all streams. The socket writes become non-blocking (`_PumpedSocket`):
+a client that does not read parks only its own stream, whose upstream is then not read either
+(the kernel's socket buffers are the bound, as with a thread per stream). Only bodies that say
+they may run there (api/sse.py sets stream_pump.PUMPABLE) go to the pump; without greenlet, or a
+libcurl the pump cannot wait on, every body keeps its thread.
+
 TLS sockets (gunicorn's own certfile) are left to gthread: their bytes cannot be read before the
-handshake. `PendingRequest` is the pure part: it is told the bytes as they come and says when a
-request is complete.
+handshake (and their streams keep their threads). `PendingRequest` is the pure part: it is told
+the bytes as they come and says when a request is complete.
 """
 from __future__ import annotations
 
@@ -51,9 +61,12 @@ from concurrent import futures
 from functools import partial
 
 from gunicorn import http
+from gunicorn.http.wsgi import Response as GunicornResponse
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from . import stream_pump, transport
 from .config import Config
+from .curl_transfer import pump_problems
 
 MAX_HEADER_BYTES = 64 * 1024
 # Connections one worker reads requests from at once. They are not counted in gunicorn's
@@ -266,6 +279,65 @@ class _Conn(TConn):
         super().close(graceful)
 
 
+class _PumpedSocket:
+    """The client socket as gunicorn's Response writes to it from the pump: non-blocking, and a
+    write the socket cannot take at once parks the stream until the client reads."""
+
+    __slots__ = ("_sock", "_fd")
+
+    def __init__(self, sock):
+        self._sock, self._fd = sock, sock.fileno()
+
+    def sendall(self, data) -> None:
+        try:
+            sent = self._sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        if sent == len(data):
+            return
+        rest = memoryview(data)[sent:]
+        while rest:
+            stream_pump.wait_fds(((self._fd, stream_pump.WRITE),), None)
+            try:
+                rest = rest[self._sock.send(rest):]
+            except (BlockingIOError, InterruptedError):
+                pass
+
+
+class PumpedBody:
+    """A streamed body that the worker's pump sends: iterating it (gunicorn's request thread
+    does, to write it) hands the body and the Response to the pump, waits until the pump has
+    written all of it, and yields nothing more; errors are raised here as if the writes had
+    been made here. gunicorn then ends the response and calls close() as for any body."""
+
+    def __init__(self, pump: stream_pump.Pump, body, response: GunicornResponse):
+        self._pump, self._body, self._response = pump, body, response
+
+    def __iter__(self):
+        response = self._response
+        sock = response.sock
+        sock.setblocking(False)
+        response.sock = _PumpedSocket(sock)
+        try:
+            # The body runs in this thread's own context (Flask's contexts, contextvars): the
+            # thread waits meanwhile, so nothing else uses it.
+            self._pump.serve(self._send, stream_pump.greenlet.getcurrent().gr_context)
+        finally:
+            response.sock = sock
+            sock.setblocking(True)
+        return iter(())
+
+    def _send(self) -> None:
+        write = self._response.write
+        for item in self._body:
+            write(item)
+
+    def close(self) -> None:
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            close()
+
+
 def _answer(status: str, code: str, message: str, headers: str = "") -> bytes:
     body = json.dumps({"message": message, "code": code}).encode()
     return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nConnection: close\r\n"
@@ -296,7 +368,37 @@ class BufferedThreadWorker(ThreadWorker):
         self.idle_since: float | None = None  # when the worker last became idle
         self._serving_lock = threading.Lock()
         self._next_scan = 0.0
+        self.pump = self._start_pump(config)
         super().init_process()
+
+    # --- the stream pump ----------------------------------------------------------------------
+    def _start_pump(self, config: Config) -> stream_pump.Pump | None:
+        if not config.stream_pump or self.cfg.is_ssl:
+            return None
+        missing = [] if stream_pump.AVAILABLE else ["greenlet"]
+        if transport.STREAM_READER != "multi-handle":
+            missing.append("the multi-handle stream reader")
+        missing += pump_problems()
+        if missing:
+            self.log.warning("STREAM_PUMP is on but this installation lacks %s: each stream "
+                             "keeps a thread of its own", ", ".join(missing))
+            return None
+        return stream_pump.Pump()
+
+    def load_wsgi(self):
+        super().load_wsgi()
+        if self.pump is not None:
+            self.wsgi = partial(self._app_with_pump, self.wsgi)
+
+    def _app_with_pump(self, app, environ, start_response):
+        """The app, whose streamed bodies the pump sends (gunicorn's `start_response` is the
+        bound method of the Response that writes to the client)."""
+        body = app(environ, start_response)
+        response = getattr(start_response, "__self__", None)
+        if (environ.get(stream_pump.PUMPABLE) and isinstance(response, GunicornResponse)
+                and not isinstance(body, environ["wsgi.file_wrapper"])):
+            return PumpedBody(self.pump, body, response)
+        return body
 
     # --- connections ----------------------------------------------------------------------
     def _address(self, client) -> str | None:

@@ -413,6 +413,9 @@ class Config:
     request_body_timeout: float = setting("REQUEST_BODY_TIMEOUT", positive_float, 30.0)
     # Connections one client address may hold per worker process (0: no cap).
     max_connections_per_ip: int = setting("MAX_CONNECTIONS_PER_IP", non_negative_int, 64)
+    # One thread per worker sends every open SSE stream (stream_pump.py, docs/stream-pump.md);
+    # off: each stream is sent by its own request thread.
+    stream_pump: bool = setting("STREAM_PUMP", boolean, False)
     # --- relay: OpenAI-compatible upstreams beside the web accounts (relay/, docs/relay.md) ---
     # JSON file of upstreams, keys and model routes; the relay is off without it.
     upstreams_file: str | None = setting("UPSTREAMS_FILE", optional_text)

@@ -32,10 +32,13 @@ from functools import lru_cache
 from urllib.parse import urlsplit
 
 from curl_cffi import Curl, CurlInfo, CurlOpt, ffi, lib
+from curl_cffi import _wrapper as curl_binary
 from curl_cffi.requests import Response
 from curl_cffi.requests import exceptions as curl_errors
 from curl_cffi.requests.cookies import Cookies
 from curl_cffi.requests.headers import Headers
+
+from . import stream_pump
 
 try:  # what the lean path borrows from curl_cffi to stay byte-for-byte the same
     from curl_cffi.requests.models import Request
@@ -76,6 +79,100 @@ def _holding_the_gil(name: str, *argtypes):
 _multi_perform = _holding_the_gil("curl_multi_perform", ctypes.c_void_p, ctypes.c_void_p)
 
 
+class _WaitFd(ctypes.Structure):
+    """struct curl_waitfd (curl/multi.h)."""
+
+    _fields_ = [("fd", ctypes.c_int), ("events", ctypes.c_short), ("revents", ctypes.c_short)]
+
+
+_CURL_WAIT_POLLIN, _CURL_WAIT_POLLOUT = 0x0001, 0x0004
+MAX_WAIT_FDS = 8  # sockets one multi handle of ours waits on at once (one transfer: one or two)
+
+
+def _find_multi_waitfds():
+    """curl_multi_waitfds (curl >= 8.8), which curl_cffi's binding does not expose: the sockets
+    and events curl_multi_poll would wait for, so that the stream pump can wait for them in its
+    own selector, beside every other stream's. None if this libcurl lacks it."""
+    try:
+        function = ctypes.PyDLL(curl_binary.__file__).curl_multi_waitfds
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_void_p, ctypes.POINTER(_WaitFd), ctypes.c_uint,
+                         ctypes.POINTER(ctypes.c_uint)]
+    function.restype = ctypes.c_int
+    return function
+
+
+_multi_waitfds = _find_multi_waitfds()
+
+
+def pump_problems() -> list[str]:
+    """What the stream pump needs from this libcurl and it lacks (empty: Transfers can wait in
+    the pump)."""
+    if _multi_waitfds is None:
+        return ["curl_multi_waitfds"]
+    if not hasattr(lib, "curl_multi_timeout"):
+        return ["curl_multi_timeout"]
+    multi = lib.curl_multi_init()
+    try:
+        fds, count = (_WaitFd * MAX_WAIT_FDS)(), ctypes.c_uint(0)
+        code = _multi_waitfds(int(ffi.cast("uintptr_t", multi)), fds, MAX_WAIT_FDS,
+                              ctypes.byref(count))
+        return [] if code == 0 else [f"curl_multi_waitfds ({code})"]
+    finally:
+        lib.curl_multi_cleanup(multi)
+
+
+# curl_multi_timeout, keeping the GIL as _multi_perform does (it only reads curl's timer list).
+_multi_timeout = _holding_the_gil("curl_multi_timeout", ctypes.c_void_p,
+                                  ctypes.POINTER(ctypes.c_long))
+
+
+class MultiWait:
+    """What a wait in the stream pump asks curl about one multi handle, in memory kept between
+    waits: its sockets and their events (curl_multi_waitfds) and its next timer."""
+
+    __slots__ = ("address", "fds", "count", "timeout")
+
+    def __init__(self, multi) -> None:
+        self.address = int(ffi.cast("uintptr_t", multi))
+        self.fds = (_WaitFd * MAX_WAIT_FDS)()
+        self.count = ctypes.c_uint(0)
+        self.timeout = ctypes.c_long(0)
+
+    def wait(self, pump, longest_ms: int) -> None:
+        """Park the calling greenlet until curl has something to do: one of its sockets is
+        ready, or its next timer is due (at most `longest_ms`)."""
+        _check_multi(_multi_timeout(self.address, ctypes.byref(self.timeout)))
+        due = self.timeout.value
+        wait_ms = longest_ms if due < 0 else min(due, longest_ms)
+        if wait_ms == 0:
+            return
+        _check_multi(_multi_waitfds(self.address, self.fds, MAX_WAIT_FDS,
+                                    ctypes.byref(self.count)))
+        watched = []
+        for index in range(min(self.count.value, MAX_WAIT_FDS)):
+            wanted = self.fds[index].events
+            events = ((stream_pump.READ if wanted & _CURL_WAIT_POLLIN else 0)
+                      | (stream_pump.WRITE if wanted & _CURL_WAIT_POLLOUT else 0))
+            if events:
+                watched.append((self.fds[index].fd, events))
+        pump.wait(watched, wait_ms / 1000)
+
+
+def wait_multi(multi, longest_ms: int) -> None:
+    """Wait, for at most `longest_ms`, until curl has something to do on `multi` (a cffi
+    CURLM*): a socket is ready, or one of its timers is due. curl_multi_poll in a thread of its
+    own; in the stream pump, a wait in the pump's epoll that lets the other streams run
+    meanwhile (stream_pump.py). The relay's readers (relay/wire.py) can wait through this too,
+    once each of them has a multi handle of its own (the pump runs many on one thread)."""
+    pump = stream_pump.current()
+    if pump is None:
+        _check_multi(lib.curl_multi_poll(multi, ffi.NULL, 0, longest_ms, ffi.NULL))
+    else:
+        MultiWait(multi).wait(pump, longest_ms)
+
+
 class Transfer:
     """A curl easy handle, its multi handle, and the session settings the handle carries.
 
@@ -95,6 +192,7 @@ class Transfer:
         self.url = ""  # the URL of the current (or last) request, as curl was given it
         self._sink: Callable[[bytes], object] = _discard
         self._pending = ffi.new("int *")
+        self._multi_wait: MultiWait | None = None  # made by the first wait in the stream pump
         self._status = ffi.new("long *")
         # What curl points into without copying: the last POST body and the header list.
         self._body = b""
@@ -187,8 +285,15 @@ class Transfer:
         _check_multi(_multi_perform(*self._perform_args))
 
     def wait(self) -> None:
-        """Wait for the socket, or a curl timer, for at most POLL_MS."""
-        _check_multi(lib.curl_multi_poll(self.multi, ffi.NULL, 0, POLL_MS, ffi.NULL))
+        """Wait for the socket, or a curl timer, for at most POLL_MS (in the stream pump, the
+        other streams run meanwhile: wait_multi)."""
+        pump = stream_pump.current()
+        if pump is None:
+            _check_multi(lib.curl_multi_poll(self.multi, ffi.NULL, 0, POLL_MS, ffi.NULL))
+            return
+        if self._multi_wait is None:
+            self._multi_wait = MultiWait(self.multi)
+        self._multi_wait.wait(pump, POLL_MS)
 
     def failure(self) -> Exception | None:
         """The curl_cffi exception session.post() would raise for the finished transfer, if any."""

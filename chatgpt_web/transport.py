@@ -37,7 +37,7 @@ from curl_cffi import requests as curl_requests
 from curl_cffi.requests import exceptions as curl_errors
 from curl_cffi.requests.cookies import Cookies
 
-from . import curl_transfer
+from . import curl_transfer, stream_pump
 from .config import Config
 from .curl_transfer import Transfer, lean_request_allowed
 from .errors import UpstreamError, UpstreamTimeout
@@ -80,7 +80,11 @@ class HandlePool(threading.local):
 
     def give_back(self, pinning: tuple[str, ...], handle, thread: int) -> None:
         if thread != self._thread:  # lent on another thread: its pool is not ours to touch
-            self._close(handle)
+            # ...unless that thread handed its stream to the pump and waits for it to end: it
+            # takes the handle back then (stream_pump.run_in_origin).
+            if not stream_pump.run_in_origin(
+                    thread, lambda: self.give_back(pinning, handle, thread)):
+                self._close(handle)
             return
         self._idle.append((pinning, handle))
         while len(self._idle) > MAX_IDLE_PER_THREAD:

@@ -4,9 +4,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from flask import Response
+from flask import Response, has_request_context, request
 
-from .. import json_codec
+from .. import json_codec, stream_pump
 
 DONE = b"data: [DONE]\n\n"
 
@@ -34,4 +34,8 @@ def response(events: Iterable[bytes], source: Closable | None = None) -> Respons
     })
     if source is not None:
         streamed.call_on_close(source.close)
+    if has_request_context():
+        # These bodies wait only through Transfers and stream_pump: the worker may send them
+        # from its stream pump (docs/stream-pump.md).
+        request.environ[stream_pump.PUMPABLE] = True
     return streamed

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from .. import stream_pump
 from ..errors import ApiError, ContentBlocked, UpstreamError, UpstreamTimeout
 from ..metrics import timed_upstream
 from ..transport import stream_post, upstream_errors
@@ -121,7 +122,7 @@ def _poll(session, upstream: Upstream, headers: dict, conversation_id: str, sent
                                   message_model_slug=metadata.get("model_slug"),
                                   images=images)
         wait = min(poll_interval, max(0.0, deadline - time.monotonic()))
-        time.sleep(wait)
+        stream_pump.sleep(wait)  # in the pump, the other streams run meanwhile
         _remaining(deadline)
 
 

@@ -321,15 +321,21 @@ def _stream(events: Iterator[bytes], rng: random.Random, pings: bool) -> Respons
     chunking, delay = switches.chunking, switches.chunk_delay
     environ = request.environ
 
+    emulator = _emulator()
+
     def body() -> Iterator[bytes]:
         source = iter(events)
         kept = source if drop_after is None else itertools.islice(source, drop_after)
         paced = streams.with_pings(kept, rng) if pings else kept
         chunks = streams.rechunk(paced, rng) if chunking else paced
-        for index, chunk in enumerate(chunks):
-            if index and delay:
-                time.sleep(delay)
-            yield chunk
+        try:
+            for index, chunk in enumerate(chunks):
+                if index and delay:
+                    time.sleep(delay)
+                yield chunk
+        except GeneratorExit:  # the server closes it: writing to the client failed
+            emulator.stream_left()
+            raise
         dropped = drop_after is not None and next(source, None) is not None
         if dropped and drop_mode == "abort":
             _cut_connection(environ)

@@ -96,6 +96,8 @@ class Emulator:
         self._lock = threading.Lock()
         self._failures_served = 0
         self._streams_started = 0
+        # Streams whose client (the service) closed the connection before their end.
+        self.streams_left = 0
 
     def start(self, port: int = 0) -> Emulator:
         """Serve on 127.0.0.1:`port` (0 = a free one) from a daemon thread."""
@@ -138,6 +140,7 @@ class Emulator:
             self.requests.clear()
             self._failures_served = 0
             self._streams_started = 0
+            self.streams_left = 0
 
     def mint_access_token(self, *, exp_in: float = 3600, email: str = "user@example.com",
                           **claims) -> str:
@@ -175,6 +178,10 @@ class Emulator:
                 return False
             setattr(self.switches, counter, left - 1)
             return True
+
+    def stream_left(self) -> None:
+        with self._lock:
+            self.streams_left += 1
 
     def next_stream_number(self) -> int:
         """0, 1, 2, ... per stream since the last reset: seeds each stream's chunking."""

@@ -1,0 +1,494 @@
+"""The stream pump (chatgpt_web/stream_pump.py): one thread per worker sends every open stream.
+
+First the pump alone (request threads, sockets, no server), then Transfers waiting in it against
+a loopback HTTP server, then the production server command with the emulator.
+"""
+from __future__ import annotations
+
+import contextvars
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from chatgpt_web import stream_pump, transport
+from chatgpt_web.config import Config
+from chatgpt_web.curl_transfer import pump_problems
+from chatgpt_web.stream_pump import READ, Pump
+from chatgpt_web.transport import new_session, stream_post
+from tests.servers import ServerProcess
+
+WAIT = 30  # seconds any single wait of these tests may take before it counts as a failure
+
+pytestmark = pytest.mark.skipif(not stream_pump.AVAILABLE or pump_problems(),
+                                reason="greenlet or curl_multi_waitfds is missing")
+
+
+@pytest.fixture
+def pump():
+    return Pump(name="test-pump")
+
+
+def serve_in_threads(pump: Pump, bodies) -> list:
+    """Hand each body to the pump from a thread of its own (a request thread); their outcomes
+    (result or exception), in order, once all have ended."""
+    outcomes: list = [None] * len(bodies)
+
+    def request_thread(index, body):
+        try:
+            outcomes[index] = pump.serve(body)
+        except BaseException as error:  # noqa: BLE001 - the test looks at it
+            outcomes[index] = error
+
+    threads = [threading.Thread(target=request_thread, args=item) for item in enumerate(bodies)]
+    for thread in threads:
+        thread.start()
+    return threads, outcomes
+
+
+def join(threads) -> None:
+    for thread in threads:
+        thread.join(WAIT)
+        assert not thread.is_alive()
+
+
+# --- the pump alone ---------------------------------------------------------------------------
+
+def test_bodies_waiting_on_their_sockets_all_run_in_the_pump_thread(pump):
+    pairs = [socket.socketpair() for _ in range(8)]
+
+    def body(sock):
+        def run():
+            ran_in = {threading.get_ident()}
+            assert stream_pump.wait_fds(((sock.fileno(), READ),), None) is True
+            ran_in.add(threading.get_ident())
+            return ran_in, sock.recv(100)
+        return run
+
+    threads, outcomes = serve_in_threads(pump, [body(ours) for ours, _ in pairs])
+    for _, theirs in reversed(pairs):  # answered in the opposite order
+        theirs.send(b"event")
+    join(threads)
+    assert [data for _, data in outcomes] == [b"event"] * 8
+    assert {ident for ran_in, _ in outcomes for ident in ran_in} == {pump.thread.ident}
+    assert pump.served == 8 and pump.streams == 0
+
+
+def test_a_body_parked_on_a_silent_socket_does_not_hold_the_others(pump):
+    silent, silent_peer = socket.socketpair()
+    released = threading.Event()
+
+    def parked():
+        stream_pump.wait_fds(((silent.fileno(), READ),), None)
+        return "parked one ended"
+
+    def quick():
+        stream_pump.sleep(0.01)
+        return "quick one ended"
+
+    threads, outcomes = serve_in_threads(pump, [parked, quick, quick])
+    threads[1].join(WAIT)
+    threads[2].join(WAIT)
+    assert outcomes[1:] == ["quick one ended"] * 2 and outcomes[0] is None
+    silent_peer.send(b"x")
+    released.set()
+    join(threads)
+    assert outcomes[0] == "parked one ended"
+
+
+def test_a_wait_ends_at_its_timeout_when_nothing_comes(pump):
+    silent, _peer = socket.socketpair()
+    assert pump.serve(lambda: stream_pump.wait_fds(((silent.fileno(), READ),), 0.01)) is False
+    # Outside the pump the same call blocks the calling thread instead.
+    assert stream_pump.wait_fds(((silent.fileno(), READ),), 0.01) is False
+    _peer.send(b"x")
+    assert stream_pump.wait_fds(((silent.fileno(), READ),), None) is True
+
+
+def test_an_exception_in_one_body_is_raised_in_its_own_thread_only(pump):
+    ours, theirs = socket.socketpair()
+
+    def failing():
+        stream_pump.sleep(0.01)
+        raise ValueError("this body broke")
+
+    def waiting():
+        stream_pump.wait_fds(((ours.fileno(), READ),), None)
+        return ours.recv(10)
+
+    threads, outcomes = serve_in_threads(pump, [waiting, failing])
+    threads[1].join(WAIT)
+    assert isinstance(outcomes[1], ValueError) and outcomes[0] is None
+    theirs.send(b"still on")
+    join(threads)
+    assert outcomes[0] == b"still on"
+    assert pump.serve(lambda: "the pump goes on") == "the pump goes on"
+
+
+def test_a_body_runs_in_the_context_of_the_thread_that_handed_it_over(pump):
+    seen = contextvars.ContextVar("seen", default="unset")
+
+    def request_thread(value, outcome):
+        seen.set(value)
+        context = stream_pump.greenlet.getcurrent().gr_context
+
+        def body():
+            before = seen.get()
+            stream_pump.sleep(0.01)  # other bodies run meanwhile, in their own contexts
+            seen.set(value + " changed by the body")
+            return before, seen.get()
+        outcome.append(pump.serve(body, context))
+        outcome.append(seen.get())  # what the body set is seen afterwards, as in one thread
+
+    outcomes = [[] for _ in range(4)]
+    threads = [threading.Thread(target=request_thread, args=(f"thread {index}", outcome))
+               for index, outcome in enumerate(outcomes)]
+    for thread in threads:
+        thread.start()
+    join(threads)
+    for index, outcome in enumerate(outcomes):
+        value = f"thread {index}"
+        assert outcome == [(value, value + " changed by the body"),
+                           value + " changed by the body"]
+
+
+def test_what_a_body_hands_back_runs_in_its_request_thread_after_it(pump):
+    ran: list = []
+
+    def request_thread():
+        me = threading.get_ident()
+
+        def body():
+            assert stream_pump.run_in_origin(me, lambda: ran.append(threading.get_ident()))
+            assert not stream_pump.run_in_origin(me + 1, lambda: None)  # not its origin
+            assert ran == []
+        pump.serve(body)
+        assert ran == [me]
+
+    thread = threading.Thread(target=request_thread)
+    thread.start()
+    join([thread])
+    assert len(ran) == 1
+    assert not stream_pump.run_in_origin(threading.get_ident(), lambda: None)  # not in a pump
+
+
+# --- Transfers in the pump, against a loopback HTTP server -------------------------------------
+
+class _Gated(BaseHTTPRequestHandler):
+    """Answers GET /<name> once the test opens the gate named <name>; streams /stream/<name>:
+    one event, then the second once the gate opens."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):  # noqa: N802 - the http.server handler name
+        gates = self.server.gates
+        if self.path.startswith("/stream/"):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for piece in (b"data: one\n\n", b"data: two\n\n"):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.flush()
+                gates[self.path[len("/stream/"):]].wait(WAIT)
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        gates[self.path[1:]].wait(WAIT)
+        body = self.path[1:].encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET  # noqa: N815 - the http.server handler name
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def gated():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Gated)
+    httpd.daemon_threads = True
+    httpd.gates = {name: threading.Event() for name in ("a", "b", "c")}
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    for gate in httpd.gates.values():
+        gate.set()
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(autouse=False)
+def multi_handle_reader(monkeypatch):
+    monkeypatch.setattr(transport, "READER", transport.StreamedResponse)
+
+
+def url(httpd, path: str) -> str:
+    return f"http://127.0.0.1:{httpd.server_address[1]}{path}"
+
+
+def test_requests_of_several_bodies_wait_in_the_pump_side_by_side(pump, gated,
+                                                                  multi_handle_reader):
+    def body(name):
+        def run():
+            with new_session(Config.from_env({})) as session:
+                return session.get(url(gated, f"/{name}"), timeout=WAIT).content
+        return run
+
+    threads, outcomes = serve_in_threads(pump, [body("a"), body("b")])
+    gated.gates["b"].set()  # the second answers first; the first still waits
+    threads[1].join(WAIT)
+    assert outcomes == [None, b"b"]
+    gated.gates["a"].set()
+    join(threads)
+    assert outcomes == [b"a", b"b"]
+
+
+def test_a_stream_read_in_the_pump_gives_its_handle_back_to_its_request_thread(
+        pump, gated, multi_handle_reader):
+    results: list = []
+
+    def request_thread():
+        session = new_session(Config.from_env({}))
+        lent = session._transfer
+        response = stream_post(session, url(gated, "/stream/c"), json={}, headers={},
+                               timeout=WAIT)
+
+        def body():
+            pieces = []
+            with response:
+                for chunk in response.iter_content():
+                    pieces.append(chunk)
+                    gated.gates["c"].set()
+            session.close()  # in the pump: the handle goes back once the body has ended
+            return b"".join(pieces)
+
+        results.append(pump.serve(body))
+        results.append(transport._HANDLES.take(session._pinning) is lent)
+
+    thread = threading.Thread(target=request_thread)
+    thread.start()
+    join([thread])
+    assert results == [b"data: one\n\ndata: two\n\n", True]
+
+
+# --- answers whose bodies run in the pump (the app in this process) ----------------------------
+
+def streamed_in_pump(pump: Pump, client, form: dict) -> tuple[str, set[int]]:
+    """POST /send_message with stream=true and send its body from the pump, as the worker does:
+    (the SSE text, the threads the body's generators ran in)."""
+    response = client.post("/send_message", data={**form, "stream": "true"}, buffered=False)
+    ran_in: set[int] = set()
+
+    def send():
+        pieces = []
+        for piece in response.response:
+            ran_in.add(threading.get_ident())
+            pieces.append(piece)
+        return b"".join(pieces).decode()
+
+    try:
+        return pump.serve(send, stream_pump.greenlet.getcurrent().gr_context), ran_in
+    finally:
+        response.close()
+
+
+def deltas_of(sse: str) -> str:
+    return "".join(json.loads(line[6:])["delta"] for line in sse.split("\n")
+                   if line.startswith('data: {"delta"'))
+
+
+@pytest.mark.parametrize("handoff", ["off", "resume", "poll"])
+def test_answers_and_their_hand_offs_stream_from_the_pump(make_app, token, emulator, pump,
+                                                          handoff):
+    # A hand-off makes more upstream requests inside the body (the resume stream, or reads of
+    # the conversation with pauses between them): all of them wait in the pump.
+    emulator.switches.handoff = handoff
+    emulator.switches.answer = "a long and careful answer"
+    app = make_app()
+    app.extensions["chatgpt_web"].conversations.poll_interval = 0.05
+    client = app.test_client()
+    outcomes = []
+
+    def request_thread():
+        outcomes.append(streamed_in_pump(pump, client, {"access_token": token, "prompt": "Hi"}))
+
+    threads = [threading.Thread(target=request_thread) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    join(threads)
+    assert [deltas_of(sse) for sse, _ in outcomes] == ["a long and careful answer"] * 3
+    assert all(sse.rstrip().endswith("data: [DONE]") for sse, _ in outcomes)
+    assert {ident for _, ran_in in outcomes for ident in ran_in} == {pump.thread.ident}
+    if handoff != "off":
+        assert len([r for r in emulator.requests if r.path.endswith("/resume")]) == 3
+    reads = [r for r in emulator.requests if r.method == "GET" and "/conversation/" in r.path]
+    assert bool(reads) == (handoff == "poll")
+
+
+# --- the production server ------------------------------------------------------------------------
+
+def start_server(tmp_path, emulator, **env) -> ServerProcess:
+    process = ServerProcess.gunicorn({
+        "CACHE_DIR": str(tmp_path / "cache"), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "32", "MAX_CONNECTIONS_PER_IP": "0",
+        "RATE_LIMIT_IP": "off", "USAGE_TOKENIZER": "lazy", "CHATGPT_BASE_URL": emulator.url,
+        "CHATGPT_AUTH_URL": emulator.url, "STREAM_PUMP": "on", **env})
+    process.wait_until_serving()
+    return process
+
+
+class Stream:
+    """A streamed /send_message on a raw socket, read by a thread of its own (or not at all)."""
+
+    def __init__(self, server: ServerProcess, token: str, prompt: str, *, read: bool = True,
+                 receive_buffer: int | None = None):
+        host, port = server.url.removeprefix("http://").split(":")
+        self.sock = socket.socket()
+        if receive_buffer:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.settimeout(WAIT)
+        self.sock.connect((host, int(port)))
+        body = f"access_token={token}&prompt={prompt}&stream=true".encode()
+        self.sock.sendall(b"POST /send_message HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                          b"Content-Type: application/x-www-form-urlencoded\r\n"
+                          + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        self.received = b""
+        self.streaming = threading.Event()  # its first event came
+        self.ended = threading.Event()
+        if read:
+            self.reader = threading.Thread(target=self.read_to_end, daemon=True)
+            self.reader.start()
+
+    def read_to_end(self) -> bytes:
+        try:
+            while piece := self.sock.recv(65536):
+                self.received += piece
+                if b"data:" in self.received:
+                    self.streaming.set()
+        except OSError:
+            pass
+        self.ended.set()
+        return self.received
+
+    @property
+    def complete(self) -> bool:
+        return self.received.startswith(b"HTTP/1.1 200") and b"data: [DONE]" in self.received
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def switches_per_thread(pid: int) -> dict[int, int]:
+    """Voluntary context switches (waits that blocked) of each thread of process `pid`."""
+    counts = {}
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue  # the thread ended
+        for line in text.splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                counts[int(status.parent.name)] = int(line.split()[1])
+    return counts
+
+
+@pytest.mark.parametrize("setting", ["on", "off"])
+def test_the_streams_of_a_worker_wake_one_thread_not_one_each(tmp_path, emulator, token,
+                                                              setting):
+    # Twelve streams of 200 events 0.1 s apart (20 s each). While all of them stream, a thread
+    # that blocks and wakes up again is a thread that reads or writes streams: with the pump,
+    # only the pump thread (beside the worker's own loop); with STREAM_PUMP=off, every stream's.
+    switches = emulator.switches
+    switches.chunking, switches.words_per_delta, switches.chunk_delay = False, 1, 0.1
+    server = start_server(tmp_path, emulator, STREAM_PUMP=setting)
+    prompt = "+".join(f"w{i}" for i in range(200))
+    streams = []
+    try:
+        streams = [Stream(server, token, prompt) for _ in range(12)]
+        for stream in streams:
+            assert stream.streaming.wait(WAIT), stream.received[:300]
+        [worker] = server.worker_pids()
+        before = switches_per_thread(worker)
+        time.sleep(2)  # about twenty events of each stream
+        after = switches_per_thread(worker)
+        assert not any(stream.ended.is_set() for stream in streams)  # all still streaming
+    finally:
+        for stream in streams:
+            stream.close()
+        server.stop()
+    woken = [tid for tid, count in after.items() if count > before.get(tid, count)]
+    if setting == "on":
+        print("threads woken with the pump:", len(woken))
+        assert len(woken) <= 4, woken
+    else:
+        print("threads woken without it:", len(woken))
+        assert len(woken) >= 12, woken
+
+
+def test_a_client_that_does_not_read_stalls_only_its_own_stream(tmp_path, emulator, token):
+    # Its answer (8 MB) is far more than the socket buffers between us hold: its stream must
+    # park on its writes while the others run to their end.
+    huge = " ".join("x" * 10_000 for _ in range(800))
+    emulator.switches.chunking = False
+    emulator.switches.answer_fn = (
+        lambda body: huge if "please-answer-huge" in str(body) else "a short answer")
+    server = start_server(tmp_path, emulator, MAX_UPSTREAM_EVENT_BYTES=str(64 << 20),
+                          MAX_UPSTREAM_ANSWER_BYTES=str(64 << 20))
+    slow = Stream(server, token, "please-answer-huge", read=False, receive_buffer=4096)
+    try:
+        others = [Stream(server, token, "short") for _ in range(4)]
+        for stream in others:
+            assert stream.ended.wait(WAIT)
+            assert stream.complete and b"a short answer" in stream.received, stream.received
+        access_lines = [line for line in server.output().splitlines()
+                        if "route=/send_message" in line]
+        assert len(access_lines) == 4, access_lines  # the four others, not the slow one
+        # Read now, the slow client gets all of its answer: nothing was lost while it waited.
+        slow.sock.settimeout(WAIT)
+        received = slow.read_to_end()
+        assert received.startswith(b"HTTP/1.1 200") and b"data: [DONE]" in received
+        assert received.count(b"x" * 10_000) >= 800
+    finally:
+        slow.close()
+        server.stop()
+
+
+def test_a_client_that_leaves_mid_stream_ends_that_stream_and_its_upstream(tmp_path, emulator,
+                                                                           token):
+    # 300 events 0.2 s apart: a minute, unless the stream ends when its client leaves.
+    switches = emulator.switches
+    switches.chunking, switches.words_per_delta, switches.chunk_delay = False, 1, 0.2
+    server = start_server(tmp_path, emulator)
+    prompt = "+".join(f"w{i}" for i in range(300))
+    streams = []
+    try:
+        streams = [Stream(server, token, prompt) for _ in range(3)]
+        for stream in streams:
+            assert stream.streaming.wait(WAIT)
+        streams[0].sock.shutdown(socket.SHUT_RDWR)  # the client leaves
+        streams[0].close()
+        deadline = time.monotonic() + WAIT
+        while "outcome=incomplete" not in server.output():
+            assert time.monotonic() < deadline, server.output()[-3000:]
+            time.sleep(0.1)
+        # Its body was closed (the access line is written then), and with it the upstream
+        # transfer: the emulator sees its client leave that stream. The other two go on.
+        while emulator.streams_left == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert emulator.streams_left == 1
+        assert not any(stream.ended.is_set() for stream in streams[1:])
+        access_lines = [line for line in server.output().splitlines()
+                        if "route=/send_message" in line]
+        assert len(access_lines) == 1 and "status=200" in access_lines[0], access_lines
+    finally:
+        for stream in streams:
+            stream.close()
+        server.stop()
