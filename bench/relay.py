@@ -38,7 +38,11 @@ request, all of a burst opened at once) on every path; the fake listens with a b
 (werkzeug's 128 overflowed under 200 simultaneous connects, and each refused connect waited out
 the client's one-second retry: the direct burst's p50 then swung from 0.5 to 2 times the
 relayed one's from run to run); the client reads bodies in bulk on one event loop, so its own
-CPU is small and the same for every path; each burst is followed by a half-second pause.
+CPU is small and the same for every path; each burst is followed by a half-second pause. The
+fake keeps connections open between requests, as the real API does; the bench client does not
+(one per request), the relays do (their upstream connections are lent from request to request,
+chatgpt_web/relay/wire.py), which also spares the fake the accept and thread of a new connection
+on relayed requests: the fake CPU column shows it per path.
 
 `--keys off` runs the service without client keys: no admission or usage ledger in the store,
 which shows what the ledger's per-key lock costs.

@@ -25,10 +25,13 @@ import time
 
 from curl_cffi import Curl, CurlOpt
 from curl_cffi._wrapper import ffi, lib
+from curl_cffi.requests.exceptions import RequestException
 
-# curl_multi_perform without letting go of the GIL (curl_transfer.py says why): used once the
-# answer's head is in, where a perform only moves the few bytes of an event.
+# _multi_perform: curl_multi_perform without letting go of the GIL (curl_transfer.py says why),
+# used once the answer's head is in, where a perform only moves the few bytes of an event.
+# wait_multi: curl_multi_poll, or in the stream pump a wait that lets its other streams run.
 from ..curl_transfer import _multi_perform as _perform_holding_gil
+from ..curl_transfer import wait_multi
 
 _CURLMSG_DONE = 1
 # Idle links (multi + easy handle, with the upstream connection curl keeps open) one process
@@ -186,8 +189,12 @@ class Exchange:
         # another finds nothing new (bytes that came meanwhile end the wait at once). Only the
         # first step starts the transfer without waiting.
         if self._performed:
-            lib.curl_multi_poll(self._multi, ffi.NULL, 0, int(wait * 1000) + 1 if wait > 0 else 0,
-                                ffi.NULL)
+            # curl_multi_poll; in the stream pump, a wait that lets the pump's other streams run
+            # (each exchange has a multi handle of its own, its link's).
+            try:
+                wait_multi(self._multi, int(wait * 1000) + 1 if wait > 0 else 0)
+            except RequestException as error:  # curl could not wait on the handle
+                raise TransportFailure("broken", -1) from error
         self._performed = True
         if self._head_done:
             _perform_holding_gil(*self._perform_args)
