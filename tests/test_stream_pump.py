@@ -416,7 +416,14 @@ def test_the_streams_of_a_worker_wake_one_thread_not_one_each(tmp_path, emulator
             assert stream.streaming.wait(WAIT), stream.received[:300]
         [worker] = server.worker_pids()
         before = switches_per_thread(worker)
-        time.sleep(2)  # about twenty events of each stream
+        events = [stream.received.count(b"data:") for stream in streams]
+        deadline = time.monotonic() + WAIT
+        # Until every stream has had three more events (without the pump, each has woken its
+        # thread by then), however slowly a loaded machine runs them.
+        while any(stream.received.count(b"data:") < seen + 3
+                  for stream, seen in zip(streams, events, strict=True)):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         after = switches_per_thread(worker)
         assert not any(stream.ended.is_set() for stream in streams)  # all still streaming
     finally:
