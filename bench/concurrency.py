@@ -16,7 +16,11 @@ N requests at once and prints:
   directly for the same stream (the one-step sentinel, then the conversation POST with the body
   of that dialect, so both paths receive the same events at the same pace); `ratio` is
   service / direct at p50 and p99, and `late` is how much the slowest service answer came after
-  the direct p99 (the target: under 1 s);
+  the direct p99 (the target: under 1 s). With CHATGPT_PROTOCOL=2026 a second line gives the
+  same direct measure for a client that asks as the 2026 site wants (`direct_2026_flow`: conduit
+  prepare, sentinel prepare, its Turnstile program, finalize, then the write: four requests
+  where the one-step `direct` makes two) and `late` against its p99: what the service adds
+  beyond what the 2026 protocol's extra requests cost the emulator;
 * `CPU/ans`: CPU time (user + system) of all service processes during the run, per answer;
 * `RSS`, `PSS`: the service's peak memory, summed over the gunicorn master, its workers and their
   children, sampled from /proc while the N answers run. RSS counts a page shared by several
@@ -53,18 +57,23 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from chatgpt_web.upstream import turnstile  # noqa: E402
+from chatgpt_web.upstream.browser import Chrome, sentinel_config  # noqa: E402
 from chatgpt_web.upstream.conversation import (  # noqa: E402
     ChatMessage,
     ConversationRequest,
     build_body,
     build_body_2026,
+    prepare_body,
 )
+from chatgpt_web.upstream.pow import requirements_token_2026  # noqa: E402
 from tests.servers import ServerProcess  # noqa: E402
 
 # The emulator answers "Echo: <prompt>", so this marks the first word of the answer's text.
@@ -155,6 +164,45 @@ async def direct(port: int, token: str, conversation: bytes, whole: bool) -> Out
          "Openai-Sentinel-Chat-Requirements-Token": requirements}), started, watch=True)
     return _judge(status, tail, ended if whole and first_text is not None else first_text,
                   streamed=True, what="conversation ")
+
+
+async def direct_2026_flow(port: int, token: str, conversation: bytes, whole: bool) -> Outcome:
+    """`direct` as a 2026 client asks: conduit prepare, sentinel prepare, the Turnstile program
+    run (this process's CPU, about 0.2 ms), sentinel finalize, then `POST /f/conversation`: the
+    four requests per answer the service makes, against the two of `direct`."""
+    started = time.monotonic()
+    chrome, device = Chrome.from_target("chrome"), str(uuid.uuid4())
+    auth = {"Authorization": f"Bearer {token}", "Oai-Device-Id": device,
+            "Cookie": f"oai-did={device}", "User-Agent": chrome.user_agent}
+    trace = str(uuid.uuid4())
+
+    async def call(path: str, body: dict, headers: dict) -> dict | None:
+        status, answer, _, _ = await exchange(port, post(
+            port, path, json.dumps(body).encode(), "application/json", headers), started,
+            watch=False)
+        return json.loads(answer) if status == 200 else None
+
+    conduit = await call("/backend-api/f/conversation/prepare",
+                         prepare_body(json.loads(conversation)),
+                         {**auth, "X-Oai-Turn-Trace-Id": trace, "X-Conduit-Token": ""})
+    p = requirements_token_2026(sentinel_config(chrome, build_id="prod-bench", sdk_url="",
+                                                page_loaded_at=time.time()))
+    challenge = await call("/backend-api/sentinel/chat-requirements/prepare", {"p": p}, auth)
+    if conduit is None or challenge is None:
+        return Outcome(False, None, "prepare failed")
+    answer = turnstile.solve(challenge["turnstile"]["dx"], p, turnstile.BrowserEnvironment(
+        user_agent=chrome.user_agent, device_id=device, origin="", script_src=""))
+    bundle = await call("/backend-api/sentinel/chat-requirements/finalize",
+                        {"prepare_token": challenge["prepare_token"], "turnstile": answer}, auth)
+    if bundle is None:
+        return Outcome(False, None, "finalize failed")
+    status, tail, first_text, ended = await exchange(port, post(
+        port, "/backend-api/f/conversation", conversation, "application/json",
+        {**auth, "Accept": "text/event-stream", "X-Conduit-Token": conduit["conduit_token"],
+         "X-Oai-Turn-Trace-Id": trace, "OpenAI-Sentinel-Chat-Requirements-Token":
+         bundle["token"], "OpenAI-Sentinel-Turnstile-Token": answer}), started, watch=True)
+    return _judge(status, tail, ended if whole and first_text is not None else first_text,
+                  streamed=True, what="f/conversation ")
 
 
 async def at_once(count: int, make, timeout: float) -> list[Outcome]:
@@ -405,6 +453,15 @@ def run_dialect(dialect: str, args, levels: list[int], faces: list[str]) -> None
                       flush=True)
                 if errors:
                     print(f"       service failures: {errors}")
+                if dialect == "2026":
+                    flow_runs = asyncio.run(at_once(count, lambda: direct_2026_flow(
+                        emulator_port, token, conversation, whole), args.timeout))  # noqa: B023
+                    flow_ok, f50, f99, _, flow_errors = summary(flow_runs)
+                    print(f"       direct in the 2026 flow (4 requests): {flow_ok:.1%} ok,"
+                          f" p50/p99 {f50:.2f}/{f99:.2f}; late against its p99"
+                          f" {smax - f99:+.2f}s", flush=True)
+                    if flow_ok < 1:
+                        print(f"       direct 2026 flow failures: {flow_errors}")
                 if direct_ok < 1:
                     print(f"       direct failures: {direct_errors}")
     except BaseException:

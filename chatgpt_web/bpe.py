@@ -72,7 +72,7 @@ class CompactBPE:
         # lookups while merging) ends at an empty slot after about two probes.
         capacity = 1 << max(4, (2 * self.size - 1).bit_length())
         self._mask = capacity - 1
-        self.slots = array("I", bytes(4 * capacity))
+        self.slots = array("I", [0]) * capacity
         self._build()
         split = regex.compile(pattern)
         self._findall, self._finditer = split.findall, split.finditer

@@ -91,8 +91,9 @@ def encoding_name(web_slug: str) -> str:
     return "cl100k_base" if web_slug in _CL100K_SLUGS else "o200k_base"
 
 
-# Bytes of the vocabulary file parsed at once: a few hundred KB of short-lived objects at a time,
-# where splitting the whole file's 400,000 fields at once would briefly take about 20 MB.
+# Bytes of the vocabulary file decompressed and parsed at once. A worker's first count often comes
+# while hundreds of answers are open, so loading should add little beyond what it keeps: the whole
+# 3.6 MB file decompressed first made the process peak about 3 MB higher (9.5 MB against 6.5-7.5).
 _PARSED_AT_ONCE = 1 << 16
 
 
@@ -100,22 +101,25 @@ def read_vocabulary(name: str) -> tuple[bytes, array]:
     """The vocabulary of encoding `name`, from its verified file: every token's bytes in rank
     order as one string, and where each starts (token r is blob[offsets[r]:offsets[r + 1]])."""
     expected_hash, _ = _ENCODINGS[name]
-    text = gzip.decompress((VOCABULARY_DIRECTORY / f"{name}.tiktoken.gz").read_bytes())
-    if hashlib.sha256(text).hexdigest() != expected_hash:
+    digest, tokens, lengths, rest = hashlib.sha256(), [], array("H"), b""
+    with gzip.open(VOCABULARY_DIRECTORY / f"{name}.tiktoken.gz") as file:
+        while True:
+            chunk = file.read(_PARSED_AT_ONCE)
+            digest.update(chunk)
+            text = rest + chunk
+            end = text.rfind(b"\n") + 1 if chunk else len(text)  # whole lines until the last
+            text, rest = text[:end], text[end:]
+            # Each line is "<token in base64> <rank>", ranks counting up from 0 in the published
+            # files (which the SHA-256 below vouches for), so a token's rank is its line number.
+            fields = text.split()
+            decoded = list(map(a2b_base64, fields[0::2]))
+            lengths.extend(map(len, decoded))
+            tokens.append(b"".join(decoded))
+            if not chunk:
+                break
+    if digest.hexdigest() != expected_hash:
         raise RuntimeError(f"the {name} vocabulary file in {VOCABULARY_DIRECTORY} is not the "
                            "published one (its SHA-256 differs)")
-    tokens, lengths, position = [], array("H"), 0
-    while position < len(text):
-        end = text.find(b"\n", position + _PARSED_AT_ONCE) + 1 or len(text)
-        # Each line is "<token in base64> <rank>", ranks counting up from 0.
-        fields = text[position:end].split()
-        first = len(lengths)
-        if list(map(int, fields[1::2])) != list(range(first, first + len(fields) // 2)):
-            raise RuntimeError(f"the {name} vocabulary's ranks are not 0, 1, 2 ... in order")
-        decoded = list(map(a2b_base64, fields[0::2]))
-        lengths.extend(map(len, decoded))
-        tokens.append(b"".join(decoded))
-        position = end
     return b"".join(tokens), array("I", itertools.accumulate(lengths, initial=0))
 
 
