@@ -255,15 +255,25 @@ def _admit(services: Services, client: ClientKey) -> None:
     lease = (ledger.lease(client.policy, services.config.request_timeout + 60)
              if client.policy else None)
     try:
-        # A key without quotas is counted while the request runs; the count is awaited before
-        # the answer goes out (after_request), so that the next reader of the usage sees it.
-        g.key_counting = ledger.admit(client.id, client.policy, wait=False)
+        if not (client.policy and client.policy.quota) and _asks_for_a_stream():
+            # A key without quotas has nothing to check: its stream is counted once its first
+            # chunk is out (after_request), not beside the work before it.
+            g.key_count_later = (ledger, client.id, client.policy)
+        else:
+            # Counted while the request runs; the count is awaited before the answer ends
+            # (after_request), so that the next reader of the usage sees it.
+            g.key_counting = ledger.admit(client.id, client.policy, wait=False)
     except Exception:
         if lease:
             ledger.release(client.id, lease)
         raise
     if lease:
         g.key_lease = (ledger, client.id, lease)
+
+
+def _asks_for_a_stream() -> bool:
+    body = request.get_json(silent=True) if request.is_json else None
+    return isinstance(body, dict) and body.get("stream") is True
 
 
 def _look_for_alerts() -> None:
@@ -356,14 +366,67 @@ def init_app(app: Flask) -> None:
             _look_for_alerts()
         counting = g.pop("key_counting", None)
         if counting is not None:
-            try:
-                counting.wait()
-            except ApiError as error:  # the answer is ready: a lost count must not fail it
-                log.warning("request of key %s not counted (%s)", client_key().id, error.code)
+            _counted_before_the_end(response, counting, client_key().id)
+        later = g.pop("key_count_later", None)
+        if later is not None:
+            _counted_after_the_first_chunk(response, *later)
         lease = g.pop("key_lease", None)
         if lease is not None:
             _release_when_answered(response, *lease)
         return response
+
+
+def _wait_for_count(counting, key_id: str) -> None:
+    try:
+        counting.wait()
+    except ApiError as error:  # the answer is ready: a lost count must not fail it
+        log.warning("request of key %s not counted (%s)", key_id, error.code)
+
+
+def _counted_before_the_end(response, counting, key_id: str) -> None:
+    """Wait for the request's admission count (ledger.admit) before the answer ends, so that
+    whoever reads the key's usage after it sees the request: a whole answer before it goes out;
+    a stream before its end, not before its first byte (the count is written meanwhile)."""
+    def wait() -> None:
+        _wait_for_count(counting, key_id)
+
+    if not response.is_streamed:
+        wait()
+        return
+
+    def chunks_then_wait(chunks):
+        try:
+            yield from chunks
+        finally:
+            wait()
+
+    response.response = chunks_then_wait(response.response)
+
+
+def _counted_after_the_first_chunk(response, ledger, key_id: str, policy) -> None:
+    """Count a stream's request (a key without quotas) once its first chunk has gone out, and
+    wait for the count before its end; an answer that is not a stream, now. A stream closed
+    before its first chunk is counted all the same."""
+    if not response.is_streamed:
+        _counted_before_the_end(response, ledger.admit(key_id, policy, wait=False), key_id)
+        return
+    counting = []
+
+    def count():
+        if not counting:
+            counting.append(ledger.admit(key_id, policy, wait=False))
+        return counting[0]
+
+    def first_then_count(chunks):
+        try:
+            for chunk in chunks:
+                yield chunk
+                count()
+        finally:
+            _wait_for_count(count(), key_id)
+
+    response.response = first_then_count(response.response)
+    response.call_on_close(count)  # a body the server closed before it began
 
 
 def _release_when_answered(response, ledger, key_id: str, lease_id: str) -> None:

@@ -207,3 +207,56 @@ def test_settling_without_the_lock_loses_no_count_beside_admissions_under_it(tmp
     assert report["requests"]["used"] == 150 and report["tokens"]["used"] == 8 * 150
     day = datetime.now(UTC).date()
     assert ledgers[0].rows(day, day, "k")[0]["requests"] == 150
+
+
+def test_a_stream_goes_out_while_its_count_is_written_and_ends_once_it_is():
+    # The count of a key without quotas is awaited before an answer ends (whoever reads the
+    # usage next must see it): a whole answer before it goes out, a stream before its end only,
+    # not before its first byte.
+    from flask import Response
+
+    from chatgpt_web import access
+    from chatgpt_web.group_commit import Queued
+
+    counting = Queued(("k", None), waited_on=True)  # the writer thread writes it, some time later
+    stream = Response(iter([b"data: 1\n\n", b"data: [DONE]\n\n"]), mimetype="text/event-stream")
+    access._counted_before_the_end(stream, counting, "k")
+    chunks = iter(stream.response)
+    assert next(chunks) == b"data: 1\n\n" and next(chunks) == b"data: [DONE]\n\n"
+    end = threading.Thread(target=lambda: list(chunks))
+    end.start()
+    end.join(0.3)
+    assert end.is_alive()  # the end waits for the count
+    whole = threading.Thread(target=access._counted_before_the_end,
+                             args=(Response(b"{}"), counting, "k"))
+    whole.start()
+    whole.join(0.3)
+    assert whole.is_alive()  # so does a whole answer, before it goes out
+    counting.mark_written()
+    end.join(30)
+    whole.join(30)
+    assert not end.is_alive() and not whole.is_alive()
+
+
+def test_a_streams_request_is_counted_once_its_first_chunk_is_out():
+    # A key without quotas has nothing to check before the answer: its stream is counted after
+    # the first chunk (the count's write no longer runs beside the work before it), and the
+    # count is in before the stream ends; a stream closed before its first chunk counts too.
+    from flask import Response
+
+    from chatgpt_web import access
+
+    ledger = Ledger(MemoryStore())
+    stream = Response(iter([b"data: 1\n\n", b"data: [DONE]\n\n"]), mimetype="text/event-stream")
+    access._counted_after_the_first_chunk(stream, ledger, "k", None)
+    chunks = iter(stream.response)
+    assert next(chunks) == b"data: 1\n\n"
+    assert used(ledger) == (0, 0)  # not while the first chunk goes out
+    assert list(chunks) == [b"data: [DONE]\n\n"]
+    assert used(ledger) == (1, 1)  # in before the end
+    unread = Response(iter([b"data: 1\n\n"]), mimetype="text/event-stream")
+    access._counted_after_the_first_chunk(unread, ledger, "k", None)
+    unread.close()  # the server closed it before the first chunk
+    assert wait_until(lambda: used(ledger) == (2, 2))
+    access._counted_after_the_first_chunk(Response(b"{}"), ledger, "k", None)  # a whole answer
+    assert used(ledger) == (3, 3)
