@@ -1,9 +1,27 @@
 """Shared fixtures."""
 from __future__ import annotations
 
+import ast
+import threading
+
 import pytest
 
 from tests.emulator import Emulator
+
+# CPython 3.11 keeps ast.parse's recursion-depth check in state shared by all threads
+# (gh-106905): two threads parsing at once (werkzeug compiling an app's routes, another thread
+# formatting a traceback, which parses the failing line to place its ^ marks) can fail with
+# "SystemError: AST constructor recursion depth mismatch". The suite runs servers in threads of
+# its own process, so parsing is serialised here; the service itself parses only at start-up.
+_parse, _parsing = ast.parse, threading.Lock()
+
+
+def _serialised_parse(*args, **kwargs):
+    with _parsing:
+        return _parse(*args, **kwargs)
+
+
+ast.parse = _serialised_parse
 
 # The service under test (app, client, make_app, live_service, ...) and a real redis-server
 # (skipped without one, unless CI / REQUIRE_REDIS=1).

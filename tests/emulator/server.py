@@ -60,6 +60,16 @@ class _Handler(WSGIRequestHandler):
 
     wbufsize = -1  # io's default buffer; werkzeug flushes it after every piece it writes
 
+    def finish(self) -> None:
+        # Closing the buffered writer flushes it: a client that left meanwhile (a test that
+        # closed its stream early) is no error of the emulator's, and the traceback socketserver
+        # would print for it is formatted with ast.parse, which on CPython 3.11 is not safe
+        # beside another thread's ast.parse (gh-106905: werkzeug compiles routes with it).
+        try:
+            super().finish()
+        except ConnectionError:
+            pass
+
 
 class _QuietHandler(_Handler):
     """No access log line per request; errors are still logged."""
