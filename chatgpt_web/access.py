@@ -396,7 +396,10 @@ def _counted_before_the_end(response, counting, key_id: str) -> None:
 
     def chunks_then_wait(chunks):
         try:
-            yield from chunks
+            for chunk in chunks:
+                if _ends_the_stream(chunk):
+                    wait()
+                yield chunk
         finally:
             wait()
 
@@ -420,6 +423,8 @@ def _counted_after_the_first_chunk(response, ledger, key_id: str, policy) -> Non
     def first_then_count(chunks):
         try:
             for chunk in chunks:
+                if _ends_the_stream(chunk):
+                    _wait_for_count(count(), key_id)
                 yield chunk
                 count()
         finally:
@@ -429,11 +434,23 @@ def _counted_after_the_first_chunk(response, ledger, key_id: str, policy) -> Non
     response.call_on_close(count)  # a body the server closed before it began
 
 
+# The last event of the service's SSE streams (api/sse.DONE).
+_LAST_EVENT = b"data: [DONE]\n\n"
+
+
+def _ends_the_stream(chunk) -> bool:
+    """Whether `chunk` is a stream's last event. A client that has read it may ask again at once:
+    the openai SDK closes the connection as soon as it reads [DONE], before the server has ended
+    the body, so what must be done before the next request (the slot given back, the count
+    written) is done before this chunk goes out, not after it."""
+    return isinstance(chunk, bytes) and chunk.endswith(_LAST_EVENT)
+
+
 def _release_when_answered(response, ledger, key_id: str, lease_id: str) -> None:
-    """Give a key's slot back once `response` is answered: a whole answer now; a stream when its
-    last chunk has gone to the server, before the server ends the body, so that a client that has
-    read the end may ask again at once (on close it would race with that next request). A stream
-    closed early (the client left) gives it back on close."""
+    """Give a key's slot back once `response` is answered: a whole answer now; a stream before its
+    last event ([DONE]) goes to the server, so that a client that has read it may ask again at
+    once (after it, or on close, it would race with that next request). A stream that ends
+    otherwise gives it back at its end, and one closed early (the client left) on close."""
     released = []
 
     def release() -> None:
@@ -447,7 +464,10 @@ def _release_when_answered(response, ledger, key_id: str, lease_id: str) -> None
 
     def chunks_then_release(chunks):
         try:
-            yield from chunks
+            for chunk in chunks:
+                if _ends_the_stream(chunk):
+                    release()
+                yield chunk
         finally:
             release()
 

@@ -362,6 +362,34 @@ def test_a_stream_holds_its_slot_until_it_is_closed(serve):
     assert client.get("/key", cast_to=httpx.Response).json()["in_flight"] == 0
 
 
+@pytest.mark.parametrize("path, body", [
+    ("/v1/chat/completions", {"model": "gpt-4o", "messages": HELLO, "stream": True}),
+    ("/send_message", {"prompt": "Hello", "stream": True}),
+])
+def test_a_streams_slot_is_free_before_its_last_event_goes_out(make_app, tmp_path, accounts,
+                                                                path, body):
+    """A regression: the slot was given back after the last event ([DONE]) had gone out, but the
+    openai SDK closes the connection as soon as it reads [DONE], so its next request could find
+    the slot still taken (429). The body is read here chunk by chunk, as the server sends it."""
+    keys_file = tmp_path / "keys.json"
+    keys_file.write_text(json.dumps({"keys": [entry(ALICE, id="alice", concurrency=1)]}))
+    app = make_app(KEYS_FILE=str(keys_file), ACCOUNTS_FILE=accounts, RATE_LIMIT_IP="off")
+    client = app.test_client()
+    auth = {"Authorization": f"Bearer {ALICE}"}
+    response = client.post(path, json=body, headers=auth, buffered=False)
+    assert response.status_code == 200
+    in_flight_before_done = []
+    for chunk in response.response:
+        if chunk.endswith(b"data: [DONE]\n\n"):
+            in_flight_before_done.append(client.get("/v1/key", headers=auth).json["in_flight"])
+        elif not in_flight_before_done:
+            assert client.get("/v1/key", headers=auth).json["in_flight"] == 1
+    response.close()
+    assert in_flight_before_done == [0]
+    # The request was counted before its end, too.
+    assert client.get("/v1/key", headers=auth).json["usage"]["day"]["requests"]["used"] == 1
+
+
 # --- run-time keys -----------------------------------------------------------------------------
 
 def test_admin_creates_lists_updates_and_revokes_keys(serve):
