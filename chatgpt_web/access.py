@@ -394,16 +394,7 @@ def _counted_before_the_end(response, counting, key_id: str) -> None:
         wait()
         return
 
-    def chunks_then_wait(chunks):
-        try:
-            for chunk in chunks:
-                if _ends_the_stream(chunk):
-                    wait()
-                yield chunk
-        finally:
-            wait()
-
-    response.response = chunks_then_wait(response.response)
+    response.response = _done_by_the_last_event(response.response, wait)
 
 
 def _counted_after_the_first_chunk(response, ledger, key_id: str, policy) -> None:
@@ -446,6 +437,18 @@ def _ends_the_stream(chunk) -> bool:
     return isinstance(chunk, bytes) and chunk.endswith(_LAST_EVENT)
 
 
+def _done_by_the_last_event(chunks, action):
+    """`chunks`, with `action()` (idempotent) run before the last event ([DONE]) is handed out, or
+    at the end of a stream that ends otherwise."""
+    try:
+        for chunk in chunks:
+            if _ends_the_stream(chunk):
+                action()
+            yield chunk
+    finally:
+        action()
+
+
 def _release_when_answered(response, ledger, key_id: str, lease_id: str) -> None:
     """Give a key's slot back once `response` is answered: a whole answer now; a stream before its
     last event ([DONE]) goes to the server, so that a client that has read it may ask again at
@@ -462,14 +465,5 @@ def _release_when_answered(response, ledger, key_id: str, lease_id: str) -> None
         release()
         return
 
-    def chunks_then_release(chunks):
-        try:
-            for chunk in chunks:
-                if _ends_the_stream(chunk):
-                    release()
-                yield chunk
-        finally:
-            release()
-
-    response.response = chunks_then_release(response.response)
+    response.response = _done_by_the_last_event(response.response, release)
     response.call_on_close(release)
