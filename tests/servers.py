@@ -1,6 +1,7 @@
 """Run the production server command in a subprocess on loopback, and talk HTTP to it."""
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -10,6 +11,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,6 +38,22 @@ def http_request(url: str, method: str = "GET", path: str = "/", body: bytes | N
     finally:
         connection.close()
 
+
+
+@contextlib.contextmanager
+def http_server(handler: type[BaseHTTPRequestHandler], **state) -> Iterator[ThreadingHTTPServer]:
+    """A ThreadingHTTPServer of `handler` on 127.0.0.1 (a free port), served from a daemon thread
+    for the `with` block; `state` becomes attributes of the server, for the handler to read."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    for name, value in state.items():
+        setattr(httpd, name, value)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield httpd
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def read_http_request(conn: socket.socket,

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from chatgpt_web import transport
 from chatgpt_web.config import Config
 from chatgpt_web.transport import new_session, stream_post
+from tests.servers import http_server
 
 
 class _Recorder(BaseHTTPRequestHandler):
@@ -45,14 +46,8 @@ class _Recorder(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    httpd.daemon_threads = True
-    httpd.seen = []
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    with http_server(_Recorder, seen=[]) as httpd:
+        yield httpd
 
 
 @pytest.fixture(autouse=True)

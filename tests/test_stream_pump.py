@@ -10,7 +10,7 @@ import json
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from chatgpt_web.config import Config
 from chatgpt_web.curl_transfer import pump_problems
 from chatgpt_web.stream_pump import READ, Pump
 from chatgpt_web.transport import new_session, stream_post
-from tests.servers import ServerProcess
+from tests.servers import ServerProcess, http_server
 
 WAIT = 30  # seconds any single wait of these tests may take before it counts as a failure
 
@@ -212,17 +212,12 @@ class _Gated(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def gated():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Gated)
-    httpd.daemon_threads = True
-    httpd.handle_error = lambda request, address: None  # a client gone at the end of a test
-    httpd.gates = {name: threading.Event() for name in ("a", "b", "c")}
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd
-    for gate in httpd.gates.values():
-        gate.set()
-    httpd.shutdown()
-    httpd.server_close()
+    gates = {name: threading.Event() for name in ("a", "b", "c")}
+    # handle_error: a client gone at the end of a test is no error.
+    with http_server(_Gated, gates=gates, handle_error=lambda request, address: None) as httpd:
+        yield httpd
+        for gate in gates.values():
+            gate.set()
 
 
 @pytest.fixture(autouse=False)
