@@ -234,7 +234,7 @@ class StreamedResponse:
             # CURLOPT_TIMEOUT_MS (the answer must be complete by then) instead of the low-speed
             # limit curl_cffi uses for streams read on another thread.
             self._transfer.start(session, "POST", url, json=json, headers=headers,
-                                 timeout=timeout, sink=self._collect)
+                                 timeout=timeout, sink=self._chunks.append)
             # The headers are complete once the first body byte arrives (or the transfer ends),
             # which is also when curl_cffi's own streams return from session.post().
             while not self._chunks and self._running[0]:
@@ -249,10 +249,6 @@ class StreamedResponse:
         self.status_code: int = self._meta.status_code
         self.headers = self._meta.headers
 
-    def _collect(self, chunk: bytes) -> int:
-        self._chunks.append(chunk)
-        return len(chunk)
-
     def _step(self) -> None:
         """Move the transfer on: wait for the socket (or a curl timer) if there is nothing to do."""
         self._transfer.step()
@@ -261,33 +257,30 @@ class StreamedResponse:
         elif not self._chunks:
             self._transfer.wait()
 
-    def _next_chunks(self) -> None:
-        """Wait for the socket (or a curl timer), then move the transfer on.
-
-        Between two events the transfer has nothing to do until the socket is readable: waiting
-        first saves the curl_multi_perform that `_step` would make before it (each call into curl
-        releases the GIL, a chance for a thread switch, at every event of hundreds of streams).
-        """
-        self._transfer.wait()
-        self._transfer.step_holding_gil()
-        if not self._running[0]:
-            self._error = self._transfer.failure()
-
     def iter_content(self) -> Iterator[bytes]:
         """Yield the body's chunks as they arrive; raise curl_cffi's exception if it breaks."""
+        # The loop runs at every event of a stream: its helpers are bound once, out of it.
+        chunks, transfer, running = self._chunks, self._transfer, self._running
         while self._curl is not None:
-            chunks, self._chunks = self._chunks, []
             # What one wait brought arrived together: one piece (curl calls its write callback
             # once per HTTP chunk, and the site sends one per event).
-            if len(chunks) > 1:
-                yield b"".join(chunks)
-            elif chunks:
-                yield chunks[0]
+            if chunks:
+                piece = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
+                yield piece
             if self._error is not None:
                 raise self._error
-            if not self._running[0]:
+            if not running[0]:
                 return
-            self._next_chunks()
+            # Wait for the socket (or a curl timer), then move the transfer on. Between two
+            # events the transfer has nothing to do until the socket is readable: waiting first
+            # saves the curl_multi_perform that `_step` would make before it (each call into curl
+            # releases the GIL, a chance for a thread switch, at every event of hundreds of
+            # streams).
+            transfer.wait()
+            transfer.step_holding_gil()
+            if not running[0]:
+                self._error = transfer.failure()
 
     @property
     def closed(self) -> bool:

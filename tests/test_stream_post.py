@@ -15,7 +15,7 @@ import time
 import pytest
 from curl_cffi.requests import exceptions as curl_errors
 
-from chatgpt_web import errors, transport
+from chatgpt_web import curl_transfer, errors, transport
 from chatgpt_web.config import Config
 from chatgpt_web.transport import new_session, stream_post, upstream_errors
 from chatgpt_web.upstream import conversation
@@ -341,12 +341,15 @@ def test_reading_the_stream_leaves_the_sigpipe_handler_alone(raw_server, reader,
     sends with MSG_NOSIGNAL). Seen from inside the write callback, the handler stays ours."""
     seen = []
 
-    class Watched(transport.StreamedResponse):
-        def _collect(self, chunk):
-            seen.append(_sigpipe_handler_address())
-            return super()._collect(chunk)
+    start = curl_transfer.Transfer.start
 
-    monkeypatch.setattr(transport, "READER", Watched)
+    def watched_start(self, *args, sink, **kwargs):
+        def watched_sink(chunk):  # called by the write callback, inside curl_multi_perform
+            seen.append(_sigpipe_handler_address())
+            return sink(chunk)
+        return start(self, *args, sink=watched_sink, **kwargs)
+
+    monkeypatch.setattr(curl_transfer.Transfer, "start", watched_start)
     previous = signal.signal(signal.SIGPIPE, lambda *_: None)
     try:
         ours = _sigpipe_handler_address()

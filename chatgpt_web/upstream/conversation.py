@@ -464,7 +464,8 @@ def _remaining(deadline: float) -> float:
 def _chunks(response: StreamedResponse, deadline: float, max_bytes: int) -> Iterator[bytes]:
     received = 0
     for chunk in response.iter_content():
-        _remaining(deadline)
+        if time.monotonic() >= deadline:  # _remaining(deadline), without a call per chunk
+            _remaining(deadline)
         received += len(chunk)
         if received > max_bytes:  # MAX_UPSTREAM_ANSWER_BYTES: a hostile reverse_proxy never ends
             raise UpstreamError(f"the upstream answer is longer than {max_bytes} bytes",
