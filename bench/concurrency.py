@@ -20,7 +20,14 @@ N requests at once and prints:
   same direct measure for a client that asks as the 2026 site wants (`direct_2026_flow`: conduit
   prepare, sentinel prepare, its Turnstile program, finalize, then the write: four requests
   where the one-step `direct` makes two) and `late` against its p99: what the service adds
-  beyond what the 2026 protocol's extra requests cost the emulator;
+  beyond what the 2026 protocol's extra requests cost the emulator. Connections: each direct
+  client is one browser tab asking once, so it opens one connection and sends its flow's
+  requests one after the other on it (HTTP/1.1 keep-alive, as the site and the emulator keep
+  it), then closes it; it shares no connection with the other clients. The service's upstream
+  requests likewise ride one connection per answer (chatgpt_web/curl_transfer.py), and a
+  worker thread may keep it for its next answer; in a burst most answers run on threads that
+  started with it, so both paths pay about one connection set-up per answer. The clients of
+  the service send one request each, with `Connection: close`;
 * `CPU/ans`: CPU time (user + system) of all service processes during the run, per answer;
 * `RSS`, `PSS`: the service's peak memory, summed over the gunicorn master, its workers and their
   children, sampled from /proc while the N answers run. RSS counts a page shared by several
@@ -92,28 +99,59 @@ class Outcome:
 # --- a small HTTP/1.1 client ----------------------------------------------------------------
 
 def post(port: int, path: str, body: bytes, content_type: str,
-         headers: dict | None = None) -> bytes:
+         headers: dict | None = None, *, close: bool = True) -> bytes:
+    """One POST; `close=False` leaves the connection open for the client's next request."""
     lines = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Content-Type: {content_type}",
-             f"Content-Length: {len(body)}", "Connection: close"]
+             f"Content-Length: {len(body)}"] + (["Connection: close"] if close else [])
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
 async def exchange(port: int, request: bytes, started: float, watch: bool):
-    """Send `request`; return (status, body, time of FIRST_TEXT or None, time of the end),
-    decoding chunked bodies. With `watch`, the body is not kept, only its last 64 bytes."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    """`request` on a connection of its own (see `Connection.exchange`)."""
+    connection = await Connection.open(port)
     try:
-        writer.write(request)
+        return await connection.exchange(request, started, watch)
+    finally:
+        connection.close()
+
+
+class Connection:
+    """One client connection, on which requests go one after the other (HTTP/1.1 keep-alive)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    def close(self) -> None:
+        self.writer.close()
+
+    async def exchange(self, request: bytes, started: float, watch: bool):
+        """Send `request`; return (status, body, time of FIRST_TEXT or None, time of the end),
+        decoding chunked bodies and stopping at the body's end (chunked: the last chunk;
+        otherwise Content-Length, or the end of the connection). With `watch`, the body is not
+        kept, only its last 64 bytes."""
+        reader = self.reader
+        self.writer.write(request)
         head = await reader.readuntil(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1])
-        chunked = b"transfer-encoding: chunked" in head.lower()
+        fields = head.lower()
+        chunked = b"\r\ntransfer-encoding: chunked" in fields
+        left = None  # bytes of a Content-Length body still to read
+        if not chunked and b"\r\ncontent-length:" in fields:
+            left = int(fields.split(b"\r\ncontent-length:", 1)[1].split(b"\r\n", 1)[0])
         body, tail, first_text = bytearray(), b"", None
         while True:
             if chunked:
                 size = int((await reader.readline()).split(b";")[0], 16)
                 data = await reader.readexactly(size) if size else b""
                 await reader.readexactly(2)
+            elif left is not None:
+                data = await reader.read(min(65536, left)) if left else b""
+                left -= len(data)
             else:
                 data = await reader.read(65536)
             if not data:
@@ -126,8 +164,6 @@ async def exchange(port: int, request: bytes, started: float, watch: bool):
                 body += data
         ended = time.monotonic() - started
         return status, bytes(body) if not watch else tail, first_text, ended
-    finally:
-        writer.close()
 
 
 def _judge(status: int, tail: bytes, ttft: float | None, streamed: bool, what: str = "") -> Outcome:
@@ -151,17 +187,27 @@ async def through_service(port: int, face: str, body: bytes, content_type: str,
 
 async def direct(port: int, token: str, conversation: bytes, whole: bool) -> Outcome:
     started = time.monotonic()
+    connection = await Connection.open(port)
+    try:
+        return await _direct(connection, port, token, conversation, whole, started)
+    finally:
+        connection.close()
+
+
+async def _direct(connection: Connection, port: int, token: str, conversation: bytes,
+                  whole: bool, started: float) -> Outcome:
     auth = {"Authorization": f"Bearer {token}"}
-    status, body, _, _ = await exchange(
-        port, post(port, "/backend-api/sentinel/chat-requirements", b"{}", "application/json",
-                   auth), started, watch=False)
+    status, body, _, _ = await connection.exchange(
+        post(port, "/backend-api/sentinel/chat-requirements", b"{}", "application/json",
+             auth, close=False), started, watch=False)
     if status != 200:
         return Outcome(False, None, f"chat-requirements HTTP {status}")
     requirements = json.loads(body)["token"]
-    status, tail, first_text, ended = await exchange(port, post(
+    status, tail, first_text, ended = await connection.exchange(post(
         port, "/backend-api/conversation", conversation, "application/json",
         {**auth, "Accept": "text/event-stream",
-         "Openai-Sentinel-Chat-Requirements-Token": requirements}), started, watch=True)
+         "Openai-Sentinel-Chat-Requirements-Token": requirements}, close=False), started,
+        watch=True)
     return _judge(status, tail, ended if whole and first_text is not None else first_text,
                   streamed=True, what="conversation ")
 
@@ -171,15 +217,24 @@ async def direct_2026_flow(port: int, token: str, conversation: bytes, whole: bo
     run (this process's CPU, about 0.2 ms), sentinel finalize, then `POST /f/conversation`: the
     four requests per answer the service makes, against the two of `direct`."""
     started = time.monotonic()
+    connection = await Connection.open(port)
+    try:
+        return await _direct_2026_flow(connection, port, token, conversation, whole, started)
+    finally:
+        connection.close()
+
+
+async def _direct_2026_flow(connection: Connection, port: int, token: str, conversation: bytes,
+                            whole: bool, started: float) -> Outcome:
     chrome, device = Chrome.from_target("chrome"), str(uuid.uuid4())
     auth = {"Authorization": f"Bearer {token}", "Oai-Device-Id": device,
             "Cookie": f"oai-did={device}", "User-Agent": chrome.user_agent}
     trace = str(uuid.uuid4())
 
     async def call(path: str, body: dict, headers: dict) -> dict | None:
-        status, answer, _, _ = await exchange(port, post(
-            port, path, json.dumps(body).encode(), "application/json", headers), started,
-            watch=False)
+        status, answer, _, _ = await connection.exchange(post(
+            port, path, json.dumps(body).encode(), "application/json", headers, close=False),
+            started, watch=False)
         return json.loads(answer) if status == 200 else None
 
     conduit = await call("/backend-api/f/conversation/prepare",
@@ -196,11 +251,12 @@ async def direct_2026_flow(port: int, token: str, conversation: bytes, whole: bo
                         {"prepare_token": challenge["prepare_token"], "turnstile": answer}, auth)
     if bundle is None:
         return Outcome(False, None, "finalize failed")
-    status, tail, first_text, ended = await exchange(port, post(
+    status, tail, first_text, ended = await connection.exchange(post(
         port, "/backend-api/f/conversation", conversation, "application/json",
         {**auth, "Accept": "text/event-stream", "X-Conduit-Token": conduit["conduit_token"],
          "X-Oai-Turn-Trace-Id": trace, "OpenAI-Sentinel-Chat-Requirements-Token":
-         bundle["token"], "OpenAI-Sentinel-Turnstile-Token": answer}), started, watch=True)
+         bundle["token"], "OpenAI-Sentinel-Turnstile-Token": answer}, close=False), started,
+        watch=True)
     return _judge(status, tail, ended if whole and first_text is not None else first_text,
                   streamed=True, what="f/conversation ")
 

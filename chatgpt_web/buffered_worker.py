@@ -31,6 +31,19 @@ malloc_trim): the curl transfers and parsed events of hundreds of streams leave 
 that glibc otherwise keeps for reuse, so a server that had one burst would hold its peak for good
 (README "Memory").
 
+What a trim cannot give back (Python's object arenas and glibc's heaps stay fragmented by the
+objects that outlived the burst) goes with the process: a worker that is still WORKER_RECYCLE_MB
+above its resident memory at start once it is idle after a burst ends, and the master forks a
+fresh one in its place (gunicorn restarts any worker that exits; a fork of the master, which has
+imported the package, takes about 0.1 s). Like uWSGI's reload-on-rss, but only at a moment when
+nothing can be lost or kept waiting: no request in flight, no connection open (none kept alive,
+none being read), every queued Store write made (group_commit.all_written), and another worker
+ready to accept, so a connection that arrives meanwhile waits in the shared listen queue for that
+worker, not for the fresh one. Two workers never leave together: the one that leaves holds a lock
+(a Linux abstract socket name, freed by the kernel when the process ends) and a worker counts as
+ready only once it holds its own name, bound when its event loop starts. With one worker, or
+where there are no abstract sockets, workers are never recycled.
+
 With STREAM_PUMP=on, streamed answers are sent by the worker's stream pump (stream_pump.py,
 docs/stream-pump.md): the request thread that would iterate a streamed body hands it, with the
 client socket, to the pump thread and waits until the pump has sent it all, so gunicorn's
@@ -54,6 +67,7 @@ import json
 import os
 import queue
 import selectors
+import socket
 import threading
 import time
 from collections import Counter, deque
@@ -64,7 +78,7 @@ from gunicorn import http
 from gunicorn.http.wsgi import Response as GunicornResponse
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from . import stream_pump, transport
+from . import group_commit, stream_pump, transport
 from .config import Config
 from .curl_transfer import pump_problems
 
@@ -96,6 +110,39 @@ def _find_malloc_trim():
 
 MALLOC_TRIM = _find_malloc_trim()
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def hold_name(name: str) -> socket.socket | None:
+    """Bind the Linux abstract socket `name`: only one process holds a name at a time, and the
+    kernel frees it when the socket closes or the process ends. None when another process holds
+    it, or where abstract names do not exist."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind("\0" + name)
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def _ready_name(master: int, worker: int) -> str:
+    return f"chatgpt_web-{master}-ready-{worker}"
+
+
+def _live_children(parent: int) -> list[int]:
+    """Processes whose parent is `parent`, zombies left out (from /proc)."""
+    children = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == parent and fields[0] not in "ZX":
+            children.append(int(entry.name))
+    return children
 
 
 def resident_mb() -> float:
@@ -368,8 +415,17 @@ class BufferedThreadWorker(ThreadWorker):
         self.idle_since: float | None = None  # when the worker last became idle
         self._serving_lock = threading.Lock()
         self._next_scan = 0.0
+        self.recycle_mb = config.worker_recycle_mb
+        self.started_mb = 0.0  # resident memory when the event loop started
+        self.recycle_due = False  # still recycle_mb over started_mb after a burst's trim
+        self._names: list[socket.socket] = []  # abstract names held until the process ends
         self.pump = self._start_pump(config)
         super().init_process()
+
+    def run(self):
+        self.started_mb = resident_mb()
+        self._say_ready()
+        super().run()
 
     # --- the stream pump ----------------------------------------------------------------------
     def _start_pump(self, config: Config) -> stream_pump.Pump | None:
@@ -554,6 +610,8 @@ class BufferedThreadWorker(ThreadWorker):
             return
         self._next_scan = now + _SCAN_INTERVAL
         self._give_back_memory(now)
+        if self.recycle_due:
+            self._recycle_if_safe()
         self._start_waiting()  # in case a thread returned between its notice and our reading
         while self.waiting and (force or self.waiting[0].deadline <= now):
             self._refuse_busy(self.waiting.popleft())
@@ -581,5 +639,46 @@ class BufferedThreadWorker(ThreadWorker):
         # process never triggers.
         gc.collect()
         MALLOC_TRIM(0)
+        after = resident_mb()
         self.log.debug("idle after %d requests at once: resident memory %.0f MB -> %.0f MB",
-                       busiest, before, resident_mb())
+                       busiest, before, after)
+        self.recycle_due = bool(self.recycle_mb) and after - self.started_mb >= self.recycle_mb
+
+    def _say_ready(self) -> None:
+        """Hold this worker's ready name (the module doc): its siblings may now recycle."""
+        if len(self._names) == 0:
+            name = hold_name(_ready_name(self.ppid, self.pid))
+            if name is not None:
+                self._names.append(name)
+
+    def _sibling_ready(self) -> bool:
+        """Whether another worker of this master is accepting connections (holds its name)."""
+        for pid in _live_children(self.ppid):
+            if pid == self.pid:
+                continue
+            probe = hold_name(_ready_name(self.ppid, pid))
+            if probe is None:
+                return True
+            probe.close()  # not ready yet: it will bind the name itself when it is
+        return False
+
+    def _recycle_if_safe(self) -> None:
+        """End this worker, for a fresh fork of the master, if nothing can be lost or kept
+        waiting by it (the module doc); else try again at the next scan. The event loop ends
+        after this scan without polling again, so no connection is accepted in between."""
+        self._say_ready()  # (if binding it failed at the start, while a sibling probed it)
+        if (not self.alive or self.serving or self.nr_conns or self.buffering or self.waiting
+                or not group_commit.all_written()):
+            return
+        lock = hold_name(f"chatgpt_web-{self.ppid}-recycling")
+        if lock is None:
+            return  # another worker is leaving
+        if not self._sibling_ready():
+            lock.close()
+            return
+        self._names.append(lock)  # held until this process has ended
+        self.log.info("recycling this idle worker: resident memory %.0f MB, %.0f MB at its "
+                      "start (WORKER_RECYCLE_MB=%d); a fresh worker takes its place",
+                      resident_mb(), self.started_mb, self.recycle_mb)
+        self.recycle_due = False
+        self.alive = False

@@ -413,6 +413,9 @@ class Config:
     request_body_timeout: float = setting("REQUEST_BODY_TIMEOUT", positive_float, 30.0)
     # Connections one client address may hold per worker process (0: no cap).
     max_connections_per_ip: int = setting("MAX_CONNECTIONS_PER_IP", non_negative_int, 64)
+    # A worker whose resident memory stays this many MB above its start once it is idle after a
+    # burst is replaced by a fresh one (buffered_worker.py; 0: never). Needs a second worker.
+    worker_recycle_mb: int = setting("WORKER_RECYCLE_MB", non_negative_int, 16)
     # One thread per worker sends every open SSE stream (stream_pump.py, docs/stream-pump.md);
     # off: each stream is sent by its own request thread.
     stream_pump: bool = setting("STREAM_PUMP", boolean, False)

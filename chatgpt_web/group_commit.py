@@ -14,6 +14,7 @@ alone. The rate limiter (limits.py) and the usage ledger (ledger.py) count with 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable
 
 from .errors import ServiceUnavailable
@@ -60,6 +61,12 @@ class GroupCommit:
         self._queue_lock = threading.Condition()
         self._writing = threading.Lock()
         self._writer: threading.Thread | None = None  # for submit_later, started on first use
+        _EVERY.add(self)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing being written."""
+        return not self._queue and not self._writing.locked()
 
     def submit(self, item) -> Queued:
         """Write `item` (with whatever else is queued) and return its entry.
@@ -112,3 +119,12 @@ class GroupCommit:
                     self._queue_lock.wait()
             with self._writing:
                 self._write_queue()
+
+
+_EVERY: weakref.WeakSet[GroupCommit] = weakref.WeakSet()
+
+
+def all_written() -> bool:
+    """Whether every change queued in this process is in the Store: a worker that is about to
+    exit while idle (buffered_worker.py's recycling) asks first, so that it loses none."""
+    return all(commit.idle for commit in list(_EVERY))

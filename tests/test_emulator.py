@@ -206,6 +206,57 @@ def test_every_request_is_recorded_with_lower_case_headers(emulator):
     assert conversation_call.json["messages"][0]["content"]["parts"] == ["recorded"]
 
 
+def test_a_connection_is_kept_open_between_requests(emulator):
+    """As chatgpt.com does: a client's requests ride one connection (a streamed answer too), and
+    no answer says `Connection: close`."""
+    chat = Chat(emulator)
+    answer = chat.send("kept")
+    assert answer.status_code == 200 and b"kept" in answer.content
+    assert "connection" not in {name.lower() for name in answer.headers}
+    again = chat.session.get(emulator.url + "/")
+    assert again.status_code == 200
+    ports = {r.client_port for r in emulator.requests}
+    assert len(emulator.requests) == 3 and len(ports) == 1 and None not in ports
+
+
+def test_a_client_that_asks_to_close_gets_connection_close(emulator):
+    """`Connection: close` (and HTTP/1.0) is honoured: the answer says so, then the emulator
+    closes the connection."""
+    with _connect(emulator) as connection:
+        connection.sendall(b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        received = _read_until_closed(connection)
+    head = received.split(b"\r\n\r\n", 1)[0]
+    assert head.startswith(b"HTTP/1.1 404") and b"\r\nConnection: close" in head
+
+
+def test_stopping_the_emulator_closes_its_kept_connections():
+    """A stopped emulator answers nowhere, not even on a connection kept from before."""
+    from tests.emulator import Emulator
+
+    emulator = Emulator().start()
+    try:
+        connection = _connect(emulator)
+        connection.sendall(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = connection.recv(65536)
+        assert head.startswith(b"HTTP/1.1 404") and b"Connection: close" not in head
+    finally:
+        emulator.stop()
+    with connection:
+        assert _read_until_closed(connection) == b""  # the end of the connection, not a timeout
+
+
+def _connect(emulator) -> socket.socket:
+    host, port = emulator.url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=30)
+
+
+def _read_until_closed(connection: socket.socket) -> bytes:
+    received = b""
+    while chunk := connection.recv(65536):  # the socket's timeout bounds each wait
+        received += chunk
+    return received
+
+
 def test_form_posts_are_recorded_too(emulator):
     curl_requests.post(emulator.url + "/u/login/identifier?state=abc",
                        data={"username": "a@b.c", "action": "default"})

@@ -306,3 +306,13 @@ def test_two_instances_visiting_a_new_account_at_once_agree_on_its_device(kind, 
     assert devices[0] is not None and devices[0] == devices[1]
     assert open_store().get(DEVICE_PREFIX + account_key(access_token)) == {
         "id": devices[0]}
+
+
+def test_an_answers_requests_ride_one_kept_alive_connection(client, token, emulator):
+    """The page, both prepares, the finalize and the write of a turn go out on one connection
+    (curl_transfer.py: one handle per answer), which the site keeps open between them."""
+    send(client, access_token=token, prompt="Hi")
+    send(client, access_token=token, prompt="Hi again")
+    ports = [r.client_port for r in emulator.requests]
+    assert len(ports) == 9 and None not in ports  # the page is fetched once
+    assert len(set(ports)) == 1

@@ -64,6 +64,7 @@ def create_emulator_app(emulator) -> Flask:
             args=request.args.to_dict(),
             body=raw,
             time=time.time(),
+            client_port=request.environ.get("REMOTE_PORT"),
         )
 
     @app.errorhandler(HTTPException)

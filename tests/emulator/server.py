@@ -8,10 +8,14 @@
 """
 from __future__ import annotations
 
+import io
 import secrets
+import socket
 import threading
 from dataclasses import dataclass
 
+from werkzeug.debug.tbtools import DebugTraceback
+from werkzeug.exceptions import InternalServerError
 from werkzeug.serving import BaseWSGIServer, ThreadedWSGIServer, WSGIRequestHandler
 
 from . import tokens
@@ -23,6 +27,12 @@ from .files import FileStore
 from .images import ImageTool
 from .sentinel import SentinelLedger, TwoPhaseLedger
 from .switches import Switches
+
+# Seconds a kept-alive connection may wait for its next request before the emulator closes it.
+KEEP_ALIVE_SECONDS = 60
+# Largest request body read whole before the app runs (keep-alive needs all of it read); a
+# larger one is served the werkzeug way, and its connection closed.
+MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -37,28 +47,110 @@ class RecordedRequest:
     args: dict[str, str]
     body: bytes
     time: float
+    client_port: int | None = None  # the client's end of the connection it came on
 
 
 class _Server(ThreadedWSGIServer):
     """werkzeug's threaded server with the listen backlog of a busy site, not its 128: with a
     few hundred connections opened at once (bench/concurrency.py), the 129th and later
     connections' handshakes were dropped and retried a whole second later (ListenOverflows in
-    /proc/net/netstat), which chatgpt.com's front does not do to its clients."""
+    /proc/net/netstat), which chatgpt.com's front does not do to its clients.
+
+    It knows its open connections, so that stopping the emulator closes the kept-alive ones too,
+    as a site that went away would (a stopped server that still answered on old connections
+    would hide from a test that the upstream is gone).
+    """
 
     request_queue_size = 4096
 
+    def __init__(self, *args, **kwargs) -> None:
+        self.connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address) -> None:
+        with self._connections_lock:
+            self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request) -> None:
+        with self._connections_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Cut every open connection (their handler threads then end)."""
+        with self._connections_lock:
+            open_now = list(self.connections)
+        for connection in open_now:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
 
 class _Handler(WSGIRequestHandler):
-    """werkzeug's handler writing each piece of a response in one system call.
+    """werkzeug's handler, keeping connections alive and writing each piece in one send.
 
-    Unbuffered (socketserver's default), every chunk of a streamed answer took four sends: its
-    size line, CRLF, the data, CRLF. Buffered, werkzeug's flush after each piece sends them
-    together. The bytes are the same; the emulator, which shares the machine with the service
-    it is measured against (bench/concurrency.py), spends fewer system calls and GIL hand-overs
-    per event.
+    Keep-alive: chatgpt.com keeps a connection open between requests, and the service's four
+    requests per 2026 answer ride one connection (chatgpt_web/curl_transfer.py). werkzeug's own
+    `run_wsgi` sends `Connection: close` on every answer, because it cannot tell where an unread
+    request body ends, and after each answer waits 10 ms for leftover bytes to discard. Here a
+    body with a Content-Length is read whole before the app runs, so the next request starts
+    right after it; the answer's bytes are werkzeug's (status line, Server, Date, the app's
+    headers, chunked framing) without that `Connection: close`. A chunked or oversized request
+    body, which no client of the site sends, takes werkzeug's path and closes as before; so does
+    a client that asks for it (`Connection: close`, HTTP/1.0).
+
+    One send per piece: unbuffered (socketserver's default), every chunk of a streamed answer
+    took four sends (size line, CRLF, data, CRLF). Buffered, they leave together. The emulator,
+    which shares the machine with the service it is measured against (bench/concurrency.py),
+    spends fewer system calls and GIL hand-overs per event. TCP_NODELAY, as production servers
+    set it: on a kept-alive connection Nagle would hold a piece until the client's delayed ACK
+    of the previous one (up to 40 ms).
     """
 
-    wbufsize = -1  # io's default buffer; werkzeug flushes it after every piece it writes
+    protocol_version = "HTTP/1.1"
+    wbufsize = -1  # io's default buffer, flushed after every piece
+    disable_nagle_algorithm = True
+    timeout = KEEP_ALIVE_SECONDS  # an idle connection is closed after this (and any stalled read)
+
+    def run_wsgi(self) -> None:
+        length = self.headers.get("Content-Length", "0").strip()
+        if ("Transfer-Encoding" in self.headers or not length.isdigit()
+                or int(length) > MAX_BODY_BYTES):
+            self.close_connection = True
+            super().run_wsgi()  # werkzeug's: reads what the app reads, drains the rest, closes
+            return
+        if self.headers.get("Expect", "").lower().strip() == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # as werkzeug does
+            self.wfile.flush()
+        body = self.rfile.read(int(length))
+        self.environ = environ = self.make_environ()
+        environ["wsgi.input"] = io.BytesIO(body)
+        answer = _Answer(self, environ["REQUEST_METHOD"] == "HEAD")
+        try:
+            _run(self.server.app, environ, answer)
+        except (ConnectionError, TimeoutError) as error:
+            self.close_connection = True
+            self.connection_dropped(error, environ)
+        except Exception as error:
+            self.close_connection = True
+            if self.server.passthrough_errors:
+                raise
+            if not answer.head_sent:  # werkzeug's 500 page, then the error in the log
+                try:
+                    answer.status = answer.headers = None
+                    _run(InternalServerError(), environ, answer)
+                except Exception:
+                    pass
+            self.server.log("error", "Error on request:\n"
+                            + DebugTraceback(error).render_traceback_text())
+
+    def log_error(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+        if format.startswith("Request timed out"):
+            return  # an idle kept-alive connection reached KEEP_ALIVE_SECONDS: no error
+        super().log_error(format, *args)
 
     def finish(self) -> None:
         # Closing the buffered writer flushes it: a client that left meanwhile (a test that
@@ -69,6 +161,72 @@ class _Handler(WSGIRequestHandler):
             super().finish()
         except ConnectionError:
             pass
+
+
+def _run(app, environ, answer: _Answer) -> None:
+    """Run the WSGI `app` and send what it answers through `answer`."""
+    chunks = app(environ, answer.start_response)
+    try:
+        for data in chunks:
+            answer.write(data)
+        answer.end()
+    finally:
+        if hasattr(chunks, "close"):
+            chunks.close()
+
+
+class _Answer:
+    """One answer's head and body, framed as werkzeug frames them, each piece in one write."""
+
+    def __init__(self, handler: _Handler, head_only: bool) -> None:
+        self.handler, self.head_only = handler, head_only
+        self.status: str | None = None
+        self.headers: list[tuple[str, str]] | None = None
+        self.head_sent = self.chunked = False
+
+    def start_response(self, status: str, headers, exc_info=None):
+        if exc_info:
+            try:
+                if self.head_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.headers is not None:
+            raise AssertionError("Headers already set")
+        self.status, self.headers = status, list(headers)
+        return self.write
+
+    def _send_head(self) -> None:
+        handler = self.handler
+        code, _, message = self.status.partition(" ")
+        handler.send_response(int(code), message)  # the status line, Server and Date
+        names = set()
+        for name, value in self.headers:
+            handler.send_header(name, value)
+            names.add(name.lower())
+        self.chunked = not ("content-length" in names or self.head_only
+                            or 100 <= int(code) < 200 or int(code) in (204, 304))
+        if self.chunked:
+            handler.send_header("Transfer-Encoding", "chunked")
+        if handler.close_connection:
+            handler.send_header("Connection", "close")
+        handler.end_headers()  # into the buffer: it leaves with the first piece
+        self.head_sent = True
+
+    def write(self, data: bytes) -> None:
+        if not self.head_sent:
+            self._send_head()
+        if data:
+            self.handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if self.chunked
+                                     else data)
+        self.handler.wfile.flush()
+
+    def end(self) -> None:
+        if not self.head_sent:
+            self.write(b"")
+        if self.chunked:
+            self.handler.wfile.write(b"0\r\n\r\n")
+            self.handler.wfile.flush()
 
 
 class _QuietHandler(_Handler):
@@ -124,6 +282,7 @@ class Emulator:
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
+            self._server.close_connections()
             self._server.server_close()
             self._thread.join(timeout=5)
             self._server = self._thread = None
