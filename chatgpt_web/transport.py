@@ -29,6 +29,7 @@ import inspect
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 
 import curl_cffi
@@ -282,6 +283,27 @@ class StreamedResponse:
             if not running[0]:
                 self._error = transfer.failure()
 
+    def finish(self, within: float) -> None:
+        """Read the rest of the body, discarding it, if it ends within `within` seconds.
+
+        A stream's last event ([DONE]) comes just before the end of its body, which is often a
+        write of its own (chunked encoding's last chunk): the reader stops at the event, and
+        curl keeps a connection for the next request only once its transfer is read to the end.
+        A body that goes on longer is left as it is (close() then closes its connection).
+        """
+        transfer, running = self._transfer, self._running
+        ends_by = time.monotonic() + within
+        while self._curl is not None and running[0] and self._error is None:
+            transfer.step_holding_gil()
+            self._chunks.clear()
+            if not running[0]:
+                self._error = transfer.failure()
+                return
+            left_ms = int((ends_by - time.monotonic()) * 1000)
+            if left_ms <= 0:
+                return
+            transfer.wait(left_ms)
+
     @property
     def closed(self) -> bool:
         return self._curl is None
@@ -341,6 +363,9 @@ class PublicStreamReader:
         """Yield the body's chunks as they arrive; raise curl_cffi's exception if it breaks."""
         if not self.closed:
             yield from self._response.iter_content()
+
+    def finish(self, within: float) -> None:
+        """Nothing: curl_cffi's own stream closes its connection unless read to the end."""
 
     def close(self) -> None:
         """Stop the transfer if still running (idempotent), without waiting for it.
