@@ -175,6 +175,19 @@ def test_a_stalled_stream_ends_after_the_idle_timeout(relay_service, fake_openai
     assert b"upstream_stream_stalled" in body and b"[DONE]" not in body
 
 
+def test_a_body_that_lingers_after_done_is_cut(relay_service, fake_openai):
+    # The answer is complete at [DONE]; the end of the body is read only to keep the connection.
+    # An upstream that holds its body open must not hold the caller's body (nor its thread) open.
+    service = relay_service(RELAY_PING_INTERVAL="0")
+    fake_openai.fault("*", "linger_after_done:30")
+    started = time.monotonic()
+    status, _, body = raw(service, "/v1/chat/completions", {
+        "model": "gpt-4o", "messages": MESSAGES, "stream": True})
+    assert time.monotonic() - started < 15
+    assert status == 200 and body.endswith(b"data: [DONE]\n\n") and b"error" not in body
+    assert not [key for key in upstreams(service).values() if key["strikes"]]
+
+
 def test_a_slow_first_event_commits_and_pings(relay_service, fake_openai):
     service = relay_service(RELAY_COMMIT_AFTER="0.3", RELAY_PING_INTERVAL="0.2")
     fake_openai.fault("*", "slow_first_event:2.5")  # far beyond the commit: a loaded machine

@@ -39,6 +39,10 @@ MAX_ANSWER_BYTES = 64 * 1024 * 1024
 MAX_ERROR_BYTES = 1024 * 1024
 # The end of a stream kept to read its usage chunk from (the chunk is small and comes last).
 USAGE_TAIL_BYTES = 8192
+# Seconds an upstream's body may take to end after its [DONE] (the answer is complete then): the
+# end is read so that the connection can be kept for the next request, but a body that lingers
+# is cut (its connection closed) rather than holding this request's thread until the idle timeout.
+END_OF_BODY_WAIT = 1.0
 
 
 @dataclass
@@ -283,6 +287,7 @@ class Relay:
             return events.error_event(message, code)
 
         seen_done = seen_finish = False
+        ends_by = None  # once [DONE] has come: when the body must have ended
         tail = b""  # the end of what came, for markers cut between two reads
         settle = request.on_complete  # called once, when the answer is known to be complete
         recent: deque[bytes] = deque()  # the last reads, USAGE_TAIL_BYTES at least
@@ -314,6 +319,12 @@ class Relay:
                 now = time.monotonic()
                 if data:
                     last_byte = now
+                if seen_done:
+                    if ends_by is None:
+                        ends_by = now + END_OF_BODY_WAIT
+                    elif now >= ends_by:  # complete, and the rest of the body is not needed
+                        self._complete(attempt, request)
+                        return
                 if now >= deadline:
                     yield broken("the answer took longer than the relay allows",
                                  "upstream_timeout")
@@ -323,6 +334,8 @@ class Relay:
                                  "upstream_stream_stalled")
                     return
                 wait = min(deadline - now, timeouts.idle - (now - last_byte))
+                if ends_by is not None:
+                    wait = min(wait, ends_by - now)
                 if timeouts.ping > 0:
                     wait = min(wait, timeouts.ping)
                 try:
@@ -344,10 +357,7 @@ class Relay:
                         yield broken("the upstream answer ended before it was complete",
                                      "upstream_stream_broken")
                         return
-                    if request.own_key is None:
-                        self.health.record(attempt.upstream.name, attempt.key.id,
-                                           outcomes.Outcome(outcomes.OK, False), attempt.model,
-                                           attempt.state)
+                    self._complete(attempt, request)
                     if settle is not None:
                         settle(events.usage_in(_tail_of(recent)))
                     if not seen_done:
@@ -355,6 +365,12 @@ class Relay:
                     return
         finally:
             exchange.close()
+
+    def _complete(self, attempt, request) -> None:
+        """The answer came whole: a server-held key's success is recorded (strikes forgotten)."""
+        if request.own_key is None:
+            self.health.record(attempt.upstream.name, attempt.key.id,
+                               outcomes.Outcome(outcomes.OK, False), attempt.model, attempt.state)
 
     def _pipe_bytes(self, exchange, first: bytes, deadline, settle=None) -> Iterator[bytes]:
         try:

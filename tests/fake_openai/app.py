@@ -60,6 +60,8 @@ def _sse(events, fault: str | None, fake) -> Response:
             yield b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n"
         if fault != "no_done":
             yield b"data: [DONE]\n\n"
+        if fault and fault.startswith("linger_after_done:"):  # the body ends that much later
+            fake.stopping.wait(float(fault.split(":")[1]))
     return Response(generate(), mimetype="text/event-stream",
                     headers={**SECRET_HEADERS, "cache-control": "no-cache"})
 

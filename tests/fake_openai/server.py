@@ -219,7 +219,8 @@ class FakeOpenAI:
         "html_page" (a Cloudflare-like 403 page), "bad_json"
         (a 200 that is not JSON), "first_event_error", "empty_stream", "cut_after:<n>" (the
         connection drops after n chunks), "stall_after:<n>", "slow_first_event:<seconds>"
-        (headers at once, the first event later), "no_done".
+        (headers at once, the first event later), "no_done", "linger_after_done:<seconds>" (the
+        body ends that long after its [DONE]).
         """
         with self._lock:
             self._faults[key] = _Fault(name, times)
