@@ -181,7 +181,13 @@ def listen_overflows() -> int | None:
 
 
 class PathRun:
-    """What one path (direct, bare or relay) gave at one level, over all its answers and rounds."""
+    """What one path (direct, bare or relay) gave at one level, over all its answers and rounds.
+
+    `pids()` and `fake_pids()` list the processes whose CPU counts, read again before and after
+    every burst: gunicorn replaces a worker that stays too large after a burst
+    (buffered_worker.py, WORKER_RECYCLE_MB), and a worker forked after the run began must count
+    too (one that ended is counted in its master's reaped-children time).
+    """
 
     def __init__(self, pids, fake_pids):
         self.pids, self.fake_pids = pids, fake_pids
@@ -191,11 +197,11 @@ class PathRun:
         self.server_cpu = self.fake_cpu = self.client_cpu = 0.0
 
     def run(self, port: int, request: bytes, count: int) -> list:
-        server, fake, client = (cpu_seconds(self.pids), cpu_seconds(self.fake_pids),
+        server, fake, client = (cpu_seconds(self.pids()), cpu_seconds(self.fake_pids()),
                                 time.process_time())
         outcomes = LOOP.run(burst(port, request, count, 60 if count == 1 else 120))
-        self.server_cpu += cpu_seconds(self.pids) - server
-        self.fake_cpu += cpu_seconds(self.fake_pids) - fake
+        self.server_cpu += cpu_seconds(self.pids()) - server
+        self.fake_cpu += cpu_seconds(self.fake_pids()) - fake
         self.client_cpu += time.process_time() - client
         self.outcomes += outcomes
         firsts = [first for ok, first, _, _ in outcomes if ok and first is not None]
@@ -318,22 +324,28 @@ def main() -> None:
         service_port = int(service.url.rsplit(":", 1)[1])
         direct_request = request_bytes(fake_port, args.words, UPSTREAM_KEY)
         relay_request = request_bytes(service_port, args.words, CLIENT_KEY)
-        service_pids = [service.process.pid, *service.worker_pids()]
-        fake_pids = [fake.process.pid]
+        def fake_pids():
+            return [fake.process.pid]
+
+        def service_pids():
+            return [service.process.pid, *service.worker_pids()]
+
         paths = [("direct", fake_port, direct_request, fake_pids),
                  ("relay", service_port, relay_request, service_pids)]
         if bare is not None:
             wait_for(bare.url, "/v1/models", {"Authorization": f"Bearer {UPSTREAM_KEY}"}, bare)
             bare_port = int(bare.url.rsplit(":", 1)[1])
             paths.insert(1, ("bare", bare_port, request_bytes(bare_port, args.words, UPSTREAM_KEY),
-                             [bare.process.pid, *bare.worker_pids()]))
-        relay_pids = [pid for path, _, _, pids in paths if path != "direct" for pid in pids]
+                             lambda: [bare.process.pid, *bare.worker_pids()]))
+
+        def relay_pids():
+            return [pid for path, _, _, pids in paths if path != "direct" for pid in pids()]
 
         def place() -> str:
             if not args.pin:
                 return f"shared: every process on CPUs {','.join(map(str, cpus))}"
-            pin(fake_pids, cpus[0])
-            pin([*relay_pids, os.getpid()], cpus[1])
+            pin(fake_pids(), cpus[0])
+            pin([*relay_pids(), os.getpid()], cpus[1])
             return (f"pinned: the fake on CPU {cpus[0]}; the service, the bare passthrough and "
                     f"this client on CPU {cpus[1]}")
 

@@ -85,29 +85,24 @@ class Answer:
 
     def __iter__(self) -> Iterator[TextDelta]:
         """The text pieces as the upstream sends them. :raise ApiError: the stream failed."""
+        # One loop, no helper call per piece: this runs at every event of every stream.
+        events = self._events
         while not self._exhausted:
             try:
-                item = self._next()
+                item = self._ahead.pop() if self._ahead else next(events, None)
             except ApiError as error:
                 UPSTREAM_ERRORS.labels(error.code).inc()
                 self.close()
                 raise
-            if item is None:
-                self._exhausted = True
-            elif isinstance(item, TextDelta):
+            if isinstance(item, TextDelta):
+                if not self._seen_text:
+                    self._seen_text = True
+                    TIME_TO_FIRST_TOKEN.observe(time.monotonic() - self._started)
                 yield item
+            elif item is None:
+                self._exhausted = True
             else:
                 self._complete(item)
-
-    def _next(self) -> TextDelta | Completion | None:
-        if self._ahead:
-            item = self._ahead.pop()
-        else:
-            item = next(self._events, None)
-        if isinstance(item, TextDelta) and not self._seen_text:
-            self._seen_text = True
-            TIME_TO_FIRST_TOKEN.observe(time.monotonic() - self._started)
-        return item
 
     def _complete(self, completion: Completion) -> None:
         self._completion = completion

@@ -162,15 +162,25 @@ class ShrinkingThreadPool:
     `idle_seconds` for work ends. `_idle` is the number of waiting threads minus the queued
     tasks (negative: tasks wait for a thread), so a thread whose wait ends while a task is
     queued takes it instead of ending.
+
+    `submit()` never waits for a thread to start. `Thread.start()` returns only once the new
+    thread has run, and under load that is two turns at the GIL among hundreds of busy threads:
+    about 3 ms each at N=500 (bench/concurrency.py), which the worker's event loop spent per
+    request (750 ms of a 250-request burst) instead of reading the next requests. The threads
+    are started by a starter thread (one per pool, from its first submit), and each new thread
+    starts one more that is still wanted before it takes its task, so the starts of a burst
+    overlap instead of queueing behind one another.
     """
 
     def __init__(self, max_threads: int, idle_seconds: float = IDLE_THREAD_SECONDS):
         self.max_threads, self.idle_seconds = max_threads, idle_seconds
         self._tasks: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._threads = 0
+        self._threads = 0  # alive or about to start
         self._idle = 0
         self._shut_down = False
+        self._wanted = threading.Semaphore(0)  # threads promised and not started yet
+        self._starter: threading.Thread | None = None
 
     @property
     def threads(self) -> int:
@@ -184,13 +194,29 @@ class ShrinkingThreadPool:
                 raise RuntimeError("cannot schedule new work after shutdown")
             self._tasks.put((future, fn, args))
             self._idle -= 1  # a waiting thread is promised this task...
-            if self._idle < 0 and self._threads < self.max_threads:
+            grow = self._idle < 0 and self._threads < self.max_threads
+            if grow:
                 self._threads += 1  # ...or, with none, a new one waits for it
                 self._idle += 1
-                threading.Thread(target=self._work, name="request", daemon=False).start()
+                if self._starter is None:
+                    self._starter = threading.Thread(target=self._start_wanted,
+                                                     name="request-starter", daemon=True)
+                    self._starter.start()
+        if grow:
+            self._wanted.release()
         return future
 
+    def _start_wanted(self) -> None:
+        while True:
+            self._wanted.acquire()
+            self._start_one()
+
+    def _start_one(self) -> None:
+        threading.Thread(target=self._work, name="request", daemon=False).start()
+
     def _work(self) -> None:
+        if self._wanted.acquire(blocking=False):
+            self._start_one()  # see the class's docstring: starts overlap
         while True:
             try:
                 future, fn, args = self._tasks.get(timeout=self.idle_seconds)

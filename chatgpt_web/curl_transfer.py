@@ -284,16 +284,16 @@ class Transfer:
         """step() for a stream reading its events, without letting go of the GIL."""
         _check_multi(_multi_perform(*self._perform_args))
 
-    def wait(self) -> None:
-        """Wait for the socket, or a curl timer, for at most POLL_MS (in the stream pump, the
-        other streams run meanwhile: wait_multi)."""
+    def wait(self, longest_ms: int = POLL_MS) -> None:
+        """Wait for the socket, or a curl timer, for at most `longest_ms` (in the stream pump,
+        the other streams run meanwhile: wait_multi)."""
         pump = stream_pump.current()
         if pump is None:
-            _check_multi(lib.curl_multi_poll(self.multi, ffi.NULL, 0, POLL_MS, ffi.NULL))
+            _check_multi(lib.curl_multi_poll(self.multi, ffi.NULL, 0, longest_ms, ffi.NULL))
             return
         if self._multi_wait is None:
             self._multi_wait = MultiWait(self.multi)
-        self._multi_wait.wait(pump, POLL_MS)
+        self._multi_wait.wait(pump, longest_ms)
 
     def failure(self) -> Exception | None:
         """The curl_cffi exception session.post() would raise for the finished transfer, if any."""

@@ -144,9 +144,10 @@ def pre_request(worker, req):
 
 
 def child_exit(server, worker):
-    """Drop a dead worker's live gauges (streams in flight); its counters stay in the totals."""
-    from prometheus_client import multiprocess
-    multiprocess.mark_process_dead(worker.pid)
+    """Drop a dead worker's live gauges (streams in flight) and fold its counters and histograms
+    into the archive files, so they stay in the totals without a file per dead worker."""
+    from chatgpt_web.metrics import fold_dead_process  # imported with the app before forking
+    fold_dead_process(worker.pid, os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 
 def on_exit(server):

@@ -6,6 +6,7 @@ Labels never carry a prompt, a token or a conversation id: only routes, statuses
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import time
 from collections.abc import Iterator
@@ -80,9 +81,55 @@ def observe_request(route: str, status: int, seconds: float) -> None:
 
 def render() -> tuple[bytes, str]:
     """The exposition text of all metrics (merged across processes in multiprocess mode)."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
         from prometheus_client import multiprocess
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
+        multiprocess.MultiProcessCollector(registry, path=directory)
+        with _files_lock(directory, fcntl.LOCK_SH):  # no file folded away while they are read
+            return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST
+
+
+# In multiprocess mode every process writes its counters and histograms to files of its own
+# (counter_<pid>.db, histogram_<pid>.db), and a scrape reads every file ever written. A server
+# that replaces its workers (a recycled worker, one gunicorn restarted after a crash or a
+# timeout) would leave two more files per replacement for every later scrape to read. When a
+# worker has died, the master folds its files into one archive per kind and deletes them, under
+# an exclusive lock that scrapes take shared: a scrape sees the dead worker's counts either in
+# its files or in the archive, never in both, never in neither (and never a file deleted after
+# the scrape listed it, which prometheus_client reports as an error).
+_ARCHIVED_KINDS = ("counter", "histogram")
+
+
+@contextlib.contextmanager
+def _files_lock(directory: str, how: int) -> Iterator[None]:
+    with open(os.path.join(directory, ".fold.lock"), "a") as lock:
+        fcntl.flock(lock, how)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def fold_dead_process(pid: int, directory: str) -> None:
+    """Add a dead process's counters and histograms to the directory's archive files (summed
+    key by key, as a scrape sums them) and delete its files; drop its live gauges. Called by
+    the master only, so the archive has one writer."""
+    from prometheus_client import multiprocess
+    from prometheus_client.mmap_dict import MmapedDict
+
+    multiprocess.mark_process_dead(pid, directory)
+    with _files_lock(directory, fcntl.LOCK_EX):
+        for kind in _ARCHIVED_KINDS:
+            dead = os.path.join(directory, f"{kind}_{pid}.db")
+            if not os.path.exists(dead):
+                continue
+            archive = MmapedDict(os.path.join(directory, f"{kind}_archive.db"))
+            try:
+                for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(dead):
+                    total, _ = archive.read_value(key)
+                    archive.write_value(key, total + value, timestamp)
+            finally:
+                archive.close()
+            os.remove(dead)

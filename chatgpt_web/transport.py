@@ -29,6 +29,7 @@ import inspect
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 
 import curl_cffi
@@ -234,7 +235,7 @@ class StreamedResponse:
             # CURLOPT_TIMEOUT_MS (the answer must be complete by then) instead of the low-speed
             # limit curl_cffi uses for streams read on another thread.
             self._transfer.start(session, "POST", url, json=json, headers=headers,
-                                 timeout=timeout, sink=self._collect)
+                                 timeout=timeout, sink=self._chunks.append)
             # The headers are complete once the first body byte arrives (or the transfer ends),
             # which is also when curl_cffi's own streams return from session.post().
             while not self._chunks and self._running[0]:
@@ -249,10 +250,6 @@ class StreamedResponse:
         self.status_code: int = self._meta.status_code
         self.headers = self._meta.headers
 
-    def _collect(self, chunk: bytes) -> int:
-        self._chunks.append(chunk)
-        return len(chunk)
-
     def _step(self) -> None:
         """Move the transfer on: wait for the socket (or a curl timer) if there is nothing to do."""
         self._transfer.step()
@@ -261,33 +258,51 @@ class StreamedResponse:
         elif not self._chunks:
             self._transfer.wait()
 
-    def _next_chunks(self) -> None:
-        """Wait for the socket (or a curl timer), then move the transfer on.
-
-        Between two events the transfer has nothing to do until the socket is readable: waiting
-        first saves the curl_multi_perform that `_step` would make before it (each call into curl
-        releases the GIL, a chance for a thread switch, at every event of hundreds of streams).
-        """
-        self._transfer.wait()
-        self._transfer.step_holding_gil()
-        if not self._running[0]:
-            self._error = self._transfer.failure()
-
     def iter_content(self) -> Iterator[bytes]:
         """Yield the body's chunks as they arrive; raise curl_cffi's exception if it breaks."""
+        # The loop runs at every event of a stream: its helpers are bound once, out of it.
+        chunks, transfer, running = self._chunks, self._transfer, self._running
         while self._curl is not None:
-            chunks, self._chunks = self._chunks, []
             # What one wait brought arrived together: one piece (curl calls its write callback
             # once per HTTP chunk, and the site sends one per event).
-            if len(chunks) > 1:
-                yield b"".join(chunks)
-            elif chunks:
-                yield chunks[0]
+            if chunks:
+                piece = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
+                yield piece
             if self._error is not None:
                 raise self._error
-            if not self._running[0]:
+            if not running[0]:
                 return
-            self._next_chunks()
+            # Wait for the socket (or a curl timer), then move the transfer on. Between two
+            # events the transfer has nothing to do until the socket is readable: waiting first
+            # saves the curl_multi_perform that `_step` would make before it (each call into curl
+            # releases the GIL, a chance for a thread switch, at every event of hundreds of
+            # streams).
+            transfer.wait()
+            transfer.step_holding_gil()
+            if not running[0]:
+                self._error = transfer.failure()
+
+    def finish(self, within: float) -> None:
+        """Read the rest of the body, discarding it, if it ends within `within` seconds.
+
+        A stream's last event ([DONE]) comes just before the end of its body, which is often a
+        write of its own (chunked encoding's last chunk): the reader stops at the event, and
+        curl keeps a connection for the next request only once its transfer is read to the end.
+        A body that goes on longer is left as it is (close() then closes its connection).
+        """
+        transfer, running = self._transfer, self._running
+        ends_by = time.monotonic() + within
+        while self._curl is not None and running[0] and self._error is None:
+            transfer.step_holding_gil()
+            self._chunks.clear()
+            if not running[0]:
+                self._error = transfer.failure()
+                return
+            left_ms = int((ends_by - time.monotonic()) * 1000)
+            if left_ms <= 0:
+                return
+            transfer.wait(left_ms)
 
     @property
     def closed(self) -> bool:
@@ -348,6 +363,9 @@ class PublicStreamReader:
         """Yield the body's chunks as they arrive; raise curl_cffi's exception if it breaks."""
         if not self.closed:
             yield from self._response.iter_content()
+
+    def finish(self, within: float) -> None:
+        """Nothing: curl_cffi's own stream closes its connection unless read to the end."""
 
     def close(self) -> None:
         """Stop the transfer if still running (idempotent), without waiting for it.

@@ -304,6 +304,36 @@ def test_the_pool_runs_work_at_once_and_its_idle_threads_end():
         pool.submit(lambda: None)
 
 
+def test_submit_never_waits_for_a_thread_to_start(monkeypatch):
+    """Thread.start() waits for the new thread to run, which under load means waiting for the
+    GIL: the worker's event loop (the submitter) must not, so other threads start them."""
+    starters: list[int] = []
+    start = threading.Thread.start
+
+    def noting_start(thread):
+        if thread.name == "request":
+            starters.append(threading.get_ident())
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", noting_start)
+    pool = ShrinkingThreadPool(max_threads=6, idle_seconds=30)
+    release, started = threading.Event(), threading.Semaphore(0)
+
+    def hold():
+        started.release()
+        assert release.wait(30)
+
+    running = [pool.submit(hold) for _ in range(6)]
+    for _ in range(6):
+        assert started.acquire(timeout=30)
+    release.set()
+    for future in running:
+        future.result(30)
+    assert len(starters) == 6 and threading.get_ident() not in starters
+    assert pool.threads == 6
+    pool.shutdown(wait=False)
+
+
 def test_an_idle_thread_takes_new_work_instead_of_a_new_thread():
     pool = ShrinkingThreadPool(max_threads=8, idle_seconds=30)
     for _ in range(5):  # one after another: the one idle thread serves them all

@@ -109,6 +109,21 @@ def test_events_split_across_chunks_and_crlf_decode_identically():
     assert whole == [SseEvent("delta", '{"v": "café"}'), SseEvent(None, "[DONE]")]
 
 
+def test_characters_and_invalid_bytes_split_anywhere_decode_as_one_read():
+    # Whole chunks decode at once, a character split between chunks (or bytes that are no
+    # UTF-8) through the incremental decoder: for every way to cut the stream in three, the
+    # events are those of the stream read whole, invalid bytes replaced by U+FFFD.
+    raw = ("data: {\"v\": \"é中🙂\"}\n\n".encode() + b"data: bad \xff\xc3 end\n\n"
+           + "data: ünï\n\n".encode())
+    whole = list(iter_sse([raw]))
+    assert whole == [SseEvent(None, '{"v": "é中🙂"}'), SseEvent(None, "bad \ufffd\ufffd end"),
+                     SseEvent(None, "ünï")]
+    for first in range(len(raw)):
+        for second in range(first, len(raw)):
+            pieces = [raw[:first], raw[first:second], raw[second:]]
+            assert list(iter_sse(pieces)) == whole, (first, second)
+
+
 def test_multiline_data_is_joined_with_newlines():
     assert list(iter_sse([b"data: a\ndata: b\n\n"])) == [SseEvent(None, "a\nb")]
 

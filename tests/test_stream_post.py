@@ -15,7 +15,7 @@ import time
 import pytest
 from curl_cffi.requests import exceptions as curl_errors
 
-from chatgpt_web import errors, transport
+from chatgpt_web import curl_transfer, errors, transport
 from chatgpt_web.config import Config
 from chatgpt_web.transport import new_session, stream_post, upstream_errors
 from chatgpt_web.upstream import conversation
@@ -341,12 +341,15 @@ def test_reading_the_stream_leaves_the_sigpipe_handler_alone(raw_server, reader,
     sends with MSG_NOSIGNAL). Seen from inside the write callback, the handler stays ours."""
     seen = []
 
-    class Watched(transport.StreamedResponse):
-        def _collect(self, chunk):
-            seen.append(_sigpipe_handler_address())
-            return super()._collect(chunk)
+    start = curl_transfer.Transfer.start
 
-    monkeypatch.setattr(transport, "READER", Watched)
+    def watched_start(self, *args, sink, **kwargs):
+        def watched_sink(chunk):  # called by the write callback, inside curl_multi_perform
+            seen.append(_sigpipe_handler_address())
+            return sink(chunk)
+        return start(self, *args, sink=watched_sink, **kwargs)
+
+    monkeypatch.setattr(curl_transfer.Transfer, "start", watched_start)
     previous = signal.signal(signal.SIGPIPE, lambda *_: None)
     try:
         ours = _sigpipe_handler_address()
@@ -357,3 +360,72 @@ def test_reading_the_stream_leaves_the_sigpipe_handler_alone(raw_server, reader,
         signal.signal(signal.SIGPIPE, previous)
     assert ours not in (0, 1)  # neither SIG_DFL nor SIG_IGN: Python's handler
     assert seen and all(handler == ours for handler in seen)
+
+
+class KeepAliveServer(LoopbackSocketServer):
+    """Answers every request of a connection with an event stream whose body ends (chunked
+    encoding's last chunk) `end_after` seconds after its [DONE]; counts the connections."""
+
+    def __init__(self, end_after: float):
+        self.end_after = end_after
+        self.connections = 0
+        self.release = threading.Event()  # ends the waits at teardown
+        super().__init__()
+
+    def handle(self, conn, client_port):
+        self.connections += 1
+        with conn:
+            buffered = b""
+            while (request := read_http_request(conn, buffered)) is not None:
+                buffered = request[2]
+                try:
+                    conn.sendall(SSE_HEAD + chunk(b"data: one\n\n")
+                                 + chunk(b"data: [DONE]\n\n"))
+                    self.release.wait(self.end_after)
+                    conn.sendall(b"0\r\n\r\n")
+                except OSError:  # the client left
+                    return
+
+    def stop(self):
+        self.release.set()
+        super().stop()
+
+
+def read_to_done(response) -> bytes:
+    """The body up to [DONE], as the answer's reader stops there."""
+    body = b""
+    for piece in response.iter_content():
+        body += piece
+        if b"[DONE]" in body:
+            return body
+    return body
+
+
+def two_streams(server, finish_within: float) -> None:
+    with new_session(config()) as session:
+        for _ in range(2):
+            with post(session, server.url + "/c") as response:
+                assert read_to_done(response).endswith(b"data: [DONE]\n\n")
+                response.finish(finish_within)
+
+
+@pytest.mark.parametrize("reader", ["multi-handle"], indirect=True)
+def test_a_body_that_ends_soon_after_done_is_finished_and_its_connection_kept(reader):
+    # The end of the body is a write of its own, 0.2 s after [DONE]: finishing the response
+    # reads it, so the session's next request rides the same connection.
+    server = KeepAliveServer(end_after=0.2)
+    try:
+        two_streams(server, finish_within=30)
+        assert server.connections == 1
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("reader", ["multi-handle"], indirect=True)
+def test_a_body_that_does_not_end_in_time_is_cut_and_its_connection_closed(reader):
+    server = KeepAliveServer(end_after=60)
+    try:
+        two_streams(server, finish_within=0.1)  # returns: finishing waits only its bound
+        assert server.connections == 2
+    finally:
+        server.stop()

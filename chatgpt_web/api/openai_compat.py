@@ -19,11 +19,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from itertools import chain
+from operator import attrgetter
 
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from .. import models, usage
+from .. import json_codec, models, usage
 from ..access import bearer
 from ..answers import Answer
 from ..errors import ApiError, BadRequest, Conflict, NotFound, PayloadTooLarge
@@ -351,10 +353,12 @@ def _read_head(answer: Answer) -> str:
 
 
 def _pieces(head: str, answer: Answer) -> Iterator[str]:
-    if head:
-        yield head
-    for delta in answer:
-        yield delta.text
+    """`head`, then the text of the answer's deltas (map: no Python frame resumed per delta)."""
+    texts = map(_TEXT_OF, answer)
+    return chain((head,), texts) if head else texts
+
+
+_TEXT_OF = attrgetter("text")
 
 
 class _StreamedChoice:
@@ -368,6 +372,7 @@ class _StreamedChoice:
         # so far at every piece (no in-place growth for attributes), quadratic in a long answer.
         self._given: list[str] = []
         self.result: TurnResult | None = None
+        self._around: list[bytes] | None = None  # a content chunk's bytes before/after the text
 
     @property
     def output_text(self) -> str:
@@ -378,6 +383,18 @@ class _StreamedChoice:
     def _chunk(self, delta: dict, finish_reason: str | None = None, **extra) -> bytes:
         return sse.event(self.reply.chunk(delta, finish_reason, index=self.index, **extra))
 
+    def _content(self, text: str) -> bytes:
+        """The chunk of one piece of text: the same bytes as `_chunk({"content": text})`, made
+        by encoding only the text into the rest of the chunk, encoded once per choice (this
+        runs at every event of a stream)."""
+        if self._around is None:
+            around = self._chunk({"content": ""}).split(b'"content":""')
+            self._around = around if len(around) == 2 else []
+        if not self._around:  # never seen: the placeholder also stood elsewhere in the chunk
+            return self._chunk({"content": text})
+        before, after = self._around
+        return b'%s"content":%s%s' % (before, json_codec.dumps(text), after)
+
     def text(self, spec: TurnSpec, answer: Answer, head: str = "") -> Iterator[bytes]:
         """A text answer as it streams (after `head`, its text already read), cut at
         `stop`/`max_tokens`; once cut, the upstream is no longer read (the rest would be thrown
@@ -387,7 +404,7 @@ class _StreamedChoice:
             text = cutter.feed(piece) if cutter.active else piece
             if text:
                 self._given.append(text)
-                yield self._chunk({"content": text})
+                yield self._content(text)
             if cutter.done:
                 answer.close()
                 yield self._chunk({}, cutter.finish_reason)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
+from .. import json_codec
 from ..access import client_key, limit_pooled_request, require_same_origin
 from ..answers import Answer
 from ..errors import ApiError, BadRequest, PayloadTooLarge
@@ -174,7 +175,8 @@ def _stream_events(answer: Answer, drawn=lambda completion: ""):
     with answer:
         try:
             for delta in answer:
-                yield sse.event({"delta": delta.text})
+                # sse.event({"delta": delta.text}), with only the text encoded
+                yield b'data: {"delta":%s}\n\n' % json_codec.dumps(delta.text)
             completion = answer.completion
             images = drawn(completion)
             if images:

@@ -21,7 +21,7 @@ import time
 
 from flask import request
 
-from .. import models, usage
+from .. import models, stream_pump, usage
 from ..access import backend_refused, bearer, client_key, web_knows
 from ..errors import ApiError, BadRequest, NotFound, PayloadTooLarge, ServiceUnavailable
 from ..ledger import Ledger
@@ -178,7 +178,7 @@ def run(services: Services, relay_request: RelayRequest):
     if relay_request.own_key is not None:
         attempts = _first_key_only(attempts)
     if key is None:
-        return relay.relay.forward(relay_request, attempts, ordered)
+        return _pumpable(relay.relay.forward(relay_request, attempts, ordered))
     tally = _Tally(services.ledger, key.id, relay_request)
     tally.take_hold(key.policy, texts)
     relay_request.on_complete, relay_request.on_broken = tally.record, tally.give_back
@@ -188,6 +188,15 @@ def run(services: Services, relay_request: RelayRequest):
         tally.give_back()
         raise
     response.call_on_close(tally.give_back)  # a stream that broke or lost its caller
+    return _pumpable(response)
+
+
+def _pumpable(response):
+    """`response`; an event stream's body waits only through its Exchange (wire.py, with
+    curl_transfer.wait_multi) and the ledger's short store calls, so with STREAM_PUMP on the
+    worker may send it from its stream pump (docs/stream-pump.md)."""
+    if response.mimetype == "text/event-stream":
+        request.environ[stream_pump.PUMPABLE] = True
     return response
 
 

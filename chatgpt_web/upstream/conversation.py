@@ -448,6 +448,13 @@ class ConversationClient:
                 _check_stream_response(response, retryable=retryable)
                 chunks = _chunks(response, deadline, self.config.max_upstream_answer_bytes)
                 yield from relay(chunks, reducer, self.config.max_upstream_event_bytes)
+                if reducer.done:  # the end of the body follows [DONE]: keep the connection
+                    response.finish(min(END_OF_BODY_WAIT, deadline - time.monotonic()))
+
+
+# Seconds a stream's body may take to end after its [DONE] for its connection to be kept for the
+# next request (the site ends it at once; a body that goes on is cut, its connection closed).
+END_OF_BODY_WAIT = 1.0
 
 
 def _target(path: str) -> dict:
@@ -464,7 +471,8 @@ def _remaining(deadline: float) -> float:
 def _chunks(response: StreamedResponse, deadline: float, max_bytes: int) -> Iterator[bytes]:
     received = 0
     for chunk in response.iter_content():
-        _remaining(deadline)
+        if time.monotonic() >= deadline:  # _remaining(deadline), without a call per chunk
+            _remaining(deadline)
         received += len(chunk)
         if received > max_bytes:  # MAX_UPSTREAM_ANSWER_BYTES: a hostile reverse_proxy never ends
             raise UpstreamError(f"the upstream answer is longer than {max_bytes} bytes",

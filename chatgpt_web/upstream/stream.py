@@ -16,8 +16,9 @@ import codecs
 import copy
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
+from itertools import chain
 from typing import Any
 
 from .. import json_codec
@@ -123,9 +124,21 @@ class SseParser:
         self._name: str | None = None
         self._data: list[str] = []
         self._size = 0  # characters of the event so far
+        self._decoder_holds_bytes = False
+
+    def _decode(self, chunk: bytes) -> str:
+        text = self._decoder.decode(chunk)
+        self._decoder_holds_bytes = bool(self._decoder.getstate()[0])
+        return text
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
-        text = self._decoder.decode(chunk)
+        if self._decoder_holds_bytes:  # the end of a character split across chunks is pending
+            text = self._decode(chunk)
+        else:
+            try:
+                text = chunk.decode()  # the usual chunk: whole characters, without a frame
+            except UnicodeDecodeError:  # a split character or invalid bytes: the decoder's way
+                text = self._decode(chunk)
         pending = self._pending + text
         if "\n" not in text and "\r" not in text and not self._pending.endswith("\r"):
             # No line ends in this chunk (a long event arriving in pieces): re-splitting the
@@ -136,8 +149,8 @@ class SseParser:
             return []
         # A trailing "\r" may be the first half of "\r\n" split across chunks: keep it back.
         held = "\r" if pending.endswith("\r") else ""
-        text = pending[: len(pending) - len(held)]
-        *complete, pending = _split_lines(text)
+        text = pending[: len(pending) - len(held)] if held else pending
+        *complete, pending = text.split("\n") if "\r" not in text else _split_lines(text)
         self._pending = pending + held
         # No line can be longer than the text it was split from (the usual case: a short chunk).
         if len(text) >= self.max_event and (
@@ -170,6 +183,9 @@ class SseParser:
             size += len(line)
             if size > self.max_event:  # many short data: lines that add up to one endless event
                 raise _too_long(self.max_event)
+            if line.startswith("data: "):  # the usual line, without partition()
+                data.append(line[6:])
+                continue
             if line.startswith(":"):
                 continue
             field, _, value = line.partition(":")
@@ -206,23 +222,26 @@ def relay(chunks: Iterable[bytes], reducer: StreamReducer,
         try:
             for event in events:
                 pieces += reducer.feed(event)
-                if reducer.done:
+                if reducer._done and reducer.done:  # the property's call only once it may be
                     break
         except ApiError:
             if pieces:
                 yield _joined(pieces)
             raise
         if pieces:
-            yield _joined(pieces)
-        if reducer.done:
+            yield pieces[0] if len(pieces) == 1 else _joined(pieces)
+        if reducer._done and reducer.done:
             return
 
 
 def _event_batches(chunks: Iterable[bytes], parser: SseParser) -> Iterator[list[SseEvent]]:
     """The events each chunk completes, then those the end of the stream completes."""
-    for chunk in chunks:
-        yield parser.feed(chunk)
-    yield parser.close()
+    # map() and chain() run in C: no Python frame is resumed per chunk, as a generator's would be.
+    return chain(map(parser.feed, chunks), _at_the_end(parser.close))
+
+
+def _at_the_end(close: Callable[[], list[SseEvent]]) -> Iterator[list[SseEvent]]:
+    yield close()
 
 
 def _joined(pieces: list[TextDelta]) -> TextDelta:
@@ -614,7 +633,8 @@ class StreamReducer:
         :raise UpstreamError: an in-stream error, or a payload that is not JSON.
         """
         data = event.data.strip()
-        if self._done or event.event == "ping" or not data or _HEARTBEAT.match(data):
+        if self._done or event.event == "ping" or not data or (
+                data[0] != "{" and _HEARTBEAT.match(data)):
             return []
         if data == "[DONE]":
             self._done = True
