@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from chatgpt_web.gunicorn_config import THREAD_CACHE_TUNABLE
 from tests.servers import ServerProcess
+
+# (Not imported from chatgpt_web.gunicorn_config: importing it sets PROMETHEUS_MULTIPROC_DIR in
+# this test process, which would then read its metrics from files.)
+THREAD_CACHE_TUNABLE = "glibc.malloc.tcache_max=256"
 
 pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
 
