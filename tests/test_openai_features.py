@@ -344,7 +344,8 @@ def test_with_tools_offered_a_text_answer_still_streams_as_it_comes(sdk, emulato
     emulator.switches.answer = "no call needed here at all"
     emulator.switches.words_per_delta = 1
     emulator.switches.chunking = False  # one event per write, each after a pause: pieces
-    emulator.switches.chunk_delay = 0.05  # that arrive apart are relayed apart
+    emulator.switches.chunk_delay = 0.15  # that arrive apart are relayed apart (0.05 s was
+    # too close on a loaded CI machine: pieces that wait in the socket are read, and sent, together)
     chunks = list(sdk.chat.completions.create(
         model="gpt-4o", tools=[WEATHER], stream=True,
         messages=[{"role": "user", "content": "Hello"}]))

@@ -105,7 +105,9 @@ def _answers(page):
 
 def test_playground_streams_an_answer_and_continues_the_conversation(
         web_page, live_service, emulator, token, artifacts):
-    emulator.switches.chunk_delay = 0.03
+    # ~2 s of streaming: at 0.03 s apart (0.6 s in all) a loaded CI machine (4 test processes,
+    # a browser) read the whole answer at once and the open stream was never seen (CI flake).
+    emulator.switches.chunk_delay = 0.1
     emulator.switches.answer = ("Here is **bold** text and `code`, then a list:\n\n- one\n- two\n\n"
                                 "```python\nprint('hi')\n```\nThat is all for now, thanks.")
     page = web_page
