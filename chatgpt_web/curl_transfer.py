@@ -54,6 +54,11 @@ except ImportError:  # a curl_cffi that moved them: transport's probe turns the 
 # curl_multi_poll() returns earlier when curl has a timer due (e.g. CURLOPT_TIMEOUT_MS), so this
 # only bounds how long a wait can last when nothing at all happens.
 POLL_MS = 1000
+# Seconds a streamed body may take to end after its last event ([DONE]) for its connection to be
+# kept for the next request: the end is read, not needed (the answer is complete), so a body that
+# goes on longer is cut and its connection closed. Both readers of event streams use it: the web
+# path (transport.StreamedResponse.finish) and the relay (relay/forward.py).
+END_OF_BODY_WAIT = 1.0
 _CURLMSG_DONE = 1  # CURLMSG_DONE in curl/multi.h
 _LONG = {CurlOpt.POST, CurlOpt.HTTPGET, CurlOpt.POSTFIELDSIZE, CurlOpt.TIMEOUT_MS}
 # The options start() sets for each request: a session whose curl_options set one of them (to

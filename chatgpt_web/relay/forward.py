@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from flask import Response
 
+from ..curl_transfer import END_OF_BODY_WAIT
 from ..errors import ApiError
 from ..metrics import RELAY_ATTEMPTS, RELAY_BROKEN_STREAMS, RELAY_OVERHEAD
 from . import events, outcomes
@@ -39,10 +40,6 @@ MAX_ANSWER_BYTES = 64 * 1024 * 1024
 MAX_ERROR_BYTES = 1024 * 1024
 # The end of a stream kept to read its usage chunk from (the chunk is small and comes last).
 USAGE_TAIL_BYTES = 8192
-# Seconds an upstream's body may take to end after its [DONE] (the answer is complete then): the
-# end is read so that the connection can be kept for the next request, but a body that lingers
-# is cut (its connection closed) rather than holding this request's thread until the idle timeout.
-END_OF_BODY_WAIT = 1.0
 
 
 @dataclass

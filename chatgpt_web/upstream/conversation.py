@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..config import Config
+from ..curl_transfer import END_OF_BODY_WAIT
 from ..errors import ApiError, BadRequest, UpstreamError, UpstreamTimeout
 from ..jwt_claims import expiry, payload
 from ..metrics import timed_upstream
@@ -450,11 +451,6 @@ class ConversationClient:
                 yield from relay(chunks, reducer, self.config.max_upstream_event_bytes)
                 if reducer.done:  # the end of the body follows [DONE]: keep the connection
                     response.finish(min(END_OF_BODY_WAIT, deadline - time.monotonic()))
-
-
-# Seconds a stream's body may take to end after its [DONE] for its connection to be kept for the
-# next request (the site ends it at once; a body that goes on is cut, its connection closed).
-END_OF_BODY_WAIT = 1.0
 
 
 def _target(path: str) -> dict:
