@@ -185,13 +185,20 @@ async def through_service(port: int, face: str, body: bytes, content_type: str,
     return _judge(status, tail, first_text, streamed=True)
 
 
-async def direct(port: int, token: str, conversation: bytes, whole: bool) -> Outcome:
+async def _as_one_tab(flow, port: int, token: str, conversation: bytes,
+                      whole: bool) -> Outcome:
+    """A direct client: one browser tab asking once, its `flow`'s requests sent one after the
+    other on one kept-alive connection of its own (the module's docstring)."""
     started = time.monotonic()
     connection = await Connection.open(port)
     try:
-        return await _direct(connection, port, token, conversation, whole, started)
+        return await flow(connection, port, token, conversation, whole, started)
     finally:
         connection.close()
+
+
+async def direct(port: int, token: str, conversation: bytes, whole: bool) -> Outcome:
+    return await _as_one_tab(_direct, port, token, conversation, whole)
 
 
 async def _direct(connection: Connection, port: int, token: str, conversation: bytes,
@@ -216,12 +223,7 @@ async def direct_2026_flow(port: int, token: str, conversation: bytes, whole: bo
     """`direct` as a 2026 client asks: conduit prepare, sentinel prepare, the Turnstile program
     run (this process's CPU, about 0.2 ms), sentinel finalize, then `POST /f/conversation`: the
     four requests per answer the service makes, against the two of `direct`."""
-    started = time.monotonic()
-    connection = await Connection.open(port)
-    try:
-        return await _direct_2026_flow(connection, port, token, conversation, whole, started)
-    finally:
-        connection.close()
+    return await _as_one_tab(_direct_2026_flow, port, token, conversation, whole)
 
 
 async def _direct_2026_flow(connection: Connection, port: int, token: str, conversation: bytes,
