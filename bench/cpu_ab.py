@@ -3,15 +3,19 @@
     python bench/cpu_ab.py                          # this tree vs main, N=200, 3 rounds
     python bench/cpu_ab.py --base HEAD~1 --n 500 --rounds 2 --words 60
     python bench/cpu_ab.py --sequential --n 200 --rounds 4   # one process, answers one by one
+    python bench/cpu_ab.py --face usage --n 500     # /v1/chat/completions with include_usage
 
 The machine may be shared, so wall-clock figures swing with other work; CPU time per answer
 (user + system of every service process, from /proc) is what this compares. Each round starts
 the production server (`gunicorn -c gunicorn.conf.py wsgi:app`, bench/concurrency.py's settings)
 from the base revision (exported with `git archive` into a temporary directory) and from this
 working tree, in turn, against one emulator, warms it with 10 answers, then opens N streamed
-/send_message requests at once. Printed per run: user and system ms per answer, the slowest first
-token minus the emulator's direct p99 (`late`), the load average; at the end the median of each
-side and the ratio this/base. Loopback only; N at most 1000; every request within --timeout.
+/send_message requests at once (`--face usage`: /v1/chat/completions streamed with
+`stream_options.include_usage`; the 10 warm-up answers load the usage counter, so a run measures
+the counting per answer, not the load). Printed per run: user and system ms per answer, the
+slowest first token minus the emulator's direct p99 (`late`), the load average; at the end the
+median of each side and the ratio this/base. Loopback only; N at most 1000; every request
+within --timeout.
 
 `--sequential` measures instead the CPU of N answers made one after the other by one thread of
 one process (Flask's test client, the emulator sending each answer at once): the service's own
@@ -75,7 +79,7 @@ def export(revision: str, into: str) -> Path:
 
 
 def one_run(tree: Path, env: dict, count: int, token: str, prompt: str, direct_p99: float,
-            timeout: float) -> tuple[float, float, float, float]:
+            timeout: float, face: str = "stream") -> tuple[float, float, float, float]:
     """(user ms, system ms per answer, late s, share ok) of N streams served from `tree`."""
     port = free_port()
     service = ServerProcess([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
@@ -83,11 +87,11 @@ def one_run(tree: Path, env: dict, count: int, token: str, prompt: str, direct_p
                             cwd=tree)
     try:
         service.wait_until_serving(timeout=30)
-        request = requests_of("stream", token, prompt)
-        asyncio.run(at_once(10, lambda: through_service(port, "stream", *request), timeout))
+        request = requests_of(face, token, prompt)
+        asyncio.run(at_once(10, lambda: through_service(port, face, *request), timeout))
         pids = service_pids(service.process.pid)
         user0, system0 = user_system(pids)
-        runs = asyncio.run(at_once(count, lambda: through_service(port, "stream", *request),
+        runs = asyncio.run(at_once(count, lambda: through_service(port, face, *request),
                                    timeout))
         user1, system1 = user_system(service_pids(service.process.pid))
     finally:
@@ -136,12 +140,17 @@ def main() -> int:
     parser.add_argument("--words", type=int, default=60, help="words in the answer")
     parser.add_argument("--chunk-delay", type=float, default=0.25)
     parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument("--face", choices=("stream", "usage"), default="stream",
+                        help="stream: POST /send_message streamed; usage: POST "
+                             "/v1/chat/completions streamed with include_usage (concurrent only)")
     parser.add_argument("--sequential", action="store_true",
                         help="instead: N answers one by one in one process (no concurrency), "
                              "against an emulator that sends each answer at once")
     args = parser.parse_args()
     if not 0 < args.n <= 1000:
         parser.error("--n must be between 1 and 1000")
+    if args.sequential and args.face != "stream":
+        parser.error("--sequential measures the stream face only")
     prompt = " ".join(f"word{i}" for i in range(args.words - 1))
     emulator, emulator_url, token = start_emulator(
         0.0 if args.sequential else args.chunk_delay, "2026")
@@ -152,7 +161,8 @@ def main() -> int:
     conversation = __import__("json").dumps(
         build_body_2026(turn, history_disabled=False, now=time.time())).encode()
     print(f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; base={args.base} "
-          f"this={REPO}; N={args.n}, {args.words} words, CHATGPT_PROTOCOL=2026", flush=True)
+          f"this={REPO}; N={args.n}, {args.words} words, CHATGPT_PROTOCOL=2026, "
+          f"face {args.face}", flush=True)
     print(f"{'round':>5} {'side':>4}  {'user':>7} {'sys':>6} {'total':>7}  {'late':>6}  "
           f"{'ok':>6}  {'load':>4}", flush=True)
     totals: dict[str, list[float]] = {"base": [], "this": []}
@@ -173,7 +183,7 @@ def main() -> int:
                     args.timeout))
                 direct_p99 = summary(directs)[2]
                 user, system, late, ok = one_run(trees[side], env, args.n, token, prompt,
-                                                 direct_p99, args.timeout)
+                                                 direct_p99, args.timeout, args.face)
                 totals[side].append(user + system)
                 print(f"{round_:>5} {side:>4}  {user:>5.1f}ms {system:>4.1f}ms "
                       f"{user + system:>5.1f}ms  {late:>+5.2f}s  {ok:>6.1%}  "

@@ -12,6 +12,8 @@
    (the first count of a lazy worker); CPU seconds of the load, RSS it grew by once the collector
    and malloc_trim ran, and its peak growth. Then the same loaded in a parent that forks a child
    (USAGE_TOKENIZER=preload): the child's RSS and PSS growth after counting the corpus (smaps).
+   `compact` builds its table in memory (no writable CACHE_DIR), `mapped` maps the table file a
+   first process wrote (what every worker does once it exists).
 """
 from __future__ import annotations
 
@@ -21,9 +23,11 @@ import gzip
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -107,7 +111,7 @@ def compare_cpu(name: str, rounds: int) -> None:
 
 
 # Run in a fresh interpreter: argv = implementation ("compact", "tiktoken" or "none", the
-# baseline), encoding, "lazy" | "preload", repository.
+# baseline), encoding, "lazy" | "preload", repository, the table directory ("mapped").
 _PROCESS = r"""
 import ctypes, gc, json, os, sys, time
 sys.path.insert(0, sys.argv[4])
@@ -136,7 +140,9 @@ def smaps():
     return fields
 
 def load():
-    if implementation == "compact":
+    if implementation == "mapped":
+        usage.store_tables_in(sys.argv[5])
+    if implementation in ("compact", "mapped"):
         return usage._encoding(name).count
     if implementation == "tiktoken":
         counter = token_count.reference(name)
@@ -167,24 +173,32 @@ print(os.read(reader, 4096).decode())
 """
 
 
-def process_memory(implementation: str, name: str, mode: str) -> dict:
-    result = subprocess.run([sys.executable, "-c", _PROCESS, implementation, name, mode, str(REPO)],
-                            capture_output=True, text=True, timeout=300, check=True)
+def process_memory(implementation: str, name: str, mode: str, tables: str) -> dict:
+    result = subprocess.run([sys.executable, "-c", _PROCESS, implementation, name, mode, str(REPO),
+                             tables], capture_output=True, text=True, timeout=300, check=True)
     return json.loads(result.stdout.splitlines()[-1])
 
 
 def compare_memory(name: str) -> None:
     print(f"Per process, {name}, above a process that loads none (load {os.getloadavg()[0]:.1f}):")
     print(f"  {'':<10}{'load CPU':>10}{'RSS':>9}{'peak':>9}   {'forked child RSS':>17}{'PSS':>8}")
-    lazy_base = process_memory("none", name, "lazy")
-    forked_base = process_memory("none", name, "preload")
-    for implementation in ("compact", "tiktoken"):
-        lazy = process_memory(implementation, name, "lazy")
-        forked = process_memory(implementation, name, "preload")
-        print(f"  {implementation:<10}{lazy['load_cpu']:>9.2f}s"
-              f"{lazy['rss'] - lazy_base['rss']:>7.1f}MB{lazy['peak'] - lazy_base['peak']:>7.1f}MB"
-              f"   {forked['Rss'] - forked_base['Rss']:>15.1f}MB"
-              f"{forked['Pss'] - forked_base['Pss']:>6.1f}MB")
+    tables = tempfile.mkdtemp(prefix="token-tables-")
+    subprocess.run([sys.executable, "-c", "import sys; from chatgpt_web import usage; "
+                    "usage.store_tables_in(sys.argv[1]); usage._load(sys.argv[2])", tables, name],
+                   cwd=REPO, check=True, timeout=300)
+    try:
+        lazy_base = process_memory("none", name, "lazy", tables)
+        forked_base = process_memory("none", name, "preload", tables)
+        for implementation in ("compact", "mapped", "tiktoken"):
+            lazy = process_memory(implementation, name, "lazy", tables)
+            forked = process_memory(implementation, name, "preload", tables)
+            print(f"  {implementation:<10}{lazy['load_cpu'] * 1000:>8.1f}ms"
+                  f"{lazy['rss'] - lazy_base['rss']:>7.1f}MB"
+                  f"{lazy['peak'] - lazy_base['peak']:>7.1f}MB"
+                  f"   {forked['Rss'] - forked_base['Rss']:>15.1f}MB"
+                  f"{forked['Pss'] - forked_base['Pss']:>6.1f}MB")
+    finally:
+        shutil.rmtree(tables, ignore_errors=True)
 
 
 def main() -> None:

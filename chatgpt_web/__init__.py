@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from . import access, cors, observability
+from . import access, cors, observability, usage
 from .api import intake
 from .config import Config
 from .errors import ApiError
@@ -36,6 +36,7 @@ def create_app(config: Config | Mapping[str, str] | None = None) -> Flask:
     logging.basicConfig(level=config.log_level.upper())
 
     app = Flask(__name__)
+    usage.store_tables_in(usage.table_directory(config.cache_dir))  # written at the first count
     # First: the size check precedes the key check. Relay routes take larger bodies (audio).
     relay_plan = load_plan(config.upstreams_file, environ) if config.upstreams_file else None
     body_limit = config.request_body_limit

@@ -8,7 +8,13 @@ few MB in all, and counts the same tokens:
 - `offsets`: where each token starts in `blob` (token r is blob[offsets[r]:offsets[r + 1]]);
 - `slots`: an open-addressing hash table (linear probing, at most half full) of rank + 1, 0 for an
   empty slot, indexed by the token's CRC-32. CRC-32 is deterministic, unlike Python's hash(), so
-  the table is the same in every process and could be stored.
+  the table is the same in every process and can be stored.
+
+`save()` writes the three buffers to one file and `CompactBPE.mapped()` maps such a file
+read-only: nothing is parsed or built, processes share the file's pages, and only the pages a
+count touches are resident. The file ends with a trailer (format version, sizes, the SHA-256 of
+the vocabulary it was built from and the SHA-256 of the buffers); a file whose trailer or
+checksum does not match is refused (`StaleTable`), so counting never runs on a wrong table.
 
 Counting follows tiktoken's encoder step by step: the encoding's pattern splits the text into
 pieces (run by the `regex` module, which reads the same syntax as tiktoken's Rust engine); a piece
@@ -18,9 +24,16 @@ adjacent pair is a token. Text that looks like a special token ("<|endoftext|>")
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import heapq
 import itertools
+import mmap
+import os
 import re
+import struct
+import sys
+import tempfile
 from array import array
 from zlib import crc32
 
@@ -58,6 +71,30 @@ _NO_MERGE = 1 << 32
 # the lowest rank at each step (n squared, but each scan runs in C and is faster for short pieces).
 _SCAN_LIMIT = 48
 
+# A stored table: blob, zero bytes to a multiple of 4, offsets, slots, then this trailer (native
+# byte order, which the file's name also gives: table_file_name()): a magic string, the format
+# version, the token count, the blob's length, the slot count, the SHA-256 of the vocabulary file
+# and the SHA-256 of everything before the trailer. Change _TABLE_FORMAT when the layout or the
+# way slots are filled changes: files of another version are rebuilt, never read.
+_TABLE_MAGIC = b"cwbpetab"
+_TABLE_FORMAT = 1
+_TRAILER = struct.Struct("=8sIIII32s32s")
+
+
+class StaleTable(ValueError):
+    """A stored table that is not the one this code would build from the expected vocabulary."""
+
+
+def table_file_name(encoding: str) -> str:
+    """The file name of an encoding's stored table (its format and byte order included)."""
+    return f"{encoding}.v{_TABLE_FORMAT}-{sys.byteorder}.bpetable"
+
+
+def _capacity(size: int) -> int:
+    # At most half full, so a lookup of a byte string that is not a token (most of the lookups
+    # while merging) ends at an empty slot after about two probes.
+    return 1 << max(4, (2 * size - 1).bit_length())
+
 
 class CompactBPE:
     """One encoding's vocabulary and split pattern; counts (and lists) the tokens of a text."""
@@ -68,12 +105,85 @@ class CompactBPE:
         self.blob = blob
         self.offsets = offsets
         self.size = len(offsets) - 1
-        # At most half full, so a lookup of a byte string that is not a token (most of the
-        # lookups while merging) ends at an empty slot after about two probes.
-        capacity = 1 << max(4, (2 * self.size - 1).bit_length())
+        capacity = _capacity(self.size)
         self._mask = capacity - 1
         self.slots = array("I", [0]) * capacity
         self._build()
+        self._compile(pattern)
+
+    @classmethod
+    def mapped(cls, path: str, pattern: str, vocabulary_sha256: str) -> CompactBPE:
+        """The counter over the table file at `path` (written by save()), mapped read-only.
+
+        Raises OSError if the file cannot be read, StaleTable if it is not a complete table of
+        this format built from the vocabulary whose SHA-256 is `vocabulary_sha256`."""
+        with open(path, "rb") as file:
+            length = os.fstat(file.fileno()).st_size
+            if length < _TRAILER.size:
+                raise StaleTable(f"{path} is too short to be a table")
+            mapping = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+        body = length - _TRAILER.size
+        magic, version, size, blob_length, capacity, vocabulary, checksum = \
+            _TRAILER.unpack(mapping[body:])
+        padded = -(-blob_length // 4) * 4
+        if (magic, version) != (_TABLE_MAGIC, _TABLE_FORMAT) \
+                or vocabulary != bytes.fromhex(vocabulary_sha256) \
+                or capacity != _capacity(size) or body != padded + 4 * (size + 1 + capacity):
+            mapping.close()
+            raise StaleTable(f"{path} is not a table of this format and vocabulary")
+        view = memoryview(mapping)
+        # Reading every page once costs ~3 ms; then they are let go of (MADV_DONTNEED drops them
+        # from this process only, not from the page cache), so the process keeps only the pages
+        # its counts touch.
+        intact = hashlib.sha256(view[:body]).digest() == checksum
+        if hasattr(mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            mapping.madvise(mmap.MADV_DONTNEED)
+        offsets = view[padded:padded + 4 * (size + 1)].cast("I")
+        if not intact or offsets[0] != 0 or offsets[-1] != blob_length:
+            offsets.release()
+            view.release()
+            mapping.close()
+            raise StaleTable(f"{path} is damaged (its checksum differs)")
+        counter = cls.__new__(cls)
+        # The blob is the mapping itself (it starts the file): slicing an mmap gives bytes, as
+        # slicing bytes does; offsets never point past the blob.
+        counter.blob = mapping
+        counter.offsets = offsets
+        counter.size = size
+        counter._mask = capacity - 1
+        counter.slots = view[padded + 4 * (size + 1):body].cast("I")
+        counter._compile(pattern)
+        return counter
+
+    def save(self, path: str, vocabulary_sha256: str) -> None:
+        """Write the table to `path` atomically (a temporary file renamed over it), for mapped().
+
+        Raises OSError if the directory cannot be written."""
+        blob_length = self.offsets[-1]
+        blob = bytes(self.blob[:blob_length])
+        parts = [blob, bytes(-blob_length % 4), bytes(self.offsets), bytes(self.slots)]
+        checksum = hashlib.sha256()
+        for part in parts:
+            checksum.update(part)
+        parts.append(_TRAILER.pack(_TABLE_MAGIC, _TABLE_FORMAT, self.size, blob_length,
+                                   len(self.slots), bytes.fromhex(vocabulary_sha256),
+                                   checksum.digest()))
+        directory, name = os.path.split(path)
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{name}.", dir=directory or ".")
+        try:
+            with os.fdopen(descriptor, "wb") as file:
+                for part in parts:
+                    file.write(part)
+                file.flush()
+                os.fsync(file.fileno())
+            os.chmod(temporary, 0o644)  # the table holds nothing secret
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(temporary)
+            raise
+
+    def _compile(self, pattern: str) -> None:
         split = regex.compile(pattern)
         self._findall, self._finditer = split.findall, split.finditer
         self._findall_ascii = re.compile(_for_ascii_text(pattern)).findall
@@ -90,8 +200,7 @@ class CompactBPE:
             slot = crc32(token) & mask
             while slots[slot]:
                 other = slots[slot] - 1
-                if offsets[other + 1] - offsets[other] == end - start and \
-                        blob.startswith(token, offsets[other]):
+                if blob[offsets[other]:offsets[other + 1]] == token:
                     raise ValueError(f"tokens {other} and {rank} are the same bytes")
                 slot = (slot + 1) & mask
             slots[slot] = rank + 1
@@ -99,7 +208,7 @@ class CompactBPE:
     @property
     def nbytes(self) -> int:
         """Bytes held by the vocabulary's buffers."""
-        return len(self.blob) + self.offsets.itemsize * len(self.offsets) + \
+        return self.offsets[-1] + self.offsets.itemsize * len(self.offsets) + \
             self.slots.itemsize * len(self.slots)
 
     def rank(self, data: bytes) -> int:
@@ -112,7 +221,7 @@ class CompactBPE:
             if not found:
                 return -1
             start = offsets[found - 1]
-            if offsets[found] - start == length and blob.startswith(data, start):
+            if offsets[found] - start == length and blob[start:start + length] == data:
                 return found - 1
             slot = (slot + 1) & mask
 

@@ -78,10 +78,34 @@ def _holding_the_gil(name: str, *argtypes):
 
 
 # curl_multi_perform never waits (the multi interface is non-blocking, names are resolved by
-# c-ares): it reads what the socket already holds and calls the write callback, which needs the
-# GIL anyway. Used where a stream reads its events (Transfer.step_holding_gil); requests before
-# it keep cffi's call, which lets other threads run during a TLS handshake's computation.
+# c-ares): it sends what it can, reads what the socket already holds and calls the header and
+# write callbacks, which need the GIL anyway (through cffi, which lets go of it, each callback
+# took it back: a hand-over per header line). Transfer.step() keeps the GIL; so a new kept-alive
+# connection's TLS handshake computes with it held, once per connection and under a millisecond.
 _multi_perform = _holding_the_gil("curl_multi_perform", ctypes.c_void_p, ctypes.c_void_p)
+# What start(), response() and end() call for every request: each only stores or reads a value
+# on the handle (no I/O: a removed unfinished transfer's socket is closed, which does not wait).
+# Through cffi each was a GIL hand-over: a dozen per request, four requests before an answer's
+# first word, and under a burst of answers every hand-over is a turn lost to the other threads.
+_easy_setopt = _holding_the_gil("_curl_easy_setopt", ctypes.c_void_p, ctypes.c_int,
+                                ctypes.c_void_p)
+_easy_getinfo = _holding_the_gil("curl_easy_getinfo", ctypes.c_void_p, ctypes.c_int,
+                                 ctypes.c_void_p)
+_multi_add_handle = _holding_the_gil("curl_multi_add_handle", ctypes.c_void_p, ctypes.c_void_p)
+_multi_remove_handle = _holding_the_gil("curl_multi_remove_handle", ctypes.c_void_p,
+                                        ctypes.c_void_p)
+
+
+class _CurlMsg(ctypes.Structure):
+    """struct CURLMsg (curl/multi.h); `result` is the CURLcode member of its `data` union."""
+
+    _fields_ = [("msg", ctypes.c_int), ("easy_handle", ctypes.c_void_p),
+                ("result", ctypes.c_int)]
+
+
+_multi_info_read = ctypes.PYFUNCTYPE(ctypes.POINTER(_CurlMsg), ctypes.c_void_p,
+                                     ctypes.POINTER(ctypes.c_int))(
+    int(ffi.cast("uintptr_t", ffi.addressof(lib, "curl_multi_info_read"))))
 
 
 class _WaitFd(ctypes.Structure):
@@ -191,14 +215,15 @@ class Transfer:
         self.settings: tuple | None = None  # what set_up() last set on the handle
         self.added = False
         self.running = ffi.new("int *", 0)
-        self._perform_args = (int(ffi.cast("uintptr_t", self.multi)),
-                              int(ffi.cast("uintptr_t", self.running)))
+        self._multi_address = int(ffi.cast("uintptr_t", self.multi))
+        self._easy = int(ffi.cast("uintptr_t", self.curl._curl))  # kept by reset(), not close()
+        self._perform_args = (self._multi_address, int(ffi.cast("uintptr_t", self.running)))
         self.header_lines: list[bytes] = []
         self.url = ""  # the URL of the current (or last) request, as curl was given it
         self._sink: Callable[[bytes], object] = _discard
-        self._pending = ffi.new("int *")
+        self._pending = ctypes.c_int(0)
         self._multi_wait: MultiWait | None = None  # made by the first wait in the stream pump
-        self._status = ffi.new("long *")
+        self._status = ctypes.c_long(0)
         # What curl points into without copying: the last POST body and the header list.
         self._body = b""
         self._header_list: tuple = ()
@@ -253,7 +278,7 @@ class Transfer:
         arrive, from inside step()/wait().
         """
         self.set_up(session, url)
-        handle = self.curl._curl
+        handle = self._easy
         body = b"" if json is None else json_body(json)
         lines = header_lines(session.headers, headers, json_body=json is not None)
         header_list = _slist(lines)
@@ -268,7 +293,7 @@ class Transfer:
             _setopt(handle, CurlOpt.POSTFIELDSIZE, len(body))
         else:
             _setopt(handle, CurlOpt.HTTPGET, 1)
-        _setopt(handle, CurlOpt.HTTPHEADER, header_list[0])
+        _setopt(handle, CurlOpt.HTTPHEADER, int(ffi.cast("uintptr_t", header_list[0])))
         # curl's cookie list is cleared, then filled from this session's jar, as curl_cffi does.
         _setopt(handle, CurlOpt.COOKIELIST, b"ALL")
         if session.cookies:
@@ -277,16 +302,13 @@ class Transfer:
         _setopt(handle, CurlOpt.TIMEOUT_MS, int((timeout or 0) * 1000))
         self.header_lines = []
         self._sink = sink
-        _check_multi(lib.curl_multi_add_handle(self.multi, handle))
+        _check_multi(_multi_add_handle(self._multi_address, handle))
         self.added = True
         self.running[0] = 1
 
     def step(self) -> None:
-        """Let curl move the transfer on (sending, reading) without waiting."""
-        _check_multi(lib.curl_multi_perform(self.multi, self.running))
-
-    def step_holding_gil(self) -> None:
-        """step() for a stream reading its events, without letting go of the GIL."""
+        """Let curl move the transfer on (sending, reading) without waiting or letting go of the
+        GIL."""
         _check_multi(_multi_perform(*self._perform_args))
 
     def wait(self, longest_ms: int = POLL_MS) -> None:
@@ -302,9 +324,9 @@ class Transfer:
 
     def failure(self) -> Exception | None:
         """The curl_cffi exception session.post() would raise for the finished transfer, if any."""
-        while (message := lib.curl_multi_info_read(self.multi, self._pending)) != ffi.NULL:
-            if message.msg == _CURLMSG_DONE and message.data.result != 0:
-                code = message.data.result
+        while message := _multi_info_read(self._multi_address, ctypes.byref(self._pending)):
+            if message.contents.msg == _CURLMSG_DONE and message.contents.result != 0:
+                code = message.contents.result
                 # Curl._get_error reads the handle's error buffer, as Curl.perform() does; the
                 # text matters: code2error() recognises a failed proxy CONNECT by it.
                 text = str(self.curl._get_error(code, "perform"))
@@ -315,7 +337,7 @@ class Transfer:
         """Take the request out of the multi handle: a finished one's connection stays in its
         cache for the next request, an unfinished one's is closed."""
         if self.added:
-            lib.curl_multi_remove_handle(self.multi, self.curl._curl)
+            _multi_remove_handle(self._multi_address, self._easy)
             self.added = False
         self._sink = _discard
 
@@ -345,10 +367,10 @@ class Transfer:
     def response(self, session) -> Response:
         """Status, headers and cookies of the answer so far (headers are complete once its
         body starts); Set-Cookie answers land in the session's jar, as with session.post()."""
-        lib.curl_easy_getinfo(self.curl._curl, CurlInfo.RESPONSE_CODE, self._status)
+        _easy_getinfo(self._easy, CurlInfo.RESPONSE_CODE, ctypes.byref(self._status))
         response = Response()
         response.url = self.url
-        response.status_code = self._status[0]
+        response.status_code = self._status.value
         response.ok = 200 <= response.status_code < 400
         header_list: list[bytes] = []
         for line in b"".join(self.header_lines).splitlines():
@@ -485,10 +507,13 @@ def _slist(lines: list[bytes]) -> tuple:
     return (nodes, text)
 
 
-def _setopt(handle, option: CurlOpt, value) -> None:
+def _setopt(handle: int, option: CurlOpt, value: int | bytes) -> None:
+    """curl_easy_setopt on the handle at address `handle`, keeping the GIL: `value` is a
+    number for the _LONG options, else bytes (curl copies them, except POSTFIELDS) or an
+    address."""
     if option in _LONG:
-        value = ffi.new("long *", value)
-    code = lib._curl_easy_setopt(handle, option, value)
+        value = ctypes.byref(ctypes.c_long(value))
+    code = _easy_setopt(handle, option, value)
     if code != 0:
         raise curl_errors.RequestException(f"curl setopt {option.name}: ({code})", code)
 

@@ -104,8 +104,9 @@ def _with_small_thread_caches(server) -> None:
 def on_starting(server):
     """Start from empty metrics: files left by an earlier run would be added to this run's.
 
-    With USAGE_TOKENIZER=preload, load the usage tokenizer here, before any worker is forked: the
-    workers then share its ~45 MB (copy-on-write, never written) instead of loading one each.
+    Before any worker is forked, make sure the usage tokenizer's table file is in CACHE_DIR (in a
+    short-lived child: usage.write_table_file), so workers map it instead of building it each.
+    With USAGE_TOKENIZER=preload, also load (map) it here: the workers then inherit the mapping.
 
     Then build the app here, once (gunicorn's preload, done after the restart above so that it is
     not done twice): every worker, and every fresh worker that replaces a recycled one
@@ -120,7 +121,10 @@ def on_starting(server):
     os.makedirs(directory, exist_ok=True)
     for stale in glob.glob(os.path.join(directory, "*.db")):
         os.remove(stale)
-    if Config.from_env().usage_tokenizer == "preload":
+    config = Config.from_env()
+    usage.store_tables_in(usage.table_directory(config.cache_dir))
+    usage.write_table_file()
+    if config.usage_tokenizer == "preload":
         usage.preload()
     if server is not None:
         server.app.wsgi()  # kept by gunicorn: a worker's load_wsgi() takes this one

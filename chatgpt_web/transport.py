@@ -238,8 +238,12 @@ class StreamedResponse:
                                  timeout=timeout, sink=self._chunks.append)
             # The headers are complete once the first body byte arrives (or the transfer ends),
             # which is also when curl_cffi's own streams return from session.post().
+            self._transfer.step()
             while not self._chunks and self._running[0]:
-                self._step()
+                self._transfer.wait()
+                self._transfer.step()
+            if not self._running[0]:
+                self._error = self._transfer.failure()
             if self._error is not None and not self._chunks:
                 raise self._error
             # Status, headers, and Set-Cookie answers landing in the session's jar.
@@ -249,14 +253,6 @@ class StreamedResponse:
             raise
         self.status_code: int = self._meta.status_code
         self.headers = self._meta.headers
-
-    def _step(self) -> None:
-        """Move the transfer on: wait for the socket (or a curl timer) if there is nothing to do."""
-        self._transfer.step()
-        if not self._running[0]:
-            self._error = self._transfer.failure()
-        elif not self._chunks:
-            self._transfer.wait()
 
     def iter_content(self) -> Iterator[bytes]:
         """Yield the body's chunks as they arrive; raise curl_cffi's exception if it breaks."""
@@ -275,11 +271,10 @@ class StreamedResponse:
                 return
             # Wait for the socket (or a curl timer), then move the transfer on. Between two
             # events the transfer has nothing to do until the socket is readable: waiting first
-            # saves the curl_multi_perform that `_step` would make before it (each call into curl
-            # releases the GIL, a chance for a thread switch, at every event of hundreds of
-            # streams).
+            # saves a curl_multi_perform that would find nothing, at every event of hundreds of
+            # streams.
             transfer.wait()
-            transfer.step_holding_gil()
+            transfer.step()
             if not running[0]:
                 self._error = transfer.failure()
 
@@ -294,7 +289,7 @@ class StreamedResponse:
         transfer, running = self._transfer, self._running
         ends_by = time.monotonic() + within
         while self._curl is not None and running[0] and self._error is None:
-            transfer.step_holding_gil()
+            transfer.step()
             self._chunks.clear()
             if not running[0]:
                 self._error = transfer.failure()

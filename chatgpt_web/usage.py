@@ -18,6 +18,18 @@ process that is never asked for usage carries no vocabulary. With USAGE_TOKENIZE
 gunicorn master calls `preload()` before it forks the workers, which then share its pages
 (chatgpt_web/gunicorn_config.py).
 
+The table file: parsing the vocabulary and building the counter's table takes ~0.15 s of CPU and
+leaves ~7 MB resident per process, and a worker does it while hundreds of answers are open (the
+workers are recycled after bursts, so it recurs). So the built table is stored once, in
+`CACHE_DIR/tokenizer/` (`store_tables_in()`, which create_app() calls), and every later load maps
+that file read-only (bpe.CompactBPE.mapped: ~5 ms, no table in the process's own memory; the file's
+pages are shared and only the touched ones are resident). The gunicorn master writes the file
+before it forks the workers, in a short-lived child process (`write_table_file()`), so the master
+stays as small as before. A file that is missing, of another format, built from another
+vocabulary or damaged is rebuilt and replaced atomically; where the directory cannot be written
+(a read-only disk), each process builds its table in memory, as it did before the file existed.
+CACHE_DIR is trusted like the rest of the cache: the file's checksum detects damage, not forgery.
+
 Chat prompts are counted the way OpenAI's cookbook counts them for gpt-3.5/gpt-4/gpt-4o: every
 message costs its role and content tokens plus 3 framing tokens, and the reply is primed with 3
 more.
@@ -28,17 +40,23 @@ import gzip
 import hashlib
 import importlib.util
 import itertools
+import logging
 import math
+import os
+import signal
 import threading
+import time
 from array import array
 from binascii import a2b_base64
 from collections.abc import Iterable
 from pathlib import Path
 
 try:
-    from .bpe import CompactBPE
+    from .bpe import CompactBPE, StaleTable, table_file_name
 except ImportError:  # pragma: no cover - `regex` is in requirements.txt
     CompactBPE = None
+
+log = logging.getLogger(__name__)
 
 
 def _vocabulary_directory() -> Path | None:
@@ -126,19 +144,84 @@ def read_vocabulary(name: str) -> tuple[bytes, array]:
 _loaded: dict[str, CompactBPE] = {}
 # One load at a time: a burst of first counts must not build one tokenizer per thread.
 _loading = threading.Lock()
+# Where the built tables are stored and mapped from (store_tables_in()); None: built in memory.
+_table_directory: str | None = None
+# Directories that could not be written, so the warning is logged once per process.
+_unwritable: set[str] = set()
+
+
+def table_directory(cache_dir: str) -> str:
+    """Where the tables live inside CACHE_DIR."""
+    return os.path.join(cache_dir, "tokenizer")
+
+
+def store_tables_in(directory: str | None) -> None:
+    """Map the tables from files in `directory` (writing them there when they are missing or
+    unsound) instead of building them in each process's memory. Nothing is written until a
+    table is loaded."""
+    global _table_directory
+    _table_directory = directory
 
 
 def _encoding(name: str) -> CompactBPE:
-    # Loading takes ~0.2 s (the vocabulary is parsed from text and its table built), so each
-    # encoding is loaded once per process, on first use (or once in the gunicorn master, by
+    # Each encoding is loaded once per process, on first use (or once in the gunicorn master, by
     # preload()).
     encoding = _loaded.get(name)
     if encoding is None:
         with _loading:
             encoding = _loaded.get(name)
             if encoding is None:
-                encoding = _loaded[name] = CompactBPE(*read_vocabulary(name), _ENCODINGS[name][1])
+                encoding = _loaded[name] = _load(name)
     return encoding
+
+
+def _load(name: str) -> CompactBPE:
+    """The counter of `name`: its table file mapped, or else built (and then stored)."""
+    vocabulary_sha256, pattern = _ENCODINGS[name]
+    directory = _table_directory
+    if directory is None:
+        return CompactBPE(*read_vocabulary(name), pattern)
+    path = os.path.join(directory, table_file_name(name))
+    try:
+        return CompactBPE.mapped(path, pattern, vocabulary_sha256)
+    except FileNotFoundError:
+        pass
+    except (OSError, StaleTable) as error:
+        log.info("rebuilding the %s token table: %s", name, error)
+    encoding = CompactBPE(*read_vocabulary(name), pattern)
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        encoding.save(path, vocabulary_sha256)
+    except OSError as error:
+        if directory not in _unwritable:
+            _unwritable.add(directory)
+            log.warning("the token table cannot be stored in %s (%s): each process builds its "
+                        "own in memory (~7 MB; README, \"Memory\")", directory, error.strerror)
+    return encoding
+
+
+def write_table_file(timeout: float = 60.0) -> None:
+    """Make sure the table file of the preloaded encoding is in place: checked, or built and
+    written, in a child process, so that this one (the gunicorn master) holds none of it.
+    Waits for the child at most `timeout` seconds; a worker that finds no file builds one."""
+    if METHOD != "exact" or _table_directory is None or not hasattr(os, "fork"):
+        return
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child, which reports only by the file
+        try:
+            _load(PRELOADED_ENCODING)
+        except BaseException:
+            log.exception("the token table could not be written")
+        finally:
+            os._exit(0)
+    deadline = time.monotonic() + timeout
+    while os.waitpid(child, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+            log.warning("the token table was not written within %s s", timeout)
+            return
+        time.sleep(0.01)
 
 
 def loaded_encodings() -> list[str]:

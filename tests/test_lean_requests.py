@@ -11,7 +11,7 @@ import socket
 
 import pytest
 
-from chatgpt_web import errors, transport
+from chatgpt_web import curl_transfer, errors, transport
 from chatgpt_web.config import Config
 from chatgpt_web.transport import new_session, stream_post, upstream_errors
 from tests.servers import LoopbackSocketServer, read_http_request
@@ -169,6 +169,39 @@ def test_the_session_still_works_while_its_stream_is_open(recorder):
     stream.close()
     assert len(transport._HANDLES._idle) == min(idle_before + 1, transport.MAX_IDLE_PER_THREAD)
     assert transport._HANDLES._idle[-1][1] is stream._transfer
+
+
+class _CffiCalls:
+    """curl_cffi's `lib` (cffi: every call lets go of the GIL), counting the calls by name."""
+
+    def __init__(self, real):
+        self.real, self.calls = real, []
+
+    def __getattr__(self, name):
+        value = getattr(self.real, name)
+        if not callable(value):
+            return value
+
+        def call(*arguments):
+            self.calls.append(name)
+            return value(*arguments)
+        return call
+
+
+def test_an_answers_requests_let_go_of_the_gil_only_to_wait(recorder, monkeypatch):
+    # Under a burst, each GIL hand-over is a turn lost to hundreds of other threads: setting a
+    # request's options, sending it, reading its answer (a Python callback per header line) and
+    # ending it keep the GIL. Warm the handle first, as a thread's next answer finds it.
+    cffi = _CffiCalls(curl_transfer.lib)
+    with new_session(Config.from_env({})) as session:
+        session.post(recorder.url + "/f/conversation/prepare", json={}, timeout=30)
+        monkeypatch.setattr(curl_transfer, "lib", cffi)
+        session.post(recorder.url + "/f/conversation/prepare", json={"a": 1}, timeout=30)
+        session.get(recorder.url + "/backend-api/me", headers={"Accept": "*/*"}, timeout=30)
+        with stream_post(session, recorder.url + "/f/conversation", json={}, headers={},
+                         timeout=30) as stream:
+            assert b"".join(stream.iter_content()) == b"data: one\n\n"
+    assert set(cffi.calls) <= {"curl_multi_poll"}
 
 
 def test_curl_errors_of_lean_requests_are_translated_as_before():

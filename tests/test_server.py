@@ -80,6 +80,9 @@ def test_the_command_serves_from_outside_the_checkout(tmp_path):
     try:
         server.wait_until_serving()
         assert http_request(server.url, path="/readyz")[0] == 200
+        # The master wrote the usage counter's table before it forked the worker (usage.py).
+        assert [table.name for table in (tmp_path / "cache" / "tokenizer").iterdir()] == \
+            ["o200k_base.v1-" + sys.byteorder + ".bpetable"]
     finally:
         log = server.stop()
     assert "BufferedThreadWorker" in log  # the package's server settings were loaded

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import random
 import time
 
@@ -160,3 +161,30 @@ def test_xor_text_is_a_cyclic_xor_of_the_characters(text, key):
 def test_the_emulators_own_xor_is_a_cyclic_xor_of_the_characters(text, key):
     expected = "".join(chr(ord(c) ^ ord(key[i % len(key)])) for i, c in enumerate(text))
     assert emulator_turnstile._xor(text, key) == expected
+
+
+def test_forked_workers_draw_their_own_random_values():
+    # Every answer's Math.random and the config's random slots share one generator per process
+    # (no OS-seeded generator per answer); gunicorn forks its workers from one master, so each
+    # child must reseed it, or all workers would send the same "random" values.
+    from chatgpt_web.upstream.browser import Chrome, sentinel_config
+
+    def draws() -> bytes:
+        config = sentinel_config(Chrome.from_target("chrome136"), build_id="b", sdk_url="u")
+        return f"{environment().rng.random()!r} {config[14]}".encode()
+
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe and exits
+        try:
+            os.write(write, draws())
+        finally:
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(child, 0)
+    with os.fdopen(read, "rb") as pipe:
+        in_child = pipe.read()
+    assert status == 0
+    math_random, config_uuid = in_child.split()
+    here = draws().split()
+    assert math_random != here[0] and config_uuid != here[1]

@@ -7,6 +7,7 @@ compares them (docs/protocol-requests.md, "One browser").
 """
 from __future__ import annotations
 
+import os
 import random
 import re
 import time
@@ -33,6 +34,11 @@ _WINDOW_KEYS = ("onfocus", "close", "chrome", "webpackChunk_N_E", "__NEXT_DATA__
 # Slots 18-24: whether window has ai, createPRNG, cache, data, solana, dump, InstallTrigger.
 # A plain desktop Chrome has none of them.
 _WINDOW_FLAGS = (0, 0, 0, 0, 0, 0, 0)
+# What a config's random slots are drawn from unless the caller gives a generator: one for all
+# configs (a new Random() seeds itself from the OS at each answer), reseeded in a forked worker
+# as the random module reseeds its own.
+_RANDOM = random.Random()
+os.register_at_fork(after_in_child=_RANDOM.seed)
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,7 @@ def sentinel_config(chrome: Chrome, *, build_id: str, sdk_url: str, now: float |
     reproducible. Slot 14 is a fresh UUID per SDK instance, i.e. per config built.
     """
     now = time.time() if now is None else now
-    rng = rng or random.Random()
+    rng = rng or _RANDOM
     loaded = now - rng.uniform(5, 120) if page_loaded_at is None else page_loaded_at
     since_load_ms = round((now - loaded) * 1000, 1)
     return [
