@@ -78,11 +78,10 @@ def _holding_the_gil(name: str, *argtypes):
 
 
 # curl_multi_perform never waits (the multi interface is non-blocking, names are resolved by
-# c-ares): it reads what the socket already holds and calls the write and header callbacks,
-# which need the GIL anyway. Used wherever an answer is read (Transfer.step_holding_gil); the
-# step that sends a request keeps cffi's call, which lets other threads run while a new
-# connection's TLS handshake begins (the rest of a handshake, once per kept-alive connection,
-# then runs with the GIL held: well under a millisecond, against a hand-over per header line).
+# c-ares): it sends what it can, reads what the socket already holds and calls the header and
+# write callbacks, which need the GIL anyway (through cffi, which lets go of it, each callback
+# took it back: a hand-over per header line). Transfer.step() keeps the GIL; so a new kept-alive
+# connection's TLS handshake computes with it held, once per connection and under a millisecond.
 _multi_perform = _holding_the_gil("curl_multi_perform", ctypes.c_void_p, ctypes.c_void_p)
 # What start(), response() and end() call for every request: each only stores or reads a value
 # on the handle (no I/O: a removed unfinished transfer's socket is closed, which does not wait).
@@ -308,11 +307,8 @@ class Transfer:
         self.running[0] = 1
 
     def step(self) -> None:
-        """Let curl move the transfer on (sending, reading) without waiting."""
-        _check_multi(lib.curl_multi_perform(self.multi, self.running))
-
-    def step_holding_gil(self) -> None:
-        """step() for reading an answer (after a wait), without letting go of the GIL."""
+        """Let curl move the transfer on (sending, reading) without waiting or letting go of the
+        GIL."""
         _check_multi(_multi_perform(*self._perform_args))
 
     def wait(self, longest_ms: int = POLL_MS) -> None:
@@ -355,13 +351,10 @@ class Transfer:
         self.start(session, method, url, json=json, headers=headers, timeout=timeout,
                    sink=chunks.append)
         try:
-            self.step()  # sends the request
+            self.step()
             while self.running[0]:
                 self.wait()
-                # Reads the answer: curl calls back into Python for every header line and body
-                # chunk, and through cffi's perform (which lets go of the GIL) each callback took
-                # the GIL again, a hand-over per line.
-                self.step_holding_gil()
+                self.step()
             error = self.failure()
             if error is not None:
                 raise error

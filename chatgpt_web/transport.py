@@ -238,12 +238,10 @@ class StreamedResponse:
                                  timeout=timeout, sink=self._chunks.append)
             # The headers are complete once the first body byte arrives (or the transfer ends),
             # which is also when curl_cffi's own streams return from session.post().
-            self._transfer.step()  # sends the request
+            self._transfer.step()
             while not self._chunks and self._running[0]:
                 self._transfer.wait()
-                # Reads the answer's header lines and first chunk: curl calls back into Python
-                # for each, so without the GIL each line was a hand-over (curl_transfer.py).
-                self._transfer.step_holding_gil()
+                self._transfer.step()
             if not self._running[0]:
                 self._error = self._transfer.failure()
             if self._error is not None and not self._chunks:
@@ -273,10 +271,10 @@ class StreamedResponse:
                 return
             # Wait for the socket (or a curl timer), then move the transfer on. Between two
             # events the transfer has nothing to do until the socket is readable: waiting first
-            # saves a curl_multi_perform before it (each call into curl through cffi releases
-            # the GIL, a chance for a thread switch, at every event of hundreds of streams).
+            # saves a curl_multi_perform that would find nothing, at every event of hundreds of
+            # streams.
             transfer.wait()
-            transfer.step_holding_gil()
+            transfer.step()
             if not running[0]:
                 self._error = transfer.failure()
 
@@ -291,7 +289,7 @@ class StreamedResponse:
         transfer, running = self._transfer, self._running
         ends_by = time.monotonic() + within
         while self._curl is not None and running[0] and self._error is None:
-            transfer.step_holding_gil()
+            transfer.step()
             self._chunks.clear()
             if not running[0]:
                 self._error = transfer.failure()

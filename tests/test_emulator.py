@@ -245,6 +245,26 @@ def test_stopping_the_emulator_closes_its_kept_connections():
         assert _read_until_closed(connection) == b""  # the end of the connection, not a timeout
 
 
+def test_accepting_a_connection_never_waits_for_its_handler_thread_to_start(emulator,
+                                                                             monkeypatch):
+    """Thread.start() waits until the new thread has run: an accept loop that called it stood
+    still for a few turns at the GIL per connection, and a burst of connections queued."""
+    starters = []
+    start = threading.Thread.start
+
+    def recorded_start(thread):
+        starters.append(threading.current_thread().name)
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", recorded_start)
+    connections = [_connect(emulator) for _ in range(3)]
+    for connection in connections:
+        with connection:
+            connection.sendall(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert connection.recv(65536).startswith(b"HTTP/1.1 404")
+    assert starters == []
+
+
 def _connect(emulator) -> socket.socket:
     host, port = emulator.url.removeprefix("http://").split(":")
     return socket.create_connection((host, int(port)), timeout=30)

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import _thread
 import io
 import secrets
 import socket
@@ -71,7 +72,13 @@ class _Server(ThreadedWSGIServer):
     def process_request(self, request, client_address) -> None:
         with self._connections_lock:
             self.connections.add(request)
-        super().process_request(request, client_address)
+        # Not socketserver's Thread(...).start(), which waits until the new thread has run: with
+        # a few hundred busy handler threads that is two turns at the GIL, a few milliseconds,
+        # for which the accept loop stood still. A burst of new connections then queued behind
+        # one another (N=500: the last waited ~1.7 s for its first answer, bench/concurrency.py),
+        # which a real site's front does not do. The handler threads are daemons either way
+        # (werkzeug's daemon_threads): nothing joins them.
+        _thread.start_new_thread(self.process_request_thread, (request, client_address))
 
     def shutdown_request(self, request) -> None:
         with self._connections_lock:
