@@ -28,7 +28,13 @@ N requests at once and prints:
   worker thread may keep it for its next answer; in a burst most answers run on threads that
   started with it, so both paths pay about one connection set-up per answer. The clients of
   the service send one request each, with `Connection: close`;
-* `CPU/ans`: CPU time (user + system) of all service processes during the run, per answer;
+* `CPU/ans`: CPU time (user + system) of all service processes during the run, per answer:
+  every thread of the master and of each worker, and the workers that ended meanwhile (their
+  time moves to the master's children's time when it reaps them); `after`: the same in the 5 s
+  after the level's last answer, per answer of the level: what the burst costs once it is over
+  (the idle trim, and recycling: a worker leaving, the master forking a fresh one, its start);
+  `meter`: this script's own sampler (the peaks below) per answer, which shares the cores with
+  the service and is not counted in it;
 * `RSS`, `PSS`: the service's peak memory, summed over the gunicorn master, its workers and their
   children, sampled from /proc while the N answers run. RSS counts a page shared by several
   processes once in each; PSS splits it between them (/proc/<pid>/smaps_rollup), so PSS is what
@@ -36,7 +42,7 @@ N requests at once and prints:
   once the workers' idle threads have ended and their free memory has been given back
   (buffered_worker.py): what a server keeps after a burst;
 * `cs/ans`: context switches (voluntary + involuntary, every thread of every service process,
-  from /proc/<pid>/task/*/status, read every 200 ms so that threads ending meanwhile still
+  from /proc/<pid>/task/*/status, read every second so that threads ending meanwhile still
   count up to their last reading) per answer: how often the service's threads wake up;
 * `load`: the machine's 1-minute load average when the run ended (the machine may be shared).
 
@@ -352,19 +358,21 @@ def memory(pids: list[int], with_pss: bool) -> tuple[int, int]:
 
 
 class PeakMemory:
-    """Samples the summed RSS (every 50 ms) and PSS (every 200 ms: smaps_rollup walks the page
+    """Samples the summed RSS (every 50 ms) and PSS (every 500 ms: smaps_rollup walks the page
     tables) of the service's processes inside a `with` block; `.rss` and `.pss` are the peaks.
 
     The sampling runs in a child process: reading the /proc files of ~1000 threads in a thread
     of this process held the GIL the client's event loop needs, so the client read first tokens
     late and the service looked slower (about 1-2 ms of CPU per answer and 0.5 s of first-token
-    time at N=500 in alternated runs).
+    time at N=500 in alternated runs). The child still shares the service's cores, so it reads
+    as little as the figures need (SAMPLER_READS); `.cpu` is what it spent (seconds), printed
+    beside the service's CPU but not counted in it.
     """
 
     def __init__(self, root: int):
-        self.root, self.rss, self.pss = root, 0, 0
-        # Context switches by thread, read with PSS: the workers' idle threads end (2 s without
-        # a request), and a thread's count is lost with it unless read before.
+        self.root, self.rss, self.pss, self.cpu = root, 0, 0, 0.0
+        # Context switches by thread, read every second: the workers' idle threads end (2 s
+        # without a request), and a thread's count is lost with it unless read before.
         self.switches: dict[tuple[int, int], int] = {}
         context = multiprocessing.get_context("fork")
         self._stop = context.Event()
@@ -379,23 +387,39 @@ class PeakMemory:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         if self._results.poll(30):
-            self.rss, self.pss, self.switches = self._results.recv()
+            self.rss, self.pss, self.switches, self.cpu = self._results.recv()
         self._process.join(10)
 
 
+# Rounds of the sampler (one every 50 ms) between two readings of: the service's process list
+# (a scan of every process in /proc: 1.7 ms; workers are only replaced between levels, when
+# idle), PSS (smaps_rollup walks the page tables: 4 ms for the three processes at N=500), and
+# every thread's context switches (a status file per thread: 16 ms for ~500 threads). A pool
+# thread ends only after 2 s without a request (IDLE_THREAD_SECONDS), in which it makes no
+# switches, so one reading a second loses none. Reading them every 50-200 ms cost the sampler
+# about 6 ms of CPU per answer at N=500, on the 2 cores the service it measured was using (the
+# `meter` column).
+SAMPLER_READS = {"pids": 20, "pss": 10, "switches": 20}
+
+
 def _sample_peaks(root: int, stop, results) -> None:
-    """PeakMemory's sampler, in its own process: sends (peak RSS, peak PSS, switches) at stop."""
+    """PeakMemory's sampler, in its own process: sends (peak RSS, peak PSS, switches, its own CPU
+    seconds) at stop."""
+    started = time.process_time()
     peak_rss = peak_pss = round_ = 0
     switches: dict[tuple[int, int], int] = {}
+    pids: list[int] = []
     while True:
-        pids = service_pids(root)
-        rss, pss = memory(pids, with_pss=round_ % 4 == 0)
+        if round_ % SAMPLER_READS["pids"] == 0:
+            pids = service_pids(root)
+        rss, pss = memory(pids, with_pss=round_ % SAMPLER_READS["pss"] == 0)
         peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
-        if round_ % 4 == 0:
+        if round_ % SAMPLER_READS["switches"] == 0:
             switches.update(context_switches(pids))
         round_ += 1
         if stop.wait(0.05):
-            results.send((peak_rss, peak_pss, switches))
+            switches.update(context_switches(service_pids(root)))
+            results.send((peak_rss, peak_pss, switches, time.process_time() - started))
             return
 
 
@@ -475,7 +499,8 @@ def run_dialect(dialect: str, args, levels: list[int], faces: list[str]) -> None
     service_port = urllib.parse.urlsplit(service.url).port
     print(f"\nCHATGPT_PROTOCOL={dialect} (emulator --dialect {dialect})")
     print(f"{'face':>6} {'N':>4} {'ok':>6}  {'TTFT p50/p99/max':>17}  {'direct p50/p99':>14}"
-          f"  {'ratio':>9}  {'late':>6}  {'CPU/ans':>7}  {'RSS':>5} {'PSS':>5} {'idle':>5}"
+          f"  {'ratio':>9}  {'late':>6}  {'CPU/ans':>7} {'after':>5} {'meter':>5}"
+          f"  {'RSS':>5} {'PSS':>5} {'idle':>5}"
           f"  {'cs/ans':>6}"
           f"  {'wall':>4}  {'load':>4}", flush=True)
     try:
@@ -495,16 +520,20 @@ def run_dialect(dialect: str, args, levels: list[int], faces: list[str]) -> None
                         service_port, face, *request), args.timeout))  # noqa: B023
                 wall = time.monotonic() - began
                 pids = service_pids(service.process.pid)
-                cpu = cpu_seconds(pids) - cpu_before
+                cpu_end = cpu_seconds(pids)
+                cpu = cpu_end - cpu_before
                 switches = switches_between(switches_before,
                                             {**peak.switches, **context_switches(pids)})
                 time.sleep(5)
-                idle_rss, _ = memory(service_pids(service.process.pid), with_pss=False)
+                pids = service_pids(service.process.pid)
+                idle_rss, _ = memory(pids, with_pss=False)
+                after = cpu_seconds(pids) - cpu_end
                 ok, s50, s99, smax, errors = summary(service_runs)
                 direct_ok, d50, d99, _, direct_errors = summary(direct_runs)
                 print(f"{face:>6} {count:>4} {ok:>6.1%}  {s50:>5.2f}/{s99:<5.2f}/{smax:<5.2f}"
                       f"  {d50:>6.2f}/{d99:<6.2f}  {s50 / d50:>4.2f}/{s99 / d99:<4.2f}"
                       f"  {smax - d99:>+5.2f}s  {cpu / count * 1000:>5.1f}ms"
+                      f" {after / count * 1000:>5.2f} {peak.cpu / count * 1000:>5.2f}"
                       f"  {peak.rss / 2**20:>4.0f}M {peak.pss / 2**20:>4.0f}M"
                       f" {idle_rss / 2**20:>4.0f}M"
                       f"  {switches / count:>6.0f}  {wall:>3.0f}s  {os.getloadavg()[0]:>4.1f}",

@@ -107,6 +107,13 @@ def on_starting(server):
     Before any worker is forked, make sure the usage tokenizer's table file is in CACHE_DIR (in a
     short-lived child: usage.write_table_file), so workers map it instead of building it each.
     With USAGE_TOKENIZER=preload, also load (map) it here: the workers then inherit the mapping.
+
+    Then build the app here, once (gunicorn's preload, done after the restart above so that it is
+    not done twice): every worker, and every fresh worker that replaces a recycled one
+    (WORKER_RECYCLE_MB), is forked with it built instead of building its own, about 60 ms of CPU
+    (mostly werkzeug compiling ~80 URL rules) for 1 MB more in the master. Building the app opens
+    no file or connection and starts no thread (the store, curl handles and the group-commit
+    thread come with a worker's first request), so nothing of it is shared across the fork.
     """
     if server is not None:  # (None: a test runs this hook alone, in its own process)
         _with_small_thread_caches(server)
@@ -119,6 +126,8 @@ def on_starting(server):
     usage.write_table_file()
     if config.usage_tokenizer == "preload":
         usage.preload()
+    if server is not None:
+        server.app.wsgi()  # kept by gunicorn: a worker's load_wsgi() takes this one
 
 
 def pre_fork(server, worker):
