@@ -253,7 +253,8 @@ def test_accepting_a_connection_never_waits_for_its_handler_thread_to_start(emul
     start = threading.Thread.start
 
     def recorded_start(thread):
-        starters.append(threading.current_thread().name)
+        if threading.current_thread() is emulator._thread:  # the accept loop; no other thread
+            starters.append(thread.name)
         start(thread)
 
     monkeypatch.setattr(threading.Thread, "start", recorded_start)
