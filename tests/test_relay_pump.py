@@ -6,48 +6,28 @@ The production server (gunicorn, one worker) relays to the fake OpenAI API, whic
 events; the worker's threads are watched through /proc while the streams run.
 """
 import json
-import socket
-import threading
 import time
 
 import pytest
 
 from tests.relay_fixtures import upstream
 from tests.servers import ServerProcess
-from tests.test_stream_pump import switches_per_thread
+from tests.test_stream_pump import RawStream, switches_per_thread
 
 KEY = "sk-cw-relay-pump"
 WAIT = 60  # generous: a loaded 2-core machine
 
 
-class RelayedStream:
+class RelayedStream(RawStream):
     """A streamed chat completion on a raw socket, read to its end by a thread of its own."""
 
     def __init__(self, server: ServerProcess, words: int):
-        host, port = server.url.removeprefix("http://").split(":")
         body = json.dumps({"model": "gpt-4o", "stream": True, "messages": [
             {"role": "user", "content": " ".join(f"w{i}" for i in range(words))}]}).encode()
-        self.sock = socket.create_connection((host, int(port)), timeout=WAIT)
-        self.sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                          b"Content-Type: application/json\r\nAuthorization: Bearer " + KEY.encode()
-                          + f"\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
-        self.received = b""
-        self.streaming = threading.Event()  # its first event came
-        self.done = threading.Event()  # its last event ([DONE]) came
-        self.ended = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        try:
-            while piece := self.sock.recv(65536):
-                self.received += piece
-                if b"data:" in self.received:
-                    self.streaming.set()
-                if b"data: [DONE]" in self.received:
-                    self.done.set()
-        except OSError:
-            pass
-        self.ended.set()
+        super().__init__(
+            server, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                    b"Content-Type: application/json\r\nAuthorization: Bearer "
+                    + KEY.encode() + b"\r\n", body, timeout=WAIT)
 
     @property
     def events(self) -> int:

@@ -340,23 +340,21 @@ def start_server(tmp_path, emulator, **env) -> ServerProcess:
     return process
 
 
-class Stream:
-    """A streamed /send_message on a raw socket, read by a thread of its own (or not at all)."""
+class RawStream:
+    """A streamed request on a raw socket, read by a thread of its own (or not at all)."""
 
-    def __init__(self, server: ServerProcess, token: str, prompt: str, *, read: bool = True,
-                 receive_buffer: int | None = None):
+    def __init__(self, server: ServerProcess, head: bytes, body: bytes, *, read: bool = True,
+                 receive_buffer: int | None = None, timeout: float = WAIT):
         host, port = server.url.removeprefix("http://").split(":")
         self.sock = socket.socket()
         if receive_buffer:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-        self.sock.settimeout(WAIT)
+        self.sock.settimeout(timeout)
         self.sock.connect((host, int(port)))
-        body = f"access_token={token}&prompt={prompt}&stream=true".encode()
-        self.sock.sendall(b"POST /send_message HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                          b"Content-Type: application/x-www-form-urlencoded\r\n"
-                          + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        self.sock.sendall(head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
         self.received = b""
         self.streaming = threading.Event()  # its first event came
+        self.done = threading.Event()  # its last event ([DONE]) came
         self.ended = threading.Event()
         if read:
             self.reader = threading.Thread(target=self.read_to_end, daemon=True)
@@ -368,10 +366,24 @@ class Stream:
                 self.received += piece
                 if b"data:" in self.received:
                     self.streaming.set()
+                if b"data: [DONE]" in self.received:
+                    self.done.set()
         except OSError:
             pass
         self.ended.set()
         return self.received
+
+
+class Stream(RawStream):
+    """A streamed /send_message."""
+
+    def __init__(self, server: ServerProcess, token: str, prompt: str, *, read: bool = True,
+                 receive_buffer: int | None = None):
+        super().__init__(
+            server, b"POST /send_message HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                    b"Content-Type: application/x-www-form-urlencoded\r\n",
+            f"access_token={token}&prompt={prompt}&stream=true".encode(),
+            read=read, receive_buffer=receive_buffer)
 
     @property
     def complete(self) -> bool:
