@@ -87,6 +87,13 @@ def create_emulator_app(emulator) -> Flask:
             client_port=environ.get("REMOTE_PORT"),
         )
 
+    @app.before_request
+    def _delay():
+        for suffix, seconds in emulator.switches.request_delays:
+            if request.path.endswith(suffix):
+                time.sleep(seconds)
+                return
+
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):
         # FastAPI's shape for routing errors, e.g. {"detail":"Not Found"}.
