@@ -64,10 +64,12 @@ import ctypes
 import gc
 import ipaddress
 import json
+import mmap
 import os
 import queue
 import selectors
 import socket
+import struct
 import threading
 import time
 from collections import Counter, deque
@@ -254,6 +256,98 @@ class ShrinkingThreadPool:
                 self._tasks.put((None, None, None))
 
 
+# Connections a worker may hold beyond its least loaded sibling before it leaves new ones to it.
+FAIR_MARGIN = 4
+# A sibling that has not written its count for this long (a hung or stopped event loop) is left
+# out: new connections are not left waiting for it.
+_SIBLING_LIVE_SECONDS = 3.0
+# Seconds between two looks at the siblings' counts while this worker leaves them the accepting.
+_FAIR_POLL = 0.005
+
+
+class LoadBoard:
+    """How many connections each worker of one master holds, in memory the master shares with
+    every worker it forks (an anonymous shared mapping made when this module is imported, which
+    the master does before forking), so that a burst is shared fairly between the workers.
+
+    All workers wait on one listening socket, and the kernel gives a new connection to whichever
+    is first to accept it. A worker's event loop shares the GIL with its own request threads, so
+    which one is first is a matter of scheduling, not of load: in 500-connection bursts on two
+    cores the split was 389/111, 345/155 and 190/310, and the worker with the larger share took
+    correspondingly longer to start its answers (the last of 389 reached the upstream 1.45 s after
+    the burst, the last of 111 0.53 s), since what each answer does before its first upstream
+    request is Python under that worker's one GIL. Here a worker holding more than FAIR_MARGIN
+    connections beyond its least loaded live sibling stops accepting until that sibling has caught
+    up (`BufferedThreadWorker.accept`). The least loaded worker always accepts, so a connection
+    never waits for a pause; a sibling whose count is older than _SIBLING_LIVE_SECONDS (hung,
+    stopped) or gone (its slot cleared on exit, or by the master when it died) is left out.
+
+    One slot per worker: (pid, connections, time.monotonic() of its last write), written only by
+    that worker (slots are reserved by the master, before the fork).
+    """
+
+    SLOTS = 32
+    _SLOT = struct.Struct("qqd")
+
+    def __init__(self):
+        self._map = mmap.mmap(-1, self.SLOTS * self._SLOT.size)  # MAP_SHARED | MAP_ANONYMOUS
+
+    def _read(self, index: int) -> tuple[int, int, float]:
+        return self._SLOT.unpack_from(self._map, index * self._SLOT.size)
+
+    def _write(self, index: int, pid: int, connections: int, written: float) -> None:
+        self._SLOT.pack_into(self._map, index * self._SLOT.size, pid, connections, written)
+
+    def reserve(self) -> int | None:
+        """A free slot for a worker about to be forked (in the master, which forks one at a
+        time), held by the master's pid until the worker writes its own; None when all are
+        taken (the worker then neither counts nor waits for anyone)."""
+        for index in range(self.SLOTS):
+            pid = self._read(index)[0]
+            if pid == 0 or not _process_exists(pid):
+                self._write(index, os.getpid(), 0, 0.0)
+                return index
+        return None
+
+    def publish(self, index: int, connections: int) -> None:
+        """This worker holds `connections` now."""
+        self._write(index, os.getpid(), connections, time.monotonic())
+
+    def leave(self, index: int) -> None:
+        """This worker accepts no more connections (it is stopping)."""
+        self._write(index, 0, 0, 0.0)
+
+    def leave_pid(self, pid: int) -> None:
+        """Clear the slot of a worker that died without clearing it (in the master)."""
+        for index in range(self.SLOTS):
+            if self._read(index)[0] == pid:
+                self.leave(index)
+
+    def least_of_others(self, index: int) -> int | None:
+        """The fewest connections a live sibling of slot `index` holds, or None when none is."""
+        now = time.monotonic()
+        least = None
+        for other in range(self.SLOTS):
+            pid, connections, written = self._read(other)
+            if (other != index and pid and now - written < _SIBLING_LIVE_SECONDS
+                    and (least is None or connections < least)):
+                least = connections
+        return least
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+BOARD = LoadBoard()
+
+
 INCOMPLETE, COMPLETE, TOO_LARGE, HEADERS_TOO_LARGE = "incomplete", "complete", "too_large", "431"
 
 
@@ -426,6 +520,12 @@ BUSY = _answer("503 Service Unavailable", "busy",
 class BufferedThreadWorker(ThreadWorker):
     """gthread, reading each request whole in the event loop before a thread serves it."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # In the master, before the fork: this worker's slot on the LoadBoard.
+        self.board_slot = BOARD.reserve()
+        self._leaving_to_siblings = False  # not accepting: a sibling holds fewer connections
+
     def init_process(self):
         config = Config.from_env()
         self.max_body = config.request_body_limit
@@ -502,9 +602,42 @@ class BufferedThreadWorker(ThreadWorker):
             if self.per_ip[address] <= 0:
                 del self.per_ip[address]
 
+    # --- sharing a burst fairly between workers (LoadBoard) -----------------------------------
+    def connections(self) -> int:
+        """Connections this worker holds: handed to threads, kept alive, or being read."""
+        return self.nr_conns + len(self.buffering)
+
+    def _fair_to_accept(self) -> bool:
+        if self.board_slot is None:
+            return True
+        least = BOARD.least_of_others(self.board_slot)
+        return least is None or self.connections() <= least + FAIR_MARGIN
+
+    def set_accept_enabled(self, enabled):
+        # gunicorn's loop enables accepting again at every turn while it could accept; a worker
+        # leaving new connections to a sibling looks at the counts again instead.
+        if enabled and self._leaving_to_siblings and self.alive and not self._fair_to_accept():
+            return
+        self._leaving_to_siblings = False
+        super().set_accept_enabled(enabled)
+
+    def wait_for_and_dispatch_events(self, timeout):
+        if self.board_slot is not None:
+            if self.alive:
+                BOARD.publish(self.board_slot, self.connections())
+            else:
+                BOARD.leave(self.board_slot)
+        if self._leaving_to_siblings:
+            timeout = min(timeout, _FAIR_POLL)
+        super().wait_for_and_dispatch_events(timeout)
+
     def accept(self, listener):
         if self.cfg.is_ssl:
             return super().accept(listener)
+        if not self._fair_to_accept():
+            super().set_accept_enabled(False)
+            self._leaving_to_siblings = True
+            return
         try:
             sock, client = listener.accept()
         except BlockingIOError:
@@ -522,6 +655,8 @@ class BufferedThreadWorker(ThreadWorker):
             self.per_ip[address] += 1
         conn = _Conn(self.cfg, sock, client, listener.getsockname(), on_close=self._forget)
         self._buffer(conn)
+        if self.board_slot is not None:
+            BOARD.publish(self.board_slot, self.connections())
 
     def on_client_socket_readable(self, conn, client):
         if self.cfg.is_ssl or not isinstance(conn, _Conn):

@@ -158,8 +158,11 @@ def pre_request(worker, req):
 
 def child_exit(server, worker):
     """Drop a dead worker's live gauges (streams in flight) and fold its counters and histograms
-    into the archive files, so they stay in the totals without a file per dead worker."""
+    into the archive files, so they stay in the totals without a file per dead worker. Clear its
+    slot on the board its siblings share a burst by (a worker killed could not)."""
+    from chatgpt_web.buffered_worker import BOARD  # the worker class, imported before forking
     from chatgpt_web.metrics import fold_dead_process  # imported with the app before forking
+    BOARD.leave_pid(worker.pid)
     fold_dead_process(worker.pid, os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 
