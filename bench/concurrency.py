@@ -438,15 +438,18 @@ def summary(outcomes: list[Outcome]) -> tuple[float, float, float, float, dict]:
     return len(ttfts) / len(outcomes), statistics.median(ttfts), p99, ttfts[-1], errors
 
 
-def start_emulator(chunk_delay: float, dialect: str) -> tuple[subprocess.Popen, str, str]:
+def start_emulator(chunk_delay: float, dialect: str,
+                   request_delay: float = 0.0) -> tuple[subprocess.Popen, str, str]:
     """The repository's emulator as its own program; returns (process, base URL, token).
 
     One SSE event per chunk, no pings, no proof of work: every stream paces the same way, so the
-    first answer word comes after the same number of chunk delays on both paths.
+    first answer word comes after the same number of chunk delays on both paths. With
+    `request_delay`, every request waits that long before it is answered (a distant site).
     """
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.emulator", "--easy", "--no-chunking", "--no-pings",
-         "--words-per-delta", "1", "--chunk-delay", str(chunk_delay), "--dialect", dialect],
+         "--words-per-delta", "1", "--chunk-delay", str(chunk_delay), "--dialect", dialect,
+         "--request-delay", str(request_delay)],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
     found = {}
     while len(found) < 2:
@@ -487,7 +490,8 @@ def requests_of(face: str, token: str, prompt: str) -> tuple[bytes, str, dict]:
 
 def run_dialect(dialect: str, args, levels: list[int], faces: list[str]) -> None:
     prompt = " ".join(f"word{i}" for i in range(args.words - 1))  # answer: "Echo: " + prompt
-    emulator, emulator_url, token = start_emulator(args.chunk_delay, dialect)
+    emulator, emulator_url, token = start_emulator(args.chunk_delay, dialect,
+                                                   args.request_delay)
     workdir = tempfile.mkdtemp(prefix="chatgpt_web-bench-")
     service = ServerProcess.gunicorn(service_env(emulator_url, dialect, workdir, args.timeout))
     # The body the service sends in this dialect, so the emulator streams the same events.
@@ -568,6 +572,10 @@ def main() -> int:
     parser.add_argument("--words", type=int, default=60, help="words in the answer")
     parser.add_argument("--chunk-delay", type=float, default=0.25,
                         help="seconds between two events the emulator writes")
+    parser.add_argument("--request-delay", type=float, default=0.0,
+                        help="seconds the emulator waits before answering each request: the "
+                             "round trip to a distant site (the real one is 0.1-0.4 s away), "
+                             "which a flow of more requests pays more often")
     parser.add_argument("--timeout", type=float, default=120, help="seconds allowed per answer")
     parser.add_argument("--max-n", type=int, default=1000, help="refuse levels above this")
     args = parser.parse_args()
@@ -579,7 +587,8 @@ def main() -> int:
     if set(faces) - set(FACES) or set(dialects) - {"2026", "2024"}:
         parser.error(f"faces are {', '.join(FACES)}; dialects are 2026 and 2024")
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start; answer of "
-          f"{args.words} words, one event every {args.chunk_delay}s; gunicorn.conf.py with "
+          f"{args.words} words, one event every {args.chunk_delay}s, requests answered after "
+          f"{args.request_delay}s; gunicorn.conf.py with "
           f"WEB_CONCURRENCY={os.environ.get('WEB_CONCURRENCY', '(default)')} "
           f"GUNICORN_THREADS={os.environ.get('GUNICORN_THREADS', '(default)')} "
           f"USAGE_TOKENIZER={os.environ.get('USAGE_TOKENIZER', '(default)')}", flush=True)

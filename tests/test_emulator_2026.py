@@ -163,6 +163,20 @@ def test_the_home_page_sets_the_device_cookie_once_and_names_its_build(emulator)
     assert "oai-did" not in again.cookies and session.cookies.get("oai-did") == device
 
 
+def test_a_request_delay_holds_only_the_paths_it_names(emulator):
+    """switches.request_delays: a distant site's round trip, per path suffix."""
+    browser = Browser(emulator)
+    emulator.switches.request_delays = (("/f/conversation/prepare", 0.5),)
+    started = time.monotonic()
+    assert browser.conduit(str(uuid.uuid4()))
+    assert time.monotonic() - started >= 0.5
+    emulator.switches.request_delays = (("/f/conversation/prepare", 600.0),)
+    sentinel = browser.session.post(emulator.url + "/backend-api/sentinel/chat-requirements/"
+                                    "prepare", json={"p": browser.p}, headers=browser.headers(),
+                                    timeout=60)
+    assert sentinel.status_code == 200
+
+
 # --- a whole turn -------------------------------------------------------------------------------
 
 def test_a_turn_through_prepare_finalize_conduit_and_write(emulator):

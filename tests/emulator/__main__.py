@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-chunking", action="store_true",
                         help="one SSE event per network chunk (no seeded re-chunking)")
     parser.add_argument("--no-pings", action="store_true", help="no keep-alive ping events")
+    parser.add_argument("--request-delay", type=float, default=0.0,
+                        help="seconds every request waits before it is answered (a round trip "
+                             "to a distant site)")
     parser.add_argument("--verbose", action="store_true", help="log every request")
     parser.add_argument("--dialect", choices=("2026", "2024"), default="2026",
                         help="2024: a mirror that only knows the 2024 paths (2026 ones answer 404)")
@@ -35,6 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     emulator.switches.chunking = not args.no_chunking
     emulator.switches.pings = not args.no_pings
     emulator.switches.dialect = args.dialect
+    if args.request_delay:
+        emulator.switches.request_delays = (("", args.request_delay),)
     if args.easy:
         emulator.switches.pow_required = False
         emulator.switches.require_requirements_token = False

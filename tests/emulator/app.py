@@ -46,6 +46,23 @@ def index():
     return response
 
 
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def _header_names_lowered(environ: dict) -> dict[str, str]:
+    """The request's headers by lower-cased name: what `request.headers` lists (werkzeug's
+    EnvironHeaders), read from the WSGI environ directly; every request is recorded, and the
+    emulator shares the benchmark's cores (bench/concurrency.py)."""
+    headers = {}
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            if key not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
+                headers[key[5:].replace("_", "-").lower()] = value
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+            headers[key.replace("_", "-").lower()] = value
+    return headers
+
+
 def create_emulator_app(emulator) -> Flask:
     """The WSGI app serving `emulator` (anything with the Emulator attributes the views use)."""
     app = Flask("chatgpt_emulator")
@@ -55,17 +72,27 @@ def create_emulator_app(emulator) -> Flask:
     @app.before_request
     def _record():
         raw = request.get_data(cache=True)
+        environ = request.environ
         emulator.record(
             method=request.method,
             path=request.path,
-            headers={key.lower(): value for key, value in request.headers.items()},
+            headers=_header_names_lowered(environ),
             json=request.get_json(force=True, silent=True) if raw else None,
-            form=request.form.to_dict(),
-            args=request.args.to_dict(),
+            # Only these bodies have form fields (werkzeug parses no other); asking
+            # `request.form` of a JSON body builds an empty parse all the same.
+            form=request.form.to_dict() if request.mimetype in _FORM_TYPES else {},
+            args=request.args.to_dict() if environ.get("QUERY_STRING") else {},
             body=raw,
             time=time.time(),
-            client_port=request.environ.get("REMOTE_PORT"),
+            client_port=environ.get("REMOTE_PORT"),
         )
+
+    @app.before_request
+    def _delay():
+        for suffix, seconds in emulator.switches.request_delays:
+            if request.path.endswith(suffix):
+                time.sleep(seconds)
+                return
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):

@@ -22,6 +22,9 @@ def _segment(data: dict) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
+_HEADER = _segment({"alg": "ES256", "typ": "JWT"})  # the same for every token
+
+
 @dataclass(frozen=True)
 class Conduit:
     token: str
@@ -39,7 +42,7 @@ class ConduitLedger:
     def issue(self, trace_id: str, now: float, lifetime: float = CONDUIT_LIFETIME) -> Conduit:
         claims = {"conduit_uuid": uuid.uuid4().hex, "conduit_location": "10.128.0.7:8304",
                   "cluster": "unified-emulator", "iat": int(now), "exp": int(now + lifetime)}
-        token = ".".join([_segment({"alg": "ES256", "typ": "JWT"}), _segment(claims),
+        token = ".".join([_HEADER, _segment(claims),
                           base64.urlsafe_b64encode(secrets.token_bytes(64)).rstrip(b"=").decode()])
         conduit = Conduit(token, trace_id, now + lifetime)
         with self._lock:

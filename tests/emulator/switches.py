@@ -78,6 +78,9 @@ class Switches:
     models_of: tuple = ()
 
     # --- how the bytes travel ---------------------------------------------------------------
+    # (path suffix, seconds) pairs: a request whose path ends with the suffix waits that long
+    # before it is answered, as over a distant site's round trip ("" matches every path).
+    request_delays: tuple = ()
     # Split the byte stream at arbitrary points (seeded); False writes one event per chunk.
     chunking: bool = True
     chunk_seed: int = 0
