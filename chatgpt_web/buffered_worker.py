@@ -551,7 +551,13 @@ class BufferedThreadWorker(ThreadWorker):
     def run(self):
         self.started_mb = resident_mb()
         self._say_ready()
-        super().run()
+        try:
+            super().run()
+        finally:
+            # A recycled worker has nothing to drain, so its loop never turns again after it
+            # stops accepting: its siblings must not wait for it until the master reaps it.
+            if self.board_slot is not None:
+                BOARD.leave(self.board_slot)
 
     # --- the stream pump ----------------------------------------------------------------------
     def _start_pump(self, config: Config) -> stream_pump.Pump | None:
