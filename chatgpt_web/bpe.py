@@ -11,8 +11,13 @@ few MB in all, and counts the same tokens:
   the table is the same in every process and can be stored.
 
 `save()` writes the three buffers to one file and `CompactBPE.mapped()` maps such a file
-read-only: nothing is parsed or built, processes share the file's pages, and only the pages a
-count touches are resident. The file ends with a trailer (format version, sizes, the SHA-256 of
+read-only: nothing is parsed or built, and processes share the file's pages. A count that had to
+look pieces up in the table lets go of the pages it mapped (MADV_DONTNEED: they stay in the page
+cache, so the next lookup maps them again without reading the disk). Otherwise they would stay
+resident in every process: the kernel maps the 64 KB around each page a lookup faults in
+("fault-around", which MADV_RANDOM does not stop), so the random probes of a few counts map
+most of the 4 MB file, in each worker. Counts of pieces already counted (most of them) never
+read the table. The file ends with a trailer (format version, sizes, the SHA-256 of
 the vocabulary it was built from and the SHA-256 of the buffers); a file whose trailer or
 checksum does not match is refused (`StaleTable`), so counting never runs on a wrong table.
 
@@ -35,6 +40,7 @@ import struct
 import sys
 import tempfile
 from array import array
+from functools import partial
 from zlib import crc32
 
 import regex
@@ -108,6 +114,7 @@ class CompactBPE:
         capacity = _capacity(self.size)
         self._mask = capacity - 1
         self.slots = array("I", [0]) * capacity
+        self._let_go = None  # a table in this process's memory stays
         self._build()
         self._compile(pattern)
 
@@ -133,11 +140,9 @@ class CompactBPE:
             raise StaleTable(f"{path} is not a table of this format and vocabulary")
         view = memoryview(mapping)
         # Reading every page once costs ~3 ms; then they are let go of (MADV_DONTNEED drops them
-        # from this process only, not from the page cache), so the process keeps only the pages
-        # its counts touch.
+        # from this process only, not from the page cache), as after every count that reads the
+        # table (the module doc).
         intact = hashlib.sha256(view[:body]).digest() == checksum
-        if hasattr(mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-            mapping.madvise(mmap.MADV_DONTNEED)
         offsets = view[padded:padded + 4 * (size + 1)].cast("I")
         if not intact or offsets[0] != 0 or offsets[-1] != blob_length:
             offsets.release()
@@ -148,6 +153,11 @@ class CompactBPE:
         # The blob is the mapping itself (it starts the file): slicing an mmap gives bytes, as
         # slicing bytes does; offsets never point past the blob.
         counter.blob = mapping
+        # Unmaps the table's pages from this process (the module doc), now and after counts.
+        counter._let_go = None
+        if hasattr(mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            counter._let_go = partial(mapping.madvise, mmap.MADV_DONTNEED)
+            counter._let_go()
         counter.offsets = offsets
         counter.size = size
         counter._mask = capacity - 1
@@ -256,20 +266,26 @@ class CompactBPE:
         # a hit costs a dict lookup where a piece's bytes cost an encode, a CRC and a probe.
         counts = self._counts
         total = 0
-        for piece in self._findall_ascii(text) if text.isascii() else self._findall(text):
-            count = counts.get(piece)
-            if count is None:
-                # A remembered piece has none of these code points, so only new pieces are
-                # searched; a text that has one is split again around them.
-                if not piece.isascii() and self._has_unassigned(piece):
-                    return sum(map(self._piece_count,
-                                   self._pieces_around_unassigned(text)))
-                count = self._piece_count(piece)
-                if len(counts) >= _REMEMBERED_PIECES:
-                    counts.clear()
-                counts[piece] = count
-            total += count
-        return total
+        looked_up = False
+        try:
+            for piece in self._findall_ascii(text) if text.isascii() else self._findall(text):
+                count = counts.get(piece)
+                if count is None:
+                    looked_up = True
+                    # A remembered piece has none of these code points, so only new pieces are
+                    # searched; a text that has one is split again around them.
+                    if not piece.isascii() and self._has_unassigned(piece):
+                        return sum(map(self._piece_count,
+                                       self._pieces_around_unassigned(text)))
+                    count = self._piece_count(piece)
+                    if len(counts) >= _REMEMBERED_PIECES:
+                        counts.clear()
+                    counts[piece] = count
+                total += count
+            return total
+        finally:
+            if looked_up and self._let_go is not None:
+                self._let_go()
 
     def _piece_count(self, piece: str) -> int:
         data = piece.encode()

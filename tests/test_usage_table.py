@@ -68,6 +68,38 @@ def test_a_mapped_table_is_the_built_one_byte_for_byte_and_counts_the_same(built
         assert mapped.rank(token) == rank
 
 
+def resident_kb(path: Path) -> int:
+    """How much of the file at `path` this process has mapped in (its mappings' Rss, in KB)."""
+    resident, in_file = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and not fields[0].endswith(":"):  # a mapping's first line
+            in_file = len(fields) > 5 and fields[5] == str(path)
+        elif in_file and fields[0] == "Rss:":
+            resident += int(fields[1])
+    return resident
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="no /proc smaps (not Linux)")
+def test_a_count_that_looked_pieces_up_lets_go_of_the_table_pages_it_mapped(built, tmp_path):
+    """Fault-around maps 64 KB around every page a lookup touches, and MADV_RANDOM does not
+    stop it: the pages of a mapped table must be let go of after a count, or a few counts make
+    most of the file resident in every worker."""
+    path = tmp_path / "table"
+    built.save(str(path), SHA256)
+    mapped = bpe.CompactBPE.mapped(str(path), PATTERN, SHA256)
+    assert resident_kb(path) == 0  # the check read every page, then let go of them
+    keeping = bpe.CompactBPE.mapped(str(path), PATTERN, SHA256)
+    keeping._let_go = None  # what a count would leave without letting go
+    assert keeping.count(TEXTS[5]) == built.count(TEXTS[5])
+    assert resident_kb(path) > 64  # the table's pages that count mapped in
+    keeping.blob.madvise(bpe.mmap.MADV_DONTNEED)
+    assert resident_kb(path) == 0
+    for text in TEXTS:
+        assert mapped.count(text) == built.count(text)
+        assert resident_kb(path) == 0
+
+
 def test_the_first_load_writes_the_table_and_later_loads_map_it(tables, built):
     assert usage.count_text(TEXTS[1], "gpt-4") == built.count(TEXTS[1])
     assert isinstance(usage._loaded[NAME].blob, bytes)  # built: there was no file
