@@ -299,6 +299,10 @@ class Config:
     # Dialect of the site: "2026", "2024", or "auto" (2026, and 2024 for an upstream that
     # answers 404 to the 2026 endpoints, remembered 15 minutes). docs/protocol-requests.md.
     protocol: str = setting("CHATGPT_PROTOCOL", one_of("auto", "2026", "2024"), "auto")
+    # 2026: the conduit prepare runs while the sentinel's requests do, a round trip less per
+    # answer (upstream/conversation.py). "auto": when the connection multiplexes (HTTP/2, as the
+    # site's); "on": over HTTP/1.1 too, on a second connection; "off": one after the other.
+    prepare_beside: str = setting("CONDUIT_PREPARE_BESIDE", one_of("auto", "on", "off"), "auto")
     default_model: str = setting("CHATGPT_DEFAULT_MODEL", text, "auto")
     allowed_proxies: tuple[str, ...] = setting("CHATGPT_ALLOWED_PROXIES", http_url_list, ())
     port: int = setting("PORT", positive_int, 3000)

@@ -21,6 +21,13 @@ adding its own session's cookies.
 Short requests and the streamed answer run on the same easy handle through the same multi
 handle, so they share its connection cache: an answer's requests ride one connection, and an
 open stream holds one handle and one connection.
+
+Two requests at once (`start(..., beside=host)`): a second Transfer's easy handle joins the
+host's multi handle, so one wait and one `curl_multi_perform` move both, and both draw on the
+host's connection cache: over HTTP/2 the second request is one more stream on the same
+connection; over HTTP/1.1 curl opens a second connection, kept in that cache for the next answer.
+Each request then knows it has ended by its own CURLMSG_DONE message (the host's running count
+holds both).
 """
 from __future__ import annotations
 
@@ -60,6 +67,7 @@ POLL_MS = 1000
 # path (transport.StreamedResponse.finish) and the relay (relay/forward.py).
 END_OF_BODY_WAIT = 1.0
 _CURLMSG_DONE = 1  # CURLMSG_DONE in curl/multi.h
+MULTIPLEXED_SINCE = 3  # CURL_HTTP_VERSION_2_0 in curl/curl.h: HTTP/2 and /3 multiplex
 _LONG = {CurlOpt.POST, CurlOpt.HTTPGET, CurlOpt.POSTFIELDSIZE, CurlOpt.TIMEOUT_MS}
 # The options start() sets for each request: a session whose curl_options set one of them (to
 # override it, as curl_cffi lets them) takes curl_cffi's own path.
@@ -216,6 +224,12 @@ class Transfer:
         self.added = False
         self.running = ffi.new("int *", 0)
         self._multi_address = int(ffi.cast("uintptr_t", self.multi))
+        # Beside another Transfer (start(beside=...)): that host, whose multi handle moves this
+        # request; as a host: how many guests are in its multi handle, and the results of the
+        # requests (its own and theirs) that ended while guests were in it, by easy handle.
+        self._host: Transfer | None = None
+        self._guests = 0
+        self._ended: dict[int, int] = {}
         self._easy = int(ffi.cast("uintptr_t", self.curl._curl))  # kept by reset(), not close()
         self._perform_args = (self._multi_address, int(ffi.cast("uintptr_t", self.running)))
         self.header_lines: list[bytes] = []
@@ -224,6 +238,8 @@ class Transfer:
         self._pending = ctypes.c_int(0)
         self._multi_wait: MultiWait | None = None  # made by the first wait in the stream pump
         self._status = ctypes.c_long(0)
+        # CURLINFO_HTTP_VERSION of the last response (0: none yet); 3 and up: HTTP/2 or /3.
+        self.http_version = ctypes.c_long(0)
         # What curl points into without copying: the last POST body and the header list.
         self._body = b""
         self._header_list: tuple = ()
@@ -271,11 +287,14 @@ class Transfer:
     # -- one request -----------------------------------------------------------------------
 
     def start(self, session, method: str, url: str, *, json: object, headers,
-              timeout: float | None, sink: Callable[[bytes], object]) -> None:
+              timeout: float | None, sink: Callable[[bytes], object],
+              beside: Transfer | None = None) -> None:
         """Set this request's own options and add it to the multi handle (nothing is sent yet).
 
         `json` is the body of a POST (None: no body); `sink` receives the body's chunks as they
-        arrive, from inside step()/wait().
+        arrive, from inside step()/wait(). With `beside`, the request joins that Transfer's
+        multi handle instead (see the module's docstring): it moves whenever that one steps,
+        and `finish_beside()` waits for its end.
         """
         self.set_up(session, url)
         handle = self._easy
@@ -302,6 +321,12 @@ class Transfer:
         _setopt(handle, CurlOpt.TIMEOUT_MS, int((timeout or 0) * 1000))
         self.header_lines = []
         self._sink = sink
+        if beside is not None:
+            _check_multi(_multi_add_handle(beside._multi_address, handle))
+            self._host = beside
+            beside._guests += 1
+            self.added = True
+            return
         _check_multi(_multi_add_handle(self._multi_address, handle))
         self.added = True
         self.running[0] = 1
@@ -324,21 +349,60 @@ class Transfer:
 
     def failure(self) -> Exception | None:
         """The curl_cffi exception session.post() would raise for the finished transfer, if any."""
+        if self._shares_its_multi():
+            code = (self._host or self)._collect_ended().pop(self._easy, 0)
+            return self._error(code) if code != 0 else None
         while message := _multi_info_read(self._multi_address, ctypes.byref(self._pending)):
             if message.contents.msg == _CURLMSG_DONE and message.contents.result != 0:
-                code = message.contents.result
-                # Curl._get_error reads the handle's error buffer, as Curl.perform() does; the
-                # text matters: code2error() recognises a failed proxy CONNECT by it.
-                text = str(self.curl._get_error(code, "perform"))
-                return curl_errors.code2error(code, text)(text, code)
+                return self._error(message.contents.result)
         return None
+
+    def _error(self, code: int) -> Exception:
+        # Curl._get_error reads the handle's error buffer, as Curl.perform() does; the text
+        # matters: code2error() recognises a failed proxy CONNECT by it.
+        text = str(self.curl._get_error(code, "perform"))
+        return curl_errors.code2error(code, text)(text, code)
+
+    def _collect_ended(self) -> dict[int, int]:
+        """(As a host.) The results of the requests in this multi handle that have ended, by
+        easy handle, their messages read so far included."""
+        while message := _multi_info_read(self._multi_address, ctypes.byref(self._pending)):
+            if message.contents.msg == _CURLMSG_DONE:
+                self._ended[message.contents.easy_handle] = message.contents.result
+        return self._ended
+
+    def _shares_its_multi(self) -> bool:
+        """Whether its multi handle's messages may be about other requests too (a guest, a
+        host with guests, or a host whose guest has left with messages read for both)."""
+        return self._host is not None or bool(self._guests or self._ended)
+
+    def _running(self) -> bool:
+        """Whether this request has not ended yet."""
+        if not self._shares_its_multi():
+            return bool(self.running[0])  # alone in its multi handle: curl's count says it
+        host = self._host or self
+        return self._easy not in host._collect_ended()
+
+    def finish_beside(self) -> None:
+        """(A request started beside a host.) Move both on until this one has ended."""
+        host = self._host
+        host.step()
+        while self._running():
+            host.wait()
+            host.step()
 
     def end(self) -> None:
         """Take the request out of the multi handle: a finished one's connection stays in its
         cache for the next request, an unfinished one's is closed."""
         if self.added:
-            _multi_remove_handle(self._multi_address, self._easy)
+            host = self._host or self
+            _multi_remove_handle(host._multi_address, self._easy)
             self.added = False
+            if host._shares_its_multi():
+                host._collect_ended().pop(self._easy, None)
+            if self._host is not None:
+                self._host._guests -= 1
+                self._host = None
         self._sink = _discard
 
     def request(self, session, method: str, url: str, *, json: object, headers,
@@ -352,7 +416,7 @@ class Transfer:
                    sink=chunks.append)
         try:
             self.step()
-            while self.running[0]:
+            while self._running():
                 self.wait()
                 self.step()
             error = self.failure()
@@ -368,6 +432,7 @@ class Transfer:
         """Status, headers and cookies of the answer so far (headers are complete once its
         body starts); Set-Cookie answers land in the session's jar, as with session.post()."""
         _easy_getinfo(self._easy, CurlInfo.RESPONSE_CODE, ctypes.byref(self._status))
+        _easy_getinfo(self._easy, CurlInfo.HTTP_VERSION, ctypes.byref(self.http_version))
         response = Response()
         response.url = self.url
         response.status_code = self._status.value

@@ -129,6 +129,37 @@ class _PooledSession(Session):
             if transfer is not self._transfer:
                 _HANDLES.give_back(self._pinning, transfer, threading.get_ident())
 
+    def multiplexes(self) -> bool:
+        """Whether the last answer on this session's handle came over HTTP/2 or /3 (its
+        connection, kept in the handle's cache, carries several requests at once)."""
+        return self._transfer.http_version.value >= curl_transfer.MULTIPLEXED_SINCE
+
+    def post_beside(self, url: str, *, json: object, headers: dict, timeout: float,
+                    over_http1: bool = True) -> PendingResponse:
+        """Start a JSON POST that runs while this session's next requests do; its
+        `response()` waits for its end. Its easy handle joins the session's multi handle
+        (curl_transfer.py): over HTTP/2 it is one more stream on the same connection, over
+        HTTP/1.1 a second connection (without `over_http1`, it waits for none: the request is
+        made at once, before returning, unless the handle's connection multiplexes). So is a
+        request that does not take the lean path, or one on a session whose Transfer is
+        streaming."""
+        options = {"json": json, "headers": headers, "timeout": timeout}
+        if (not LEAN or self._closed or self._streaming
+                or not (over_http1 or self.multiplexes())
+                or not lean_request_allowed(self, "POST", options)):
+            return PendingResponse(self, None, self.post(url, **options))
+        guest = _HANDLES.take(self._pinning)
+        chunks: list[bytes] = []
+        try:
+            guest.start(self, "POST", url, json=json, headers=headers, timeout=timeout,
+                        sink=chunks.append, beside=self._transfer)
+            self._transfer.step()  # the request leaves now (or its connection starts to open)
+        except BaseException:
+            guest.end()
+            _HANDLES.give_back(self._pinning, guest, threading.get_ident())
+            raise
+        return PendingResponse(self, guest, None, chunks)
+
     def _lend_for_stream(self) -> Transfer | None:
         """The session's Transfer for a stream, if it is free."""
         if self._streaming or self._closed:
@@ -148,6 +179,50 @@ class _PooledSession(Session):
         # A stream still open on the Transfer gives it back when it ends.
         if not self._streaming:
             _HANDLES.give_back(self._pinning, self._transfer, self._lender)
+
+
+class PendingResponse:
+    """A request started by `_PooledSession.post_beside()`; `response()` is its answer, as
+    session.post() would have answered it (raising what session.post() would raise), and
+    `close()` (idempotent) stops it if it is still running and gives its handle back."""
+
+    def __init__(self, session: _PooledSession, guest: Transfer | None,
+                 answered: Response | None, chunks: list[bytes] | None = None):
+        self._session, self._guest, self._answered = session, guest, answered
+        self._chunks = chunks
+        self._thread = threading.get_ident()
+
+    def response(self) -> Response:
+        if self._answered is not None:
+            return self._answered
+        guest = self._guest
+        if guest is None:
+            raise RuntimeError("the pending request was closed")
+        try:
+            guest.finish_beside()
+            error = guest.failure()
+            if error is not None:
+                raise error
+            answered = guest.response(self._session)
+            answered.content = b"".join(self._chunks)
+        finally:
+            self.close()
+        self._answered = answered
+        return answered
+
+    def close(self) -> None:
+        guest, self._guest = self._guest, None
+        if guest is not None:
+            # Closed, not kept for the thread's next answer: while the answer streams, a kept
+            # handle would hold its buffers (about 40 KB; 20 MB at 500 answers at once,
+            # bench/concurrency.py). Its connection stays in the host's cache.
+            guest.close()
+
+    def __enter__(self) -> PendingResponse:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 def _pinning(curl_options: dict | None) -> tuple[str, ...]:

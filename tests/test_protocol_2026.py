@@ -310,9 +310,67 @@ def test_two_instances_visiting_a_new_account_at_once_agree_on_its_device(kind, 
 
 def test_an_answers_requests_ride_one_kept_alive_connection(client, token, emulator):
     """The page, both prepares, the finalize and the write of a turn go out on one connection
-    (curl_transfer.py: one handle per answer), which the site keeps open between them."""
+    (curl_transfer.py: one handle per answer), which the site keeps open between them. Over
+    HTTP/1.1 (the emulator's) that holds from the second turn on too: by default the conduit
+    prepare runs beside the sentinel only where the connection multiplexes."""
     send(client, access_token=token, prompt="Hi")
     send(client, access_token=token, prompt="Hi again")
     ports = [r.client_port for r in emulator.requests]
     assert len(ports) == 9 and None not in ports  # the page is fetched once
     assert len(set(ports)) == 1
+
+
+def test_beside_over_http1_takes_a_second_kept_alive_connection(make_app, token, emulator):
+    client = make_app(CONDUIT_PREPARE_BESIDE="on").test_client()
+    send(client, access_token=token, prompt="Hi")  # the first: in order (not known 2026 yet)
+    send(client, access_token=token, prompt="Hi again")
+    send(client, access_token=token, prompt="And again")
+    ports = [r.client_port for r in emulator.requests]
+    assert len(ports) == 13 and len(set(ports[:5])) == 1
+    assert len(set(ports)) == 2 and ports[0] in ports[5:]  # both kept for the next turn
+    conduit = [r.client_port for r in posts(emulator, "/f/conversation/prepare")]
+    sentinel = [r.client_port for r in posts(emulator, "/sentinel/chat-requirements/prepare")]
+    assert conduit[1] != sentinel[1] and conduit[2] != sentinel[2]
+
+
+# Seconds the emulator holds the conduit prepare's answer below: far longer than a sentinel
+# prepare takes to be sent, even on a loaded machine.
+HOLD = 3.0
+
+
+@pytest.mark.parametrize("protocol", ["2026", "auto"])
+def test_the_sentinel_prepare_does_not_wait_for_the_conduit_token(make_app, token, emulator,
+                                                                  protocol):
+    """The browser asks for the conduit token while the user types, so the site does not order
+    it against the sentinel: the service sends the sentinel prepare while the conduit prepare
+    is unanswered, a round trip less before each answer's first word. (With `auto`, from the
+    second turn on: only an upstream known to answer the conduit prepare gets it beside.)"""
+    client = make_app(CHATGPT_PROTOCOL=protocol, CONDUIT_PREPARE_BESIDE="on").test_client()
+    if protocol == "auto":
+        assert send(client, access_token=token, prompt="Hi").status_code == 200
+    emulator.switches.request_delays = (("/f/conversation/prepare", HOLD),)
+    response = send(client, access_token=token, prompt="Hi again")
+    assert response.status_code == 200, response.json
+    assert response.json["text"] == "Echo: Hi again"
+    conduit = posts(emulator, "/f/conversation/prepare")[-1]
+    sentinel = posts(emulator, "/sentinel/chat-requirements/prepare")[-1]
+    assert sentinel.time < conduit.time + HOLD  # (which of the two arrives first is open)
+    write = writes(emulator)[-1]
+    assert write.time >= conduit.time + HOLD  # and the write waited for the token
+    assert write.headers["x-oai-turn-trace-id"] == conduit.headers["x-oai-turn-trace-id"]
+
+
+@pytest.mark.parametrize("setting, turns", [("on", 1), ("auto", 2), ("off", 2)],
+                         ids=["on-a-first-turn", "auto-over-http1", "off"])
+def test_otherwise_the_sentinel_prepare_follows_the_conduit_token(make_app, token, emulator,
+                                                                  setting, turns):
+    """In order: a first turn with CHATGPT_PROTOCOL=auto (an upstream that may be a 2024-only
+    mirror answers the conduit prepare 404, and then gets no 2026 sentinel call), a connection
+    that does not multiplex under `auto` (the emulator speaks HTTP/1.1), and `off`."""
+    client = make_app(CONDUIT_PREPARE_BESIDE=setting).test_client()
+    emulator.switches.request_delays = (("/f/conversation/prepare", 0.2),)
+    for turn in range(turns):
+        assert send(client, access_token=token, prompt=f"Hi {turn}").status_code == 200
+    conduit = posts(emulator, "/f/conversation/prepare")[-1]
+    sentinel = posts(emulator, "/sentinel/chat-requirements/prepare")[-1]
+    assert sentinel.time >= conduit.time + 0.2

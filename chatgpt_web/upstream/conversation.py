@@ -4,8 +4,16 @@
 of the site, chosen per upstream by CHATGPT_PROTOCOL:
 
 * 2026: home page (bootstrap.py) → conduit prepare (`POST {api}/f/conversation/prepare`, which
-  answers the conduit token) → sentinel bundle (sentinel.py) → `POST {api}/f/conversation`.
-  A stream that hands the answer off (`stream_handoff`) is continued by handoff.py.
+  answers the conduit token) beside the sentinel bundle (sentinel.py: prepare, finalize) →
+  `POST {api}/f/conversation`. The browser asks for the conduit token while the user types, so
+  its order against the sentinel does not matter to the site; the conduit prepare runs while
+  the sentinel's requests do (transport.py `post_beside`), which saves a round trip per answer,
+  once the upstream is known to speak 2026 (CHATGPT_PROTOCOL=2026, or an earlier conduit prepare
+  answered), and by default (CONDUIT_PREPARE_BESIDE=auto) only over a connection that carries
+  both at once (HTTP/2, as the site's): over HTTP/1.1 it would take a second connection per
+  answer, which at 500 answers at once on the HTTP/1.1 emulator cost more than it saved
+  (bench/concurrency.py). A stream that hands the answer off (`stream_handoff`) is continued by
+  handoff.py.
 * 2024: `POST {api}/sentinel/chat-requirements` → `POST {api}/conversation`.
 
 With `auto`, an upstream whose conduit prepare answers 404 (a mirror or reverse proxy that only
@@ -30,7 +38,13 @@ from ..errors import ApiError, BadRequest, UpstreamError, UpstreamTimeout
 from ..jwt_claims import expiry, payload
 from ..metrics import timed_upstream
 from ..store import Store
-from ..transport import StreamedResponse, new_session, stream_post, upstream_errors
+from ..transport import (
+    PendingResponse,
+    StreamedResponse,
+    new_session,
+    stream_post,
+    upstream_errors,
+)
 from . import handoff, turnstile
 from .bootstrap import Bootstrap, Visit
 from .browser import ACCEPT_LANGUAGE, LANGUAGE, TIME_ZONE, Chrome, timezone_offset_min
@@ -200,12 +214,25 @@ class _Conduit:
 
 
 class DialectMemory:
-    """Which upstreams answered 404 to the 2026 endpoints, remembered for DIALECT_MEMORY s."""
+    """Which upstreams answered 404 to the 2026 endpoints, remembered for DIALECT_MEMORY s, and
+    which answered a conduit prepare (a few bytes each, bounded as well)."""
 
     def __init__(self, ttl: float = DIALECT_MEMORY):
         self.ttl = ttl
         self._until: dict[str, float] = {}
+        self._speak_2026: dict[str, None] = {}
         self._lock = threading.Lock()
+
+    def speaks_2026(self, upstream: Upstream) -> bool:
+        return upstream.api_root in self._speak_2026
+
+    def remember_2026(self, upstream: Upstream) -> None:
+        if upstream.api_root in self._speak_2026:
+            return
+        with self._lock:
+            self._speak_2026[upstream.api_root] = None
+            while len(self._speak_2026) > MAX_REMEMBERED_UPSTREAMS:
+                del self._speak_2026[next(iter(self._speak_2026))]
 
     def is_2024_only(self, upstream: Upstream) -> bool:
         with self._lock:
@@ -349,11 +376,22 @@ class ConversationClient:
                                      if body.get("conversation_id") else "/")
         base = {**headers, "Referer": referer}
         for retry in (False, True):
-            conduit = self._conduit(session, upstream, base, body, trace_id, deadline,
-                                    may_be_2024=first and not retry)
-            bundle = sentinel_bundle(session, upstream, base, solver=self.solver,
-                                     chrome=self.chrome, visit=visit,
-                                     timeout=_remaining(deadline))
+            may_be_2024 = first and not retry
+            early = self._conduit_beside(session, upstream, base, body, trace_id, deadline,
+                                         may_be_2024)
+            try:
+                if early is None:
+                    conduit = self._conduit(session, upstream, base, body, trace_id, deadline,
+                                            may_be_2024=may_be_2024)
+                bundle = sentinel_bundle(session, upstream, base, solver=self.solver,
+                                         chrome=self.chrome, visit=visit,
+                                         timeout=_remaining(deadline))
+                if early is not None:
+                    conduit = self._conduit(session, upstream, base, body, trace_id, deadline,
+                                            may_be_2024=may_be_2024, early=early)
+            finally:
+                if early is not None:
+                    early.close()
             if conduit.expires_at <= time.time():  # the solve took longer than its lifetime
                 conduit = self._conduit(session, upstream, base, body, trace_id, deadline)
             write_headers = {**base, **_target("/backend-api/f/conversation"),
@@ -367,18 +405,38 @@ class ConversationClient:
                 if retry:
                     raise rejected.error from None
 
+    def _conduit_beside(self, session, upstream: Upstream, headers: dict, write: dict,
+                        trace_id: str, deadline: float,
+                        may_be_2024: bool) -> PendingResponse | None:
+        """The conduit prepare, started to run beside the sentinel's requests; None when it
+        must come first: an upstream that may be 2024-only answers it 404, and then no
+        sentinel call is made for the 2026 flow."""
+        mode = self.config.prepare_beside
+        if mode == "off" or may_be_2024 and not (self.config.protocol == "2026"
+                                                 or self.dialects.speaks_2026(upstream)):
+            return None
+        with upstream_errors("conduit prepare"):
+            return session.post_beside(upstream.url("/f/conversation/prepare"),
+                                       json=prepare_body(write),
+                                       headers=_conduit_headers(headers, "", trace_id),
+                                       timeout=_remaining(deadline), over_http1=mode == "on")
+
     def _conduit(self, session, upstream: Upstream, headers: dict, write: dict, trace_id: str,
-                 deadline: float, *, may_be_2024: bool = False) -> _Conduit:
-        """A conduit token from `POST {api}/f/conversation/prepare`; a null or expired one gets
-        one fresh prepare (passing the previous token, as the browser does)."""
+                 deadline: float, *, may_be_2024: bool = False,
+                 early: PendingResponse | None = None) -> _Conduit:
+        """A conduit token from `POST {api}/f/conversation/prepare` (the first one's answer is
+        `early`'s, when it was started beside the sentinel); a null or expired one gets one fresh
+        prepare (passing the previous token, as the browser does)."""
         previous = ""
         for _ in range(2):
-            prepare_headers = {**headers, **_target("/backend-api/f/conversation/prepare"),
-                               "X-Conduit-Token": previous, "X-Oai-Turn-Trace-Id": trace_id}
             with upstream_errors("conduit prepare"), timed_upstream("conduit"):
-                response = session.post(upstream.url("/f/conversation/prepare"),
-                                        json=prepare_body(write), headers=prepare_headers,
-                                        timeout=_remaining(deadline))
+                if early is not None:
+                    response, early = early.response(), None
+                else:
+                    response = session.post(upstream.url("/f/conversation/prepare"),
+                                            json=prepare_body(write),
+                                            headers=_conduit_headers(headers, previous, trace_id),
+                                            timeout=_remaining(deadline))
             if response.status_code == 404 and may_be_2024:
                 raise Only2024()
             if response.status_code != 200:
@@ -390,6 +448,7 @@ class ConversationClient:
             if not isinstance(answer, dict):
                 raise UpstreamError("conduit prepare: the upstream answer was not JSON",
                                     "upstream_bad_answer")
+            self.dialects.remember_2026(upstream)
             token = answer.get("conduit_token")
             if isinstance(token, str) and token:
                 conduit = _Conduit(token, expiry(payload(token)) or time.time() + CONDUIT_LIFETIME)
@@ -451,6 +510,11 @@ class ConversationClient:
                 yield from relay(chunks, reducer, self.config.max_upstream_event_bytes)
                 if reducer.done:  # the end of the body follows [DONE]: keep the connection
                     response.finish(min(END_OF_BODY_WAIT, deadline - time.monotonic()))
+
+
+def _conduit_headers(headers: dict, previous: str, trace_id: str) -> dict:
+    return {**headers, **_target("/backend-api/f/conversation/prepare"),
+            "X-Conduit-Token": previous, "X-Oai-Turn-Trace-Id": trace_id}
 
 
 def _target(path: str) -> dict:
