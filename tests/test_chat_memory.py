@@ -6,9 +6,15 @@ conversation, sending only the new messages. The store holds hashes and ids, nev
 """
 from __future__ import annotations
 
-import openai
+import threading
+import time
 
+import openai
+import pytest
+
+from chatgpt_web.api import chat_memory
 from chatgpt_web.api.chat_memory import ChatMemory, Place, history_key
+from chatgpt_web.errors import ServiceUnavailable
 from chatgpt_web.store import MemoryStore
 from chatgpt_web.upstream.conversation import ChatMessage
 from tests.sent_turns import conversation_posts, message_texts
@@ -90,3 +96,66 @@ def test_the_store_holds_only_hashes_and_ids():
     assert found == Place("c1", "m1") and start == 2
     assert ChatMemory(store, "other-scope").find(
         "gpt-4o", [*history, ChatMessage("user", "next")]) == (None, 0)
+
+
+class GatedStore(MemoryStore):
+    """A MemoryStore whose first update waits at a gate, and which notes each update's size."""
+
+    def __init__(self):
+        super().__init__()
+        self.updates: list[int] = []
+        self.first_entered, self.gate = threading.Event(), threading.Event()
+
+    def update(self, keys, change):
+        self.updates.append(len(keys))
+        if len(self.updates) == 1:
+            self.first_entered.set()
+            assert self.gate.wait(30)
+        super().update(keys, change)
+
+
+def history_of(number: int) -> list[ChatMessage]:
+    return [ChatMessage("user", f"question {number}"), ChatMessage("assistant", "answer")]
+
+
+def test_places_remembered_while_one_is_written_are_written_together():
+    """A burst of answers ending at once costs a few store writes, not one each (each a SQLite
+    transaction on a DiskStore), and each remember() returns once its own place is stored."""
+    store = GatedStore()
+    memory = ChatMemory(store, "scope-hash")
+    errors = []
+
+    def remember(number: int) -> None:
+        try:
+            memory.remember("gpt-4o", history_of(number), Place(f"c{number}", f"m{number}"))
+        except Exception as exc:  # pragma: no cover - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=remember, args=(0,))]
+    threads[0].start()
+    assert store.first_entered.wait(30)
+    threads += [threading.Thread(target=remember, args=(n,)) for n in range(1, 10)]
+    for thread in threads[1:]:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while len(chat_memory._PLACES._queue) < 9 and time.monotonic() < deadline:
+        time.sleep(0.01)  # the nine wait behind the first write, queued
+    store.gate.set()
+    for thread in threads:
+        thread.join(30)
+    assert not errors and not any(thread.is_alive() for thread in threads)
+    assert store.updates == [1, 9]
+    for number in range(10):
+        found = memory.find("gpt-4o", [*history_of(number), ChatMessage("user", "next")])
+        assert found == (Place(f"c{number}", f"m{number}"), 2)
+
+
+class FailingStore(MemoryStore):
+    def update(self, keys, change):
+        raise ServiceUnavailable("the store is down", "store_unavailable")
+
+
+def test_a_place_that_cannot_be_stored_fails_its_remember():
+    with pytest.raises(ServiceUnavailable):
+        ChatMemory(FailingStore(), "scope-hash").remember("gpt-4o", history_of(1),
+                                                          Place("c1", "m1"))

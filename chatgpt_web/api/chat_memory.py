@@ -12,6 +12,13 @@ key or token), the model slug and every message's role, text and files (a hash o
 data, or its URL); the value holds the two web ids
 and nothing else. A caller can therefore only ever find their own conversations, and the store
 never holds a word of a chat. Entries live REMEMBER_SECONDS.
+
+Places are written by one writer thread per process, as a group commit (group_commit.py): the
+places queued while it writes a batch go together in its next store update, and remember()
+returns once its own place is in the store, so the next turn finds it as before. Written by each
+answer's own thread, a burst of answers ending together ran one SQLite transaction each, on up to
+8 connections per worker at once (store.SharedConnections), each connection keeping its own page
+cache and allocator heaps: at 500 streamed answers, 6 MB more summed RSS than with one writer.
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..access import bearer
+from ..group_commit import GroupCommit, Queued
 from ..store import Store
 from ..upstream.conversation import ChatMessage
 
@@ -83,6 +91,29 @@ class ChatMemory:
         """Remember that `history` (ending with the answer as returned) ends at `place`."""
         if self.scope is None or not place.conversation_id or not place.message_id:
             return
-        self.store.set(history_key(self.scope, model, history),
-                       {"conversation_id": place.conversation_id,
-                        "message_id": place.message_id}, expire=REMEMBER_SECONDS)
+        value = {"conversation_id": place.conversation_id, "message_id": place.message_id}
+        _PLACES.submit_later((self.store, history_key(self.scope, model, history), value)).wait()
+
+
+def _write_places(queued: list[Queued]) -> None:
+    """Write the places queued together: one store update per store (a process has one; tests
+    have several), a failure failing that store's entries only."""
+    by_store: dict[int, tuple[Store, dict[str, dict], list[Queued]]] = {}
+    for entry in queued:
+        store, key, value = entry.item
+        _, places, entries = by_store.setdefault(id(store), (store, {}, []))
+        places[key] = value
+        entries.append(entry)
+    for store, places, entries in by_store.values():
+        keys = list(places)
+        try:
+            store.update(keys, lambda _values, keys=keys, places=places: [
+                (places[key], REMEMBER_SECONDS) for key in keys])
+        except Exception as exc:
+            for entry in entries:
+                entry.error = exc
+
+
+# The places this process writes, by its "chat-memory" thread (the module doc). Queued items are
+# (store, key, value).
+_PLACES = GroupCommit(_write_places, "chat-memory")
