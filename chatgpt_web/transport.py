@@ -134,18 +134,15 @@ class _PooledSession(Session):
         connection, kept in the handle's cache, carries several requests at once)."""
         return self._transfer.http_version.value >= curl_transfer.MULTIPLEXED_SINCE
 
-    def post_beside(self, url: str, *, json: object, headers: dict, timeout: float,
-                    over_http1: bool = True) -> PendingResponse:
+    def post_beside(self, url: str, *, json: object, headers: dict,
+                    timeout: float) -> PendingResponse:
         """Start a JSON POST that runs while this session's next requests do; its
         `response()` waits for its end. Its easy handle joins the session's multi handle
         (curl_transfer.py): over HTTP/2 it is one more stream on the same connection, over
-        HTTP/1.1 a second connection (without `over_http1`, it waits for none: the request is
-        made at once, before returning, unless the handle's connection multiplexes). So is a
-        request that does not take the lean path, or one on a session whose Transfer is
-        streaming."""
+        HTTP/1.1 a second connection. A request that does not take the lean path, or one on a
+        session whose Transfer is streaming, is made at once instead, before returning."""
         options = {"json": json, "headers": headers, "timeout": timeout}
         if (not LEAN or self._closed or self._streaming
-                or not (over_http1 or self.multiplexes())
                 or not lean_request_allowed(self, "POST", options)):
             return PendingResponse(self, None, self.post(url, **options))
         guest = _HANDLES.take(self._pinning)

@@ -9,6 +9,7 @@ import threading
 import uuid
 
 import pytest
+from prometheus_client import REGISTRY
 
 from chatgpt_web.config import Config
 from chatgpt_web.store import DiskStore, RedisStore
@@ -358,6 +359,22 @@ def test_the_sentinel_prepare_does_not_wait_for_the_conduit_token(make_app, toke
     write = writes(emulator)[-1]
     assert write.time >= conduit.time + HOLD  # and the write waited for the token
     assert write.headers["x-oai-turn-trace-id"] == conduit.headers["x-oai-turn-trace-id"]
+
+
+def conduit_seconds() -> float:
+    return REGISTRY.get_sample_value("chatgpt_web_upstream_seconds_sum", {"step": "conduit"}) or 0
+
+
+@pytest.mark.parametrize("setting", ["auto", "on"])
+def test_the_conduit_prepare_is_timed_in_either_order(make_app, token, emulator, setting):
+    """The upstream latency metric of the conduit step covers its round trip when it comes first,
+    and what the answer still waited for it when it ran beside the sentinel."""
+    client = make_app(CONDUIT_PREPARE_BESIDE=setting).test_client()
+    assert send(client, access_token=token, prompt="Hi").status_code == 200
+    emulator.switches.request_delays = (("/f/conversation/prepare", 1.0),)
+    before = conduit_seconds()
+    assert send(client, access_token=token, prompt="Hi again").status_code == 200
+    assert conduit_seconds() - before >= 0.5
 
 
 @pytest.mark.parametrize("setting, turns", [("on", 1), ("auto", 2), ("off", 2)],

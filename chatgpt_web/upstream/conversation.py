@@ -412,14 +412,16 @@ class ConversationClient:
         must come first: an upstream that may be 2024-only answers it 404, and then no
         sentinel call is made for the 2026 flow."""
         mode = self.config.prepare_beside
-        if mode == "off" or may_be_2024 and not (self.config.protocol == "2026"
-                                                 or self.dialects.speaks_2026(upstream)):
+        if mode == "off" or mode == "auto" and not session.multiplexes():
+            return None
+        if may_be_2024 and not (self.config.protocol == "2026"
+                                or self.dialects.speaks_2026(upstream)):
             return None
         with upstream_errors("conduit prepare"):
             return session.post_beside(upstream.url("/f/conversation/prepare"),
                                        json=prepare_body(write),
                                        headers=_conduit_headers(headers, "", trace_id),
-                                       timeout=_remaining(deadline), over_http1=mode == "on")
+                                       timeout=_remaining(deadline))
 
     def _conduit(self, session, upstream: Upstream, headers: dict, write: dict, trace_id: str,
                  deadline: float, *, may_be_2024: bool = False,
@@ -429,6 +431,8 @@ class ConversationClient:
         prepare (passing the previous token, as the browser does)."""
         previous = ""
         for _ in range(2):
+            # Started beside the sentinel, the prepare is timed from here: how long the answer
+            # still waited for it.
             with upstream_errors("conduit prepare"), timed_upstream("conduit"):
                 if early is not None:
                     response, early = early.response(), None
