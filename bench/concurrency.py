@@ -13,18 +13,23 @@ N requests at once and prints:
 * `ok`: the share that completed without error (status 200 and, streamed, a final [DONE]);
 * `TTFT p50/p99/max`: time to the first answer word through the service (non-streamed answers:
   time to the whole answer), and `direct p50/p99`: the same for N clients asking the emulator
-  directly for the same stream (the one-step sentinel, then the conversation POST with the body
-  of that dialect, so both paths receive the same events at the same pace); `ratio` is
-  service / direct at p50 and p99, and `late` is how much the slowest service answer came after
-  the direct p99 (the target: under 1 s). With CHATGPT_PROTOCOL=2026 a second line gives the
-  same direct measure for a client that asks as the 2026 site wants (`direct_2026_flow`: conduit
-  prepare, sentinel prepare, its Turnstile program, finalize, then the write: four requests
-  where the one-step `direct` makes two) and `late` against its p99: what the service adds
-  beyond what the 2026 protocol's extra requests cost the emulator. Connections: each direct
-  client is one browser tab asking once, so it opens one connection and sends its flow's
-  requests one after the other on it (HTTP/1.1 keep-alive, as the site and the emulator keep
-  it), then closes it; it shares no connection with the other clients. The service's upstream
-  requests likewise ride one connection per answer (chatgpt_web/curl_transfer.py), and a
+  directly for the same stream with the requests the service makes in that dialect, so both paths
+  receive the same events at the same pace: with CHATGPT_PROTOCOL=2024 the one-step sentinel,
+  then `POST /conversation` (two requests, `direct`); with CHATGPT_PROTOCOL=2026 the flow the 2026
+  site wants (`direct_2026_flow`: conduit prepare, sentinel prepare, its Turnstile program,
+  finalize, then `POST /f/conversation`: four requests). `ratio` is service / direct at p50 and
+  p99, and `late` is how much the slowest service answer came after the direct p99 (the target:
+  under 1 s): what the service adds to what asking the site yourself costs. With
+  CHATGPT_PROTOCOL=2026 a second line gives, for comparison, the two-request client of the 2024
+  flow asking the same emulator (which still serves the legacy one-step sentinel and
+  `POST /conversation`, as a mirror might; the 2026 site moved its writes to `/f/conversation`)
+  and `late` against its p99: that gap also holds what the emulator's two extra small requests
+  per answer cost it (a Python server's fixed work per request, ~0.45 ms each, and their queueing
+  for its one GIL behind ~500 open streams), on the same two cores as the service.
+  Connections: each direct client is one browser tab asking once, so it opens one connection and
+  sends its flow's requests one after the other on it (HTTP/1.1 keep-alive, as the site and the
+  emulator keep it), then closes it; it shares no connection with the other clients. The service's
+  upstream requests likewise ride one connection per answer (chatgpt_web/curl_transfer.py), and a
   worker thread may keep it for its next answer; in a burst most answers run on threads that
   started with it, so both paths pay about one connection set-up per answer. The clients of
   the service send one request each, with `Connection: close`;
@@ -512,9 +517,11 @@ def run_dialect(dialect: str, args, levels: list[int], faces: list[str]) -> None
         for face in faces:
             for count in levels:
                 whole = face == "whole"
-                direct_runs = asyncio.run(at_once(
-                    count, lambda: direct(emulator_port, token, conversation, whole),  # noqa: B023
-                    args.timeout))
+                # The reference: N clients asking the emulator with this dialect's requests.
+                reference, legacy = ((direct_2026_flow, direct) if dialect == "2026"
+                                     else (direct, None))
+                direct_runs = asyncio.run(at_once(count, lambda: reference(  # noqa: B023
+                    emulator_port, token, conversation, whole), args.timeout))  # noqa: B023
                 request = requests_of(face, token, prompt)
                 pids = service_pids(service.process.pid)
                 cpu_before, switches_before = cpu_seconds(pids), context_switches(pids)
@@ -544,15 +551,15 @@ def run_dialect(dialect: str, args, levels: list[int], faces: list[str]) -> None
                       flush=True)
                 if errors:
                     print(f"       service failures: {errors}")
-                if dialect == "2026":
-                    flow_runs = asyncio.run(at_once(count, lambda: direct_2026_flow(
+                if legacy is not None:
+                    legacy_runs = asyncio.run(at_once(count, lambda: legacy(  # noqa: B023
                         emulator_port, token, conversation, whole), args.timeout))  # noqa: B023
-                    flow_ok, f50, f99, _, flow_errors = summary(flow_runs)
-                    print(f"       direct in the 2026 flow (4 requests): {flow_ok:.1%} ok,"
-                          f" p50/p99 {f50:.2f}/{f99:.2f}; late against its p99"
-                          f" {smax - f99:+.2f}s", flush=True)
-                    if flow_ok < 1:
-                        print(f"       direct 2026 flow failures: {flow_errors}")
+                    legacy_ok, l50, l99, _, legacy_errors = summary(legacy_runs)
+                    print(f"       direct by the 2024 write (2 requests): {legacy_ok:.1%} ok,"
+                          f" p50/p99 {l50:.2f}/{l99:.2f}; late against its p99"
+                          f" {smax - l99:+.2f}s", flush=True)
+                    if legacy_ok < 1:
+                        print(f"       2024-write direct failures: {legacy_errors}")
                 if direct_ok < 1:
                     print(f"       direct failures: {direct_errors}")
     except BaseException:
