@@ -28,6 +28,7 @@ from .files import FileStore
 from .images import ImageTool
 from .sentinel import SentinelLedger, TwoPhaseLedger
 from .switches import Switches
+from .topics import TopicServer
 
 # Seconds a kept-alive connection may wait for its next request before the emulator closes it.
 KEEP_ALIVE_SECONDS = 60
@@ -254,8 +255,10 @@ class Emulator:
         self.sentinel = SentinelLedger()
         self.two_phase = TwoPhaseLedger()
         self.conduits = ConduitLedger()
-        # Handed-off turns waiting for /f/conversation/resume, by conversation id.
+        # Handed-off turns waiting for /f/conversation/resume or their WebSocket topic, by
+        # conversation id; the WebSocket's listener (topics.py), started on first use.
         self.handoffs: dict = {}
+        self.topics = TopicServer(self)
         # Every file: the uploads and the images the model drew (files.py).
         self.files = FileStore()
         # The image tool's knobs and captions (images.py); it keeps its images in self.files.
@@ -287,6 +290,7 @@ class Emulator:
         return self
 
     def stop(self) -> None:
+        self.topics.stop()
         if self._server is not None:
             self._server.shutdown()
             self._server.close_connections()
@@ -309,6 +313,7 @@ class Emulator:
         self.two_phase.clear()
         self.conduits.clear()
         self.handoffs.clear()
+        self.topics.reset()
         self.files.clear()
         self.images.clear()
         self.auth.reset()
