@@ -198,6 +198,22 @@ def proxy_url(raw: str) -> str | None:
     return value or None
 
 
+def ca_file(raw: str) -> str | None:
+    """A readable PEM file holding at least one certificate (a CA bundle); its absolute path."""
+    value = raw.strip()
+    if not value:
+        return None
+    try:
+        with open(value, "rb") as handle:
+            pem = handle.read(4 << 20)
+    except OSError as exc:
+        raise ConfigError(f"names a file that cannot be read ({type(exc).__name__}: "
+                          f"{value})") from None
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise ConfigError(f"must name a PEM file of CA certificates ({value} holds none)")
+    return os.path.abspath(value)
+
+
 def redis_url(raw: str) -> str | None:
     """A redis://, rediss:// or unix:// URL; never quoted: it may carry a password."""
     value = raw.strip()
@@ -295,6 +311,9 @@ class Config:
     # Seconds between two GET /backend-api/me checks of one account's access token.
     account_check_interval: int = setting("ACCOUNT_CHECK_INTERVAL", positive_int, 3600)
     proxy: str | None = setting("CHATGPT_PROXY", proxy_url, secret=True)
+    # PEM bundle of the CAs trusted for upstream TLS (a private mirror, a TLS-inspecting proxy)
+    # instead of the bundled public ones; unset: the public CAs (certifi's, as curl_cffi's).
+    ca_file: str | None = setting("CHATGPT_CA_FILE", ca_file)
     impersonate: str = setting("CHATGPT_IMPERSONATE", impersonation_target, DEFAULT_IMPERSONATE)
     # Dialect of the site: "2026", "2024", or "auto" (2026, and 2024 for an upstream that
     # answers 404 to the 2026 endpoints, remembered 15 minutes). docs/protocol-requests.md.

@@ -85,6 +85,7 @@ def create_emulator_app(emulator) -> Flask:
             body=raw,
             time=time.time(),
             client_port=environ.get("REMOTE_PORT"),
+            http_version=environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
         )
 
     @app.before_request
