@@ -38,7 +38,8 @@ from .errors import UpstreamError, UpstreamTimeout
 from .transport import upstream_errors, user_agent_for
 
 # A browser pings an idle WebSocket; the site's peers ping every 25 s and give up on a connection
-# silent for 120 s.
+# silent for 120 s. Any frame counts, pongs too: a turn may think for minutes without an item on a
+# live connection (then the answer's deadline bounds it), while a dead one answers no ping.
 PING_SECONDS = 25.0
 IDLE_SECONDS = 120.0
 HANDSHAKE_SECONDS = 15.0
@@ -57,6 +58,9 @@ def websocket_errors(step: str) -> Iterator[None]:
                 raise UpstreamTimeout(f"{step}: the upstream did not answer in time") from exc
             if exc.code == CurlECode.HTTP_RETURNED_ERROR:  # an HTTP answer instead of 101
                 raise UpstreamError(f"{step}: the upstream refused the WebSocket",
+                                    "upstream_unreachable") from exc
+            if exc.code in (CurlECode.COULDNT_CONNECT, CurlECode.COULDNT_RESOLVE_HOST):
+                raise UpstreamError(f"{step}: could not connect to the upstream's WebSocket",
                                     "upstream_unreachable") from exc
             raise UpstreamError(f"{step}: the WebSocket broke (curl error {exc.code})",
                                 "upstream_stream_broken") from exc
@@ -127,8 +131,8 @@ class WebSocketConnection:
         """Each data message the server sends, whole, until it closes the connection.
 
         :raise UpstreamError: a message over `max_message_bytes` (upstream_bad_answer), a broken
-            connection (upstream_stream_broken); UpstreamTimeout: `deadline` (time.monotonic())
-            passed, or nothing arrived for IDLE_SECONDS.
+            connection or nothing for IDLE_SECONDS (upstream_stream_broken); UpstreamTimeout:
+            `deadline` (time.monotonic()) passed.
         """
         socket, limit = self._socket, self.max_message_bytes
         pieces: list[bytes] = []
@@ -146,8 +150,9 @@ class WebSocketConnection:
                     now = time.monotonic()
                     if now >= deadline:
                         raise UpstreamTimeout("the answer did not complete within the timeout")
-                    if now - heard >= IDLE_SECONDS:
-                        raise UpstreamTimeout("the conversation WebSocket fell silent")
+                    if now - heard >= IDLE_SECONDS:  # the connection, not the answer, failed
+                        raise UpstreamError(f"the conversation WebSocket sent nothing for "
+                                            f"{IDLE_SECONDS:g} s", "upstream_stream_broken")
                     if now - max(heard, pinged) >= PING_SECONDS:
                         socket.ping(timeout=HANDSHAKE_SECONDS)
                         pinged = now

@@ -179,6 +179,17 @@ def test_when_no_transport_has_the_turn_the_conversation_is_read(client, token, 
     assert emulator.topics.subscriptions and resumes(emulator) and reads(emulator)
 
 
+def test_the_answer_deadline_ends_a_silent_websocket(make_app, token, emulator):
+    # A turn may think for minutes without an item: a connection that answers pings is waited
+    # for, within the answer's deadline.
+    emulator.switches.handoff = "ws"
+    emulator.switches.ws_fault = "silent"
+    emulator.switches.ws_break_after = 0
+    response = send(make_app(REQUEST_TIMEOUT="3").test_client(), token)
+    assert response.status_code == 504 and response.json["code"] == "deadline_exceeded"
+    assert not reads(emulator)  # the deadline is final: no other transport
+
+
 @pytest.mark.parametrize("face", ["send_message", "v1"])
 def test_a_websocket_message_over_the_event_limit_ends_the_answer(make_app, token, emulator,
                                                                   face):

@@ -20,7 +20,7 @@ _CHOICES: dict[str, tuple] = {
     "drop_mode": ("eof", "abort"),
     "dialect": ("2026", "2024"),
     "handoff": ("off", "both", "ws", "resume", "poll"),
-    "ws_fault": (None, "refuse", "break"),
+    "ws_fault": (None, "refuse", "break", "silent"),
 }
 
 
@@ -52,8 +52,9 @@ class Switches:
     # offering both).
     handoff: str = "off"
     # The hand-off WebSocket (topics.py): "refuse" answers its handshake 403; "break" cuts the
-    # connection after `ws_break_after` pushed items. Items of the turn sent inside the
-    # subscribe reply's `catchups` before the pushed ones: `ws_catchups`.
+    # connection after `ws_break_after` pushed items; "silent" sends them, then nothing more (no
+    # `done`, the connection held open). Items of the turn sent inside the subscribe reply's
+    # `catchups` before the pushed ones: `ws_catchups`.
     ws_fault: str | None = None
     ws_break_after: int = 3
     ws_catchups: int = 2

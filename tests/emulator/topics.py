@@ -25,8 +25,8 @@ A client message is one command object or a JSON array of them:
 
 Switches: `handoff` says which options the stream offers ("poll": the topic has no turn, and the
 connection is closed after the reply); `ws_fault` "refuse" answers the handshake 403, "break"
-cuts the TCP connection after `ws_break_after` pushed items; `ws_catchups`; `chunk_delay` (seconds
-between two pushed items).
+cuts the TCP connection after `ws_break_after` pushed items, "silent" sends nothing after them;
+`ws_catchups`; `chunk_delay` (seconds between two pushed items).
 """
 from __future__ import annotations
 
@@ -229,6 +229,8 @@ class TopicServer:
             if switches.ws_fault == "break" and index == switches.ws_break_after:
                 _cut(connection)
                 return False
+            if switches.ws_fault == "silent" and index == switches.ws_break_after:
+                return True  # nothing more: the client's next message, or its leaving, ends it
             if index and switches.chunk_delay:
                 time.sleep(switches.chunk_delay)
             connection.send(json.dumps(stream_item(topic, turn, item)))
