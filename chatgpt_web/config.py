@@ -198,6 +198,22 @@ def proxy_url(raw: str) -> str | None:
     return value or None
 
 
+def ca_file(raw: str) -> str | None:
+    """A readable PEM file holding at least one certificate (a CA bundle); its absolute path."""
+    value = raw.strip()
+    if not value:
+        return None
+    try:
+        with open(value, "rb") as handle:
+            pem = handle.read(4 << 20)
+    except OSError as exc:
+        raise ConfigError(f"names a file that cannot be read ({type(exc).__name__}: "
+                          f"{value})") from None
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise ConfigError(f"must name a PEM file of CA certificates ({value} holds none)")
+    return os.path.abspath(value)
+
+
 def redis_url(raw: str) -> str | None:
     """A redis://, rediss:// or unix:// URL; never quoted: it may carry a password."""
     value = raw.strip()
@@ -295,6 +311,9 @@ class Config:
     # Seconds between two GET /backend-api/me checks of one account's access token.
     account_check_interval: int = setting("ACCOUNT_CHECK_INTERVAL", positive_int, 3600)
     proxy: str | None = setting("CHATGPT_PROXY", proxy_url, secret=True)
+    # PEM bundle of the CAs trusted for upstream TLS (a private mirror, a TLS-inspecting proxy)
+    # instead of the bundled public ones; unset: the public CAs (certifi's, as curl_cffi's).
+    ca_file: str | None = setting("CHATGPT_CA_FILE", ca_file)
     impersonate: str = setting("CHATGPT_IMPERSONATE", impersonation_target, DEFAULT_IMPERSONATE)
     # Dialect of the site: "2026", "2024", or "auto" (2026, and 2024 for an upstream that
     # answers 404 to the 2026 endpoints, remembered 15 minutes). docs/protocol-requests.md.
@@ -303,6 +322,9 @@ class Config:
     # answer (upstream/conversation.py). "auto": when the connection multiplexes (HTTP/2, as the
     # site's); "on": over HTTP/1.1 too, on a second connection; "off": one after the other.
     prepare_beside: str = setting("CONDUIT_PREPARE_BESIDE", one_of("auto", "on", "off"), "auto")
+    # A handed-off answer is read from the site's WebSocket when it offers one
+    # (upstream/handoff.py); false: by the resume stream, then by reading the conversation.
+    handoff_websocket: bool = setting("HANDOFF_WEBSOCKET", boolean, True)
     default_model: str = setting("CHATGPT_DEFAULT_MODEL", text, "auto")
     allowed_proxies: tuple[str, ...] = setting("CHATGPT_ALLOWED_PROXIES", http_url_list, ())
     port: int = setting("PORT", positive_int, 3000)

@@ -1,7 +1,8 @@
 """Outbound HTTP: the curl_cffi session factory and the one place where curl errors become ours.
 
 Every upstream call of the service goes through a session made by `new_session()`, so that TLS
-impersonation, the outbound proxy and DNS pinning (see upstream/endpoints.py) are never forgotten.
+impersonation, the outbound proxy, the trusted CAs (CHATGPT_CA_FILE) and DNS pinning (see
+upstream/endpoints.py) are never forgotten.
 The conversation answer is read with `stream_post()`, which takes all its settings from such a
 session but reads the body in the calling thread (see StreamedResponse why).
 
@@ -251,6 +252,9 @@ def new_session(config: Config, *, resolve: Sequence[str] = ()) -> Session:
         allow_redirects=False,
         # The environment's http_proxy must not silently override CHATGPT_PROXY.
         trust_env=False,
+        # CHATGPT_CA_FILE: curl's CAINFO, on the lean path too (curl_transfer.set_up passes
+        # the session's `verify` as session.post() does).
+        verify=config.ca_file or True,
     )
 
 
@@ -553,6 +557,10 @@ def upstream_errors(step: str) -> Iterator[None]:
                             "upstream_unreachable") from exc
     except curl_errors.ProxyError as exc:
         raise UpstreamError(f"{step}: the outbound proxy failed", "proxy_error") from exc
+    except curl_errors.CertificateVerifyError as exc:
+        raise UpstreamError(f"{step}: the upstream's TLS certificate could not be verified (a "
+                            "private CA is trusted with CHATGPT_CA_FILE)",
+                            "upstream_unreachable") from exc
     except curl_errors.ConnectionError as exc:
         if exc.code == CurlECode.WEIRD_SERVER_REPLY:  # connected, but it did not speak HTTP
             raise UpstreamError(f"{step}: the server's answer was not valid HTTP (a malformed "

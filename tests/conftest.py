@@ -66,6 +66,20 @@ def emulator(_emulator_server, dialect):
     yield _emulator_server
 
 
+# The same emulator over TLS, HTTP/2 by ALPN (tests/emulator/tls.py), for the tests of that mode.
+@pytest.fixture(scope="session")
+def _tls_emulator_server():
+    emulator = Emulator(tls=True).start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def tls_emulator(_tls_emulator_server):
+    _tls_emulator_server.reset()
+    yield _tls_emulator_server
+
+
 # --- live services with settings of their own (OpenAI SDK tests) ---------------------------
 # `live_service` serves the default app; `live_service_factory(**env)` serves an app built with
 # environment overrides, e.g. live_service_factory(MAX_PROMPT_CHARS="10"), each on its own port.

@@ -1,6 +1,7 @@
-"""Run the emulator by hand: `python -m tests.emulator [--port 8765]`.
+"""Run the emulator by hand: `python -m tests.emulator [--port 8765] [--tls [--http1]]`.
 
-Prints the base URL and a fresh access token, then serves until Ctrl-C.
+Prints the base URL and a fresh access token (with --tls, also the CA file to trust), then serves
+until Ctrl-C.
 """
 from __future__ import annotations
 
@@ -26,12 +27,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--request-delay", type=float, default=0.0,
                         help="seconds every request waits before it is answered (a round trip "
                              "to a distant site)")
+    parser.add_argument("--tls", action="store_true",
+                        help="serve https:// with HTTP/2 offered by ALPN, as the site does, "
+                             "under a certificate of a CA made at start (CHATGPT_CA_FILE)")
+    parser.add_argument("--http1", action="store_true",
+                        help="with --tls: offer HTTP/1.1 only")
     parser.add_argument("--verbose", action="store_true", help="log every request")
     parser.add_argument("--dialect", choices=("2026", "2024"), default="2026",
                         help="2024: a mirror that only knows the 2024 paths (2026 ones answer 404)")
     args = parser.parse_args(argv)
+    if args.http1 and not args.tls:
+        parser.error("--http1 goes with --tls (without it the emulator speaks HTTP/1.1 only)")
 
-    emulator = Emulator(quiet=not args.verbose)
+    emulator = Emulator(quiet=not args.verbose, tls=args.tls, http2=not args.http1)
     emulator.switches.chunk_delay = args.chunk_delay
     emulator.switches.words_per_delta = args.words_per_delta
     emulator.switches.pow_difficulty = args.pow_difficulty
@@ -45,6 +53,8 @@ def main(argv: list[str] | None = None) -> None:
         emulator.switches.require_requirements_token = False
     emulator.start(args.port)
     print(f"CHATGPT_BASE_URL={emulator.url}")
+    if emulator.ca_file:
+        print(f"CHATGPT_CA_FILE={emulator.ca_file}")
     print(f"ACCESS_TOKEN={emulator.mint_access_token(exp_in=args.token_hours * 3600)}")
     print(f"API roots: {emulator.url}/backend-api and {emulator.url}/api. Ctrl-C stops.",
           flush=True)

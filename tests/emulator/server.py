@@ -5,6 +5,10 @@
     ... point the client at emulator.url (CHATGPT_BASE_URL) ...
     emulator.switches.fail_with = "cloudflare"
     emulator.stop()
+
+`Emulator(tls=True)` serves https:// as the site does, HTTP/2 by ALPN (HTTP/1.1 for a client that
+asks for it; `http2=False`: HTTP/1.1 only), with a certificate of a CA made at start, whose PEM
+file is `emulator.ca_file` (tls.py).
 """
 from __future__ import annotations
 
@@ -28,6 +32,8 @@ from .files import FileStore
 from .images import ImageTool
 from .sentinel import SentinelLedger, TwoPhaseLedger
 from .switches import Switches
+from .tls import TlsServer
+from .topics import TopicServer
 
 # Seconds a kept-alive connection may wait for its next request before the emulator closes it.
 KEEP_ALIVE_SECONDS = 60
@@ -49,6 +55,7 @@ class RecordedRequest:
     body: bytes
     time: float
     client_port: int | None = None  # the client's end of the connection it came on
+    http_version: str = "HTTP/1.1"  # as the request line (or HTTP/2's framing) gave it
 
 
 class _Server(ThreadedWSGIServer):
@@ -246,7 +253,7 @@ class _QuietHandler(_Handler):
 class Emulator:
     """The fake backend; its state (switches, conversations, request log) is open to tests."""
 
-    def __init__(self, *, quiet: bool = True) -> None:
+    def __init__(self, *, quiet: bool = True, tls: bool = False, http2: bool = True) -> None:
         self.secret = secrets.token_bytes(64)
         self.switches = Switches()
         self.requests: list[RecordedRequest] = []
@@ -254,8 +261,10 @@ class Emulator:
         self.sentinel = SentinelLedger()
         self.two_phase = TwoPhaseLedger()
         self.conduits = ConduitLedger()
-        # Handed-off turns waiting for /f/conversation/resume, by conversation id.
+        # Handed-off turns waiting for /f/conversation/resume or their WebSocket topic, by
+        # conversation id; the WebSocket's listener (topics.py), started on first use.
         self.handoffs: dict = {}
+        self.topics = TopicServer(self)
         # Every file: the uploads and the images the model drew (files.py).
         self.files = FileStore()
         # The image tool's knobs and captions (images.py); it keeps its images in self.files.
@@ -265,8 +274,10 @@ class Emulator:
         self.auth = AuthPages(mint=self.mint_access_token)
         self.app = create_emulator_app(self)
         self.url = ""
+        self.tls, self.http2 = tls, tls and http2
+        self.ca_file: str | None = None  # with tls: the PEM file of the CA to trust
         self._quiet = quiet
-        self._server: BaseWSGIServer | None = None
+        self._server: BaseWSGIServer | TlsServer | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._failures_served = 0
@@ -276,6 +287,12 @@ class Emulator:
 
     def start(self, port: int = 0) -> Emulator:
         """Serve on 127.0.0.1:`port` (0 = a free one) from a daemon thread."""
+        if self.tls:
+            self._server = TlsServer(self.app, port, http2=self.http2, quiet=self._quiet,
+                                     keep_alive=KEEP_ALIVE_SECONDS, max_body_bytes=MAX_BODY_BYTES)
+            self.ca_file = self._server.ca_file
+            self.url = f"https://127.0.0.1:{self._server.port}"
+            return self
         handler = _QuietHandler if self._quiet else _Handler
         self._server = _Server("127.0.0.1", port, self.app, handler=handler)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
@@ -287,6 +304,10 @@ class Emulator:
         return self
 
     def stop(self) -> None:
+        self.topics.stop()
+        if isinstance(self._server, TlsServer):
+            self._server.stop()
+            self._server = None
         if self._server is not None:
             self._server.shutdown()
             self._server.close_connections()
@@ -309,6 +330,7 @@ class Emulator:
         self.two_phase.clear()
         self.conduits.clear()
         self.handoffs.clear()
+        self.topics.reset()
         self.files.clear()
         self.images.clear()
         self.auth.reset()
