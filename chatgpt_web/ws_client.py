@@ -3,10 +3,11 @@
 The site hands some long answers to a WebSocket (upstream/turn_topic.py). It is dialled with
 curl_cffi's own WebSocket, so its TLS handshake is the impersonated browser's like every other
 upstream request: the same CHATGPT_IMPERSONATE target, CHATGPT_PROXY and never the environment's
-proxy, curl RESOLVE pins when given. The handshake carries what a browser's does for a WebSocket
-(the page's `Origin`, `Sec-Fetch-Mode: websocket`), not the navigation headers curl-impersonate
-sends by default, and no Authorization header (a browser cannot set one on a WebSocket: the URL
-the site hands out is the credential, so it is never logged).
+proxy, the CAs of CHATGPT_CA_FILE, curl RESOLVE pins when given. The handshake carries what a
+browser's does for a WebSocket (the page's `Origin`, `Sec-Fetch-Mode: websocket`), not the
+navigation headers curl-impersonate sends by default, and no Authorization header (a browser
+cannot set one on a WebSocket: the URL the site hands out is the credential, so it is never
+logged).
 
 Nothing here blocks the stream pump (stream_pump.py): messages are assembled from curl's frames
 as they come (`recv_fragment`), and when curl has none the reader waits for the socket through
@@ -67,10 +68,11 @@ class Dialer:
 
     impersonate: str
     proxy: str | None = None
+    ca_file: str | None = None  # CHATGPT_CA_FILE: the CAs trusted besides the system's
 
     @classmethod
     def from_config(cls, config: Config) -> Dialer:
-        return cls(config.impersonate, config.proxy)
+        return cls(config.impersonate, config.proxy, config.ca_file)
 
     def open(self, url: str, *, origin: str, cookies=None, resolve: Sequence[str] = (),
              timeout: float, max_message_bytes: int) -> WebSocketConnection:
@@ -101,6 +103,7 @@ class Dialer:
             socket.connect(url, headers=headers, cookies=cookies, timeout=timeout,
                            impersonate=self.impersonate, proxy=self.proxy or None,
                            default_headers=False, allow_redirects=False,
+                           verify=self.ca_file or True,
                            curl_options=curl_options)
 
         with websocket_errors("conversation websocket"):

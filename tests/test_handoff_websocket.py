@@ -192,3 +192,19 @@ def test_a_websocket_message_over_the_event_limit_ends_the_answer(make_app, toke
     code = body["code"] if face == "send_message" else body["error"]["code"]
     assert code == "upstream_bad_answer"
     assert not resumes(emulator) and not reads(emulator)  # final: no other transport tried
+
+
+# --- over TLS, as the site ------------------------------------------------------------------
+
+def test_over_tls_the_websocket_is_wss_and_trusts_chatgpt_ca_file(make_app, tls_emulator):
+    tls_emulator.switches.handoff = "ws"
+    tls_emulator.switches.answer = ANSWER
+    token = tls_emulator.mint_access_token()
+    client = make_app(CHATGPT_BASE_URL=tls_emulator.url, CHATGPT_AUTH_URL=tls_emulator.url,
+                      CHATGPT_CA_FILE=tls_emulator.ca_file).test_client()
+    assert streamed_text(client, token) == ANSWER
+    # Read on the WebSocket (only it was offered: a failed handshake would end in polling).
+    assert tls_emulator.requests_to("/celsius/ws/user") and tls_emulator.topics.subscriptions
+    assert handshakes(tls_emulator)[0].headers["origin"] == tls_emulator.url  # https://…
+    assert not resumes(tls_emulator) and not reads(tls_emulator)
+

@@ -276,6 +276,7 @@ class Emulator:
         self.url = ""
         self.tls, self.http2 = tls, tls and http2
         self.ca_file: str | None = None  # with tls: the PEM file of the CA to trust
+        self.cert_file: str | None = None  # with tls: its key and certificate chain (PEM)
         self._quiet = quiet
         self._server: BaseWSGIServer | TlsServer | None = None
         self._thread: threading.Thread | None = None
@@ -291,6 +292,7 @@ class Emulator:
             self._server = TlsServer(self.app, port, http2=self.http2, quiet=self._quiet,
                                      keep_alive=KEEP_ALIVE_SECONDS, max_body_bytes=MAX_BODY_BYTES)
             self.ca_file = self._server.ca_file
+            self.cert_file = self._server.cert_file
             self.url = f"https://127.0.0.1:{self._server.port}"
             return self
         handler = _QuietHandler if self._quiet else _Handler

@@ -3,9 +3,10 @@ names (docs/protocol-requests.md, docs/protocol.md "Hand-off").
 
 chatgpt.com serves it from another host (`wss://ws.chatgpt.com/...`); here it is another loopback
 listener, `TopicServer` (the `websockets` library's threaded server), started by the first
-`celsius/ws/user`. The URL it hands out carries a ticket naming the account, since a browser
-cannot send a bearer token on a WebSocket (the real URL's credential is not documented: the
-ticket is the emulator's own); the handshake must come with the site's `Origin`.
+`celsius/ws/user`, over TLS (wss://, its certificate) when the emulator is. The URL it hands out
+carries a ticket naming the account, since a browser cannot send a bearer token on a WebSocket
+(the real URL's credential is not documented: the ticket is the emulator's own); the handshake
+must come with the site's `Origin`.
 
 A client message is one command object or a JSON array of them:
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 import json
 import secrets
 import socket
+import ssl
 import threading
 import time
 from urllib.parse import parse_qs, urlsplit
@@ -109,14 +111,23 @@ class TopicServer:
         with self._lock:
             if self._server is None:
                 self._server = serve(self._serve, "127.0.0.1", 0, process_request=self._check,
-                                     compression=None, max_size=1 << 20)
+                                     compression=None, max_size=1 << 20, ssl=self._tls())
                 threading.Thread(target=self._server.serve_forever, name="emulator-topics",
                                  daemon=True).start()
             self._tickets[ticket] = owner
             while len(self._tickets) > MAX_TICKETS:
                 del self._tickets[next(iter(self._tickets))]
             port = self._server.socket.getsockname()[1]
-        return f"ws://127.0.0.1:{port}/ws/user?verify={ticket}"
+        scheme = "wss" if self.emulator.cert_file else "ws"
+        return f"{scheme}://127.0.0.1:{port}/ws/user?verify={ticket}"
+
+    def _tls(self) -> ssl.SSLContext | None:
+        """Over TLS when the emulator is (its certificate, as the site's wss://)."""
+        if not self.emulator.cert_file:
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.emulator.cert_file)
+        return context
 
     def stop(self) -> None:
         with self._lock:
