@@ -88,6 +88,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import ssl
 import statistics
 import subprocess
 import sys
@@ -131,6 +132,11 @@ class Outcome:
 
 
 # --- a small HTTP/1.1 client ----------------------------------------------------------------
+# With --http2: the emulator's port -> a TLS context trusting its CA. The direct clients speak
+# HTTP/1.1 over TLS to it (ALPN http/1.1): one connection per tab, its requests one after the
+# other, as a browser tab's would be on its HTTP/2 connection.
+TLS_PORTS: dict[int, ssl.SSLContext] = {}
+
 
 def post(port: int, path: str, body: bytes, content_type: str,
          headers: dict | None = None, *, close: bool = True) -> bytes:
@@ -158,7 +164,7 @@ class Connection:
 
     @classmethod
     async def open(cls, port: int) -> Connection:
-        return cls(*await asyncio.open_connection("127.0.0.1", port))
+        return cls(*await asyncio.open_connection("127.0.0.1", port, ssl=TLS_PORTS.get(port)))
 
     def close(self) -> None:
         self.writer.close()
@@ -603,9 +609,10 @@ runpy.run_module("tests.emulator", run_name="__main__", alter_sys=True)
 """
 
 
-def start_emulator(chunk_delay: float, dialect: str,
-                   request_delay: float = 0.0) -> tuple[subprocess.Popen, str, str]:
-    """The repository's emulator as its own program; returns (process, base URL, token).
+def start_emulator(chunk_delay: float, dialect: str, request_delay: float = 0.0,
+                   http2: bool = False) -> tuple[subprocess.Popen, str, str, str | None]:
+    """The repository's emulator as its own program; returns (process, base URL, token, CA file
+    to trust or None). `http2`: over TLS, HTTP/2 offered by ALPN (`--tls`), as the site.
 
     One SSE event per chunk, no pings, no proof of work: every stream paces the same way, so the
     first answer word comes after the same number of chunk delays on both paths. With
@@ -615,17 +622,18 @@ def start_emulator(chunk_delay: float, dialect: str,
     process = subprocess.Popen(
         [sys.executable, "-c", _EMULATOR_WITH_GC_CLOCK, "--easy", "--no-chunking", "--no-pings",
          "--words-per-delta", "1", "--chunk-delay", str(chunk_delay), "--dialect", dialect,
-         "--request-delay", str(request_delay)],
+         "--request-delay", str(request_delay)] + (["--tls"] if http2 else []),
         cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     found = {}
-    while len(found) < 2:
+    while "ACCESS_TOKEN" not in found:  # printed after the URL (and the CA file)
         line = process.stdout.readline()
         if not line:
             raise RuntimeError("the emulator did not start")
         name, _, value = line.strip().partition("=")
-        if name in ("CHATGPT_BASE_URL", "ACCESS_TOKEN"):
+        if name in ("CHATGPT_BASE_URL", "CHATGPT_CA_FILE", "ACCESS_TOKEN"):
             found[name] = value
-    return process, found["CHATGPT_BASE_URL"], found["ACCESS_TOKEN"]
+    return (process, found["CHATGPT_BASE_URL"], found["ACCESS_TOKEN"],
+            found.get("CHATGPT_CA_FILE"))
 
 
 def emulator_gc(process: subprocess.Popen) -> tuple[float, float]:
@@ -671,10 +679,16 @@ def requests_of(face: str, token: str, prompt: str) -> tuple[bytes, str, dict]:
 
 def run_dialect(dialect: str, args, levels: list[int], faces: list[str]) -> None:
     prompt = " ".join(f"word{i}" for i in range(args.words - 1))  # answer: "Echo: " + prompt
-    emulator, emulator_url, token = start_emulator(args.chunk_delay, dialect,
-                                                   args.request_delay)
+    emulator, emulator_url, token, ca_file = start_emulator(args.chunk_delay, dialect,
+                                                            args.request_delay, args.http2)
     workdir = tempfile.mkdtemp(prefix="chatgpt_web-bench-")
-    service = ServerProcess.gunicorn(service_env(emulator_url, dialect, workdir, args.timeout))
+    env = service_env(emulator_url, dialect, workdir, args.timeout)
+    if ca_file:
+        env["CHATGPT_CA_FILE"] = ca_file
+        context = ssl.create_default_context(cafile=ca_file)
+        context.set_alpn_protocols(["http/1.1"])
+        TLS_PORTS[urllib.parse.urlsplit(emulator_url).port] = context
+    service = ServerProcess.gunicorn(env)
     # The body the service sends in this dialect, so the emulator streams the same events.
     turn = ConversationRequest((ChatMessage("user", prompt),), "auto")
     body = (build_body_2026(turn, history_disabled=False, now=time.time())
@@ -796,6 +810,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=REPEATS,
                         help="at the highest level, run the direct reference and the service "
                              "alternately this many times; late is judged by the median")
+    parser.add_argument("--http2", action="store_true",
+                        help="the emulator over TLS with HTTP/2, as the site (the service "
+                             "speaks h2 to it; the direct clients HTTP/1.1 over TLS)")
     parser.add_argument("--timeout", type=float, default=120, help="seconds allowed per answer")
     parser.add_argument("--max-n", type=int, default=1000, help="refuse levels above this")
     args = parser.parse_args()
@@ -810,7 +827,8 @@ def main() -> int:
         parser.error(f"faces are {', '.join(FACES)}; dialects are 2026 and 2024")
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start; answer of "
           f"{args.words} words, one event every {args.chunk_delay}s, requests answered after "
-          f"{args.request_delay}s; gunicorn.conf.py with "
+          f"{args.request_delay}s{', HTTP/2 over TLS' if args.http2 else ''}; "
+          f"gunicorn.conf.py with "
           f"WEB_CONCURRENCY={os.environ.get('WEB_CONCURRENCY', '(default)')} "
           f"GUNICORN_THREADS={os.environ.get('GUNICORN_THREADS', '(default)')} "
           f"USAGE_TOKENIZER={os.environ.get('USAGE_TOKENIZER', '(default)')}", flush=True)

@@ -322,6 +322,9 @@ class Config:
     # answer (upstream/conversation.py). "auto": when the connection multiplexes (HTTP/2, as the
     # site's); "on": over HTTP/1.1 too, on a second connection; "off": one after the other.
     prepare_beside: str = setting("CONDUIT_PREPARE_BESIDE", one_of("auto", "on", "off"), "auto")
+    # A handed-off answer is read from the site's WebSocket when it offers one
+    # (upstream/handoff.py); false: by the resume stream, then by reading the conversation.
+    handoff_websocket: bool = setting("HANDOFF_WEBSOCKET", boolean, True)
     default_model: str = setting("CHATGPT_DEFAULT_MODEL", text, "auto")
     allowed_proxies: tuple[str, ...] = setting("CHATGPT_ALLOWED_PROXIES", http_url_list, ())
     port: int = setting("PORT", positive_int, 3000)

@@ -21,9 +21,9 @@
     ConfigError                  a bad environment variable; raised at start-up, never per request
 
 This module knows no foreign vocabulary. Each one is translated in one place beside the code
-that speaks it: curl's exceptions in transport.py (`upstream_errors`), the ChatGPT backend's
-answers and the login flows' outcomes in upstream/errors.py. Messages never carry the caller's
-token, password or an HTML page.
+that speaks it: curl's exceptions in transport.py (`upstream_errors`; its WebSocket's in
+ws_client.py), the ChatGPT backend's answers and the login flows' outcomes in upstream/errors.py.
+Messages never carry the caller's token, password or an HTML page.
 """
 from __future__ import annotations
 

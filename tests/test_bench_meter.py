@@ -177,7 +177,7 @@ def test_the_load_watch_counts_cpu_spent_outside_the_benchmark_as_others():
 
 
 def test_the_emulator_reports_how_long_its_garbage_collector_paused_it():
-    emulator, url, _ = concurrency.start_emulator(0.0, "2026")
+    emulator, url, _, _ = concurrency.start_emulator(0.0, "2026")
     try:
         paused_before, _ = concurrency.emulator_gc(emulator)
         for _ in range(30):  # each request allocates far more than a young generation holds

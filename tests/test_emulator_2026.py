@@ -311,7 +311,7 @@ def test_reject_writes_answers_unusual_activity_then_recovers(emulator):
 # --- hand-off ---------------------------------------------------------------------------------
 
 def test_a_handed_off_turn_is_answered_by_resume_once(emulator):
-    emulator.switches.handoff = "resume"
+    emulator.switches.handoff = "both"
     browser = Browser(emulator)
     first = browser.write(new_chat("long thoughts"))
     handoffs = [e for e in events(first.content)

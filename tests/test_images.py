@@ -49,11 +49,12 @@ def test_b64_json_answers_the_png_the_account_drew(sdk, emulator):
     assert image.startswith(PNG_SIGNATURE)
     assert [image] == drawn(emulator)
     assert answer.data[0].revised_prompt == "a red fox in the snow"
-    # One image turn in the web app's image mode, handed off and resumed, then the download.
+    # One image turn in the web app's image mode, handed off and read from its WebSocket topic,
+    # then the download.
     (write,) = writes(emulator)
     assert write["system_hints"] == ["picture_v2"]
     assert write["messages"][0]["content"]["parts"] == ["a red fox in the snow"]
-    assert emulator.requests_to("/f/conversation/resume")
+    assert emulator.topics.subscriptions and not emulator.requests_to("/f/conversation/resume")
     assert emulator.requests_to("/estuary/content")
 
 

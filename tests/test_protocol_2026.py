@@ -12,9 +12,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from chatgpt_web.config import Config
+from chatgpt_web.errors import ServiceUnavailable
 from chatgpt_web.store import DiskStore, RedisStore
 from chatgpt_web.transport import new_session
-from chatgpt_web.upstream.bootstrap import DEVICE_PREFIX, Bootstrap, account_key
+from chatgpt_web.upstream.bootstrap import DEVICE_PREFIX, Bootstrap, Visit, account_key
 from chatgpt_web.upstream.endpoints import from_base_url
 from tests.emulator.app import BUILD_ID, BUILD_NUMBER
 
@@ -307,6 +308,74 @@ def test_two_instances_visiting_a_new_account_at_once_agree_on_its_device(kind, 
     assert devices[0] is not None and devices[0] == devices[1]
     assert open_store().get(DEVICE_PREFIX + account_key(access_token)) == {
         "id": devices[0]}
+
+
+VISITORS = 8
+
+
+def visit_at_once(emulator, tmp_path, bootstrap: Bootstrap, access_token: str) -> list:
+    """VISITORS threads of one process visit the home page at once (a burst of answers on a
+    fresh worker); what each visit returned, or the exception it raised. The emulator holds
+    the page for a second, so every thread has asked for it before the first GET is answered."""
+    emulator.switches.request_delays = (("/", 1.0),)
+    config = Config.from_env({"CHATGPT_BASE_URL": emulator.url, "CACHE_DIR": str(tmp_path)})
+    upstream = from_base_url(emulator.url)
+    together = threading.Barrier(VISITORS, timeout=30)
+    outcomes: list = [None] * VISITORS
+
+    def visit(n):
+        with new_session(config) as session:
+            together.wait()
+            try:
+                outcomes[n] = bootstrap.visit(session, upstream, access_token, 30)
+            except Exception as exc:  # noqa: BLE001 - the test looks at it
+                outcomes[n] = exc
+
+    threads = [threading.Thread(target=visit, args=(n,)) for n in range(VISITORS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return outcomes
+
+
+def home_page_gets(emulator) -> int:
+    return len([r for r in emulator.requests_to("/") if r.method == "GET" and r.path == "/"])
+
+
+def test_answers_of_one_process_visiting_at_once_read_the_page_once(emulator, tmp_path):
+    """While one answer reads the home page, the others wait for that read instead of loading
+    the page again: one GET, one device id for all."""
+    access_token = emulator.mint_access_token(email="burst@example.com")
+    bootstrap = Bootstrap(DiskStore(str(tmp_path / "cache")))
+    visits = visit_at_once(emulator, tmp_path, bootstrap, access_token)
+    assert home_page_gets(emulator) == 1
+    assert all(isinstance(visit, Visit) for visit in visits)
+    assert {visit.device_id for visit in visits} == {visits[0].device_id}
+    assert {visit.page for visit in visits} == {visits[0].page}
+
+
+def test_when_the_reading_answer_fails_the_next_one_reads_the_page(emulator, tmp_path):
+    """The first read fails before its GET (its store is down for one call): that answer gets
+    the error, and the waiting answers do not hang or fail with it; one of them reads the
+    page, once, for all."""
+    failed = threading.Event()
+
+    class DownOnce(DiskStore):
+        def get(self, key):
+            if key.startswith(DEVICE_PREFIX) and not failed.is_set():
+                failed.set()
+                raise ServiceUnavailable("the state store is down", code="store_unavailable")
+            return super().get(key)
+
+    access_token = emulator.mint_access_token(email="down@example.com")
+    bootstrap = Bootstrap(DownOnce(str(tmp_path / "cache")))
+    outcomes = visit_at_once(emulator, tmp_path, bootstrap, access_token)
+    errors = [o for o in outcomes if isinstance(o, ServiceUnavailable)]
+    visits = [o for o in outcomes if isinstance(o, Visit)]
+    assert len(errors) == 1 and len(visits) == VISITORS - 1
+    assert home_page_gets(emulator) == 1
+    assert {visit.device_id for visit in visits} == {visits[0].device_id}
 
 
 def test_an_answers_requests_ride_one_kept_alive_connection(client, token, emulator):

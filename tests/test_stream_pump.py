@@ -300,11 +300,11 @@ def deltas_of(sse: str) -> str:
                    if line.startswith('data: {"delta"'))
 
 
-@pytest.mark.parametrize("handoff", ["off", "resume", "poll"])
+@pytest.mark.parametrize("handoff", ["off", "resume", "poll", "ws"])
 def test_answers_and_their_hand_offs_stream_from_the_pump(make_app, token, emulator, pump,
                                                           handoff):
-    # A hand-off makes more upstream requests inside the body (the resume stream, or reads of
-    # the conversation with pauses between them): all of them wait in the pump.
+    # A hand-off makes more upstream requests inside the body (the WebSocket, the resume stream,
+    # or reads of the conversation with pauses between them): all of them wait in the pump.
     emulator.switches.handoff = handoff
     emulator.switches.answer = "a long and careful answer"
     app = make_app()
@@ -322,8 +322,10 @@ def test_answers_and_their_hand_offs_stream_from_the_pump(make_app, token, emula
     assert [deltas_of(sse) for sse, _ in outcomes] == ["a long and careful answer"] * 3
     assert all(sse.rstrip().endswith("data: [DONE]") for sse, _ in outcomes)
     assert {ident for _, ran_in in outcomes for ident in ran_in} == {pump.thread.ident}
-    if handoff != "off":
+    if handoff in ("resume", "poll"):
         assert len([r for r in emulator.requests if r.path.endswith("/resume")]) == 3
+    if handoff in ("ws", "poll"):
+        assert len(emulator.topics.subscriptions) == 3
     reads = [r for r in emulator.requests if r.method == "GET" and "/conversation/" in r.path]
     assert bool(reads) == (handoff == "poll")
 

@@ -30,6 +30,7 @@ PAGE_TTL = 900  # seconds; the browser reloads, peers re-read the home page ever
 # Pages kept per process: (upstream, account) pairs come from callers (their tokens, their
 # reverse_proxy), so the cache is bounded; the oldest entries go first.
 MAX_PAGES = 4096
+PAGE_TIMEOUT = 10  # seconds a home-page GET may take
 DEVICE_TTL = 400 * 86400  # as long as the site's oai-did cookie lives
 DEVICE_PREFIX = "device:"
 # Placeholders in the shape of a build id and number, from a 2026-06 capture; the live values of
@@ -122,20 +123,49 @@ class Bootstrap:
         self.ttl = ttl
         self._pages: dict[tuple[str, str], tuple[float, Page, str]] = {}
         self._local_devices: dict[str, str] = {}  # when there is no store (tests, scripts)
+        self._reading: dict[tuple[str, str], threading.Event] = {}  # pages being read, by key
         self._lock = threading.Lock()
 
     def visit(self, session: Session, upstream: Upstream, access_token: str,
               timeout: float) -> Visit:
-        """The page and device id for this account on this upstream, from cache or a fresh GET."""
+        """The page and device id for this account on this upstream, from cache or a fresh GET.
+
+        One GET at a time per page in a process: the answers that find the page missing or stale
+        while another thread reads it wait for that read (at most as long as it may take)
+        instead of asking the site again. A burst of answers for one account on a fresh worker
+        made one GET each until the first came back: dozens of home-page loads at once, one
+        more request on each of those answers' way to their first word.
+        """
         account = account_key(access_token)
         key = (upstream.api_root, account)
+        while True:
+            with self._lock:
+                cached = self._pages.get(key)
+                # The device id read or stored with the page: an account's id never changes once
+                # stored (the first write wins), so the store is not asked again at every answer.
+                if cached and cached[0] > time.monotonic():
+                    return Visit(cached[1], cached[2])
+                reading = self._reading.get(key)
+                if reading is None:
+                    reading = self._reading[key] = threading.Event()
+                    break
+            if not reading.wait(min(timeout, PAGE_TIMEOUT) + 1):
+                reading = None  # that read hangs: this answer reads the page itself
+                break
+            # The read ended: the page is cached, or it failed and the next one in reads it.
+        try:
+            return self._read_visit(session, upstream, access_token, key, timeout)
+        finally:
+            if reading is not None:
+                with self._lock:
+                    del self._reading[key]
+                reading.set()
+
+    def _read_visit(self, session: Session, upstream: Upstream, access_token: str,
+                    key: tuple[str, str], timeout: float) -> Visit:
+        """The page read from the site and the account's device id, both cached under `key`."""
+        account = key[1]
         now = time.monotonic()
-        with self._lock:
-            cached = self._pages.get(key)
-        if cached and cached[0] > now:
-            # The device id read or stored with the page: an account's id never changes once
-            # stored (the first write wins), so the store is not asked again at every answer.
-            return Visit(cached[1], cached[2])
         stored = self._device(account)
         page, offered = self._read_page(session, upstream, stored, timeout)
         device = stored or offered or device_id(access_token)
@@ -159,7 +189,8 @@ class Bootstrap:
             headers["Cookie"] = f"oai-did={device}"
         try:
             with upstream_errors("home page"):
-                response = session.get(origin + "/", headers=headers, timeout=min(timeout, 10))
+                response = session.get(origin + "/", headers=headers,
+                                       timeout=min(timeout, PAGE_TIMEOUT))
         except ApiError:
             return Page(sdk_url=sdk_url), None
         if response.status_code != 200:

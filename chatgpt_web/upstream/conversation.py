@@ -45,6 +45,7 @@ from ..transport import (
     stream_post,
     upstream_errors,
 )
+from ..ws_client import Dialer
 from . import handoff, turnstile
 from .bootstrap import Bootstrap, Visit
 from .browser import ACCEPT_LANGUAGE, LANGUAGE, TIME_ZONE, Chrome, timezone_offset_min
@@ -258,6 +259,8 @@ class ConversationClient:
         self.uploader = Uploader(config, store)
         # Seconds between two reads of a handed-off conversation (handoff.py).
         self.poll_interval = 1.0
+        # How a handed-off answer's WebSocket is dialled (None: HANDOFF_WEBSOCKET=false).
+        self.websocket = Dialer.from_config(config) if config.handoff_websocket else None
 
     def dialect(self, upstream: Upstream) -> str:
         """"2026" or "2024" for this upstream, per CHATGPT_PROTOCOL and what it answered."""
@@ -358,7 +361,8 @@ class ConversationClient:
                     session, upstream, headers, reducer, prefix=prefix, relayed=relayed,
                     deadline=deadline, poll_interval=self.poll_interval,
                     limits=handoff.Limits(self.config.max_upstream_answer_bytes,
-                                          self.config.max_upstream_event_bytes))
+                                          self.config.max_upstream_event_bytes),
+                    websocket=self.websocket)
             else:
                 completion = reducer.result()
             completion = completion.continuing(earlier)

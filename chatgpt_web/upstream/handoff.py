@@ -2,14 +2,23 @@
 
 A 2026 stream may carry a `stream_handoff` event (`conversation_id`, `turn_exchange_id`, the
 transports on offer) and then end without the answer; the StreamReducer notes it
-(`handoff_pending`). `follow()` continues it:
+(`handoff_pending`). `follow()` continues it, trying in turn:
 
-1. `POST {api}/f/conversation/resume {conversation_id, offset: 0}`: an event stream that repeats
-   the hand-off preamble and then streams the answer, fed to the same reducer;
-2. if that fails (an error status, a broken or incomplete stream), `GET {api}/conversation/{id}`
-   every `poll_interval` seconds until the assistant message is finished.
+1. the WebSocket, when `subscribe_ws_topic` is offered (turn_topic.py: the turn topic's
+   `encoded_item`s), unless HANDOFF_WEBSOCKET=false or the upstream is a caller's `reverse_proxy`
+   (the WebSocket's host is named by the upstream's answer, which the SSRF guard never saw);
+2. `POST {api}/f/conversation/resume {conversation_id, offset: 0}`, when `resume_sse_endpoint`
+   is offered or the WebSocket was not tried: an event stream that repeats the hand-off preamble
+   and then streams the answer;
+3. `GET {api}/conversation/{id}` every `poll_interval` seconds until the assistant message is
+   finished.
 
-Text already relayed is never relayed twice, so the caller sees one uninterrupted answer.
+Each leg is fed to the same reducer, which knows the messages of the legs before it (by id), so
+text already relayed is never relayed twice: a WebSocket that broke mid-answer is taken up by the
+next transport, and the caller sees one uninterrupted answer. A transport that is refused,
+unreachable, broken or ends early gives way to the next; the deadline, a moderation block and the
+size limits (MAX_UPSTREAM_EVENT_BYTES, MAX_UPSTREAM_ANSWER_BYTES: 502 upstream_bad_answer) end
+the answer, since the next transport would carry the same answer.
 """
 from __future__ import annotations
 
@@ -22,9 +31,11 @@ from .. import stream_pump
 from ..errors import ApiError, ContentBlocked, UpstreamError, UpstreamTimeout
 from ..metrics import timed_upstream
 from ..transport import stream_post, upstream_errors
+from ..ws_client import Dialer
+from . import turn_topic
 from .endpoints import Upstream
 from .errors import from_upstream
-from .stream import Completion, StreamReducer, TextDelta, image_pointers, relay
+from .stream import Completion, Handoff, StreamReducer, TextDelta, image_pointers, relay
 
 MAX_CONVERSATION_BYTES = 8 * 1024 * 1024
 MAX_POLL_FAILURES = 3
@@ -41,13 +52,12 @@ class Limits:
 
 def follow(session, upstream: Upstream, headers: dict, reducer: StreamReducer, *,
            prefix: str, relayed: str, deadline: float, poll_interval: float,
-           limits: Limits = Limits()) -> Iterator[TextDelta]:
+           limits: Limits = Limits(), websocket: Dialer | None = None) -> Iterator[TextDelta]:
     """Relay the rest of the answer `reducer` saw handed off; return (as the generator's value)
     its Completion.
 
     `prefix` is the text of the answer before this turn (a continuation), `relayed` what this
-    turn's first leg already relayed. The resumed leg is fed to the same reducer, which knows
-    the messages of the first leg and emits nothing twice.
+    turn's first leg already relayed. `websocket` dials the site's WebSocket (None: not used).
     """
     handoff = reducer.handoff
     conversation_id = (handoff.conversation_id if handoff else None) or reducer.conversation_id
@@ -55,20 +65,39 @@ def follow(session, upstream: Upstream, headers: dict, reducer: StreamReducer, *
         raise UpstreamError("the upstream handed the answer off without a conversation id",
                             "upstream_bad_stream")
     sent = prefix + relayed
-    try:
-        reducer.resume_leg()
-        for delta in _resume(session, upstream, headers, conversation_id, reducer, deadline,
-                             limits):
-            sent += delta.text
-            yield delta
-        return reducer.result()
-    except (UpstreamTimeout, ContentBlocked):
-        raise
-    except ApiError:
-        pass  # the resume route failed or broke off: read the conversation instead
+    for leg in _transports(session, upstream, headers, reducer, handoff, conversation_id,
+                           deadline, limits, websocket):
+        try:
+            reducer.resume_leg()
+            for delta in leg():
+                sent += delta.text
+                yield delta
+            return reducer.result()
+        except (UpstreamTimeout, ContentBlocked):
+            raise
+        except ApiError as error:
+            if error.code == "upstream_bad_answer":
+                raise  # over the size limits: the next transport carries the same answer
+            # refused, broken or ended early: the next transport takes the answer up
     completion = yield from _poll(session, upstream, headers, conversation_id, sent, deadline,
                                   poll_interval)
     return completion
+
+
+def _transports(session, upstream: Upstream, headers: dict, reducer: StreamReducer,
+                handoff: Handoff | None, conversation_id: str, deadline: float,
+                limits: Limits, websocket: Dialer | None) -> Iterator:
+    """The legs to try before polling, in order (see the module docstring)."""
+    topic = turn_topic.topic_of(handoff)
+    # Only the operator's CHATGPT_BASE_URL has a home page (endpoints.from_base_url).
+    use_websocket = websocket is not None and topic is not None and upstream.has_home_page
+    if use_websocket:
+        yield lambda: turn_topic.follow(session, upstream, headers, websocket, topic, reducer,
+                                        deadline, answer_bytes=limits.answer_bytes,
+                                        event_bytes=limits.event_bytes)
+    if not use_websocket or handoff.offers("resume_sse_endpoint"):
+        yield lambda: _resume(session, upstream, headers, conversation_id, reducer, deadline,
+                              limits)
 
 
 def _resume(session, upstream: Upstream, headers: dict, conversation_id: str,

@@ -12,7 +12,7 @@ import uuid
 from flask import Blueprint, Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from . import account_check, backend, files, images, titles, turn_companions
+from . import account_check, backend, files, images, titles, topics, turn_companions
 from .failures import json_response
 
 # Both conventions: the real path and the fakeopen-style `/api` proxies.
@@ -119,6 +119,9 @@ def create_emulator_app(emulator) -> Flask:
         # The optional requests around a turn (turn_companions.py).
         app.register_blueprint(turn_companions.api, url_prefix=prefix,
                                name="turn_companions" + prefix.replace("/", "_").replace("-", "_"))
+        # The hand-off WebSocket's URL (topics.py; the WebSocket is a listener of its own).
+        app.register_blueprint(topics.blueprint, url_prefix=prefix,
+                               name="topics" + prefix.replace("/", "_").replace("-", "_"))
     app.register_blueprint(turn_companions.site)
     app.register_blueprint(files.blobs)
     app.register_blueprint(home)

@@ -157,12 +157,19 @@ def _answer(owner: str, chat, *, model_slug: str | None = None, handoff: bool = 
         resume_token = tokens.mint_resume_token(emulator.secret, turn.conversation_id)
         if (handoff or images.is_image(turn)) and turn.assistant is not None:
             emulator.handoffs[turn.conversation_id] = turn
-            return _stream(streams.handoff_leg(turn, resume_token), rng, pings=False)
+            return _stream(streams.handoff_leg(turn, resume_token, _offered(switches.handoff)),
+                           rng, pings=False)
         events = streams.v1_events(turn, resume_token, switches.words_per_delta,
                                    switches.stream_error)
     else:
         events = streams.legacy_events(turn, switches.words_per_delta, switches.stream_error)
     return _stream(events, rng, pings=switches.pings)
+
+
+def _offered(handoff: str) -> tuple[str, ...]:
+    """The transports a hand-off offers under `switches.handoff` (switches.py)."""
+    return {"ws": ("subscribe_ws_topic",),
+            "resume": ("resume_sse_endpoint",)}.get(handoff, streams.BOTH_TRANSPORTS)
 
 
 # --- 2026 -------------------------------------------------------------------------------------
@@ -305,8 +312,10 @@ def conversation_resume():
     body = _json_object()
     if not isinstance(body.get("offset", 0), int):
         abort(json_response(422, {"detail": "offset must be an integer"}))
+    if emulator.switches.handoff in ("poll", "ws"):  # not offered, or the turn is not there
+        abort(json_response(404, {"detail": "No resumable stream for this conversation"}))
     turn = emulator.handoffs.pop(body.get("conversation_id"), None)
-    if turn is None or emulator.switches.handoff == "poll":
+    if turn is None:
         abort(json_response(404, {"detail": "No resumable stream for this conversation"}))
     resume_token = tokens.mint_resume_token(emulator.secret, turn.conversation_id)
     rng = random.Random(f"{emulator.switches.chunk_seed}:{emulator.next_stream_number()}")

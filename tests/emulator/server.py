@@ -33,6 +33,7 @@ from .images import ImageTool
 from .sentinel import SentinelLedger, TwoPhaseLedger
 from .switches import Switches
 from .tls import TlsServer
+from .topics import TopicServer
 
 # Seconds a kept-alive connection may wait for its next request before the emulator closes it.
 KEEP_ALIVE_SECONDS = 60
@@ -260,8 +261,10 @@ class Emulator:
         self.sentinel = SentinelLedger()
         self.two_phase = TwoPhaseLedger()
         self.conduits = ConduitLedger()
-        # Handed-off turns waiting for /f/conversation/resume, by conversation id.
+        # Handed-off turns waiting for /f/conversation/resume or their WebSocket topic, by
+        # conversation id; the WebSocket's listener (topics.py), started on first use.
         self.handoffs: dict = {}
+        self.topics = TopicServer(self)
         # Every file: the uploads and the images the model drew (files.py).
         self.files = FileStore()
         # The image tool's knobs and captions (images.py); it keeps its images in self.files.
@@ -273,6 +276,7 @@ class Emulator:
         self.url = ""
         self.tls, self.http2 = tls, tls and http2
         self.ca_file: str | None = None  # with tls: the PEM file of the CA to trust
+        self.cert_file: str | None = None  # with tls: its key and certificate chain (PEM)
         self._quiet = quiet
         self._server: BaseWSGIServer | TlsServer | None = None
         self._thread: threading.Thread | None = None
@@ -288,6 +292,7 @@ class Emulator:
             self._server = TlsServer(self.app, port, http2=self.http2, quiet=self._quiet,
                                      keep_alive=KEEP_ALIVE_SECONDS, max_body_bytes=MAX_BODY_BYTES)
             self.ca_file = self._server.ca_file
+            self.cert_file = self._server.cert_file
             self.url = f"https://127.0.0.1:{self._server.port}"
             return self
         handler = _QuietHandler if self._quiet else _Handler
@@ -301,6 +306,7 @@ class Emulator:
         return self
 
     def stop(self) -> None:
+        self.topics.stop()
         if isinstance(self._server, TlsServer):
             self._server.stop()
             self._server = None
@@ -326,6 +332,7 @@ class Emulator:
         self.two_phase.clear()
         self.conduits.clear()
         self.handoffs.clear()
+        self.topics.reset()
         self.files.clear()
         self.images.clear()
         self.auth.reset()

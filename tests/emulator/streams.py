@@ -379,17 +379,27 @@ def events_2026(turn: Turn, resume_token: str, words_per_delta: int = 1,
     yield from _answer_2026(turn, words_per_delta, error)
 
 
-def handoff_leg(turn: Turn, resume_token: str) -> Iterator[bytes]:
-    """The first leg of a handed-off turn: the preamble, `stream_handoff` offering both
-    transports, and no answer text."""
+BOTH_TRANSPORTS = ("subscribe_ws_topic", "resume_sse_endpoint")
+
+
+def turn_exchange_id(turn: Turn) -> str:
+    """The turn's `turn_exchange_id`: the assistant message's, made once if it has none."""
+    metadata = (turn.assistant or {}).setdefault("metadata", {})
+    if not metadata.get("turn_exchange_id"):
+        metadata["turn_exchange_id"] = str(uuid.uuid4())
+    return metadata["turn_exchange_id"]
+
+
+def handoff_leg(turn: Turn, resume_token: str,
+                options: tuple[str, ...] = BOTH_TRANSPORTS) -> Iterator[bytes]:
+    """The first leg of a handed-off turn: the preamble, `stream_handoff` offering `options`
+    (the WebSocket topic, the resume endpoint), and no answer text."""
     cid = turn.conversation_id
-    exchange = (turn.assistant or {}).get("metadata", {}).get("turn_exchange_id") \
-        or str(uuid.uuid4())
+    exchange = turn_exchange_id(turn)
     topic = f"conversation-turn-{exchange}"
     yield from _preamble_2026(turn, resume_token)
     yield _frame({"type": "stream_handoff", "conversation_id": cid, "turn_exchange_id": exchange,
-                  "options": [{"type": "subscribe_ws_topic", "topic_id": topic},
-                              {"type": "resume_sse_endpoint", "topic_id": topic}]})
+                  "options": [{"type": option, "topic_id": topic} for option in options]})
     yield DONE
 
 

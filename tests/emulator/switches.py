@@ -19,7 +19,8 @@ _CHOICES: dict[str, tuple] = {
     "force_format": (None, "legacy", "v1"),
     "drop_mode": ("eof", "abort"),
     "dialect": ("2026", "2024"),
-    "handoff": ("off", "resume", "poll"),
+    "handoff": ("off", "both", "ws", "resume", "poll"),
+    "ws_fault": (None, "refuse", "break", "silent"),
 }
 
 
@@ -43,10 +44,20 @@ class Switches:
     conduit_null_times: int = 0
     # Refuse a write whose Oai-Device-Id is not its oai-did cookie.
     strict_device_id: bool = True
-    # "resume": the write hands the answer off (stream_handoff, no text) and
-    # /f/conversation/resume streams it; "poll": resume answers 404 as well, the client must read
-    # GET /conversation/{id}.
+    # The write hands the answer off (stream_handoff, no text; topics.py, backend.py), offering:
+    # "both": the WebSocket topic and /f/conversation/resume, either of which streams it; "ws":
+    # the topic only (resume answers 404); "resume": the resume endpoint only; "poll": both, but
+    # neither has the turn (the topic closes after its reply, resume answers 404): the client
+    # must read GET /conversation/{id}. "off": answers inline (image turns still hand off,
+    # offering both).
     handoff: str = "off"
+    # The hand-off WebSocket (topics.py): "refuse" answers its handshake 403; "break" cuts the
+    # connection after `ws_break_after` pushed items; "silent" sends them, then nothing more (no
+    # `done`, the connection held open). Items of the turn sent inside the subscribe reply's
+    # `catchups` before the pushed ones: `ws_catchups`.
+    ws_fault: str | None = None
+    ws_break_after: int = 3
+    ws_catchups: int = 2
     # Answer the write with 403 "Unusual activity" this many times (a refused bundle).
     reject_writes: int = 0
 

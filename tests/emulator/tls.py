@@ -54,6 +54,7 @@ class TlsServer:
         server_pem = str(folder / "server.pem")  # its key and certificate chain
         authority.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem \
             .write_to_path(server_pem)
+        self.cert_file = server_pem  # the hand-off WebSocket (topics.py) serves wss:// with it
 
         self._listener = _Listener()
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
