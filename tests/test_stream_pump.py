@@ -300,12 +300,15 @@ def deltas_of(sse: str) -> str:
                    if line.startswith('data: {"delta"'))
 
 
-@pytest.mark.parametrize("handoff", ["off", "resume", "poll", "ws"])
+@pytest.mark.parametrize("handoff", ["off", "resume", "poll", "ws", "both"])
 def test_answers_and_their_hand_offs_stream_from_the_pump(make_app, token, emulator, pump,
                                                           handoff):
     # A hand-off makes more upstream requests inside the body (the WebSocket, the resume stream,
     # or reads of the conversation with pauses between them): all of them wait in the pump.
+    # "both": the WebSocket breaks mid-answer and the resume stream takes the answer up.
     emulator.switches.handoff = handoff
+    if handoff == "both":
+        emulator.switches.ws_fault, emulator.switches.ws_break_after = "break", 7
     emulator.switches.answer = "a long and careful answer"
     app = make_app()
     app.extensions["chatgpt_web"].conversations.poll_interval = 0.05
@@ -322,10 +325,12 @@ def test_answers_and_their_hand_offs_stream_from_the_pump(make_app, token, emula
     assert [deltas_of(sse) for sse, _ in outcomes] == ["a long and careful answer"] * 3
     assert all(sse.rstrip().endswith("data: [DONE]") for sse, _ in outcomes)
     assert {ident for _, ran_in in outcomes for ident in ran_in} == {pump.thread.ident}
-    if handoff in ("resume", "poll"):
+    if handoff in ("resume", "poll", "both"):
         assert len([r for r in emulator.requests if r.path.endswith("/resume")]) == 3
-    if handoff in ("ws", "poll"):
+    if handoff in ("ws", "poll", "both"):
         assert len(emulator.topics.subscriptions) == 3
+    if handoff == "both":  # part of each answer came over the WebSocket first
+        assert sum(b'"o": "append"' in item for item in emulator.topics.sent) >= 3
     reads = [r for r in emulator.requests if r.method == "GET" and "/conversation/" in r.path]
     assert bool(reads) == (handoff == "poll")
 
