@@ -15,7 +15,7 @@ import pytest
 from curl_cffi import requests as curl_requests
 from curl_cffi.requests.exceptions import RequestException
 
-from tests.emulator import Switches, streams, turns
+from tests.emulator import Emulator, Switches, streams, turns
 from tests.emulator.conversations import ConversationStore
 from tests.emulator.failures import FAILURES
 from tests.service_fixtures import FIXTURES_DIR
@@ -204,6 +204,15 @@ def test_every_request_is_recorded_with_lower_case_headers(emulator):
     token = conversation_call.headers["openai-sentinel-chat-requirements-token"]
     assert token.startswith("gAAAAAB")
     assert conversation_call.json["messages"][0]["content"]["parts"] == ["recorded"]
+
+
+def test_an_emulator_run_as_a_program_keeps_no_request_log():
+    """`python -m tests.emulator` serves for hours and nobody can read its log: it keeps none
+    (a log that grows without bound lengthens every garbage collection), and still answers."""
+    with Emulator(record_requests=False) as emulator:
+        answer = Chat(emulator).send("not recorded")
+        assert answer.status_code == 200 and "not recorded" in answer.text
+        assert emulator.requests == [] and emulator.requests_to("/conversation") == []
 
 
 def test_a_connection_is_kept_open_between_requests(emulator):

@@ -6,6 +6,7 @@ until Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import gc
 import threading
 
 from .server import Emulator
@@ -39,7 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.http1 and not args.tls:
         parser.error("--http1 goes with --tls (without it the emulator speaks HTTP/1.1 only)")
 
-    emulator = Emulator(quiet=not args.verbose, tls=args.tls, http2=not args.http1)
+    # No request log: only tests in the emulator's own process can read one (server.py).
+    emulator = Emulator(quiet=not args.verbose, tls=args.tls, http2=not args.http1,
+                        record_requests=False)
     emulator.switches.chunk_delay = args.chunk_delay
     emulator.switches.words_per_delta = args.words_per_delta
     emulator.switches.pow_difficulty = args.pow_difficulty
@@ -52,6 +55,9 @@ def main(argv: list[str] | None = None) -> None:
         emulator.switches.pow_required = False
         emulator.switches.require_requirements_token = False
     emulator.start(args.port)
+    # What start-up made (Flask, werkzeug, the emulator's modules) lives as long as the process:
+    # frozen, a full collection no longer walks it in the middle of a burst.
+    gc.freeze()
     print(f"CHATGPT_BASE_URL={emulator.url}")
     if emulator.ca_file:
         print(f"CHATGPT_CA_FILE={emulator.ca_file}")

@@ -71,6 +71,8 @@ def create_emulator_app(emulator) -> Flask:
 
     @app.before_request
     def _record():
+        if not emulator.record_requests:
+            return
         raw = request.get_data(cache=True)
         environ = request.environ
         emulator.record(

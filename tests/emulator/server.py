@@ -253,9 +253,14 @@ class _QuietHandler(_Handler):
 class Emulator:
     """The fake backend; its state (switches, conversations, request log) is open to tests."""
 
-    def __init__(self, *, quiet: bool = True, tls: bool = False, http2: bool = True) -> None:
+    def __init__(self, *, quiet: bool = True, tls: bool = False, http2: bool = True,
+                 record_requests: bool = True) -> None:
         self.secret = secrets.token_bytes(64)
         self.switches = Switches()
+        # The request log is for tests in this process. An emulator run as a program
+        # (__main__.py) keeps none: nobody can read it, and kept it grows without bound, and with
+        # it the garbage collector's pauses (bench/concurrency.py measures them).
+        self.record_requests = record_requests
         self.requests: list[RecordedRequest] = []
         self.conversations = ConversationStore()
         self.sentinel = SentinelLedger()
@@ -355,6 +360,8 @@ class Emulator:
     # --- used by the views ----------------------------------------------------------------
 
     def record(self, **fields) -> None:
+        if not self.record_requests:
+            return
         with self._lock:
             self.requests.append(RecordedRequest(**fields))
 
