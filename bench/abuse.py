@@ -271,7 +271,7 @@ def main() -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, args.slow_sockets + 512)),
                                                 hard))
 
-    emulator, emulator_url, token = start_emulator(0.05, "2026")
+    emulator, emulator_url, token, _ = start_emulator(0.05, "2026")
     hostile = hostile_upstream(emulator_url, 256 * MB)
     workdir = tempfile.mkdtemp(prefix="chatgpt_web-abuse-")
     service = ServerProcess.gunicorn({

@@ -2,6 +2,7 @@
 
     python bench/concurrency.py                        # N = 50, 200, 500; both dialects; 3 faces
     python bench/concurrency.py --levels 20,50 --dialects 2026 --faces stream --words 40
+    python bench/concurrency.py --levels 500 --dialects 2026 --faces stream --repeats 4
 
 It starts the local ChatGPT emulator (`python -m tests.emulator`, its own program) streaming a
 long answer slowly, and the service exactly as deployed (`gunicorn -c gunicorn.conf.py wsgi:app`,
@@ -49,14 +50,33 @@ N requests at once and prints:
 * `cs/ans`: context switches (voluntary + involuntary, every thread of every service process,
   from /proc/<pid>/task/*/status, read every second so that threads ending meanwhile still
   count up to their last reading) per answer: how often the service's threads wake up;
-* `load`: the machine's 1-minute load average when the run ended (the machine may be shared).
+* `load`: the machine's 1-minute load average when the run ended (the machine may be shared);
+* under each row: how long the script waited for quiet before the direct run and before the
+  service run (each starts once the service's processes and the emulator have each used at most
+  5 % of a core for 1 s; after 20 s it starts anyway and says DID NOT SETTLE), and what ran
+  during each: CPU seconds of the service, of the emulator, and `others` (the rest of the
+  machine, outside this script's process tree: other users' work, which no benchmark lock holds
+  back), and how long the emulator's garbage collector paused it (wall-clock: every emulator
+  thread waits while it runs). These say when a run was disturbed.
+
+How `late` is judged. On this shared 2-core machine it is noisy: with nothing else running, the
+same 2026 reference at N=500 gives p99 2.8-3.2 s from run to run, and a run that meets a long
+pause of the emulator's collector (it keeps every request and conversation it served, so its
+full collections grow with every level: 0.2-0.7 s each late in a run, once 2.6 s of pauses in
+a reference's first 4 s) or other users' work is late by seconds, on either path. So at the
+highest level the direct reference and the service alternate `--repeats` times (default
+2); every pair is printed, each service run is judged against the reference run just
+before it, and a summary row gives the median `late` with its range, and the medians and ranges
+of the service's slowest first token and the direct p99. Lower levels run one pair. A median of
+two pairs is their mean: one disturbed pair still moves it by half; the lines under the rows
+show which pair it was. Use `--repeats 3` or more when a verdict is close.
 
 Faces: `stream` = POST /send_message streamed; `whole` = the same, not streamed; `usage` =
 POST /v1/chat/completions streamed with `stream_options.include_usage` (the service counts the
 tokens of the prompt and the answer, so its tokenizer is in memory).
 
 Targets on a 2-core machine at N=500: 100 % completed, CPU per answer <= 12 ms, peak RSS <= 250 MB
-with the default worker count, no first token later than the direct p99 + 1 s.
+with the default worker count, no first token later than the direct p99 + 1 s (judged as above).
 The emulator writes one event per chunk with --chunk-delay between them and asks for no proof of
 work. The client is asyncio over raw sockets, so it costs little CPU next to what it measures.
 Everything is bounded: loopback only, N at most --max-n, every request within --timeout.
@@ -77,7 +97,8 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,6 +120,8 @@ from tests.servers import ServerProcess  # noqa: E402
 FIRST_TEXT = b"Echo:"
 DONE = b"data: [DONE]"
 FACES = ("stream", "whole", "usage")
+# Alternated (direct reference, service) runs at the highest level (the module's docstring).
+REPEATS = 2
 
 
 @dataclass
@@ -354,6 +377,116 @@ def switches_between(before: dict, after: dict) -> int:
     return sum(count - before.get(key, 0) for key, count in after.items())
 
 
+# --- quiet before each measured run, and what else ran during it ---------------------------
+
+# A measured run starts once the service's processes and the emulator have each spent at most
+# QUIET_SHARE of one core over the last QUIET_WINDOW seconds (idle, each reads 0.00-0.04), or
+# after QUIET_LIMIT seconds without that, which the row then says.
+QUIET_SHARE = 0.05
+QUIET_WINDOW = 1.0
+QUIET_LIMIT = 20.0
+
+
+@dataclass
+class Settling:
+    """How a wait for quiet ended: `waited` seconds; `settled`, or gave up; `busy`: each
+    process group's share of one core over the last window read (empty if none was complete)."""
+
+    waited: float
+    settled: bool
+    busy: dict[str, float] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        if self.settled:
+            return f"{self.waited:.1f}s"
+        shares = ", ".join(f"{group} {share:.2f}" for group, share in self.busy.items())
+        return f"{self.waited:.1f}s, DID NOT SETTLE ({shares} of a core)"
+
+
+def wait_until_quiet(read, *, share: float = QUIET_SHARE, window: float = QUIET_WINDOW,
+                     limit: float = QUIET_LIMIT, interval: float = 0.1, clock=time.monotonic,
+                     sleep=time.sleep) -> Settling:
+    """Wait until every group of processes in `read()` ({group: CPU seconds so far}) has spent at
+    most `share` of one core over the last `window` seconds; give up after `limit` seconds."""
+    started = clock()
+    readings: deque[tuple[float, dict[str, float]]] = deque()
+    busy: dict[str, float] = {}
+    while True:
+        now = clock()
+        readings.append((now, read()))
+        # Keep the newest reading that is at least `window` old as the window's start.
+        while len(readings) > 1 and now - readings[1][0] >= window:
+            readings.popleft()
+        since, first = readings[0]
+        if now - since >= window:
+            busy = {group: (seconds - first.get(group, 0.0)) / (now - since)
+                    for group, seconds in readings[-1][1].items()}
+            if all(value <= share for value in busy.values()):
+                return Settling(now - started, True, busy)
+        if now - started >= limit:
+            return Settling(now - started, False, busy)
+        sleep(interval)
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine has been busy since boot (/proc/stat: all but idle
+    and iowait; guest time is inside user time)."""
+    fields = [int(value) for value in _read("/proc/stat").split("\n", 1)[0].split()[1:9]]
+    return (sum(fields) - fields[3] - fields[4]) / _TICK
+
+
+@dataclass
+class RunLoad:
+    """CPU seconds spent during one measured run by the service's processes, the emulator, and
+    `others`: the rest of the machine outside this script's process tree (other users' work,
+    which no benchmark lock holds back)."""
+
+    service: float = 0.0
+    emulator: float = 0.0
+    others: float = 0.0
+    gc_paused: float = 0.0  # seconds the emulator's garbage collector held it (see emulator_gc)
+    gc_longest: float = 0.0
+
+    def describe(self, *, service: bool = True) -> str:
+        return ((f"service {self.service:.2f}, " if service else "")
+                + f"emulator {self.emulator:.2f}, others {self.others:.2f} CPU s; emulator GC"
+                f" paused {self.gc_paused:.2f}s (longest {self.gc_longest:.2f}s)")
+
+
+class WatchLoad:
+    """`with WatchLoad(service_root, emulator_pid) as watch:` ... `watch.load` is a RunLoad;
+    `gc_clock`: a callable like `emulator_gc` (none: no GC figures)."""
+
+    def __init__(self, service_root: int, emulator_pid: int, gc_clock=None):
+        self.service_root, self.emulator_pid, self.gc_clock = service_root, emulator_pid, gc_clock
+        self.load = RunLoad()
+
+    def _reading(self) -> tuple[float, float, float, float]:
+        # The script's whole tree (client, samplers it reaped, emulator, service) vs the machine.
+        return (cpu_seconds(service_pids(self.service_root)), cpu_seconds([self.emulator_pid]),
+                cpu_seconds(service_pids(os.getpid())), machine_busy_seconds())
+
+    def __enter__(self) -> WatchLoad:
+        self._gc_before = self.gc_clock()[0] if self.gc_clock else 0.0  # (resets the longest)
+        self._before = self._reading()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        service, emulator, ours, machine = (after - before for after, before
+                                            in zip(self._reading(), self._before, strict=True))
+        paused, longest = self.gc_clock() if self.gc_clock else (self._gc_before, 0.0)
+        self.load = RunLoad(service, emulator, max(0.0, machine - ours),
+                            paused - self._gc_before, longest)
+
+
+def late_of_repeats(pairs: list[tuple[float, float]]) -> tuple[float, float, float]:
+    """(median, lowest, highest) of `late` over alternated runs, from (direct p99, service's
+    slowest) pairs: each service run is judged against the reference run just before it, so
+    that a run disturbed by something outside both paths moves one pair, not the verdict."""
+    lates = [slowest - p99 for p99, slowest in pairs]
+    return statistics.median(lates), min(lates), max(lates)
+
+
 def memory(pids: list[int], with_pss: bool) -> tuple[int, int]:
     """(summed RSS, summed PSS) of `pids` in bytes; PSS is 0 unless `with_pss`."""
     rss = pss = 0
@@ -449,6 +582,33 @@ def summary(outcomes: list[Outcome]) -> tuple[float, float, float, float, dict]:
     return len(ttfts) / len(outcomes), statistics.median(ttfts), p99, ttfts[-1], errors
 
 
+# The emulator's own program (`python -m tests.emulator`) with a clock on its garbage collector,
+# added here, not in the emulator: the emulator keeps every request and conversation it served,
+# so a full collection walks more objects with every level, holding the GIL that its hundreds
+# of streams and accepts wait for (0.3-0.7 s at N=500 after a few levels; once 2.6 s of pauses
+# in a reference's first 4 s). Every line on its stdin gets "gc <seconds paused so far>
+# <longest pause since the last line> <collections>" on its stdout.
+_EMULATOR_WITH_GC_CLOCK = """
+import gc, runpy, sys, threading, time
+clock = {"started": 0.0, "paused": 0.0, "longest": 0.0, "collections": 0}
+def on_collection(phase, info):
+    if phase == "start":
+        clock["started"] = time.monotonic()
+        return
+    pause = time.monotonic() - clock["started"]
+    clock["paused"] += pause
+    clock["longest"] = max(clock["longest"], pause)
+    clock["collections"] += 1
+def answer():
+    for _ in sys.stdin:
+        longest, clock["longest"] = clock["longest"], 0.0
+        print(f"gc {clock['paused']} {longest} {clock['collections']}", flush=True)
+gc.callbacks.append(on_collection)
+threading.Thread(target=answer, daemon=True).start()
+runpy.run_module("tests.emulator", run_name="__main__", alter_sys=True)
+"""
+
+
 def start_emulator(chunk_delay: float, dialect: str, request_delay: float = 0.0,
                    http2: bool = False) -> tuple[subprocess.Popen, str, str, str | None]:
     """The repository's emulator as its own program; returns (process, base URL, token, CA file
@@ -457,12 +617,13 @@ def start_emulator(chunk_delay: float, dialect: str, request_delay: float = 0.0,
     One SSE event per chunk, no pings, no proof of work: every stream paces the same way, so the
     first answer word comes after the same number of chunk delays on both paths. With
     `request_delay`, every request waits that long before it is answered (a distant site).
+    `emulator_gc(process)` reads its collector's clock (_EMULATOR_WITH_GC_CLOCK).
     """
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.emulator", "--easy", "--no-chunking", "--no-pings",
+        [sys.executable, "-c", _EMULATOR_WITH_GC_CLOCK, "--easy", "--no-chunking", "--no-pings",
          "--words-per-delta", "1", "--chunk-delay", str(chunk_delay), "--dialect", dialect,
          "--request-delay", str(request_delay)] + (["--tls"] if http2 else []),
-        cwd=REPO, stdout=subprocess.PIPE, text=True)
+        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     found = {}
     while "ACCESS_TOKEN" not in found:  # printed after the URL (and the CA file)
         line = process.stdout.readline()
@@ -473,6 +634,21 @@ def start_emulator(chunk_delay: float, dialect: str, request_delay: float = 0.0,
             found[name] = value
     return (process, found["CHATGPT_BASE_URL"], found["ACCESS_TOKEN"],
             found.get("CHATGPT_CA_FILE"))
+
+
+def emulator_gc(process: subprocess.Popen) -> tuple[float, float]:
+    """(seconds the emulator's garbage collector has paused it so far, longest pause since the
+    last call), wall-clock: a pause on a busy machine lasts until the collecting thread has had
+    its CPU, and every other thread waits for it."""
+    process.stdin.write("\n")
+    process.stdin.flush()
+    while True:
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError("the emulator ended")
+        if line.startswith("gc "):
+            _, paused, longest, _ = line.split()
+            return float(paused), float(longest)
 
 
 def service_env(emulator_url: str, dialect: str, workdir: str, timeout: float) -> dict[str, str]:
@@ -526,6 +702,14 @@ def run_dialect(dialect: str, args, levels: list[int], faces: list[str]) -> None
           f"  {'RSS':>5} {'PSS':>5} {'idle':>5}"
           f"  {'cs/ans':>6}"
           f"  {'wall':>4}  {'load':>4}", flush=True)
+    def settle() -> Settling:
+        return wait_until_quiet(lambda: {
+            "service": cpu_seconds(service_pids(service.process.pid)),
+            "emulator": cpu_seconds([emulator.pid])})
+
+    def watch() -> WatchLoad:
+        return WatchLoad(service.process.pid, emulator.pid, lambda: emulator_gc(emulator))
+
     try:
         service.wait_until_serving(timeout=30)
         for face in faces:
@@ -534,48 +718,74 @@ def run_dialect(dialect: str, args, levels: list[int], faces: list[str]) -> None
                 # The reference: N clients asking the emulator with this dialect's requests.
                 reference, legacy = ((direct_2026_flow, direct) if dialect == "2026"
                                      else (direct, None))
-                direct_runs = asyncio.run(at_once(count, lambda: reference(  # noqa: B023
-                    emulator_port, token, conversation, whole), args.timeout))  # noqa: B023
                 request = requests_of(face, token, prompt)
-                pids = service_pids(service.process.pid)
-                cpu_before, switches_before = cpu_seconds(pids), context_switches(pids)
-                began = time.monotonic()
-                with PeakMemory(service.process.pid) as peak:
-                    service_runs = asyncio.run(at_once(count, lambda: through_service(
-                        service_port, face, *request), args.timeout))  # noqa: B023
-                wall = time.monotonic() - began
-                pids = service_pids(service.process.pid)
-                cpu_end = cpu_seconds(pids)
-                cpu = cpu_end - cpu_before
-                switches = switches_between(switches_before,
-                                            {**peak.switches, **context_switches(pids)})
-                time.sleep(5)
-                pids = service_pids(service.process.pid)
-                idle_rss, _ = memory(pids, with_pss=False)
-                after = cpu_seconds(pids) - cpu_end
-                ok, s50, s99, smax, errors = summary(service_runs)
-                direct_ok, d50, d99, _, direct_errors = summary(direct_runs)
-                print(f"{face:>6} {count:>4} {ok:>6.1%}  {s50:>5.2f}/{s99:<5.2f}/{smax:<5.2f}"
-                      f"  {d50:>6.2f}/{d99:<6.2f}  {s50 / d50:>4.2f}/{s99 / d99:<4.2f}"
-                      f"  {smax - d99:>+5.2f}s  {cpu / count * 1000:>5.1f}ms"
-                      f" {after / count * 1000:>5.2f} {peak.cpu / count * 1000:>5.2f}"
-                      f"  {peak.rss / 2**20:>4.0f}M {peak.pss / 2**20:>4.0f}M"
-                      f" {idle_rss / 2**20:>4.0f}M"
-                      f"  {switches / count:>6.0f}  {wall:>3.0f}s  {os.getloadavg()[0]:>4.1f}",
-                      flush=True)
-                if errors:
-                    print(f"       service failures: {errors}")
+                repeats = args.repeats if count == max(levels) else 1
+                pairs, slowest = [], []
+                for _ in range(repeats):
+                    quiet_direct = settle()
+                    with watch() as during_direct:
+                        direct_runs = asyncio.run(at_once(count, lambda: reference(  # noqa: B023
+                            emulator_port, token, conversation, whole), args.timeout))  # noqa: B023
+                    quiet_service = settle()
+                    pids = service_pids(service.process.pid)
+                    cpu_before, switches_before = cpu_seconds(pids), context_switches(pids)
+                    began = time.monotonic()
+                    with watch() as during_service, PeakMemory(service.process.pid) as peak:
+                        service_runs = asyncio.run(at_once(count, lambda: through_service(
+                            service_port, face, *request), args.timeout))  # noqa: B023
+                    wall = time.monotonic() - began
+                    pids = service_pids(service.process.pid)
+                    cpu_end = cpu_seconds(pids)
+                    cpu = cpu_end - cpu_before
+                    switches = switches_between(switches_before,
+                                                {**peak.switches, **context_switches(pids)})
+                    time.sleep(5)
+                    pids = service_pids(service.process.pid)
+                    idle_rss, _ = memory(pids, with_pss=False)
+                    after = cpu_seconds(pids) - cpu_end
+                    ok, s50, s99, smax, errors = summary(service_runs)
+                    direct_ok, d50, d99, _, direct_errors = summary(direct_runs)
+                    pairs.append((d99, smax))
+                    slowest.append(smax)
+                    print(f"{face:>6} {count:>4} {ok:>6.1%}  {s50:>5.2f}/{s99:<5.2f}/{smax:<5.2f}"
+                          f"  {d50:>6.2f}/{d99:<6.2f}  {s50 / d50:>4.2f}/{s99 / d99:<4.2f}"
+                          f"  {smax - d99:>+5.2f}s  {cpu / count * 1000:>5.1f}ms"
+                          f" {after / count * 1000:>5.2f} {peak.cpu / count * 1000:>5.2f}"
+                          f"  {peak.rss / 2**20:>4.0f}M {peak.pss / 2**20:>4.0f}M"
+                          f" {idle_rss / 2**20:>4.0f}M"
+                          f"  {switches / count:>6.0f}  {wall:>3.0f}s  {os.getloadavg()[0]:>4.1f}",
+                          flush=True)
+                    print(f"       waited for quiet {quiet_direct.describe()} before direct,"
+                          f" {quiet_service.describe()} before service. During direct:"
+                          f" {during_direct.load.describe()}. During service:"
+                          f" {during_service.load.describe(service=False)}", flush=True)
+                    if errors:
+                        print(f"       service failures: {errors}")
+                    if direct_ok < 1:
+                        print(f"       direct failures: {direct_errors}")
+                if repeats > 1:
+                    late, low, high = late_of_repeats(pairs)
+                    p99s, maxes = [p99 for p99, _ in pairs], [top for _, top in pairs]
+                    print(f"{face:>6} {count:>4} median of {repeats} alternated runs: service max"
+                          f" {statistics.median(maxes):.2f} ({min(maxes):.2f}-{max(maxes):.2f}),"
+                          f" direct p99 {statistics.median(p99s):.2f} ({min(p99s):.2f}-"
+                          f"{max(p99s):.2f}); late {late:+.2f}s ({low:+.2f} to {high:+.2f})",
+                          flush=True)
                 if legacy is not None:
-                    legacy_runs = asyncio.run(at_once(count, lambda: legacy(  # noqa: B023
-                        emulator_port, token, conversation, whole), args.timeout))  # noqa: B023
+                    quiet_legacy = settle()
+                    with watch() as during_legacy:
+                        legacy_runs = asyncio.run(at_once(count, lambda: legacy(  # noqa: B023
+                            emulator_port, token, conversation, whole), args.timeout))  # noqa: B023
                     legacy_ok, l50, l99, _, legacy_errors = summary(legacy_runs)
+                    what = "the service's slowest" if repeats == 1 else (
+                        f"the median of the {repeats} service runs' slowest")
                     print(f"       direct by the 2024 write (2 requests): {legacy_ok:.1%} ok,"
                           f" p50/p99 {l50:.2f}/{l99:.2f}; late against its p99"
-                          f" {smax - l99:+.2f}s", flush=True)
+                          f" {statistics.median(slowest) - l99:+.2f}s ({what}); waited for quiet"
+                          f" {quiet_legacy.describe()}; during it: {during_legacy.load.describe()}",
+                          flush=True)
                     if legacy_ok < 1:
                         print(f"       2024-write direct failures: {legacy_errors}")
-                if direct_ok < 1:
-                    print(f"       direct failures: {direct_errors}")
     except BaseException:
         print(service.output()[-2000:], file=sys.stderr)
         raise
@@ -597,6 +807,9 @@ def main() -> int:
                         help="seconds the emulator waits before answering each request: the "
                              "round trip to a distant site (the real one is 0.1-0.4 s away), "
                              "which a flow of more requests pays more often")
+    parser.add_argument("--repeats", type=int, default=REPEATS,
+                        help="at the highest level, run the direct reference and the service "
+                             "alternately this many times; late is judged by the median")
     parser.add_argument("--http2", action="store_true",
                         help="the emulator over TLS with HTTP/2, as the site (the service "
                              "speaks h2 to it; the direct clients HTTP/1.1 over TLS)")
@@ -608,6 +821,8 @@ def main() -> int:
     dialects = [dialect for dialect in args.dialects.split(",") if dialect]
     if any(not 0 < level <= args.max_n for level in levels):
         parser.error(f"every level must be between 1 and --max-n ({args.max_n})")
+    if not 1 <= args.repeats <= 10:
+        parser.error("--repeats must be between 1 and 10")
     if set(faces) - set(FACES) or set(dialects) - {"2026", "2024"}:
         parser.error(f"faces are {', '.join(FACES)}; dialects are 2026 and 2024")
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start; answer of "

@@ -152,7 +152,7 @@ def main() -> int:
     if args.sequential and args.face != "stream":
         parser.error("--sequential measures the stream face only")
     prompt = " ".join(f"word{i}" for i in range(args.words - 1))
-    emulator, emulator_url, token = start_emulator(
+    emulator, emulator_url, token, _ = start_emulator(
         0.0 if args.sequential else args.chunk_delay, "2026")
     workdir = tempfile.mkdtemp(prefix="chatgpt_web-cpu-ab-")
     trees = {"base": export(args.base, workdir), "this": REPO}
