@@ -64,12 +64,16 @@ same 2026 reference at N=500 gives p99 2.8-3.2 s from run to run, and a run that
 pause of the emulator's collector (it keeps every request and conversation it served, so its
 full collections grow with every level: 0.2-0.7 s each late in a run, once 2.6 s of pauses in
 a reference's first 4 s) or other users' work is late by seconds, on either path. So at the
-highest level the direct reference and the service alternate `--repeats` times (default
-2); every pair is printed, each service run is judged against the reference run just
-before it, and a summary row gives the median `late` with its range, and the medians and ranges
-of the service's slowest first token and the direct p99. Lower levels run one pair. A median of
-two pairs is their mean: one disturbed pair still moves it by half; the lines under the rows
-show which pair it was. Use `--repeats 3` or more when a verdict is close.
+highest level the direct reference and the service alternate `--repeats` times (default 2)
+for the faces in `--repeat-faces` (default stream and usage); every pair is printed, each
+service run is judged against the reference run just before it, and a summary row gives the
+median `late` with its range, and the medians and ranges of the service's slowest first token
+and the direct p99. Lower levels, and `whole` by default, run one pair. A median of two pairs is
+their mean: one disturbed pair still moves it by half; the lines under the rows show which pair
+it was. Use `--repeats 3` or more when a verdict is close. Time: every run lasts the whole
+answer (about 20 s at N=500), and a pair about 45 s with its waits, so `--levels 50,500` takes
+about 11 minutes with one pair per row and about 14 with the defaults (all three faces
+repeated: about 15).
 
 Faces: `stream` = POST /send_message streamed; `whole` = the same, not streamed; `usage` =
 POST /v1/chat/completions streamed with `stream_options.include_usage` (the service counts the
@@ -122,6 +126,7 @@ DONE = b"data: [DONE]"
 FACES = ("stream", "whole", "usage")
 # Alternated (direct reference, service) runs at the highest level (the module's docstring).
 REPEATS = 2
+REPEAT_FACES = "stream,usage"  # the first-token faces; `whole` takes a whole answer's time
 
 
 @dataclass
@@ -678,6 +683,7 @@ def requests_of(face: str, token: str, prompt: str) -> tuple[bytes, str, dict]:
 
 
 def run_dialect(dialect: str, args, levels: list[int], faces: list[str]) -> None:
+    repeat_faces = args.repeat_faces.split(",")
     prompt = " ".join(f"word{i}" for i in range(args.words - 1))  # answer: "Echo: " + prompt
     emulator, emulator_url, token, ca_file = start_emulator(args.chunk_delay, dialect,
                                                             args.request_delay, args.http2)
@@ -719,7 +725,8 @@ def run_dialect(dialect: str, args, levels: list[int], faces: list[str]) -> None
                 reference, legacy = ((direct_2026_flow, direct) if dialect == "2026"
                                      else (direct, None))
                 request = requests_of(face, token, prompt)
-                repeats = args.repeats if count == max(levels) else 1
+                repeats = (args.repeats if count == max(levels) and face in repeat_faces
+                           else 1)
                 pairs, slowest = [], []
                 for _ in range(repeats):
                     quiet_direct = settle()
@@ -810,6 +817,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=REPEATS,
                         help="at the highest level, run the direct reference and the service "
                              "alternately this many times; late is judged by the median")
+    parser.add_argument("--repeat-faces", default=REPEAT_FACES,
+                        help="the faces --repeats applies to")
     parser.add_argument("--http2", action="store_true",
                         help="the emulator over TLS with HTTP/2, as the site (the service "
                              "speaks h2 to it; the direct clients HTTP/1.1 over TLS)")
@@ -823,7 +832,8 @@ def main() -> int:
         parser.error(f"every level must be between 1 and --max-n ({args.max_n})")
     if not 1 <= args.repeats <= 10:
         parser.error("--repeats must be between 1 and 10")
-    if set(faces) - set(FACES) or set(dialects) - {"2026", "2024"}:
+    repeat_faces = set(filter(None, args.repeat_faces.split(",")))
+    if set(faces) - set(FACES) or repeat_faces - set(FACES) or set(dialects) - {"2026", "2024"}:
         parser.error(f"faces are {', '.join(FACES)}; dialects are 2026 and 2024")
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start; answer of "
           f"{args.words} words, one event every {args.chunk_delay}s, requests answered after "

@@ -7,14 +7,19 @@ keeps them in order (tests/test_protocol_2026.py).
 """
 from __future__ import annotations
 
+import threading
+
 import pytest
 from curl_cffi.requests import exceptions as curl_errors
 
-from chatgpt_web import create_app
+from chatgpt_web import create_app, stream_pump
 from chatgpt_web.config import Config
+from chatgpt_web.curl_transfer import pump_problems
 from chatgpt_web.errors import ConfigError
+from chatgpt_web.stream_pump import Pump
 from chatgpt_web.transport import new_session
 from tests.emulator import Emulator
+from tests.test_stream_pump import deltas_of, join, streamed_in_pump
 
 
 @pytest.fixture
@@ -163,3 +168,30 @@ def test_a_ca_file_that_cannot_be_read_or_holds_no_certificate_stops_the_start(t
     empty.write_text("not a certificate\n")
     with pytest.raises(ConfigError, match="CHATGPT_CA_FILE must name a PEM file of CA cert"):
         Config.from_env({"CHATGPT_CA_FILE": str(empty)})
+
+
+# --- the stream pump (STREAM_PUMP=on): a TLS stream waits in the pump's epoll ----------------
+
+@pytest.mark.skipif(not stream_pump.AVAILABLE or pump_problems(),
+                    reason="greenlet or curl_multi_waitfds is missing")
+@pytest.mark.parametrize("chunk_delay", [0.0, 0.01])
+def test_answers_over_http2_stream_from_the_pump(make_app, token, emulator, chunk_delay):
+    """The pump waits on curl's sockets (curl_multi_waitfds) and timers: over TLS, bytes curl has
+    already decrypted are not on the socket, and must not be left waiting there. Many small events
+    at once (no delay) and spread ones, three answers in one pump thread."""
+    answer = " ".join(f"word{index}" for index in range(200))
+    emulator.switches.answer, emulator.switches.chunk_delay = answer, chunk_delay
+    pump = Pump(name="test-pump-h2")
+    client = make_app().test_client()
+    outcomes = []
+
+    def request_thread():
+        outcomes.append(streamed_in_pump(pump, client, {"access_token": token, "prompt": "Hi"}))
+
+    threads = [threading.Thread(target=request_thread) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    join(threads)
+    assert [deltas_of(sse) for sse, _ in outcomes] == [answer] * 3
+    assert {ident for _, ran_in in outcomes for ident in ran_in} == {pump.thread.ident}
+    assert {r.http_version for r in emulator.requests} == {"HTTP/2"}
