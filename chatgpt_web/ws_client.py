@@ -101,7 +101,10 @@ class Dialer:
         if not self.proxy:  # never the environment's proxy, as new_session's trust_env=False
             curl_options[CurlOpt.PROXY] = ""
             curl_options[CurlOpt.NOPROXY] = ""
-        socket = WebSocket(max_message_size=max_message_bytes)
+        # autoclose off: curl_cffi's would answer a close frame by closing the curl handle inside
+        # recv_fragment(), before the frame it returned (libcurl's memory) has been read.
+        # close() answers it instead, once the reader is done with the frame.
+        socket = WebSocket(max_message_size=max_message_bytes, autoclose=False)
 
         def handshake() -> None:
             socket.connect(url, headers=headers, cookies=cookies, timeout=timeout,
