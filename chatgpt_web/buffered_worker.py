@@ -430,8 +430,36 @@ class PendingRequest:
             self._cursor = chunk_end + 2
 
 
+# How much of what a client sent after its answer a close reads (_close_after_answer).
+_CLOSE_DRAIN_BYTES = 64 * 1024
+
+
+def _close_after_answer(sock: socket.socket) -> None:
+    """Close a connection after its answer as RFC 9112 section 9.6 asks, without waiting.
+
+    The FIN goes first, and what the client has already sent is read, so that the close does not
+    become a reset that cuts off the end of the answer. gunicorn's close_graceful (27.x) then
+    also waits up to 2 s for the client's own FIN; it does that in the worker's one event loop,
+    so every other connection of the worker waited behind a client that keeps its socket open.
+    """
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.setblocking(False)
+        drained = 0
+        while drained < _CLOSE_DRAIN_BYTES:
+            data = sock.recv(4096)
+            if not data:
+                break
+            drained += len(data)
+    except OSError:  # BlockingIOError: nothing more has come; or the client is gone
+        pass
+    finally:
+        sock.close()
+
+
 class _Conn(TConn):
-    """A gthread connection that tells its worker when it closes (per-address counts)."""
+    """A gthread connection that tells its worker when it closes (per-address counts), and
+    closes after an answer without waiting for its client (_close_after_answer)."""
 
     def __init__(self, *args, on_close=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -443,7 +471,10 @@ class _Conn(TConn):
         on_close, self._on_close = self._on_close, None
         if on_close is not None:
             on_close(self)
-        super().close(graceful)
+        if graceful:
+            _close_after_answer(self.sock)
+        else:
+            super().close()
 
 
 class _PumpedSocket:

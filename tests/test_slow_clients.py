@@ -95,6 +95,30 @@ def test_slow_clients_do_not_hold_the_threads_other_clients_need(server):
             sock.close()
 
 
+def test_clients_that_keep_their_socket_open_after_the_answer_hold_up_no_one(server):
+    # After a `Connection: close` answer the worker must not wait for the client to close its
+    # side: gunicorn 27 waits up to 2 s for it in the worker's one event loop, so each of these
+    # twenty clients, who read their answer and keep the socket open, held up the next by 2 s
+    # (38 s in all, far beyond the bound below). Each is answered while all before it still
+    # hold their sockets open.
+    held = []
+    deadline = time.monotonic() + 30
+    try:
+        for _ in range(20):
+            sock = slow_socket(server.url, b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+                                           b"Connection: close\r\n\r\n")
+            held.append(sock)
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
+        assert time.monotonic() < deadline
+        assert probe(server.url) == 200
+    finally:
+        for sock in held:
+            sock.close()
+
+
 def test_a_body_shorter_than_announced_is_given_up_with_408(server):
     sock = slow_socket(server.url, b"POST /send_message HTTP/1.1\r\nHost: x\r\n"
                                    b"Content-Length: 1000\r\n\r\n{")
