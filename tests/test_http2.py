@@ -7,8 +7,6 @@ keeps them in order (tests/test_protocol_2026.py).
 """
 from __future__ import annotations
 
-import threading
-
 import pytest
 from curl_cffi.requests import exceptions as curl_errors
 
@@ -19,7 +17,7 @@ from chatgpt_web.errors import ConfigError
 from chatgpt_web.stream_pump import Pump
 from chatgpt_web.transport import new_session
 from tests.emulator import Emulator
-from tests.test_stream_pump import deltas_of, join, streamed_in_pump
+from tests.test_stream_pump import deltas_of, streamed_in_pump_at_once
 
 
 @pytest.fixture
@@ -182,16 +180,8 @@ def test_answers_over_http2_stream_from_the_pump(make_app, token, emulator, chun
     answer = " ".join(f"word{index}" for index in range(200))
     emulator.switches.answer, emulator.switches.chunk_delay = answer, chunk_delay
     pump = Pump(name="test-pump-h2")
-    client = make_app().test_client()
-    outcomes = []
-
-    def request_thread():
-        outcomes.append(streamed_in_pump(pump, client, {"access_token": token, "prompt": "Hi"}))
-
-    threads = [threading.Thread(target=request_thread) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    join(threads)
+    outcomes = streamed_in_pump_at_once(pump, make_app().test_client(),
+                                        {"access_token": token, "prompt": "Hi"})
     assert [deltas_of(sse) for sse, _ in outcomes] == [answer] * 3
     assert {ident for _, ran_in in outcomes for ident in ran_in} == {pump.thread.ident}
     assert {r.http_version for r in emulator.requests} == {"HTTP/2"}

@@ -295,6 +295,21 @@ def streamed_in_pump(pump: Pump, client, form: dict) -> tuple[str, set[int]]:
         response.close()
 
 
+def streamed_in_pump_at_once(pump: Pump, client, form: dict,
+                             count: int = 3) -> list[tuple[str, set[int]]]:
+    """`count` streamed_in_pump() from as many request threads at once, joined."""
+    outcomes = []
+
+    def request_thread():
+        outcomes.append(streamed_in_pump(pump, client, form))
+
+    threads = [threading.Thread(target=request_thread) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    join(threads)
+    return outcomes
+
+
 def deltas_of(sse: str) -> str:
     return "".join(json.loads(line[6:])["delta"] for line in sse.split("\n")
                    if line.startswith('data: {"delta"'))
@@ -312,16 +327,8 @@ def test_answers_and_their_hand_offs_stream_from_the_pump(make_app, token, emula
     emulator.switches.answer = "a long and careful answer"
     app = make_app()
     app.extensions["chatgpt_web"].conversations.poll_interval = 0.05
-    client = app.test_client()
-    outcomes = []
-
-    def request_thread():
-        outcomes.append(streamed_in_pump(pump, client, {"access_token": token, "prompt": "Hi"}))
-
-    threads = [threading.Thread(target=request_thread) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    join(threads)
+    outcomes = streamed_in_pump_at_once(pump, app.test_client(),
+                                        {"access_token": token, "prompt": "Hi"})
     assert [deltas_of(sse) for sse, _ in outcomes] == ["a long and careful answer"] * 3
     assert all(sse.rstrip().endswith("data: [DONE]") for sse, _ in outcomes)
     assert {ident for _, ran_in in outcomes for ident in ran_in} == {pump.thread.ident}
