@@ -393,6 +393,9 @@ def test_an_answers_requests_ride_one_kept_alive_connection(client, token, emula
 def test_beside_over_http1_takes_a_second_kept_alive_connection(make_app, token, emulator):
     client = make_app(CONDUIT_PREPARE_BESIDE="on").test_client()
     send(client, access_token=token, prompt="Hi")  # the first: in order (not known 2026 yet)
+    # Held, the conduit prepare is still on its connection when the sentinel prepare is sent:
+    # answered first (a loaded machine), it would hand that connection back for the sentinel.
+    emulator.switches.request_delays = (("/f/conversation/prepare", HOLD),)
     send(client, access_token=token, prompt="Hi again")
     send(client, access_token=token, prompt="And again")
     ports = [r.client_port for r in emulator.requests]
