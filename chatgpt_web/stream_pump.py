@@ -215,12 +215,15 @@ class Pump:
             glet.switch(value)  # back here when it waits again or ends
 
     def _take_jobs(self) -> None:
-        self._woken = False  # before draining: a job added after this sends a new byte
         try:
             while os.read(self._wake_read, 4096):
                 pass
         except BlockingIOError:
             pass
+        # After draining, before taking: a job added before this line is taken below, and one
+        # added after it sends a byte of its own. (Cleared before draining, a byte sent meanwhile
+        # was drained while the flag stayed set, and the next job sent none: it waited unseen.)
+        self._woken = False
         while self._incoming:
             job = self._incoming.popleft()
             glet = _StreamGreenlet(self._run_job, self._hub)

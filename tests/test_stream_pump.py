@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextvars
 import json
 import socket
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
@@ -107,6 +108,30 @@ def test_a_wait_ends_at_its_timeout_when_nothing_comes(pump):
     assert stream_pump.wait_fds(((silent.fileno(), READ),), 0.01) is False
     _peer.send(b"x")
     assert stream_pump.wait_fds(((silent.fileno(), READ),), None) is True
+
+
+def test_no_body_handed_over_is_left_waiting_while_the_pump_sleeps(pump):
+    # Request threads hand bodies over while the pump takes the previous ones in: every body must
+    # run, also when the pump then sleeps with nothing else to wake it (no timer, no socket). A
+    # GIL switch every microsecond puts the threads between any two steps of the hand-over.
+    rounds, handed = 300, []
+
+    def request_thread():
+        for _ in range(rounds):
+            handed.append(pump.serve(lambda: "ran"))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=request_thread, daemon=True) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + WAIT
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    finally:
+        sys.setswitchinterval(interval)
+    assert handed == ["ran"] * rounds * len(threads)
 
 
 def test_an_exception_in_one_body_is_raised_in_its_own_thread_only(pump):
