@@ -48,6 +48,12 @@ COALESCE_SECONDS = 0.005
 # The WSGI environ key a response sets (True) when its body may run in the pump: only bodies
 # that wait through this module's functions (api/sse.py's responses).
 PUMPABLE = "chatgpt_web.pumpable"
+# Timers of waits that ended on their fd stay in the heap until their deadline (a heap cannot
+# drop one cheaply); once they are more than half of it, and more than this many, the heap is
+# rebuilt without them. A client that reads slowly makes its stream wait on its socket again and
+# again, each wait with a timer of CLIENT_SEND_TIMEOUT (60 s): kept to their deadline, a few
+# hundred such streams would keep a million timers.
+_STALE_TIMERS_BEFORE_REBUILD = 256
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +72,15 @@ class _Job:
 
 
 class _Waiter:
-    """A parked greenlet, until one of its fds is ready or its deadline passes."""
+    """A parked greenlet, until one of its fds is ready or its deadline passes (`timed`: it has
+    one, in the pump's heap of timers)."""
 
-    __slots__ = ("glet", "fired")
+    __slots__ = ("glet", "fired", "timed")
 
-    def __init__(self, glet):
+    def __init__(self, glet, timed: bool):
         self.glet = glet
         self.fired = False
+        self.timed = timed
 
 
 if AVAILABLE:
@@ -107,6 +115,7 @@ class Pump:
         self._incoming: deque[_Job] = deque()  # from request threads
         self._ready: deque = deque()  # (greenlet, value to resume it with)
         self._timers: list = []  # heap of (deadline, sequence, waiter)
+        self._stale_timers = 0  # timers in the heap whose waiter has fired already
         self._sequence = itertools.count()
         self._armed: dict[int, _Waiter | None] = {}  # fds in the epoll, and who waits on each
         self._last_events = 0.0  # when a look at the sockets last found a stream's event
@@ -143,7 +152,7 @@ class Pump:
     def wait(self, fds: Iterable[tuple[int, int]], timeout: float | None) -> bool:
         """Park the calling greenlet until one of `fds` ((fd, READ|WRITE) pairs) is ready (True)
         or `timeout` seconds have passed (False)."""
-        waiter = _Waiter(greenlet.getcurrent())
+        waiter = _Waiter(greenlet.getcurrent(), timed=timeout is not None)
         armed, epoll = self._armed, self._epoll
         for fd, events in fds:
             mask = ((select.EPOLLIN if events & READ else 0)
@@ -168,6 +177,8 @@ class Pump:
         if not waiter.fired:
             waiter.fired = True
             self._ready.append((waiter.glet, ready))
+            if ready and waiter.timed:
+                self._stale_timers += 1
 
     # -- the pump thread's loop (the hub) ----------------------------------------------------
 
@@ -208,7 +219,16 @@ class Pump:
         if timers:
             now = time.monotonic()
             while timers and timers[0][0] <= now:
-                self._fire(heapq.heappop(timers)[2], False)
+                waiter = heapq.heappop(timers)[2]
+                if waiter.fired:
+                    self._stale_timers -= 1
+                else:
+                    self._fire(waiter, False)
+            if (self._stale_timers > _STALE_TIMERS_BEFORE_REBUILD
+                    and 2 * self._stale_timers > len(timers)):
+                timers[:] = [timer for timer in timers if not timer[2].fired]
+                heapq.heapify(timers)
+                self._stale_timers = 0
         ready = self._ready
         while ready:
             glet, value = ready.popleft()

@@ -19,7 +19,7 @@ import pytest
 from chatgpt_web import stream_pump, transport
 from chatgpt_web.config import Config
 from chatgpt_web.curl_transfer import pump_problems
-from chatgpt_web.stream_pump import READ, Pump
+from chatgpt_web.stream_pump import READ, WRITE, Pump
 from chatgpt_web.transport import new_session, stream_post
 from tests.servers import ServerProcess, http_server
 
@@ -108,6 +108,27 @@ def test_a_wait_ends_at_its_timeout_when_nothing_comes(pump):
     assert stream_pump.wait_fds(((silent.fileno(), READ),), 0.01) is False
     _peer.send(b"x")
     assert stream_pump.wait_fds(((silent.fileno(), READ),), None) is True
+
+
+def test_waits_that_end_on_their_socket_do_not_keep_their_timers(pump):
+    # A client that reads slowly makes its stream wait on its socket again and again, each wait
+    # with a timer of CLIENT_SEND_TIMEOUT (60 s by default). Those that ended on the socket must
+    # not stay in the pump's heap of timers until their deadline. Forty streams at once (their
+    # waits end together, one look at the sockets for all), 1,000 waits in all:
+    pairs = [socket.socketpair() for _ in range(40)]
+
+    def body(writable):
+        def run():
+            for _ in range(25):
+                assert stream_pump.wait_fds(((writable.fileno(), WRITE),), 60) is True
+        return run
+
+    threads, _ = serve_in_threads(pump, [body(ours) for ours, _ in pairs])
+    join(threads)
+    assert len(pump._timers) < 500
+    # A wait that does time out still does.
+    silent, _ = pairs[0]
+    assert pump.serve(lambda: stream_pump.wait_fds(((silent.fileno(), READ),), 0.01)) is False
 
 
 def test_no_body_handed_over_is_left_waiting_while_the_pump_sleeps(pump):
