@@ -412,7 +412,7 @@ class RawStream:
         self.sock.settimeout(timeout)
         self.sock.connect((host, int(port)))
         self.sock.sendall(head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        self.received = b""
+        self._pieces: list[bytes] = []
         self.streaming = threading.Event()  # its first event came
         self.done = threading.Event()  # its last event ([DONE]) came
         self.ended = threading.Event()
@@ -420,14 +420,24 @@ class RawStream:
             self.reader = threading.Thread(target=self.read_to_end, daemon=True)
             self.reader.start()
 
+    @property
+    def received(self) -> bytes:
+        """Everything received so far."""
+        return b"".join(self._pieces)
+
     def read_to_end(self) -> bytes:
+        # Each piece is looked at with the end of the one before (a marker may straddle them),
+        # not the whole answer again: megabytes read a few KB at a time took half a minute.
+        previous = b""
         try:
             while piece := self.sock.recv(65536):
-                self.received += piece
-                if b"data:" in self.received:
+                self._pieces.append(piece)
+                recent = previous[-16:] + piece
+                if b"data:" in recent:
                     self.streaming.set()
-                if b"data: [DONE]" in self.received:
+                if b"data: [DONE]" in recent:
                     self.done.set()
+                previous = piece
         except OSError:
             pass
         self.ended.set()
