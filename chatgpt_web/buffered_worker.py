@@ -14,6 +14,17 @@ submits it to the thread pool only when its headers and body are complete. Meanw
   closed as they are accepted. Addresses in TRUSTED_PROXIES are exempt (everyone behind them
   shares their address).
 
+An answer is written to a client that may stop reading without closing its connection; while
+a write waits, the stream's upstream is not read either (curl's own timeouts then never fire),
+and a worker's graceful stop waits for the write. The kernel's socket buffers bound the memory
+such a client holds, not the time: a write that can put no byte on the connection for
+CLIENT_SEND_TIMEOUT seconds (nginx's send_timeout: between two bytes taken, not for the whole
+answer) ends the answer as if the client had left (`ClientStalled`, a ConnectionResetError): the
+body and its upstream transfer are closed, the connection is reset, the thread or the pump moves
+on. The writes go through `BoundedSendSocket`, which sends without blocking and waits for the
+socket with that bound, leaving the socket's own mode alone (the event loop reads the next request
+from it).
+
 A complete request meets a free thread or is refused: when every thread of the worker is serving
 a request (an open stream holds its thread to the end), the request is answered 503 `busy` with
 Retry-After, rather than queued inside the worker behind answers that may last minutes. "At once"
@@ -48,27 +59,33 @@ With STREAM_PUMP=on, streamed answers are sent by the worker's stream pump (stre
 docs/stream-pump.md): the request thread that would iterate a streamed body hands it, with the
 client socket, to the pump thread and waits until the pump has sent it all, so gunicorn's
 accounting, keep-alive and close stay as they are, while one thread, not one per stream, wakes up
-for the upstream events of all streams. The socket writes become non-blocking (`_PumpedSocket`):
-a client that does not read parks only its own stream, whose upstream is then not read either
-(the kernel's socket buffers are the bound, as with a thread per stream). Only bodies that say
+for the upstream events of all streams. A write the client's socket cannot take parks only its
+own stream (`BoundedSendSocket` waits through stream_pump.wait_fds), whose upstream is then not
+read either, as with a thread per stream, up to CLIENT_SEND_TIMEOUT. Only bodies that say
 they may run there (api/sse.py sets stream_pump.PUMPABLE) go to the pump; without greenlet, or a
 libcurl the pump cannot wait on, every body keeps its thread.
 
 TLS sockets (gunicorn's own certfile) are left to gthread: their bytes cannot be read before the
-handshake (and their streams keep their threads). `PendingRequest` is the pure part: it is told
-the bytes as they come and says when a request is complete.
+handshake (and their streams keep their threads). Their answers are bounded too, by a socket
+timeout on each write of at most one TLS record (`BoundedTlsSendSocket`).
+
+`PendingRequest` is the pure part: it is told the bytes as they come and says when a request is
+complete.
 """
 from __future__ import annotations
 
 import ctypes
+import errno
 import gc
 import ipaddress
 import json
+import logging
 import mmap
 import os
 import queue
 import selectors
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -83,6 +100,8 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 from . import group_commit, stream_pump, transport
 from .config import Config
 from .curl_transfer import pump_problems
+
+log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 64 * 1024
 # Connections one worker reads requests from at once. They are not counted in gunicorn's
@@ -477,52 +496,103 @@ class _Conn(TConn):
             super().close()
 
 
-class _PumpedSocket:
-    """The client socket as gunicorn's Response writes to it from the pump: non-blocking, and a
-    write the socket cannot take at once parks the stream until the client reads."""
+class ClientStalled(ConnectionResetError):
+    """The client took none of its answer for CLIENT_SEND_TIMEOUT seconds. A ConnectionResetError
+    (ECONNRESET), so the answer ends as it does when a client leaves: gunicorn's request thread
+    takes it for a gone client (no traceback), closes the body (its upstream transfer with it)
+    and the connection; the access line says outcome=incomplete."""
 
-    __slots__ = ("_sock", "_fd")
+    def __init__(self, send_timeout: float):
+        super().__init__(errno.ECONNRESET, f"the client took no byte of its answer for "
+                                           f"{send_timeout:g} s (CLIENT_SEND_TIMEOUT)")
 
-    def __init__(self, sock):
-        self._sock, self._fd = sock, sock.fileno()
+
+def _stalled(sock: socket.socket, send_timeout: float) -> ClientStalled:
+    """The error that ends the answer of a client that stalled on `sock`.
+
+    The connection's coming close is made a reset (SO_LINGER 0): the unsent rest of the answer is
+    dropped at once, where a normal close would leave it in the kernel, offered to a client that
+    does not read until TCP gives up on it (minutes)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    log.info("a client took none of its answer for %g s (CLIENT_SEND_TIMEOUT): its answer ends "
+             "and its connection is reset", send_timeout)
+    return ClientStalled(send_timeout)
+
+
+class BoundedSendSocket:
+    """The client socket as gunicorn's Response writes an answer to it: a write that can put no
+    byte on the connection for `send_timeout` seconds (CLIENT_SEND_TIMEOUT, re-armed after each
+    byte taken, like nginx's send_timeout) raises ClientStalled.
+
+    Each send is non-blocking (MSG_DONTWAIT), whatever mode gunicorn left the socket in, so the
+    socket itself is not changed (the event loop reads requests and keep-alive from it later).
+    A send the socket cannot take waits for it to become writable through stream_pump.wait_fds:
+    in the pump that parks this stream only (its upstream is not read meanwhile), in a request
+    thread it blocks the thread, as a blocking send did, but not for longer than the bound."""
+
+    __slots__ = ("_sock", "_fd", "_send_timeout")
+
+    def __init__(self, sock: socket.socket, send_timeout: float):
+        self._sock, self._fd, self._send_timeout = sock, sock.fileno(), send_timeout
 
     def sendall(self, data) -> None:
-        try:
-            sent = self._sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        if sent == len(data):
-            return
-        rest = memoryview(data)[sent:]
+        rest = memoryview(data)
         while rest:
-            stream_pump.wait_fds(((self._fd, stream_pump.WRITE),), None)
             try:
-                rest = rest[self._sock.send(rest):]
+                rest = rest[self._sock.send(rest, socket.MSG_DONTWAIT):]
+                continue
             except (BlockingIOError, InterruptedError):
                 pass
+            if not stream_pump.wait_fds(((self._fd, stream_pump.WRITE),), self._send_timeout):
+                raise _stalled(self._sock, self._send_timeout)
+
+
+# Most bytes of one TLS write while CLIENT_SEND_TIMEOUT bounds it: one TLS record.
+_TLS_SLICE = 16 * 1024
+
+
+class BoundedTlsSendSocket:
+    """BoundedSendSocket for a TLS socket (gunicorn's own certfile), which takes no
+    MSG_DONTWAIT: each write of at most one TLS record (_TLS_SLICE) must be taken within
+    `send_timeout` seconds (a socket timeout, set for the write only: Python's timeout bounds a
+    whole sendall, not the time between two bytes of it), else ClientStalled."""
+
+    __slots__ = ("_sock", "_send_timeout")
+
+    def __init__(self, sock, send_timeout: float):
+        self._sock, self._send_timeout = sock, send_timeout
+
+    def sendall(self, data) -> None:
+        view, sock = memoryview(data), self._sock
+        sock.settimeout(self._send_timeout)
+        try:
+            for start in range(0, len(view), _TLS_SLICE):
+                sock.sendall(view[start:start + _TLS_SLICE])
+        except TimeoutError:
+            raise _stalled(sock, self._send_timeout) from None
+        finally:
+            sock.settimeout(None)  # blocking, as gunicorn's request thread had it
 
 
 class PumpedBody:
     """A streamed body that the worker's pump sends: iterating it (gunicorn's request thread
     does, to write it) hands the body and the Response to the pump, waits until the pump has
     written all of it, and yields nothing more; errors are raised here as if the writes had
-    been made here. gunicorn then ends the response and calls close() as for any body."""
+    been made here. gunicorn then ends the response and calls close() as for any body.
+
+    The Response writes to a BoundedSendSocket, whose waits for a client that does not read
+    park the stream's greenlet in the pump instead of blocking the pump thread."""
 
     def __init__(self, pump: stream_pump.Pump, body, response: GunicornResponse):
         self._pump, self._body, self._response = pump, body, response
 
     def __iter__(self):
-        response = self._response
-        sock = response.sock
-        sock.setblocking(False)
-        response.sock = _PumpedSocket(sock)
-        try:
-            # The body runs in this thread's own context (Flask's contexts, contextvars): the
-            # thread waits meanwhile, so nothing else uses it.
-            self._pump.serve(self._send, stream_pump.greenlet.getcurrent().gr_context)
-        finally:
-            response.sock = sock
-            sock.setblocking(True)
+        # The body runs in this thread's own context (Flask's contexts, contextvars): the
+        # thread waits meanwhile, so nothing else uses it.
+        self._pump.serve(self._send, stream_pump.greenlet.getcurrent().gr_context)
         return iter(())
 
     def _send(self) -> None:
@@ -563,6 +633,7 @@ class BufferedThreadWorker(ThreadWorker):
         self.header_timeout = config.request_header_timeout
         self.body_timeout = config.request_body_timeout
         self.per_ip_cap = config.max_connections_per_ip
+        self.send_timeout = config.client_send_timeout
         self.trusted = config.trusted_proxies
         self.buffering: set[_Conn] = set()
         self.per_ip: Counter[str] = Counter()
@@ -606,16 +677,24 @@ class BufferedThreadWorker(ThreadWorker):
 
     def load_wsgi(self):
         super().load_wsgi()
-        if self.pump is not None:
-            self.wsgi = partial(self._app_with_pump, self.wsgi)
+        self.wsgi = partial(self._app_with_bounded_sends, self.wsgi)
 
-    def _app_with_pump(self, app, environ, start_response):
-        """The app, whose streamed bodies the pump sends (gunicorn's `start_response` is the
-        bound method of the Response that writes to the client)."""
+    def _app_with_bounded_sends(self, app, environ, start_response):
+        """The app, whose answers are written to a socket that bounds a client that stops
+        reading (CLIENT_SEND_TIMEOUT), and whose streamed bodies the pump sends when there is one
+        (gunicorn's `start_response` is the bound method of the Response that writes to the
+        client)."""
         body = app(environ, start_response)
         response = getattr(start_response, "__self__", None)
-        if (environ.get(stream_pump.PUMPABLE) and isinstance(response, GunicornResponse)
-                and not isinstance(body, environ["wsgi.file_wrapper"])):
+        if not isinstance(response, GunicornResponse):
+            return body
+        if isinstance(body, environ["wsgi.file_wrapper"]):
+            return body  # gunicorn sends files with sendfile(); the app sends none
+        if isinstance(response.sock, ssl.SSLSocket):
+            response.sock = BoundedTlsSendSocket(response.sock, self.send_timeout)
+        else:
+            response.sock = BoundedSendSocket(response.sock, self.send_timeout)
+        if self.pump is not None and environ.get(stream_pump.PUMPABLE):
             return PumpedBody(self.pump, body, response)
         return body
 

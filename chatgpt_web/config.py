@@ -437,6 +437,10 @@ class Config:
     # Seconds a request's headers may take to arrive, and then its body (408 and closed beyond).
     request_header_timeout: float = setting("REQUEST_HEADER_TIMEOUT", positive_float, 10.0)
     request_body_timeout: float = setting("REQUEST_BODY_TIMEOUT", positive_float, 30.0)
+    # Seconds a client may take none of its answer before the answer ends as if it had left
+    # (nginx's send_timeout: between two bytes it takes, not for the whole answer). No "off": a
+    # client that stops reading would hold its stream, thread and upstream connection for good.
+    client_send_timeout: float = setting("CLIENT_SEND_TIMEOUT", positive_float, 60.0)
     # Connections one client address may hold per worker process (0: no cap).
     max_connections_per_ip: int = setting("MAX_CONNECTIONS_PER_IP", non_negative_int, 64)
     # A worker whose resident memory stays this many MB above its start once it is idle after a

@@ -164,3 +164,14 @@ class ServerProcess:
         """Everything the server wrote to stdout and stderr so far."""
         self._log.seek(0)
         return self._log.read().decode("utf-8", "replace")
+
+    def wait_for_line(self, text: str, timeout: float = 30) -> str:
+        """The first line the server logs that holds `text`, once it has; fail with the end of
+        its output if none has after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [line for line in self.output().splitlines() if text in line]
+            if lines:
+                return lines[0]
+            assert time.monotonic() < deadline, self.output()[-3000:]
+            time.sleep(0.1)

@@ -77,6 +77,14 @@ def test_the_image_url_timeout_is_a_bounded_number_of_seconds():
         Config.from_env({"IMAGE_URL_TIMEOUT": "3600"})
 
 
+@pytest.mark.parametrize("raw", ["0", "off", "-1", "nan", "inf", "soon"])
+def test_the_client_send_timeout_is_a_number_of_seconds_and_cannot_be_turned_off(raw):
+    assert Config.from_env({}).client_send_timeout == 60
+    assert Config.from_env({"CLIENT_SEND_TIMEOUT": "2.5"}).client_send_timeout == 2.5
+    with pytest.raises(ConfigError, match="^CLIENT_SEND_TIMEOUT must be a number"):
+        Config.from_env({"CLIENT_SEND_TIMEOUT": raw})
+
+
 def test_a_token_expiry_margin_of_zero_is_allowed():
     assert Config.from_env({"TOKEN_EXPIRY_MARGIN": "0"}).token_expiry_margin == 0
 

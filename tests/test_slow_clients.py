@@ -1,13 +1,17 @@
 """Slow clients against the production server command (buffered_worker.py)."""
 from __future__ import annotations
 
+import errno
 import json
 import socket
+import ssl
 import threading
 import time
 
 import pytest
+import trustme
 
+from chatgpt_web import stream_pump
 from chatgpt_web.buffered_worker import (
     COMPLETE,
     HEADERS_TOO_LARGE,
@@ -15,6 +19,8 @@ from chatgpt_web.buffered_worker import (
     MALLOC_TRIM,
     TOO_LARGE,
     TRIM_AFTER,
+    BoundedSendSocket,
+    ClientStalled,
     PendingRequest,
     ShrinkingThreadPool,
 )
@@ -48,6 +54,71 @@ def test_an_announced_body_over_the_limit_goes_straight_to_the_app():
 
 def test_endless_headers_are_refused():
     assert feed_all([b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 20_000]) == [HEADERS_TOO_LARGE]
+
+
+# --- writing an answer to a client that reads slowly, or not at all (CLIENT_SEND_TIMEOUT) ---------
+
+def loopback_pair() -> tuple[socket.socket, socket.socket]:
+    """A TCP connection on 127.0.0.1 with small buffers: (the server's end, the client's end)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.settimeout(30)
+        client.connect(listener.getsockname())
+        server_end, _ = listener.accept()
+    server_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    return server_end, client
+
+
+def run_where(where: str, write) -> None:
+    """Run `write` in a request thread (this one) or as a body in a stream pump."""
+    if where == "request thread":
+        write()
+    elif not stream_pump.AVAILABLE:
+        pytest.skip("the stream pump needs greenlet and epoll")
+    else:
+        stream_pump.Pump(name="test-pump").serve(write)
+
+
+@pytest.mark.parametrize("where", ["request thread", "stream pump"])
+def test_a_write_is_bounded_by_the_time_without_progress_not_by_its_length(where):
+    # 150 KB in one write to a client that takes 4 KB every 0.05 s: about 2 s in all, four times
+    # the bound, but never 0.5 s without a byte taken. It is sent whole.
+    server_end, client = loopback_pair()
+    answer = bytes(range(256)) * 600
+    received = bytearray()
+
+    def read_slowly():
+        while len(received) < len(answer) and (piece := client.recv(4096)):
+            received.extend(piece)
+            time.sleep(0.05)
+
+    reader = threading.Thread(target=read_slowly)
+    reader.start()
+    started = time.monotonic()
+    run_where(where, lambda: BoundedSendSocket(server_end, send_timeout=0.5).sendall(answer))
+    reader.join(30)
+    assert received == answer and time.monotonic() - started > 1.0
+    server_end.close()
+    client.close()
+
+
+@pytest.mark.parametrize("where", ["request thread", "stream pump"])
+def test_a_write_the_client_takes_nothing_of_ends_after_the_bound_as_if_it_had_left(where):
+    server_end, client = loopback_pair()
+    started = time.monotonic()
+    with pytest.raises(ClientStalled) as stalled:  # the client never reads
+        run_where(where, lambda: BoundedSendSocket(server_end, send_timeout=0.5)
+                  .sendall(bytes(1_000_000)))
+    assert 0.5 <= time.monotonic() - started < 5
+    # What gunicorn and the app take for a client that left (no traceback, the body closed).
+    assert isinstance(stalled.value, ConnectionResetError)
+    assert stalled.value.errno == errno.ECONNRESET
+    server_end.close()  # a reset: the rest of the answer is dropped, not kept for the client
+    with pytest.raises(ConnectionResetError):
+        while client.recv(65536):
+            pass
+    client.close()
 
 
 @pytest.fixture
@@ -372,3 +443,69 @@ def test_an_idle_thread_takes_new_work_instead_of_a_new_thread():
     while pool.threads:  # shutdown wakes the idle thread, which ends
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_a_tls_client_that_takes_nothing_for_client_send_timeout_is_cut_off(tmp_path, emulator,
+                                                                            token):
+    # gunicorn's own TLS (certfile): the same bound, on its request threads' writes. The answer
+    # (300 words of 20 KB, 0.02 s apart: 6 s) is far more than the socket buffers between us.
+    switches = emulator.switches
+    switches.chunking, switches.words_per_delta, switches.chunk_delay = False, 1, 0.02
+    switches.answer_fn = lambda body: " ".join("x" * 20_000 for _ in range(300))
+    authority = trustme.CA()
+    server_pem = tmp_path / "server.pem"
+    authority.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(server_pem)
+    client_context = ssl.create_default_context()
+    authority.configure_trust(client_context)
+    process = ServerProcess.gunicorn({
+        "CACHE_DIR": str(tmp_path / "cache"), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "4", "CHATGPT_BASE_URL": emulator.url,
+        "CHATGPT_AUTH_URL": emulator.url, "USAGE_TOKENIZER": "lazy",
+        "GUNICORN_CMD_ARGS": f"--certfile={server_pem}", "CLIENT_SEND_TIMEOUT": "2",
+        "MAX_UPSTREAM_EVENT_BYTES": str(64 << 20), "MAX_UPSTREAM_ANSWER_BYTES": str(64 << 20)})
+    host, port = process.url.removeprefix("http://").split(":")
+
+    def tls_socket(receive_buffer: int | None = None) -> ssl.SSLSocket:
+        sock = socket.socket()
+        if receive_buffer:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.settimeout(30)
+        sock.connect((host, int(port)))
+        return client_context.wrap_socket(sock, server_hostname="127.0.0.1")
+
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # serving once the TLS handshake and /healthz succeed
+            try:
+                with tls_socket() as probe_socket:
+                    probe_socket.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+                                         b"Connection: close\r\n\r\n")
+                    if probe_socket.recv(100).startswith(b"HTTP/1.1 200"):
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, process.output()[-3000:]
+            time.sleep(0.2)
+        body = f"access_token={token}&prompt=big&stream=true".encode()
+        slow = tls_socket(receive_buffer=4096)  # never reads its answer
+        slow.sendall(b"POST /send_message HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/x-www-form-urlencoded\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        cut = process.wait_for_line("outcome=incomplete")
+        duration_ms = float(cut.split("duration_ms=")[1].split()[0])
+        assert "status=200" in cut and 2000 <= duration_ms < 10_000, cut
+        while emulator.streams_left == 0:  # its upstream transfer was closed with it
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        received = b""
+        try:  # closed: what the client had taken, then the end (a timeout fails the test)
+            while piece := slow.recv(65536):
+                received += piece
+        except (ConnectionResetError, ssl.SSLError):
+            pass
+        assert b"data: [DONE]" not in received
+        slow.close()
+    finally:
+        process.stop()
+    assert process.process.returncode == 0
+    assert "Traceback" not in process.output()

@@ -545,6 +545,54 @@ def test_a_client_that_does_not_read_stalls_only_its_own_stream(tmp_path, emulat
         server.stop()
 
 
+@pytest.mark.parametrize("setting", ["on", "off"])
+def test_a_client_that_takes_nothing_for_client_send_timeout_is_cut_off_with_its_upstream(
+        tmp_path, emulator, token, setting):
+    # Its answer: 300 words of 20 KB, one event each, 0.02 s apart (6 s): far more than the socket
+    # buffers between us hold, and still coming from the emulator when the client is cut off.
+    switches = emulator.switches
+    switches.chunking, switches.words_per_delta, switches.chunk_delay = False, 1, 0.02
+    big = " ".join("x" * 20_000 for _ in range(300))
+    switches.answer_fn = (
+        lambda body: big if "please-answer-big" in str(body) else "a short answer")
+    server = start_server(tmp_path, emulator, STREAM_PUMP=setting, CLIENT_SEND_TIMEOUT="2",
+                          MAX_UPSTREAM_EVENT_BYTES=str(64 << 20),
+                          MAX_UPSTREAM_ANSWER_BYTES=str(64 << 20))
+    slow = Stream(server, token, "please-answer-big", read=False, receive_buffer=4096)
+    try:
+        others = [Stream(server, token, "short") for _ in range(3)]
+        for stream in others:  # served while the slow one waits, untouched by its bound
+            assert stream.ended.wait(WAIT)
+            assert stream.complete and b"a short answer" in stream.received, stream.received
+        # Ended as if the client had left: its body closed (the access line is written then)
+        # 2 s after the client last took a byte, and with it the upstream transfer, which the
+        # emulator sees its client leave. The client finds its connection closed.
+        cut = server.wait_for_line("outcome=incomplete", WAIT)
+        deadline = time.monotonic() + WAIT
+        duration_ms = float(cut.split("duration_ms=")[1].split()[0])
+        assert "status=200" in cut and 2000 <= duration_ms < 10_000, cut
+        while emulator.streams_left == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert emulator.streams_left == 1
+        received = b""
+        try:  # closed: what the client had taken, then the end (a timeout fails the test)
+            while piece := slow.sock.recv(65536):
+                received += piece
+        except ConnectionResetError:
+            pass  # reset: the rest of its answer dropped
+        assert b"data: [DONE]" not in received
+        # Logged as such, without the client's address or any of its answer.
+        logged = server.wait_for_line("CLIENT_SEND_TIMEOUT")
+        assert "took none of its answer for 2 s" in logged, logged
+        assert "127.0.0.1" not in logged and "xxx" not in logged
+        assert "Traceback" not in server.output()
+    finally:
+        slow.close()
+        server.stop()
+    assert server.process.returncode == 0  # a graceful stop: nothing left to wait for
+
+
 def test_a_client_that_leaves_mid_stream_ends_that_stream_and_its_upstream(tmp_path, emulator,
                                                                            token):
     # 300 events 0.2 s apart: a minute, unless the stream ends when its client leaves.
