@@ -14,6 +14,7 @@ from chatgpt_web.keys import key_digest
 from tests.fake_openai import answers as fake_answers
 from tests.relay_fixtures import key_env, upstream
 from tests.service_fixtures import LiveServer
+from tests.vision_helpers import png
 
 ADMIN = "admin-relay-keys"
 WEB_ONLY = "sk-cw-web-only-key"
@@ -186,6 +187,9 @@ def test_moderation_blocks_relay_prompts_before_forwarding(mixed, fake_openai, t
         lambda: client.embeddings.create(model="text-embedding-3-small",
                                          input=["fine", "detonator"]),
         lambda: client.images.generate(model="dall-e-3", prompt="a detonator"),
+        # multipart, relay first: the prompt field is screened before the body is passed on
+        lambda: client.images.edit(model="gpt-image-1-mini", image=("p.png", png(2, 2)),
+                                   prompt="add a detonator"),
     ]
     for call in calls:
         with pytest.raises(openai.BadRequestError) as refused:
