@@ -1,8 +1,9 @@
 """The files a caller sends with a message: read, fetched, checked (docs/files.md).
 
-Three faces bring files: `/v1/chat/completions` content parts (`image_url` with a `data:` or an
+Four faces bring files: `/v1/chat/completions` content parts (`image_url` with a `data:` or an
 https URL, `file` with base64 `file_data` and a `filename`), `/v1/responses` items
-(`input_image`, `input_file`, mapped to those parts), and `/send_message` multipart `file` fields.
+(`input_image`, `input_file`, mapped to those parts), `/send_message` multipart `file` fields,
+and the `image` files of `/v1/images/edits` and `/variations` (PNG, JPEG and WebP only).
 
 A part is first only *named* (`FileRef`): chat UIs resend the whole history every turn, and only
 the messages that go upstream need their files. `resolve()` turns the refs of those messages into

@@ -37,10 +37,10 @@ from flask import Blueprint, Response, jsonify, request
 from .. import models
 from ..config import Config
 from ..errors import BadRequest, NotFound
-from ..services import current
+from ..services import Services, current
 from ..upstream.uploads import Attachment
 from . import attachments, relay_requests
-from .credentials import authenticate
+from .credentials import Grant, authenticate
 from .error_boundary import install_error_handlers
 from .image_turns import draw, fetch, link_base, source_of
 from .openai_compat import error_body
@@ -123,34 +123,30 @@ def generations():
 @blueprint.post("/images/edits")
 def edits():
     """Draw `n` edits of the caller's images (multipart `image` or `image[]`) as `prompt` asks."""
-    services = current()
-    relayed = relay_requests.route_images(services, "/images/edits")
-    if relayed is not None:
-        return relayed
-    grant = authenticate(services)
-    body = _form()
-    prompt = _prompt(body, services.config)
-    options = _options(body, SIZES)
-    images = _images(services.config, "image", "image[]")
-    return _drawn(services, grant, _instruction(prompt, options.size), images, options, prompt)
+    return _edit("/images/edits", SIZES, ("image", "image[]"), attachments.MAX_FILES)
 
 
 @blueprint.post("/images/variations")
 def variations():
     """Draw `n` variations of the caller's image (multipart `image`)."""
+    return _edit("/images/variations", VARIATION_SIZES, ("image",), 1)
+
+
+def _edit(path: str, sizes: tuple[str, ...], names: tuple[str, ...], most: int):
+    """An edit of at most `most` pictures (the files `names`) sent as multipart to `path`: as
+    its `prompt` asks, or, for a variation (no prompt of the caller's), as VARIATION_PROMPT."""
     services = current()
-    relayed = relay_requests.route_images(services, "/images/variations")
+    relayed = relay_requests.route_images(services, path)
     if relayed is not None:
         return relayed
     grant = authenticate(services)
     body = _form()
-    options = _options(body, VARIATION_SIZES)
-    images = _images(services.config, "image")
-    if len(images) > 1:
-        raise BadRequest("a variation is made of one image: send one 'image' file",
-                         "too_many_files", param="image")
-    return _drawn(services, grant, _instruction(VARIATION_PROMPT, options.size), images,
-                  options, None)
+    variation = path == "/images/variations"
+    prompt = VARIATION_PROMPT if variation else _prompt(body, services.config)
+    options = _options(body, sizes)
+    images = _images(services.config, names, most)
+    return _drawn(services, grant, _instruction(prompt, options.size), images, options,
+                  None if variation else prompt)
 
 
 @dataclass(frozen=True)
@@ -179,8 +175,8 @@ def _options(body: dict, sizes: tuple[str, ...]) -> _Options:
     return _Options(n, size, response_format)
 
 
-def _drawn(services, grant, text: str, images: tuple, options: _Options,
-           revised_prompt: str | None):
+def _drawn(services: Services, grant: Grant, text: str, images: tuple[Attachment, ...],
+           options: _Options, revised_prompt: str | None):
     """`options.n` image turns of `text` and `images`, in the official answer's shape."""
     created = int(time.time())
     data = []
@@ -213,24 +209,29 @@ def _form() -> dict:
                              param=name)
     body = request.form.to_dict()
     n = body.get("n")
-    if n is not None and n.isdigit() and len(n) <= 3:
+    if n is not None and n.isascii() and n.isdigit() and len(n) <= 3:
         body["n"] = int(n)
     if body.get("stream") in ("true", "false"):
         body["stream"] = body["stream"] == "true"
     return body
 
 
-def _images(config: Config, *names: str) -> tuple[Attachment, ...]:
-    """The request's image files (fields `names`), checked as any attachment is (at most
-    MAX_FILES, each at most MAX_UPLOAD_BYTES, PNG, JPEG or WebP by its bytes).
+def _images(config: Config, names: tuple[str, ...], most: int) -> tuple[Attachment, ...]:
+    """The request's image files (fields `names`, at most `most`), checked as any attachment is
+    (each at most MAX_UPLOAD_BYTES, PNG, JPEG or WebP by its bytes).
 
     :raise BadRequest: missing_field, too_many_files. :raise PayloadTooLarge: file_too_large.
     :raise UnsupportedMediaType: unsupported_file_type.
     """
     files = [storage for name in names for storage in request.files.getlist(name)]
     if not files:
-        raise BadRequest("'image' is required: the picture as a file (several as image[])",
-                         "missing_field", param="image")
+        raise BadRequest("'image' is required: the picture as a file"
+                         + (" (several as image[])" if most > 1 else ""), "missing_field",
+                         param="image")
+    if len(files) > most:
+        raise BadRequest(f"{len(files)} images were sent; at most {most} "
+                         f"{'is' if most == 1 else 'are'} accepted", "too_many_files",
+                         param="image")
     return attachments.form_files(files, attachments.FileRules.from_config(config),
                                   param="image", accepted=INPUT_TYPES)
 
