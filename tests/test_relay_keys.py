@@ -130,6 +130,16 @@ def test_image_routes_skip_the_targets_a_key_may_not_use(mixed, emulator, fake_o
     assert drawn.data[0].b64_json
     assert len(web_turns(emulator)) == 1
     assert len(fake_openai.requests_to("/images/generations")) == 1
+    # edits (multipart) are routed the same way
+    edited = sdk(server, RELAY_ONLY).images.edit(model="gpt-image-1", image=("p.png", png(2, 2)),
+                                                 prompt="a fox in a hat")
+    assert edited.data and len(web_turns(emulator)) == 1
+    assert len(fake_openai.requests_to("/images/edits")) == 1
+    edited = sdk(server, WEB_ONLY).images.edit(model="gpt-image-1-mini", prompt="an owl in a hat",
+                                               image=("p.png", png(2, 2)))
+    assert edited.data[0].b64_json
+    assert len(web_turns(emulator)) == 2
+    assert len(fake_openai.requests_to("/images/edits")) == 1
 
 
 # --- the ledger and token quotas -----------------------------------------------------------------
