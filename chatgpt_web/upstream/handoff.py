@@ -35,6 +35,7 @@ from ..ws_client import Dialer
 from . import turn_topic
 from .endpoints import Upstream
 from .errors import from_upstream
+from .headers import without_write_tokens
 from .stream import Completion, Handoff, StreamReducer, TextDelta, image_pointers, relay
 
 MAX_CONVERSATION_BYTES = 8 * 1024 * 1024
@@ -123,8 +124,7 @@ def _resume(session, upstream: Upstream, headers: dict, conversation_id: str,
 def _poll(session, upstream: Upstream, headers: dict, conversation_id: str, sent: str,
           deadline: float, poll_interval: float) -> Iterator[TextDelta]:
     failures = 0
-    read_headers = {key: value for key, value in headers.items()
-                    if not key.lower().startswith(("openai-sentinel", "x-conduit"))}
+    read_headers = without_write_tokens(headers)
     read_headers["Accept"] = "*/*"
     while True:
         with upstream_errors("conversation poll"):

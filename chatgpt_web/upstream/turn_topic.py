@@ -28,6 +28,7 @@ from ..transport import upstream_errors
 from ..ws_client import Dialer
 from .endpoints import Upstream
 from .errors import from_upstream
+from .headers import without_write_tokens
 from .stream import Handoff, StreamReducer, TextDelta, relay
 
 WEBSOCKET_URL_PATH = "/celsius/ws/user"
@@ -137,8 +138,7 @@ def websocket_url(session, upstream: Upstream, headers: dict, deadline: float) -
     :raise ApiError: the site's refusal (from_upstream), or an answer without a ws(s) URL.
     """
     path = WEBSOCKET_URL_PATH
-    read_headers = {key: value for key, value in headers.items()
-                    if not key.lower().startswith(("openai-sentinel", "x-conduit"))}
+    read_headers = without_write_tokens(headers)
     read_headers.update({"Accept": "*/*", "X-Openai-Target-Path": "/backend-api" + path,
                          "X-Openai-Target-Route": "/backend-api" + path})
     with upstream_errors("conversation websocket"):
