@@ -682,6 +682,21 @@ def requests_of(face: str, token: str, prompt: str) -> tuple[bytes, str, dict]:
         "application/x-www-form-urlencoded", {}
 
 
+def same_flow_direct(dialect: str):
+    """The direct client that asks the emulator with the requests the service makes in `dialect`
+    (`direct_2026_flow` for 2026, `direct` for 2024): the reference `late` is judged against."""
+    return direct_2026_flow if dialect == "2026" else direct
+
+
+def conversation_body(dialect: str, prompt: str) -> bytes:
+    """The conversation write the service sends in `dialect` for `prompt`: the direct clients
+    send the same, so that the emulator streams them the same events."""
+    turn = ConversationRequest((ChatMessage("user", prompt),), "auto")
+    body = (build_body_2026(turn, history_disabled=False, now=time.time())
+            if dialect == "2026" else build_body(turn, history_disabled=False))
+    return json.dumps(body).encode()
+
+
 def run_dialect(dialect: str, args, levels: list[int], faces: list[str]) -> None:
     repeat_faces = args.repeat_faces.split(",")
     prompt = " ".join(f"word{i}" for i in range(args.words - 1))  # answer: "Echo: " + prompt
@@ -695,11 +710,7 @@ def run_dialect(dialect: str, args, levels: list[int], faces: list[str]) -> None
         context.set_alpn_protocols(["http/1.1"])
         TLS_PORTS[urllib.parse.urlsplit(emulator_url).port] = context
     service = ServerProcess.gunicorn(env)
-    # The body the service sends in this dialect, so the emulator streams the same events.
-    turn = ConversationRequest((ChatMessage("user", prompt),), "auto")
-    body = (build_body_2026(turn, history_disabled=False, now=time.time())
-            if dialect == "2026" else build_body(turn, history_disabled=False))
-    conversation = json.dumps(body).encode()
+    conversation = conversation_body(dialect, prompt)
     emulator_port = urllib.parse.urlsplit(emulator_url).port
     service_port = urllib.parse.urlsplit(service.url).port
     print(f"\nCHATGPT_PROTOCOL={dialect} (emulator --dialect {dialect})")
@@ -721,9 +732,10 @@ def run_dialect(dialect: str, args, levels: list[int], faces: list[str]) -> None
         for face in faces:
             for count in levels:
                 whole = face == "whole"
-                # The reference: N clients asking the emulator with this dialect's requests.
-                reference, legacy = ((direct_2026_flow, direct) if dialect == "2026"
-                                     else (direct, None))
+                # The reference: N clients asking the emulator with this dialect's requests;
+                # with 2026, the 2024 write's two-request client for comparison.
+                reference = same_flow_direct(dialect)
+                legacy = direct if dialect == "2026" else None
                 request = requests_of(face, token, prompt)
                 repeats = (args.repeats if count == max(levels) and face in repeat_faces
                            else 1)

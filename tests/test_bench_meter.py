@@ -152,6 +152,15 @@ def test_late_of_two_repeats_is_their_mean():
     assert abs(late - 0.7) < 1e-9 and abs(lowest - 0.6) < 1e-9 and abs(highest - 0.8) < 1e-9
 
 
+def test_late_is_judged_against_direct_clients_making_the_dialects_own_requests():
+    # bench/cpu_ab.py takes its reference from here too.
+    assert concurrency.same_flow_direct("2026") is concurrency.direct_2026_flow
+    assert concurrency.same_flow_direct("2024") is concurrency.direct
+    # The body the service writes in each dialect (2026 only: the conduit's prepare state).
+    assert b'"client_prepare_state"' in concurrency.conversation_body("2026", "hi")
+    assert b'"client_prepare_state"' not in concurrency.conversation_body("2024", "hi")
+
+
 # A process outside the caller's tree: the child forks a grandchild and ends at once, so the
 # grandchild is re-parented away from the caller; it spends 0.4 s of CPU and says so.
 _SPEND_OUTSIDE_THE_TREE = textwrap.dedent("""
