@@ -11,9 +11,10 @@ makes a session as the service does (`transport.new_session`, the configured imp
 emulator's CA as CHATGPT_CA_FILE) and starts N requests at once, each on a `curl_transfer.Transfer`
 of its own, against the repository's emulator (`python -m tests.emulator`, `--tls`, `--tls
 --http1`), which holds every answer back (`--request-delay`), so all N connections are open and
-idle when the process measures its resident memory. Printed per transport: resident KB per
-connection (the process's RSS with the N open, minus before), CPU ms per connection to open it
-(TCP, TLS handshake, the request), and both as a ratio to plain HTTP.
+idle when the process measures its resident memory. Printed per transport: the connections curl
+made, resident KB per open request (the process's RSS with the N open, minus before), CPU ms per
+request to open it (TCP, TLS handshake, the request), and both as a ratio to plain HTTP; the
+`h2-shared` row multiplexes the requests on a few connections instead (below).
 
 The site speaks TLS and HTTP/2, the emulator of bench/concurrency.py plain HTTP unless --http2:
 this is the per-connection part of the difference between the two (README "Over TLS").
@@ -33,7 +34,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-TRANSPORTS = {"plain": [], "tls-http1": ["--tls", "--http1"], "tls-http2": ["--tls"]}
+TRANSPORTS = {"plain": [], "tls-http1": ["--tls", "--http1"], "tls-http2": ["--tls"],
+              "h2-shared": ["--tls"]}
+# "h2-shared": the requests in groups of STREAMS_PER_CONNECTION, each group in one multi handle and
+# started once its first request's connection is up, so curl multiplexes the group on it: what
+# answers would cost if they shared connections as a browser's tabs do. The service does not do
+# this (README "Over TLS"). Not more per group: the emulator (hypercorn) allows 100 concurrent
+# streams on a connection, and curl queues a multi handle's requests beyond that for a free
+# stream rather than opening another connection.
+STREAMS_PER_CONNECTION = 100
 HOLD_SECONDS = 8.0  # how long the emulator holds each answer back: longer than the opening
 OPEN_SECONDS = 6.0  # the most the N connections may take to open
 
@@ -66,7 +75,7 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def open_connections(base_url: str, ca_file: str | None, n: int) -> dict:
+def open_connections(base_url: str, ca_file: str | None, n: int, shared: bool) -> dict:
     """(In the child process.) Start n requests at once and measure once all are sent."""
     from chatgpt_web.config import Config
     from chatgpt_web.curl_transfer import Transfer
@@ -78,9 +87,14 @@ def open_connections(base_url: str, ca_file: str | None, n: int) -> dict:
     session = new_session(Config.from_env(environ))
     transfers = [Transfer() for _ in range(n)]
     before_kb, before_cpu = resident_kb(), cpu_seconds()
-    for transfer in transfers:
+    for index, transfer in enumerate(transfers):
+        host = transfers[index - index % STREAMS_PER_CONNECTION] if shared else transfer
         transfer.start(session, "GET", base_url + "/", json=None, headers={},
-                       timeout=HOLD_SECONDS + 10, sink=lambda chunk: None)
+                       timeout=HOLD_SECONDS + 10, sink=lambda chunk: None,
+                       beside=host if transfer is not host else None)
+        while shared and transfer is host and not _request_sent(host):
+            host.step()  # its connection is up: curl then multiplexes the others on it
+            time.sleep(0.001)
     deadline = time.monotonic() + OPEN_SECONDS
     sent = 0
     while time.monotonic() < deadline:
@@ -100,12 +114,18 @@ def open_connections(base_url: str, ca_file: str | None, n: int) -> dict:
             transfer.step()
         time.sleep(0.01)
     versions = {_http_version(transfer) for transfer in transfers}
-    return {"kb": opened_kb, "cpu": opened_cpu, "sent": sent, "versions": sorted(versions)}
+    return {"kb": opened_kb, "cpu": opened_cpu, "sent": sent, "versions": sorted(versions),
+            "connections": sum(_connections_made(transfer) for transfer in transfers)}
 
 
 def _request_sent(transfer) -> bool:
     from curl_cffi import CurlInfo
     return transfer.curl.getinfo(CurlInfo.REQUEST_SIZE) > 0
+
+
+def _connections_made(transfer) -> int:
+    from curl_cffi import CurlInfo
+    return transfer.curl.getinfo(CurlInfo.NUM_CONNECTS)
 
 
 def _http_version(transfer) -> str:
@@ -117,7 +137,8 @@ def measure(transport: str, n: int) -> dict:
     emulator, base_url, ca_file = start_emulator(TRANSPORTS[transport])
     try:
         child = subprocess.run(
-            [sys.executable, __file__, "--child", base_url, ca_file or "", str(n)],
+            [sys.executable, __file__, "--child", base_url, ca_file or "", str(n),
+             str(transport == "h2-shared")],
             cwd=REPO, capture_output=True, text=True, timeout=OPEN_SECONDS + 30)
         if child.returncode != 0:
             raise RuntimeError(f"{transport}: the measuring process failed:\n{child.stderr}")
@@ -128,9 +149,9 @@ def measure(transport: str, n: int) -> dict:
 
 
 def main() -> int:
-    if len(sys.argv) == 5 and sys.argv[1] == "--child":
-        _, _, base_url, ca_file, n = sys.argv
-        print(json.dumps(open_connections(base_url, ca_file or None, int(n))))
+    if len(sys.argv) == 6 and sys.argv[1] == "--child":
+        _, _, base_url, ca_file, n, shared = sys.argv
+        print(json.dumps(open_connections(base_url, ca_file or None, int(n), shared == "True")))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=250, help="connections per measurement")
@@ -147,17 +168,19 @@ def main() -> int:
                       f"{OPEN_SECONDS:g} s", file=sys.stderr)
                 return 1
             results[name].append(outcome)
-    print(f"{args.n} open connections, {args.rounds} round(s), load {os.getloadavg()[0]:.1f}")
-    print(f"{'transport':>10} {'HTTP':>5} {'KB/conn':>8} {'x plain':>8} {'CPU ms/conn':>12} "
-          f"{'x plain':>8}")
+    print(f"{args.n} requests open at once, {args.rounds} round(s), "
+          f"load {os.getloadavg()[0]:.1f}")
+    print(f"{'transport':>10} {'HTTP':>5} {'conns':>6} {'KB/req':>7} {'x plain':>8} "
+          f"{'CPU ms/req':>11} {'x plain':>8}")
     plain_kb = statistics.median(r["kb"] for r in results["plain"]) / args.n
     plain_ms = statistics.median(r["cpu"] for r in results["plain"]) * 1000 / args.n
     for name, outcomes in results.items():
         kb = statistics.median(r["kb"] for r in outcomes) / args.n
         ms = statistics.median(r["cpu"] for r in outcomes) * 1000 / args.n
         spoken = ",".join(sorted({v for r in outcomes for v in r["versions"]}))
-        print(f"{name:>10} {spoken:>5} {kb:8.1f} {kb / plain_kb:8.2f} {ms:12.3f} "
-              f"{ms / plain_ms:8.2f}")
+        connections = statistics.median(r["connections"] for r in outcomes)
+        print(f"{name:>10} {spoken:>5} {connections:6.0f} {kb:7.1f} {kb / plain_kb:8.2f} "
+              f"{ms:11.3f} {ms / plain_ms:8.2f}")
     return 0
 
 
