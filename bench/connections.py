@@ -47,10 +47,11 @@ HOLD_SECONDS = 8.0  # how long the emulator holds each answer back: longer than 
 OPEN_SECONDS = 6.0  # the most the N connections may take to open
 
 
-def start_emulator(flags: list[str]) -> tuple[subprocess.Popen, str, str | None]:
-    """The emulator as a program; (process, base URL, CA file or None)."""
+def start_emulator(flags: list[str], hold: float) -> tuple[subprocess.Popen, str, str | None]:
+    """The emulator as a program that holds every answer back `hold` seconds; (process, base
+    URL, CA file or None)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.emulator", "--easy", "--request-delay", str(HOLD_SECONDS),
+        [sys.executable, "-m", "tests.emulator", "--easy", "--request-delay", str(hold),
          *flags], cwd=REPO, stdout=subprocess.PIPE, text=True)
     found: dict[str, str] = {}
     while "ACCESS_TOKEN" not in found:
@@ -75,7 +76,8 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def open_connections(base_url: str, ca_file: str | None, n: int, shared: bool) -> dict:
+def open_connections(base_url: str, ca_file: str | None, n: int, shared: bool,
+                     hold: float) -> dict:
     """(In the child process.) Start n requests at once and measure once all are sent."""
     from chatgpt_web.config import Config
     from chatgpt_web.curl_transfer import Transfer
@@ -90,7 +92,7 @@ def open_connections(base_url: str, ca_file: str | None, n: int, shared: bool) -
     for index, transfer in enumerate(transfers):
         host = transfers[index - index % STREAMS_PER_CONNECTION] if shared else transfer
         transfer.start(session, "GET", base_url + "/", json=None, headers={},
-                       timeout=HOLD_SECONDS + 10, sink=lambda chunk: None,
+                       timeout=hold + 10, sink=lambda chunk: None,
                        beside=host if transfer is not host else None)
         while shared and transfer is host and not _request_sent(host):
             host.step()  # its connection is up: curl then multiplexes the others on it
@@ -109,7 +111,7 @@ def open_connections(base_url: str, ca_file: str | None, n: int, shared: bool) -
     opened_kb = resident_kb() - before_kb
     # Then the answers: which HTTP version each connection spoke is known once one came.
     while any(transfer._running() for transfer in transfers) and \
-            time.monotonic() < deadline + HOLD_SECONDS + 5:
+            time.monotonic() < deadline + hold + 5:
         for transfer in transfers:
             transfer.step()
         time.sleep(0.01)
@@ -133,13 +135,15 @@ def _http_version(transfer) -> str:
     return {2: "1.1", 3: "2"}.get(transfer.curl.getinfo(CurlInfo.HTTP_VERSION), "none")
 
 
-def measure(transport: str, n: int) -> dict:
-    emulator, base_url, ca_file = start_emulator(TRANSPORTS[transport])
+def measure(transport: str, n: int, hold: float = HOLD_SECONDS) -> dict:
+    """Open n requests over `transport` in a fresh process; what it measured: kb, cpu (of all
+    n), sent (requests that went out), versions (HTTP spoken), connections (curl made)."""
+    emulator, base_url, ca_file = start_emulator(TRANSPORTS[transport], hold)
     try:
         child = subprocess.run(
             [sys.executable, __file__, "--child", base_url, ca_file or "", str(n),
-             str(transport == "h2-shared")],
-            cwd=REPO, capture_output=True, text=True, timeout=OPEN_SECONDS + 30)
+             str(transport == "h2-shared"), str(hold)],
+            cwd=REPO, capture_output=True, text=True, timeout=OPEN_SECONDS + hold + 30)
         if child.returncode != 0:
             raise RuntimeError(f"{transport}: the measuring process failed:\n{child.stderr}")
         return json.loads(child.stdout.strip().splitlines()[-1])
@@ -149,9 +153,10 @@ def measure(transport: str, n: int) -> dict:
 
 
 def main() -> int:
-    if len(sys.argv) == 6 and sys.argv[1] == "--child":
-        _, _, base_url, ca_file, n, shared = sys.argv
-        print(json.dumps(open_connections(base_url, ca_file or None, int(n), shared == "True")))
+    if len(sys.argv) == 7 and sys.argv[1] == "--child":
+        _, _, base_url, ca_file, n, shared, hold = sys.argv
+        print(json.dumps(open_connections(base_url, ca_file or None, int(n), shared == "True",
+                                          float(hold))))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=250, help="connections per measurement")

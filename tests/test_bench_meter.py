@@ -12,7 +12,10 @@ import textwrap
 import urllib.error
 import urllib.request
 
+import pytest
+
 from bench import concurrency
+from bench import connections as bench_connections
 
 # A parent that forks a child which spends CPU and ends; the parent reaps it (as gunicorn's
 # master reaps a recycled worker), says so, then waits for stdin to close.
@@ -193,3 +196,16 @@ def test_the_emulator_reports_how_long_its_garbage_collector_paused_it():
     assert paused_after > paused_before
     assert 0 < longest <= paused_after - paused_before
     assert longest_since <= longest  # the longest pause is counted from the previous reading
+
+
+# --- bench/connections.py -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("transport, spoken, connections", [
+    ("plain", ["1.1"], 3), ("tls-http2", ["2"], 3), ("h2-shared", ["2"], 1)])
+def test_the_connection_bench_opens_what_each_row_says(transport, spoken, connections):
+    # Each request on a connection of its own, as an open answer holds one; the h2-shared row
+    # multiplexed on one. All went out, and every answer came back over the HTTP it names.
+    measured = bench_connections.measure(transport, 3, hold=0.5)
+    assert measured["sent"] == 3
+    assert measured["versions"] == spoken
+    assert measured["connections"] == connections
