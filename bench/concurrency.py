@@ -105,6 +105,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# The direct clients' HTTP/2 with --http2 (the emulator's TLS server, hypercorn, brings it: a
+# dev dependency, as the benchmark is).
+import h2.config
+import h2.connection
+import h2.events
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -136,10 +142,11 @@ class Outcome:
     error: str = ""
 
 
-# --- a small HTTP/1.1 client ----------------------------------------------------------------
-# With --http2: the emulator's port -> a TLS context trusting its CA. The direct clients speak
-# HTTP/1.1 over TLS to it (ALPN http/1.1): one connection per tab, its requests one after the
-# other, as a browser tab's would be on its HTTP/2 connection.
+# --- a small HTTP/1.1 and HTTP/2 client ----------------------------------------------------
+# With --http2: the emulator's port -> a TLS context trusting its CA and offering HTTP/2 by ALPN.
+# The direct clients then speak HTTP/2 to it, as the service does (H2Connection below): one
+# connection per tab, its requests one after the other on it, so the emulator does the same work
+# per answer for both paths (its HTTP/2 in Python costs it more CPU than HTTP/1.1).
 TLS_PORTS: dict[int, ssl.SSLContext] = {}
 
 
@@ -168,8 +175,15 @@ class Connection:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def open(cls, port: int) -> Connection:
-        return cls(*await asyncio.open_connection("127.0.0.1", port, ssl=TLS_PORTS.get(port)))
+    async def open(cls, port: int) -> Connection | H2Connection:
+        """A connection to 127.0.0.1:`port`: over TLS when TLS_PORTS names the port, then in
+        HTTP/2 when the server chose it by ALPN."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port,
+                                                       ssl=TLS_PORTS.get(port))
+        tls = writer.get_extra_info("ssl_object")
+        if tls is not None and tls.selected_alpn_protocol() == "h2":
+            return H2Connection(reader, writer)
+        return cls(reader, writer)
 
     def close(self) -> None:
         self.writer.close()
@@ -209,6 +223,60 @@ class Connection:
                 body += data
         ended = time.monotonic() - started
         return status, bytes(body) if not watch else tail, first_text, ended
+
+
+class H2Connection:
+    """`Connection`'s interface in HTTP/2 (the h2 library): each exchange one stream, one after
+    the other; the request is given as HTTP/1.1 bytes (`post()`) and translated."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.reader, self.writer = reader, writer
+        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.h2.initiate_connection()
+        self.writer.write(self.h2.data_to_send())
+
+    def close(self) -> None:
+        self.writer.close()
+
+    async def exchange(self, request: bytes, started: float, watch: bool):
+        """As Connection.exchange."""
+        head, _, body = request.partition(b"\r\n\r\n")
+        request_line, *lines = head.decode().split("\r\n")
+        method, path, _ = request_line.split(" ")
+        headers = [(":method", method), (":path", path), (":scheme", "https")]
+        for line in lines:
+            name, _, value = line.partition(": ")
+            name = name.lower()
+            if name == "host":
+                headers.insert(3, (":authority", value))
+            elif name != "connection":  # a connection-specific field, not sent in HTTP/2
+                headers.append((name, value))
+        connection = self.h2
+        stream = connection.get_next_available_stream_id()
+        connection.send_headers(stream, headers)
+        connection.send_data(stream, body, end_stream=True)
+        self.writer.write(connection.data_to_send())
+        status, kept, tail, first_text, ended = 0, bytearray(), b"", None, False
+        while not ended:
+            data = await self.reader.read(65536)
+            if not data:
+                break
+            for event in connection.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived) and event.stream_id == stream:
+                    status = int(dict(event.headers)[b":status"])
+                elif isinstance(event, h2.events.DataReceived) and event.stream_id == stream:
+                    connection.acknowledge_received_data(event.flow_controlled_length, stream)
+                    window = tail + event.data
+                    if first_text is None and FIRST_TEXT in window:
+                        first_text = time.monotonic() - started
+                    tail = window[-64:]
+                    if not watch:
+                        kept += event.data
+                elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset) and \
+                        event.stream_id == stream:
+                    ended = True
+            self.writer.write(connection.data_to_send())
+        return status, bytes(kept) if not watch else tail, first_text, time.monotonic() - started
 
 
 def _judge(status: int, tail: bytes, ttft: float | None, streamed: bool, what: str = "") -> Outcome:
@@ -682,6 +750,21 @@ def requests_of(face: str, token: str, prompt: str) -> tuple[bytes, str, dict]:
         "application/x-www-form-urlencoded", {}
 
 
+def same_flow_direct(dialect: str):
+    """The direct client that asks the emulator with the requests the service makes in `dialect`
+    (`direct_2026_flow` for 2026, `direct` for 2024): the reference `late` is judged against."""
+    return direct_2026_flow if dialect == "2026" else direct
+
+
+def conversation_body(dialect: str, prompt: str) -> bytes:
+    """The conversation write the service sends in `dialect` for `prompt`: the direct clients
+    send the same, so that the emulator streams them the same events."""
+    turn = ConversationRequest((ChatMessage("user", prompt),), "auto")
+    body = (build_body_2026(turn, history_disabled=False, now=time.time())
+            if dialect == "2026" else build_body(turn, history_disabled=False))
+    return json.dumps(body).encode()
+
+
 def run_dialect(dialect: str, args, levels: list[int], faces: list[str]) -> None:
     repeat_faces = args.repeat_faces.split(",")
     prompt = " ".join(f"word{i}" for i in range(args.words - 1))  # answer: "Echo: " + prompt
@@ -692,14 +775,10 @@ def run_dialect(dialect: str, args, levels: list[int], faces: list[str]) -> None
     if ca_file:
         env["CHATGPT_CA_FILE"] = ca_file
         context = ssl.create_default_context(cafile=ca_file)
-        context.set_alpn_protocols(["http/1.1"])
+        context.set_alpn_protocols(["h2"])
         TLS_PORTS[urllib.parse.urlsplit(emulator_url).port] = context
     service = ServerProcess.gunicorn(env)
-    # The body the service sends in this dialect, so the emulator streams the same events.
-    turn = ConversationRequest((ChatMessage("user", prompt),), "auto")
-    body = (build_body_2026(turn, history_disabled=False, now=time.time())
-            if dialect == "2026" else build_body(turn, history_disabled=False))
-    conversation = json.dumps(body).encode()
+    conversation = conversation_body(dialect, prompt)
     emulator_port = urllib.parse.urlsplit(emulator_url).port
     service_port = urllib.parse.urlsplit(service.url).port
     print(f"\nCHATGPT_PROTOCOL={dialect} (emulator --dialect {dialect})")
@@ -721,9 +800,10 @@ def run_dialect(dialect: str, args, levels: list[int], faces: list[str]) -> None
         for face in faces:
             for count in levels:
                 whole = face == "whole"
-                # The reference: N clients asking the emulator with this dialect's requests.
-                reference, legacy = ((direct_2026_flow, direct) if dialect == "2026"
-                                     else (direct, None))
+                # The reference: N clients asking the emulator with this dialect's requests;
+                # with 2026, the 2024 write's two-request client for comparison.
+                reference = same_flow_direct(dialect)
+                legacy = direct if dialect == "2026" else None
                 request = requests_of(face, token, prompt)
                 repeats = (args.repeats if count == max(levels) and face in repeat_faces
                            else 1)
@@ -820,8 +900,8 @@ def main() -> int:
     parser.add_argument("--repeat-faces", default=REPEAT_FACES,
                         help="the faces --repeats applies to")
     parser.add_argument("--http2", action="store_true",
-                        help="the emulator over TLS with HTTP/2, as the site (the service "
-                             "speaks h2 to it; the direct clients HTTP/1.1 over TLS)")
+                        help="the emulator over TLS with HTTP/2, as the site (the service and "
+                             "the direct clients speak HTTP/2 to it)")
     parser.add_argument("--timeout", type=float, default=120, help="seconds allowed per answer")
     parser.add_argument("--max-n", type=int, default=1000, help="refuse levels above this")
     args = parser.parse_args()

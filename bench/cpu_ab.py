@@ -13,9 +13,11 @@ working tree, in turn, against one emulator, warms it with 10 answers, then open
 /send_message requests at once (`--face usage`: /v1/chat/completions streamed with
 `stream_options.include_usage`; the 10 warm-up answers load the usage counter, so a run measures
 the counting per answer, not the load). Printed per run: user and system ms per answer, the
-slowest first token minus the emulator's direct p99 (`late`), the load average; at the end the
-median of each side and the ratio this/base. Loopback only; N at most 1000; every request
-within --timeout.
+slowest first token minus the direct p99 (`late`), the load average; at the end the median of
+each side and the ratio this/base. The direct p99 is bench/concurrency.py's reference, measured
+before each run: N clients asking the emulator at once with the requests the service makes in
+its dialect (CHATGPT_PROTOCOL=2026: `direct_2026_flow`, four requests per answer). Loopback
+only; N at most 1000; every request within --timeout.
 
 `--sequential` measures instead the CPU of N answers made one after the other by one thread of
 one process (Flask's test client, the emulator sending each answer at once): the service's own
@@ -31,7 +33,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.parse
 from pathlib import Path
 
@@ -42,20 +43,19 @@ from bench.concurrency import (  # noqa: E402
     _TICK,
     _read,
     at_once,
-    direct,
+    conversation_body,
     requests_of,
+    same_flow_direct,
     service_env,
     service_pids,
     start_emulator,
     summary,
     through_service,
 )
-from chatgpt_web.upstream.conversation import (  # noqa: E402
-    ChatMessage,
-    ConversationRequest,
-    build_body_2026,
-)
 from tests.servers import ServerProcess, free_port  # noqa: E402
+
+# Both sides speak the site's current dialect, and the emulator serves it.
+DIALECT = "2026"
 
 
 def user_system(pids: list[int]) -> tuple[float, float]:
@@ -153,15 +153,14 @@ def main() -> int:
         parser.error("--sequential measures the stream face only")
     prompt = " ".join(f"word{i}" for i in range(args.words - 1))
     emulator, emulator_url, token, _ = start_emulator(
-        0.0 if args.sequential else args.chunk_delay, "2026")
+        0.0 if args.sequential else args.chunk_delay, DIALECT)
     workdir = tempfile.mkdtemp(prefix="chatgpt_web-cpu-ab-")
     trees = {"base": export(args.base, workdir), "this": REPO}
     emulator_port = urllib.parse.urlsplit(emulator_url).port
-    turn = ConversationRequest((ChatMessage("user", prompt),), "auto")
-    conversation = __import__("json").dumps(
-        build_body_2026(turn, history_disabled=False, now=time.time())).encode()
+    # The reference `late` is judged against: direct clients making the dialect's own requests.
+    reference, conversation = same_flow_direct(DIALECT), conversation_body(DIALECT, prompt)
     print(f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; base={args.base} "
-          f"this={REPO}; N={args.n}, {args.words} words, CHATGPT_PROTOCOL=2026, "
+          f"this={REPO}; N={args.n}, {args.words} words, CHATGPT_PROTOCOL={DIALECT}, "
           f"face {args.face}", flush=True)
     print(f"{'round':>5} {'side':>4}  {'user':>7} {'sys':>6} {'total':>7}  {'late':>6}  "
           f"{'ok':>6}  {'load':>4}", flush=True)
@@ -170,7 +169,7 @@ def main() -> int:
         for round_ in range(args.rounds):
             order = ("base", "this") if round_ % 2 == 0 else ("this", "base")
             for side in order:
-                env = service_env(emulator_url, "2026",
+                env = service_env(emulator_url, DIALECT,
                                   os.path.join(workdir, f"{side}{round_}"), args.timeout)
                 if args.sequential:
                     total = sequential_run(trees[side], env, args.n, token, prompt)
@@ -179,7 +178,7 @@ def main() -> int:
                           f"{'':>6}  {'':>6}  {os.getloadavg()[0]:>4.1f}", flush=True)
                     continue
                 directs = asyncio.run(at_once(
-                    args.n, lambda: direct(emulator_port, token, conversation, False),
+                    args.n, lambda: reference(emulator_port, token, conversation, False),
                     args.timeout))
                 direct_p99 = summary(directs)[2]
                 user, system, late, ok = one_run(trees[side], env, args.n, token, prompt,

@@ -47,11 +47,13 @@ ANSWER_PATHS = CHAT_PATHS | {"/send_message", "/v1/responses"}
 RELAY_PATHS = {"/v1/completions": None, "/v1/embeddings": None,
                "/v1/moderations": "omni-moderation-latest", "/v1/audio/speech": None,
                "/v1/audio/transcriptions": None}
+# Served by the web accounts, or by the relay for a model it routes (api/images.py); edits and
+# variations are multipart.
+IMAGE_PATHS = frozenset({"/v1/images/generations", "/v1/images/edits", "/v1/images/variations"})
 # Answer paths whose body may be a form rather than JSON (see _read_as_json).
-FORM_PATHS = frozenset({"/send_message", "/v1/audio/transcriptions"})
-# Served by the web accounts, or by the relay for a model it routes (api/images.py).
-IMAGE_PATH = "/v1/images/generations"
-DEFAULT_MODELS = {**RELAY_PATHS, IMAGE_PATH: models.DEFAULT_IMAGE_MODEL}
+FORM_PATHS = frozenset({"/send_message", "/v1/audio/transcriptions", "/v1/images/edits",
+                        "/v1/images/variations"})
+DEFAULT_MODELS = {**RELAY_PATHS, **dict.fromkeys(IMAGE_PATHS, models.DEFAULT_IMAGE_MODEL)}
 BACKEND_NAMES = {"web": "the web accounts", "relay": "the relay upstreams"}
 NO_RETRY = {"x-should-retry": "false"}
 
@@ -178,7 +180,8 @@ def requested_model(path: str, default: str) -> str | None:
 
 def _read_as_json(path: str) -> bool:
     """Whether `path`'s route reads its body as JSON: always, but for /send_message (JSON when
-    its Content-Type says so, else a form) and /v1/audio/transcriptions (multipart)."""
+    its Content-Type says so, else a form), /v1/audio/transcriptions and the image edits and
+    variations (multipart)."""
     if path in FORM_PATHS:
         return path == "/send_message" and request.is_json
     return True
@@ -198,7 +201,7 @@ def answering_backends(services: Services, path: str, model: str | None) -> set[
     if path in RELAY_PATHS:
         return {"relay"}
     relay = services.relay
-    if path == IMAGE_PATH:
+    if path in IMAGE_PATHS:
         targets = relay.router.targets(model, web_knows=model in models.IMAGE_MODELS) \
             if relay is not None and model else None
         return {"web" if target.is_web else "relay" for target in targets} if targets \
@@ -346,7 +349,7 @@ def init_app(app: Flask) -> None:
                        services.config.trusted_proxies)
         policy = client.policy if client else None
         answering = request.method == "POST" and (
-            path in ANSWER_PATHS or path == IMAGE_PATH
+            path in ANSWER_PATHS or path in IMAGE_PATHS
             or path in RELAY_PATHS and services.relay is not None)
         if policy is not None:
             check_scopes(services, policy, ip, path if answering else None)

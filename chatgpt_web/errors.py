@@ -24,10 +24,14 @@ This module knows no foreign vocabulary. Each one is translated in one place bes
 that speaks it: curl's exceptions in transport.py (`upstream_errors`; its WebSocket's in
 ws_client.py), the ChatGPT backend's answers and the login flows' outcomes in upstream/errors.py.
 Messages never carry the caller's token, password or an HTML page.
+
+`seconds_left()` is the one check of an upstream call's deadline: the timeout to give the next
+call, or UpstreamTimeout once there is none.
 """
 from __future__ import annotations
 
 import math
+import time
 
 
 class ConfigError(ValueError):
@@ -132,3 +136,14 @@ class ServiceUnavailable(ApiError):
 
 class UpstreamTimeout(ApiError):
     status, code = 504, "deadline_exceeded"
+
+
+def seconds_left(deadline: float, what: str = "the answer") -> float:
+    """The seconds until `deadline` (time.monotonic()), the timeout to give the next upstream call.
+
+    :raise UpstreamTimeout: none are left: `what` did not complete in time.
+    """
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise UpstreamTimeout(f"{what} did not complete within the timeout")
+    return left

@@ -16,6 +16,8 @@ import struct
 from dataclasses import dataclass
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+IMAGE_NAMES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/gif": "GIF",
+               "image/webp": "WebP"}  # as error messages name them
 DOCUMENT_TYPES = (
     "application/pdf",
     "text/plain", "text/markdown", "text/csv", "application/json",

@@ -5,14 +5,22 @@ a small Python process tree of their own in its place.
 """
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import ssl
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
+import pytest
+
 from bench import concurrency
+from bench import connections as bench_connections
 
 # A parent that forks a child which spends CPU and ends; the parent reaps it (as gunicorn's
 # master reaps a recycled worker), says so, then waits for stdin to close.
@@ -152,6 +160,15 @@ def test_late_of_two_repeats_is_their_mean():
     assert abs(late - 0.7) < 1e-9 and abs(lowest - 0.6) < 1e-9 and abs(highest - 0.8) < 1e-9
 
 
+def test_late_is_judged_against_direct_clients_making_the_dialects_own_requests():
+    # bench/cpu_ab.py takes its reference from here too.
+    assert concurrency.same_flow_direct("2026") is concurrency.direct_2026_flow
+    assert concurrency.same_flow_direct("2024") is concurrency.direct
+    # The body the service writes in each dialect (2026 only: the conduit's prepare state).
+    assert b'"client_prepare_state"' in concurrency.conversation_body("2026", "hi")
+    assert b'"client_prepare_state"' not in concurrency.conversation_body("2024", "hi")
+
+
 # A process outside the caller's tree: the child forks a grandchild and ends at once, so the
 # grandchild is re-parented away from the caller; it spends 0.4 s of CPU and says so.
 _SPEND_OUTSIDE_THE_TREE = textwrap.dedent("""
@@ -193,3 +210,47 @@ def test_the_emulator_reports_how_long_its_garbage_collector_paused_it():
     assert paused_after > paused_before
     assert 0 < longest <= paused_after - paused_before
     assert longest_since <= longest  # the longest pause is counted from the previous reading
+
+
+# --- bench/connections.py -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("transport, spoken, connections", [
+    ("plain", ["1.1"], 3), ("tls-http2", ["2"], 3), ("h2-shared", ["2"], 1)])
+def test_the_connection_bench_opens_what_each_row_says(transport, spoken, connections):
+    # Each request on a connection of its own, as an open answer holds one; the h2-shared row
+    # multiplexed on one. All went out, and every answer came back over the HTTP it names.
+    measured = bench_connections.measure(transport, 3, hold=0.5)
+    assert measured["sent"] == 3
+    assert measured["versions"] == spoken
+    assert measured["connections"] == connections
+
+
+# --- the direct clients over TLS (--http2) --------------------------------------------------------
+
+def test_a_direct_client_speaks_http2_on_one_connection_when_the_emulator_offers_it(
+        tls_emulator):
+    port = urllib.parse.urlsplit(tls_emulator.url).port
+    context = ssl.create_default_context(cafile=tls_emulator.ca_file)
+    context.set_alpn_protocols(["h2"])
+    concurrency.TLS_PORTS[port] = context
+    auth = {"Authorization": f"Bearer {tls_emulator.mint_access_token()}"}
+    tls_emulator.switches.require_requirements_token = False  # as the bench's --easy emulator
+
+    async def two_requests():
+        connection = await concurrency.Connection.open(port)
+        try:
+            return [await connection.exchange(concurrency.post(
+                port, "/backend-api/sentinel/chat-requirements", b"{}", "application/json", auth,
+                close=False), time.monotonic(), watch=False) for _ in range(2)]
+        finally:
+            connection.close()
+
+    try:
+        answers = asyncio.run(two_requests())
+    finally:
+        del concurrency.TLS_PORTS[port]
+    assert [status for status, *_ in answers] == [200, 200], answers
+    assert all(json.loads(body)["token"] for _, body, _, _ in answers)
+    asked = [r for r in tls_emulator.requests if r.path.endswith("/chat-requirements")]
+    assert [r.http_version for r in asked] == ["HTTP/2", "HTTP/2"]
+    assert len({r.client_port for r in asked}) == 1  # one connection, as one browser tab

@@ -1,5 +1,6 @@
 """The one table that turns upstream answers into our errors."""
 import json
+import time
 
 import pytest
 
@@ -88,3 +89,18 @@ def test_an_endless_upstream_wait_is_reported_as_the_longest_wait(body, headers)
     error = from_upstream(429, body, headers)
     assert error.status == 429
     assert error.headers["Retry-After"] == str(errors.MAX_RETRY_AFTER)
+
+
+def test_seconds_left_is_the_time_to_the_deadline():
+    left = errors.seconds_left(time.monotonic() + 30)
+    assert 29 < left <= 30
+
+
+def test_no_seconds_left_is_a_timeout_that_names_what_did_not_complete():
+    with pytest.raises(errors.UpstreamTimeout) as caught:
+        errors.seconds_left(time.monotonic())
+    assert caught.value.code == "deadline_exceeded"
+    assert caught.value.message == "the answer did not complete within the timeout"
+    with pytest.raises(errors.UpstreamTimeout) as caught:
+        errors.seconds_left(time.monotonic() - 1, "the file upload")
+    assert caught.value.message == "the file upload did not complete within the timeout"

@@ -203,7 +203,8 @@ def test_links_need_no_api_key_where_everything_else_does(live_service_factory, 
     assert get(service.url + "/v1/models").status_code == 401
 
 
-def test_scoped_keys_apply_to_web_images(live_service_factory, emulator, tmp_path):
+@pytest.mark.parametrize("endpoint", ["generations", "edits"])
+def test_scoped_keys_apply_to_web_images(live_service_factory, emulator, tmp_path, endpoint):
     from chatgpt_web.keys import key_digest
     accounts = tmp_path / "accounts.json"
     accounts.write_text(json.dumps([{"id": "a1", "access_token":
@@ -220,6 +221,9 @@ def test_scoped_keys_apply_to_web_images(live_service_factory, emulator, tmp_pat
     def generate(key, model):
         with openai.OpenAI(base_url=service.url + "/v1", api_key=key, max_retries=0,
                            timeout=60) as client:
+            if endpoint == "edits":  # multipart: the model is read from the form
+                return client.images.edit(model=model, image=("p.png", tiny_png(b"p")),
+                                          prompt="a scoped picture")
             return client.images.generate(model=model, prompt="a scoped picture")
 
     assert generate("sk-web-images", "gpt-image-1").data[0].b64_json
@@ -229,6 +233,8 @@ def test_scoped_keys_apply_to_web_images(live_service_factory, emulator, tmp_pat
             generate(key, model)
         assert refused.value.code == code
     assert len(writes(emulator)) == 1
+    usage = get(service.url + "/v1/key", Authorization="Bearer sk-web-images").json()
+    assert usage["usage"]["day"]["requests"]["used"] == 1  # the answered request was counted
 
 
 def test_an_answer_without_an_image_is_502_with_the_models_words(sdk, emulator):

@@ -14,6 +14,7 @@ from chatgpt_web.keys import key_digest
 from tests.fake_openai import answers as fake_answers
 from tests.relay_fixtures import key_env, upstream
 from tests.service_fixtures import LiveServer
+from tests.vision_helpers import png
 
 ADMIN = "admin-relay-keys"
 WEB_ONLY = "sk-cw-web-only-key"
@@ -129,6 +130,16 @@ def test_image_routes_skip_the_targets_a_key_may_not_use(mixed, emulator, fake_o
     assert drawn.data[0].b64_json
     assert len(web_turns(emulator)) == 1
     assert len(fake_openai.requests_to("/images/generations")) == 1
+    # edits (multipart) are routed the same way
+    edited = sdk(server, RELAY_ONLY).images.edit(model="gpt-image-1", image=("p.png", png(2, 2)),
+                                                 prompt="a fox in a hat")
+    assert edited.data and len(web_turns(emulator)) == 1
+    assert len(fake_openai.requests_to("/images/edits")) == 1
+    edited = sdk(server, WEB_ONLY).images.edit(model="gpt-image-1-mini", prompt="an owl in a hat",
+                                               image=("p.png", png(2, 2)))
+    assert edited.data[0].b64_json
+    assert len(web_turns(emulator)) == 2
+    assert len(fake_openai.requests_to("/images/edits")) == 1
 
 
 # --- the ledger and token quotas -----------------------------------------------------------------
@@ -186,6 +197,9 @@ def test_moderation_blocks_relay_prompts_before_forwarding(mixed, fake_openai, t
         lambda: client.embeddings.create(model="text-embedding-3-small",
                                          input=["fine", "detonator"]),
         lambda: client.images.generate(model="dall-e-3", prompt="a detonator"),
+        # multipart, relay first: the prompt field is screened before the body is passed on
+        lambda: client.images.edit(model="gpt-image-1-mini", image=("p.png", png(2, 2)),
+                                   prompt="add a detonator"),
     ]
     for call in calls:
         with pytest.raises(openai.BadRequestError) as refused:

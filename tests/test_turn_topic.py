@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import time
+from types import SimpleNamespace
 
 import pytest
 
 from chatgpt_web.errors import UpstreamError
+from chatgpt_web.upstream.endpoints import from_base_url
+from chatgpt_web.upstream.headers import without_write_tokens
 from chatgpt_web.upstream.stream import Handoff, HandoffOption, StreamReducer, relay
-from chatgpt_web.upstream.turn_topic import TopicReader, subscribe_message, topic_of
+from chatgpt_web.upstream.turn_topic import (
+    TopicReader,
+    subscribe_message,
+    topic_of,
+    websocket_url,
+)
 
 TOPIC = "conversation-turn-tx-9"
 CID = "69544e47-48c8-832c-a76e-8593ef78f119"
@@ -125,3 +134,33 @@ def test_the_first_message_connects_and_subscribes_from_offset_zero():
 ])
 def test_the_topic_is_the_offered_one_or_named_after_the_turn_exchange(options, topic):
     assert topic_of(Handoff(CID, "tx-9", options)) == topic
+
+
+# The conversation headers as the write sends them: the account's, and its one-use tokens.
+WRITE_HEADERS = {"Authorization": "Bearer t", "Oai-Device-Id": "d-1",
+                 "Openai-Sentinel-Chat-Requirements-Token": "r", "openai-sentinel-proof-token": "p",
+                 "OpenAI-Sentinel-Turnstile-Token": "ts", "X-Conduit-Token": "c"}
+
+
+def test_a_read_carries_the_account_headers_without_the_writes_tokens():
+    read = without_write_tokens(WRITE_HEADERS)
+    assert read == {"Authorization": "Bearer t", "Oai-Device-Id": "d-1"}
+    assert len(WRITE_HEADERS) == 6  # a copy: the write's headers are left as they were
+
+
+def test_the_websocket_url_is_asked_for_without_the_writes_tokens():
+    sent = []
+
+    def get(url, headers, timeout):
+        sent.append((url, headers))
+        return SimpleNamespace(status_code=200, headers={},
+                               content=b'{"websocket_url": "wss://ws.example/ws/user?verify=v"}')
+
+    upstream = from_base_url("https://chatgpt.example")
+    url = websocket_url(SimpleNamespace(get=get), upstream, WRITE_HEADERS, time.monotonic() + 30)
+    assert url == "wss://ws.example/ws/user?verify=v"
+    [(asked, headers)] = sent
+    assert asked == "https://chatgpt.example/backend-api/celsius/ws/user"
+    assert headers == {"Authorization": "Bearer t", "Oai-Device-Id": "d-1", "Accept": "*/*",
+                       "X-Openai-Target-Path": "/backend-api/celsius/ws/user",
+                       "X-Openai-Target-Route": "/backend-api/celsius/ws/user"}

@@ -1,8 +1,9 @@
 """The files a caller sends with a message: read, fetched, checked (docs/files.md).
 
-Three faces bring files: `/v1/chat/completions` content parts (`image_url` with a `data:` or an
+Four faces bring files: `/v1/chat/completions` content parts (`image_url` with a `data:` or an
 https URL, `file` with base64 `file_data` and a `filename`), `/v1/responses` items
-(`input_image`, `input_file`, mapped to those parts), and `/send_message` multipart `file` fields.
+(`input_image`, `input_file`, mapped to those parts), `/send_message` multipart `file` fields,
+and the `image` files of `/v1/images/edits` and `/variations` (PNG, JPEG and WebP only).
 
 A part is first only *named* (`FileRef`): chat UIs resend the whole history every turn, and only
 the messages that go upstream need their files. `resolve()` turns the refs of those messages into
@@ -42,7 +43,15 @@ from ..errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from ..media_types import ACCEPTED_TYPES, EXTENSIONS, IMAGE_TYPES, clean_label, sniff, type_of_name
+from ..media_types import (
+    ACCEPTED_TYPES,
+    EXTENSIONS,
+    IMAGE_NAMES,
+    IMAGE_TYPES,
+    clean_label,
+    sniff,
+    type_of_name,
+)
 from ..transport import plain_session, upstream_errors
 from ..upstream.conversation import ChatMessage
 from ..upstream.endpoints import Resolver, guard_destination, system_resolver
@@ -180,8 +189,10 @@ def read(ref: FileRef, rules: FileRules, resolver: Resolver = system_resolver) -
 
 
 def checked(data: bytes, label: str | None, name: str | None, rules: FileRules, *,
-            param: str, image_only: bool = False) -> Attachment:
-    """`data` as an Attachment, if it is small enough and of an accepted type.
+            param: str, image_only: bool = False,
+            accepted: tuple[str, ...] | None = None) -> Attachment:
+    """`data` as an Attachment, if it is small enough and of an accepted type: `accepted`, else
+    the images when `image_only`, else the rules' types.
 
     The type is what the bytes are (media_types.sniff); the label (or the name's extension)
     only decides between types that look alike.
@@ -192,16 +203,21 @@ def checked(data: bytes, label: str | None, name: str | None, rules: FileRules, 
         raise BadRequest("the file is empty", "invalid_field", param=param)
     info = sniff(data, clean_label(label) if label not in (None, "application/octet-stream")
                  else type_of_name(name or ""))
-    accepted = IMAGE_TYPES if image_only else rules.accepted_types
+    accepted = accepted or (IMAGE_TYPES if image_only else rules.accepted_types)
     if info.mime_type not in accepted:
-        kinds = "images (PNG, JPEG, GIF, WebP)" if image_only else "images, PDF, text and " \
-            "office documents"
-        raise UnsupportedMediaType(f"this file type is not accepted: send {kinds}",
+        raise UnsupportedMediaType(f"this file type is not accepted: send {_kinds(accepted)}",
                                    "unsupported_file_type", param=param)
     if not name or type_of_name(name) != info.mime_type:
         stem = (name.rsplit(".", 1)[0] if name else "") or ("image" if info.is_image else "file")
         name = stem + EXTENSIONS[info.mime_type]
     return Attachment(name, info.mime_type, data, info.width, info.height)
+
+
+def _kinds(accepted: tuple[str, ...]) -> str:
+    """The accepted types in words: "images (PNG, JPEG, GIF, WebP)" when they are all images."""
+    if all(kind in IMAGE_TYPES for kind in accepted):
+        return "images (" + ", ".join(IMAGE_NAMES[kind] for kind in accepted) + ")"
+    return "images, PDF, text and office documents"
 
 
 def _too_large(limit: int, param: str) -> PayloadTooLarge:
@@ -334,16 +350,18 @@ def _image_server_errors(deadline: _Deadline) -> Iterator[None]:
             from failed.__cause__
 
 
-def form_files(storages: Sequence, rules: FileRules) -> tuple[Attachment, ...]:
-    """The multipart `file` fields of a /send_message call (werkzeug FileStorage objects) as
-    checked Attachments. :raise BadRequest, PayloadTooLarge, UnsupportedMediaType."""
+def form_files(storages: Sequence, rules: FileRules, *, param: str = "file",
+               accepted: tuple[str, ...] | None = None) -> tuple[Attachment, ...]:
+    """The multipart file fields named `param` (werkzeug FileStorage objects: /send_message's
+    `file`, /v1/images/edits' `image`) as checked Attachments, at most MAX_FILES, each of the
+    `accepted` types (default: the rules'). :raise BadRequest, PayloadTooLarge,
+    UnsupportedMediaType."""
     if len(storages) > MAX_FILES:
         raise BadRequest(f"{len(storages)} files were sent; at most {MAX_FILES} are accepted",
-                         "too_many_files", param="file")
+                         "too_many_files", param=param)
     found = []
     for index, storage in enumerate(storages):
-        param = f"file[{index}]"
         data = storage.stream.read(rules.max_bytes + 1)
         found.append(checked(data, storage.mimetype, _clean_name(storage.filename), rules,
-                             param=param))
+                             param=f"{param}[{index}]", accepted=accepted))
     return tuple(found)

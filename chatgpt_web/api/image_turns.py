@@ -1,7 +1,8 @@
 """Image turns on the web accounts, and the images they draw: read back, or linked.
 
-`draw()` runs one turn in the web app's image mode (`system_hints: ["picture_v2"]`) and returns
-its Completion, whose `images` are asset pointers. `source_of()` says which account may read one;
+`draw()` runs one turn in the web app's image mode (`system_hints: ["picture_v2"]`), with the
+images to edit if any (uploaded as any chat attachment is), and returns its Completion, whose
+`images` are asset pointers. `source_of()` says which account may read one;
 `fetch()` reads its bytes from that account (upstream/downloads.py); `image_markdown()` turns the
 images of a chat answer into markdown image links to this service (image_links.py), which is how
 chat UIs show what the model drew.
@@ -23,14 +24,15 @@ from .intake import client_gone
 NO_RETRY = {"x-should-retry": "false"}
 
 
-def draw(services: Services, grant: Grant, text: str) -> Completion:
-    """One image turn; its Completion has at least one image.
+def draw(services: Services, grant: Grant, text: str, images: tuple = ()) -> Completion:
+    """One image turn, `images` (uploads.Attachment: the pictures to edit) uploaded to the
+    account and sent with `text`; its Completion has at least one image.
 
     :raise UpstreamError: image_not_generated, when the model answered without drawing.
     """
     config = services.config
     answer = grant.start_answer(services.conversations, ConversationRequest(
-        messages=(ChatMessage("user", text),), model=config.default_model,
+        messages=(ChatMessage("user", text, images),), model=config.default_model,
         timeout=config.image_timeout, extra={"system_hints": ["picture_v2"]}))
     completion = answer.read(abandoned=client_gone)
     if not completion.images:

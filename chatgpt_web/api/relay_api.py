@@ -2,7 +2,8 @@
 
 POST /v1/completions, /v1/embeddings, /v1/moderations and /v1/audio/speech take JSON;
 /v1/audio/transcriptions takes multipart form data, passed on as received.
-/v1/images/generations is api/images.py's, which asks `route_images()` first.
+/v1/images/generations, /edits and /variations are api/images.py's, which asks `route_images()`
+first (edits and variations are multipart, passed on as received too).
 /v1/chat/completions is the OpenAI face's; it asks `route_chat()` first, which hands
 the request to the relay when the model's route says so (web pool resting, a relay-only model,
 tools the web backend lacks). `/v1/models` adds `listed_models()` to the web list.
@@ -16,12 +17,11 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from ..errors import ApiError, BadRequest, NotFound
-from ..relay.forward import RelayRequest
+from ..errors import ApiError, NotFound
 from ..services import current
 from .error_boundary import install_error_handlers
 from .openai_compat import error_body
-from .relay_requests import DEFAULT_MODERATION_MODEL, json_request, own_key, read_body, run
+from .relay_requests import DEFAULT_MODERATION_MODEL, form_request, json_request, run
 
 blueprint = Blueprint("relay", __name__, url_prefix="/v1")
 admin_blueprint = Blueprint("relay_admin", __name__, url_prefix="/admin")
@@ -29,8 +29,7 @@ admin_blueprint = Blueprint("relay_admin", __name__, url_prefix="/admin")
 # OpenAI API families this service does not relay: 501 rather than a confusing 404.
 UNSUPPORTED = ("files", "uploads", "batches", "fine_tuning", "fine-tunes",
                "vector_stores", "assistants", "threads", "organization", "projects",
-               "realtime", "containers", "evals", "chatkit", "videos",
-               "images/edits", "images/variations", "audio/translations")
+               "realtime", "containers", "evals", "chatkit", "videos", "audio/translations")
 
 
 install_error_handlers(blueprint, error_body)
@@ -71,16 +70,7 @@ def speech():
 @blueprint.post("/audio/transcriptions")
 def transcriptions():
     services = current()
-    body = read_body(services)
-    content_type = request.headers.get("Content-Type", "")
-    if not content_type.startswith("multipart/form-data"):
-        raise BadRequest("send the audio as multipart/form-data", "invalid_content_type")
-    model = request.form.get("model")  # parsed from the cached body, which is sent unchanged
-    if not model:
-        raise BadRequest("'model' is required (a model name)", "missing_field", param="model")
-    stream = request.form.get("stream") == "true"
-    return run(services, RelayRequest("/audio/transcriptions", body, content_type, model,
-                                      stream, None, False, own_key(services)))
+    return run(services, form_request(services, "/audio/transcriptions", what="the audio"))
 
 
 def unsupported(family: str, rest: str = ""):

@@ -31,6 +31,7 @@ from ..services import Services
 
 log = logging.getLogger(__name__)
 DEFAULT_MODERATION_MODEL = "omni-moderation-latest"
+GENERATIONS = "/images/generations"
 
 
 def relay_of(services: Services):
@@ -78,9 +79,25 @@ def json_request(services: Services, path: str, *, binary: bool = False,
                         own_key(services))
 
 
+def form_request(services: Services, path: str, *, what: str,
+                 default_model: str | None = None) -> RelayRequest:
+    """The RelayRequest of a multipart endpoint (`what` it uploads, for the error): the body is
+    passed on as received, so an upstream reads the files exactly as the caller sent them."""
+    body = read_body(services)
+    content_type = request.headers.get("Content-Type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise BadRequest(f"send {what} as multipart/form-data", "invalid_content_type")
+    model = request.form.get("model") or default_model  # parsed from the cached body
+    if not model or len(model) > 200:
+        raise BadRequest("'model' is required (a model name)", "missing_field", param="model")
+    return RelayRequest(path, body, content_type, model, request.form.get("stream") == "true",
+                        None, False, own_key(services))
+
+
 def prompt_texts(path: str, body: dict | None) -> list[str]:
     """The caller's texts in a relay request, for moderation: chat message contents (text
-    parts), a completion's prompt, embedding inputs, an image prompt, the text to speak."""
+    parts), a completion's prompt, embedding inputs, an image prompt (a multipart edit's
+    fields come as a dict too), the text to speak."""
     if not isinstance(body, dict):
         return []
     if path == "/chat/completions":
@@ -91,7 +108,7 @@ def prompt_texts(path: str, body: dict | None) -> list[str]:
             found += _texts(content, parts=True)
         return found
     field = {"/completions": "prompt", "/embeddings": "input", "/images/generations": "prompt",
-             "/audio/speech": "input"}.get(path)
+             "/images/edits": "prompt", "/audio/speech": "input"}.get(path)
     return _texts(body.get(field), parts=False) if field else []
 
 
@@ -161,7 +178,10 @@ def run(services: Services, relay_request: RelayRequest):
     key = client_key()
     if key is not None and key.policy is not None and not key.policy.allows_backend("relay"):
         raise backend_refused({"relay"})
-    texts = prompt_texts(relay_request.path, relay_request.json)
+    fields = relay_request.json
+    if fields is None and request.mimetype == "multipart/form-data":
+        fields = request.form.to_dict()  # a multipart request's text fields
+    texts = prompt_texts(relay_request.path, fields)
     moderator = services.moderator
     if moderator is not None and relay_request.path != "/moderations":
         moderator.check(texts)
@@ -256,19 +276,29 @@ def route_chat(services: Services):
                              web_ok)
 
 
-def route_images(services: Services):
-    """The relay's answer to POST /v1/images/generations, or None to leave it to the web
-    accounts (api/images.py), decided as `route_chat()` decides: a model the relay does not
-    route stays on the web; a routed one goes to the relay unless a web target comes first and
-    a web account can serve now, and back to the web when every relay target failed. Targets
-    outside the client key's `backends` scope are skipped, as for chats."""
+def route_images(services: Services, path: str = GENERATIONS):
+    """The relay's answer to POST /v1{path} (/images/generations, /images/edits or
+    /images/variations), or None to leave it to the web accounts (api/images.py), decided as
+    `route_chat()` decides: a model the relay does not route stays on the web; a routed one goes
+    to the relay unless a web target comes first and a web account can serve now, and back to
+    the web when every relay target failed. Targets outside the client key's `backends` scope are
+    skipped, as for chats. Generations are JSON; edits and variations are multipart, passed on
+    as received."""
     relay = services.relay
     if relay is None:
         return None
-    body = request.get_json(force=True, silent=True)
-    if not isinstance(body, dict):
-        return None
-    model = body.get("model") or models.DEFAULT_IMAGE_MODEL
+    body = None
+    if path == GENERATIONS:
+        body = request.get_json(force=True, silent=True)
+        if not isinstance(body, dict):
+            return None
+        model = body.get("model")
+    else:
+        if request.mimetype != "multipart/form-data":
+            return None  # the web path says what is wrong with it
+        request.get_data(cache=True, parse_form_data=False)  # kept whole, to be passed on
+        model = request.form.get("model")
+    model = model or models.DEFAULT_IMAGE_MODEL
     if not isinstance(model, str):
         return None
     targets = _targets_of_key(relay.router.targets(model,
@@ -279,9 +309,13 @@ def route_images(services: Services):
     web_ok = any(t.is_web for t in ordered) and _web_account_ready(services)
     if ordered[0].is_web and web_ok:
         return None
-    return _run_or_hand_back(services, json_request(services, "/images/generations",
-                                                    default_model=models.DEFAULT_IMAGE_MODEL,
-                                                    decoded=body), web_ok)
+    if body is not None:
+        relay_request = json_request(services, path, default_model=models.DEFAULT_IMAGE_MODEL,
+                                     decoded=body)
+    else:
+        relay_request = form_request(services, path, what="the image",
+                                     default_model=models.DEFAULT_IMAGE_MODEL)
+    return _run_or_hand_back(services, relay_request, web_ok)
 
 
 def _targets_of_key(targets):

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from ..config import Config
 from ..curl_transfer import END_OF_BODY_WAIT
-from ..errors import ApiError, BadRequest, UpstreamError, UpstreamTimeout
+from ..errors import ApiError, BadRequest, UpstreamError, seconds_left
 from ..jwt_claims import expiry, payload
 from ..metrics import timed_upstream
 from ..store import Store
@@ -298,7 +298,7 @@ class ConversationClient:
         deadline = time.monotonic() + request.timeout
         thinking_effort(request)  # a bad value is the caller's error, before any upstream call
         with new_session(self.config, resolve=upstream.resolve) as session:
-            visit = self.bootstrap.visit(session, upstream, access_token, _remaining(deadline))
+            visit = self.bootstrap.visit(session, upstream, access_token, seconds_left(deadline))
             visit.install(session, upstream)
             headers = self._headers(upstream, access_token, visit)
             request = self._with_uploads(session, upstream, headers, access_token, request,
@@ -389,7 +389,7 @@ class ConversationClient:
                                             may_be_2024=may_be_2024)
                 bundle = sentinel_bundle(session, upstream, base, solver=self.solver,
                                          chrome=self.chrome, visit=visit,
-                                         timeout=_remaining(deadline))
+                                         timeout=seconds_left(deadline))
                 if early is not None:
                     conduit = self._conduit(session, upstream, base, body, trace_id, deadline,
                                             may_be_2024=may_be_2024, early=early)
@@ -425,7 +425,7 @@ class ConversationClient:
             return session.post_beside(upstream.url("/f/conversation/prepare"),
                                        json=prepare_body(write),
                                        headers=_conduit_headers(headers, "", trace_id),
-                                       timeout=_remaining(deadline))
+                                       timeout=seconds_left(deadline))
 
     def _conduit(self, session, upstream: Upstream, headers: dict, write: dict, trace_id: str,
                  deadline: float, *, may_be_2024: bool = False,
@@ -444,7 +444,7 @@ class ConversationClient:
                     response = session.post(upstream.url("/f/conversation/prepare"),
                                             json=prepare_body(write),
                                             headers=_conduit_headers(headers, previous, trace_id),
-                                            timeout=_remaining(deadline))
+                                            timeout=seconds_left(deadline))
             if response.status_code == 404 and may_be_2024:
                 raise Only2024()
             if response.status_code != 200:
@@ -481,7 +481,7 @@ class ConversationClient:
         for attempt in range(MAX_CONTINUES + 1):
             sentinel = requirement_headers(session, upstream, headers, solver=self.solver,
                                            user_agent=self.chrome.user_agent,
-                                           timeout=_remaining(deadline), assets=assets,
+                                           timeout=seconds_left(deadline), assets=assets,
                                            environment=self._environment(upstream, visit))
             if completion is None:
                 body = build_body(request, history_disabled=self.config.history_disabled)
@@ -509,7 +509,7 @@ class ConversationClient:
         with upstream_errors("conversation"):
             with timed_upstream("conversation"):
                 response = stream_post(session, upstream.url(path), json=body,
-                                       headers=headers, timeout=_remaining(deadline))
+                                       headers=headers, timeout=seconds_left(deadline))
             # Closing also runs when the caller stops early (client went away): it ends the
             # transfer and closes its connection.
             with response:
@@ -529,18 +529,13 @@ def _target(path: str) -> dict:
     return {"X-Openai-Target-Path": path, "X-Openai-Target-Route": path}
 
 
-def _remaining(deadline: float) -> float:
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise UpstreamTimeout("the answer did not complete within the timeout")
-    return remaining
 
 
 def _chunks(response: StreamedResponse, deadline: float, max_bytes: int) -> Iterator[bytes]:
     received = 0
     for chunk in response.iter_content():
-        if time.monotonic() >= deadline:  # _remaining(deadline), without a call per chunk
-            _remaining(deadline)
+        if time.monotonic() >= deadline:  # seconds_left(deadline), without a call per chunk
+            seconds_left(deadline)
         received += len(chunk)
         if received > max_bytes:  # MAX_UPSTREAM_ANSWER_BYTES: a hostile reverse_proxy never ends
             raise UpstreamError(f"the upstream answer is longer than {max_bytes} bytes",

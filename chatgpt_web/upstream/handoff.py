@@ -28,13 +28,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .. import stream_pump
-from ..errors import ApiError, ContentBlocked, UpstreamError, UpstreamTimeout
+from ..errors import ApiError, ContentBlocked, UpstreamError, UpstreamTimeout, seconds_left
 from ..metrics import timed_upstream
 from ..transport import stream_post, upstream_errors
 from ..ws_client import Dialer
 from . import turn_topic
 from .endpoints import Upstream
 from .errors import from_upstream
+from .headers import without_write_tokens
 from .stream import Completion, Handoff, StreamReducer, TextDelta, image_pointers, relay
 
 MAX_CONVERSATION_BYTES = 8 * 1024 * 1024
@@ -110,7 +111,7 @@ def _resume(session, upstream: Upstream, headers: dict, conversation_id: str,
         with timed_upstream("conversation"):
             response = stream_post(session, upstream.url(path),
                                    json={"conversation_id": conversation_id, "offset": 0},
-                                   headers=resume_headers, timeout=_remaining(deadline))
+                                   headers=resume_headers, timeout=seconds_left(deadline))
         with response:
             if response.status_code != 200 or "text/event-stream" not in response.headers.get(
                     "Content-Type", ""):
@@ -123,13 +124,12 @@ def _resume(session, upstream: Upstream, headers: dict, conversation_id: str,
 def _poll(session, upstream: Upstream, headers: dict, conversation_id: str, sent: str,
           deadline: float, poll_interval: float) -> Iterator[TextDelta]:
     failures = 0
-    read_headers = {key: value for key, value in headers.items()
-                    if not key.lower().startswith(("openai-sentinel", "x-conduit"))}
+    read_headers = without_write_tokens(headers)
     read_headers["Accept"] = "*/*"
     while True:
         with upstream_errors("conversation poll"):
             response = session.get(upstream.url(f"/conversation/{conversation_id}"),
-                                   headers=read_headers, timeout=_remaining(deadline))
+                                   headers=read_headers, timeout=seconds_left(deadline))
         if response.status_code != 200:
             failures += 1
             if failures >= MAX_POLL_FAILURES:
@@ -152,7 +152,7 @@ def _poll(session, upstream: Upstream, headers: dict, conversation_id: str, sent
                                   images=images)
         wait = min(poll_interval, max(0.0, deadline - time.monotonic()))
         stream_pump.sleep(wait)  # in the pump, the other streams run meanwhile
-        _remaining(deadline)
+        seconds_left(deadline)
 
 
 def _finished_answer(content: bytes) -> tuple[str, dict, tuple[str, ...]] | None:
@@ -189,17 +189,12 @@ def _turn_images(mapping: dict, node_id: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
-def _remaining(deadline: float) -> float:
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise UpstreamTimeout("the answer did not complete within the timeout")
-    return remaining
 
 
 def _chunks(response, deadline: float, max_bytes: int) -> Iterator[bytes]:
     received = 0
     for chunk in response.iter_content():
-        _remaining(deadline)
+        seconds_left(deadline)
         received += len(chunk)
         if received > max_bytes:
             raise UpstreamError(f"the upstream answer is longer than {max_bytes} bytes",

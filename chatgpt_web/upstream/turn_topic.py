@@ -20,15 +20,15 @@ inline stream, so the same parser and reducer read it (stream.relay).
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 
 from .. import json_codec
-from ..errors import UpstreamError, UpstreamTimeout
+from ..errors import UpstreamError, seconds_left
 from ..transport import upstream_errors
 from ..ws_client import Dialer
 from .endpoints import Upstream
 from .errors import from_upstream
+from .headers import without_write_tokens
 from .stream import Handoff, StreamReducer, TextDelta, relay
 
 WEBSOCKET_URL_PATH = "/celsius/ws/user"
@@ -138,13 +138,12 @@ def websocket_url(session, upstream: Upstream, headers: dict, deadline: float) -
     :raise ApiError: the site's refusal (from_upstream), or an answer without a ws(s) URL.
     """
     path = WEBSOCKET_URL_PATH
-    read_headers = {key: value for key, value in headers.items()
-                    if not key.lower().startswith(("openai-sentinel", "x-conduit"))}
+    read_headers = without_write_tokens(headers)
     read_headers.update({"Accept": "*/*", "X-Openai-Target-Path": "/backend-api" + path,
                          "X-Openai-Target-Route": "/backend-api" + path})
     with upstream_errors("conversation websocket"):
         response = session.get(upstream.url(path), headers=read_headers,
-                               timeout=_remaining(deadline))
+                               timeout=seconds_left(deadline))
     content = response.content[:_MAX_URL_ANSWER]
     if response.status_code != 200:
         raise from_upstream(response.status_code, content, response.headers)
@@ -169,7 +168,7 @@ def follow(session, upstream: Upstream, headers: dict, dialer: Dialer, topic_id:
     """
     url = websocket_url(session, upstream, headers, deadline)
     with dialer.open(url, origin=upstream.origin, cookies=session.cookies,
-                     resolve=upstream.resolve, timeout=min(_remaining(deadline), 15.0),
+                     resolve=upstream.resolve, timeout=min(seconds_left(deadline), 15.0),
                      max_message_bytes=event_bytes) as connection:
         connection.send_text(subscribe_message(topic_id))
         reader = TopicReader(topic_id)
@@ -193,10 +192,3 @@ def _turn_text(messages: Iterator[bytes], reader: TopicReader,
         yield from reader.feed(message)
         if reader.done:
             return
-
-
-def _remaining(deadline: float) -> float:
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise UpstreamTimeout("the answer did not complete within the timeout")
-    return remaining

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,7 +36,7 @@ from urllib.parse import urlsplit
 import jwt
 
 from ..config import Config
-from ..errors import ApiError, UnsupportedMediaType, UpstreamError, UpstreamTimeout
+from ..errors import ApiError, UnsupportedMediaType, UpstreamError, UpstreamTimeout, seconds_left
 from ..media_types import IMAGE_TYPES
 from ..metrics import timed_upstream
 from ..store import Store
@@ -223,7 +222,7 @@ class Uploader:
     def _put(session, url: str, headers: dict, attachment: Attachment, deadline: float) -> None:
         with upstream_errors("file upload: blob"), timed_upstream("file_upload"):
             response = session.put(url, data=attachment.data, headers=headers,
-                                   timeout=_remaining(deadline), stream=True)
+                                   timeout=seconds_left(deadline, "the file upload"), stream=True)
         try:  # streamed: the blob store's answer is read only up to MAX_ANSWER_BYTES
             if not 200 <= response.status_code < 300:
                 raise from_upstream(response.status_code,
@@ -287,8 +286,8 @@ class _Calls:
     def _send(self, method: str, path: str, body: dict | None, step: str):
         with upstream_errors(step), timed_upstream("file_upload"):
             return self.session.request(method, self.upstream.url(path), json=body,
-                                        headers=self.headers, timeout=_remaining(self.deadline),
-                                        stream=True)
+                                        headers=self.headers, stream=True,
+                                        timeout=seconds_left(self.deadline, "the file upload"))
 
     def json(self, method: str, path: str, body: dict | None, *, step: str) -> dict:
         response = self._send(method, path, body, step)
@@ -350,11 +349,3 @@ def _bounded(response, step: str) -> bytes:
                 raise UpstreamError(f"{step}: the upstream answer is too large",
                                     "upstream_bad_answer")
     return bytes(body)
-
-
-def _remaining(deadline: float) -> float:
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise UpstreamTimeout("the file upload did not complete within the timeout")
-    return remaining
-

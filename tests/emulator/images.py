@@ -2,9 +2,13 @@
 
 A write asks for an image when its top-level `system_hints` holds "picture_v2" (the web app's
 image mode), or when the last user message begins like a request for one ("Draw ...", "Generate
-an image ..."). Such a turn, as on the real site, always hands off: the write's stream carries
-the preamble and `stream_handoff`, then `POST /f/conversation/resume` streams the image tool's
-message (author role "tool", an obfuscated tool name, `multimodal_text` content whose part is an
+an image ..."). A user message may carry pictures to edit (`multimodal_text` with
+`image_asset_pointer` parts of files uploaded to the account, checked by files.py as any
+write's): the tool draws all the same.
+
+Such a turn, as on the real site, always hands off: the write's stream carries the preamble and
+`stream_handoff`, then `POST /f/conversation/resume` streams the image tool's message (author
+role "tool", an obfuscated tool name, `multimodal_text` content whose part is an
 `image_asset_pointer`). The pointer arrives by a `replace` on
 `/message/content/parts/0/asset_pointer`, then the closing patch. With `switches.handoff = "poll"`
 the resume answers 404 and the finished tool message is in `GET /conversation/{id}`.

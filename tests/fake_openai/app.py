@@ -176,6 +176,17 @@ def create_fake_app(fake) -> Flask:
     def images():
         return gated(answers.image)
 
+    @app.post("/v1/images/edits")
+    @app.post("/v1/images/variations")
+    def image_edits():
+        """Multipart, as the official endpoints: the pictures as `image` (or `image[]`) files."""
+        refused, _ = gate(request.form.get("model", ""))
+        if refused:
+            return refused
+        if not request.files.getlist("image") and not request.files.getlist("image[]"):
+            return _json(400, keys.error("Missing file", "invalid_request_error", None, "image"))
+        return _json(200, answers.image(request.form.to_dict()))
+
     @app.post("/v1/audio/speech")
     def speech():
         data = body()

@@ -1,0 +1,275 @@
+"""Image edits and variations on the web accounts, through the official `openai` SDK over real
+HTTP (api/images.py).
+
+The SDK sends the pictures as multipart files (`image`, or `image[]` for several). The service
+checks them as any attachment (PNG, JPEG or WebP by their bytes, MAX_UPLOAD_BYTES, MAX_FILES),
+uploads them to the account (the emulator's file store keeps the bytes it received), and runs one
+image turn whose user message points at them before the prompt; the emulator draws, and the
+answer has the official shape, as generations' does.
+"""
+import base64
+
+import openai
+import pytest
+from curl_cffi import requests as curl_requests
+
+from chatgpt_web.api.images import VARIATION_PROMPT
+from tests.relay_fixtures import CLIENT_KEY
+from tests.vision_helpers import PDF, png
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PHOTO = png(6, 4, shade=10)
+SKETCH = png(3, 5, shade=200)
+
+
+def drawn(emulator) -> list[bytes]:
+    return [stored.data for stored in emulator.files.generated()]
+
+
+def writes(emulator) -> list[dict]:
+    return [r.json for r in emulator.requests_to("/f/conversation") if r.method == "POST"]
+
+
+def user_content(write: dict) -> dict:
+    return write["messages"][0]["content"]
+
+
+def pointers(write: dict) -> list[str]:
+    return [part["asset_pointer"] for part in user_content(write)["parts"]
+            if isinstance(part, dict)]
+
+
+def uploaded(emulator) -> dict[str, bytes]:
+    """The uploads the account received, by asset pointer."""
+    return {stored.pointer: stored.data for stored in emulator.files.uploaded()}
+
+
+# --- POST /v1/images/edits ---------------------------------------------------------------------
+
+def test_an_edit_uploads_the_image_and_sends_it_with_the_prompt(sdk, emulator):
+    answer = sdk.images.edit(model="gpt-image-1", image=("photo.png", PHOTO, "image/png"),
+                             prompt="give the cat a hat")
+    (item,) = answer.data
+    image = base64.b64decode(item.b64_json)
+    assert image.startswith(PNG_SIGNATURE) and [image] == drawn(emulator)
+    assert item.revised_prompt == "give the cat a hat"
+    (write,) = writes(emulator)
+    assert write["system_hints"] == ["picture_v2"]
+    content = user_content(write)
+    assert content["content_type"] == "multimodal_text"
+    assert content["parts"][-1] == "give the cat a hat"
+    # The one picture the account received is the caller's, byte for byte.
+    assert [uploaded(emulator)[pointer] for pointer in pointers(write)] == [PHOTO]
+    (attachment,) = write["messages"][0]["metadata"]["attachments"]
+    assert attachment["mime_type"] == "image/png"
+    assert (attachment["width"], attachment["height"]) == (6, 4)
+
+
+def test_an_edit_of_two_images_sends_both_in_order(sdk, emulator):
+    answer = sdk.images.edit(model="gpt-image-1", prompt="put them side by side",
+                             image=[("a.png", PHOTO, "image/png"), ("b.png", SKETCH, "image/png")])
+    assert [base64.b64decode(answer.data[0].b64_json)] == drawn(emulator)
+    (write,) = writes(emulator)
+    assert [uploaded(emulator)[pointer] for pointer in pointers(write)] == [PHOTO, SKETCH]
+    assert user_content(write)["parts"][-1] == "put them side by side"
+
+
+def test_an_edit_as_a_link_serves_the_drawn_bytes(sdk, emulator, live_service):
+    answer = sdk.images.edit(model="gpt-image-1", image=("p.png", PHOTO), prompt="at night",
+                             response_format="url")
+    url = answer.data[0].url
+    assert url.startswith(live_service.url + "/v1/files/img-")
+    assert [curl_requests.get(url, timeout=30).content] == drawn(emulator)
+
+
+def test_n_edits_are_n_turns_with_one_upload(sdk, emulator):
+    answer = sdk.images.edit(model="dall-e-2", image=("p.png", PHOTO), prompt="in winter", n=2,
+                             response_format="b64_json")
+    assert [base64.b64decode(item.b64_json) for item in answer.data] == drawn(emulator)
+    assert len(writes(emulator)) == 2
+    assert len(emulator.files.uploaded()) == 1  # the same bytes on the same account
+
+
+def test_a_jpeg_and_a_webp_are_accepted_by_their_bytes(sdk, emulator):
+    jpeg = bytes.fromhex("ffd8ffe000104a46494600010100000100010000ffc0000b080004000601011100"
+                         "ffd9")
+    webp = b"RIFF" + (30).to_bytes(4, "little") + b"WEBPVP8X" + bytes(8) + (5).to_bytes(
+        3, "little") + (3).to_bytes(3, "little")
+    # Labelled as anything: the bytes decide.
+    sdk.images.edit(model="gpt-image-1", prompt="p",
+                    image=[("x.bin", jpeg, "application/octet-stream"), ("y", webp)])
+    (write,) = writes(emulator)
+    types = [entry["mime_type"] for entry in write["messages"][0]["metadata"]["attachments"]]
+    assert types == ["image/jpeg", "image/webp"]
+
+
+# --- POST /v1/images/variations ------------------------------------------------------------------
+# The SDK marks create_variation deprecated (the official endpoint is retired); clients still call
+# it, and the web accounts still serve it.
+VARIATIONS_DEPRECATED = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
+
+
+@VARIATIONS_DEPRECATED
+def test_a_variation_is_an_edit_with_the_documented_prompt(sdk, emulator):
+    answer = sdk.images.create_variation(model="dall-e-2", image=("p.png", PHOTO),
+                                         response_format="b64_json")
+    (item,) = answer.data
+    assert [base64.b64decode(item.b64_json)] == drawn(emulator)
+    assert item.revised_prompt is None  # the prompt was ours, not the caller's
+    (write,) = writes(emulator)
+    assert write["system_hints"] == ["picture_v2"]
+    assert user_content(write)["parts"][-1] == VARIATION_PROMPT
+    assert [uploaded(emulator)[pointer] for pointer in pointers(write)] == [PHOTO]
+
+
+@VARIATIONS_DEPRECATED
+def test_variations_default_to_links_for_dall_e_and_take_n(sdk, emulator):
+    answer = sdk.images.create_variation(image=("p.png", PHOTO), n=2, size="512x512")
+    assert all(item.url for item in answer.data) and len(answer.data) == 2
+    assert len(writes(emulator)) == 2
+
+
+# --- what is refused, before any turn ----------------------------------------------------------
+
+def post_form(service, path, token, fields=(), files=(), **options):
+    from curl_cffi import CurlMime
+    mime = CurlMime()
+    for name, value in fields:
+        mime.addpart(name=name, data=value.encode())
+    for name, filename, data in files:
+        mime.addpart(name=name, filename=filename, data=data, content_type="image/png")
+    try:
+        return curl_requests.post(service.url + "/v1" + path, multipart=mime, timeout=30,
+                                  headers={"Authorization": f"Bearer {token}"}, **options)
+    finally:
+        mime.close()
+
+
+def refused(response, status: int, code: str, param: str | None) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == (code, param)
+    assert error["message"] and error["type"]
+    return error
+
+
+IMAGE = ("image", "p.png", PHOTO)
+
+
+@pytest.mark.parametrize("fields, files, status, code, param", [
+    ([], [IMAGE], 400, "missing_field", "prompt"),
+    ([("prompt", "  ")], [IMAGE], 400, "missing_field", "prompt"),
+    ([("prompt", "p")], [], 400, "missing_field", "image"),
+    ([("prompt", "p")], [("image", "doc.png", PDF)], 415, "unsupported_file_type", "image[0]"),
+    ([("prompt", "p")], [IMAGE, ("image[]", "a.gif", b"GIF89a\x01\x00\x01\x00")], 415,
+     "unsupported_file_type", "image[1]"),
+    ([("prompt", "p")], [("image", "empty.png", b"")], 400, "invalid_field", "image[0]"),
+    ([("prompt", "p")], [("image[]", f"{n}.png", PHOTO) for n in range(11)], 400,
+     "too_many_files", "image"),
+    ([("prompt", "p")], [IMAGE, ("mask", "m.png", PHOTO)], 400, "unsupported_parameter", "mask"),
+    ([("prompt", "p"), ("n", "9")], [IMAGE], 400, "invalid_field", "n"),
+    ([("prompt", "p"), ("n", "0")], [IMAGE], 400, "invalid_field", "n"),
+    ([("prompt", "p"), ("n", "two")], [IMAGE], 400, "invalid_field", "n"),
+    ([("prompt", "p"), ("n", "9" * 5000)], [IMAGE], 400, "invalid_field", "n"),
+    ([("prompt", "p"), ("n", "\u00b2")], [IMAGE], 400, "invalid_field", "n"),  # a digit to isdigit
+    ([("prompt", "p"), ("size", "3x3")], [IMAGE], 400, "invalid_field", "size"),
+    ([("prompt", "p"), ("response_format", "png")], [IMAGE], 400, "invalid_field",
+     "response_format"),
+    ([("prompt", "p"), ("stream", "true")], [IMAGE], 400, "unsupported_parameter", "stream"),
+    ([("prompt", "p"), ("model", "midjourney-9")], [IMAGE], 404, "model_not_found", "model"),
+], ids=lambda value: repr(value)[:30])
+def test_bad_edits_are_4xx_naming_the_field(live_service, emulator, token, fields, files,
+                                            status, code, param):
+    refused(post_form(live_service, "/images/edits", token, fields, files), status, code, param)
+    assert not writes(emulator) and not emulator.files.uploaded()
+
+
+@pytest.mark.parametrize("fields, files, status, code, param", [
+    ([], [], 400, "missing_field", "image"),
+    ([], [IMAGE, ("image", "b.png", SKETCH)], 400, "too_many_files", "image"),
+    ([], [("image", "doc.png", PDF)], 415, "unsupported_file_type", "image[0]"),
+    ([("size", "1024x1536")], [IMAGE], 400, "invalid_field", "size"),  # square only
+    ([("n", "5")], [IMAGE], 400, "invalid_field", "n"),
+    ([("response_format", "svg")], [IMAGE], 400, "invalid_field", "response_format"),
+], ids=lambda value: repr(value)[:30])
+def test_bad_variations_are_4xx_naming_the_field(live_service, emulator, token, fields, files,
+                                                 status, code, param):
+    refused(post_form(live_service, "/images/variations", token, fields, files), status, code,
+            param)
+    assert not writes(emulator)
+
+
+def test_a_mask_through_the_sdk_is_a_clear_400(sdk, emulator):
+    with pytest.raises(openai.BadRequestError) as raised:
+        sdk.images.edit(model="gpt-image-1", image=("p.png", PHOTO), mask=("m.png", PHOTO),
+                        prompt="replace the sky")
+    assert raised.value.code == "unsupported_parameter"
+    assert raised.value.body["param"] == "mask" and "mask" in raised.value.message
+    assert not writes(emulator)
+
+
+def test_an_image_over_max_upload_bytes_is_413(live_service_factory, emulator, token):
+    service = live_service_factory(MAX_UPLOAD_BYTES="100")
+    big = png(40, 40, shade=3) + bytes(200)
+    with openai.OpenAI(base_url=service.url + "/v1", api_key=token, max_retries=0,
+                       timeout=30) as client:
+        with pytest.raises(openai.APIStatusError) as raised:
+            client.images.edit(model="gpt-image-1", image=("big.png", big), prompt="p")
+    assert raised.value.status_code == 413
+    assert (raised.value.code, raised.value.body["param"]) == ("file_too_large", "image[0]")
+    assert not emulator.files.uploaded()
+
+
+@pytest.mark.parametrize("path", ["/images/edits", "/images/variations"])
+@pytest.mark.parametrize("body, content_type", [
+    (b'{"prompt": "p", "image": "iVBOR"}', "application/json"),
+    (b"prompt=p", "application/x-www-form-urlencoded"),
+    (b"--x\r\nbroken", "multipart/form-data; boundary=x"),
+])
+def test_a_body_that_is_not_a_multipart_image_is_400(live_service, emulator, token, path, body,
+                                                     content_type):
+    response = curl_requests.post(live_service.url + "/v1" + path, data=body, timeout=30,
+                                  headers={"Authorization": f"Bearer {token}",
+                                           "Content-Type": content_type})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] in ("invalid_content_type", "missing_field")
+    assert not writes(emulator)
+
+
+def test_no_token_is_401(live_service, emulator):
+    response = post_form(live_service, "/images/edits", "", [("prompt", "p")], [IMAGE])
+    assert response.status_code == 401
+    assert not writes(emulator)
+
+
+# --- the relay: a routed model's edits and variations go to its upstream, as sent ------------
+
+def relay_sdk(service):
+    return openai.OpenAI(base_url=service.url + "/v1", api_key=CLIENT_KEY, max_retries=0,
+                         timeout=30)
+
+
+def test_a_routed_model_is_edited_by_the_relay_with_the_body_as_sent(relay_service, fake_openai,
+                                                                     emulator):
+    client = relay_sdk(relay_service())
+    answer = client.images.edit(model="dall-e-3", prompt="add a moon",
+                                image=[("a.png", PHOTO, "image/png"), ("b.png", SKETCH)],
+                                mask=("m.png", SKETCH), response_format="b64_json", n=2)
+    assert len(answer.data) == 2 and answer.data[0].b64_json
+    (sent,) = fake_openai.requests_to("/images/edits")
+    # The multipart body the SDK sent reached the upstream unchanged, mask included.
+    for piece in (b'name="image[]"; filename="a.png"', PHOTO, SKETCH, b'name="mask"',
+                  b"add a moon"):
+        assert piece in sent.body
+    assert sent.headers["content-type"].startswith("multipart/form-data; boundary=")
+    assert not writes(emulator)
+
+
+@VARIATIONS_DEPRECATED
+def test_a_routed_model_is_varied_by_the_relay(relay_service, fake_openai, emulator):
+    client = relay_sdk(relay_service())
+    answer = client.images.create_variation(model="dall-e-3", image=("p.png", PHOTO))
+    assert answer.data[0].url
+    (sent,) = fake_openai.requests_to("/images/variations")
+    assert PHOTO in sent.body and b'name="image"; filename="p.png"' in sent.body
+    assert not writes(emulator)
