@@ -21,6 +21,7 @@ import pytest
 
 from bench import concurrency
 from bench import connections as bench_connections
+from bench import event_cost as bench_event_cost
 
 # A parent that forks a child which spends CPU and ends; the parent reaps it (as gunicorn's
 # master reaps a recycled worker), says so, then waits for stdin to close.
@@ -254,3 +255,15 @@ def test_a_direct_client_speaks_http2_on_one_connection_when_the_emulator_offers
     asked = [r for r in tls_emulator.requests if r.path.endswith("/chat-requirements")]
     assert [r.http_version for r in asked] == ["HTTP/2", "HTTP/2"]
     assert len({r.client_port for r in asked}) == 1  # one connection, as one browser tab
+
+
+# --- bench/event_cost.py --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("transport", ["plain", "tls-http2"])
+def test_the_event_cost_bench_reads_the_events_mostly_one_at_a_time(transport):
+    # Events sent apart reach the reader mostly one at a time on every transport, so the rows
+    # compare like reads (sent at once, they came in 5 to 8 times fewer chunks over TLS than over
+    # plain HTTP). 10 ms apart here, so that a loaded machine does not merge them.
+    cpu, chunks = bench_event_cost.measure(transport, answers=1, words=30, chunk_delay=0.01)
+    assert cpu > 0
+    assert chunks >= 25
