@@ -8,13 +8,15 @@ image turn whose user message points at them before the prompt; the emulator dra
 answer has the official shape, as generations' does.
 """
 import base64
+import io
 
 import openai
 import pytest
 from curl_cffi import requests as curl_requests
+from werkzeug.formparser import parse_form_data
 
 from chatgpt_web.api.images import VARIATION_PROMPT
-from tests.relay_fixtures import CLIENT_KEY
+from tests.relay_fixtures import CLIENT_KEY, upstream
 from tests.vision_helpers import PDF, png
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -262,6 +264,45 @@ def test_a_routed_model_is_edited_by_the_relay_with_the_body_as_sent(relay_servi
                   b"add a moon"):
         assert piece in sent.body
     assert sent.headers["content-type"].startswith("multipart/form-data; boundary=")
+    assert not writes(emulator)
+
+
+def sent_form(sent):
+    """(form fields, {file field: [bytes, ...]}) of a multipart request the fake upstream got."""
+    _, form, files = parse_form_data({
+        "REQUEST_METHOD": "POST", "CONTENT_TYPE": sent.headers["content-type"],
+        "CONTENT_LENGTH": str(len(sent.body)), "wsgi.input": io.BytesIO(sent.body)})
+    return form.to_dict(), {name: [f.read() for f in files.getlist(name)] for name in files}
+
+
+def renaming_plan(fake_openai, public: str, upstream_model: str) -> dict:
+    return {"upstreams": [upstream(fake_openai.base_url, "sk-fake-good-1")],
+            "models": {public: {"routes": [{"to": "openai", "model": upstream_model}]}}}
+
+
+def test_a_renamed_model_reaches_the_upstream_under_its_routed_name(relay_service, fake_openai,
+                                                                    emulator):
+    service = relay_service(plan=renaming_plan(fake_openai, "house-painter", "dall-e-3"))
+    answer = relay_sdk(service).images.edit(model="house-painter", prompt="add a moon",
+                                            image=[("a.png", PHOTO), ("b.png", SKETCH)],
+                                            mask=("m.png", SKETCH), response_format="b64_json")
+    assert answer.data[0].b64_json
+    (sent,) = fake_openai.requests_to("/images/edits")
+    form, files = sent_form(sent)
+    assert form == {"model": "dall-e-3", "prompt": "add a moon", "response_format": "b64_json"}
+    assert files == {"image[]": [PHOTO, SKETCH], "mask": [SKETCH]}
+    assert b"house-painter" not in sent.body
+    assert not writes(emulator)
+
+
+def test_an_edit_left_to_the_default_model_gets_the_routed_name(relay_service, fake_openai,
+                                                               emulator):
+    service = relay_service(plan=renaming_plan(fake_openai, "dall-e-2", "gpt-image-1"))
+    relay_sdk(service).images.edit(prompt="add a moon", image=("a.png", PHOTO))
+    (sent,) = fake_openai.requests_to("/images/edits")
+    form, files = sent_form(sent)
+    assert form == {"prompt": "add a moon", "model": "gpt-image-1"}
+    assert files == {"image": [PHOTO]}
     assert not writes(emulator)
 
 

@@ -333,6 +333,33 @@ def test_aliases_and_renames(relay_service, fake_openai):
     assert all(m.owned_by != "openai" for m in sdk(service).models.list())
 
 
+def test_a_renamed_transcription_model_is_renamed_in_the_multipart_body(relay_service,
+                                                                        fake_openai):
+    plan = {"upstreams": [upstream(fake_openai.base_url, "sk-fake-good-1")],
+            "models": {"house-whisper": {"routes": [{"to": "openai", "model": "whisper-1"}]}}}
+    service = relay_service(plan=plan)
+    audio = b"RIFF\x00\x01\r\n--not-the-boundary\r\nname=\"model\"\r\n\x00\xff"
+    boundary = b"relay-test-boundary"
+
+    def body(model: bytes) -> bytes:
+        return (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; '
+                b'filename="a.wav"\r\nContent-Type: audio/wav\r\n\r\n' + audio
+                + b"\r\n--" + boundary + b'\r\nContent-Disposition: form-data; name="model"'
+                b"\r\n\r\n" + model + b"\r\n--" + boundary + b"--\r\n")
+
+    content_type = "multipart/form-data; boundary=" + boundary.decode()
+    status, _, answer = http_request(service.url, "POST", "/v1/audio/transcriptions",
+                                     body(b"house-whisper"), {
+                                         "Authorization": f"Bearer {CLIENT_KEY}",
+                                         "Content-Type": content_type})
+    assert status == 200
+    assert json.loads(answer) == {"text": f"transcribed {len(audio)} bytes of a.wav"}
+    (sent,) = fake_openai.requests_to("/audio/transcriptions")
+    # The upstream got the route's name, and every other byte as the caller sent it.
+    assert sent.body == body(b"whisper-1")
+    assert sent.headers["content-type"] == content_type
+
+
 def test_discovered_models_decide_which_key_serves(relay_service, fake_openai):
     plan = {"upstreams": [{"name": "openai", "base_url": fake_openai.base_url,
                            "keys": [{"id": "a", "key": "sk-fake-good-a"},

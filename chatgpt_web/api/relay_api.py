@@ -1,9 +1,10 @@
 """The relay faces: /v1 endpoints served by OpenAI-compatible upstreams, and /admin/upstreams.
 
 POST /v1/completions, /v1/embeddings, /v1/moderations and /v1/audio/speech take JSON;
-/v1/audio/transcriptions takes multipart form data, passed on as received.
-/v1/images/generations, /edits and /variations are api/images.py's, which asks `route_images()`
-first (edits and variations are multipart, passed on as received too).
+/v1/audio/transcriptions takes multipart form data, passed on as received but for the `model`
+field a route renames (relay/multipart.py). /v1/images/generations, /edits and /variations are
+api/images.py's, which asks `route_images()` first (edits and variations are multipart, passed on
+the same way).
 /v1/chat/completions is the OpenAI face's; it asks `route_chat()` first, which hands
 the request to the relay when the model's route says so (web pool resting, a relay-only model,
 tools the web backend lacks). `/v1/models` adds `listed_models()` to the web list.

@@ -82,16 +82,19 @@ def json_request(services: Services, path: str, *, binary: bool = False,
 def form_request(services: Services, path: str, *, what: str,
                  default_model: str | None = None) -> RelayRequest:
     """The RelayRequest of a multipart endpoint (`what` it uploads, for the error): the body is
-    passed on as received, so an upstream reads the files exactly as the caller sent them."""
+    passed on as received, so an upstream reads the files exactly as the caller sent them, but
+    for the `model` field, which the relay sets to the model a route sends (relay/multipart.py),
+    adding it when the caller left it to the default."""
     body = read_body(services)
     content_type = request.headers.get("Content-Type", "")
     if not content_type.startswith("multipart/form-data"):
         raise BadRequest(f"send {what} as multipart/form-data", "invalid_content_type")
-    model = request.form.get("model") or default_model  # parsed from the cached body
+    sent_model = request.form.get("model")  # parsed from the cached body
+    model = sent_model or default_model
     if not model or len(model) > 200:
         raise BadRequest("'model' is required (a model name)", "missing_field", param="model")
     return RelayRequest(path, body, content_type, model, request.form.get("stream") == "true",
-                        None, False, own_key(services))
+                        None, False, own_key(services), form_model=sent_model)
 
 
 def prompt_texts(path: str, body: dict | None) -> list[str]:
@@ -283,7 +286,7 @@ def route_images(services: Services, path: str = GENERATIONS):
     to the relay unless a web target comes first and a web account can serve now, and back to
     the web when every relay target failed. Targets outside the client key's `backends` scope are
     skipped, as for chats. Generations are JSON; edits and variations are multipart, passed on
-    as received."""
+    as received but for the `model` field (`form_request()`)."""
     relay = services.relay
     if relay is None:
         return None

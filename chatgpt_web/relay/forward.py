@@ -11,10 +11,11 @@ commits (sends our status line and headers) and passes the answer on:
   RELAY_TOTAL_TIMEOUT ends with an error event, never with a made-up `[DONE]`. An upstream that
   ends after a finish_reason without `[DONE]` gets one appended (the answer was complete).
 
-The only changes to what passes (each tested): the request's `model` when a route renames it and
-`stream_options.include_usage` asked of upstreams marked `stream_usage`; in the answer, the model
-name renamed back, the usage chunk and `"usage":null` members removed when the caller did not ask
-for usage, error texts scrubbed, and only allow-listed upstream headers.
+The only changes to what passes (each tested): the request's `model` when a route renames it (a
+JSON member, or a multipart field: multipart.py) and `stream_options.include_usage` asked of
+upstreams marked `stream_usage`; in the answer, the model name renamed back, the usage chunk and
+`"usage":null` members removed when the caller did not ask for usage, error texts scrubbed, and
+only allow-listed upstream headers.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from flask import Response
 from ..curl_transfer import END_OF_BODY_WAIT
 from ..errors import ApiError
 from ..metrics import RELAY_ATTEMPTS, RELAY_BROKEN_STREAMS, RELAY_OVERHEAD
-from . import events, outcomes
+from . import events, multipart, outcomes
 from .routing import Attempt, Router
 from .scrub import Scrubber, client_headers
 from .wire import Exchange, TransportFailure
@@ -54,6 +55,8 @@ class RelayRequest:
     json: dict | None = None
     binary: bool = False  # the answer is a binary body to pipe (speech)
     own_key: str | None = None  # the caller's upstream key (RELAY_BYOK): never stored or logged
+    # A multipart body's `model` field as sent (None: it has none, the model is a default).
+    form_model: str | None = None
     # Called once with the answer's `usage` object (None when the upstream gave none) when the
     # answer is complete, before its last bytes reach the caller (the usage ledger).
     on_complete: Callable[[dict | None], None] | None = None
@@ -91,8 +94,11 @@ class Relay:
     # --- the request sent upstream -------------------------------------------------------------
     def _body_for(self, request: RelayRequest, attempt: Attempt) -> tuple[bytes, bool]:
         """(the body to send, whether usage was injected)."""
-        if request.json is None:
-            return request.body, False
+        if request.json is None:  # multipart: only its `model` field may change
+            if request.form_model == attempt.model:
+                return request.body, False
+            return multipart.with_field(request.body, request.content_type, "model",
+                                        attempt.model), False
         changes = {}
         if attempt.model != request.json.get("model"):
             changes["model"] = attempt.model

@@ -51,6 +51,7 @@ from .bootstrap import Bootstrap, Visit
 from .browser import ACCEPT_LANGUAGE, LANGUAGE, TIME_ZONE, Chrome, timezone_offset_min
 from .endpoints import Upstream
 from .errors import from_upstream
+from .headers import target_headers
 from .pow import ProofOfWorkSolver
 from .sentinel import PageAssets, requirement_headers, sentinel_bundle
 from .stream import Completion, StreamReducer, TextDelta, relay
@@ -398,7 +399,7 @@ class ConversationClient:
                     early.close()
             if conduit.expires_at <= time.time():  # the solve took longer than its lifetime
                 conduit = self._conduit(session, upstream, base, body, trace_id, deadline)
-            write_headers = {**base, **_target("/backend-api/f/conversation"),
+            write_headers = {**base, **target_headers("/f/conversation"),
                              **bundle.headers(), "Accept": "text/event-stream",
                              "X-Conduit-Token": conduit.token, "X-Oai-Turn-Trace-Id": trace_id}
             try:
@@ -521,12 +522,8 @@ class ConversationClient:
 
 
 def _conduit_headers(headers: dict, previous: str, trace_id: str) -> dict:
-    return {**headers, **_target("/backend-api/f/conversation/prepare"),
+    return {**headers, **target_headers("/f/conversation/prepare"),
             "X-Conduit-Token": previous, "X-Oai-Turn-Trace-Id": trace_id}
-
-
-def _target(path: str) -> dict:
-    return {"X-Openai-Target-Path": path, "X-Openai-Target-Route": path}
 
 
 

@@ -35,7 +35,7 @@ from ..ws_client import Dialer
 from . import turn_topic
 from .endpoints import Upstream
 from .errors import from_upstream
-from .headers import without_write_tokens
+from .headers import target_headers, without_write_tokens
 from .stream import Completion, Handoff, StreamReducer, TextDelta, image_pointers, relay
 
 MAX_CONVERSATION_BYTES = 8 * 1024 * 1024
@@ -104,9 +104,7 @@ def _transports(session, upstream: Upstream, headers: dict, reducer: StreamReduc
 def _resume(session, upstream: Upstream, headers: dict, conversation_id: str,
             reducer: StreamReducer, deadline: float, limits: Limits) -> Iterator[TextDelta]:
     path = "/f/conversation/resume"
-    resume_headers = {**headers, "Accept": "text/event-stream",
-                      "X-Openai-Target-Path": "/backend-api" + path,
-                      "X-Openai-Target-Route": "/backend-api" + path}
+    resume_headers = {**headers, "Accept": "text/event-stream", **target_headers(path)}
     with upstream_errors("conversation resume"):
         with timed_upstream("conversation"):
             response = stream_post(session, upstream.url(path),

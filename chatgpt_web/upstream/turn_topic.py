@@ -28,7 +28,7 @@ from ..transport import upstream_errors
 from ..ws_client import Dialer
 from .endpoints import Upstream
 from .errors import from_upstream
-from .headers import without_write_tokens
+from .headers import target_headers, without_write_tokens
 from .stream import Handoff, StreamReducer, TextDelta, relay
 
 WEBSOCKET_URL_PATH = "/celsius/ws/user"
@@ -139,8 +139,7 @@ def websocket_url(session, upstream: Upstream, headers: dict, deadline: float) -
     """
     path = WEBSOCKET_URL_PATH
     read_headers = without_write_tokens(headers)
-    read_headers.update({"Accept": "*/*", "X-Openai-Target-Path": "/backend-api" + path,
-                         "X-Openai-Target-Route": "/backend-api" + path})
+    read_headers.update({"Accept": "*/*", **target_headers(path)})
     with upstream_errors("conversation websocket"):
         response = session.get(upstream.url(path), headers=read_headers,
                                timeout=seconds_left(deadline))
