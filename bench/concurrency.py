@@ -697,16 +697,22 @@ def start_emulator(chunk_delay: float, dialect: str, request_delay: float = 0.0,
          "--words-per-delta", "1", "--chunk-delay", str(chunk_delay), "--dialect", dialect,
          "--request-delay", str(request_delay)] + (["--tls"] if http2 else []),
         cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    found = {}
-    while "ACCESS_TOKEN" not in found:  # printed after the URL (and the CA file)
+    found = emulator_settings(process)
+    return (process, found["CHATGPT_BASE_URL"], found["ACCESS_TOKEN"],
+            found.get("CHATGPT_CA_FILE"))
+
+
+def emulator_settings(process: subprocess.Popen) -> dict[str, str]:
+    """What the emulator program prints at start, NAME=value lines read from its stdout:
+    CHATGPT_BASE_URL, CHATGPT_CA_FILE (with --tls) and ACCESS_TOKEN, which comes last."""
+    found: dict[str, str] = {}
+    while "ACCESS_TOKEN" not in found:
         line = process.stdout.readline()
         if not line:
             raise RuntimeError("the emulator did not start")
         name, _, value = line.strip().partition("=")
-        if name in ("CHATGPT_BASE_URL", "CHATGPT_CA_FILE", "ACCESS_TOKEN"):
-            found[name] = value
-    return (process, found["CHATGPT_BASE_URL"], found["ACCESS_TOKEN"],
-            found.get("CHATGPT_CA_FILE"))
+        found[name] = value
+    return found
 
 
 def emulator_gc(process: subprocess.Popen) -> tuple[float, float]:

@@ -34,6 +34,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.concurrency import emulator_settings  # noqa: E402
+
 TRANSPORTS = {"plain": [], "tls-http1": ["--tls", "--http1"], "tls-http2": ["--tls"],
               "h2-shared": ["--tls"]}
 # "h2-shared": the requests in groups of STREAMS_PER_CONNECTION, each group in one multi handle and
@@ -53,13 +55,7 @@ def start_emulator(flags: list[str], hold: float) -> tuple[subprocess.Popen, str
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.emulator", "--easy", "--request-delay", str(hold),
          *flags], cwd=REPO, stdout=subprocess.PIPE, text=True)
-    found: dict[str, str] = {}
-    while "ACCESS_TOKEN" not in found:
-        line = process.stdout.readline()
-        if not line:
-            raise RuntimeError("the emulator did not start")
-        name, _, value = line.strip().partition("=")
-        found[name] = value
+    found = emulator_settings(process)
     return process, found["CHATGPT_BASE_URL"], found.get("CHATGPT_CA_FILE")
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.concurrency import emulator_settings  # noqa: E402
 from chatgpt_web.config import Config  # noqa: E402
 from chatgpt_web.transport import new_session, stream_post  # noqa: E402
 from chatgpt_web.upstream.conversation import (  # noqa: E402
@@ -57,14 +58,7 @@ def start_emulator(flags: list[str], chunk_delay: float) -> tuple[subprocess.Pop
          "--words-per-delta", "1", "--chunk-delay", str(chunk_delay), "--dialect", "2024",
          *flags],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
-    found: dict[str, str] = {}
-    while "ACCESS_TOKEN" not in found:
-        line = process.stdout.readline()
-        if not line:
-            raise RuntimeError("the emulator did not start")
-        name, _, value = line.strip().partition("=")
-        found[name] = value
-    return process, found
+    return process, emulator_settings(process)
 
 
 def measure(transport: str, answers: int, words: int,
