@@ -54,7 +54,7 @@ from .errors import from_upstream
 from .headers import target_headers
 from .pow import ProofOfWorkSolver
 from .sentinel import PageAssets, requirement_headers, sentinel_bundle
-from .stream import Completion, StreamReducer, TextDelta, relay
+from .stream import Completion, StreamReducer, TextDelta, bounded_chunks, relay
 from .uploads import Uploader, attachments_metadata, message_content
 
 MAX_CONTINUES = 3
@@ -515,7 +515,8 @@ class ConversationClient:
             # transfer and closes its connection.
             with response:
                 _check_stream_response(response, retryable=retryable)
-                chunks = _chunks(response, deadline, self.config.max_upstream_answer_bytes)
+                chunks = bounded_chunks(response.iter_content(), deadline,
+                                        self.config.max_upstream_answer_bytes)
                 yield from relay(chunks, reducer, self.config.max_upstream_event_bytes)
                 if reducer.done:  # the end of the body follows [DONE]: keep the connection
                     response.finish(min(END_OF_BODY_WAIT, deadline - time.monotonic()))
@@ -524,20 +525,6 @@ class ConversationClient:
 def _conduit_headers(headers: dict, previous: str, trace_id: str) -> dict:
     return {**headers, **target_headers("/f/conversation/prepare"),
             "X-Conduit-Token": previous, "X-Oai-Turn-Trace-Id": trace_id}
-
-
-
-
-def _chunks(response: StreamedResponse, deadline: float, max_bytes: int) -> Iterator[bytes]:
-    received = 0
-    for chunk in response.iter_content():
-        if time.monotonic() >= deadline:  # seconds_left(deadline), without a call per chunk
-            seconds_left(deadline)
-        received += len(chunk)
-        if received > max_bytes:  # MAX_UPSTREAM_ANSWER_BYTES: a hostile reverse_proxy never ends
-            raise UpstreamError(f"the upstream answer is longer than {max_bytes} bytes",
-                                "upstream_bad_answer")
-        yield chunk
 
 
 def _check_stream_response(response: StreamedResponse, *, retryable: bool = False) -> None:

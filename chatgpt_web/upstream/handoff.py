@@ -36,7 +36,15 @@ from . import turn_topic
 from .endpoints import Upstream
 from .errors import from_upstream
 from .headers import target_headers, without_write_tokens
-from .stream import Completion, Handoff, StreamReducer, TextDelta, image_pointers, relay
+from .stream import (
+    Completion,
+    Handoff,
+    StreamReducer,
+    TextDelta,
+    bounded_chunks,
+    image_pointers,
+    relay,
+)
 
 MAX_CONVERSATION_BYTES = 8 * 1024 * 1024
 MAX_POLL_FAILURES = 3
@@ -115,7 +123,7 @@ def _resume(session, upstream: Upstream, headers: dict, conversation_id: str,
                     "Content-Type", ""):
                 raise UpstreamError(f"resume answered HTTP {response.status_code}",
                                     "upstream_stream_broken")
-            chunks = _chunks(response, deadline, limits.answer_bytes)
+            chunks = bounded_chunks(response.iter_content(), deadline, limits.answer_bytes)
             yield from relay(chunks, reducer, limits.event_bytes)
 
 
@@ -185,16 +193,3 @@ def _turn_images(mapping: dict, node_id: str) -> tuple[str, ...]:
         found[:0] = image_pointers(message)
         node_id = node.get("parent")
     return tuple(dict.fromkeys(found))
-
-
-
-
-def _chunks(response, deadline: float, max_bytes: int) -> Iterator[bytes]:
-    received = 0
-    for chunk in response.iter_content():
-        seconds_left(deadline)
-        received += len(chunk)
-        if received > max_bytes:
-            raise UpstreamError(f"the upstream answer is longer than {max_bytes} bytes",
-                                "upstream_bad_answer")
-        yield chunk

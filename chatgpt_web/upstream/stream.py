@@ -16,13 +16,14 @@ import codecs
 import copy
 import json
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from itertools import chain
 from typing import Any
 
 from .. import json_codec
-from ..errors import ApiError, ContentBlocked, RateLimited, UpstreamError
+from ..errors import ApiError, ContentBlocked, RateLimited, UpstreamError, seconds_left
 
 _HEARTBEAT = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d+)?$")
 _LINE_BREAK = re.compile(r"\r\n|\n|\r")
@@ -206,6 +207,24 @@ def iter_sse(chunks: Iterable[bytes], max_event: int = DEFAULT_MAX_EVENT) -> Ite
     """
     for events in _event_batches(chunks, SseParser(max_event)):
         yield from events
+
+
+def bounded_chunks(chunks: Iterable[bytes], deadline: float, max_bytes: int) -> Iterator[bytes]:
+    """`chunks` (a response's body, as read) while the answer is within its deadline
+    (time.monotonic()) and `max_bytes` in all (MAX_UPSTREAM_ANSWER_BYTES: a hostile
+    reverse_proxy never ends).
+
+    :raise UpstreamTimeout: the deadline passed. :raise UpstreamError: upstream_bad_answer.
+    """
+    received = 0
+    for chunk in chunks:
+        if time.monotonic() >= deadline:  # seconds_left(deadline), without a call per chunk
+            seconds_left(deadline)
+        received += len(chunk)
+        if received > max_bytes:
+            raise UpstreamError(f"the upstream answer is longer than {max_bytes} bytes",
+                                "upstream_bad_answer")
+        yield chunk
 
 
 def relay(chunks: Iterable[bytes], reducer: StreamReducer,
