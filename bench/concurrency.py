@@ -202,7 +202,7 @@ class Connection:
         left = None  # bytes of a Content-Length body still to read
         if not chunked and b"\r\ncontent-length:" in fields:
             left = int(fields.split(b"\r\ncontent-length:", 1)[1].split(b"\r\n", 1)[0])
-        body, tail, first_text = bytearray(), b"", None
+        body = _Body(started, watch)
         while True:
             if chunked:
                 size = int((await reader.readline()).split(b";")[0], 16)
@@ -215,14 +215,33 @@ class Connection:
                 data = await reader.read(65536)
             if not data:
                 break
-            window = tail + data
-            if first_text is None and FIRST_TEXT in window:
-                first_text = time.monotonic() - started
-            tail = window[-64:]
-            if not watch:
-                body += data
-        ended = time.monotonic() - started
-        return status, bytes(body) if not watch else tail, first_text, ended
+            body.feed(data)
+        return body.outcome(status)
+
+
+class _Body:
+    """What an exchange keeps of a body as it arrives: when FIRST_TEXT came (seconds after
+    `started`), its last 64 bytes, and, unless `watch`, all of it."""
+
+    __slots__ = ("started", "watch", "first_text", "tail", "kept")
+
+    def __init__(self, started: float, watch: bool):
+        self.started, self.watch = started, watch
+        self.first_text: float | None = None
+        self.tail, self.kept = b"", bytearray()
+
+    def feed(self, data: bytes) -> None:
+        window = self.tail + data
+        if self.first_text is None and FIRST_TEXT in window:
+            self.first_text = time.monotonic() - self.started
+        self.tail = window[-64:]
+        if not self.watch:
+            self.kept += data
+
+    def outcome(self, status: int):
+        """(status, the body or with `watch` its tail, time of FIRST_TEXT or None, time now)."""
+        return (status, self.tail if self.watch else bytes(self.kept), self.first_text,
+                time.monotonic() - self.started)
 
 
 class H2Connection:
@@ -256,7 +275,7 @@ class H2Connection:
         connection.send_headers(stream, headers)
         connection.send_data(stream, body, end_stream=True)
         self.writer.write(connection.data_to_send())
-        status, kept, tail, first_text, ended = 0, bytearray(), b"", None, False
+        status, body, ended = 0, _Body(started, watch), False
         while not ended:
             data = await self.reader.read(65536)
             if not data:
@@ -266,17 +285,12 @@ class H2Connection:
                     status = int(dict(event.headers)[b":status"])
                 elif isinstance(event, h2.events.DataReceived) and event.stream_id == stream:
                     connection.acknowledge_received_data(event.flow_controlled_length, stream)
-                    window = tail + event.data
-                    if first_text is None and FIRST_TEXT in window:
-                        first_text = time.monotonic() - started
-                    tail = window[-64:]
-                    if not watch:
-                        kept += event.data
+                    body.feed(event.data)
                 elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset) and \
                         event.stream_id == stream:
                     ended = True
             self.writer.write(connection.data_to_send())
-        return status, bytes(kept) if not watch else tail, first_text, time.monotonic() - started
+        return body.outcome(status)
 
 
 def _judge(status: int, tail: bytes, ttft: float | None, streamed: bool, what: str = "") -> Outcome:
