@@ -689,7 +689,8 @@ def on_collection(phase, info):
 def answer():
     for _ in sys.stdin:
         longest, clock["longest"] = clock["longest"], 0.0
-        print(f"gc {clock['paused']} {longest} {clock['collections']}", flush=True)
+        sys.stdout.write(f"gc {clock['paused']} {longest} {clock['collections']}\\n")  # one write
+        sys.stdout.flush()
 gc.callbacks.append(on_collection)
 threading.Thread(target=answer, daemon=True).start()
 runpy.run_module("tests.emulator", run_name="__main__", alter_sys=True)

@@ -4,12 +4,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import random
 import re
+import select
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from curl_cffi import requests as curl_requests
@@ -213,6 +218,25 @@ def test_an_emulator_run_as_a_program_keeps_no_request_log():
         answer = Chat(emulator).send("not recorded")
         assert answer.status_code == 200 and "not recorded" in answer.text
         assert emulator.requests == [] and emulator.requests_to("/conversation") == []
+
+
+def test_the_emulator_program_announces_its_start_in_one_write():
+    """A reader of the start-up lines may talk to the program as soon as it has ACCESS_TOKEN
+    (bench/concurrency.py asks for its collector clock on stdin). Unbuffered, line by line, the
+    last start-up line was still being written then, and the answer landed inside it."""
+    program = subprocess.Popen(
+        [sys.executable, "-m", "tests.emulator", "--easy"], cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        ready, _, _ = select.select([program.stdout], [], [], 60)
+        assert ready, "the emulator printed nothing in 60 s"
+        first_read = os.read(program.stdout.fileno(), 65536).decode()
+    finally:
+        program.terminate()
+        program.wait(30)
+    names = [line.partition("=")[0].partition(":")[0] for line in first_read.splitlines()]
+    assert names == ["CHATGPT_BASE_URL", "ACCESS_TOKEN", "API roots"]
+    assert first_read.endswith("Ctrl-C stops.\n")
 
 
 def test_a_connection_is_kept_open_between_requests(emulator):

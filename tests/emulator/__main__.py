@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import sys
 import threading
 
 from .server import Emulator
@@ -58,12 +59,17 @@ def main(argv: list[str] | None = None) -> None:
     # What start-up made (Flask, werkzeug, the emulator's modules) lives as long as the process:
     # frozen, a full collection no longer walks it in the middle of a burst.
     gc.freeze()
-    print(f"CHATGPT_BASE_URL={emulator.url}")
+    lines = [f"CHATGPT_BASE_URL={emulator.url}"]
     if emulator.ca_file:
-        print(f"CHATGPT_CA_FILE={emulator.ca_file}")
-    print(f"ACCESS_TOKEN={emulator.mint_access_token(exp_in=args.token_hours * 3600)}")
-    print(f"API roots: {emulator.url}/backend-api and {emulator.url}/api. Ctrl-C stops.",
-          flush=True)
+        lines.append(f"CHATGPT_CA_FILE={emulator.ca_file}")
+    lines.append(f"ACCESS_TOKEN={emulator.mint_access_token(exp_in=args.token_hours * 3600)}")
+    lines.append(f"API roots: {emulator.url}/backend-api and {emulator.url}/api. Ctrl-C stops.")
+    # One write: unbuffered (PYTHONUNBUFFERED=1, as in the Dockerfile) print() writes a line's
+    # text and its newline apart, and a program that reads these lines and then talks to another
+    # thread of this process on stdout (bench/concurrency.py's collector clock) saw that thread's
+    # line land inside the last one.
+    sys.stdout.write("".join(line + "\n" for line in lines))
+    sys.stdout.flush()
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
