@@ -11,6 +11,7 @@ import json
 import random
 import re
 import struct
+import time
 import tomllib
 import zlib
 from pathlib import Path
@@ -595,6 +596,42 @@ def test_console_shows_the_relay_keys_health(web_page, relay_service, fake_opena
     page.locator("#upstreams-panel").screenshot(path=str(artifacts / "console-upstreams.png"))
     assert page.script_errors == []
 
+
+
+def test_a_title_that_comes_back_late_stays_with_its_own_conversation(
+        web_page, live_service, token):
+    """After a new conversation's first answer the page asks for its title. When that reply came
+    back after the page had moved on to another conversation, the other one took the title (and
+    the reopening test, waiting for a title, read the wrong messages: a CI failure)."""
+    page = web_page
+    held = []
+
+    def hold_the_first_title_read(route):
+        if route.request.method == "GET" and not held:
+            held.append(route)  # answered below, once the page has moved on
+        else:
+            route.continue_()
+
+    page.route(re.compile(r".*/v1/conversations/[^/?]+$"), hold_the_first_title_read)
+    page.goto(live_service.url + "/")
+    _sign_in(page, "access", token)
+    _ask(page, "first topic please")
+    deadline = time.monotonic() + 30
+    while not held and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    assert held, "the page did not ask for the first conversation's title"
+    page.click("[data-testid=new-chat]")
+    _ask(page, "second topic now")
+    page.wait_for_function("document.querySelector('[data-testid=title]').textContent"
+                           " === 'second topic now' && !document.body.classList.contains('busy')")
+
+    with page.expect_response(lambda response: response.url == held[0].request.url):
+        held[0].continue_()
+    page.evaluate("() => new Promise((done) => setTimeout(done, 200))")  # its handler has run
+    assert page.text_content("[data-testid=title]") == "second topic now"
+    assert page.locator("article.message .message-body").all_inner_texts() == [
+        "second topic now", "Echo: second topic now"]
+    assert page.script_errors == []
 
 
 def test_playground_lists_reopens_renames_and_deletes_conversations(

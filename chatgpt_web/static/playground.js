@@ -13,6 +13,7 @@ const chat = {
   controller: null,      // aborts the answer in flight
   accessToken: null,     // exchanged from a session token, kept in memory only
   attachments: [],       // images for the next message: {name, size, url (a data: URL)}
+  opening: null,         // the conversation asked for, until its messages are shown
 };
 
 // --- the credential ----------------------------------------------------------------------------
@@ -330,11 +331,15 @@ async function send(prompt) {
 
 // The title the upstream gave the conversation, when the answer did not carry it (reading a
 // conversation costs no message quota). Without a way to read conversations it simply stays.
+// It may come back after the page has moved to another conversation: then it is not shown.
 async function fetchTitle() {
+  const id = chat.conversationId;
   try {
-    const response = await fetch("/v1/conversations/" + encodeURIComponent(chat.conversationId),
+    const response = await fetch("/v1/conversations/" + encodeURIComponent(id),
                                  { headers: await authorization() });
-    if (response.ok) setTitle((await response.json()).title);
+    if (!response.ok) return;
+    const title = (await response.json()).title;
+    if (chat.conversationId === id) setTitle(title);
   } catch (_) { /* the title is a nicety */ }
 }
 
@@ -377,14 +382,18 @@ function historyButton(label, title, className, onClick) {
   return button;
 }
 
+let historyAsked = 0; // a list that comes back after a later one was asked for is not shown
+
 async function loadHistory() {
+  const asked = ++historyAsked;
   let listed;
   try {
     listed = await conversationsCall("?limit=50");
   } catch (_) {
-    $("history").hidden = true; // this credential cannot list conversations: no sidebar
+    if (asked === historyAsked) $("history").hidden = true; // no listing: no sidebar
     return;
   }
+  if (asked !== historyAsked) return;
   const list = $("history-list");
   list.replaceChildren();
   for (const item of listed.data) {
@@ -420,13 +429,15 @@ async function loadHistory() {
 async function openConversation(id) {
   if (chat.controller) chat.controller.abort();
   clearError();
+  chat.opening = id;
   let conversation;
   try {
     conversation = await conversationsCall("/" + encodeURIComponent(id));
   } catch (error) {
-    showError(error);
+    if (chat.opening === id) showError(error);
     return;
   }
+  if (chat.opening !== id) return; // another conversation or a new chat was asked for meanwhile
   newChat();
   Object.assign(chat, { conversationId: id, messageId: conversation.current_message_id,
                         messages: [] });
@@ -455,7 +466,7 @@ function busy(on) {
 
 function newChat() {
   if (chat.controller) chat.controller.abort();
-  Object.assign(chat, { messages: [], conversationId: null, messageId: null });
+  Object.assign(chat, { messages: [], conversationId: null, messageId: null, opening: null });
   $("log").querySelectorAll(".message").forEach((node) => node.remove());
   $("hint").hidden = false;
   $("title").textContent = "New chat";
