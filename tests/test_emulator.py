@@ -225,8 +225,8 @@ def test_the_emulator_program_announces_its_start_in_one_write():
     (bench/concurrency.py asks for its collector clock on stdin). Unbuffered, line by line, the
     last start-up line was still being written then, and the answer landed inside it."""
     program = subprocess.Popen(
-        [sys.executable, "-m", "tests.emulator", "--easy"], cwd=Path(__file__).resolve().parent.parent,
-        stdout=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        [sys.executable, "-m", "tests.emulator", "--easy"], stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parent.parent, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         ready, _, _ = select.select([program.stdout], [], [], 60)
         assert ready, "the emulator printed nothing in 60 s"
