@@ -446,9 +446,10 @@ class Config:
     # A worker whose resident memory stays this many MB above its start once it is idle after a
     # burst is replaced by a fresh one (buffered_worker.py; 0: never). Needs a second worker.
     worker_recycle_mb: int = setting("WORKER_RECYCLE_MB", non_negative_int, 16)
-    # One thread per worker sends every open SSE stream (stream_pump.py, docs/stream-pump.md);
-    # off: each stream is sent by its own request thread.
-    stream_pump: bool = setting("STREAM_PUMP", boolean, False)
+    # One thread per worker sends every open SSE stream (stream_pump.py, docs/stream-pump.md:
+    # about a tenth less CPU per streamed answer, half the context switches, ~4 MB more per
+    # worker); off: each stream is sent by its own request thread.
+    stream_pump: bool = setting("STREAM_PUMP", boolean, True)
     # --- relay: OpenAI-compatible upstreams beside the web accounts (relay/, docs/relay.md) ---
     # JSON file of upstreams, keys and model routes; the relay is off without it.
     upstreams_file: str | None = setting("UPSTREAMS_FILE", optional_text)
