@@ -55,10 +55,11 @@ worker, not for the fresh one. Two workers never leave together: the one that le
 ready only once it holds its own name, bound when its event loop starts. With one worker, or
 where there are no abstract sockets, workers are never recycled.
 
-With STREAM_PUMP=on (the default), streamed answers are sent by the worker's stream pump (stream_pump.py,
-docs/stream-pump.md): the request thread that would iterate a streamed body hands it, with the
-client socket, to the pump thread and waits until the pump has sent it all, so gunicorn's
-accounting, keep-alive and close stay as they are, while one thread, not one per stream, wakes up
+With STREAM_PUMP=on (the default), streamed answers are sent by the worker's stream pump
+(stream_pump.py, docs/stream-pump.md): the request thread that would iterate a streamed body
+hands it, with the client socket, to the pump thread and waits until the pump has sent it all,
+so gunicorn's accounting, keep-alive and close stay as they are, while one thread, not one per
+stream, wakes up
 for the upstream events of all streams. A write the client's socket cannot take parks only its
 own stream (`BoundedSendSocket` waits through stream_pump.wait_fds), whose upstream is then not
 read either, as with a thread per stream, up to CLIENT_SEND_TIMEOUT. Only bodies that say
