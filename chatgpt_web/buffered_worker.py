@@ -59,12 +59,11 @@ With STREAM_PUMP=on (the default), streamed answers are sent by the worker's str
 (stream_pump.py, docs/stream-pump.md): the request thread that would iterate a streamed body
 hands it, with the client socket, to the pump thread and waits until the pump has sent it all,
 so gunicorn's accounting, keep-alive and close stay as they are, while one thread, not one per
-stream, wakes up
-for the upstream events of all streams. A write the client's socket cannot take parks only its
-own stream (`BoundedSendSocket` waits through stream_pump.wait_fds), whose upstream is then not
-read either, as with a thread per stream, up to CLIENT_SEND_TIMEOUT. Only bodies that say
-they may run there (api/sse.py sets stream_pump.PUMPABLE) go to the pump; without greenlet, or a
-libcurl the pump cannot wait on, every body keeps its thread.
+stream, wakes up for the upstream events of all streams. A write the client's socket cannot
+take parks only its own stream (`BoundedSendSocket` waits through stream_pump.wait_fds), whose
+upstream is then not read either, as with a thread per stream, up to CLIENT_SEND_TIMEOUT. Only
+bodies that say they may run there (api/sse.py sets stream_pump.PUMPABLE) go to the pump; without
+greenlet, or a libcurl the pump cannot wait on, every body keeps its thread.
 
 TLS sockets (gunicorn's own certfile) are left to gthread: their bytes cannot be read before the
 handshake (and their streams keep their threads). Their answers are bounded too, by a socket
