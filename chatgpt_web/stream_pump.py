@@ -43,8 +43,8 @@ READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 # Shortest time between two looks at the sockets while events keep coming: events that arrive
 # within it are handled after one wake-up of the pump thread instead of one each (at 250 streams
 # of 4 events a second, about 20 instead of 1; bench/cpu_ab.py: 0.97 and 0.93 of the CPU per
-# answer at 5 ms). A quiet pump waits as usual: the first event after
-# a pause longer than this is handled at once. It delays an event by at most this much.
+# answer at 5 ms). A quiet pump waits as usual: the first event after a pause longer than this
+# is handled at once. It delays an event by at most this much.
 COALESCE_SECONDS = 0.02
 # The WSGI environ key a response sets (True) when its body may run in the pump: only bodies
 # that wait through this module's functions (api/sse.py's responses).
