@@ -19,6 +19,8 @@ import pytest
 from chatgpt_web import stream_pump, transport
 from chatgpt_web.config import Config
 from chatgpt_web.curl_transfer import pump_problems
+from chatgpt_web.errors import ServiceUnavailable
+from chatgpt_web.group_commit import GroupCommit
 from chatgpt_web.stream_pump import READ, WRITE, Pump
 from chatgpt_web.transport import new_session, stream_post
 from tests.servers import ServerProcess, http_server
@@ -99,6 +101,50 @@ def test_a_body_parked_on_a_silent_socket_does_not_hold_the_others(pump):
     released.set()
     join(threads)
     assert outcomes[0] == "parked one ended"
+
+
+def test_a_body_waiting_for_a_store_write_does_not_hold_the_others(pump):
+    """A /v1 answer waits at its end for the writer thread to store its chat memory place
+    (group_commit.Queued.wait). In the pump a thread wait there stopped every stream of the
+    worker until the write was made."""
+    gate = threading.Event()  # the writer thread's store call, held until the others have run
+
+    def write(queued):
+        gate.wait(WAIT)
+
+    places = GroupCommit(write, name="test-writer")
+
+    def waiting():
+        places.submit_later("place").wait()
+        return "written"
+
+    def quick():
+        stream_pump.sleep(0.01)
+        return "quick one ended"
+
+    threads, outcomes = serve_in_threads(pump, [waiting, quick, quick])
+    threads[1].join(WAIT)
+    threads[2].join(WAIT)
+    assert outcomes[1:] == ["quick one ended"] * 2 and outcomes[0] is None
+    gate.set()
+    join(threads)
+    assert outcomes[0] == "written"
+
+
+def test_a_store_write_waited_for_in_the_pump_still_times_out(pump):
+    gate = threading.Event()
+    places = GroupCommit(lambda queued: gate.wait(WAIT), name="test-writer")
+
+    def waiting():
+        return places.submit_later("place").wait(0.2)
+
+    try:
+        [thread], outcomes = serve_in_threads(pump, [waiting])
+        join([thread])
+    finally:
+        gate.set()
+    assert isinstance(outcomes[0], ServiceUnavailable)
+    assert outcomes[0].code == "store_lock_timeout"
 
 
 def test_a_wait_ends_at_its_timeout_when_nothing_comes(pump):
