@@ -81,26 +81,32 @@ def test_bodies_waiting_on_their_sockets_all_run_in_the_pump_thread(pump):
     assert pump.served == 8 and pump.streams == 0
 
 
-def test_a_body_parked_on_a_silent_socket_does_not_hold_the_others(pump):
-    silent, silent_peer = socket.socketpair()
-    released = threading.Event()
-
-    def parked():
-        stream_pump.wait_fds(((silent.fileno(), READ),), None)
-        return "parked one ended"
+def held_beside_two_quick_bodies(pump: Pump, held, release):
+    """Serve `held` beside two bodies that sleep 10 ms: both must end while `held` waits; then
+    `release()`, and return what `held` returned."""
 
     def quick():
         stream_pump.sleep(0.01)
         return "quick one ended"
 
-    threads, outcomes = serve_in_threads(pump, [parked, quick, quick])
+    threads, outcomes = serve_in_threads(pump, [held, quick, quick])
     threads[1].join(WAIT)
     threads[2].join(WAIT)
     assert outcomes[1:] == ["quick one ended"] * 2 and outcomes[0] is None
-    silent_peer.send(b"x")
-    released.set()
+    release()
     join(threads)
-    assert outcomes[0] == "parked one ended"
+    return outcomes[0]
+
+
+def test_a_body_parked_on_a_silent_socket_does_not_hold_the_others(pump):
+    silent, silent_peer = socket.socketpair()
+
+    def parked():
+        stream_pump.wait_fds(((silent.fileno(), READ),), None)
+        return "parked one ended"
+
+    outcome = held_beside_two_quick_bodies(pump, parked, lambda: silent_peer.send(b"x"))
+    assert outcome == "parked one ended"
 
 
 def test_a_body_waiting_for_a_store_write_does_not_hold_the_others(pump):
@@ -108,27 +114,13 @@ def test_a_body_waiting_for_a_store_write_does_not_hold_the_others(pump):
     (group_commit.Queued.wait). In the pump a thread wait there stopped every stream of the
     worker until the write was made."""
     gate = threading.Event()  # the writer thread's store call, held until the others have run
-
-    def write(queued):
-        gate.wait(WAIT)
-
-    places = GroupCommit(write, name="test-writer")
+    places = GroupCommit(lambda queued: gate.wait(WAIT), name="test-writer")
 
     def waiting():
         places.submit_later("place").wait()
         return "written"
 
-    def quick():
-        stream_pump.sleep(0.01)
-        return "quick one ended"
-
-    threads, outcomes = serve_in_threads(pump, [waiting, quick, quick])
-    threads[1].join(WAIT)
-    threads[2].join(WAIT)
-    assert outcomes[1:] == ["quick one ended"] * 2 and outcomes[0] is None
-    gate.set()
-    join(threads)
-    assert outcomes[0] == "written"
+    assert held_beside_two_quick_bodies(pump, waiting, gate.set) == "written"
 
 
 def test_a_store_write_waited_for_in_the_pump_still_times_out(pump):
