@@ -14,7 +14,6 @@ alone. The rate limiter (limits.py) and the usage ledger (ledger.py) count with 
 from __future__ import annotations
 
 import threading
-import time
 import weakref
 from collections.abc import Callable
 
@@ -23,8 +22,6 @@ from .errors import ServiceUnavailable
 
 # Seconds a caller waits for the write before it, and for its own.
 WRITE_WAIT = 15.0
-# In the stream pump, how often a body that waits for the writer thread looks again.
-PUMP_LOOK_SECONDS = 0.002
 
 
 class Queued:
@@ -48,26 +45,14 @@ class Queued:
     def wait(self, timeout: float = 2 * WRITE_WAIT) -> Queued:
         """Return once the change is in the Store. :raise: what writing it raised, or
         ServiceUnavailable store_lock_timeout when it took longer than `timeout`."""
-        if not self.done and not (self._written is not None and self._was_written(timeout)):
+        # In the stream pump (a /v1 answer's chat memory place, a key's admission count at the
+        # end of its answer) the other streams run while this waits for the writer thread.
+        if not self.done and not (self._written is not None
+                                  and stream_pump.wait_event(self._written, timeout)):
             raise ServiceUnavailable("the store is busy; try again shortly", "store_lock_timeout")
         if self.error is not None:
             raise self.error
         return self
-
-    def _was_written(self, timeout: float) -> bool:
-        written = self._written
-        if written.is_set() or stream_pump.current() is None:
-            return written.wait(timeout)
-        # A body in the stream pump (a chat memory place at the end of a /v1 answer): a thread
-        # wait would stop every stream of the worker until the writer thread is done, so it
-        # looks again every few ms, the other streams running meanwhile.
-        deadline = time.monotonic() + timeout
-        while not written.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            stream_pump.sleep(min(PUMP_LOOK_SECONDS, left))
-        return True
 
 
 class GroupCommit:

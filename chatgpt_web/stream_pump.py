@@ -46,6 +46,9 @@ READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 # answer at 5 ms). A quiet pump waits as usual: the first event after a pause longer than this
 # is handled at once. It delays an event by at most this much.
 COALESCE_SECONDS = 0.02
+# How often wait_event() looks again at an event in the pump (no fd to wait on: another thread
+# sets it, e.g. the store's writer thread).
+EVENT_LOOK_SECONDS = 0.002
 # The WSGI environ key a response sets (True) when its body may run in the pump: only bodies
 # that wait through this module's functions (api/sse.py's responses).
 PUMPABLE = "chatgpt_web.pumpable"
@@ -294,6 +297,20 @@ def sleep(seconds: float) -> None:
         time.sleep(seconds)
     elif seconds > 0:
         pump.wait((), seconds)
+
+
+def wait_event(event: threading.Event, timeout: float) -> bool:
+    """event.wait(timeout) for an event another thread sets; in the pump it looks again every
+    few ms, the other streams running meanwhile, where a thread wait would stop them all."""
+    if event.is_set() or current() is None:
+        return event.wait(timeout)
+    deadline = time.monotonic() + timeout
+    while not event.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        sleep(min(EVENT_LOOK_SECONDS, left))
+    return True
 
 
 def run_in_origin(thread: int, callback: Callable[[], None]) -> bool:
