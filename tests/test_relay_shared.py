@@ -20,8 +20,9 @@ GOOD = "sk-fake-good-shared"
 @pytest.fixture
 def two_instances(tmp_path, redis_url, fake_openai):
     plan = upstream(fake_openai.base_url)
-    # Weighted so that an instance that knows nothing tries the refused key first (1000:1).
-    plan["keys"] = [{"id": "refused", "key": "env:K_REFUSED", "weight": 1000},
+    # Weighted so that an instance that knows nothing tries the refused key first (1e9:1; at
+    # 1000:1 the weighted order is random enough to fail the test about once in a thousand runs).
+    plan["keys"] = [{"id": "refused", "key": "env:K_REFUSED", "weight": 1e9},
                     {"id": "good", "key": "env:K_GOOD", "weight": 1}]
     path = tmp_path / "upstreams.json"
     path.write_text(json.dumps({"upstreams": [plan]}))

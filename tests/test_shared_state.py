@@ -27,9 +27,10 @@ def two_instances(service_env, emulator, tmp_path, redis_url):
     accounts = tmp_path / "accounts.json"
     accounts.write_text(json.dumps([
         {"name": "live", "access_token": emulator.mint_access_token(email="live@example.com")},
-        # Weighted so that the first request all but surely tries it first (1000:1).
+        # Weighted so that the first request all but surely tries it first (1e9:1; at 1000:1
+        # the choice is random enough to fail the test about once in a thousand runs).
         {"name": "expired", "access_token": emulator.mint_access_token(exp_in=-60),
-         "weight": 1000},
+         "weight": 1e9},
     ]))
     servers = []
     for name in ("a", "b"):
