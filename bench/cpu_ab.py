@@ -4,6 +4,7 @@
     python bench/cpu_ab.py --base HEAD~1 --n 500 --rounds 2 --words 60
     python bench/cpu_ab.py --sequential --n 200 --rounds 4   # one process, answers one by one
     python bench/cpu_ab.py --face usage --n 500     # /v1/chat/completions with include_usage
+    python bench/cpu_ab.py --face whole --dialect 2024 --n 500   # not streamed, the 2024 flow
 
 The machine may be shared, so wall-clock figures swing with other work; CPU time per answer
 (user + system of every service process, from /proc) is what this compares. Each round starts
@@ -12,9 +13,10 @@ from the base revision (exported with `git archive` into a temporary directory) 
 working tree, in turn, against one emulator, warms it with 10 answers, then opens N streamed
 /send_message requests at once (`--face usage`: /v1/chat/completions streamed with
 `stream_options.include_usage`; the 10 warm-up answers load the usage counter, so a run measures
-the counting per answer, not the load). Printed per run: user and system ms per answer, the
-slowest first token minus the direct p99 (`late`), the load average; at the end the median of
-each side and the ratio this/base. The direct p99 is bench/concurrency.py's reference, measured
+the counting per answer, not the load; `--face whole`: /send_message not streamed). Printed per
+run: user and system ms per answer, the slowest first token (whole: the slowest answer) minus the
+direct p99 (`late`), the load average; at the end the median of each side and the ratio
+this/base. The direct p99 is bench/concurrency.py's reference, measured
 before each run: N clients asking the emulator at once with the requests the service makes in
 its dialect (CHATGPT_PROTOCOL=2026: `direct_2026_flow`, four requests per answer). Loopback
 only; N at most 1000; every request within --timeout.
@@ -55,7 +57,6 @@ from bench.concurrency import (  # noqa: E402
 from tests.servers import ServerProcess, free_port  # noqa: E402
 
 # Both sides speak the site's current dialect, and the emulator serves it.
-DIALECT = "2026"
 
 
 def user_system(pids: list[int]) -> tuple[float, float]:
@@ -140,9 +141,12 @@ def main() -> int:
     parser.add_argument("--words", type=int, default=60, help="words in the answer")
     parser.add_argument("--chunk-delay", type=float, default=0.25)
     parser.add_argument("--timeout", type=float, default=120)
-    parser.add_argument("--face", choices=("stream", "usage"), default="stream",
+    parser.add_argument("--face", choices=("stream", "usage", "whole"), default="stream",
                         help="stream: POST /send_message streamed; usage: POST "
-                             "/v1/chat/completions streamed with include_usage (concurrent only)")
+                             "/v1/chat/completions streamed with include_usage; whole: "
+                             "/send_message not streamed (usage and whole: concurrent only)")
+    parser.add_argument("--dialect", choices=("2026", "2024"), default="2026",
+                        help="CHATGPT_PROTOCOL of the service and the emulator")
     parser.add_argument("--sequential", action="store_true",
                         help="instead: N answers one by one in one process (no concurrency), "
                              "against an emulator that sends each answer at once")
@@ -153,14 +157,15 @@ def main() -> int:
         parser.error("--sequential measures the stream face only")
     prompt = " ".join(f"word{i}" for i in range(args.words - 1))
     emulator, emulator_url, token, _ = start_emulator(
-        0.0 if args.sequential else args.chunk_delay, DIALECT)
+        0.0 if args.sequential else args.chunk_delay, args.dialect)
     workdir = tempfile.mkdtemp(prefix="chatgpt_web-cpu-ab-")
     trees = {"base": export(args.base, workdir), "this": REPO}
     emulator_port = urllib.parse.urlsplit(emulator_url).port
     # The reference `late` is judged against: direct clients making the dialect's own requests.
-    reference, conversation = same_flow_direct(DIALECT), conversation_body(DIALECT, prompt)
+    reference = same_flow_direct(args.dialect)
+    conversation = conversation_body(args.dialect, prompt)
     print(f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; base={args.base} "
-          f"this={REPO}; N={args.n}, {args.words} words, CHATGPT_PROTOCOL={DIALECT}, "
+          f"this={REPO}; N={args.n}, {args.words} words, CHATGPT_PROTOCOL={args.dialect}, "
           f"face {args.face}", flush=True)
     print(f"{'round':>5} {'side':>4}  {'user':>7} {'sys':>6} {'total':>7}  {'late':>6}  "
           f"{'ok':>6}  {'load':>4}", flush=True)
@@ -169,7 +174,7 @@ def main() -> int:
         for round_ in range(args.rounds):
             order = ("base", "this") if round_ % 2 == 0 else ("this", "base")
             for side in order:
-                env = service_env(emulator_url, DIALECT,
+                env = service_env(emulator_url, args.dialect,
                                   os.path.join(workdir, f"{side}{round_}"), args.timeout)
                 if args.sequential:
                     total = sequential_run(trees[side], env, args.n, token, prompt)
@@ -178,7 +183,8 @@ def main() -> int:
                           f"{'':>6}  {'':>6}  {os.getloadavg()[0]:>4.1f}", flush=True)
                     continue
                 directs = asyncio.run(at_once(
-                    args.n, lambda: reference(emulator_port, token, conversation, False),
+                    args.n, lambda: reference(emulator_port, token, conversation,
+                                      args.face == "whole"),
                     args.timeout))
                 direct_p99 = summary(directs)[2]
                 user, system, late, ok = one_run(trees[side], env, args.n, token, prompt,

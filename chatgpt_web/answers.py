@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
 
+from . import stream_pump
 from .errors import ApiError, UpstreamError
 from .metrics import STREAMS_IN_FLIGHT, TIME_TO_FIRST_TOKEN, UPSTREAM_ERRORS
 from .upstream.conversation import ConversationClient, ConversationRequest
@@ -127,8 +128,13 @@ class Answer:
 
         `abandoned()` is asked between pieces, at most every ABANDON_CHECK seconds: once it says
         the caller is gone, the upstream transfer is closed rather than read to its end.
+        In a gunicorn worker with a stream pump the pieces are read there, as a streamed
+        answer's are (stream_pump.run): the calling thread waits once, not at every event.
         :raise ApiError: 499 client_gone in that case.
         """
+        return stream_pump.run(lambda: self._drain(abandoned))
+
+    def _drain(self, abandoned: Callable[[], bool] | None) -> Completion:
         with self:
             next_check = time.monotonic() + ABANDON_CHECK
             for _ in self:

@@ -673,7 +673,9 @@ class BufferedThreadWorker(ThreadWorker):
             self.log.warning("STREAM_PUMP is on but this installation lacks %s: each stream "
                              "keeps a thread of its own", ", ".join(missing))
             return None
-        return stream_pump.Pump()
+        pump = stream_pump.Pump()
+        stream_pump.install(pump)  # whole answers are read there too (answers.Answer.read)
+        return pump
 
     def load_wsgi(self):
         super().load_wsgi()

@@ -313,6 +313,28 @@ def wait_event(event: threading.Event, timeout: float) -> bool:
     return True
 
 
+# The pump of this worker process, once the gunicorn worker has started it (install()): run()
+# hands reads to it. None elsewhere (the dev server, the test client, STREAM_PUMP=off).
+_installed: Pump | None = None
+
+
+def install(pump: Pump | None) -> None:
+    """Make `pump` the one run() hands work to in this process (None: none)."""
+    global _installed
+    _installed = pump
+
+
+def run(work: Callable[[], object]) -> object:
+    """`work()`'s result, computed in this process's pump (install()) with the calling thread's
+    context while the thread waits; where no pump is installed, or in the pump already, by the
+    caller itself. For work that waits only as a body in the pump may (the module docstring):
+    reading a whole answer, whose every upstream event would otherwise wake its thread."""
+    pump = _installed
+    if pump is None or current() is not None:
+        return work()
+    return pump.serve(work, greenlet.getcurrent().gr_context)
+
+
 def run_in_origin(thread: int, callback: Callable[[], None]) -> bool:
     """If the calling code is a body in the pump handed over by thread `thread`, keep `callback`
     for that thread to run once the body has ended (True); else False.

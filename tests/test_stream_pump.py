@@ -16,13 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from chatgpt_web import stream_pump, transport
+from chatgpt_web import answers, stream_pump, transport
+from chatgpt_web.answers import Answer
 from chatgpt_web.config import Config
 from chatgpt_web.curl_transfer import pump_problems
-from chatgpt_web.errors import ServiceUnavailable
+from chatgpt_web.errors import ApiError, ServiceUnavailable, UpstreamError
 from chatgpt_web.group_commit import GroupCommit
 from chatgpt_web.stream_pump import READ, WRITE, Pump
 from chatgpt_web.transport import new_session, stream_post
+from chatgpt_web.upstream.stream import Completion, TextDelta
 from tests.servers import ServerProcess, http_server
 
 WAIT = 30  # seconds any single wait of these tests may take before it counts as a failure
@@ -260,6 +262,66 @@ def test_what_a_body_hands_back_runs_in_its_request_thread_after_it(pump):
     assert not stream_pump.run_in_origin(threading.get_ident(), lambda: None)  # not in a pump
 
 
+# --- whole answers read in the installed pump (stream_pump.run, Answer.read) -------------------
+
+@pytest.fixture
+def installed(pump):
+    """`pump` as this process's pump, as a gunicorn worker installs its own."""
+    stream_pump.install(pump)
+    yield pump
+    stream_pump.install(None)
+
+
+def answer_read_in(threads: list[int], *, fail: bool = False) -> Answer:
+    """An Answer whose events note the thread each is read in (and, `fail`, break midway)."""
+    def events():
+        for word in ("read", "in", "the", "pump"):
+            threads.append(threading.get_ident())
+            if fail and word == "the":
+                raise UpstreamError("the upstream broke off", "upstream_stream_broken")
+            yield TextDelta(word + " ")
+        yield Completion("read in the pump ", "c-1", "m-1", "stop")
+    return Answer(events())
+
+
+def test_a_whole_answer_is_read_in_the_installed_pump(installed):
+    threads: list[int] = []
+    completion = answer_read_in(threads).read()
+    assert completion.text == "read in the pump "
+    assert set(threads) == {installed.thread.ident}
+    assert installed.served == 1
+
+
+def test_without_an_installed_pump_a_whole_answer_is_read_by_its_caller(pump):
+    threads: list[int] = []
+    assert answer_read_in(threads).read().conversation_id == "c-1"
+    assert set(threads) == {threading.get_ident()} and pump.served == 0
+
+
+def test_a_whole_answer_that_breaks_in_the_pump_raises_in_its_caller_and_is_closed(installed):
+    threads: list[int] = []
+    answer = answer_read_in(threads, fail=True)
+    closed = []
+    answer.on_close(lambda: closed.append(threading.get_ident()))
+    with pytest.raises(UpstreamError, match="broke off"):
+        answer.read()
+    assert set(threads) == set(closed) == {installed.thread.ident}
+
+
+def test_an_abandoned_whole_answer_is_given_up_from_the_pump(installed, monkeypatch):
+    monkeypatch.setattr(answers, "ABANDON_CHECK", 0.0)
+    asked_in = []
+
+    def abandoned():
+        asked_in.append(threading.get_ident())
+        return True
+
+    with pytest.raises(ApiError) as raised:
+        answer_read_in([]).read(abandoned)
+    assert (raised.value.code, raised.value.status) == ("client_gone", 499)
+    assert set(asked_in) == {installed.thread.ident}
+
+
 # --- Transfers in the pump, against a loopback HTTP server -------------------------------------
 
 class _Gated(BaseHTTPRequestHandler):
@@ -426,6 +488,32 @@ def test_answers_and_their_hand_offs_stream_from_the_pump(make_app, token, emula
     assert bool(reads) == (handoff == "poll")
 
 
+@pytest.mark.parametrize("handoff", ["off", "ws", "both"])
+def test_whole_answers_and_their_hand_offs_are_read_in_the_installed_pump(make_app, token,
+                                                                          emulator, installed,
+                                                                          handoff):
+    # Not streamed: the request thread waits while the pump reads the answer, hand-off included.
+    emulator.switches.handoff = handoff
+    if handoff == "both":
+        emulator.switches.ws_fault, emulator.switches.ws_break_after = "break", 7
+    emulator.switches.answer = "a long and careful answer"
+    client = make_app().test_client()
+    answers = []
+
+    def request_thread():
+        response = client.post("/send_message", data={"access_token": token, "prompt": "Hi"})
+        answers.append((response.status_code, response.json.get("text")))
+
+    threads = [threading.Thread(target=request_thread) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    join(threads)
+    assert answers == [(200, "a long and careful answer")] * 3
+    assert installed.served == 3 and installed.streams == 0
+    if handoff != "off":
+        assert len(emulator.topics.subscriptions) == 3
+
+
 # --- the production server ------------------------------------------------------------------------
 
 def start_server(tmp_path, emulator, **env) -> ServerProcess:
@@ -552,6 +640,48 @@ def test_the_streams_of_a_worker_wake_one_thread_not_one_each(tmp_path, emulator
         assert len(woken) <= 4, woken
     else:
         print("threads woken without it:", len(woken))
+        assert len(woken) >= 12, woken
+
+
+@pytest.mark.parametrize("setting", ["on", "off"])
+def test_whole_answers_are_read_by_the_pump_too(tmp_path, emulator, token, setting):
+    # Twelve answers asked without `stream`: the worker reads each whole before it answers, its
+    # request thread waiting. While they are read (events 0.1 s apart), only the pump thread
+    # wakes at their events; with STREAM_PUMP=off, each answer's own thread does.
+    switches = emulator.switches
+    switches.chunking, switches.words_per_delta, switches.chunk_delay = False, 1, 0.1
+    server = start_server(tmp_path, emulator, STREAM_PUMP=setting)
+    prompt = "+".join(f"w{i}" for i in range(70))
+    asks = []
+    try:
+        asks = [RawStream(server, b"POST /send_message HTTP/1.1\r\nHost: x\r\n"
+                                  b"Connection: close\r\n"
+                                  b"Content-Type: application/x-www-form-urlencoded\r\n",
+                          f"access_token={token}&prompt={prompt}&stream=false".encode())
+                for _ in range(12)]
+        deadline = time.monotonic() + WAIT
+        while len([r for r in emulator.requests
+                   if r.method == "POST" and r.path.endswith("conversation")]) < 12:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(1.0)  # each has read its first event and is reading the rest
+        [worker] = server.worker_pids()
+        before = switches_per_thread(worker)
+        time.sleep(1.5)  # about 15 events of each answer
+        after = switches_per_thread(worker)
+        assert not any(ask.ended.is_set() for ask in asks)  # none answered yet
+        for ask in asks:  # and every one is answered in the end
+            assert ask.ended.wait(WAIT)
+            assert ask.received.startswith(b"HTTP/1.1 200"), ask.received[:300]
+            assert b"w69" in ask.received
+    finally:
+        for ask in asks:
+            ask.sock.close()
+        server.stop()
+    woken = [tid for tid, count in after.items() if count > before.get(tid, count)]
+    if setting == "on":
+        assert len(woken) <= 4, woken
+    else:
         assert len(woken) >= 12, woken
 
 
