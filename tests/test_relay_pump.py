@@ -12,7 +12,7 @@ import pytest
 
 from tests.relay_fixtures import upstream
 from tests.servers import ServerProcess
-from tests.test_stream_pump import RawStream, switches_per_thread
+from tests.test_stream_pump import RawStream, assert_woken, switches_per_thread
 
 KEY = "sk-cw-relay-pump"
 WAIT = 60  # generous: a loaded 2-core machine
@@ -73,8 +73,4 @@ def test_relayed_streams_wake_one_thread_of_the_worker_not_one_each(tmp_path, fa
         for stream in streams:
             stream.sock.close()
         server.stop()
-    woken = [tid for tid, count in after.items() if count > before.get(tid, count)]
-    if setting == "on":
-        assert len(woken) <= 4, woken
-    else:
-        assert len(woken) >= 10, woken
+    assert_woken(before, after, setting, each=10)

@@ -603,16 +603,33 @@ def switches_per_thread(pid: int) -> dict[int, int]:
     return counts
 
 
+def assert_woken(before: dict[int, int], after: dict[int, int], setting: str, each: int) -> None:
+    """Between two switches_per_thread() looks while `each` answers were being read: with
+    STREAM_PUMP=on at most 4 threads blocked and woke (the pump, the worker's loop and its
+    helpers), with it off at least one per answer."""
+    woken = [tid for tid, count in after.items() if count > before.get(tid, count)]
+    if setting == "on":
+        assert len(woken) <= 4, woken
+    else:
+        assert len(woken) >= each, woken
+
+
+def server_with_slow_answers(tmp_path, emulator, setting: str, words: int):
+    """A worker (STREAM_PUMP=`setting`) whose answers come one word per event, 0.1 s apart,
+    and the prompt of a `words`-word answer."""
+    switches = emulator.switches
+    switches.chunking, switches.words_per_delta, switches.chunk_delay = False, 1, 0.1
+    server = start_server(tmp_path, emulator, STREAM_PUMP=setting)
+    return server, "+".join(f"w{i}" for i in range(words))
+
+
 @pytest.mark.parametrize("setting", ["on", "off"])
 def test_the_streams_of_a_worker_wake_one_thread_not_one_each(tmp_path, emulator, token,
                                                               setting):
     # Twelve streams of 200 events 0.1 s apart (20 s each). While all of them stream, a thread
     # that blocks and wakes up again is a thread that reads or writes streams: with the pump,
     # only the pump thread (beside the worker's own loop); with STREAM_PUMP=off, every stream's.
-    switches = emulator.switches
-    switches.chunking, switches.words_per_delta, switches.chunk_delay = False, 1, 0.1
-    server = start_server(tmp_path, emulator, STREAM_PUMP=setting)
-    prompt = "+".join(f"w{i}" for i in range(200))
+    server, prompt = server_with_slow_answers(tmp_path, emulator, setting, 200)
     streams = []
     try:
         streams = [Stream(server, token, prompt) for _ in range(12)]
@@ -634,13 +651,7 @@ def test_the_streams_of_a_worker_wake_one_thread_not_one_each(tmp_path, emulator
         for stream in streams:
             stream.close()
         server.stop()
-    woken = [tid for tid, count in after.items() if count > before.get(tid, count)]
-    if setting == "on":
-        print("threads woken with the pump:", len(woken))
-        assert len(woken) <= 4, woken
-    else:
-        print("threads woken without it:", len(woken))
-        assert len(woken) >= 12, woken
+    assert_woken(before, after, setting, each=12)
 
 
 @pytest.mark.parametrize("setting", ["on", "off"])
@@ -648,10 +659,7 @@ def test_whole_answers_are_read_by_the_pump_too(tmp_path, emulator, token, setti
     # Twelve answers asked without `stream`: the worker reads each whole before it answers, its
     # request thread waiting. While they are read (events 0.1 s apart), only the pump thread
     # wakes at their events; with STREAM_PUMP=off, each answer's own thread does.
-    switches = emulator.switches
-    switches.chunking, switches.words_per_delta, switches.chunk_delay = False, 1, 0.1
-    server = start_server(tmp_path, emulator, STREAM_PUMP=setting)
-    prompt = "+".join(f"w{i}" for i in range(70))
+    server, prompt = server_with_slow_answers(tmp_path, emulator, setting, 70)
     asks = []
     try:
         asks = [RawStream(server, b"POST /send_message HTTP/1.1\r\nHost: x\r\n"
@@ -678,11 +686,7 @@ def test_whole_answers_are_read_by_the_pump_too(tmp_path, emulator, token, setti
         for ask in asks:
             ask.sock.close()
         server.stop()
-    woken = [tid for tid, count in after.items() if count > before.get(tid, count)]
-    if setting == "on":
-        assert len(woken) <= 4, woken
-    else:
-        assert len(woken) >= 12, woken
+    assert_woken(before, after, setting, each=12)
 
 
 def test_a_client_that_does_not_read_stalls_only_its_own_stream(tmp_path, emulator, token):
