@@ -128,9 +128,10 @@ class Answer:
 
         `abandoned()` is asked between pieces, at most every ABANDON_CHECK seconds: once it says
         the caller is gone, the upstream transfer is closed rather than read to its end.
+        :raise ApiError: 499 client_gone in that case.
+
         In a gunicorn worker with a stream pump the pieces are read there, as a streamed
         answer's are (stream_pump.run): the calling thread waits once, not at every event.
-        :raise ApiError: 499 client_gone in that case.
         """
         return stream_pump.run(lambda: self._drain(abandoned))
 

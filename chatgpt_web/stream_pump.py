@@ -10,7 +10,8 @@ werkzeug's wrappers) run unchanged, and where they would block, on the upstream 
 (curl_transfer.Transfer.wait) or on a client that is not reading (the worker's socket writes),
 they call `wait_fds()`, which parks the greenlet on the pump's selector and runs the others.
 One `select` then serves every stream whose socket became readable at about the same time, with
-no thread switch between them.
+no thread switch between them. A whole (not streamed) answer is read there too: `run()` hands
+the reading to the worker's pump and its request thread waits once for the result.
 
 Outside the pump (any other thread: the request threads, the test client, the dev server)
 `wait_fds()` and `sleep()` block the calling thread as usual, so code written with them works in
