@@ -16,10 +16,11 @@ working tree, in turn, against one emulator, warms it with 10 answers, then open
 the counting per answer, not the load; `--face whole`: /send_message not streamed). Printed per
 run: user and system ms per answer, the slowest first token (whole: the slowest answer) minus the
 direct p99 (`late`), the load average; at the end the median of each side and the ratio
-this/base. The direct p99 is bench/concurrency.py's reference, measured
-before each run: N clients asking the emulator at once with the requests the service makes in
-its dialect (CHATGPT_PROTOCOL=2026: `direct_2026_flow`, four requests per answer). Loopback
-only; N at most 1000; every request within --timeout.
+this/base. Both sides and the emulator speak `--dialect` (default 2026, the site's current one).
+The direct p99 is bench/concurrency.py's reference, measured before each run: N clients asking
+the emulator at once with the requests the service makes in its dialect (2026:
+`direct_2026_flow`, four requests per answer; 2024: two). Loopback only; N at most 1000; every
+request within --timeout.
 
 `--sequential` measures instead the CPU of N answers made one after the other by one thread of
 one process (Flask's test client, the emulator sending each answer at once): the service's own
@@ -55,8 +56,6 @@ from bench.concurrency import (  # noqa: E402
     through_service,
 )
 from tests.servers import ServerProcess, free_port  # noqa: E402
-
-# Both sides speak the site's current dialect, and the emulator serves it.
 
 
 def user_system(pids: list[int]) -> tuple[float, float]:
