@@ -498,17 +498,17 @@ def test_whole_answers_and_their_hand_offs_are_read_in_the_installed_pump(make_a
         emulator.switches.ws_fault, emulator.switches.ws_break_after = "break", 7
     emulator.switches.answer = "a long and careful answer"
     client = make_app().test_client()
-    answers = []
+    replies = []
 
     def request_thread():
         response = client.post("/send_message", data={"access_token": token, "prompt": "Hi"})
-        answers.append((response.status_code, response.json.get("text")))
+        replies.append((response.status_code, response.json.get("text")))
 
     threads = [threading.Thread(target=request_thread) for _ in range(3)]
     for thread in threads:
         thread.start()
     join(threads)
-    assert answers == [(200, "a long and careful answer")] * 3
+    assert replies == [(200, "a long and careful answer")] * 3
     assert installed.served == 3 and installed.streams == 0
     if handoff != "off":
         assert len(emulator.topics.subscriptions) == 3
