@@ -350,15 +350,22 @@ def _image_server_errors(deadline: _Deadline) -> Iterator[None]:
             from failed.__cause__
 
 
+def check_count(count: int, most: int, param: str) -> None:
+    """:raise BadRequest: too_many_files, when `count` files (at `param`) are more than `most`."""
+    if count > most:
+        raise BadRequest(f"{count} files were sent; at most {most} "
+                         f"{'is' if most == 1 else 'are'} accepted", "too_many_files",
+                         param=param)
+
+
 def form_files(storages: Sequence, rules: FileRules, *, param: str = "file",
-               accepted: tuple[str, ...] | None = None) -> tuple[Attachment, ...]:
+               accepted: tuple[str, ...] | None = None,
+               most: int = MAX_FILES) -> tuple[Attachment, ...]:
     """The multipart file fields named `param` (werkzeug FileStorage objects: /send_message's
-    `file`, /v1/images/edits' `image`) as checked Attachments, at most MAX_FILES, each of the
-    `accepted` types (default: the rules'). :raise BadRequest, PayloadTooLarge,
-    UnsupportedMediaType."""
-    if len(storages) > MAX_FILES:
-        raise BadRequest(f"{len(storages)} files were sent; at most {MAX_FILES} are accepted",
-                         "too_many_files", param=param)
+    `file`, /v1/images/edits' `image`) as checked Attachments, at most `most`, each of the
+    `accepted` types (default: the rules'). :raise BadRequest: too_many_files.
+    :raise PayloadTooLarge, UnsupportedMediaType."""
+    check_count(len(storages), most, param)
     found = []
     for index, storage in enumerate(storages):
         data = storage.stream.read(rules.max_bytes + 1)

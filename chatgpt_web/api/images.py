@@ -228,12 +228,8 @@ def _images(config: Config, names: tuple[str, ...], most: int) -> tuple[Attachme
         raise BadRequest("'image' is required: the picture as a file"
                          + (" (several as image[])" if most > 1 else ""), "missing_field",
                          param="image")
-    if len(files) > most:
-        raise BadRequest(f"{len(files)} images were sent; at most {most} "
-                         f"{'is' if most == 1 else 'are'} accepted", "too_many_files",
-                         param="image")
     return attachments.form_files(files, attachments.FileRules.from_config(config),
-                                  param="image", accepted=INPUT_TYPES)
+                                  param="image", accepted=INPUT_TYPES, most=most)
 
 
 def _instruction(prompt: str, size: str) -> str:
