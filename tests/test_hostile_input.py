@@ -296,6 +296,44 @@ def test_an_image_request_that_is_not_json_is_400(call, raw):
     openai_error(response, 400, "invalid_json")
 
 
+# --- POST /v1/images/edits as JSON ---------------------------------------------------------------
+
+PNG_URL = "data:image/png;base64," + b64(b"\x89PNG\r\n\x1a\n" + bytes(8) + b"IHDR" + bytes(8))
+
+
+def nested(depth: int):
+    value: object = PNG_URL
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("images, status, code", [
+    ([{}] * 100_000, 400, "too_many_files"),  # refused before any is looked at
+    ([nested(50)], 400, "invalid_field"),
+    ([{"image_url": ["https://example.com/a.png"]}], 400, "invalid_field"),
+    ([{"image_url": "https://[zz/a.png"}], 400, "invalid_image_url"),
+    ([{"image_url": "https://user:pw@example.com/a.png"}], 400, "invalid_image_url"),
+    ([{"image_url": "https://169.254.169.254/latest"}], 400, "image_url_not_allowed"),
+    ([{"image_url": "data:" + "x" * 100_000}], 400, "invalid_field"),  # no comma
+    ([{"image_url": "data:image/png;base64," + "A" * 100_000}], 413, "file_too_large"),
+    ([{"image_url": "data:image/png," + "%00" * 3000}], 413, "file_too_large"),
+    ([{"file_id": {"id": "file-1"}}], 400, "unsupported_parameter"),
+    ([{"image_url": PNG_URL, "file_id": ""}], 400, "invalid_field"),
+], ids=lambda value: repr(value)[:40])
+def test_bad_json_image_edits_are_4xx(call, images, status, code):
+    response = call("POST", "/v1/images/edits", json={"prompt": "p", "images": images})
+    error = openai_error(response, status, code)
+    assert len(error["message"]) < 500  # a long URL is not echoed whole
+
+
+def test_a_json_image_edit_nested_deeper_than_the_parser_goes_is_400(call):
+    raw = '{"prompt": "p", "images": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    response = call("POST", "/v1/images/edits", data=raw,
+                    headers={"Content-Type": "application/json"})
+    openai_error(response, 400, "invalid_json")
+
+
 # --- GET /v1/files/<id>/content: signed links ----------------------------------------------------
 
 LINK_ID = "img-" + "0" * 32

@@ -6,9 +6,15 @@ checks them as any attachment (PNG, JPEG or WebP by their bytes, MAX_UPLOAD_BYTE
 uploads them to the account (the emulator's file store keeps the bytes it received), and runs one
 image turn whose user message points at them before the prompt; the emulator draws, and the
 answer has the official shape, as generations' does.
+
+An edit may also be the official JSON body, its pictures `images: [{"image_url": ...}]`: data:
+URLs, or https URLs the service fetches (tests/tls_images.py serves them over TLS on loopback,
+allowed by IMAGE_URL_ALLOW and trusted by IMAGE_URL_CA_FILE). The SDK sends edits as multipart,
+so those requests are raw JSON.
 """
 import base64
 import io
+import json
 
 import openai
 import pytest
@@ -17,7 +23,7 @@ from werkzeug.formparser import parse_form_data
 
 from chatgpt_web.api.images import VARIATION_PROMPT
 from tests.relay_fixtures import CLIENT_KEY, upstream
-from tests.vision_helpers import PDF, png
+from tests.vision_helpers import PDF, data_url, png
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PHOTO = png(6, 4, shade=10)
@@ -244,6 +250,222 @@ def test_no_token_is_401(live_service, emulator):
     assert not writes(emulator)
 
 
+# --- POST /v1/images/edits as JSON ------------------------------------------------------------
+
+JPEG = bytes.fromhex("ffd8ffe000104a46494600010100000100010000ffc0000b080004000601011100ffd9")
+
+
+def post_json(service, token, body, path="/images/edits", content_type="application/json"):
+    return curl_requests.post(service.url + "/v1" + path, data=json.dumps(body), timeout=30,
+                              headers={"Authorization": f"Bearer {token}",
+                                       "Content-Type": content_type})
+
+
+def image_refs(*urls) -> list[dict]:
+    return [{"image_url": url} for url in urls]
+
+
+def test_a_json_edit_uploads_its_data_url_image_and_sends_it_with_the_prompt(live_service,
+                                                                             emulator, token):
+    response = post_json(live_service, token, {"model": "gpt-image-1", "prompt": "a hat",
+                                               "images": image_refs(data_url(PHOTO))})
+    assert response.status_code == 200, response.text
+    (item,) = response.json()["data"]
+    assert [base64.b64decode(item["b64_json"])] == drawn(emulator)
+    assert item["revised_prompt"] == "a hat"
+    (write,) = writes(emulator)
+    assert write["system_hints"] == ["picture_v2"]
+    assert user_content(write)["content_type"] == "multimodal_text"
+    assert user_content(write)["parts"][-1] == "a hat"
+    assert [uploaded(emulator)[pointer] for pointer in pointers(write)] == [PHOTO]
+    (attachment,) = write["messages"][0]["metadata"]["attachments"]
+    assert (attachment["mime_type"], attachment["width"], attachment["height"]) == (
+        "image/png", 6, 4)
+
+
+def test_a_json_edit_of_several_images_sends_them_all_in_order(live_service, emulator, token):
+    # Labelled as anything: the bytes decide, as for a multipart edit.
+    response = post_json(live_service, token, {
+        "prompt": "put them side by side", "n": 2, "response_format": "url", "size": "1536x1024",
+        "quality": "high", "background": "auto", "output_format": "png", "user": "u-1",
+        "images": image_refs(data_url(PHOTO), data_url(JPEG, "image/png"), data_url(SKETCH))})
+    assert response.status_code == 200, response.text
+    assert [curl_requests.get(item["url"], timeout=30).content
+            for item in response.json()["data"]] == drawn(emulator)
+    first, second = writes(emulator)  # n turns, each with every picture, in order
+    for write in (first, second):
+        assert [uploaded(emulator)[pointer] for pointer in pointers(write)] == [PHOTO, JPEG,
+                                                                                SKETCH]
+        assert [entry["mime_type"] for entry in write["messages"][0]["metadata"]["attachments"]
+                ] == ["image/png", "image/jpeg", "image/png"]
+        assert user_content(write)["parts"][-1].startswith("put them side by side\n\n")
+    assert len(emulator.files.uploaded()) == 3  # each picture once on the account
+
+
+CAT = png(5, 3, shade=77)
+
+
+@pytest.fixture(scope="module")
+def image_server(tmp_path_factory):
+    from tests.tls_images import ImageServer
+    server = ImageServer(tmp_path_factory.mktemp("edit-images"), {
+        "/cat.png": ("image/png", CAT),
+        "/page": ("text/html", b"<html>not an image</html>"),
+        "/cat.gif": ("image/gif", b"GIF89a\x01\x00\x01\x00"),
+        "/big.png": ("image/png", CAT + b"\0" * 5000),
+    })
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def allowed_service(live_service_factory, image_server):
+    """A service that may fetch from the local TLS image server (and trusts its certificate)."""
+    return live_service_factory(IMAGE_URL_ALLOW=image_server.url + "/",
+                                IMAGE_URL_CA_FILE=str(image_server.cert_file),
+                                MAX_UPLOAD_BYTES="4096")
+
+
+def test_a_json_edit_fetches_an_https_image_url_and_uploads_it(allowed_service, emulator, token,
+                                                              image_server):
+    response = post_json(allowed_service, token, {"prompt": "a hat", "images": image_refs(
+        data_url(PHOTO), image_server.url + "/to-cat")})  # a redirect, followed
+    assert response.status_code == 200, response.text
+    (write,) = writes(emulator)
+    assert [uploaded(emulator)[pointer] for pointer in pointers(write)] == [PHOTO, CAT]
+    assert image_server.requests[-2:] == ["/to-cat", "/cat.png"]
+
+
+@pytest.mark.parametrize("path, status, code", [
+    ("/page", 415, "unsupported_file_type"),  # not an image
+    ("/cat.gif", 415, "unsupported_file_type"),  # an image chat takes, but not an edit
+    ("/big.png", 413, "file_too_large"),
+    ("/missing.png", 400, "image_url_unreachable"),
+    ("/to-private", 400, "image_url_not_allowed"),  # localhost is not under IMAGE_URL_ALLOW
+])
+def test_https_image_urls_that_cannot_be_used_are_refused(allowed_service, emulator, token,
+                                                          image_server, path, status, code):
+    response = post_json(allowed_service, token, {"prompt": "p", "images": image_refs(
+        data_url(PHOTO), image_server.url + path)})
+    refused(response, status, code, "images[1].image_url")
+    assert not writes(emulator) and not emulator.files.uploaded()
+
+
+GOOD = {"image_url": data_url(PHOTO)}
+
+
+@pytest.mark.parametrize("body, status, code, param", [
+    ([GOOD], 400, "invalid_json", None),
+    ("images", 400, "invalid_json", None),
+    ({"prompt": "p"}, 400, "missing_field", "images"),
+    ({"prompt": "p", "images": None}, 400, "missing_field", "images"),
+    ({"prompt": "p", "images": []}, 400, "missing_field", "images"),
+    ({"prompt": "p", "images": GOOD}, 400, "invalid_field", "images"),
+    ({"prompt": "p", "images": data_url(PHOTO)}, 400, "invalid_field", "images"),
+    ({"prompt": "p", "images": [GOOD] * 11}, 400, "too_many_files", "images"),
+    ({"prompt": "p", "images": [data_url(PHOTO)]}, 400, "invalid_field", "images[0]"),
+    ({"prompt": "p", "images": [GOOD, None]}, 400, "invalid_field", "images[1]"),
+    ({"prompt": "p", "images": [{}]}, 400, "invalid_field", "images[0]"),
+    ({"prompt": "p", "images": [{"detail": "high"}]}, 400, "invalid_field", "images[0]"),
+    ({"prompt": "p", "images": [{**GOOD, "file_id": "file-1"}]}, 400, "invalid_field",
+     "images[0]"),
+    ({"prompt": "p", "images": [GOOD, {"file_id": "file-abc"}]}, 400, "unsupported_parameter",
+     "images[1].file_id"),
+    ({"prompt": "p", "images": [{"image_url": 5}]}, 400, "invalid_field", "images[0].image_url"),
+    ({"prompt": "p", "images": [{"image_url": "  "}]}, 400, "invalid_field",
+     "images[0].image_url"),
+    ({"prompt": "p", "images": [{"image_url": {"url": data_url(PHOTO)}}]}, 400, "invalid_field",
+     "images[0].image_url"),
+    ({"prompt": "p", "images": [GOOD, {"image_url": "ftp://example.com/a.png"}]}, 400,
+     "invalid_image_url", "images[1].image_url"),
+    ({"prompt": "p", "images": [{"image_url": "file:///etc/passwd"}]}, 400, "invalid_image_url",
+     "images[0].image_url"),
+    ({"prompt": "p", "images": [{"image_url": "http://example.com/a.png"}]}, 400,
+     "image_url_not_allowed", "images[0].image_url"),
+    ({"prompt": "p", "images": [{"image_url": "https://10.0.0.1/a.png"}]}, 400,
+     "image_url_not_allowed", "images[0].image_url"),
+    ({"prompt": "p", "images": [{"image_url": data_url(b"plain words", "text/plain")}]}, 415,
+     "unsupported_file_type", "images[0].image_url"),
+    ({"prompt": "p", "images": [GOOD, {"image_url": data_url(PDF, "application/pdf")}]}, 415,
+     "unsupported_file_type", "images[1].image_url"),
+    ({"prompt": "p", "images": [{"image_url": data_url(b"GIF89a\x01\x00\x01\x00", "image/gif")}]},
+     415, "unsupported_file_type", "images[0].image_url"),
+    ({"prompt": "p", "images": [{"image_url": "data:image/png;base64,%%%not-base64"}]}, 400,
+     "invalid_field", "images[0].image_url"),
+    ({"prompt": "p", "images": [{"image_url": "data:image/png;base64"}]}, 400, "invalid_field",
+     "images[0].image_url"),
+    ({"prompt": "p", "images": [{"image_url": "data:image/png;base64,"}]}, 400, "invalid_field",
+     "images[0].image_url"),
+    ({"prompt": "p", "images": [GOOD], "mask": GOOD}, 400, "unsupported_parameter", "mask"),
+    ({"images": [GOOD]}, 400, "missing_field", "prompt"),
+    ({"prompt": 5, "images": [GOOD]}, 400, "missing_field", "prompt"),
+    ({"prompt": "p", "images": [GOOD], "n": 9}, 400, "invalid_field", "n"),
+    ({"prompt": "p", "images": [GOOD], "n": "2"}, 400, "invalid_field", "n"),
+    ({"prompt": "p", "images": [GOOD], "size": "3x3"}, 400, "invalid_field", "size"),
+    ({"prompt": "p", "images": [GOOD], "response_format": "png"}, 400, "invalid_field",
+     "response_format"),
+    ({"prompt": "p", "images": [GOOD], "stream": True}, 400, "unsupported_parameter", "stream"),
+    ({"prompt": "p", "images": [GOOD], "stream": "yes"}, 400, "invalid_field", "stream"),
+    ({"prompt": "p", "images": [GOOD], "model": "midjourney-9"}, 404, "model_not_found",
+     "model"),
+], ids=lambda value: repr(value)[:40])
+def test_bad_json_edits_are_4xx_naming_the_field(live_service, emulator, token, body, status,
+                                                 code, param):
+    refused(post_json(live_service, token, body), status, code, param)
+    assert not writes(emulator) and not emulator.files.uploaded()
+
+
+def test_a_json_edit_says_why_a_file_id_is_refused(live_service, emulator, token):
+    error = refused(post_json(live_service, token, {"prompt": "p", "images": [
+        {"file_id": "file-abc"}]}), 400, "unsupported_parameter", "images[0].file_id")
+    assert "image_url" in error["message"] and "data: URL" in error["message"]
+
+
+def test_malformed_json_is_400_invalid_json(live_service, emulator, token):
+    response = curl_requests.post(live_service.url + "/v1/images/edits", data=b'{"prompt": "p",',
+                                  timeout=30, headers={"Authorization": f"Bearer {token}",
+                                                       "Content-Type": "application/json"})
+    refused(response, 400, "invalid_json", None)
+    assert not writes(emulator)
+
+
+def test_a_json_image_over_max_upload_bytes_is_413(live_service_factory, emulator, token):
+    service = live_service_factory(MAX_UPLOAD_BYTES="100")
+    big = png(40, 40, shade=3) + bytes(200)
+    response = post_json(service, token, {"prompt": "p", "images": image_refs(data_url(big))})
+    refused(response, 413, "file_too_large", "images[0].image_url")
+    assert not emulator.files.uploaded()
+
+
+@pytest.mark.parametrize("body, content_type", [
+    (b"prompt=p", "application/x-www-form-urlencoded"),
+    (b'{"prompt": "p", "images": []}', "text/plain"),
+    (b"", ""),
+])
+def test_an_edit_in_neither_form_is_400_naming_both(live_service, emulator, token, body,
+                                                    content_type):
+    response = curl_requests.post(live_service.url + "/v1/images/edits", data=body, timeout=30,
+                                  headers={"Authorization": f"Bearer {token}",
+                                           "Content-Type": content_type})
+    error = refused(response, 400, "invalid_content_type", None)
+    assert "multipart/form-data" in error["message"]
+    assert "application/json" in error["message"]
+    assert not writes(emulator)
+
+
+def test_a_variation_stays_multipart_only(live_service, emulator, token):
+    response = post_json(live_service, token, {"images": [GOOD]}, path="/images/variations")
+    error = refused(response, 400, "invalid_content_type", None)
+    assert error["message"] == "send the image as multipart/form-data (as the openai SDK does)"
+    assert not writes(emulator)
+
+
+def test_a_json_edit_without_a_token_is_401(live_service, emulator):
+    response = post_json(live_service, "", {"prompt": "p", "images": [GOOD]})
+    assert response.status_code == 401
+    assert not writes(emulator)
+
+
 # --- the relay: a routed model's edits and variations go to its upstream, as sent ------------
 
 def relay_sdk(service):
@@ -313,4 +535,30 @@ def test_a_routed_model_is_varied_by_the_relay(relay_service, fake_openai, emula
     assert answer.data[0].url
     (sent,) = fake_openai.requests_to("/images/variations")
     assert PHOTO in sent.body and b'name="image"; filename="p.png"' in sent.body
+    assert not writes(emulator)
+
+
+def test_a_routed_models_json_edit_is_relayed_as_json(relay_service, fake_openai, emulator):
+    body = {"model": "dall-e-3", "prompt": "add a moon", "n": 2, "response_format": "b64_json",
+            "images": [{"image_url": data_url(PHOTO)}, {"file_id": "file-upstream-1"}],
+            "mask": {"image_url": data_url(SKETCH)}, "input_fidelity": "high"}
+    response = post_json(relay_service(), CLIENT_KEY, body)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["data"]) == 2
+    (sent,) = fake_openai.requests_to("/images/edits")
+    # The JSON the caller sent reached the upstream as JSON: file_id and mask included.
+    assert sent.headers["content-type"] == "application/json"
+    assert sent.body == json.dumps(body).encode()  # byte for byte
+    assert not writes(emulator) and not emulator.files.uploaded()
+
+
+def test_a_json_edit_gets_the_routed_model_name(relay_service, fake_openai, emulator):
+    service = relay_service(plan=renaming_plan(fake_openai, "house-painter", "dall-e-3"))
+    body = {"model": "house-painter", "prompt": "add a moon",
+            "images": image_refs(data_url(PHOTO), "https://images.example/b.png")}
+    response = post_json(service, CLIENT_KEY, body)
+    assert response.status_code == 200, response.text
+    (sent,) = fake_openai.requests_to("/images/edits")
+    assert sent.json == {**body, "model": "dall-e-3"}
+    assert sent.headers["content-type"] == "application/json"
     assert not writes(emulator)

@@ -3,7 +3,8 @@
 Four faces bring files: `/v1/chat/completions` content parts (`image_url` with a `data:` or an
 https URL, `file` with base64 `file_data` and a `filename`), `/v1/responses` items
 (`input_image`, `input_file`, mapped to those parts), `/send_message` multipart `file` fields,
-and the `image` files of `/v1/images/edits` and `/variations` (PNG, JPEG and WebP only).
+and the pictures of `/v1/images/edits` and `/variations` (PNG, JPEG and WebP only): multipart
+`image` files, or a JSON edit's `images[].image_url`, read as an `image_url` part's URL is.
 
 A part is first only *named* (`FileRef`): chat UIs resend the whole history every turn, and only
 the messages that go upstream need their files. `resolve()` turns the refs of those messages into
@@ -87,14 +88,24 @@ def image_ref(value, param: str) -> FileRef:
     if not isinstance(url, str) or not url.strip():
         raise BadRequest("an image_url part needs image_url.url: a data: URL or an https URL",
                          "invalid_field", param=f"{param}.image_url.url")
+    return url_ref(url, param, field="image_url.url", field_param=f"{param}.image_url.url")
+
+
+def url_ref(url: str, param: str, *, field: str, field_param: str | None = None) -> FileRef:
+    """The image-only FileRef of the image URL `url` (a non-empty string) at the request's
+    `param`: a data: URL, or an http(s) URL that fetch() reads (its guard refuses http).
+
+    :raise BadRequest: invalid_image_url, another scheme (naming `field`, at `field_param`,
+        default `param`).
+    """
     url = url.strip()
     scheme = url.split(":", 1)[0].lower()
     if scheme == "data":
         return FileRef(url, param=param, image_only=True)
     if scheme in ("http", "https"):
         return FileRef(url, param=param, remote=True, image_only=True)
-    raise BadRequest("image_url.url must be a data: URL or an https URL", "invalid_image_url",
-                     param=f"{param}.image_url.url")
+    raise BadRequest(f"{field} must be a data: URL or an https URL", "invalid_image_url",
+                     param=field_param or param)
 
 
 def file_ref(value, param: str) -> FileRef:
@@ -179,13 +190,25 @@ class _Budget:
         return attachment
 
 
-def read(ref: FileRef, rules: FileRules, resolver: Resolver = system_resolver) -> Attachment:
-    """One FileRef as an Attachment, checked."""
+def read_all(refs: Sequence[FileRef], rules: FileRules, resolver: Resolver = system_resolver,
+             *, accepted: tuple[str, ...] | None = None) -> tuple[Attachment, ...]:
+    """The FileRefs of one request as Attachments, in order, each read() (of the `accepted`
+    types when given), together at most TOTAL_FACTOR x MAX_UPLOAD_BYTES (413). The caller has
+    checked their number (check_count)."""
+    budget = _Budget(TOTAL_FACTOR * rules.max_bytes)
+    return tuple(budget.spend(read(ref, rules, resolver, accepted=accepted), ref.param)
+                 for ref in refs)
+
+
+def read(ref: FileRef, rules: FileRules, resolver: Resolver = system_resolver, *,
+         accepted: tuple[str, ...] | None = None) -> Attachment:
+    """One FileRef as an Attachment, checked (of the `accepted` types when given)."""
     if ref.remote:
         data, label = fetch(ref, rules, resolver)
     else:
         data, label = _decode(ref, rules.max_bytes)
-    return checked(data, label, ref.name, rules, param=ref.param, image_only=ref.image_only)
+    return checked(data, label, ref.name, rules, param=ref.param, image_only=ref.image_only,
+                   accepted=accepted)
 
 
 def checked(data: bytes, label: str | None, name: str | None, rules: FileRules, *,

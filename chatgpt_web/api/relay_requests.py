@@ -31,7 +31,9 @@ from ..services import Services
 
 log = logging.getLogger(__name__)
 DEFAULT_MODERATION_MODEL = "omni-moderation-latest"
-GENERATIONS = "/images/generations"
+# The image paths under /v1 (api/images.py): generations JSON, edits multipart or JSON,
+# variations multipart.
+GENERATIONS, EDITS, VARIATIONS = "/images/generations", "/images/edits", "/images/variations"
 
 
 def relay_of(services: Services):
@@ -285,13 +287,14 @@ def route_images(services: Services, path: str = GENERATIONS):
     `route_chat()` decides: a model the relay does not route stays on the web; a routed one goes
     to the relay unless a web target comes first and a web account can serve now, and back to
     the web when every relay target failed. Targets outside the client key's `backends` scope are
-    skipped, as for chats. Generations are JSON; edits and variations are multipart, passed on
-    as received but for the `model` field (`form_request()`)."""
+    skipped, as for chats. Generations are JSON, and so is an edit sent as JSON
+    (`Content-Type: application/json`), each forwarded as JSON; other edits and variations are
+    multipart, passed on as received but for the `model` field (`form_request()`)."""
     relay = services.relay
     if relay is None:
         return None
     body = None
-    if path == GENERATIONS:
+    if path == GENERATIONS or (path == EDITS and request.is_json):
         body = request.get_json(force=True, silent=True)
         if not isinstance(body, dict):
             return None

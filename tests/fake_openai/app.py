@@ -179,13 +179,30 @@ def create_fake_app(fake) -> Flask:
     @app.post("/v1/images/edits")
     @app.post("/v1/images/variations")
     def image_edits():
-        """Multipart, as the official endpoints: the pictures as `image` (or `image[]`) files."""
+        """Multipart, as the official endpoints: the pictures as `image` (or `image[]`) files;
+        an edit may be JSON too, its pictures `images`: [{"image_url"} or {"file_id"}, ...]."""
+        if request.is_json and request.path.endswith("/edits"):
+            return json_image_edit()
         refused, _ = gate(request.form.get("model", ""))
         if refused:
             return refused
         if not request.files.getlist("image") and not request.files.getlist("image[]"):
             return _json(400, keys.error("Missing file", "invalid_request_error", None, "image"))
         return _json(200, answers.image(request.form.to_dict()))
+
+    def json_image_edit() -> Response:
+        data = body()
+        refused, _ = gate(str(data.get("model", "")))
+        if refused:
+            return refused
+        images = data.get("images")
+        if not isinstance(images, list) or not images or not all(
+                isinstance(image, dict) and (image.get("image_url") or image.get("file_id"))
+                for image in images):
+            return _json(400, keys.error("Missing required parameter: 'images'.",
+                                         "invalid_request_error", "missing_required_parameter",
+                                         "images"))
+        return _json(200, answers.image(data))
 
     @app.post("/v1/audio/speech")
     def speech():
