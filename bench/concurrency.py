@@ -301,15 +301,22 @@ def _judge(status: int, tail: bytes, ttft: float | None, streamed: bool, what: s
     return Outcome(ttft is not None, ttft, "" if ttft else f"{what}no answer text")
 
 
-async def through_service(port: int, face: str, body: bytes, content_type: str,
-                          headers: dict) -> Outcome:
+async def ask(port: int, path: str, body: bytes, content_type: str, headers: dict, *,
+              whole: bool) -> Outcome:
+    """One POST to `path` of a chat server: the time to its first answer word, or with `whole`
+    (the answer arrives in one piece) to all of it."""
     started = time.monotonic()
-    path = "/v1/chat/completions" if face == "usage" else "/send_message"
     status, tail, first_text, ended = await exchange(
         port, post(port, path, body, content_type, headers), started, watch=True)
-    if face == "whole":  # the answer arrives in one piece: time to all of it
+    if whole:
         return _judge(status, tail, ended if first_text is not None else None, streamed=False)
     return _judge(status, tail, first_text, streamed=True)
+
+
+async def through_service(port: int, face: str, body: bytes, content_type: str,
+                          headers: dict) -> Outcome:
+    path = "/v1/chat/completions" if face == "usage" else "/send_message"
+    return await ask(port, path, body, content_type, headers, whole=face == "whole")
 
 
 async def _as_one_tab(flow, port: int, token: str, conversation: bytes,
@@ -654,6 +661,32 @@ def _sample_peaks(root: int, stop, results) -> None:
             return
 
 
+@dataclass
+class Measured:
+    """One measured run of N requests at once against a server (`measured()`)."""
+
+    outcomes: list[Outcome]
+    cpu: float  # CPU seconds of the server's processes (the whole tree) during the run
+    switches: int  # their context switches
+    peak: PeakMemory  # their peak RSS and PSS, and what the sampler spent
+    wall: float  # seconds from the first request sent to the last answer's end
+
+
+def measured(root: int, count: int, make, timeout: float) -> Measured:
+    """`count` requests made by `make()` at once, with what the processes of the server whose
+    first process is `root` spent on them."""
+    pids = service_pids(root)
+    cpu_before, switches_before = cpu_seconds(pids), context_switches(pids)
+    began = time.monotonic()
+    with PeakMemory(root) as peak:
+        outcomes = asyncio.run(at_once(count, make, timeout))
+    wall = time.monotonic() - began
+    pids = service_pids(root)
+    cpu = cpu_seconds(pids) - cpu_before
+    switches = switches_between(switches_before, {**peak.switches, **context_switches(pids)})
+    return Measured(outcomes, cpu, switches, peak, wall)
+
+
 # --- the run --------------------------------------------------------------------------------
 
 def summary(outcomes: list[Outcome]) -> tuple[float, float, float, float, dict]:
@@ -835,18 +868,12 @@ def run_dialect(dialect: str, args, levels: list[int], faces: list[str]) -> None
                         direct_runs = asyncio.run(at_once(count, lambda: reference(  # noqa: B023
                             emulator_port, token, conversation, whole), args.timeout))  # noqa: B023
                     quiet_service = settle()
-                    pids = service_pids(service.process.pid)
-                    cpu_before, switches_before = cpu_seconds(pids), context_switches(pids)
-                    began = time.monotonic()
-                    with watch() as during_service, PeakMemory(service.process.pid) as peak:
-                        service_runs = asyncio.run(at_once(count, lambda: through_service(
-                            service_port, face, *request), args.timeout))  # noqa: B023
-                    wall = time.monotonic() - began
-                    pids = service_pids(service.process.pid)
-                    cpu_end = cpu_seconds(pids)
-                    cpu = cpu_end - cpu_before
-                    switches = switches_between(switches_before,
-                                                {**peak.switches, **context_switches(pids)})
+                    with watch() as during_service:
+                        run = measured(service.process.pid, count, lambda: through_service(
+                            service_port, face, *request), args.timeout)  # noqa: B023
+                    service_runs, cpu, switches, peak, wall = (
+                        run.outcomes, run.cpu, run.switches, run.peak, run.wall)
+                    cpu_end = cpu_seconds(service_pids(service.process.pid))
                     time.sleep(5)
                     pids = service_pids(service.process.pid)
                     idle_rss, _ = memory(pids, with_pss=False)
