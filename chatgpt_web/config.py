@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
+from curl_cffi.curl import DEFAULT_CACERT
 from curl_cffi.requests import impersonate as curl_impersonate
 
 from .errors import ConfigError
@@ -214,6 +215,50 @@ def ca_file(raw: str) -> str | None:
     return os.path.abspath(value)
 
 
+# A certificate's file name in a directory laid out by c_rehash or `openssl rehash`: its subject
+# hash, then a counter for certificates whose subjects hash alike.
+_HASHED_NAME = re.compile(r"[0-9a-f]{8}\.[0-9]+")
+# The bundle update-ca-certificates (Debian, Ubuntu, Alpine) writes into the directory where it
+# also links each certificate by hash: two forms of the same certificates.
+_OS_BUNDLE_NAME = "ca-certificates.crt"
+
+
+def _has_hashed_certificates(directory: str) -> bool:
+    try:
+        with os.scandir(directory) as entries:
+            return any(_HASHED_NAME.fullmatch(entry.name) for entry in entries)
+    except OSError:
+        return False
+
+
+def os_ca_directory(bundle: str | None = None) -> str | None:
+    """The directory form of the CA bundle curl_cffi would load (`bundle`, default its own
+    choice: SSL_CERT_FILE, CURL_CA_BUNDLE or REQUESTS_CA_BUNDLE, Python's default CA file, else
+    certifi's), when that bundle is the operating system's (`ca-certificates.crt`, beside the same
+    certificates linked by hash); None otherwise (certifi's bundle, a bundle of one's own)."""
+    real = os.path.realpath(DEFAULT_CACERT if bundle is None else bundle)
+    directory = os.path.dirname(real)
+    if os.path.basename(real) != _OS_BUNDLE_NAME or not _has_hashed_certificates(directory):
+        return None
+    return directory
+
+
+def ca_directory(raw: str) -> str | None:
+    """`auto`: os_ca_directory(); `off`: none; else a directory of CA certificates named by
+    subject hash (`openssl rehash` lays one out); its absolute path."""
+    value = raw.strip()
+    if value == "auto":
+        return os_ca_directory()
+    if value == "off":
+        return None
+    if not os.path.isdir(value):
+        raise ConfigError(f"must be auto, off or a directory ({value} is none)")
+    if not _has_hashed_certificates(value):
+        raise ConfigError(f"must name a directory of CA certificates linked by subject hash "
+                          f"({value} holds none: run `openssl rehash` on it)")
+    return os.path.abspath(value)
+
+
 def redis_url(raw: str) -> str | None:
     """A redis://, rediss:// or unix:// URL; never quoted: it may carry a password."""
     value = raw.strip()
@@ -314,6 +359,12 @@ class Config:
     # PEM bundle of the CAs trusted for upstream TLS (a private mirror, a TLS-inspecting proxy)
     # instead of the bundled public ones; unset: the public CAs (certifi's, as curl_cffi's).
     ca_file: str | None = setting("CHATGPT_CA_FILE", ca_file)
+    # Without CHATGPT_CA_FILE, the public CAs are read from this directory (by subject hash, one
+    # certificate when a chain needs it) instead of from a bundle file, which every upstream
+    # handle would hold whole: about 1 MB each for the ~140 public roots (curl_transfer.py).
+    # Default "auto": the OS's directory where curl_cffi would load the OS's bundle; "off": the
+    # bundle file, as curl_cffi chooses it.
+    ca_dir: str | None = setting("CHATGPT_CA_DIR", ca_directory, factory=os_ca_directory)
     impersonate: str = setting("CHATGPT_IMPERSONATE", impersonation_target, DEFAULT_IMPERSONATE)
     # Dialect of the site: "2026", "2024", or "auto" (2026, and 2024 for an upstream that
     # answers 404 to the 2026 endpoints, remembered 15 minutes). docs/protocol-requests.md.

@@ -273,8 +273,12 @@ class Transfer:
         # three system calls at each upstream event of a stream. Python already ignores SIGPIPE,
         # and curl sends with MSG_NOSIGNAL.
         self.curl.setopt(CurlOpt.NOSIGNAL, 1)
-        # Curl.perform() sets the CA bundle just before curl_easy_perform; we never call it.
-        self.curl._ensure_cacert()
+        directory = getattr(session, "ca_directory", None)
+        if directory and session.verify is not False:
+            verify_by_directory(self.curl, directory)
+        else:
+            # Curl.perform() sets the CA bundle just before curl_easy_perform; we never call it.
+            self.curl._ensure_cacert()
         self.settings = settings
 
     def reset(self) -> None:
@@ -477,6 +481,25 @@ def _discard(chunk: bytes) -> None:
     pass
 
 
+def verify_by_directory(curl: Curl, directory: str) -> None:
+    """Verify the site (and an https proxy) against the CA certificates of `directory`, named
+    by subject hash, instead of a bundle file.
+
+    curl caches the trust store it builds from a bundle in the multi handle, and every Transfer
+    has a multi handle of its own: with the ~140 public roots, about 1 MB per handle that has
+    made a TLS connection, kept as long as the handle (measured: bench/tls_memory.py). From a
+    directory, BoringSSL reads a certificate when a chain needs it: the store holds the few a
+    site's chain uses.
+    """
+    curl._skip_cacert = True  # or curl_cffi would set its bundle file (CAINFO) too
+    for option in (CurlOpt.CAINFO, CurlOpt.PROXY_CAINFO):  # NULL: no file, not curl's default
+        code = lib._curl_easy_setopt(curl._curl, option, ffi.NULL)
+        if code != 0:
+            raise curl_errors.RequestException(f"curl refused to clear {option.name} ({code})")
+    curl.setopt(CurlOpt.CAPATH, directory)
+    curl.setopt(CurlOpt.PROXY_CAPATH, directory)
+
+
 def settings_of(session, url: str) -> tuple:
     """Everything of a session and a URL that set_up() puts on a handle: a handle carrying the
     same tuple needs nothing set again. (The scheme and host are in it because the proxy chosen,
@@ -487,7 +510,7 @@ def settings_of(session, url: str) -> tuple:
             session.impersonate, session.ja3, session.akamai, session.perk,
             _frozen(session.extra_fp), session.default_headers, session.http_version,
             session.interface, _frozen(session.dns), session.doh_url, _frozen(session.cert),
-            _frozen(session.curl_options))
+            _frozen(session.curl_options), getattr(session, "ca_directory", None))
 
 
 def _frozen(value):

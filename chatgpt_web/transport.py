@@ -103,8 +103,11 @@ class _PooledSession(Session):
     answer), so while one is open the session's requests borrow another Transfer.
     """
 
-    def __init__(self, pinning: tuple[str, ...], **settings):
+    def __init__(self, pinning: tuple[str, ...], *, ca_directory: str | None = None,
+                 **settings):
         self._pinning = pinning
+        # CHATGPT_CA_DIR: the CAs the lean path verifies with (curl_transfer.verify_by_directory)
+        self.ca_directory = ca_directory
         self._lender = threading.get_ident()
         self._transfer: Transfer = _HANDLES.take(pinning)
         self._streaming = False  # a StreamedResponse is using self._transfer
@@ -253,8 +256,9 @@ def new_session(config: Config, *, resolve: Sequence[str] = ()) -> Session:
         # The environment's http_proxy must not silently override CHATGPT_PROXY.
         trust_env=False,
         # CHATGPT_CA_FILE: curl's CAINFO, on the lean path too (curl_transfer.set_up passes
-        # the session's `verify` as session.post() does).
+        # the session's `verify` as session.post() does). Without it, CHATGPT_CA_DIR.
         verify=config.ca_file or True,
+        ca_directory=None if config.ca_file else config.ca_dir,
     )
 
 

@@ -7,13 +7,19 @@ keeps them in order (tests/test_protocol_2026.py).
 """
 from __future__ import annotations
 
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
+import trustme
 from curl_cffi.requests import exceptions as curl_errors
 
 from chatgpt_web import create_app, stream_pump
-from chatgpt_web.config import Config
+from chatgpt_web.config import Config, ca_directory, os_ca_directory
 from chatgpt_web.curl_transfer import pump_problems
 from chatgpt_web.errors import ConfigError
+from chatgpt_web.relay.wire import Exchange, TransportFailure
 from chatgpt_web.stream_pump import Pump
 from chatgpt_web.transport import new_session
 from tests.emulator import Emulator
@@ -156,6 +162,94 @@ def test_without_the_ca_the_answer_is_a_clear_502(make_app, token):
     assert response.json["code"] == "upstream_unreachable"
     assert "TLS certificate could not be verified" in response.json["message"]
     assert "CHATGPT_CA_FILE" in response.json["message"]
+
+
+# --- CHATGPT_CA_DIR ----------------------------------------------------------------------------
+
+def hashed_directory(path: Path, *pem_files: str) -> Path:
+    """`path` holding the PEM files linked by subject hash, as `openssl rehash` lays out
+    /etc/ssl/certs."""
+    path.mkdir()
+    for index, pem in enumerate(pem_files):
+        shutil.copy(pem, path / f"ca-{index}.pem")
+    subprocess.run(["openssl", "rehash", str(path)], check=True, capture_output=True)
+    return path
+
+
+@pytest.fixture
+def other_ca_file(tmp_path) -> str:
+    """A CA that did not sign the emulator's certificate."""
+    path = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+def test_the_lean_path_verifies_the_site_against_a_ca_directory(emulator, tmp_path,
+                                                                 other_ca_file):
+    trusting = hashed_directory(tmp_path / "trusting", other_ca_file, emulator.ca_file)
+    url = emulator.url + "/backend-api/anything"
+    with new_session(Config.from_env({"CHATGPT_CA_DIR": str(trusting)})) as session:
+        assert session.post(url, json={"a": 1}).status_code == 404
+        assert session.get(url).status_code == 404
+    assert len(emulator.requests) == 2
+    stranger = hashed_directory(tmp_path / "stranger", other_ca_file)
+    with new_session(Config.from_env({"CHATGPT_CA_DIR": str(stranger)})) as session:
+        with pytest.raises(curl_errors.CertificateVerifyError):
+            session.post(url, json={"a": 1})
+
+
+def test_the_relay_verifies_its_upstream_against_the_ca_directory(emulator, tmp_path,
+                                                                  other_ca_file):
+    def status_with(directory: Path) -> int | None:
+        with Exchange("GET", emulator.url + "/v1/models-of-nobody", body=None, headers=[],
+                      proxy=None, connect_timeout=10, total_timeout=10,
+                      ca_directory=str(directory)) as exchange:
+            exchange.wait_head(10)
+            return exchange.status
+
+    assert status_with(hashed_directory(tmp_path / "trusting", emulator.ca_file)) == 404
+    with pytest.raises(TransportFailure):
+        status_with(hashed_directory(tmp_path / "stranger", other_ca_file))
+
+
+def test_an_answer_comes_over_tls_verified_by_the_ca_directory(make_app, token, emulator,
+                                                                tmp_path):
+    directory = hashed_directory(tmp_path / "cas", emulator.ca_file)
+    response = send(make_app(CHATGPT_CA_FILE="", CHATGPT_CA_DIR=str(directory)).test_client(),
+                    access_token=token, prompt="Hi")
+    assert response.status_code == 200, response.json
+    assert response.json["text"] == "Echo: Hi"
+
+
+def test_a_ca_file_is_trusted_instead_of_the_ca_directory(make_app, token, emulator, tmp_path,
+                                                          other_ca_file):
+    stranger = hashed_directory(tmp_path / "stranger", other_ca_file)
+    app = make_app(CHATGPT_CA_FILE=emulator.ca_file, CHATGPT_CA_DIR=str(stranger))
+    assert send(app.test_client(), access_token=token, prompt="Hi").json["text"] == "Echo: Hi"
+
+
+def test_auto_takes_the_directory_only_where_the_bundle_is_the_os_one_beside_it(tmp_path,
+                                                                                other_ca_file):
+    os_certs = hashed_directory(tmp_path / "certs", other_ca_file)
+    bundle = os_certs / "ca-certificates.crt"  # update-ca-certificates' bundle, beside the links
+    shutil.copy(other_ca_file, bundle)
+    assert os_ca_directory(str(bundle)) == str(os_certs)
+    own = os_certs / "my-bundle.pem"  # a bundle of one's own: its certificates may differ
+    shutil.copy(other_ca_file, own)
+    assert os_ca_directory(str(own)) is None
+    unlinked = tmp_path / "unlinked"
+    unlinked.mkdir()
+    shutil.copy(other_ca_file, unlinked / "ca-certificates.crt")
+    assert os_ca_directory(str(unlinked / "ca-certificates.crt")) is None
+    assert ca_directory("off") is None
+    assert ca_directory(f"  {os_certs}  ") == str(os_certs)
+
+
+def test_a_ca_directory_without_hashed_certificates_stops_the_start(tmp_path):
+    with pytest.raises(ConfigError, match="CHATGPT_CA_DIR must be auto, off or a directory"):
+        Config.from_env({"CHATGPT_CA_DIR": str(tmp_path / "missing")})
+    with pytest.raises(ConfigError, match="openssl rehash"):
+        Config.from_env({"CHATGPT_CA_DIR": str(tmp_path)})
 
 
 def test_a_ca_file_that_cannot_be_read_or_holds_no_certificate_stops_the_start(tmp_path):

@@ -84,8 +84,9 @@ class Relay:
     """Runs relay requests against the router's keys; keeps their health."""
 
     def __init__(self, router: Router, scrubber: Scrubber, timeouts: Timeouts,
-                 max_attempts: int = 3):
+                 max_attempts: int = 3, ca_directory: str | None = None):
         self.router = router
+        self.ca_directory = ca_directory  # CHATGPT_CA_DIR (wire.Exchange)
         self.health = router.health
         self.scrubber = scrubber
         self.timeouts = timeouts
@@ -122,7 +123,8 @@ class Relay:
         return Exchange("POST", attempt.upstream.base_url + request.path, body=body,
                         headers=headers, proxy=attempt.upstream.proxy,
                         connect_timeout=self.timeouts.connect,
-                        total_timeout=max(0.001, deadline - time.monotonic()))
+                        total_timeout=max(0.001, deadline - time.monotonic()),
+                        ca_directory=self.ca_directory)
 
     # --- the loop ------------------------------------------------------------------------------
     def forward(self, request: RelayRequest, attempts: Iterator[Attempt], targets: list,

@@ -27,7 +27,8 @@ class RelayService:
         self.relay = Relay(self.router, self.scrubber, Timeouts(
             connect=config.relay_connect_timeout, commit_after=config.relay_commit_after,
             ping=config.relay_ping_interval, idle=config.relay_idle_timeout,
-            total=config.relay_total_timeout), max_attempts=config.relay_max_attempts)
+            total=config.relay_total_timeout), max_attempts=config.relay_max_attempts,
+            ca_directory=config.ca_dir)
         self._store = store
         self._discovery: Discovery | None = None
         self._lock = threading.Lock()

@@ -31,7 +31,7 @@ from curl_cffi.requests.exceptions import RequestException
 # used once the answer's head is in, where a perform only moves the few bytes of an event.
 # wait_multi: curl_multi_poll, or in the stream pump a wait that lets its other streams run.
 from ..curl_transfer import _multi_perform as _perform_holding_gil
-from ..curl_transfer import wait_multi
+from ..curl_transfer import verify_by_directory, wait_multi
 
 _CURLMSG_DONE = 1
 # Idle links (multi + easy handle, with the upstream connection curl keeps open) one process
@@ -123,7 +123,8 @@ class Exchange:
     """One request; always `close()` it (or use `with`): that ends the transfer if still running."""
 
     def __init__(self, method: str, url: str, *, body: bytes | None, headers: list[tuple[str, str]],
-                 proxy: str | None, connect_timeout: float, total_timeout: float):
+                 proxy: str | None, connect_timeout: float, total_timeout: float,
+                 ca_directory: str | None = None):
         self.status: int | None = None
         self.headers: dict[str, str] = {}
         self._head_done = False
@@ -152,7 +153,10 @@ class Exchange:
         curl.setopt(CurlOpt.TIMEOUT_MS, max(1, int(total_timeout * 1000)))
         curl.setopt(CurlOpt.NOSIGNAL, 1)
         curl.setopt(CurlOpt.PROXY, (proxy or "").encode())
-        curl._ensure_cacert()
+        if ca_directory:  # CHATGPT_CA_DIR: the public CAs by subject hash, not a bundle per link
+            verify_by_directory(curl, ca_directory)
+        else:
+            curl._ensure_cacert()
         self._multi = self._link.multi
         self._perform_args = (int(ffi.cast("uintptr_t", self._multi)),
                               int(ffi.cast("uintptr_t", self._running)))
