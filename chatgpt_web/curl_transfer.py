@@ -500,6 +500,23 @@ def verify_by_directory(curl: Curl, directory: str) -> None:
     curl.setopt(CurlOpt.PROXY_CAPATH, directory)
 
 
+class DirectoryTrustingCurl(Curl):
+    """A Curl that curl_cffi drives itself (a WebSocket's handshake) whose default CAs come from
+    `directory` (verify_by_directory) instead of curl_cffi's bundle file: curl_cffi sets its
+    trust just before each perform, through _ensure_cacert, which this replaces unless
+    verification is off or a CA file was named."""
+
+    def __init__(self, directory: str):
+        super().__init__()
+        self.ca_directory = directory
+
+    def _ensure_cacert(self) -> None:
+        if self._skip_cacert or self._is_cert_set:
+            super()._ensure_cacert()
+        else:
+            verify_by_directory(self, self.ca_directory)
+
+
 def settings_of(session, url: str) -> tuple:
     """Everything of a session and a URL that set_up() puts on a handle: a handle carrying the
     same tuple needs nothing set again. (The scheme and host are in it because the proxy chosen,

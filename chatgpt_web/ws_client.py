@@ -34,6 +34,7 @@ from curl_cffi.requests import WebSocket
 
 from . import stream_pump
 from .config import Config
+from .curl_transfer import DirectoryTrustingCurl
 from .errors import UpstreamError, UpstreamTimeout
 from .transport import upstream_errors, user_agent_for
 
@@ -73,10 +74,12 @@ class Dialer:
     impersonate: str
     proxy: str | None = None
     ca_file: str | None = None  # CHATGPT_CA_FILE: the CAs trusted besides the system's
+    ca_dir: str | None = None  # CHATGPT_CA_DIR, without a CA file: the public CAs by hash
 
     @classmethod
     def from_config(cls, config: Config) -> Dialer:
-        return cls(config.impersonate, config.proxy, config.ca_file)
+        return cls(config.impersonate, config.proxy, config.ca_file,
+                   None if config.ca_file else config.ca_dir)
 
     def open(self, url: str, *, origin: str, cookies=None, resolve: Sequence[str] = (),
              timeout: float, max_message_bytes: int) -> WebSocketConnection:
@@ -104,7 +107,8 @@ class Dialer:
         # autoclose off: curl_cffi's would answer a close frame by closing the curl handle inside
         # recv_fragment(), before the frame it returned (libcurl's memory) has been read.
         # close() answers it instead, once the reader is done with the frame.
-        socket = WebSocket(max_message_size=max_message_bytes, autoclose=False)
+        own_curl = {"curl": DirectoryTrustingCurl(self.ca_dir)} if self.ca_dir else {}
+        socket = WebSocket(**own_curl, max_message_size=max_message_bytes, autoclose=False)
 
         def handshake() -> None:
             socket.connect(url, headers=headers, cookies=cookies, timeout=timeout,

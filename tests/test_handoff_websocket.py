@@ -11,6 +11,8 @@ import json
 
 import pytest
 
+from tests.test_http2 import hashed_directory
+
 ANSWER = "a long and careful answer, told word by word so that it takes many events to arrive"
 
 
@@ -219,3 +221,17 @@ def test_over_tls_the_websocket_is_wss_and_trusts_chatgpt_ca_file(make_app, tls_
     assert handshakes(tls_emulator)[0].headers["origin"] == tls_emulator.url  # https://…
     assert not resumes(tls_emulator) and not reads(tls_emulator)
 
+
+
+def test_over_tls_the_websocket_trusts_the_ca_directory(make_app, tls_emulator, tmp_path):
+    tls_emulator.switches.handoff = "ws"
+    tls_emulator.switches.answer = ANSWER
+    token = tls_emulator.mint_access_token()
+    client = make_app(CHATGPT_BASE_URL=tls_emulator.url, CHATGPT_AUTH_URL=tls_emulator.url,
+                      CHATGPT_CA_FILE="",
+                      CHATGPT_CA_DIR=str(hashed_directory(tmp_path / "cas", tls_emulator.ca_file))
+                      ).test_client()
+    assert streamed_text(client, token) == ANSWER
+    # Read on the WebSocket: its handshake verified the emulator through the directory.
+    assert tls_emulator.requests_to("/celsius/ws/user") and tls_emulator.topics.subscriptions
+    assert not resumes(tls_emulator) and not reads(tls_emulator)
