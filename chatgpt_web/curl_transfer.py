@@ -273,12 +273,8 @@ class Transfer:
         # three system calls at each upstream event of a stream. Python already ignores SIGPIPE,
         # and curl sends with MSG_NOSIGNAL.
         self.curl.setopt(CurlOpt.NOSIGNAL, 1)
-        directory = getattr(session, "ca_directory", None)
-        if directory and session.verify is not False:
-            verify_by_directory(self.curl, directory)
-        else:
-            # Curl.perform() sets the CA bundle just before curl_easy_perform; we never call it.
-            self.curl._ensure_cacert()
+        set_trust(self.curl, getattr(session, "ca_directory", None)
+                  if session.verify is not False else None)
         self.settings = settings
 
     def reset(self) -> None:
@@ -479,6 +475,16 @@ class Transfer:
 
 def _discard(chunk: bytes) -> None:
     pass
+
+
+def set_trust(curl: Curl, directory: str | None) -> None:
+    """The CAs `curl` verifies with, for a handle driven without Curl.perform() (a Transfer, a
+    relay link): those of `directory` (CHATGPT_CA_DIR) when given, else curl_cffi's bundle,
+    which Curl.perform() would set just before curl_easy_perform."""
+    if directory:
+        verify_by_directory(curl, directory)
+    else:
+        curl._ensure_cacert()
 
 
 def verify_by_directory(curl: Curl, directory: str) -> None:

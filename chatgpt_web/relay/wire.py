@@ -31,7 +31,7 @@ from curl_cffi.requests.exceptions import RequestException
 # used once the answer's head is in, where a perform only moves the few bytes of an event.
 # wait_multi: curl_multi_poll, or in the stream pump a wait that lets its other streams run.
 from ..curl_transfer import _multi_perform as _perform_holding_gil
-from ..curl_transfer import verify_by_directory, wait_multi
+from ..curl_transfer import set_trust, wait_multi
 
 _CURLMSG_DONE = 1
 # Idle links (multi + easy handle, with the upstream connection curl keeps open) one process
@@ -153,10 +153,7 @@ class Exchange:
         curl.setopt(CurlOpt.TIMEOUT_MS, max(1, int(total_timeout * 1000)))
         curl.setopt(CurlOpt.NOSIGNAL, 1)
         curl.setopt(CurlOpt.PROXY, (proxy or "").encode())
-        if ca_directory:  # CHATGPT_CA_DIR: the public CAs by subject hash, not a bundle per link
-            verify_by_directory(curl, ca_directory)
-        else:
-            curl._ensure_cacert()
+        set_trust(curl, ca_directory)  # CHATGPT_CA_DIR: not a bundle's store per link
         self._multi = self._link.multi
         self._perform_args = (int(ffi.cast("uintptr_t", self._multi)),
                               int(ffi.cast("uintptr_t", self._running)))
