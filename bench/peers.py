@@ -67,7 +67,7 @@ from concurrency import (  # noqa: E402 - the sibling script, found through the 
 )
 
 from chatgpt_web import usage  # noqa: E402
-from tests.servers import ServerProcess, free_port  # noqa: E402
+from tests.servers import ServerProcess, free_port, stop_process  # noqa: E402
 
 FACES = ("stream", "whole")
 # Where tiktoken downloads an encoding's vocabulary from; its cache names each file by the
@@ -113,12 +113,7 @@ class Chat2api:
         raise TimeoutError(f"chat2api did not accept connections within {timeout}s")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, 10)
 
 
 @dataclass

@@ -14,7 +14,7 @@ import time
 import pytest
 import redis
 
-from tests.servers import free_port
+from tests.servers import free_port, stop_process
 
 
 def redis_required() -> bool:
@@ -66,13 +66,8 @@ class RedisServer:
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL) and wait for it."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, 10)
         self.process = None
 
     def cleanup(self) -> None:

@@ -104,6 +104,18 @@ class LoopbackSocketServer:
     def stop(self) -> None:
         self._sock.close()
 
+def stop_process(process: subprocess.Popen, grace: float) -> None:
+    """End `process` gracefully: SIGTERM, then SIGKILL if it is still running after `grace`
+    seconds; return once it has ended."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class ServerProcess:
     """A server command started in the repository with extra environment; logs go to a file."""
 
@@ -151,13 +163,7 @@ class ServerProcess:
 
     def stop(self) -> str:
         """Stop gracefully (SIGTERM, then SIGKILL after 15 s) and return everything it logged."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, 15)
         return self.output()
 
     def output(self) -> str:
