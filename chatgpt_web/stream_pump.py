@@ -41,12 +41,18 @@ except ImportError:  # pragma: no cover - exercised only where greenlet is not i
 
 AVAILABLE = greenlet is not None and hasattr(select, "epoll")
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
-# Shortest time between two looks at the sockets while events keep coming: events that arrive
-# within it are handled after one wake-up of the pump thread instead of one each (at 250 streams
-# of 4 events a second, about 20 instead of 1; bench/cpu_ab.py: 0.97 and 0.93 of the CPU per
-# answer at 5 ms). A quiet pump waits as usual: the first event after a pause longer than this
-# is handled at once. It delays an event by at most this much.
-COALESCE_SECONDS = 0.02
+# While events keep coming, the pump looks at its sockets at most once per window: the events
+# that arrive within it are handled after one wake-up of the pump thread instead of one each. A
+# quiet pump waits as usual: the first event after a pause longer than the window is handled at
+# once. An event waits at most one window. The window grows with the streams the pump runs
+# (coalesce_window()): a look costs the pump thread the same whatever it finds, and the more
+# streams share the worker's CPU, the more events one look gathers and the more a look spent
+# on a few of them costs the others. `python bench/cpu_ab.py --n 500 --rounds 6` (2026 stream)
+# against a fixed 20 ms: 0.88 of the CPU per answer (8.3 against 9.4 ms; lower in each of the six
+# pairs), `late` no worse (+0.26 to +0.80 s against +0.29 to +0.90 s). 5 ms -> 20 ms gave 0.97.
+COALESCE_SECONDS = 0.02  # the shortest window (a few streams)
+COALESCE_SECONDS_PER_STREAM = 0.0004  # 100 ms from 250 streams on
+COALESCE_MAX_SECONDS = 0.1  # a human reader still sees ten updates a second
 # How often wait_event() looks again at an event in the pump (no fd to wait on: another thread
 # sets it, e.g. the store's writer thread).
 EVENT_LOOK_SECONDS = 0.002
@@ -126,6 +132,7 @@ class Pump:
         self._last_events = 0.0  # when a look at the sockets last found a stream's event
         self.streams = 0  # bodies running now
         self.served = 0  # bodies run to their end since start
+        self.looks = 0  # looks at the sockets (epoll waits) since start
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._hub = None
         self.thread.start()
@@ -201,12 +208,13 @@ class Pump:
         else:
             now = time.monotonic()
             timeout = max(0.0, self._timers[0][0] - now) if self._timers else -1
-            pause = self._last_events + COALESCE_SECONDS - now
+            pause = self._last_events + coalesce_window(self.streams) - now
             if pause > 0:  # events keep coming: let those of the next moment gather
                 time.sleep(pause if timeout < 0 else min(pause, timeout))
                 timeout = 0.0
         armed, wake = self._armed, self._wake_read
         found = False
+        self.looks += 1
         for fd, _ in self._epoll.poll(timeout):
             if fd == wake:
                 self._take_jobs()
@@ -267,6 +275,12 @@ class Pump:
             self.streams -= 1
             self.served += 1
             job.done.set()
+
+
+def coalesce_window(streams: int) -> float:
+    """Shortest time between two looks at the sockets while events keep coming, for a pump that
+    runs `streams` bodies (see COALESCE_SECONDS)."""
+    return min(COALESCE_MAX_SECONDS, max(COALESCE_SECONDS, streams * COALESCE_SECONDS_PER_STREAM))
 
 
 def current() -> Pump | None:

@@ -171,6 +171,51 @@ def test_waits_that_end_on_their_socket_do_not_keep_their_timers(pump):
     assert pump.serve(lambda: stream_pump.wait_fds(((silent.fileno(), READ),), 0.01)) is False
 
 
+def test_the_pump_looks_at_its_sockets_less_often_the_more_streams_it_runs():
+    # A few streams: an event waits at most COALESCE_SECONDS; a busy worker gathers longer.
+    assert stream_pump.coalesce_window(0) == stream_pump.COALESCE_SECONDS == 0.02
+    assert stream_pump.coalesce_window(10) == 0.02
+    assert stream_pump.coalesce_window(125) == pytest.approx(0.05)
+    assert stream_pump.coalesce_window(250) == stream_pump.COALESCE_MAX_SECONDS == 0.1
+    assert stream_pump.coalesce_window(5000) == 0.1
+
+
+def feed_events(pump: Pump, streams: int, seconds: float, every: float) -> int:
+    """Run `streams` bodies that each read events from a socket until told to end, send one
+    event to one of them every `every` seconds for `seconds`, and return how many looks at the
+    sockets the pump made meanwhile."""
+    pairs = [socket.socketpair() for _ in range(streams)]
+
+    def body(sock):
+        def run():
+            while True:
+                assert stream_pump.wait_fds(((sock.fileno(), READ),), WAIT) is True
+                if sock.recv(100).endswith(b"end"):
+                    return
+        return run
+
+    threads, _ = serve_in_threads(pump, [body(ours) for ours, _ in pairs])
+    deadline = time.monotonic() + WAIT
+    while pump.streams < streams and time.monotonic() < deadline:
+        time.sleep(0.01)
+    looks = pump.looks
+    for index in range(int(seconds / every)):
+        pairs[index % streams][1].send(b"event")
+        time.sleep(every)
+    looks = pump.looks - looks
+    for _, theirs in pairs:
+        theirs.send(b"end")
+    join(threads)
+    return looks
+
+
+def test_a_busy_pump_gathers_the_events_of_its_streams_into_few_looks(pump):
+    # An event every 2 ms for 0.6 s: with 250 streams the pump looks about every 100 ms, not at
+    # every event, nor every 20 ms as with a few streams (a slow machine only makes fewer looks).
+    assert feed_events(pump, 250, 0.6, 0.002) <= 12
+    assert feed_events(Pump(name="test-pump-few"), 4, 0.6, 0.002) >= 15
+
+
 def test_no_body_handed_over_is_left_waiting_while_the_pump_sleeps(pump):
     # Request threads hand bodies over while the pump takes the previous ones in: every body must
     # run, also when the pump then sleeps with nothing else to wake it (no timer, no socket). A
