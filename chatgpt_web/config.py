@@ -526,6 +526,12 @@ class Config:
     route_preference: str = setting("ROUTE_PREFERENCE", one_of("web", "relay"), "web")
 
     @property
+    def site_ca_directory(self) -> str | None:
+        """The CA directory the ChatGPT site's connections verify with: CHATGPT_CA_DIR, unless
+        CHATGPT_CA_FILE names the CAs to trust instead (the relay's links use ca_dir as it is)."""
+        return None if self.ca_file else self.ca_dir
+
+    @property
     def request_body_limit(self) -> int:
         """MAX_REQUEST_BYTES, or when unset: a prompt of MAX_PROMPT_CHARS characters written in
         the costliest way a client may use (12 bytes a character: a JSON \\uXXXX surrogate pair,

@@ -258,7 +258,7 @@ def new_session(config: Config, *, resolve: Sequence[str] = ()) -> Session:
         # CHATGPT_CA_FILE: curl's CAINFO, on the lean path too (curl_transfer.set_up passes
         # the session's `verify` as session.post() does). Without it, CHATGPT_CA_DIR.
         verify=config.ca_file or True,
-        ca_directory=None if config.ca_file else config.ca_dir,
+        ca_directory=config.site_ca_directory,
     )
 
 

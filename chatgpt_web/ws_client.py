@@ -78,8 +78,7 @@ class Dialer:
 
     @classmethod
     def from_config(cls, config: Config) -> Dialer:
-        return cls(config.impersonate, config.proxy, config.ca_file,
-                   None if config.ca_file else config.ca_dir)
+        return cls(config.impersonate, config.proxy, config.ca_file, config.site_ca_directory)
 
     def open(self, url: str, *, origin: str, cookies=None, resolve: Sequence[str] = (),
              timeout: float, max_message_bytes: int) -> WebSocketConnection:
