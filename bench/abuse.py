@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from concurrency import PeakMemory, memory, service_pids, start_emulator  # noqa: E402
 
-from tests.servers import ServerProcess, free_port  # noqa: E402
+from tests.servers import ServerProcess, free_port, stop_process  # noqa: E402
 
 
 def tree_rss(root: int) -> int:
@@ -291,8 +291,7 @@ def main() -> int:
     finally:
         service.stop()
         hostile.shutdown()
-        emulator.terminate()
-        emulator.wait(10)
+        stop_process(emulator, 10)
     return 0
 
 

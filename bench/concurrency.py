@@ -124,7 +124,7 @@ from chatgpt_web.upstream.conversation import (  # noqa: E402
     prepare_body,
 )
 from chatgpt_web.upstream.pow import requirements_token_2026  # noqa: E402
-from tests.servers import ServerProcess  # noqa: E402
+from tests.servers import ServerProcess, stop_process  # noqa: E402
 
 # The emulator answers "Echo: <prompt>", so this marks the first word of the answer's text.
 FIRST_TEXT = b"Echo:"
@@ -926,8 +926,7 @@ def run_dialect(dialect: str, args, levels: list[int], faces: list[str]) -> None
         raise
     finally:
         service.stop()
-        emulator.terminate()
-        emulator.wait(10)
+        stop_process(emulator, 10)
 
 
 def main() -> int:

@@ -55,7 +55,7 @@ from bench.concurrency import (  # noqa: E402
     summary,
     through_service,
 )
-from tests.servers import ServerProcess, free_port  # noqa: E402
+from tests.servers import ServerProcess, free_port, stop_process  # noqa: E402
 
 
 def user_system(pids: list[int]) -> tuple[float, float]:
@@ -193,8 +193,7 @@ def main() -> int:
                       f"{user + system:>5.1f}ms  {late:>+5.2f}s  {ok:>6.1%}  "
                       f"{os.getloadavg()[0]:>4.1f}", flush=True)
     finally:
-        emulator.terminate()
-        emulator.wait(10)
+        stop_process(emulator, 10)
     base, this = statistics.median(totals["base"]), statistics.median(totals["this"])
     print(f"median CPU per answer: base {base:.1f} ms, this {this:.1f} ms, "
           f"this/base {this / base:.2f}; load {os.getloadavg()[0]:.2f}")

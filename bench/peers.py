@@ -236,8 +236,7 @@ def main() -> int:
     finally:
         peer.stop()
         service.stop()
-        emulator.terminate()
-        emulator.wait(10)
+        stop_process(emulator, 10)
     return 0
 
 

@@ -83,6 +83,7 @@ def main() -> int:
         parser.error(f"needs the operating system's CA bundle at {OS_BUNDLE} (ca-certificates)")
 
     from bench.concurrency import start_emulator
+    from tests.servers import stop_process
 
     emulator, url, _, ca_file = start_emulator(0.25, "2026", http2=True)
     work = Path(tempfile.mkdtemp(prefix="chatgpt_web-tls-"))
@@ -113,8 +114,7 @@ def main() -> int:
             print(f"{name:>20}  {figures['mb'] * 1024 / args.handles:>7.0f} KB"
                   f"  {figures['cpu'] * 1000 / args.handles:>7.2f} ms", flush=True)
     finally:
-        emulator.terminate()
-        emulator.wait(10)
+        stop_process(emulator, 10)
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -104,6 +104,7 @@ class LoopbackSocketServer:
     def stop(self) -> None:
         self._sock.close()
 
+
 def stop_process(process: subprocess.Popen, grace: float) -> None:
     """End `process` gracefully: SIGTERM, then SIGKILL if it is still running after `grace`
     seconds; return once it has ended."""

@@ -222,7 +222,6 @@ def test_over_tls_the_websocket_is_wss_and_trusts_chatgpt_ca_file(make_app, tls_
     assert not resumes(tls_emulator) and not reads(tls_emulator)
 
 
-
 def test_over_tls_the_websocket_trusts_the_ca_directory(make_app, tls_emulator, tmp_path):
     tls_emulator.switches.handoff = "ws"
     tls_emulator.switches.answer = ANSWER
