@@ -47,12 +47,17 @@ READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 # once. An event waits at most one window. The window grows with the streams the pump runs
 # (coalesce_window()): a look costs the pump thread the same whatever it finds, and the more
 # streams share the worker's CPU, the more events one look gathers and the more a look spent
-# on a few of them costs the others. `python bench/cpu_ab.py --n 500 --rounds 6` (2026 stream)
-# against a fixed 20 ms: 0.88 of the CPU per answer (8.3 against 9.4 ms; lower in each of the six
-# pairs), `late` no worse (+0.26 to +0.80 s against +0.29 to +0.90 s). 5 ms -> 20 ms gave 0.97.
+# on a few of them costs the others; and work done in one stretch costs less CPU than the same
+# work done in pieces between idle spells, which leave the core's caches cold (on this machine, a
+# few JSON round-trips cost 50 us back to back and 200 us after 20 ms idle). `python
+# bench/cpu_ab.py --n 500 --rounds 6` (2026 stream) against a fixed 20 ms: 0.88 of the CPU per
+# answer (8.3 against 9.4 ms; lower in each of the six pairs), `late` no worse. A window of at most
+# 200 ms instead of 100 ms (session 17): 0.92 with `--face usage` (lower in 5 of 6 pairs) and
+# 0.95 with `--face stream --rounds 4`, `late` no worse. 5 ms -> 20 ms gave 0.97.
 COALESCE_SECONDS = 0.02  # the shortest window (a few streams)
-COALESCE_SECONDS_PER_STREAM = 0.0004  # 100 ms from 250 streams on
-COALESCE_MAX_SECONDS = 0.1  # a human reader still sees ten updates a second
+COALESCE_SECONDS_PER_STREAM = 0.0008  # 100 ms at 125 streams, 200 ms from 250 streams on
+# A reader still sees five updates a second, where one worker carries 250 streams or more.
+COALESCE_MAX_SECONDS = 0.2
 # How often wait_event() looks again at an event in the pump (no fd to wait on: another thread
 # sets it, e.g. the store's writer thread).
 EVENT_LOOK_SECONDS = 0.002
