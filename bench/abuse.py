@@ -24,6 +24,7 @@ import http.server
 import json
 import os
 import resource
+import shutil
 import socket
 import sys
 import tempfile
@@ -292,6 +293,7 @@ def main() -> int:
         service.stop()
         hostile.shutdown()
         stop_process(emulator, 10)
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

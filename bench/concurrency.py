@@ -92,6 +92,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import shutil
 import ssl
 import statistics
 import subprocess
@@ -927,6 +928,7 @@ def run_dialect(dialect: str, args, levels: list[int], faces: list[str]) -> None
     finally:
         service.stop()
         stop_process(emulator, 10)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main() -> int:

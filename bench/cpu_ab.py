@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -194,6 +195,7 @@ def main() -> int:
                       f"{os.getloadavg()[0]:>4.1f}", flush=True)
     finally:
         stop_process(emulator, 10)
+        shutil.rmtree(workdir, ignore_errors=True)  # the exported tree and each run's store
     base, this = statistics.median(totals["base"]), statistics.median(totals["this"])
     print(f"median CPU per answer: base {base:.1f} ms, this {this:.1f} ms, "
           f"this/base {this / base:.2f}; load {os.getloadavg()[0]:.2f}")

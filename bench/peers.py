@@ -41,6 +41,7 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -237,6 +238,7 @@ def main() -> int:
         peer.stop()
         service.stop()
         stop_process(emulator, 10)
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

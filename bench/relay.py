@@ -71,6 +71,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -397,6 +398,7 @@ def main() -> None:
             bare.stop()
         fake.stop()
         LOOP.close()
+        shutil.rmtree(workdir, ignore_errors=True)
         if os.environ.get("BENCH_SHOW_LOG"):
             print(log[-4000:])
 

@@ -28,13 +28,13 @@ from tests.emulator import Emulator  # noqa: E402
 
 def main() -> None:
     turns = int(sys.argv[1]) if len(sys.argv) > 1 else 40
-    with Emulator() as emulator:
+    with Emulator() as emulator, tempfile.TemporaryDirectory(prefix="turns-bench-") as stores:
         emulator.switches.pings = False
         token = emulator.mint_access_token()
         clients = {}
         for dialect in ("2026", "2024"):
             app = create_app({"CHATGPT_BASE_URL": emulator.url, "CHATGPT_AUTH_URL": emulator.url,
-                              "CACHE_DIR": tempfile.mkdtemp(), "CHATGPT_PROTOCOL": dialect,
+                              "CACHE_DIR": f"{stores}/{dialect}", "CHATGPT_PROTOCOL": dialect,
                               "REQUEST_TIMEOUT": "30", "LOG_LEVEL": "warning"})
             clients[dialect] = app.test_client()
         times: dict[str, list[float]] = {"2026": [], "2024": []}

@@ -23,6 +23,7 @@ from curl_cffi.requests.exceptions import RequestException
 from tests.emulator import Emulator, Switches, streams, turns
 from tests.emulator.conversations import ConversationStore
 from tests.emulator.failures import FAILURES
+from tests.servers import stop_process
 from tests.service_fixtures import FIXTURES_DIR
 
 HEARTBEAT = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}$")
@@ -237,6 +238,28 @@ def test_the_emulator_program_announces_its_start_in_one_write():
     names = [line.partition("=")[0].partition(":")[0] for line in first_read.splitlines()]
     assert names == ["CHATGPT_BASE_URL", "ACCESS_TOKEN", "API roots"]
     assert first_read.endswith("Ctrl-C stops.\n")
+
+
+def test_the_emulator_program_stopped_by_sigterm_leaves_no_certificate_folder():
+    """Tests and benches stop the program with SIGTERM (tests/servers.stop_process). With --tls
+    it makes a CA and a certificate in a folder of its own, which it must remove as it ends: it
+    did only on Ctrl-C, and every run left a folder in the temporary directory."""
+    program = subprocess.Popen(
+        [sys.executable, "-m", "tests.emulator", "--easy", "--tls"], stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parent.parent, text=True)
+    try:
+        lines = [program.stdout.readline() for _ in range(3)]  # base URL, CA file, token
+        ca_file = next(line.strip().partition("=")[2] for line in lines
+                       if line.startswith("CHATGPT_CA_FILE="))
+        folder = Path(ca_file).parent
+        assert (folder / "ca.pem").is_file()
+        stop_process(program, 30)
+        assert program.returncode == 0
+        assert not folder.exists()
+    finally:
+        if program.poll() is None:
+            program.kill()
+            program.wait()
 
 
 def test_a_connection_is_kept_open_between_requests(emulator):

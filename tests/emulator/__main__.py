@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import signal
 import sys
 import threading
 
@@ -70,12 +71,20 @@ def main(argv: list[str] | None = None) -> None:
     # line land inside the last one.
     sys.stdout.write("".join(line + "\n" for line in lines))
     sys.stdout.flush()
+    # SIGTERM (how tests and benches stop this program: tests/servers.stop_process) ends it as
+    # Ctrl-C does, through stop(), which removes the folder of the TLS certificates: killed
+    # without it, every --tls run left one behind in the temporary directory.
+    signal.signal(signal.SIGTERM, _stop_as_ctrl_c)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
         pass
     finally:
         emulator.stop()
+
+
+def _stop_as_ctrl_c(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
