@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.concurrency import emulator_settings  # noqa: E402
+from tests.servers import stop_process  # noqa: E402
 
 TRANSPORTS = {"plain": [], "tls-http1": ["--tls", "--http1"], "tls-http2": ["--tls"],
               "h2-shared": ["--tls"]}
@@ -144,8 +145,7 @@ def measure(transport: str, n: int, hold: float = HOLD_SECONDS) -> dict:
             raise RuntimeError(f"{transport}: the measuring process failed:\n{child.stderr}")
         return json.loads(child.stdout.strip().splitlines()[-1])
     finally:
-        emulator.kill()
-        emulator.wait()
+        stop_process(emulator, 10)  # SIGTERM: the emulator removes its certificate folder
 
 
 def main() -> int:

@@ -34,6 +34,7 @@ from chatgpt_web.upstream.conversation import (  # noqa: E402
     ConversationRequest,
     build_body,
 )
+from tests.servers import stop_process  # noqa: E402
 
 TRANSPORTS = {"plain": [], "tls-http1": ["--tls", "--http1"], "tls-http2": ["--tls"]}
 WARM_UP = 2
@@ -97,8 +98,7 @@ def measure(transport: str, answers: int, words: int,
         session.close()
         return spent / answers, chunks / answers
     finally:
-        emulator.kill()
-        emulator.wait()
+        stop_process(emulator, 10)  # SIGTERM: the emulator removes its certificate folder
 
 
 def main() -> int:

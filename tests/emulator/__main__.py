@@ -60,22 +60,23 @@ def main(argv: list[str] | None = None) -> None:
     # What start-up made (Flask, werkzeug, the emulator's modules) lives as long as the process:
     # frozen, a full collection no longer walks it in the middle of a burst.
     gc.freeze()
-    lines = [f"CHATGPT_BASE_URL={emulator.url}"]
-    if emulator.ca_file:
-        lines.append(f"CHATGPT_CA_FILE={emulator.ca_file}")
-    lines.append(f"ACCESS_TOKEN={emulator.mint_access_token(exp_in=args.token_hours * 3600)}")
-    lines.append(f"API roots: {emulator.url}/backend-api and {emulator.url}/api. Ctrl-C stops.")
-    # One write: unbuffered (PYTHONUNBUFFERED=1, as in the Dockerfile) print() writes a line's
-    # text and its newline apart, and a program that reads these lines and then talks to another
-    # thread of this process on stdout (bench/concurrency.py's collector clock) saw that thread's
-    # line land inside the last one.
-    sys.stdout.write("".join(line + "\n" for line in lines))
-    sys.stdout.flush()
     # SIGTERM (how tests and benches stop this program: tests/servers.stop_process) ends it as
     # Ctrl-C does, through stop(), which removes the folder of the TLS certificates: killed
-    # without it, every --tls run left one behind in the temporary directory.
+    # without it, every --tls run left one behind in the temporary directory. Set before the
+    # start-up lines go out: a reader may stop the program as soon as it has read them.
     signal.signal(signal.SIGTERM, _stop_as_ctrl_c)
     try:
+        lines = [f"CHATGPT_BASE_URL={emulator.url}"]
+        if emulator.ca_file:
+            lines.append(f"CHATGPT_CA_FILE={emulator.ca_file}")
+        lines.append(f"ACCESS_TOKEN={emulator.mint_access_token(exp_in=args.token_hours * 3600)}")
+        lines.append(f"API roots: {emulator.url}/backend-api and {emulator.url}/api. Ctrl-C stops.")
+        # One write: unbuffered (PYTHONUNBUFFERED=1, as in the Dockerfile) print() writes a
+        # line's text and its newline apart, and a program that reads these lines and then talks
+        # to another thread of this process on stdout (bench/concurrency.py's collector clock)
+        # saw that thread's line land inside the last one.
+        sys.stdout.write("".join(line + "\n" for line in lines))
+        sys.stdout.flush()
         threading.Event().wait()
     except KeyboardInterrupt:
         pass
