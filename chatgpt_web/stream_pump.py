@@ -127,6 +127,9 @@ class Pump:
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
         self._epoll.register(self._wake_read, select.EPOLLIN)
+        # The wake-up pipe alone, for the pause between two looks (_pause()).
+        self._jobs_epoll = select.epoll()
+        self._jobs_epoll.register(self._wake_read, select.EPOLLIN)
         self._woken = False  # a wake-up byte is on its way (one per batch of new jobs)
         self._incoming: deque[_Job] = deque()  # from request threads
         self._ready: deque = deque()  # (greenlet, value to resume it with)
@@ -215,7 +218,7 @@ class Pump:
             timeout = max(0.0, self._timers[0][0] - now) if self._timers else -1
             pause = self._last_events + coalesce_window(self.streams) - now
             if pause > 0:  # events keep coming: let those of the next moment gather
-                time.sleep(pause if timeout < 0 else min(pause, timeout))
+                self._pause(now + (pause if timeout < 0 else min(pause, timeout)))
                 timeout = 0.0
         armed, wake = self._armed, self._wake_read
         found = False
@@ -247,10 +250,25 @@ class Pump:
                 timers[:] = [timer for timer in timers if not timer[2].fired]
                 heapq.heapify(timers)
                 self._stale_timers = 0
+        self._run_ready()
+
+    def _run_ready(self) -> None:
         ready = self._ready
         while ready:
             glet, value = ready.popleft()
             glet.switch(value)  # back here when it waits again or ends
+
+    def _pause(self, until: float) -> None:
+        """Let the window pass (COALESCE_SECONDS) until `until`, but start the bodies handed
+        over meanwhile at once: a new stream's first words, read before its hand-over, do not
+        wait for the window of the streams already running (up to 200 ms at 250 streams)."""
+        while (left := until - time.monotonic()) > 0:
+            if not self._jobs_epoll.poll(left):
+                return
+            self._take_jobs()
+            self._run_ready()  # each new body runs until its first wait (or its end)
+            if self._timers:  # one of them may wait with a deadline before the window's end
+                until = min(until, self._timers[0][0])
 
     def _take_jobs(self) -> None:
         try:
