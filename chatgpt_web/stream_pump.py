@@ -259,7 +259,7 @@ class Pump:
             glet.switch(value)  # back here when it waits again or ends
 
     def _pause(self, until: float) -> None:
-        """Let the window pass (COALESCE_SECONDS) until `until`, but start the bodies handed
+        """Let the window (coalesce_window()) pass until `until`, but start the bodies handed
         over meanwhile at once: a new stream's first words, read before its hand-over, do not
         wait for the window of the streams already running (up to 200 ms at 250 streams)."""
         while (left := until - time.monotonic()) > 0:
