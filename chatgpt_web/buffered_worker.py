@@ -673,7 +673,7 @@ class BufferedThreadWorker(ThreadWorker):
             self.log.warning("STREAM_PUMP is on but this installation lacks %s: each stream "
                              "keeps a thread of its own", ", ".join(missing))
             return None
-        pump = stream_pump.Pump()
+        pump = stream_pump.Pump(longest_window=config.stream_coalesce_seconds)
         stream_pump.install(pump)  # whole answers are read there too (answers.Answer.read)
         return pump
 

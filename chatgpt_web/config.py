@@ -501,6 +501,11 @@ class Config:
     # about a tenth less CPU per streamed answer, half the context switches, ~4 MB more per
     # worker); off: each stream is sent by its own request thread.
     stream_pump: bool = setting("STREAM_PUMP", boolean, True)
+    # The longest an upstream event waits in the pump so that one wake-up handles the events of
+    # many streams: the wait grows with the streams a worker runs and reaches this at 250
+    # (stream_pump.coalesce_window). Shorter: smoother streams under load, for more CPU.
+    stream_coalesce_seconds: float = setting("STREAM_COALESCE_SECONDS", seconds_between(0, 1),
+                                             0.4)
     # --- relay: OpenAI-compatible upstreams beside the web accounts (relay/, docs/relay.md) ---
     # JSON file of upstreams, keys and model routes; the relay is off without it.
     upstreams_file: str | None = setting("UPSTREAMS_FILE", optional_text)

@@ -49,15 +49,20 @@ READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 # streams share the worker's CPU, the more events one look gathers and the more a look spent
 # on a few of them costs the others; and work done in one stretch costs less CPU than the same
 # work done in pieces between idle spells, which leave the core's caches cold (on this machine, a
-# few JSON round-trips cost 50 us back to back and 200 us after 20 ms idle). `python
-# bench/cpu_ab.py --n 500 --rounds 6` (2026 stream) against a fixed 20 ms: 0.88 of the CPU per
-# answer (8.3 against 9.4 ms; lower in each of the six pairs), `late` no worse. A window of at most
-# 200 ms instead of 100 ms (session 17): 0.92 with `--face usage` (lower in 5 of 6 pairs) and
-# 0.95 with `--face stream --rounds 4`, `late` no worse. 5 ms -> 20 ms gave 0.97.
+# few JSON round-trips cost 50 us back to back and 200 us after 20 ms idle). The same holds for
+# each stream's own state (its transfer, parser, greenlet and sockets): a window longer than the
+# time between a stream's events handles several of them in one pass per look.
+# Measured with `python bench/cpu_ab.py --n 500` (docs/stream-pump.md): against a fixed 20 ms, at
+# most 100 ms gave 0.88 of the CPU per answer; 200 ms against 100 ms 0.92 (`--face usage`);
+# 400 ms against 200 ms 0.78 (`--face usage`, events 250 ms apart) to 0.90 (`--face whole`),
+# `late` no worse in each.
 COALESCE_SECONDS = 0.02  # the shortest window (a few streams)
-COALESCE_SECONDS_PER_STREAM = 0.0008  # 100 ms at 125 streams, 200 ms from 250 streams on
-# A reader still sees five updates a second, where one worker carries 250 streams or more.
-COALESCE_MAX_SECONDS = 0.2
+# The window reaches its longest (STREAM_COALESCE_SECONDS, config.py) at this many streams, a
+# worker's share of 500 streams on the default two workers: 1.6 ms more per stream by default.
+COALESCE_FULL_AT_STREAMS = 250
+# The longest by default: a reader of a worker carrying 250 streams or more sees its stream's
+# news at least 2.5 times a second (five with 0.2 s, the longest until session 18).
+COALESCE_MAX_SECONDS = 0.4
 # How often wait_event() looks again at an event in the pump (no fd to wait on: another thread
 # sets it, e.g. the store's writer thread).
 EVENT_LOOK_SECONDS = 0.002
@@ -117,11 +122,15 @@ class Pump:
     (EPOLLONESHOT): the next wait on it re-arms it, one epoll_ctl instead of an add and a removal
     per event. Re-arming an fd that was closed meanwhile (and perhaps reused by a new socket)
     fails with ENOENT, since the kernel forgets a closed file; it is then added anew.
+
+    `longest_window`: the longest time between two looks while events keep coming (seconds,
+    coalesce_window()).
     """
 
-    def __init__(self, name: str = "stream-pump"):
+    def __init__(self, name: str = "stream-pump", longest_window: float = COALESCE_MAX_SECONDS):
         if not AVAILABLE:
             raise RuntimeError("the stream pump needs greenlet and epoll")
+        self.longest_window = longest_window
         self._epoll = select.epoll()
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
@@ -216,7 +225,7 @@ class Pump:
         else:
             now = time.monotonic()
             timeout = max(0.0, self._timers[0][0] - now) if self._timers else -1
-            pause = self._last_events + coalesce_window(self.streams) - now
+            pause = self._last_events + coalesce_window(self.streams, self.longest_window) - now
             if pause > 0:  # events keep coming: let those of the next moment gather
                 self._pause(now + (pause if timeout < 0 else min(pause, timeout)))
                 timeout = 0.0
@@ -300,10 +309,11 @@ class Pump:
             job.done.set()
 
 
-def coalesce_window(streams: int) -> float:
+def coalesce_window(streams: int, longest: float = COALESCE_MAX_SECONDS) -> float:
     """Shortest time between two looks at the sockets while events keep coming, for a pump that
-    runs `streams` bodies (see COALESCE_SECONDS)."""
-    return min(COALESCE_MAX_SECONDS, max(COALESCE_SECONDS, streams * COALESCE_SECONDS_PER_STREAM))
+    runs `streams` bodies: from COALESCE_SECONDS up to `longest`, which it reaches at
+    COALESCE_FULL_AT_STREAMS streams (a `longest` under COALESCE_SECONDS is the window always)."""
+    return min(longest, max(COALESCE_SECONDS, streams * longest / COALESCE_FULL_AT_STREAMS))
 
 
 def current() -> Pump | None:

@@ -85,6 +85,16 @@ def test_the_client_send_timeout_is_a_number_of_seconds_and_cannot_be_turned_off
         Config.from_env({"CLIENT_SEND_TIMEOUT": raw})
 
 
+@pytest.mark.parametrize("raw", ["-0.1", "1.5", "nan", "inf", "fast"])
+def test_the_stream_coalescing_wait_is_at_most_a_second(raw):
+    assert Config.from_env({}).stream_coalesce_seconds == 0.4
+    assert Config.from_env({"STREAM_COALESCE_SECONDS": "0.1"}).stream_coalesce_seconds == 0.1
+    assert Config.from_env({"STREAM_COALESCE_SECONDS": "0"}).stream_coalesce_seconds == 0
+    with pytest.raises(ConfigError, match="^STREAM_COALESCE_SECONDS must be a number of seconds "
+                                          "from 0 to 1"):
+        Config.from_env({"STREAM_COALESCE_SECONDS": raw})
+
+
 def test_a_token_expiry_margin_of_zero_is_allowed():
     assert Config.from_env({"TOKEN_EXPIRY_MARGIN": "0"}).token_expiry_margin == 0
 

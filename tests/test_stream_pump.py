@@ -173,12 +173,20 @@ def test_waits_that_end_on_their_socket_do_not_keep_their_timers(pump):
 
 
 def test_the_pump_looks_at_its_sockets_less_often_the_more_streams_it_runs():
-    # A few streams: an event waits at most COALESCE_SECONDS; a busy worker gathers longer.
+    # A few streams: an event waits at most COALESCE_SECONDS; a busy worker gathers longer, up to
+    # 0.4 s from 250 streams on (STREAM_COALESCE_SECONDS).
     assert stream_pump.coalesce_window(0) == stream_pump.COALESCE_SECONDS == 0.02
     assert stream_pump.coalesce_window(10) == 0.02
-    assert stream_pump.coalesce_window(125) == pytest.approx(0.1)
-    assert stream_pump.coalesce_window(250) == stream_pump.COALESCE_MAX_SECONDS == 0.2
-    assert stream_pump.coalesce_window(5000) == 0.2
+    assert stream_pump.coalesce_window(125) == pytest.approx(0.2)
+    assert stream_pump.coalesce_window(250) == stream_pump.COALESCE_MAX_SECONDS == 0.4
+    assert stream_pump.coalesce_window(5000) == 0.4
+    assert Config.from_env({}).stream_coalesce_seconds == stream_pump.COALESCE_MAX_SECONDS
+    # Another longest: the same growth, to it (0.2 s: the window until session 18).
+    assert stream_pump.coalesce_window(125, 0.2) == pytest.approx(0.1)
+    assert stream_pump.coalesce_window(250, 0.2) == stream_pump.coalesce_window(900, 0.2) == 0.2
+    # A longest under the shortest window is the window at any load; 0 looks at every event.
+    assert stream_pump.coalesce_window(0, 0.005) == stream_pump.coalesce_window(400, 0.005) == 0.005
+    assert stream_pump.coalesce_window(400, 0.0) == 0.0
 
 
 def feed_events(pump: Pump, streams: int, seconds: float, every: float) -> int:
@@ -211,18 +219,20 @@ def feed_events(pump: Pump, streams: int, seconds: float, every: float) -> int:
 
 
 def test_a_busy_pump_gathers_the_events_of_its_streams_into_few_looks(pump):
-    # An event every 2 ms for 0.6 s: with 250 streams the pump looks about every 200 ms (about
-    # four looks), not at every event, nor every 20 ms as with a few streams, nor every 100 ms as
-    # until session 17 (about seven); a slow machine only makes fewer looks.
-    assert feed_events(pump, 250, 0.6, 0.002) <= 5
+    # An event every 2 ms for 1.2 s: with 250 streams the pump looks about every 400 ms (about
+    # four looks), not at every event, nor every 20 ms as with a few streams, nor every 200 ms
+    # as until session 18 (about seven); a slow machine only makes fewer looks.
+    assert feed_events(pump, 250, 1.2, 0.002) <= 5
     assert feed_events(Pump(name="test-pump-few"), 4, 0.6, 0.002) >= 15
+    # STREAM_COALESCE_SECONDS=0.1: at most every 100 ms.
+    assert feed_events(Pump(name="test-pump-short", longest_window=0.1), 250, 1.2, 0.002) >= 8
 
 
 def test_a_body_handed_over_while_the_pump_gathers_events_starts_at_once(pump):
-    # 250 streams, fed an event every 2 ms, keep the pump in its 200 ms window. A body handed
+    # 250 streams, fed an event every 2 ms, keep the pump in its 400 ms window. A body handed
     # over meanwhile (a new stream, whose first words were read before the hand-over) runs at
-    # once, not when the window ends (on average 100 ms later: that was the case until session
-    # 17, and the median of ten would then be about 0.1 s).
+    # once, not when the window ends (on average 200 ms later; until session 17 the pump slept
+    # through its window, and the median of ten was then about 0.1 s with 200 ms windows).
     feeding = threading.Thread(target=feed_events, args=(pump, 250, 2.0, 0.002), daemon=True)
     feeding.start()
     deadline = time.monotonic() + WAIT
