@@ -270,7 +270,8 @@ class Pump:
     def _pause(self, until: float) -> None:
         """Let the window (coalesce_window()) pass until `until`, but start the bodies handed
         over meanwhile at once: a new stream's first words, read before its hand-over, do not
-        wait for the window of the streams already running (up to 200 ms at 250 streams)."""
+        wait for the window of the streams already running (up to STREAM_COALESCE_SECONDS,
+        0.4 s by default, from 250 streams on)."""
         while (left := until - time.monotonic()) > 0:
             if not self._jobs_epoll.poll(left):
                 return
